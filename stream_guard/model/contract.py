@@ -1,0 +1,130 @@
+"""The model contract: what the pipeline needs to know about a deepfake model.
+
+A model is a folder with ``model.json`` and two ONNX graphs (see models/README.md):
+
+* the *encoder* maps a batch of face crops ``float32 [N, 3, H, W]`` to embeddings
+  ``float32 [N, D]``;
+* the *temporal head* maps a batch of embedding sequences ``float32 [N, T, D]``
+  (``1 <= T <= window``) to logits ``float32 [N, 1]``.
+
+The probability is ``sigmoid(calibration_a * logit + calibration_b)``.
+"""
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+from stream_guard.errors import ModelError
+
+FORMAT = "stream_guard-model/1"
+
+
+@dataclass(frozen=True, slots=True)
+class ModelSpec:
+    """Parsed ``model.json``. Paths are absolute."""
+
+    folder: Path
+    name: str
+    version: str
+    trained: bool
+    encoder_path: Path
+    temporal_path: Path
+    input_size: int
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    crop_margin: float
+    embedding_dim: int
+    window: int
+    sample_hz: float
+    threshold: float
+    calibration_a: float
+    calibration_b: float
+    description: str = ""
+
+    def probability(self, logit: float) -> float:
+        z = self.calibration_a * logit + self.calibration_b
+        return 1.0 / (1.0 + math.exp(-max(-60.0, min(60.0, z))))
+
+    def to_json(self) -> dict:
+        return {
+            "format": FORMAT,
+            "name": self.name,
+            "version": self.version,
+            "trained": self.trained,
+            "description": self.description,
+            "encoder": self.encoder_path.name,
+            "temporal": self.temporal_path.name,
+            "input_size": self.input_size,
+            "mean": list(self.mean),
+            "std": list(self.std),
+            "crop_margin": self.crop_margin,
+            "embedding_dim": self.embedding_dim,
+            "window": self.window,
+            "sample_hz": self.sample_hz,
+            "threshold": self.threshold,
+            "calibration": {"a": self.calibration_a, "b": self.calibration_b},
+        }
+
+    def save(self) -> Path:
+        path = self.folder / "model.json"
+        path.write_text(json.dumps(self.to_json(), indent=2) + "\n")
+        return path
+
+
+def _number(meta: dict, key: str, lo: float, hi: float) -> float:
+    try:
+        value = float(meta[key])
+    except (KeyError, TypeError, ValueError) as e:
+        raise ModelError(f"model.json: '{key}' is missing or not a number") from e
+    if not lo <= value <= hi:
+        raise ModelError(f"model.json: '{key}'={value} is outside [{lo}, {hi}]")
+    return value
+
+
+def _triple(meta: dict, key: str) -> tuple[float, float, float]:
+    value = meta.get(key)
+    if not (isinstance(value, list) and len(value) == 3 and all(isinstance(v, (int, float)) for v in value)):
+        raise ModelError(f"model.json: '{key}' must be a list of 3 numbers")
+    return (float(value[0]), float(value[1]), float(value[2]))
+
+
+def load_model_spec(folder: str | Path) -> ModelSpec:
+    """Read and validate ``folder/model.json``; raise :class:`ModelError` on any problem."""
+    folder = Path(folder).expanduser().resolve()
+    meta_path = folder / "model.json"
+    if not meta_path.is_file():
+        raise ModelError(f"no model.json in model folder {folder}")
+    try:
+        meta = json.loads(meta_path.read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise ModelError(f"{meta_path}: not valid JSON ({e})") from e
+    if meta.get("format") != FORMAT:
+        raise ModelError(f"{meta_path}: format must be '{FORMAT}', got {meta.get('format')!r}")
+    graphs = {}
+    for key in ("encoder", "temporal"):
+        name = meta.get(key)
+        if not isinstance(name, str) or not (folder / name).is_file():
+            raise ModelError(f"{meta_path}: '{key}' graph {name!r} not found in {folder}")
+        graphs[key] = folder / name
+    calibration = meta.get("calibration", {"a": 1.0, "b": 0.0})
+    return ModelSpec(
+        folder=folder,
+        name=str(meta.get("name", folder.name)),
+        version=str(meta.get("version", "0")),
+        trained=bool(meta.get("trained", False)),
+        description=str(meta.get("description", "")),
+        encoder_path=graphs["encoder"],
+        temporal_path=graphs["temporal"],
+        input_size=int(_number(meta, "input_size", 16, 1024)),
+        mean=_triple(meta, "mean"),
+        std=_triple(meta, "std"),
+        crop_margin=_number(meta, "crop_margin", 0.0, 2.0),
+        embedding_dim=int(_number(meta, "embedding_dim", 1, 65536)),
+        window=int(_number(meta, "window", 1, 256)),
+        sample_hz=_number(meta, "sample_hz", 0.1, 240.0),
+        threshold=_number(meta, "threshold", 0.0, 1.0),
+        calibration_a=_number(calibration, "a", -1e6, 1e6),
+        calibration_b=_number(calibration, "b", -1e6, 1e6),
+    )
