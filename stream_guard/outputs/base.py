@@ -14,6 +14,8 @@ class Sink(Protocol):
     (windows, live views) may be handed only the newest frame when they fall behind.
     ``open`` is called once before the first ``write``; ``close`` is called once, also
     after a failure. A sink that raises is reported and detached; the others go on.
+    A sink may also define ``event(record: dict)`` to receive non-frame events
+    (source state changes, the run summary).
     """
 
     name: str

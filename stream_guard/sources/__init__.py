@@ -1,0 +1,58 @@
+"""Video sources: files, network streams, webcams, screens and the embedded demo."""
+from __future__ import annotations
+
+import time
+from typing import Iterator
+
+from stream_guard.sources.base import DropPolicy, FrameSource
+from stream_guard.sources.pyav_source import PyAVSource
+from stream_guard.sources.spec import SourceSpec, parse_source, redact_url
+from stream_guard.types import Frame, StreamInfo
+
+__all__ = ["DropPolicy", "FrameSource", "PacedSource", "SourceSpec", "open_source", "parse_source", "redact_url"]
+
+
+class PacedSource:
+    """Wraps a non-live source so frames come no faster than their timestamps (``--realtime``)."""
+
+    def __init__(self, inner: FrameSource) -> None:
+        self.inner = inner
+        self.source_id = inner.source_id
+
+    def open(self) -> StreamInfo:
+        return self.inner.open()
+
+    def frames(self) -> Iterator[Frame]:
+        start: float | None = None
+        for frame in self.inner.frames():
+            now = time.monotonic()
+            if start is None:
+                start = now - frame.pts_s
+            wait = start + frame.pts_s - now
+            if wait > 0:
+                time.sleep(wait)
+            yield frame
+
+    def close(self) -> None:
+        self.inner.close()
+
+    def __enter__(self) -> "PacedSource":
+        self.open()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def open_source(spec: SourceSpec, realtime: bool = False, demo_seconds: float = 20.0) -> FrameSource:
+    """Build (not yet open) the source for a parsed spec."""
+    source: FrameSource
+    if spec.kind == "demo":
+        from stream_guard.sources.demo import DemoSource
+
+        source = DemoSource(seconds=demo_seconds)
+    else:
+        source = PyAVSource(spec)
+    if realtime and not spec.is_live:
+        source = PacedSource(source)
+    return source

@@ -1,0 +1,127 @@
+"""The analysis stage: detect, track, crop, score, draw. All its state lives on one thread."""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from stream_guard.faces.crop import crop_face
+from stream_guard.faces.detector import FaceDetector
+from stream_guard.faces.tracker import FaceTracker, Track
+from stream_guard.model.scorer import FaceScorer, TrackMemory
+from stream_guard.outputs.overlay import HudInfo, annotate
+from stream_guard.types import FaceResult, Frame, FrameResult, StageTimes, TrackState
+
+
+@dataclass(slots=True)
+class TrackSummary:
+    """What the end-of-run summary reports per face track."""
+
+    track_id: int
+    first_s: float
+    last_s: float
+    verdict: str
+    score: float | None
+    mean_score: float | None
+    max_score: float | None
+    n_scores: int
+
+    def to_json(self) -> dict:
+        return {k: getattr(self, k) for k in self.__slots__}
+
+
+class Analyzer:
+    """Turns frames into :class:`FrameResult` objects. Not thread-safe by design:
+    the tracker and every face's memory belong to the thread that calls ``process``."""
+
+    def __init__(self, detector: FaceDetector, tracker: FaceTracker[TrackMemory], scorer: FaceScorer,
+                 detect_every: int = 1, max_summaries: int = 1000) -> None:
+        self.detector = detector
+        self.tracker = tracker
+        self.scorer = scorer
+        self.detect_every = max(1, detect_every)
+        self.summaries: dict[int, TrackSummary] = {}
+        self.max_summaries = max_summaries
+        self.status = ""
+        self._last_out: float | None = None
+        self._fps = 0.0
+
+    def reset(self, status: str = "") -> None:
+        """Forget every face (after a gap in a live stream): ids keep counting."""
+        self.tracker.reset()
+        self.status = status
+
+    def _fps_update(self, now: float) -> float:
+        if self._last_out is not None and now > self._last_out:
+            inst = 1.0 / (now - self._last_out)
+            self._fps = inst if self._fps == 0 else 0.9 * self._fps + 0.1 * inst
+        self._last_out = now
+        return self._fps
+
+    def _score(self, frame: Frame, tracks: list[Track[TrackMemory]]) -> tuple[set[int], set[int], float, float]:
+        due = [t for t in tracks if t.state is TrackState.CONFIRMED and t.misses == 0
+               and self.scorer.due(t.memory, frame.pts_s)]
+        if not due:
+            return set(), set(), 0.0, 0.0
+        t0 = time.perf_counter()
+        spec = self.scorer.spec
+        crops = np.stack([crop_face(frame.image, t.box, spec.input_size, spec.crop_margin) for t in due])
+        t1 = time.perf_counter()
+        changed = self.scorer.score([t.memory for t in due], crops, frame.pts_s)
+        t2 = time.perf_counter()
+        return ({t.id for t in due}, {t.id for t, c in zip(due, changed) if c}, (t1 - t0) * 1e3, (t2 - t1) * 1e3)
+
+    def _face_result(self, track: Track[TrackMemory], scored: bool, changed: bool) -> FaceResult:
+        m = track.memory
+        return FaceResult(
+            track_id=track.id, state=track.state, box=track.box.copy(), detection_score=float(track.detection_score),
+            keypoints=track.keypoints.copy(), raw_score=m.raw_score, score=m.smoother.score,
+            verdict=m.smoother.verdict, scored=scored, verdict_changed=changed, samples=m.n_scores,
+        )
+
+    def _remember(self, face: FaceResult, track: Track[TrackMemory], pts_s: float) -> None:
+        if face.state is TrackState.TENTATIVE:
+            return
+        m = track.memory
+        summary = self.summaries.get(face.track_id)
+        if summary is None:
+            if len(self.summaries) >= self.max_summaries:
+                self.summaries.pop(next(iter(self.summaries)))
+            summary = self.summaries[face.track_id] = TrackSummary(face.track_id, pts_s, pts_s, "", None, None, None, 0)
+        summary.last_s = pts_s
+        summary.verdict = face.verdict.value
+        summary.score = face.score
+        summary.n_scores = m.n_scores
+        if m.n_scores:
+            summary.mean_score = m.sum_scores / m.n_scores
+            summary.max_score = m.max_score
+
+    def process(self, frame: Frame) -> FrameResult:
+        t0 = time.perf_counter()
+        detected = frame.index % self.detect_every == 0 or not self.tracker.tracks
+        if detected:
+            detections = self.detector.detect(frame.image)
+            t1 = time.perf_counter()
+            tracks = self.tracker.update(detections, frame.pts_s)
+        else:
+            t1 = time.perf_counter()
+            tracks = self.tracker.predict(frame.pts_s)
+        t2 = time.perf_counter()
+        scored, changed, crop_ms, model_ms = self._score(frame, tracks)
+        faces = tuple(self._face_result(t, t.id in scored, t.id in changed) for t in tracks)
+        for face, track in zip(faces, tracks):
+            self._remember(face, track, frame.pts_s)
+        t3 = time.perf_counter()
+        now = time.monotonic()
+        latency_ms = (now - frame.wallclock_s) * 1e3
+        fps = self._fps_update(now)
+        hud = HudInfo(fps=fps, latency_ms=latency_ms, faces=len(faces), model_name=self.scorer.spec.name,
+                      untrained=not self.scorer.spec.trained, status=self.status)
+        annotated = annotate(frame.image, faces, hud)
+        t4 = time.perf_counter()
+        times = StageTimes(detect_ms=(t1 - t0) * 1e3 if detected else 0.0, track_ms=(t2 - t1) * 1e3,
+                           crop_ms=crop_ms, cnn_ms=model_ms, temporal_ms=0.0, overlay_ms=(t4 - t3) * 1e3)
+        latency_ms = (time.monotonic() - frame.wallclock_s) * 1e3
+        return FrameResult(frame=frame, annotated=annotated, faces=faces, detected=detected,
+                           latency_ms=latency_ms, fps=fps, times=times)

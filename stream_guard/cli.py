@@ -1,0 +1,166 @@
+"""The ``stream-guard`` command: parse arguments -> config -> run. Thin on purpose."""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import signal
+import sys
+from pathlib import Path
+from typing import Callable, Sequence
+
+from stream_guard import __version__
+from stream_guard.errors import StreamGuardError
+
+log = logging.getLogger("stream_guard")
+
+EXIT_OK = 0
+EXIT_INTERRUPTED = 130
+
+
+def _threshold(text: str) -> float:
+    value = float(text)
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError("must be between 0 and 1")
+    return value
+
+
+def _add_run_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", type=Path, metavar="DIR", help="model folder (default: the shipped model)")
+    p.add_argument("--provider", default="auto", metavar="P",
+                   help="ONNX Runtime providers: auto, or a comma list of tensorrt,cuda,coreml,directml,cpu")
+    p.add_argument("--threshold", type=_threshold, metavar="T", help="fake threshold 0..1 (default: the model's)")
+    p.add_argument("--detector", choices=("full", "short"), default="full",
+                   help="face detector: full-range (far faces, default) or short-range (faces near the camera)")
+    p.add_argument("--detect-every", type=int, default=1, metavar="N",
+                   help="run the face detector every N-th frame and track in between (default 1)")
+    p.add_argument("--show", action="store_true", help="show the annotated video in a window")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="stream-guard", description="Live deepfake monitor for video streams.")
+    parser.add_argument("--version", action="version", version=f"stream_guard {__version__}")
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output (-vv for debug)")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    watch = sub.add_parser("watch", help="analyse a file, stream, webcam or screen",
+                           description="SOURCE: a video file, rtsp:// rtmp:// http(s):// URL, webcam:N, "
+                                       "screen[:DISPLAY] or demo.")
+    watch.add_argument("source", metavar="SOURCE")
+    watch.add_argument("--out", type=Path, metavar="FILE", help="write the annotated video (.mp4 .mkv .mov .webm)")
+    watch.add_argument("--events", type=Path, metavar="FILE", help="write JSON Lines events ('-' for stdout)")
+    watch.add_argument("--realtime", action="store_true", help="pace a file to its frame rate, like a live stream")
+    watch.add_argument("--max-frames", type=int, metavar="N", help="stop after N frames")
+    _add_run_options(watch)
+
+    demo = sub.add_parser("demo", help="run on the embedded demo video (no camera or network needed)")
+    demo.add_argument("--out-dir", type=Path, default=Path("stream_guard_demo"), metavar="DIR",
+                      help="folder for demo.mp4, events.jsonl and summary.json (default ./stream_guard_demo)")
+    demo.add_argument("--seconds", type=float, default=10.0, help="length of the demo video (default 10)")
+    _add_run_options(demo)
+
+    sub.add_parser("doctor", help="report versions, providers, devices and what is missing")
+    return parser
+
+
+def _setup_logging(verbosity: int) -> None:
+    level = logging.WARNING if verbosity == 0 else logging.INFO if verbosity == 1 else logging.DEBUG
+    logging.basicConfig(level=level, format="stream-guard: %(levelname)s: %(message)s")
+
+
+def _config(args: argparse.Namespace, source: str, out: Path | None, events: Path | None,
+            realtime: bool = False, max_frames: int | None = None, demo_seconds: float = 20.0):
+    from stream_guard.config import (AnalysisOptions, ModelOptions, OutputOptions, RunConfig,
+                                     SourceOptions)
+    from stream_guard.faces.detector import DetectorOptions
+
+    if args.detect_every < 1:
+        raise StreamGuardError("--detect-every must be at least 1")
+    return RunConfig(
+        source=SourceOptions(spec=source, realtime=realtime, max_frames=max_frames, demo_seconds=demo_seconds),
+        model=ModelOptions(model_dir=args.model, provider=args.provider, threshold=args.threshold),
+        detector=DetectorOptions(model=args.detector),
+        analysis=AnalysisOptions(detect_every=args.detect_every),
+        outputs=OutputOptions(out_path=out, events_path=events, show=args.show),
+    )
+
+
+def _run_with_signals(config, extra_sinks: Sequence = ()):
+    """Run a pipeline; SIGINT/SIGTERM ask it to stop cleanly (outputs are finalised)."""
+    from stream_guard.pipeline import Pipeline
+
+    pipeline = Pipeline(config, extra_sinks)
+    handler: Callable = lambda signum, frame: pipeline.stop()  # noqa: E731
+    previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        return pipeline.run()
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)
+
+
+def _print_summary(summary, stream=sys.stderr) -> None:
+    lat = "n/a" if summary.latency_p50_ms is None else f"{summary.latency_p50_ms:.1f} ms"
+    print(f"{summary.frames_processed} frames in {summary.duration_s:.1f} s ({summary.fps:.1f} fps), "
+          f"{summary.frames_dropped} dropped, latency p50 {lat}, {len(summary.tracks)} face track(s)", file=stream)
+    for t in summary.tracks:
+        score = "--" if t["score"] is None else f"{t['score']:.2f}"
+        print(f"  face #{t['track_id']}: {t['verdict'] or 'uncertain'} (score {score}, "
+              f"{t['n_scores']} windows, {t['first_s']:.1f}-{t['last_s']:.1f} s)", file=stream)
+    if not summary.model_trained:
+        print(f"  note: model '{summary.model}' is UNTRAINED: scores are meaningless", file=stream)
+
+
+def cmd_watch(args: argparse.Namespace) -> int:
+    events = args.events
+    extra = []
+    if events is not None and str(events) == "-":
+        from stream_guard.outputs.events import JsonlEventSink
+
+        extra.append(JsonlEventSink(sys.stdout))
+        events = None
+    config = _config(args, args.source, args.out, events, args.realtime, args.max_frames)
+    summary = _run_with_signals(config, extra)
+    _print_summary(summary)
+    return EXIT_INTERRUPTED if summary.interrupted else EXIT_OK
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    out_dir: Path = args.out_dir
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise StreamGuardError(f"--out-dir {out_dir}: cannot create ({e.strerror})") from e
+    config = _config(args, "demo", out_dir / "demo.mp4", out_dir / "events.jsonl", demo_seconds=args.seconds)
+    summary = _run_with_signals(config)
+    (out_dir / "summary.json").write_text(json.dumps(summary.to_json(), indent=2) + "\n")
+    _print_summary(summary)
+    print(f"demo outputs in {out_dir.resolve()}/: demo.mp4 (annotated video), events.jsonl, summary.json",
+          file=sys.stderr)
+    return EXIT_INTERRUPTED if summary.interrupted else EXIT_OK
+
+
+def cmd_doctor(args: argparse.Namespace) -> int:
+    from stream_guard.doctor import run_doctor
+
+    return run_doctor(sys.stdout)
+
+
+COMMANDS = {"watch": cmd_watch, "demo": cmd_demo, "doctor": cmd_doctor}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    _setup_logging(args.verbose)
+    try:
+        return COMMANDS[args.command](args)
+    except StreamGuardError as e:
+        print(f"stream-guard: error: {e}", file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:
+        print("stream-guard: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+
+
+if __name__ == "__main__":
+    sys.exit(main())

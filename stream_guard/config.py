@@ -1,0 +1,56 @@
+"""Run options as frozen dataclasses: the CLI parses, builds a :class:`RunConfig`, calls ``run``."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from stream_guard.faces.detector import DetectorOptions
+from stream_guard.faces.tracker import TrackerOptions
+from stream_guard.model.smoothing import SmoothingOptions
+from stream_guard.sources.capture import ReconnectPolicy
+
+
+@dataclass(frozen=True, slots=True)
+class SourceOptions:
+    """``spec`` is what the user typed: a path, a URL, ``webcam:N``, ``screen[:DISPLAY]`` or ``demo``."""
+
+    spec: str
+    realtime: bool = False
+    reconnect: ReconnectPolicy = field(default_factory=ReconnectPolicy)
+    max_frames: int | None = None
+    demo_seconds: float = 20.0
+
+
+@dataclass(frozen=True, slots=True)
+class ModelOptions:
+    """``model_dir`` None = the shipped default; ``provider`` is ``auto`` or a comma list (``cuda,cpu``)."""
+
+    model_dir: Path | None = None
+    provider: str = "auto"
+    threshold: float | None = None
+    intra_op_threads: int = 1
+    smoothing: SmoothingOptions = field(default_factory=SmoothingOptions)
+
+
+@dataclass(frozen=True, slots=True)
+class OutputOptions:
+    out_path: Path | None = None
+    events_path: Path | None = None
+    show: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class AnalysisOptions:
+    """``detect_every``: run the detector on every n-th frame and track in between."""
+
+    detect_every: int = 1
+
+
+@dataclass(frozen=True, slots=True)
+class RunConfig:
+    source: SourceOptions
+    model: ModelOptions = field(default_factory=ModelOptions)
+    detector: DetectorOptions = field(default_factory=DetectorOptions)
+    tracker: TrackerOptions = field(default_factory=TrackerOptions)
+    analysis: AnalysisOptions = field(default_factory=AnalysisOptions)
+    outputs: OutputOptions = field(default_factory=OutputOptions)

@@ -1,0 +1,79 @@
+"""``stream-guard doctor``: what this installation has, and what is missing."""
+from __future__ import annotations
+
+import glob
+import importlib
+import importlib.metadata as md
+import os
+import platform
+import sys
+from typing import TextIO
+
+OK, WARN, MISSING = "ok", "warn", "missing"
+
+
+def _version(dist: str) -> str | None:
+    try:
+        return md.version(dist)
+    except md.PackageNotFoundError:
+        return None
+
+
+def _opencv_builds() -> list[str]:
+    names = ("opencv-python", "opencv-python-headless", "opencv-contrib-python", "opencv-contrib-python-headless")
+    return [f"{n} {_version(n)}" for n in names if _version(n)]
+
+
+def _checks() -> list[tuple[str, str, str]]:
+    rows: list[tuple[str, str, str]] = []
+    rows.append((OK, "python", f"{platform.python_version()} on {sys.platform} ({platform.machine()})"))
+    for dist in ("numpy", "av", "onnxruntime", "onnxruntime-gpu"):
+        v = _version(dist)
+        if v or dist != "onnxruntime-gpu":
+            rows.append((OK if v else MISSING, dist, v or "not installed"))
+    cv = _opencv_builds()
+    gui = [c for c in cv if "headless" not in c]
+    rows.append((WARN if gui or len(cv) != 1 else OK, "opencv",
+                 ", ".join(cv) + (" (a GUI OpenCV build can crash screen capture: keep only the headless one)"
+                                  if gui else "")))
+    try:
+        import onnxruntime as ort
+
+        rows.append((OK, "providers", ", ".join(ort.get_available_providers())))
+    except ImportError as e:
+        rows.append((MISSING, "providers", str(e)))
+    try:
+        importlib.import_module("tkinter")
+        display = os.environ.get("DISPLAY") if sys.platform.startswith("linux") else "n/a"
+        rows.append((OK if display else WARN, "window (--show)",
+                     "tkinter ok" + ("" if display else "; DISPLAY not set, no window possible")))
+    except ImportError:
+        rows.append((MISSING, "window (--show)", "tkinter not installed (e.g. apt install python3-tk)"))
+    cams = sorted(glob.glob("/dev/video*")) if sys.platform.startswith("linux") else []
+    rows.append((OK if cams else WARN, "webcams", ", ".join(cams) if cams else "no /dev/video* devices"))
+    from stream_guard.paths import bundled_model
+    from stream_guard.pipeline import default_model_dir
+
+    for name in ("face_detection_full_range.onnx", "face_detection_short_range.onnx"):
+        try:
+            present = bundled_model(name).is_file()
+        except FileNotFoundError:
+            present = False
+        rows.append((OK if present else MISSING, "face detector", name + ("" if present else " not found")))
+    try:
+        from stream_guard.model.contract import load_model_spec
+
+        spec = load_model_spec(default_model_dir())
+        rows.append((OK if spec.trained else WARN, "deepfake model",
+                     f"{spec.name} {spec.version}" + ("" if spec.trained else " (UNTRAINED placeholder)")))
+    except Exception as e:  # noqa: BLE001 - doctor reports, it does not fail
+        rows.append((MISSING, "deepfake model", str(e)))
+    return rows
+
+
+def run_doctor(out: TextIO) -> int:
+    """Print one line per check; exit 1 if something required is missing."""
+    rows = _checks()
+    for status, what, detail in rows:
+        print(f"[{status:>7}] {what:16} {detail}", file=out)
+    return 1 if any(s == MISSING for s, _, _ in rows) else 0

@@ -1,0 +1,114 @@
+"""Fake scores per face: the CNN encoder once per sampled crop, the recurrent head over
+each face's cached embeddings, so per-frame cost does not grow with the window."""
+from __future__ import annotations
+
+import logging
+from collections import deque
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+
+from stream_guard.errors import ModelError
+from stream_guard.model.contract import ModelSpec
+from stream_guard.model.providers import create_session
+from stream_guard.model.smoothing import SmoothingOptions, VerdictSmoother
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(slots=True)
+class TrackMemory:
+    """What the scorer keeps per face track (owned by the track)."""
+
+    embeddings: deque
+    smoother: VerdictSmoother
+    last_sample_pts: float | None = None
+    raw_score: float | None = None
+    n_scores: int = 0
+    sum_scores: float = 0.0
+    max_score: float = 0.0
+
+    def record(self, probability: float) -> bool:
+        """Keep running statistics and update the verdict; True if the verdict changed."""
+        self.raw_score = probability
+        self.n_scores += 1
+        self.sum_scores += probability
+        self.max_score = max(self.max_score, probability)
+        return self.smoother.update(probability)
+
+
+class FaceScorer:
+    """Runs one model folder's encoder and temporal head in ONNX Runtime."""
+
+    def __init__(
+        self,
+        spec: ModelSpec,
+        providers: Sequence[str],
+        intra_op_threads: int = 1,
+        threshold: float | None = None,
+        smoothing: SmoothingOptions = SmoothingOptions(),
+    ) -> None:
+        self.spec = spec
+        self.threshold = spec.threshold if threshold is None else threshold
+        self.smoothing = smoothing
+        self.encoder = create_session(str(spec.encoder_path), providers, intra_op_threads)
+        self.temporal = create_session(str(spec.temporal_path), providers, intra_op_threads)
+        self.provider = self.encoder.get_providers()[0]
+        self._enc_in = self.encoder.get_inputs()[0].name
+        self._tmp_in = self.temporal.get_inputs()[0].name
+        self._check_shapes()
+        self._mean = np.asarray(spec.mean, np.float32) * 255.0
+        self._inv_std = 1.0 / (np.asarray(spec.std, np.float32) * 255.0)
+        self.sample_period_s = 1.0 / spec.sample_hz
+
+    def _check_shapes(self) -> None:
+        shape = self.encoder.get_inputs()[0].shape
+        size = self.spec.input_size
+        fixed = [d for d in shape[2:] if isinstance(d, int)]
+        if len(shape) != 4 or shape[1] != 3 or any(d != size for d in fixed):
+            raise ModelError(f"encoder input shape {shape} does not match [N,3,{size},{size}] in model.json")
+        out = self.encoder.get_outputs()[0].shape
+        if len(out) != 2 or (isinstance(out[1], int) and out[1] != self.spec.embedding_dim):
+            raise ModelError(f"encoder output shape {out} does not match [N,{self.spec.embedding_dim}]")
+
+    def new_memory(self) -> TrackMemory:
+        return TrackMemory(
+            embeddings=deque(maxlen=self.spec.window),
+            smoother=VerdictSmoother(self.threshold, self.smoothing),
+        )
+
+    def due(self, memory: TrackMemory, pts_s: float) -> bool:
+        """Whether this face should be sampled at ``pts_s`` (the model's sampling rate)."""
+        return memory.last_sample_pts is None or pts_s - memory.last_sample_pts >= self.sample_period_s * 0.95
+
+    def encode(self, crops: np.ndarray) -> np.ndarray:
+        """``crops``: uint8 ``[N, S, S, 3]`` RGB -> embeddings ``[N, D]`` in one batch."""
+        x = (crops.astype(np.float32) - self._mean) * self._inv_std
+        x = np.ascontiguousarray(x.transpose(0, 3, 1, 2))
+        return self.encoder.run(None, {self._enc_in: x})[0]
+
+    def probabilities(self, sequences: Sequence[np.ndarray]) -> np.ndarray:
+        """Each sequence ``[T_i, D]`` -> calibrated probability. Equal lengths go as one batch."""
+        out = np.zeros(len(sequences), np.float64)
+        by_len: dict[int, list[int]] = {}
+        for i, seq in enumerate(sequences):
+            by_len.setdefault(len(seq), []).append(i)
+        for length, idx in by_len.items():
+            batch = np.stack([sequences[i] for i in idx]).astype(np.float32)
+            logits = self.temporal.run(None, {self._tmp_in: batch})[0].reshape(-1)
+            for i, logit in zip(idx, logits):
+                out[i] = self.spec.probability(float(logit))
+        return out
+
+    def score(self, memories: Sequence[TrackMemory], crops: np.ndarray, pts_s: float) -> list[bool]:
+        """Encode one crop per memory, push the embeddings, score every window, update
+        each smoother. Returns per memory whether its verdict changed."""
+        if not memories:
+            return []
+        embeddings = self.encode(crops)
+        for memory, emb in zip(memories, embeddings):
+            memory.embeddings.append(emb)
+            memory.last_sample_pts = pts_s
+        probs = self.probabilities([np.stack(m.embeddings) for m in memories])
+        return [memory.record(float(p)) for memory, p in zip(memories, probs)]

@@ -1,0 +1,84 @@
+"""JSON Lines events: one record per scored face update, per verdict change, per
+source state change, and a summary at the end."""
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import IO, Any
+
+from stream_guard.errors import OutputError
+from stream_guard.types import FaceResult, FrameResult, StreamInfo
+
+
+def face_record(kind: str, result: FrameResult, face: FaceResult) -> dict[str, Any]:
+    """The event for one face in one frame (``kind`` is ``track`` or ``verdict``)."""
+    return {
+        "type": kind,
+        "stream_time_s": round(result.frame.pts_s, 4),
+        "wall_time": time.time(),
+        "frame_index": result.frame.index,
+        "source": result.frame.source_id,
+        "track_id": face.track_id,
+        "track_state": face.state.value,
+        "box": [round(float(v), 1) for v in face.box],
+        "detection_score": round(face.detection_score, 4),
+        "score": None if face.score is None else round(face.score, 4),
+        "raw_score": None if face.raw_score is None else round(face.raw_score, 4),
+        "verdict": face.verdict.value,
+        "samples": face.samples,
+    }
+
+
+def frame_events(result: FrameResult) -> list[dict[str, Any]]:
+    """Records for every face scored on this frame, plus one per verdict change."""
+    records = []
+    for face in result.faces:
+        if face.scored:
+            records.append(face_record("track", result, face))
+        if face.verdict_changed:
+            records.append(face_record("verdict", result, face))
+    return records
+
+
+class JsonlEventSink:
+    """Appends events to a ``.jsonl`` file (or a text stream such as stdout), flushed per frame."""
+
+    name = "events"
+    lossless = True
+
+    def __init__(self, target: str | Path | IO[str]) -> None:
+        self._target = target
+        self._fh: IO[str] | None = None
+        self._owns = False
+
+    def open(self, info: StreamInfo) -> None:
+        if isinstance(self._target, (str, Path)):
+            path = Path(self._target)
+            try:
+                self._fh = path.open("w", encoding="utf-8")
+            except OSError as e:
+                raise OutputError(f"--events {path}: cannot write ({e.strerror})") from e
+            self._owns = True
+        else:
+            self._fh = self._target
+        self.event({"type": "start", "wall_time": time.time(), "source": info.source_id, "width": info.width,
+                   "height": info.height, "fps": info.fps, "live": info.is_live})
+
+    def event(self, record: dict[str, Any]) -> None:
+        if self._fh is not None:
+            self._fh.write(json.dumps(record, separators=(",", ":")) + "\n")
+
+    def write(self, result: FrameResult) -> None:
+        records = frame_events(result)
+        for record in records:
+            self.event(record)
+        if records and self._fh is not None:
+            self._fh.flush()
+
+    def close(self) -> None:
+        fh, self._fh = self._fh, None
+        if fh is not None:
+            fh.flush()
+            if self._owns:
+                fh.close()

@@ -1,0 +1,73 @@
+"""Draw boxes, scores and a status HUD onto a frame (RGB, in place on a copy)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from stream_guard.types import FaceResult, TrackState, Verdict
+
+# RGB colours per verdict.
+COLOURS = {
+    Verdict.FAKE: (230, 40, 40),
+    Verdict.REAL: (40, 200, 70),
+    Verdict.UNCERTAIN: (245, 180, 20),
+}
+_FONT = cv2.FONT_HERSHEY_SIMPLEX
+
+
+@dataclass(frozen=True, slots=True)
+class HudInfo:
+    fps: float
+    latency_ms: float
+    faces: int
+    model_name: str
+    untrained: bool
+    status: str = ""
+
+
+def _text(img: np.ndarray, text: str, org: tuple[int, int], scale: float, colour: tuple[int, int, int]) -> None:
+    cv2.putText(img, text, org, _FONT, scale, (0, 0, 0), max(2, int(3 * scale)), cv2.LINE_AA)
+    cv2.putText(img, text, org, _FONT, scale, colour, max(1, int(1.5 * scale)), cv2.LINE_AA)
+
+
+def draw_face(img: np.ndarray, face: FaceResult) -> None:
+    """Box coloured by verdict, ``#id verdict score`` label, and a score bar under the box."""
+    h, w = img.shape[:2]
+    x1, y1, x2, y2 = (int(round(v)) for v in face.box)
+    x1, y1, x2, y2 = max(0, x1), max(0, y1), min(w - 1, x2), min(h - 1, y2)
+    colour = COLOURS[face.verdict]
+    thick = 1 if face.state is TrackState.TENTATIVE else max(2, (x2 - x1) // 100)
+    cv2.rectangle(img, (x1, y1), (x2, y2), colour, thick, cv2.LINE_AA)
+    scale = float(np.clip((x2 - x1) / 220.0, 0.45, 0.9))
+    score = "--" if face.score is None else f"{face.score:.2f}"
+    _text(img, f"#{face.track_id} {face.verdict.value} {score}", (x1, max(14, y1 - 6)), scale, colour)
+    bar_y = min(h - 6, y2 + 6)
+    bar_w = max(1, x2 - x1)
+    cv2.rectangle(img, (x1, bar_y), (x1 + bar_w, bar_y + 5), (60, 60, 60), -1)
+    if face.score is not None:
+        cv2.rectangle(img, (x1, bar_y), (x1 + int(bar_w * face.score), bar_y + 5), colour, -1)
+
+
+def draw_hud(img: np.ndarray, hud: HudInfo) -> None:
+    """Top-left corner: fps, latency, faces, model; a red warning when the model is untrained."""
+    lines = [f"{hud.fps:5.1f} fps  {hud.latency_ms:5.1f} ms  faces {hud.faces}", f"model {hud.model_name}"]
+    if hud.status:
+        lines.append(hud.status)
+    scale = 0.5 if img.shape[1] < 1000 else 0.6
+    y = 22
+    for line in lines:
+        _text(img, line, (10, y), scale, (255, 255, 255))
+        y += int(26 * scale / 0.6)
+    if hud.untrained:
+        _text(img, "UNTRAINED MODEL: scores are meaningless", (10, y), scale, COLOURS[Verdict.FAKE])
+
+
+def annotate(image: np.ndarray, faces: tuple[FaceResult, ...], hud: HudInfo) -> np.ndarray:
+    """A copy of ``image`` with every face and the HUD drawn."""
+    out = image.copy()
+    for face in faces:
+        draw_face(out, face)
+    draw_hud(out, hud)
+    return out

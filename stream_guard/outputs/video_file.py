@@ -1,0 +1,71 @@
+"""Annotated video written with PyAV: one output frame per input frame."""
+from __future__ import annotations
+
+from fractions import Fraction
+from pathlib import Path
+
+import av
+
+from stream_guard.errors import OutputError
+from stream_guard.types import FrameResult, StreamInfo
+
+_CODECS = {".mp4": "libx264", ".mkv": "libx264", ".mov": "libx264", ".webm": "libvpx-vp9", ".avi": "mpeg4"}
+
+
+class VideoFileSink:
+    """Encodes ``result.annotated`` (H.264 for .mp4/.mkv/.mov). Frames are stamped by
+    index at the source's rate, so the output has exactly the frames it was given."""
+
+    name = "file"
+    lossless = True
+
+    def __init__(self, path: str | Path, fps: float | None = None, crf: int = 23, preset: str = "veryfast") -> None:
+        self.path = Path(path)
+        self.fps = fps
+        self.crf = crf
+        self.preset = preset
+        self.frames_written = 0
+        self._container: av.container.OutputContainer | None = None
+        self._stream = None
+
+    def open(self, info: StreamInfo) -> None:
+        suffix = self.path.suffix.lower()
+        if suffix not in _CODECS:
+            raise OutputError(f"--out {self.path}: unsupported extension (use {', '.join(_CODECS)})")
+        if not self.path.parent.exists():
+            raise OutputError(f"--out {self.path}: folder {self.path.parent} does not exist")
+        fps = self.fps or info.fps or 30.0
+        rate = Fraction(fps).limit_denominator(1001)
+        try:
+            self._container = av.open(str(self.path), mode="w")
+            stream = self._container.add_stream(_CODECS[suffix], rate=rate)
+        except (av.error.FFmpegError, OSError) as e:
+            raise OutputError(f"--out {self.path}: cannot create ({e})") from e
+        stream.width = info.width - info.width % 2
+        stream.height = info.height - info.height % 2
+        stream.pix_fmt = "yuv420p"
+        stream.time_base = 1 / rate
+        if _CODECS[suffix] == "libx264":
+            stream.options = {"crf": str(self.crf), "preset": self.preset}
+        self._stream = stream
+
+    def write(self, result: FrameResult) -> None:
+        assert self._container is not None and self._stream is not None
+        image = result.annotated
+        w, h = self._stream.width, self._stream.height
+        if image.shape[1] != w or image.shape[0] != h:
+            image = image[:h, :w]
+        frame = av.VideoFrame.from_ndarray(image, format="rgb24")
+        frame.pts = self.frames_written
+        self._container.mux(self._stream.encode(frame))
+        self.frames_written += 1
+
+    def close(self) -> None:
+        container, self._container = self._container, None
+        if container is None:
+            return
+        try:
+            if self._stream is not None:
+                container.mux(self._stream.encode(None))
+        finally:
+            container.close()

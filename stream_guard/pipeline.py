@@ -1,0 +1,239 @@
+"""Wiring and lifecycle: capture thread -> analysis (caller's thread) -> one thread per sink."""
+from __future__ import annotations
+
+import dataclasses
+import logging
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+
+from stream_guard.analysis import Analyzer
+from stream_guard.config import RunConfig
+from stream_guard.errors import ModelError, OutputError, StreamGuardError
+from stream_guard.faces.detector import FaceDetector
+from stream_guard.faces.tracker import FaceTracker
+from stream_guard.model.contract import ModelSpec, load_model_spec
+from stream_guard.model.providers import resolve_providers
+from stream_guard.model.scorer import FaceScorer
+from stream_guard.outputs.base import Sink
+from stream_guard.outputs.events import JsonlEventSink
+from stream_guard.outputs.video_file import VideoFileSink
+from stream_guard.outputs.worker import SinkWorker
+from stream_guard.paths import bundled_model
+from stream_guard.sources import DropPolicy, open_source, parse_source
+from stream_guard.sources.capture import CaptureThread, EndOfStream, FrameQueue, SourceEvent
+from stream_guard.types import Frame, FrameResult, StreamInfo
+
+log = logging.getLogger(__name__)
+
+TRAINED_MODEL = "deepfake"
+PLACEHOLDER_MODEL = "untrained-placeholder"
+
+
+def default_model_dir() -> Path:
+    """The shipped trained model if there is one, else the untrained placeholder."""
+    for name in (TRAINED_MODEL, PLACEHOLDER_MODEL):
+        try:
+            folder = bundled_model(name)
+        except FileNotFoundError as e:
+            raise ModelError("the shipped models folder is missing from this installation") from e
+        if (folder / "model.json").is_file():
+            return folder
+    raise ModelError("no shipped model found: pass --model DIR")
+
+
+def load_model(config: RunConfig) -> ModelSpec:
+    return load_model_spec(config.model.model_dir or default_model_dir())
+
+
+@dataclass(slots=True)
+class RunStats:
+    """Counters and a bounded window of latencies, filled by the analysis thread."""
+
+    frames_processed: int = 0
+    faces_seen: int = 0
+    started: float = field(default_factory=time.monotonic)
+    latencies_ms: deque = field(default_factory=lambda: deque(maxlen=100_000))
+    source_events: list[dict] = field(default_factory=list)
+
+    def add(self, result: FrameResult) -> None:
+        self.frames_processed += 1
+        self.faces_seen += len(result.faces)
+        self.latencies_ms.append(result.latency_ms)
+
+    def latency(self, q: float) -> float | None:
+        return float(np.percentile(np.fromiter(self.latencies_ms, float), q)) if self.latencies_ms else None
+
+
+@dataclass(frozen=True, slots=True)
+class RunSummary:
+    source: str
+    frames_read: int
+    frames_processed: int
+    frames_dropped: int
+    duration_s: float
+    fps: float
+    latency_p50_ms: float | None
+    latency_p95_ms: float | None
+    model: str
+    model_trained: bool
+    provider: str
+    tracks: tuple[dict, ...]
+    interrupted: bool
+    error: str | None
+    failed_outputs: tuple[str, ...]
+
+    def to_json(self) -> dict:
+        d = {k: getattr(self, k) for k in self.__slots__}
+        d["tracks"] = list(self.tracks)
+        d["failed_outputs"] = list(self.failed_outputs)
+        return {"type": "summary", "wall_time": time.time(), **d}
+
+
+def build_sinks(config: RunConfig, info: StreamInfo, on_close: Callable[[], None]) -> list[Sink]:
+    sinks: list[Sink] = []
+    out = config.outputs
+    if out.out_path is not None:
+        sinks.append(VideoFileSink(out.out_path, fps=info.fps))
+    if out.events_path is not None:
+        sinks.append(JsonlEventSink(out.events_path))
+    if out.show:
+        from stream_guard.outputs.window import TkWindowSink
+
+        sinks.append(TkWindowSink(title=f"stream_guard - {info.source_id}", on_close=on_close))
+    return sinks
+
+
+class Pipeline:
+    """One stream, end to end. ``run()`` blocks until the stream ends or ``stop()``."""
+
+    def __init__(self, config: RunConfig, extra_sinks: Sequence[Sink] = (),
+                 on_result: Callable[[FrameResult], None] | None = None) -> None:
+        self.config = config
+        self.extra_sinks = list(extra_sinks)
+        self.on_result = on_result
+        self.stop_event = threading.Event()
+        self.stats = RunStats()
+        self._ended = False
+
+    def stop(self) -> None:
+        self.stop_event.set()
+
+    def _build_analyzer(self, spec: ModelSpec) -> Analyzer:
+        providers = resolve_providers(self.config.model.provider)
+        scorer = FaceScorer(spec, providers, self.config.model.intra_op_threads,
+                            self.config.model.threshold, self.config.model.smoothing)
+        detector = FaceDetector(self.config.detector, providers=providers)
+        tracker = FaceTracker(self.config.tracker, scorer.new_memory)
+        return Analyzer(detector, tracker, scorer, self.config.analysis.detect_every)
+
+    def _start_workers(self, sinks: list[Sink], info: StreamInfo) -> list[SinkWorker]:
+        workers = [SinkWorker(s, info) for s in sinks]
+        for w in workers:
+            w.start()
+        for w in workers:
+            w.opened.wait()
+        failed = [w for w in workers if w.failed and isinstance(w.error, StreamGuardError)]
+        if failed:
+            for w in workers:
+                w.close()
+            raise failed[0].error  # a requested output that cannot even open is a user error
+        return workers
+
+    def run(self) -> RunSummary:
+        spec_text = self.config.source.spec
+        source_spec = parse_source(spec_text)
+        model = load_model(self.config)
+        analyzer = self._build_analyzer(model)
+        if not model.trained:
+            log.warning("model '%s' is UNTRAINED (random weights): its scores are meaningless", model.name)
+        source = open_source(source_spec, realtime=self.config.source.realtime,
+                             demo_seconds=self.config.source.demo_seconds)
+        info = source.open()
+        policy = DropPolicy.DROP_OLDEST if info.is_live else DropPolicy.BLOCK
+        frames = FrameQueue(2 if info.is_live else 8, policy, self.stop_event)
+        sinks = build_sinks(self.config, info, self.stop) + self.extra_sinks
+        try:
+            workers = self._start_workers(sinks, info)
+        except BaseException:
+            source.close()
+            raise
+        capture = CaptureThread(source, frames, self.stop_event, live=info.is_live,
+                                reconnect=self.config.source.reconnect, max_frames=self.config.source.max_frames)
+        error: StreamGuardError | None = None
+        interrupted = False
+        capture.start()
+        try:
+            error = self._analyse(frames, analyzer, workers)
+        except KeyboardInterrupt:
+            interrupted = True
+        finally:
+            interrupted = interrupted or (self.stop_event.is_set() and error is None and not self._ended)
+            self.stop_event.set()
+            capture.join(timeout=5)
+            summary = self._summary(source_spec.display_name, capture, frames, analyzer, model, interrupted,
+                                    error, workers)
+            for w in workers:
+                w.submit(summary.to_json())
+            for w in workers:
+                w.close(timeout=30)
+        summary = dataclasses.replace(summary, failed_outputs=tuple(w.sink.name for w in workers if w.failed))
+        if error is not None:
+            raise error
+        return summary
+
+    def _analyse(self, frames: FrameQueue, analyzer: Analyzer, workers: list[SinkWorker]) -> StreamGuardError | None:
+        while True:
+            item = frames.get(timeout=0.1)
+            if item is None:
+                if self.stop_event.is_set():
+                    return None
+                continue
+            if isinstance(item, EndOfStream):
+                self._ended = True
+                return item.error
+            if isinstance(item, SourceEvent):
+                self._on_source_event(item, analyzer, workers)
+                continue
+            result = analyzer.process(item)
+            self.stats.add(result)
+            if self.on_result is not None:
+                self.on_result(result)
+            for w in workers:
+                w.submit(result)
+
+    def _on_source_event(self, event: SourceEvent, analyzer: Analyzer, workers: list[SinkWorker]) -> None:
+        record = {"type": "source", "state": event.state, "wall_time": event.wall_time,
+                  "attempt": event.attempt, "detail": event.detail}
+        self.stats.source_events.append(record)
+        if event.state == "reconnecting":
+            analyzer.reset(status="reconnecting...")
+        elif event.state == "connected":
+            analyzer.reset(status="")
+        for w in workers:
+            w.submit(record)
+
+    def _summary(self, source: str, capture: CaptureThread, frames: FrameQueue, analyzer: Analyzer,
+                 model: ModelSpec, interrupted: bool, error: StreamGuardError | None,
+                 workers: list[SinkWorker]) -> RunSummary:
+        elapsed = max(1e-9, time.monotonic() - self.stats.started)
+        return RunSummary(
+            source=source, frames_read=capture.frames_read, frames_processed=self.stats.frames_processed,
+            frames_dropped=frames.dropped, duration_s=round(elapsed, 3),
+            fps=round(self.stats.frames_processed / elapsed, 2),
+            latency_p50_ms=self.stats.latency(50), latency_p95_ms=self.stats.latency(95),
+            model=model.name, model_trained=model.trained, provider=analyzer.scorer.provider,
+            tracks=tuple(s.to_json() for s in analyzer.summaries.values()),
+            interrupted=interrupted, error=None if error is None else str(error),
+            failed_outputs=tuple(w.sink.name for w in workers if w.failed),
+        )
+
+
+def run(config: RunConfig, extra_sinks: Sequence[Sink] = ()) -> RunSummary:
+    """Run one stream to its end with the outputs named in ``config``."""
+    return Pipeline(config, extra_sinks).run()

@@ -1,0 +1,116 @@
+"""Every real input (file, network stream, webcam, screen) read with PyAV."""
+from __future__ import annotations
+
+import errno
+import time
+from typing import Iterator
+
+import av
+
+from stream_guard.errors import NotAVideoError, SourceError, SourceNotFoundError, SourceUnreachableError
+from stream_guard.sources.spec import SourceSpec
+from stream_guard.types import Frame, StreamInfo
+
+# (open, read) timeouts in seconds for network sources.
+NETWORK_TIMEOUT_S = (5.0, 5.0)
+
+
+def _wrap_open_error(spec: SourceSpec, e: Exception) -> SourceError:
+    name = spec.display_name
+    if isinstance(e, av.error.FileNotFoundError):
+        return SourceNotFoundError(f"no such file or device: {name}")
+    if isinstance(e, (av.error.InvalidDataError, av.error.EOFError)):
+        return NotAVideoError(f"{name}: not a video file FFmpeg can read ({_reason(e)})")
+    if isinstance(e, av.error.HTTPUnauthorizedError) or "401" in str(e):
+        return SourceUnreachableError(f"{name}: the server asks for credentials (401 Unauthorized)")
+    if isinstance(e, (av.error.TimeoutError, TimeoutError)) or getattr(e, "errno", None) in (
+        errno.ECONNREFUSED, errno.ETIMEDOUT, errno.EHOSTUNREACH, errno.ENETUNREACH, errno.EIO
+    ):
+        return SourceUnreachableError(f"{name}: cannot connect ({_reason(e)})")
+    if spec.kind == "network":
+        return SourceUnreachableError(f"{name}: cannot open stream ({_reason(e)})")
+    return SourceError(f"{name}: cannot open ({_reason(e)})")
+
+
+def _reason(e: Exception) -> str:
+    return getattr(e, "strerror", None) or str(e) or type(e).__name__
+
+
+class PyAVSource:
+    """A :class:`FrameSource` over ``av.open``; decodes the first video stream to RGB."""
+
+    def __init__(self, spec: SourceSpec) -> None:
+        self.spec = spec
+        self.source_id = spec.display_name
+        self._container: av.container.InputContainer | None = None
+        self._stream: av.video.stream.VideoStream | None = None
+        self._info: StreamInfo | None = None
+
+    def open(self) -> StreamInfo:
+        kwargs: dict = {"options": dict(self.spec.options)}
+        if self.spec.format:
+            kwargs["format"] = self.spec.format
+        if self.spec.kind == "network":
+            kwargs["timeout"] = NETWORK_TIMEOUT_S
+        try:
+            self._container = av.open(self.spec.url, mode="r", **kwargs)
+        except (av.error.FFmpegError, OSError) as e:
+            raise _wrap_open_error(self.spec, e) from e
+        videos = self._container.streams.video
+        if not videos:
+            self.close()
+            raise NotAVideoError(f"{self.spec.display_name}: has no video stream")
+        stream = videos[0]
+        if not stream.codec_context or stream.codec_context.width <= 0:
+            self.close()
+            raise NotAVideoError(f"{self.spec.display_name}: video stream has no decodable picture")
+        self._stream = stream
+        fps = float(stream.average_rate) if stream.average_rate else (float(stream.guessed_rate) if stream.guessed_rate else None)
+        frames = int(stream.frames) if stream.frames and not self.spec.is_live else None
+        self._info = StreamInfo(
+            source_id=self.source_id,
+            width=stream.codec_context.width,
+            height=stream.codec_context.height,
+            fps=fps,
+            frame_count=frames,
+            is_live=self.spec.is_live,
+        )
+        return self._info
+
+    def frames(self) -> Iterator[Frame]:
+        if self._container is None or self._stream is None:
+            raise SourceError(f"{self.source_id}: frames() before open()")
+        index = 0
+        fps = (self._info.fps if self._info else None) or 30.0
+        first_pts: float | None = None
+        try:
+            for frame in self._container.decode(self._stream):
+                image = frame.to_ndarray(format="rgb24")
+                t = frame.time
+                if t is None:
+                    t = index / fps
+                if first_pts is None:
+                    first_pts = t
+                yield Frame(image, index, t - first_pts, time.monotonic(), self.source_id)
+                index += 1
+        except av.error.EOFError:
+            return
+        except (av.error.FFmpegError, OSError) as e:
+            if index == 0:
+                raise _wrap_open_error(self.spec, e) from e
+            raise SourceError(f"{self.source_id}: stream failed after {index} frames ({_reason(e)})") from e
+
+    def close(self) -> None:
+        container, self._container = self._container, None
+        if container is not None:
+            try:
+                container.close()
+            except (av.error.FFmpegError, OSError):
+                pass
+
+    def __enter__(self) -> "PyAVSource":
+        self.open()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -1,0 +1,104 @@
+"""Turn what the user typed (a path, a URL, ``webcam:0``, ``screen``, ``demo``) into
+the arguments PyAV needs to open it on this platform."""
+from __future__ import annotations
+
+import os
+import re
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+from stream_guard.errors import ConfigError, SourceNotFoundError
+
+NETWORK_SCHEMES = frozenset({"rtsp", "rtsps", "rtmp", "rtmps", "http", "https", "udp", "tcp", "srt", "rtp"})
+# Low-latency demuxer options for live network streams: tiny probe so the stream opens
+# fast; nobuffer is left out on purpose (it delays the first frame to the next keyframe).
+_LIVE_OPTIONS = {"probesize": "32768", "analyzeduration": "0", "flags": "low_delay"}
+
+
+@dataclass(frozen=True, slots=True)
+class SourceSpec:
+    """How to open one source with ``av.open``."""
+
+    kind: str  # "file" | "network" | "webcam" | "screen" | "demo"
+    url: str
+    display_name: str
+    format: str | None = None
+    options: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def is_live(self) -> bool:
+        return self.kind in ("network", "webcam", "screen")
+
+
+def redact_url(url: str) -> str:
+    """Hide the password (and user) of ``scheme://user:pass@host`` so it never reaches logs or events."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return url
+    if parts.password is None and parts.username is None:
+        return url
+    host = parts.hostname or ""
+    if parts.port:
+        host = f"{host}:{parts.port}"
+    return urlunsplit((parts.scheme, f"***@{host}", parts.path, parts.query, parts.fragment))
+
+
+def _webcam_spec(device: str, platform: str) -> SourceSpec:
+    if platform.startswith("linux"):
+        path = device if device.startswith("/dev/") else f"/dev/video{device}"
+        if not os.path.exists(path):
+            raise SourceNotFoundError(f"webcam {path} does not exist (no such video device on this machine)")
+        return SourceSpec("webcam", path, path, "v4l2", {"input_format": "mjpeg"})
+    if platform == "darwin":
+        return SourceSpec("webcam", f"{device}:none", f"webcam {device}", "avfoundation", {"framerate": "30"})
+    if platform.startswith("win"):
+        # dshow opens devices by name ("webcam:Integrated Camera"); list them with `stream-guard doctor`.
+        return SourceSpec("webcam", f"video={device}", f"webcam {device}", "dshow", {})
+    raise ConfigError(f"webcam capture is not supported on platform {platform!r}")
+
+
+def _screen_spec(display: str | None, platform: str) -> SourceSpec:
+    if platform.startswith("linux"):
+        display = display or os.environ.get("DISPLAY")
+        if not display:
+            raise ConfigError("screen capture needs an X display: use screen:DISPLAY (e.g. screen::0) or set DISPLAY")
+        return SourceSpec("screen", display, f"screen {display}", "x11grab", {"framerate": "30", "draw_mouse": "0"})
+    if platform == "darwin":
+        return SourceSpec("screen", f"{display or 'Capture screen 0'}:none", "screen", "avfoundation", {"framerate": "30"})
+    if platform.startswith("win"):
+        return SourceSpec("screen", display or "desktop", "screen", "gdigrab", {"framerate": "30"})
+    raise ConfigError(f"screen capture is not supported on platform {platform!r}")
+
+
+def parse_source(text: str, platform: str = sys.platform) -> SourceSpec:
+    """Parse a source argument; raise a :class:`StreamGuardError` naming the problem."""
+    text = text.strip()
+    if not text:
+        raise ConfigError("empty source: give a file, a URL, webcam:N, screen or demo")
+    if text == "demo":
+        return SourceSpec("demo", "demo", "demo")
+    if text == "screen" or text.startswith("screen:"):
+        return _screen_spec(text[len("screen:"):] or None, platform)
+    if text.startswith("webcam:") or re.fullmatch(r"/dev/video\d+", text):
+        return _webcam_spec(text.split(":", 1)[1] if text.startswith("webcam:") else text, platform)
+    scheme = re.match(r"^([a-zA-Z][a-zA-Z0-9+.-]*)://", text)
+    if scheme and len(scheme.group(1)) > 1:  # one letter is a Windows drive
+        name = scheme.group(1).lower()
+        if name == "file":
+            return parse_source(text[len("file://"):], platform)
+        if name not in NETWORK_SCHEMES:
+            raise ConfigError(f"unknown URL scheme '{name}://' in {redact_url(text)} "
+                              f"(supported: {', '.join(sorted(NETWORK_SCHEMES))})")
+        options = dict(_LIVE_OPTIONS)
+        if name in ("rtsp", "rtsps"):
+            options["rtsp_transport"] = "tcp"
+        return SourceSpec("network", text, redact_url(text), None, options)
+    path = Path(text).expanduser()
+    if not path.exists():
+        raise SourceNotFoundError(f"no such file: {text}")
+    if path.is_dir():
+        raise SourceNotFoundError(f"{text} is a folder, not a video file")
+    return SourceSpec("file", str(path), str(path))
