@@ -149,12 +149,14 @@ class Pipeline:
         spec_text = self.config.source.spec
         source_spec = parse_source(spec_text)
         model = load_model(self.config)
-        analyzer = self._build_analyzer(model)
-        if not model.trained:
-            log.warning("model '%s' is UNTRAINED (random weights): its scores are meaningless", model.name)
         source = open_source(source_spec, realtime=self.config.source.realtime,
                              demo_seconds=self.config.source.demo_seconds)
         info = source.open()
+        try:
+            analyzer = self._build_analyzer(model)
+        except BaseException:
+            source.close()
+            raise
         policy = DropPolicy.DROP_OLDEST if info.is_live else DropPolicy.BLOCK
         frames = FrameQueue(2 if info.is_live else 8, policy, self.stop_event)
         sinks = build_sinks(self.config, info, self.stop) + self.extra_sinks
@@ -163,6 +165,8 @@ class Pipeline:
         except BaseException:
             source.close()
             raise
+        if not model.trained:
+            log.warning("model '%s' is UNTRAINED (random weights): its scores are meaningless", model.name)
         capture = CaptureThread(source, frames, self.stop_event, live=info.is_live,
                                 reconnect=self.config.source.reconnect, max_frames=self.config.source.max_frames)
         error: StreamGuardError | None = None

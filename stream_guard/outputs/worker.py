@@ -75,7 +75,9 @@ class SinkWorker(threading.Thread):
     def _fail(self, e: BaseException, what: str) -> None:
         self.error = e
         self._failed.set()
-        log.error("output '%s' failed while %s: %s (other outputs continue)", self.sink.name, what, e)
+        # A sink that cannot open is reported by the pipeline (it stops the run); later failures only here.
+        level = logging.DEBUG if what == "opening" else logging.ERROR
+        log.log(level, "output '%s' failed while %s: %s (other outputs continue)", self.sink.name, what, e)
 
     def run(self) -> None:
         try:

@@ -49,7 +49,7 @@ class ReconnectPolicy:
     jitter: float = 0.2
 
     def delay(self, attempt: int, rng: random.Random) -> float:
-        base = min(self.max_s, self.initial_s * (2 ** max(0, attempt - 1)))
+        base = min(self.max_s, self.initial_s * 2.0 ** min(max(0, attempt - 1), 30))
         return base * (1.0 + self.jitter * (2 * rng.random() - 1))
 
 

@@ -1,0 +1,54 @@
+"""Shared fixtures: a random-weights model in the real contract, synthetic face clips,
+and a helper that runs the real ``stream-guard`` command in a subprocess."""
+from __future__ import annotations
+
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from tests.support.faces import one_face_moving, two_faces_passing
+from tests.support.synth_video import make_test_clip
+from tools.placeholder_model import write_placeholder_model
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="session")
+def placeholder_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An untrained model folder of the same contract as the shipped one."""
+    folder = tmp_path_factory.mktemp("model")
+    write_placeholder_model(folder)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def two_faces_clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("clips") / "two_faces.mp4"
+    return make_test_clip(path, seconds=3.0, width=640, height=360, fps=30, draw=two_faces_passing(n_frames=90))
+
+
+@pytest.fixture(scope="session")
+def face_clip_720p(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("clips") / "face_720p.mp4"
+    return make_test_clip(path, seconds=3.0, width=1280, height=720, fps=30, draw=one_face_moving())
+
+
+@dataclass
+class CliResult:
+    returncode: int
+    stdout: str
+    stderr: str
+
+    @property
+    def stderr_lines(self) -> list[str]:
+        return [line for line in self.stderr.splitlines() if line.strip()]
+
+
+def run_cli(*args: str, timeout: float = 120, cwd: Path | None = None) -> CliResult:
+    """Run ``python -m stream_guard ARGS`` for real and capture its output."""
+    proc = subprocess.run([sys.executable, "-m", "stream_guard", *args], capture_output=True, text=True,
+                          timeout=timeout, cwd=cwd or REPO)
+    return CliResult(proc.returncode, proc.stdout, proc.stderr)

@@ -1,0 +1,133 @@
+"""The capture thread: drop policies, end of stream, and reconnecting a live source."""
+from __future__ import annotations
+
+import threading
+import time
+from typing import Iterator
+
+import numpy as np
+import pytest
+
+from stream_guard.errors import SourceError, SourceUnreachableError
+from stream_guard.sources.base import DropPolicy
+from stream_guard.sources.capture import (CaptureThread, EndOfStream, FrameQueue, ReconnectPolicy,
+                                          SourceEvent)
+from stream_guard.types import Frame, StreamInfo
+
+FAST = ReconnectPolicy(initial_s=0.01, max_s=0.02, max_attempts=5, jitter=0.0)
+
+
+def _frame(i: int) -> Frame:
+    return Frame(np.zeros((4, 4, 3), np.uint8), i, i / 30, time.monotonic(), "test")
+
+
+class ScriptedSource:
+    """A live source whose connections each yield a scripted number of frames then drop;
+    ``fail_opens`` reopen attempts fail before the next connection succeeds."""
+
+    def __init__(self, connections: list[int], fail_opens: int = 0) -> None:
+        self.source_id = "scripted"
+        self.connections = list(connections)
+        self.fail_opens = fail_opens
+        self.opens = 0
+        self.closed = 0
+        self._next = 0
+
+    def open(self) -> StreamInfo:
+        self.opens += 1
+        if self.opens > 1 and self.fail_opens > 0:
+            self.fail_opens -= 1
+            raise SourceUnreachableError("refused")
+        if not self.connections:
+            raise SourceUnreachableError("gone for good")
+        self._count = self.connections.pop(0)
+        return StreamInfo("scripted", 4, 4, 30.0, None, True)
+
+    def frames(self) -> Iterator[Frame]:
+        for _ in range(self._count):
+            yield _frame(self._next)
+            self._next += 1
+        raise SourceError("connection dropped")
+
+    def close(self) -> None:
+        self.closed += 1
+
+
+def _drain(q: FrameQueue) -> list:
+    items = []
+    while True:
+        item = q.get(timeout=5)
+        assert item is not None, "capture thread stalled"
+        items.append(item)
+        if isinstance(item, EndOfStream):
+            return items
+
+
+def test_drop_oldest_keeps_newest_frames_and_counts_drops() -> None:
+    q = FrameQueue(2, DropPolicy.DROP_OLDEST, threading.Event())
+    for i in range(10):
+        assert q.put(_frame(i))
+    assert q.dropped == 8
+    assert [q.get(0.1).index, q.get(0.1).index] == [8, 9]
+
+
+def test_drop_oldest_never_drops_control_items() -> None:
+    q = FrameQueue(2, DropPolicy.DROP_OLDEST, threading.Event())
+    q.put(SourceEvent("connected", 0.0))
+    for i in range(5):
+        q.put(_frame(i))
+    items = [q.get(0.1) for _ in range(q.qsize())]
+    assert any(isinstance(i, SourceEvent) for i in items)
+
+
+def test_block_policy_loses_nothing() -> None:
+    stop = threading.Event()
+    q = FrameQueue(2, DropPolicy.BLOCK, stop)
+    source = ScriptedSource([50])
+    source.open()
+    thread = CaptureThread(source, q, stop, live=False)
+    thread.start()
+    items = _drain(q)
+    thread.join(5)
+    frames = [i for i in items if isinstance(i, Frame)]
+    assert [f.index for f in frames] == list(range(50))
+    assert isinstance(items[-1].error, SourceError)  # a file that fails mid-way reports it, no retry
+    assert source.opens == 1
+
+
+def test_live_source_reconnects_and_reports_each_drop() -> None:
+    stop = threading.Event()
+    q = FrameQueue(64, DropPolicy.BLOCK, stop)
+    source = ScriptedSource([5, 5, 5], fail_opens=2)
+    source.open()
+    thread = CaptureThread(source, q, stop, live=True, reconnect=FAST)
+    thread.start()
+    items = _drain(q)
+    thread.join(5)
+    states = [i.state for i in items if isinstance(i, SourceEvent)]
+    assert states.count("connected") == 2  # two recoveries
+    assert states[-1] == "failed"  # then the source is gone for good: max_attempts, then give up
+    assert sum(isinstance(i, Frame) for i in items) == 15
+
+
+def test_stop_event_ends_reconnect_loop_promptly() -> None:
+    stop = threading.Event()
+    q = FrameQueue(8, DropPolicy.BLOCK, stop)
+    source = ScriptedSource([1])
+    source.open()
+    slow = ReconnectPolicy(initial_s=30, max_s=30, jitter=0.0)
+    thread = CaptureThread(source, q, stop, live=True, reconnect=slow)
+    thread.start()
+    while not isinstance(q.get(5), SourceEvent):  # wait until it is in its back-off
+        pass
+    t0 = time.monotonic()
+    stop.set()
+    thread.join(5)
+    assert not thread.is_alive() and time.monotonic() - t0 < 1.0
+
+
+@pytest.mark.parametrize("attempt,expected", [(1, 0.25), (2, 0.5), (3, 1.0), (4, 2.0), (10, 2.0), (5000, 2.0)])
+def test_backoff_is_exponential_and_bounded(attempt: int, expected: float) -> None:
+    import random
+
+    assert ReconnectPolicy(jitter=0.0).delay(attempt, random.Random(0)) == pytest.approx(expected)

@@ -1,0 +1,72 @@
+"""A user mistake gets one clear error line and a non-zero exit, never a traceback."""
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import run_cli
+
+
+def _closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _assert_one_clear_line(result, *needles: str) -> None:
+    assert result.returncode != 0
+    assert "Traceback" not in result.stderr
+    assert len(result.stderr_lines) == 1, result.stderr
+    line = result.stderr_lines[0]
+    assert line.startswith("stream-guard: error: ")
+    for needle in needles:
+        assert needle in line, line
+
+
+def test_missing_file(tmp_path: Path) -> None:
+    missing = tmp_path / "nope.mp4"
+    _assert_one_clear_line(run_cli("watch", str(missing)), "no such file", str(missing))
+
+
+def test_text_file_is_not_a_video(tmp_path: Path) -> None:
+    path = tmp_path / "notes.mp4"
+    path.write_text("this is not a video\n" * 50)
+    _assert_one_clear_line(run_cli("watch", str(path)), "not a video", str(path))
+
+
+def test_folder_is_not_a_video(tmp_path: Path) -> None:
+    _assert_one_clear_line(run_cli("watch", str(tmp_path)), "folder")
+
+
+def test_unreachable_rtsp_url() -> None:
+    url = f"rtsp://127.0.0.1:{_closed_port()}/live"
+    result = run_cli("watch", url, timeout=60)
+    _assert_one_clear_line(result, "127.0.0.1")
+    assert result.returncode == 3
+
+
+def test_unknown_url_scheme() -> None:
+    _assert_one_clear_line(run_cli("watch", "gopher://example/x"), "unknown URL scheme")
+
+
+def test_password_is_redacted_in_errors() -> None:
+    url = f"rtsp://admin:s3cret@127.0.0.1:{_closed_port()}/live"
+    result = run_cli("watch", url, timeout=60)
+    assert "s3cret" not in result.stderr
+    _assert_one_clear_line(result, "***@127.0.0.1")
+
+
+def test_output_folder_missing(two_faces_clip: Path, tmp_path: Path) -> None:
+    out = tmp_path / "missing" / "out.mp4"
+    _assert_one_clear_line(run_cli("watch", str(two_faces_clip), "--out", str(out)), "does not exist")
+
+
+def test_bad_model_folder(two_faces_clip: Path, tmp_path: Path) -> None:
+    _assert_one_clear_line(run_cli("watch", str(two_faces_clip), "--model", str(tmp_path)), "model.json")
+
+
+@pytest.mark.parametrize("provider", ["cuda", "warp-drive"])
+def test_unavailable_provider(two_faces_clip: Path, provider: str) -> None:
+    _assert_one_clear_line(run_cli("watch", str(two_faces_clip), "--provider", provider), provider)

@@ -1,0 +1,92 @@
+"""Verdict hysteresis, provider choice and source parsing."""
+from __future__ import annotations
+
+import pytest
+
+from stream_guard.errors import ConfigError, ProviderUnavailableError, SourceNotFoundError
+from stream_guard.model.providers import resolve_providers
+from stream_guard.model.smoothing import SmoothingOptions, VerdictSmoother
+from stream_guard.sources.spec import parse_source, redact_url
+from stream_guard.types import Verdict
+
+
+def _run(probabilities: list[float], **options) -> list[Verdict]:
+    smoother = VerdictSmoother(0.5, SmoothingOptions(**options))
+    out = []
+    for p in probabilities:
+        smoother.update(p)
+        out.append(smoother.verdict)
+    return out
+
+
+def test_uncertain_until_enough_samples() -> None:
+    assert _run([0.99, 0.99], min_samples=3) == [Verdict.UNCERTAIN] * 2
+
+
+def test_noise_around_threshold_does_not_flip_verdict() -> None:
+    verdicts = _run([0.9] * 10 + [0.55, 0.45] * 20, alpha=0.3, margin=0.1)
+    assert verdicts[9] is Verdict.FAKE
+    assert set(verdicts[10:]) == {Verdict.FAKE}
+
+
+def test_verdict_flips_once_each_way() -> None:
+    verdicts = _run([0.95] * 15 + [0.05] * 15)
+    changes = [b for a, b in zip(verdicts, verdicts[1:]) if a is not b]
+    assert changes == [Verdict.FAKE, Verdict.REAL]
+
+
+def test_update_reports_changes() -> None:
+    smoother = VerdictSmoother(0.5, SmoothingOptions(min_samples=1, alpha=1.0))
+    assert smoother.update(0.9) is True and smoother.update(0.9) is False and smoother.update(0.1) is True
+
+
+def test_providers_auto_and_explicit() -> None:
+    available = ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    assert resolve_providers("auto", available) == available
+    assert resolve_providers("cpu", available) == ["CPUExecutionProvider"]
+    with pytest.raises(ProviderUnavailableError, match="tensorrt"):
+        resolve_providers("tensorrt,cpu", available)
+    with pytest.raises(ConfigError):
+        resolve_providers("quantum", available)
+
+
+@pytest.mark.parametrize("text,kind,fmt", [
+    ("demo", "demo", None),
+    ("rtsp://cam.local/stream", "network", None),
+    ("https://example.org/live.m3u8", "network", None),
+    ("rtmp://127.0.0.1/live/key", "network", None),
+])
+def test_parse_source_kinds(text: str, kind: str, fmt: str | None) -> None:
+    spec = parse_source(text)
+    assert spec.kind == kind and spec.format == fmt
+
+
+def test_rtsp_defaults_to_tcp_and_low_latency() -> None:
+    spec = parse_source("rtsp://127.0.0.1:8554/x")
+    assert spec.options["rtsp_transport"] == "tcp" and spec.options["analyzeduration"] == "0"
+    assert spec.is_live
+
+
+@pytest.mark.parametrize("platform,fmt,url", [
+    ("linux", "x11grab", ":7"), ("win32", "gdigrab", "desktop"), ("darwin", "avfoundation", "Capture screen 0:none"),
+])
+def test_screen_per_platform(platform: str, fmt: str, url: str) -> None:
+    spec = parse_source("screen::7" if platform == "linux" else "screen", platform=platform)
+    assert (spec.format, spec.url, spec.kind) == (fmt, url, "screen")
+
+
+@pytest.mark.parametrize("platform,fmt,url", [("win32", "dshow", "video=Integrated Camera"),
+                                              ("darwin", "avfoundation", "0:none")])
+def test_webcam_per_platform(platform: str, fmt: str, url: str) -> None:
+    spec = parse_source("webcam:Integrated Camera" if platform == "win32" else "webcam:0", platform=platform)
+    assert (spec.format, spec.url) == (fmt, url)
+
+
+def test_missing_linux_webcam_is_a_clear_error() -> None:
+    with pytest.raises(SourceNotFoundError, match="/dev/video7"):
+        parse_source("webcam:7", platform="linux")
+
+
+def test_redact_url() -> None:
+    assert redact_url("rtsp://admin:pw@10.0.0.2:554/s") == "rtsp://***@10.0.0.2:554/s"
+    assert redact_url("rtsp://10.0.0.2/s") == "rtsp://10.0.0.2/s"
