@@ -20,6 +20,12 @@ PY=${PYTHON:-python3}
 [ -x .venv/bin/python ] || "$PY" -m venv .venv
 .venv/bin/python -m pip install -q --upgrade pip
 .venv/bin/python -m pip install -q -e ".[test]"
+# The real mediapipe package is the reference our ONNX face detector is compared with.
+# --no-deps: it declares a GUI OpenCV build that must not shadow the headless one
+# (see tests/REFERENCE_DEPS.md); these are the few packages its face detector imports.
+.venv/bin/python -m pip install -q --no-deps mediapipe==1.2.3
+.venv/bin/python -m pip install -q absl-py==2.5.1 certifi flatbuffers==25.12.19 matplotlib==3.11.2
+export MPLBACKEND=Agg
 
 set +e
 .venv/bin/python -m pytest "$@"

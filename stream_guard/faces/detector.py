@@ -1,0 +1,279 @@
+"""Face detection with MediaPipe's BlazeFace models, run in ONNX Runtime.
+
+The graphs are MediaPipe's own face detectors converted to ONNX
+(``tools/convert_face_detector.py``; provenance in ``models/FACE_DETECTOR.md``). Around
+the network we do what MediaPipe's face detection graph does, so results match it:
+
+1. letterbox: the whole image, padded with black to a centred square, sampled with
+   bilinear interpolation onto the model input (MediaPipe maps the square's corners onto
+   the tensor's corners), values scaled to [-1, 1];
+2. decode: SSD anchors (see :mod:`stream_guard.faces.anchors`), box centre/size and six
+   keypoints as offsets in input pixels, scores ``sigmoid(clip(logit, -100, 100))``;
+3. weighted non-maximum suppression: every cluster of boxes overlapping the best one by
+   IoU > ``nms_iou`` becomes one detection, its box and keypoints the score-weighted mean,
+   its score the best score;
+4. map back to the input image's pixels. Boxes are not clipped to the image.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from types import MappingProxyType
+from typing import Literal, Sequence
+
+import cv2
+import numpy as np
+
+from stream_guard.errors import ConfigError, ModelError, ProviderUnavailableError
+from stream_guard.faces.anchors import FULL_RANGE, SHORT_RANGE, AnchorSpec, anchor_centers
+from stream_guard.paths import bundled_model
+from stream_guard.types import FaceDetections
+
+log = logging.getLogger(__name__)
+
+NUM_KEYPOINTS = 6
+SCORE_CLIP = 100.0
+
+
+@dataclass(frozen=True, slots=True)
+class DetectorModel:
+    """One shipped face detector graph and how MediaPipe decodes it."""
+
+    file_name: str
+    anchors: AnchorSpec
+
+    @property
+    def input_size(self) -> int:
+        return self.anchors.input_size
+
+
+MODELS = MappingProxyType({
+    "short": DetectorModel("face_detection_short_range.onnx", SHORT_RANGE),
+    "full": DetectorModel("face_detection_full_range.onnx", FULL_RANGE),
+})
+
+
+@dataclass(frozen=True, slots=True)
+class DetectorOptions:
+    """``model``: "full" (faces up to ~5 m, 192 px input) or "short" (within ~2 m, 128 px);
+    ``min_score``: keep detections scoring at least this; ``nms_iou``: boxes overlapping
+    more than this are merged."""
+
+    model: Literal["full", "short"] = "full"
+    min_score: float = 0.5
+    nms_iou: float = 0.3
+
+    def __post_init__(self) -> None:
+        if self.model not in MODELS:
+            raise ConfigError(f"unknown face detector model {self.model!r}; choose from {sorted(MODELS)}")
+        if not 0.0 <= self.min_score <= 1.0:
+            raise ConfigError(f"face detector min_score must be in [0, 1], got {self.min_score}")
+        if not 0.0 < self.nms_iou <= 1.0:
+            raise ConfigError(f"face detector nms_iou must be in (0, 1], got {self.nms_iou}")
+
+
+@dataclass(frozen=True, slots=True)
+class Letterbox:
+    """Where the model input lies in the image: a square of side ``size`` pixels whose
+    top-left corner is at ``(x0, y0)`` (negative on the padded side)."""
+
+    x0: float
+    y0: float
+    size: float
+
+    @staticmethod
+    def for_image(width: int, height: int) -> "Letterbox":
+        size = float(max(width, height))
+        return Letterbox((width - size) / 2.0, (height - size) / 2.0, size)
+
+    def matrix(self, input_size: int) -> np.ndarray:
+        """2x3 affine map from image pixels to model input pixels."""
+        k = input_size / self.size
+        return np.array([[k, 0.0, -self.x0 * k], [0.0, k, -self.y0 * k]], np.float64)
+
+    def to_image(self, points: np.ndarray) -> np.ndarray:
+        """Map ``[..., 2]`` points from [0, 1] model input coordinates to image pixels."""
+        return points * np.float32(self.size) + np.array([self.x0, self.y0], np.float32)
+
+
+def letterbox(image: np.ndarray, input_size: int, out: np.ndarray) -> Letterbox:
+    """Write the letterboxed ``image`` into ``out`` (float32 ``[S, S, 3]`` in [-1, 1])."""
+    box = Letterbox.for_image(image.shape[1], image.shape[0])
+    warped = cv2.warpAffine(
+        image, box.matrix(input_size), (input_size, input_size),
+        flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=(0, 0, 0),
+    )
+    np.multiply(warped, np.float32(2.0 / 255.0), out=out, dtype=np.float32)
+    out -= np.float32(1.0)
+    return box
+
+
+def decode(
+    regressors: np.ndarray, logits: np.ndarray, anchors: np.ndarray, input_size: int, min_score: float
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Scores, boxes ``[x1, y1, x2, y2]`` and keypoints ``[6, 2]`` in [0, 1] input coordinates
+    of the anchors scoring at least ``min_score`` (boxes with a negative size dropped)."""
+    scores = 1.0 / (1.0 + np.exp(-np.clip(logits.reshape(-1).astype(np.float64), -SCORE_CLIP, SCORE_CLIP)))
+    keep = np.flatnonzero(scores >= min_score)
+    raw = regressors[keep] / np.float32(input_size)
+    centers = anchors[keep]
+    middle = raw[:, 0:2] + centers
+    half = raw[:, 2:4] / 2.0
+    boxes = np.concatenate([middle - half, middle + half], axis=1)
+    keypoints = raw[:, 4:].reshape(-1, NUM_KEYPOINTS, 2) + centers[:, None, :]
+    valid = np.all(raw[:, 2:4] >= 0.0, axis=1)
+    return scores[keep][valid].astype(np.float32), boxes[valid], keypoints[valid]
+
+
+def iou_one_to_many(box: np.ndarray, boxes: np.ndarray) -> np.ndarray:
+    """IoU of one ``[x1, y1, x2, y2]`` box with each of ``boxes`` (0 where the union is empty)."""
+    width = np.clip(np.minimum(box[2], boxes[:, 2]) - np.maximum(box[0], boxes[:, 0]), 0.0, None)
+    height = np.clip(np.minimum(box[3], boxes[:, 3]) - np.maximum(box[1], boxes[:, 1]), 0.0, None)
+    inter = width * height
+    union = (box[2] - box[0]) * (box[3] - box[1]) + (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1]) - inter
+    return np.divide(inter, union, out=np.zeros_like(inter), where=union > 0.0)
+
+
+def weighted_nms(
+    scores: np.ndarray, boxes: np.ndarray, keypoints: np.ndarray, iou_threshold: float
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """MediaPipe's WEIGHTED non-maximum suppression; detections come out best first."""
+    remaining = np.argsort(-scores, kind="stable")
+    out_scores, out_boxes, out_points = [], [], []
+    while remaining.size:
+        top = remaining[0]
+        cluster = iou_one_to_many(boxes[top], boxes[remaining]) > iou_threshold
+        members = remaining[cluster] if cluster.any() else remaining[:1]
+        weights = scores[members] / scores[members].sum()
+        out_scores.append(scores[top])
+        out_boxes.append(weights @ boxes[members])
+        out_points.append(np.tensordot(weights, keypoints[members], axes=1))
+        if not cluster.any():  # a degenerate best box: MediaPipe stops here as well
+            break
+        remaining = remaining[~cluster]
+    return np.array(out_scores, np.float32), np.array(out_boxes, np.float32), np.array(out_points, np.float32)
+
+
+def _one_line(error: Exception) -> str:
+    """The first non-empty line of an error message (ONNX Runtime's can run to many)."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    return lines[0] if lines else type(error).__name__
+
+
+def _check_image(image: np.ndarray) -> None:
+    if not isinstance(image, np.ndarray) or image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
+        raise ValueError("face detector expects an RGB uint8 array of shape (H, W, 3)")
+    if image.shape[0] == 0 or image.shape[1] == 0:
+        raise ValueError(f"face detector got an empty image of shape {image.shape}")
+
+
+def _choose_providers(requested: Sequence[str]) -> list[str]:
+    """The requested ONNX Runtime providers that this installation has, in order."""
+    import onnxruntime as ort
+
+    available = set(ort.get_available_providers())
+    chosen = [p for p in requested if p in available]
+    if not chosen:
+        raise ProviderUnavailableError(
+            f"none of the ONNX Runtime providers {list(requested)} is available here (have {sorted(available)})"
+        )
+    return chosen
+
+
+def _open_session(path, providers: list[str], intra_op_threads: int):
+    """An ONNX Runtime session for ``path``; any failure becomes a :class:`ModelError`."""
+    import onnxruntime as ort
+
+    if not path.is_file():
+        raise ModelError(f"face detector model not found: {path} (see tools/convert_face_detector.py)")
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = intra_op_threads
+    options.inter_op_num_threads = 1
+    options.log_severity_level = 3
+    try:
+        return ort.InferenceSession(str(path), sess_options=options, providers=providers)
+    except Exception as e:  # onnxruntime's errors derive from Exception only
+        raise ModelError(f"cannot load face detector model {path}: {_one_line(e)}") from e
+
+
+class FaceDetector:
+    """Finds faces in RGB images; one instance per thread (it owns an ORT session)."""
+
+    def __init__(
+        self,
+        options: DetectorOptions = DetectorOptions(),
+        providers: Sequence[str] = ("CPUExecutionProvider",),
+        intra_op_threads: int = 1,
+    ) -> None:
+        self.options = options
+        self._model = MODELS[options.model]
+        try:
+            path = bundled_model(self._model.file_name)
+        except FileNotFoundError as e:
+            raise ModelError(f"face detector model folder not found: {e}") from e
+        self._session = _open_session(path, _choose_providers(providers), intra_op_threads)
+        self._check_graph(path)
+        self._anchors = anchor_centers(self._model.anchors)
+        log.info("face detector %s on %s", path.name, self._session.get_providers()[0])
+
+    def _check_graph(self, path) -> None:
+        size = self._model.input_size
+        inputs = self._session.get_inputs()
+        shape = list(inputs[0].shape) if inputs else []
+        names = {o.name for o in self._session.get_outputs()}
+        if len(shape) != 4 or shape[1:] != [size, size, 3] or not {"regressors", "classificators"} <= names:
+            raise ModelError(f"{path.name} is not a {size}x{size} BlazeFace graph (input {shape}, outputs {sorted(names)})")
+        self._input_name = inputs[0].name
+        self._dynamic_batch = not isinstance(shape[0], int)
+
+    @property
+    def input_size(self) -> int:
+        """Side of the square model input in pixels."""
+        return self._model.input_size
+
+    def detect(self, image: np.ndarray) -> FaceDetections:
+        """Faces in one RGB uint8 ``(H, W, 3)`` image, in its pixel coordinates, best first."""
+        return self.detect_batch([image])[0]
+
+    def detect_batch(self, images: Sequence[np.ndarray]) -> list[FaceDetections]:
+        """:meth:`detect` for several images, with one model call when the graph allows it."""
+        if not images:
+            return []
+        for image in images:
+            _check_image(image)
+        size = self.input_size
+        tensor = np.empty((len(images), size, size, 3), np.float32)
+        boxes = [letterbox(image, size, tensor[i]) for i, image in enumerate(images)]
+        regressors, logits = self._run(tensor)
+        return [self._postprocess(regressors[i], logits[i], box) for i, box in enumerate(boxes)]
+
+    def _run(self, tensor: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        if self._session is None:
+            raise ModelError("face detector used after close()")
+        names = ["regressors", "classificators"]
+        try:
+            if self._dynamic_batch or tensor.shape[0] == 1:
+                regressors, logits = self._session.run(names, {self._input_name: tensor})
+                return regressors, logits
+            parts = [self._session.run(names, {self._input_name: tensor[i : i + 1]}) for i in range(tensor.shape[0])]
+        except Exception as e:  # onnxruntime's errors derive from Exception only
+            raise ModelError(f"face detector inference failed: {_one_line(e)}") from e
+        return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
+
+    def _postprocess(self, regressors: np.ndarray, logits: np.ndarray, box: Letterbox) -> FaceDetections:
+        scores, boxes, keypoints = decode(regressors, logits, self._anchors, self.input_size, self.options.min_score)
+        if scores.size == 0:
+            return FaceDetections.empty()
+        scores, boxes, keypoints = weighted_nms(scores, boxes, keypoints, self.options.nms_iou)
+        boxes = box.to_image(boxes.reshape(-1, 2, 2)).reshape(-1, 4)
+        return FaceDetections(boxes.astype(np.float32), scores, box.to_image(keypoints).astype(np.float32))
+
+    def close(self) -> None:
+        """Release the ONNX Runtime session; safe to call twice."""
+        self._session = None
+
+    def __enter__(self) -> "FaceDetector":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
