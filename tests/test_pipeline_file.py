@@ -78,3 +78,14 @@ def test_faces_are_scored_at_the_model_rate_together(two_faces_clip: Path, place
     # sampled on the same frames, so their crops go to the CNN as one batch
     assert 25 <= len(sampled) <= 32
     assert sum(1 for n in sampled if n == 2) >= 20
+
+
+def test_demo_command_writes_its_outputs(tmp_path: Path) -> None:
+    out_dir = tmp_path / "demo"
+    result = run_cli("demo", "--seconds", "2", "--out-dir", str(out_dir))
+    assert result.returncode == 0, result.stderr
+    assert _count_frames(out_dir / "demo.mp4") == 60
+    summary = json.loads((out_dir / "summary.json").read_text())
+    assert summary["frames_processed"] == 60
+    assert len(summary["tracks"]) == 2  # the original face and its self-blended copy
+    assert str(out_dir.resolve()) in result.stderr

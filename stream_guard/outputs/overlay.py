@@ -28,8 +28,17 @@ class HudInfo:
 
 
 def _text(img: np.ndarray, text: str, org: tuple[int, int], scale: float, colour: tuple[int, int, int]) -> None:
-    cv2.putText(img, text, org, _FONT, scale, (0, 0, 0), max(2, int(3 * scale)), cv2.LINE_AA)
-    cv2.putText(img, text, org, _FONT, scale, colour, max(1, int(1.5 * scale)), cv2.LINE_AA)
+    """Text on a dark translucent plate, so it reads on any background (OpenCV's glyphs
+    change width with thickness, so an outline stroke would not line up)."""
+    thickness = 1 if scale < 0.7 else 2
+    (w, h), base = cv2.getTextSize(text, _FONT, scale, thickness)
+    x, y = org
+    x0, y0 = max(0, x - 3), max(0, y - h - 4)
+    x1, y1 = min(img.shape[1], x + w + 3), min(img.shape[0], y + base + 2)
+    if x1 > x0 and y1 > y0:
+        plate = img[y0:y1, x0:x1]
+        plate[:] = (plate.astype(np.uint16) * 2 // 7).astype(np.uint8)
+    cv2.putText(img, text, org, _FONT, scale, colour, thickness, cv2.LINE_AA)
 
 
 def draw_face(img: np.ndarray, face: FaceResult) -> None:
