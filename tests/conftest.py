@@ -5,6 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 from dataclasses import dataclass
+from typing import Iterator
 from pathlib import Path
 
 import pytest
@@ -52,3 +53,15 @@ def run_cli(*args: str, timeout: float = 120, cwd: Path | None = None) -> CliRes
     proc = subprocess.run([sys.executable, "-m", "stream_guard", *args], capture_output=True, text=True,
                           timeout=timeout, cwd=cwd or REPO)
     return CliResult(proc.returncode, proc.stdout, proc.stderr)
+
+
+@pytest.fixture(scope="session")
+def xvfb(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
+    """A private Xvfb server for the whole session; yields its display number."""
+    from tests.support.xvfb import running_xvfb
+
+    try:
+        with running_xvfb(tmp_path_factory.mktemp("xvfb") / "xvfb.log") as number:
+            yield number
+    except FileNotFoundError as e:
+        pytest.skip(str(e))

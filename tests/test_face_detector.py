@@ -279,3 +279,17 @@ def test_matches_mediapipe_reference(detectors, mediapipe_detectors, astronaut, 
             assert iou(ours.boxes[best], ref_box) >= 0.9
             assert np.abs(ours.keypoints[best] - ref_points).max() <= 3.0
             assert abs(float(ours.scores[best]) - ref.categories[0].score) <= 0.02
+
+
+def test_small_faces_on_large_frames_are_found_by_tiling() -> None:
+    from tests.support.faces import astronaut_head, paste
+
+    canvas = np.full((1080, 1920, 3), 60, np.uint8)
+    paste(canvas, astronaut_head(), (1500, 700), 260)  # a face ~110 px wide, like a video-call tile
+    paste(canvas, astronaut_head(), (400, 300), 700)  # and a big one the whole-frame pass finds
+    untiled = FaceDetector(DetectorOptions(model="full", tile_above=0)).detect(canvas)
+    tiled = FaceDetector(DetectorOptions(model="full")).detect(canvas)
+    centres = lambda d: [((b[0] + b[2]) / 2, (b[1] + b[3]) / 2) for b in d.boxes]  # noqa: E731
+    small = lambda d: [c for c in centres(d) if abs(c[0] - 1500) < 60 and abs(c[1] - 690) < 80]  # noqa: E731
+    assert len(small(untiled)) == 0  # the model alone cannot see it
+    assert len(small(tiled)) == 1 and len(tiled) == 2  # tiles find it, and nothing is doubled

@@ -2,15 +2,10 @@
 same process: proof that the window and screen capture live together."""
 from __future__ import annotations
 
-import os
-import select
-import shutil
-import subprocess
 import sys
 import threading
 import time
 from pathlib import Path
-from typing import Iterator
 
 import av
 import cv2
@@ -22,69 +17,10 @@ from stream_guard.outputs.base import Sink
 from stream_guard.outputs.window import NO_DISPLAY_MESSAGE, TkWindowSink, fit_size, ppm_bytes
 from stream_guard.types import Frame, FrameResult, StreamInfo
 
-SCREEN = (1600, 1000)
+from tests.support.xvfb import SCREEN
 COLOURS = np.array([[220, 30, 30], [30, 200, 60], [40, 60, 220], [230, 220, 40]], np.uint8)
 
 linux_only = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="X11 test (Linux only)")
-
-
-@pytest.fixture(scope="module")
-def xvfb(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
-    """A private Xvfb server; yields its display number."""
-    exe = shutil.which("Xvfb")
-    if exe is None:
-        pytest.skip("Xvfb is not installed (Debian/Ubuntu: apt-get install xvfb)")
-    log = tmp_path_factory.mktemp("xvfb") / "xvfb.log"
-    read_fd, write_fd = os.pipe()
-    with log.open("wb") as err:
-        # -displayfd: the server picks a free display number itself (no race with other
-        # X servers on the machine) and writes it to the pipe once it accepts clients.
-        proc = subprocess.Popen(
-            [exe, "-displayfd", str(write_fd), "-screen", "0", f"{SCREEN[0]}x{SCREEN[1]}x24", "-nolisten", "tcp"],
-            pass_fds=(write_fd,),
-            stdout=subprocess.DEVNULL,
-            stderr=err,
-        )
-    os.close(write_fd)
-    try:
-        number = _read_display_number(read_fd, proc, log, timeout=15.0)
-        _wait_for_socket(Path(f"/tmp/.X11-unix/X{number}"), proc, timeout=5.0)
-        yield number
-    finally:
-        os.close(read_fd)
-        proc.terminate()
-        try:
-            proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-
-
-def _read_display_number(fd: int, proc: subprocess.Popen[bytes], log: Path, timeout: float) -> int:
-    deadline = time.monotonic() + timeout
-    data = b""
-    while not data.endswith(b"\n"):
-        remaining = deadline - time.monotonic()
-        if remaining <= 0 or proc.poll() is not None:
-            raise RuntimeError(f"Xvfb did not start: {log.read_text(errors='replace')[-500:]}")
-        ready, _, _ = select.select([fd], [], [], remaining)
-        if ready:
-            chunk = os.read(fd, 64)
-            if not chunk:
-                raise RuntimeError(f"Xvfb closed its display pipe: {log.read_text(errors='replace')[-500:]}")
-            data += chunk
-    return int(data.strip())
-
-
-def _wait_for_socket(path: Path, proc: subprocess.Popen[bytes], timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while not path.exists():
-        if time.monotonic() > deadline or proc.poll() is not None:
-            raise RuntimeError(f"Xvfb socket {path} did not appear")
-        try:
-            proc.wait(timeout=0.02)  # returns early only if the server dies
-        except subprocess.TimeoutExpired:
-            pass
 
 
 @pytest.fixture

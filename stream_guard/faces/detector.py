@@ -57,11 +57,15 @@ MODELS = MappingProxyType({
 class DetectorOptions:
     """``model``: "full" (faces up to ~5 m, 192 px input) or "short" (within ~2 m, 128 px);
     ``min_score``: keep detections scoring at least this; ``nms_iou``: boxes overlapping
-    more than this are merged."""
+    more than this are merged. ``tile_above``: frames whose long side is at least this many
+    pixels are also searched in 2x2 overlapping tiles (one batched model call), because the
+    model misses faces under ~12 px at its input size (e.g. ~110 px faces on a 1600 px
+    screen); 0 turns tiling off."""
 
     model: Literal["full", "short"] = "full"
     min_score: float = 0.5
     nms_iou: float = 0.3
+    tile_above: int = 1400
 
     def __post_init__(self) -> None:
         if self.model not in MODELS:
@@ -70,6 +74,8 @@ class DetectorOptions:
             raise ConfigError(f"face detector min_score must be in [0, 1], got {self.min_score}")
         if not 0.0 < self.nms_iou <= 1.0:
             raise ConfigError(f"face detector nms_iou must be in (0, 1], got {self.nms_iou}")
+        if self.tile_above < 0:
+            raise ConfigError(f"face detector tile_above must be >= 0, got {self.tile_above}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -196,6 +202,27 @@ def _open_session(path, providers: list[str], intra_op_threads: int):
         raise ModelError(f"cannot load face detector model {path}: {_one_line(e)}") from e
 
 
+def tile_grid(width: int, height: int, fraction: float = 0.6) -> list[tuple[int, int, int, int]]:
+    """Four overlapping tiles ``(x0, y0, x1, y1)``, each ``fraction`` of the frame per side."""
+    tw, th = int(round(width * fraction)), int(round(height * fraction))
+    return [(x0, y0, x0 + tw, y0 + th) for y0 in (0, height - th) for x0 in (0, width - tw)]
+
+
+def _inside_tile(found: FaceDetections, tile: tuple[int, int, int, int], width: int, height: int,
+                 edge_px: float = 2.0) -> FaceDetections:
+    """Move a tile's detections to frame coordinates, dropping faces cut by an inner tile edge
+    (the neighbouring tile or the whole-frame pass sees them whole)."""
+    x0, y0, x1, y1 = tile
+    if len(found) == 0:
+        return found
+    b = found.boxes
+    cut = (((b[:, 0] <= edge_px) & (x0 > 0)) | ((b[:, 1] <= edge_px) & (y0 > 0))
+           | ((b[:, 2] >= x1 - x0 - edge_px) & (x1 < width)) | ((b[:, 3] >= y1 - y0 - edge_px) & (y1 < height)))
+    keep = found.select(~cut)
+    offset = np.array([x0, y0], np.float32)
+    return FaceDetections(keep.boxes + np.tile(offset, 2), keep.scores, keep.keypoints + offset)
+
+
 class FaceDetector:
     """Finds faces in RGB images; one instance per thread (it owns an ORT session)."""
 
@@ -232,8 +259,20 @@ class FaceDetector:
         return self._model.input_size
 
     def detect(self, image: np.ndarray) -> FaceDetections:
-        """Faces in one RGB uint8 ``(H, W, 3)`` image, in its pixel coordinates, best first."""
-        return self.detect_batch([image])[0]
+        """Faces in one RGB uint8 ``(H, W, 3)`` image, in its pixel coordinates, best first.
+        Large images are searched whole and in overlapping tiles (see ``tile_above``)."""
+        h, w = image.shape[:2]
+        if not self.options.tile_above or max(h, w) < self.options.tile_above:
+            return self.detect_batch([image])[0]
+        tiles = tile_grid(w, h)
+        found = self.detect_batch([image] + [image[y0:y1, x0:x1] for x0, y0, x1, y1 in tiles])
+        parts = [found[0]] + [_inside_tile(d, t, w, h) for d, t in zip(found[1:], tiles)]
+        scores = np.concatenate([d.scores for d in parts])
+        if scores.size == 0:
+            return FaceDetections.empty()
+        scores, boxes, keypoints = weighted_nms(scores, np.concatenate([d.boxes for d in parts]),
+                                                np.concatenate([d.keypoints for d in parts]), self.options.nms_iou)
+        return FaceDetections(boxes, scores, keypoints)
 
     def detect_batch(self, images: Sequence[np.ndarray]) -> list[FaceDetections]:
         """:meth:`detect` for several images, with one model call when the graph allows it."""

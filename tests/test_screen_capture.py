@@ -1,0 +1,59 @@
+"""Screen capture (PyAV x11grab on a real Xvfb) and the Tk window output in the same process."""
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+
+from stream_guard.config import ModelOptions, OutputOptions, RunConfig, SourceOptions
+from stream_guard.pipeline import Pipeline
+from stream_guard.types import FrameResult
+
+# A second process shows the astronaut's head in a Tk window at a fixed place on the screen.
+FACE_WINDOW = textwrap.dedent("""
+    import sys, tkinter as tk
+    from tests.support.faces import astronaut_head
+    from stream_guard.outputs.window import ppm_bytes
+    root = tk.Tk()
+    root.overrideredirect(True)
+    root.geometry("+1300+640")
+    image = tk.PhotoImage(data=ppm_bytes(astronaut_head()), format="PPM")
+    tk.Label(root, image=image, borderwidth=0).pack()
+    root.update()
+    print("ready", flush=True)
+    sys.stdin.read()
+""")
+
+
+@pytest.fixture
+def face_on_screen(xvfb: int, monkeypatch: pytest.MonkeyPatch) -> Iterator[int]:
+    monkeypatch.setenv("DISPLAY", f":{xvfb}")
+    proc = subprocess.Popen([sys.executable, "-c", FACE_WINDOW], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            text=True, cwd=Path(__file__).resolve().parent.parent)
+    try:
+        assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
+        yield xvfb
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def test_screen_capture_with_window_output_in_one_process(face_on_screen: int, placeholder_model: Path) -> None:
+    results: list[FrameResult] = []
+    config = RunConfig(
+        source=SourceOptions(f"screen::{face_on_screen}", max_frames=45),
+        model=ModelOptions(model_dir=placeholder_model),
+        outputs=OutputOptions(show=True),
+    )
+    summary = Pipeline(config, on_result=results.append).run()
+    assert summary.frames_processed >= 40 and summary.failed_outputs == ()
+    assert results[0].frame.width == 1600 and results[0].frame.height == 1000
+    # the face shown by the other process (head 260x300 at +1300+640) is found and tracked
+    found = [f for r in results[-10:] for f in r.faces
+             if 1300 <= (f.box[0] + f.box[2]) / 2 <= 1560 and 640 <= (f.box[1] + f.box[3]) / 2 <= 940]
+    assert len(found) >= 8
+    assert len({f.track_id for f in found}) == 1
