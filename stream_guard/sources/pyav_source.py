@@ -36,6 +36,30 @@ def _reason(e: Exception) -> str:
     return getattr(e, "strerror", None) or str(e) or type(e).__name__
 
 
+class _StreamClock:
+    """Stream time in seconds from 0, strictly increasing. Frames without a timestamp
+    (RTSP's first frame has none) are placed one frame period after the previous one;
+    timestamps that jump backwards are clamped so trackers never see time reverse."""
+
+    def __init__(self, period_s: float) -> None:
+        self.period_s = period_s
+        self._base: float | None = None
+        self._last: float | None = None
+
+    def pts_s(self, time_s: float | None) -> float:
+        expected = 0.0 if self._last is None else self._last + self.period_s
+        if time_s is None:
+            t = expected
+        else:
+            if self._base is None:
+                self._base = time_s - expected
+            t = time_s - self._base
+        if self._last is not None and t <= self._last:
+            t = self._last + 1e-6
+        self._last = t
+        return t
+
+
 class PyAVSource:
     """A :class:`FrameSource` over ``av.open``; decodes the first video stream to RGB."""
 
@@ -81,17 +105,12 @@ class PyAVSource:
         if self._container is None or self._stream is None:
             raise SourceError(f"{self.source_id}: frames() before open()")
         index = 0
-        fps = (self._info.fps if self._info else None) or 30.0
-        first_pts: float | None = None
+        period = 1.0 / ((self._info.fps if self._info else None) or 30.0)
+        clock = _StreamClock(period)
         try:
             for frame in self._container.decode(self._stream):
                 image = frame.to_ndarray(format="rgb24")
-                t = frame.time
-                if t is None:
-                    t = index / fps
-                if first_pts is None:
-                    first_pts = t
-                yield Frame(image, index, t - first_pts, time.monotonic(), self.source_id)
+                yield Frame(image, index, clock.pts_s(frame.time), time.monotonic(), self.source_id)
                 index += 1
         except av.error.EOFError:
             return

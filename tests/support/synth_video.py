@@ -1,0 +1,120 @@
+"""Synthetic H.264 test clips for source and RTSP tests.
+
+``make_test_clip`` writes an MP4 that a live decoder can start anywhere a second
+begins: yuv420p, a keyframe every ``fps`` frames (about 1 s), no B-frames, so decode
+order equals presentation order. The default pattern stamps each frame's index as a
+row of black/white blocks, which ``read_frame_index`` reads back after lossy coding,
+so tests can check for dropped, repeated or reordered frames.
+"""
+from __future__ import annotations
+
+from fractions import Fraction
+from pathlib import Path
+from typing import Callable, Optional, Union
+
+import av
+import numpy as np
+
+DrawFn = Callable[[int], np.ndarray]
+
+INDEX_BITS = 16
+
+
+def _block_size(width: int) -> int:
+    """Side in pixels of one index block: the 16 blocks span about 40 % of the width."""
+    return max(4, width // 40)
+
+
+def stamp_frame_index(rgb: np.ndarray, index: int) -> None:
+    """Write ``index`` (mod 2**16) into the top-left corner of ``rgb`` in place,
+    most significant bit first, white = 1, on a mid-grey border."""
+    side = _block_size(rgb.shape[1])
+    rgb[: side + 2 * (side // 4), : INDEX_BITS * side + 2 * (side // 4)] = 128
+    pad = side // 4
+    for bit in range(INDEX_BITS):
+        on = (index >> (INDEX_BITS - 1 - bit)) & 1
+        x0 = pad + bit * side
+        rgb[pad : pad + side, x0 : x0 + side] = 255 if on else 0
+
+
+def read_frame_index(rgb: np.ndarray) -> int:
+    """Read back the index stamped by :func:`stamp_frame_index` (after decoding)."""
+    side = _block_size(rgb.shape[1])
+    pad = side // 4
+    value = 0
+    for bit in range(INDEX_BITS):
+        x0 = pad + bit * side
+        core = rgb[pad + side // 4 : pad + side - side // 4, x0 + side // 4 : x0 + side - side // 4]
+        value = (value << 1) | int(core.mean() > 128)
+    return value
+
+
+def moving_pattern(width: int, height: int) -> DrawFn:
+    """Default ``draw``: a drifting colour gradient, a bouncing white square and the
+    frame index stamp."""
+    ys, xs = np.mgrid[0:height, 0:width].astype(np.int32)
+    square = max(8, min(width, height) // 6)
+
+    def draw(i: int) -> np.ndarray:
+        rgb = np.empty((height, width, 3), np.uint8)
+        rgb[..., 0] = (xs + 4 * i) & 255
+        rgb[..., 1] = (ys + 2 * i) & 255
+        rgb[..., 2] = ((xs + ys) // 2 + 128 + 3 * i) & 255
+        span_x, span_y = max(1, width - square), max(1, height - square)
+        x = abs((7 * i) % (2 * span_x) - span_x)
+        y = abs((5 * i) % (2 * span_y) - span_y)
+        rgb[y : y + square, x : x + square] = 255
+        stamp_frame_index(rgb, i)
+        return rgb
+
+    return draw
+
+
+def make_test_clip(
+    path: Union[str, Path],
+    seconds: float = 2.0,
+    width: int = 640,
+    height: int = 360,
+    fps: int = 30,
+    draw: Optional[DrawFn] = None,
+) -> Path:
+    """Encode ``round(seconds * fps)`` frames from ``draw(i) -> HxWx3 uint8 RGB`` into an
+    H.264 MP4 at ``path`` (libx264, yuv420p, keyframe every ``fps`` frames, no B-frames,
+    zerolatency tuning). Returns the path."""
+    if width % 2 or height % 2:
+        raise ValueError("yuv420p needs even width and height")
+    path = Path(path)
+    draw = draw or moving_pattern(width, height)
+    n_frames = max(1, round(seconds * fps))
+    with av.open(str(path), mode="w") as container:
+        stream = _add_h264_stream(container, width, height, fps)
+        for i in range(n_frames):
+            frame = _to_video_frame(draw(i), width, height)
+            frame.pts = i
+            frame.time_base = Fraction(1, fps)
+            container.mux(stream.encode(frame))
+        container.mux(stream.encode(None))
+    return path
+
+
+def _add_h264_stream(container: av.container.OutputContainer, width: int, height: int, fps: int) -> av.VideoStream:
+    """A libx264 stream set for live-style decoding (fixed 1 s GOP, no B-frames)."""
+    stream = container.add_stream("libx264", rate=fps)
+    stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+    stream.time_base = Fraction(1, fps)
+    stream.codec_context.gop_size = fps
+    stream.codec_context.max_b_frames = 0
+    stream.codec_context.options = {
+        "preset": "veryfast",
+        "tune": "zerolatency",
+        "x264-params": f"keyint={fps}:min-keyint={fps}:scenecut=0:bframes=0",
+    }
+    return stream
+
+
+def _to_video_frame(rgb: np.ndarray, width: int, height: int) -> av.VideoFrame:
+    """Check a drawn frame and convert it to a yuv420p ``VideoFrame``."""
+    rgb = np.ascontiguousarray(rgb, dtype=np.uint8)
+    if rgb.shape != (height, width, 3):
+        raise ValueError(f"draw() returned shape {rgb.shape}, expected {(height, width, 3)}")
+    return av.VideoFrame.from_ndarray(rgb, format="rgb24").reformat(format="yuv420p")
