@@ -47,6 +47,14 @@ class Analyzer:
         self._last_out: float | None = None
         self._fps = 0.0
 
+    def warm_up(self, width: int, height: int) -> None:
+        """Run every model once on blank input so the first real frame is not slowed
+        by ONNX Runtime's first-call set-up (on a live stream that would drop frames)."""
+        self.detector.detect(np.zeros((height, width, 3), np.uint8))
+        size = self.scorer.spec.input_size
+        embedding = self.scorer.encode(np.zeros((1, size, size, 3), np.uint8))
+        self.scorer.probabilities([embedding])
+
     def reset(self, status: str = "") -> None:
         """Forget every face (after a gap in a live stream): ids keep counting."""
         self.tracker.reset()

@@ -41,9 +41,12 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="stream-guard", description="Live deepfake monitor for video streams.")
     parser.add_argument("--version", action="version", version=f"stream_guard {__version__}")
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output (-vv for debug)")
+    # -v is accepted after the command too; SUPPRESS keeps the subcommand from resetting it to 0
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("-v", "--verbose", action="count", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    watch = sub.add_parser("watch", help="analyse a file, stream, webcam or screen",
+    watch = sub.add_parser("watch", parents=[common], help="analyse a file, stream, webcam or screen",
                            description="SOURCE: a video file, rtsp:// rtmp:// http(s):// URL, webcam:N, "
                                        "screen[:DISPLAY] or demo.")
     watch.add_argument("source", metavar="SOURCE")
@@ -53,13 +56,13 @@ def _parser() -> argparse.ArgumentParser:
     watch.add_argument("--max-frames", type=int, metavar="N", help="stop after N frames")
     _add_run_options(watch)
 
-    demo = sub.add_parser("demo", help="run on the embedded demo video (no camera or network needed)")
+    demo = sub.add_parser("demo", parents=[common], help="run on the embedded demo video (no camera or network needed)")
     demo.add_argument("--out-dir", type=Path, default=Path("stream_guard_demo"), metavar="DIR",
                       help="folder for demo.mp4, events.jsonl and summary.json (default ./stream_guard_demo)")
     demo.add_argument("--seconds", type=float, default=10.0, help="length of the demo video (default 10)")
     _add_run_options(demo)
 
-    sub.add_parser("doctor", help="report versions, providers, devices and what is missing")
+    sub.add_parser("doctor", parents=[common], help="report versions, providers, devices and what is missing")
     return parser
 
 

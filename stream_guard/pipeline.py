@@ -14,7 +14,7 @@ import numpy as np
 
 from stream_guard.analysis import Analyzer
 from stream_guard.config import RunConfig
-from stream_guard.errors import ModelError, OutputError, StreamGuardError
+from stream_guard.errors import ModelError, StreamGuardError
 from stream_guard.faces.detector import FaceDetector
 from stream_guard.faces.tracker import FaceTracker
 from stream_guard.model.contract import ModelSpec, load_model_spec
@@ -27,7 +27,7 @@ from stream_guard.outputs.worker import SinkWorker
 from stream_guard.paths import bundled_model
 from stream_guard.sources import DropPolicy, open_source, parse_source
 from stream_guard.sources.capture import CaptureThread, EndOfStream, FrameQueue, SourceEvent
-from stream_guard.types import Frame, FrameResult, StreamInfo
+from stream_guard.types import FrameResult, StreamInfo
 
 log = logging.getLogger(__name__)
 
@@ -154,6 +154,7 @@ class Pipeline:
         info = source.open()
         try:
             analyzer = self._build_analyzer(model)
+            analyzer.warm_up(info.width, info.height)
         except BaseException:
             source.close()
             raise
