@@ -89,3 +89,12 @@ def test_demo_command_writes_its_outputs(tmp_path: Path) -> None:
     assert summary["frames_processed"] == 60
     assert len(summary["tracks"]) == 2  # the original face and its self-blended copy
     assert str(out_dir.resolve()) in result.stderr
+
+
+def test_realtime_pacing_follows_timestamps(two_faces_clip: Path, placeholder_model: Path) -> None:
+    arrivals: list[float] = []
+    config = RunConfig(source=SourceOptions(str(two_faces_clip), realtime=True, max_frames=31),
+                       model=ModelOptions(model_dir=placeholder_model))
+    Pipeline(config, on_result=lambda r: arrivals.append(r.frame.wallclock_s)).run()
+    # 31 frames at 30 fps span 1 s of stream time: paced, they cannot arrive faster
+    assert len(arrivals) == 31 and arrivals[-1] - arrivals[0] >= 0.98

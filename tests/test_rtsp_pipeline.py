@@ -23,7 +23,9 @@ def test_rtsp_round_trip_through_the_cli(two_faces_clip: Path, placeholder_model
     records = [json.loads(line) for line in events.read_text().splitlines()]
     assert records[0]["type"] == "start" and records[0]["live"] is True
     summary = records[-1]
-    assert summary["type"] == "summary" and summary["frames_processed"] >= 55
+    assert summary["type"] == "summary" and summary["frames_read"] == 60
+    # a live source drops the oldest frame when the machine is busy: every frame is accounted for
+    assert summary["frames_processed"] + summary["frames_dropped"] == 60 and summary["frames_processed"] >= 20
     assert len({r["track_id"] for r in records if r["type"] == "track"}) == 2
 
 
@@ -59,5 +61,5 @@ def test_live_run_survives_a_dropped_stream(two_faces_clip: Path, placeholder_mo
     assert "reconnecting" in states and states[-1] == "connected"
     assert summary.error is None and summary.frames_read == 90
     # frames that arrive in a burst after reconnecting are dropped on purpose (live policy)
-    assert summary.frames_processed + summary.frames_dropped == 90 and summary.frames_processed >= 60
+    assert summary.frames_processed + summary.frames_dropped == 90 and summary.frames_processed >= 30
     assert len(summary.tracks) >= 4  # tracks were reset across the gap: new ids after reconnecting

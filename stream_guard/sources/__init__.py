@@ -1,6 +1,7 @@
 """Video sources: files, network streams, webcams, screens and the embedded demo."""
 from __future__ import annotations
 
+import dataclasses
 import time
 from typing import Iterator
 
@@ -31,7 +32,8 @@ class PacedSource:
             wait = start + frame.pts_s - now
             if wait > 0:
                 time.sleep(wait)
-            yield frame
+            # "received" is when the paced frame is released, so latency excludes the pacing wait
+            yield dataclasses.replace(frame, wallclock_s=time.monotonic())
 
     def close(self) -> None:
         self.inner.close()
