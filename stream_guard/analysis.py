@@ -105,7 +105,7 @@ class Analyzer:
             summary.mean_score = m.sum_scores / m.n_scores
             summary.max_score = m.max_score
 
-    def process(self, frame: Frame) -> FrameResult:
+    def process(self, frame: Frame, frames_dropped: int = 0) -> FrameResult:
         t0 = time.perf_counter()
         detected = frame.index % self.detect_every == 0 or not self.tracker.tracks
         if detected:
@@ -132,4 +132,4 @@ class Analyzer:
                            crop_ms=crop_ms, cnn_ms=model_ms, temporal_ms=0.0, overlay_ms=(t4 - t3) * 1e3)
         latency_ms = (time.monotonic() - frame.wallclock_s) * 1e3
         return FrameResult(frame=frame, annotated=annotated, faces=faces, detected=detected,
-                           latency_ms=latency_ms, fps=fps, times=times)
+                           latency_ms=latency_ms, fps=fps, times=times, frames_dropped=frames_dropped)

@@ -205,7 +205,7 @@ class Pipeline:
             if isinstance(item, SourceEvent):
                 self._on_source_event(item, analyzer, workers)
                 continue
-            result = analyzer.process(item)
+            result = analyzer.process(item, frames.dropped)
             self.stats.add(result)
             if self.on_result is not None:
                 self.on_result(result)

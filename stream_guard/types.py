@@ -133,3 +133,4 @@ class FrameResult:
     latency_ms: float
     fps: float
     times: StageTimes = field(default_factory=StageTimes)
+    frames_dropped: int = 0  # dropped by the live capture queue so far in this run
