@@ -62,6 +62,14 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--seconds", type=float, default=10.0, help="length of the demo video (default 10)")
     _add_run_options(demo)
 
+    evaluate = sub.add_parser("evaluate", parents=[common], help="measure detection quality on labelled clips",
+                              description="MANIFEST: a TSV with columns 'file' (relative to its folder; videos "
+                                          "or images) and 'label' (real/fake). Prints a per-family table.")
+    evaluate.add_argument("--manifest", type=Path, required=True, metavar="PATH")
+    evaluate.add_argument("--json", type=Path, metavar="OUT", help="write the full report as JSON")
+    evaluate.add_argument("--max-frames", type=int, metavar="N", help="analyse at most N frames per file")
+    _add_run_options(evaluate)
+
     sub.add_parser("doctor", parents=[common], help="report versions, providers, devices and what is missing")
     return parser
 
@@ -143,13 +151,28 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return EXIT_INTERRUPTED if summary.interrupted else EXIT_OK
 
 
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from stream_guard.evaluate import evaluate, print_table, write_json
+
+    config = _config(args, "demo", None, None)
+
+    def progress(i: int, n: int, name: str) -> None:
+        print(f"[{i + 1}/{n}] {name}", file=sys.stderr, flush=True)
+
+    report = evaluate(args.manifest, config, progress=progress, max_frames=args.max_frames)
+    print_table(report)
+    if args.json is not None:
+        write_json(report, args.json)
+    return EXIT_OK
+
+
 def cmd_doctor(args: argparse.Namespace) -> int:
     from stream_guard.doctor import run_doctor
 
     return run_doctor(sys.stdout)
 
 
-COMMANDS = {"watch": cmd_watch, "demo": cmd_demo, "doctor": cmd_doctor}
+COMMANDS = {"watch": cmd_watch, "demo": cmd_demo, "evaluate": cmd_evaluate, "doctor": cmd_doctor}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -120,6 +120,7 @@ class Pipeline:
         self.stop_event = threading.Event()
         self.stats = RunStats()
         self._ended = False
+        self.threshold: float | None = None  # the fake threshold in effect, known once run() has loaded the model
 
     def stop(self) -> None:
         self.stop_event.set()
@@ -130,6 +131,7 @@ class Pipeline:
                             self.config.model.threshold, self.config.model.smoothing)
         detector = FaceDetector(self.config.detector, providers=providers)
         tracker = FaceTracker(self.config.tracker, scorer.new_memory)
+        self.threshold = scorer.threshold
         return Analyzer(detector, tracker, scorer, self.config.analysis.detect_every)
 
     def _start_workers(self, sinks: list[Sink], info: StreamInfo) -> list[SinkWorker]:

@@ -1,0 +1,149 @@
+"""``stream-guard evaluate``: detection quality on a user's labelled clips.
+
+The manifest is a TSV with at least the columns ``file`` (relative to the manifest's
+folder; videos or images) and ``label`` (``real`` / ``fake``); other columns are ignored.
+A file's family is its file name up to the first ``_``. Scores per file are described in
+:mod:`stream_guard.file_analysis`. Files in which no face is found are counted and listed,
+and left out of AUC, EER and accuracy (they have no score).
+"""
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import math
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, TextIO
+
+import numpy as np
+from sklearn.metrics import roc_auc_score, roc_curve
+
+from stream_guard.config import RunConfig
+from stream_guard.errors import ConfigError, StreamGuardError
+from stream_guard.file_analysis import analyse_file
+
+log = logging.getLogger(__name__)
+LABELS = {"real": 0, "fake": 1}
+
+
+@dataclass(frozen=True)
+class ManifestRow:
+    path: Path
+    label: str
+    family: str
+
+
+def family_of(file_name: str) -> str:
+    """``dfl_Keanu_Reeves_0_L.mp4`` -> ``dfl``; ``images/meso_x.jpg`` -> ``meso``."""
+    return Path(file_name).name.split("_", 1)[0].split(".", 1)[0]
+
+
+def read_manifest(path: str | Path) -> list[ManifestRow]:
+    """Parse and validate the manifest; raise ConfigError naming the first problem."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError as e:
+        raise ConfigError(f"manifest not found: {path}") from e
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError(f"manifest {path}: cannot read ({e})") from e
+    reader = csv.DictReader(text.splitlines(), delimiter="\t")
+    fields = {f.strip() for f in (reader.fieldnames or []) if f}
+    if not {"file", "label"} <= fields:
+        raise ConfigError(f"manifest {path}: needs tab-separated columns 'file' and 'label' "
+                          f"(found: {', '.join(sorted(fields)) or 'none'})")
+    rows = []
+    for line_no, raw in enumerate(reader, start=2):
+        row = {(k or "").strip(): (v or "").strip() for k, v in raw.items() if k is not None}
+        if not row.get("file"):
+            continue
+        label = row.get("label", "").lower()
+        if label not in LABELS:
+            raise ConfigError(f"manifest {path} line {line_no}: label {row.get('label')!r} is not 'real' or 'fake'")
+        rows.append(ManifestRow(path.parent / row["file"], label, family_of(row["file"])))
+    if not rows:
+        raise ConfigError(f"manifest {path}: no files listed")
+    return rows
+
+
+def eer(labels: np.ndarray, scores: np.ndarray) -> float:
+    """Equal error rate: where the false-positive rate meets the false-negative rate."""
+    fpr, tpr, _ = roc_curve(labels, scores)
+    fnr = 1.0 - tpr
+    i = int(np.nanargmin(np.abs(fnr - fpr)))
+    return float((fpr[i] + fnr[i]) / 2)
+
+
+def metrics(labels: list[int], scores: list[float], threshold: float) -> dict:
+    """AUC, EER and accuracy at ``threshold``; AUC and EER are null unless both labels are present."""
+    y, s = np.asarray(labels), np.asarray(scores, float)
+    both = len(set(labels)) == 2
+    return {
+        "auc": float(roc_auc_score(y, s)) if both else None,
+        "eer": eer(y, s) if both else None,
+        "accuracy": float(np.mean((s >= threshold) == (y == 1))) if len(y) else None,
+        "n_real": int(np.sum(y == 0)),
+        "n_fake": int(np.sum(y == 1)),
+    }
+
+
+def evaluate(manifest: str | Path, config: RunConfig, progress: Callable[[int, int, str], None] | None = None,
+             max_frames: int | None = None) -> dict:
+    """Score every file of the manifest and compute the report (see module docstring)."""
+    rows = read_manifest(manifest)
+    results, no_face, failed = [], [], []
+    threshold, model = 0.5, ""
+    with tempfile.TemporaryDirectory() as scratch:
+        for i, row in enumerate(rows):
+            if progress:
+                progress(i, len(rows), str(row.path))
+            try:
+                analysis = analyse_file(row.path, config, max_frames=max_frames, scratch=Path(scratch))
+            except StreamGuardError as e:
+                log.warning("%s", e)
+                failed.append({"file": str(row.path), "label": row.label, "error": str(e)})
+                continue
+            threshold, model = analysis.threshold, analysis.model
+            entry = {"file": str(row.path), "label": row.label, "family": row.family, "score": analysis.score,
+                     "faces": sum(1 for t in analysis.tracks if t.scores), "frames": analysis.frames}
+            (results if analysis.has_face else no_face).append(entry)
+    report = metrics([LABELS[r["label"]] for r in results], [r["score"] for r in results], threshold)
+    families = sorted({r["family"] for r in results} | {r["family"] for r in no_face})
+    report["families"] = {
+        name: metrics([LABELS[r["label"]] for r in results if r["family"] == name],
+                      [r["score"] for r in results if r["family"] == name], threshold)
+        for name in families
+    }
+    for name in families:
+        report["families"][name]["no_face"] = sum(1 for r in no_face if r["family"] == name)
+    report.update({"threshold": threshold, "model": model, "manifest": str(manifest),
+                   "n_files": len(rows), "n_no_face": len(no_face), "no_face": no_face,
+                   "n_failed": len(failed), "failed": failed, "files": results,
+                   "video_score": "max over faces (with >= 3 windows) of the mean window probability"})
+    return report
+
+
+def _fmt(value: float | None) -> str:
+    return "  -  " if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.3f}"
+
+
+def print_table(report: dict, out: TextIO = sys.stdout) -> None:
+    """A per-family table plus the pooled line."""
+    print(f"{'family':<16} {'real':>5} {'fake':>5} {'no-face':>7} {'AUC':>6} {'EER':>6} {'acc':>6}", file=out)
+    for name, m in report["families"].items():
+        print(f"{name:<16} {m['n_real']:>5} {m['n_fake']:>5} {m['no_face']:>7} {_fmt(m['auc']):>6} "
+              f"{_fmt(m['eer']):>6} {_fmt(m['accuracy']):>6}", file=out)
+    print(f"{'POOLED':<16} {report['n_real']:>5} {report['n_fake']:>5} {report['n_no_face']:>7} "
+          f"{_fmt(report['auc']):>6} {_fmt(report['eer']):>6} {_fmt(report['accuracy']):>6}", file=out)
+    print(f"model {report['model']}, threshold {report['threshold']:.3f}; accuracy at that threshold", file=out)
+    for entry in report["no_face"]:
+        print(f"no face found: {entry['file']}", file=out)
+    for entry in report["failed"]:
+        print(f"could not read: {entry['file']}: {entry['error']}", file=out)
+
+
+def write_json(report: dict, path: str | Path) -> None:
+    Path(path).write_text(json.dumps(report, indent=2) + "\n")

@@ -1,0 +1,75 @@
+"""``stream-guard evaluate`` on a tiny synthetic manifest (videos, an image, a clip with no face)."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import cv2
+import pytest
+
+from stream_guard.errors import ConfigError
+from stream_guard.evaluate import family_of, metrics, read_manifest
+from stream_guard.file_analysis import TrackSeries, file_score
+from tests.conftest import run_cli
+from tests.support.faces import astronaut_head, one_face_moving, two_faces_passing
+from tests.support.synth_video import make_test_clip
+
+
+@pytest.fixture(scope="module")
+def manifest(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("manifest")
+    (root / "clips").mkdir()
+    make_test_clip(root / "clips" / "cam_a_1.mp4", seconds=1.5, width=640, height=360,
+                   draw=one_face_moving(640, 360, face_px=200))
+    make_test_clip(root / "clips" / "cam_b_2.mp4", seconds=1.5, width=640, height=360,
+                   draw=two_faces_passing(n_frames=45))
+    make_test_clip(root / "clips" / "swap_c_3.mp4", seconds=1.5, width=640, height=360,
+                   draw=one_face_moving(640, 360, face_px=180, period=40))
+    make_test_clip(root / "clips" / "swap_empty_4.mp4", seconds=1.0, width=320, height=180)  # no face
+    cv2.imwrite(str(root / "clips" / "photo_x.png"), cv2.cvtColor(astronaut_head(), cv2.COLOR_RGB2BGR))
+    rows = [("clips/cam_a_1.mp4", "real"), ("clips/cam_b_2.mp4", "real"), ("clips/swap_c_3.mp4", "fake"),
+            ("clips/swap_empty_4.mp4", "fake"), ("clips/photo_x.png", "fake")]
+    text = "file\tlabel\tnotes\n" + "".join(f"{f}\t{label}\tsynthetic\n" for f, label in rows)
+    (root / "MANIFEST.tsv").write_text(text)
+    return root / "MANIFEST.tsv"
+
+
+def test_evaluate_reports_pooled_and_per_family(manifest: Path, placeholder_model: Path, tmp_path: Path) -> None:
+    out = tmp_path / "report.json"
+    result = run_cli("evaluate", "--manifest", str(manifest), "--json", str(out), "--model", str(placeholder_model))
+    assert result.returncode == 0, result.stderr
+    report = json.loads(out.read_text())
+    assert {"auc", "eer", "accuracy", "n_real", "n_fake", "families"} <= report.keys()
+    assert (report["n_real"], report["n_fake"]) == (2, 2)  # the no-face clip is counted apart
+    assert 0.0 <= report["auc"] <= 1.0 and 0.0 <= report["eer"] <= 1.0 and 0.0 <= report["accuracy"] <= 1.0
+    assert set(report["families"]) == {"cam", "swap", "photo"}
+    assert report["families"]["cam"]["auc"] is None  # one label only: no AUC, said so
+    assert report["families"]["cam"]["n_real"] == 2 and report["families"]["swap"]["no_face"] == 1
+    assert [Path(e["file"]).name for e in report["no_face"]] == ["swap_empty_4.mp4"]
+    two_faces = next(f for f in report["files"] if f["file"].endswith("cam_b_2.mp4"))
+    assert two_faces["faces"] == 2
+    assert "POOLED" in result.stdout and "no face found" in result.stdout
+
+
+def test_manifest_errors_are_one_line(tmp_path: Path) -> None:
+    bad = tmp_path / "m.tsv"
+    bad.write_text("path\tclass\nx.mp4\treal\n")
+    with pytest.raises(ConfigError, match="'file' and 'label'"):
+        read_manifest(bad)
+    bad.write_text("file\tlabel\nx.mp4\tmaybe\n")
+    with pytest.raises(ConfigError, match="line 2"):
+        read_manifest(bad)
+    result = run_cli("evaluate", "--manifest", str(tmp_path / "missing.tsv"))
+    assert result.returncode == 2 and len(result.stderr_lines) == 1 and "manifest not found" in result.stderr
+
+
+def test_family_and_score_rules() -> None:
+    assert family_of("dfl_Keanu_Reeves_0_L.mp4") == "dfl" and family_of("images/meso_x.jpg") == "meso"
+    assert family_of("plain.mp4") == "plain"
+    short = TrackSeries(1, scores=[0.99])  # a one-window blip does not outvote a steady face...
+    steady = TrackSeries(2, scores=[0.2, 0.3, 0.4])
+    assert file_score([short, steady]) == pytest.approx(0.3)
+    assert file_score([short]) == pytest.approx(0.99)  # ...unless it is all there is
+    assert file_score([]) is None
+    m = metrics([0, 0, 1, 1], [0.1, 0.4, 0.35, 0.8], 0.5)
+    assert m["auc"] == pytest.approx(0.75) and m["accuracy"] == pytest.approx(0.75)
