@@ -199,7 +199,8 @@ def test_two_faces_crossing_keep_their_ids(case: str, seed: int) -> None:
     assert sorted(t.id for t in tracker.tracks) == [1, 2]  # no extra ids were made
     final = {t.id: centre(t)[0] for t in tracker.tracks}
     # The track that started on the left ends on the right, and vice versa.
-    assert final[id_of[0]] > 500 > 140 > final[id_of[1]]
+    assert final[id_of[0]] > 500
+    assert final[id_of[1]] < 140
 
 
 def test_missed_neighbour_does_not_take_the_seen_face_id() -> None:
@@ -292,9 +293,13 @@ def test_returned_arrays_are_not_rewritten_later() -> None:
     snapshot = (box0.copy(), kps0.copy())
     for i in range(1, 5):
         tracker.update(dets(box(100 + 10 * i, 100, 60)), i / FPS)
+    last = (first.box, first.keypoints, first.velocity)
+    last_snapshot = tuple(a.copy() for a in last)
     tracker.predict(0.3)
-    np.testing.assert_array_equal(box0, snapshot[0])
-    np.testing.assert_array_equal(kps0, snapshot[1])
+    tracker.update(dets(), 0.4)
+    assert not np.array_equal(first.box, last_snapshot[0])  # the track moved on...
+    for kept, snap in zip((box0, kps0, *last), (*snapshot, *last_snapshot), strict=True):
+        np.testing.assert_array_equal(kept, snap)  # ...old arrays did not change
     assert first.box.dtype == np.float32 and first.box.shape == (4,)
     assert first.keypoints.shape == (6, 2) and first.velocity.shape == (4,)
 
@@ -308,6 +313,16 @@ def test_track_fields() -> None:
     assert (t.hits, t.misses, t.age) == (4, 0, 5)
     assert t.first_pts_s == 1.0 and t.last_pts_s == pytest.approx(1.0 + 3 / FPS)
     assert t.detection_score == pytest.approx(0.9)
+
+
+def test_centre_distance_breaks_iou_ties() -> None:
+    tracker = make_tracker(confirm_hits=1)
+    tracker.update(dets([0, 0, 100, 100]), 0.0)
+    # Both detections have IoU 0.5 with the track; the second shares its centre.
+    tracks = tracker.update(dets([0, 0, 100, 50], [-50, 0, 150, 100]), 1 / FPS)
+    by_id = {t.id: t for t in tracks}
+    assert by_id[1].keypoints[2, 1] == pytest.approx(55.0)  # nose of the centred one
+    assert by_id[1].detection_score == pytest.approx(0.9) and by_id[2].hits == 1
 
 
 # -- pieces -------------------------------------------------------------------

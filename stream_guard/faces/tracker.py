@@ -26,8 +26,9 @@ into, so an array taken from one frame's result never changes afterwards.
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable, Generic, TypeVar
+from typing import Generic, TypeVar
 
 import numpy as np
 from scipy.optimize import linear_sum_assignment
@@ -39,6 +40,8 @@ M = TypeVar("M")
 
 _INFEASIBLE = 1e6  # cost of a gated-out pair; large enough to lose to any feasible one
 _MIN_SIZE = 1.0  # px; predicted sizes never shrink below this
+# A track's new state: centre/size and velocity (float64), box and velocity (float32).
+_State = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]
 
 
 @dataclass(frozen=True)
@@ -94,9 +97,22 @@ class Track(Generic[M]):
     """
 
     __slots__ = (
-        "id", "state", "box", "velocity", "keypoints", "detection_score",
-        "hits", "misses", "age", "first_pts_s", "last_pts_s", "matched_now",
-        "memory", "_cs", "_vel", "_t",
+        "_cs",
+        "_t",
+        "_vel",
+        "age",
+        "box",
+        "detection_score",
+        "first_pts_s",
+        "hits",
+        "id",
+        "keypoints",
+        "last_pts_s",
+        "matched_now",
+        "memory",
+        "misses",
+        "state",
+        "velocity",
     )
 
     def __init__(
@@ -115,19 +131,22 @@ class Track(Generic[M]):
         self.last_pts_s = pts_s
         self.matched_now = True
         self._t = pts_s  # time of the current state estimate
-        self._set_state(cs, np.zeros(4))
+        vel = np.zeros(4)
+        self._set_state(cs, vel, _cs_to_xyxy(cs).astype(np.float32), vel.astype(np.float32))
 
     @property
     def is_confirmed(self) -> bool:
         """True once the track has been confirmed (also while coasting or lost)."""
         return self.state is not TrackState.TENTATIVE
 
-    def _set_state(self, cs: np.ndarray, vel: np.ndarray) -> None:
+    def _set_state(
+        self, cs: np.ndarray, vel: np.ndarray, box: np.ndarray, velocity: np.ndarray,
+    ) -> None:
         """Replace the filter state (centre/size, velocity) and the public arrays."""
         self._cs = cs
         self._vel = vel
-        self.box = _cs_to_xyxy(cs).astype(np.float32)
-        self.velocity = vel.astype(np.float32)
+        self.box = box
+        self.velocity = velocity
 
     def __repr__(self) -> str:
         box = ", ".join(f"{v:.1f}" for v in self.box)
@@ -164,18 +183,21 @@ class FaceTracker(Generic[M]):
         confirmed tracks coasting on their predicted box (``matched_now=False``).
         """
         self._removed = []
-        det_cs = _xyxy_to_cs(np.asarray(detections.boxes, dtype=np.float64).reshape(-1, 4))
+        det_xyxy = np.asarray(detections.boxes, dtype=np.float64).reshape(-1, 4)
+        det_cs = _xyxy_to_cs(det_xyxy)
         pred, vel = self._predicted(pts_s)
-        rows, cols = self._associate(pred, det_cs)
+        rows, cols = self._associate(pred, det_cs, det_xyxy)
         if rows.size:
             vel = self._correct(pred, vel, rows, det_cs[cols], pts_s)
-        matched = dict(zip(rows.tolist(), cols.tolist()))
+        matched = dict(zip(rows.tolist(), cols.tolist(), strict=True))
+        boxes, vels = _cs_to_xyxy(pred).astype(np.float32), vel.astype(np.float32)
         for i, track in enumerate(self._tracks):
+            state = (pred[i], vel[i], boxes[i], vels[i])
             j = matched.get(i)
             if j is None:
-                self._on_miss(track, pred[i], vel[i], pts_s)
+                self._on_miss(track, state, pts_s)
             else:
-                self._on_hit(track, pred[i], vel[i], detections, j, pts_s)
+                self._on_hit(track, state, detections, j, pts_s)
         self._drop_dead()
         self._start_tracks(detections, det_cs, set(matched.values()), pts_s)
         return self._visible()
@@ -187,8 +209,9 @@ class FaceTracker(Generic[M]):
         with ``matched_now=False``.
         """
         pred, vel = self._predicted(pts_s)
+        boxes, vels = _cs_to_xyxy(pred).astype(np.float32), vel.astype(np.float32)
         for i, track in enumerate(self._tracks):
-            self._move(track, pred[i], vel[i], pts_s)
+            self._move(track, (pred[i], vel[i], boxes[i], vels[i]), pts_s)
             track.matched_now = False
         return self._visible()
 
@@ -210,12 +233,14 @@ class FaceTracker(Generic[M]):
         np.maximum(pred[:, 2:], _MIN_SIZE, out=pred[:, 2:])
         return pred, vel
 
-    def _associate(self, pred: np.ndarray, det_cs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def _associate(
+        self, pred: np.ndarray, det_cs: np.ndarray, det_xyxy: np.ndarray,
+    ) -> tuple[np.ndarray, np.ndarray]:
         """Optimal gated assignment; returns matched (track rows, detection cols)."""
         if pred.shape[0] == 0 or det_cs.shape[0] == 0:
             empty = np.zeros(0, dtype=np.intp)
             return empty, empty
-        iou = iou_matrix(_cs_to_xyxy(pred), _cs_to_xyxy(det_cs))
+        iou = iou_matrix(_cs_to_xyxy(pred), det_xyxy)
         feasible = iou >= self.options.min_iou
         if not feasible.any():
             empty = np.zeros(0, dtype=np.intp)
@@ -243,12 +268,11 @@ class FaceTracker(Generic[M]):
         return vel
 
     def _on_hit(
-        self, track: Track[M], cs: np.ndarray, vel: np.ndarray,
-        detections: FaceDetections, j: int, pts_s: float,
+        self, track: Track[M], state: _State, detections: FaceDetections, j: int, pts_s: float,
     ) -> None:
         """Bookkeeping for a track matched to detection ``j``."""
         track._t = pts_s
-        track._set_state(cs, vel)
+        track._set_state(*state)
         track.keypoints = np.array(detections.keypoints[j], dtype=np.float32)
         track.detection_score = float(detections.scores[j])
         track.hits += 1
@@ -259,22 +283,22 @@ class FaceTracker(Generic[M]):
         if track.state is TrackState.LOST or track.hits >= self.options.confirm_hits:
             track.state = TrackState.CONFIRMED
 
-    def _on_miss(self, track: Track[M], cs: np.ndarray, vel: np.ndarray, pts_s: float) -> None:
+    def _on_miss(self, track: Track[M], state: _State, pts_s: float) -> None:
         """Bookkeeping for a track without a detection: coast, then lose it."""
-        self._move(track, cs, vel, pts_s)
+        self._move(track, state, pts_s)
         track.misses += 1
         track.matched_now = False
         if track.state is TrackState.CONFIRMED and track.misses > self.options.coast_misses:
             track.state = TrackState.LOST
 
     @staticmethod
-    def _move(track: Track[M], cs: np.ndarray, vel: np.ndarray, pts_s: float) -> None:
+    def _move(track: Track[M], state: _State, pts_s: float) -> None:
         """Set a predicted state; keypoints follow the centre."""
-        shift = (cs[:2] - track._cs[:2]).astype(np.float32)
+        shift = (state[0][:2] - track._cs[:2]).astype(np.float32)
         if shift.any():
             track.keypoints = track.keypoints + shift
         track._t = max(track._t, pts_s)
-        track._set_state(cs, vel)
+        track._set_state(*state)
         track.age += 1
 
     def _drop_dead(self) -> None:
@@ -312,12 +336,14 @@ class FaceTracker(Generic[M]):
 
 def iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """IoU of every box in ``a`` ``(N, 4)`` with every box in ``b`` ``(M, 4)``, xyxy."""
-    tl = np.maximum(a[:, None, :2], b[None, :, :2])
-    br = np.minimum(a[:, None, 2:], b[None, :, 2:])
-    inter = np.prod(np.clip(br - tl, 0.0, None), axis=2)
-    area_a = np.prod(np.clip(a[:, 2:] - a[:, :2], 0.0, None), axis=1)
-    area_b = np.prod(np.clip(b[:, 2:] - b[:, :2], 0.0, None), axis=1)
-    union = area_a[:, None] + area_b[None, :] - inter
+    wh = np.maximum(
+        np.minimum(a[:, None, 2:], b[None, :, 2:]) - np.maximum(a[:, None, :2], b[None, :, :2]),
+        0.0,
+    )
+    inter = wh[..., 0] * wh[..., 1]
+    size_a = np.maximum(a[:, 2:] - a[:, :2], 0.0)
+    size_b = np.maximum(b[:, 2:] - b[:, :2], 0.0)
+    union = (size_a[:, 0] * size_a[:, 1])[:, None] + size_b[:, 0] * size_b[:, 1] - inter
     return np.where(union > 0.0, inter / np.maximum(union, 1e-9), 0.0)
 
 
@@ -339,5 +365,8 @@ def _xyxy_to_cs(boxes: np.ndarray) -> np.ndarray:
 
 def _cs_to_xyxy(cs: np.ndarray) -> np.ndarray:
     """``[cx, cy, w, h]`` to ``[x1, y1, x2, y2]``."""
+    out = np.empty(cs.shape, dtype=np.float64)
     half = 0.5 * cs[..., 2:]
-    return np.concatenate([cs[..., :2] - half, cs[..., :2] + half], axis=-1)
+    np.subtract(cs[..., :2], half, out=out[..., :2])
+    np.add(cs[..., :2], half, out=out[..., 2:])
+    return out
