@@ -50,10 +50,12 @@ def test_screen_capture_with_window_output_in_one_process(face_on_screen: int, p
         outputs=OutputOptions(show=True),
     )
     summary = Pipeline(config, on_result=results.append).run()
-    assert summary.frames_processed >= 40 and summary.failed_outputs == ()
+    # the screen is a live source: a busy machine drops the oldest frames, none go unaccounted
+    assert summary.frames_processed + summary.frames_dropped == summary.frames_read == 45
+    assert summary.frames_processed >= 10 and summary.failed_outputs == ()
     assert results[0].frame.width == 1600 and results[0].frame.height == 1000
     # the face shown by the other process (head 260x300 at +1300+640) is found and tracked
-    found = [f for r in results[-10:] for f in r.faces
+    found = [f for r in results[-10:] for f in r.faces if f.state.value == "confirmed"
              if 1300 <= (f.box[0] + f.box[2]) / 2 <= 1560 and 640 <= (f.box[1] + f.box[3]) / 2 <= 940]
-    assert len(found) >= 8
+    assert len(found) >= 5
     assert len({f.track_id for f in found}) == 1

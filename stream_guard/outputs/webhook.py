@@ -1,0 +1,202 @@
+"""Webhook output: POST each alert as JSON to one or more URLs.
+
+The sink's ``write`` only runs the alert state machine and queues the payload; a sender
+thread per URL delivers it with a timeout and retries (exponential back-off with jitter).
+A full queue drops the new alert and counts it, so a dead receiver never slows the pipeline.
+
+HTTP goes through the standard library's ``urllib``: one JSON POST with a timeout is all
+this needs, retries are our own (they must stop when the run stops), and it keeps the core
+install free of an HTTP client and its dependencies.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import queue
+import random
+import threading
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
+
+from stream_guard import __version__
+from stream_guard.errors import ConfigError
+from stream_guard.outputs.alerts import Alert, AlertOptions, AlertSink
+from stream_guard.types import StreamInfo
+
+log = logging.getLogger(__name__)
+_STOP = object()
+RETRY_STATUS = frozenset({408, 425, 429, 500, 502, 503, 504})
+
+
+def validate_webhook_url(url: str) -> str:
+    """Return ``url`` if it is an absolute http(s) URL with a host, else raise :class:`ConfigError`."""
+    try:
+        parts = urlsplit(url)
+        host, _port = parts.hostname, parts.port  # .port raises ValueError on a bad port
+    except ValueError as e:
+        raise ConfigError(f"--webhook {redact(url)}: not a valid URL ({e})") from e
+    if parts.scheme not in ("http", "https"):
+        raise ConfigError(f"--webhook {redact(url)}: only http:// and https:// URLs are supported")
+    if not host:
+        raise ConfigError(f"--webhook {redact(url)}: the URL has no host")
+    return url
+
+
+def redact(url: str) -> str:
+    """``scheme://host[:port]`` only: webhook paths and queries often carry secret tokens."""
+    try:
+        parts = urlsplit(url)
+        netloc = parts.hostname or ""
+        if parts.port is not None:
+            netloc += f":{parts.port}"
+    except ValueError:
+        return "<invalid URL>"
+    return f"{parts.scheme}://{netloc}/..." if parts.scheme else "<invalid URL>"
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveryOptions:
+    """``tries``: attempts per alert; back-off before try n+1 is ``backoff_s * 2**(n-1)`` times a
+    random factor in [0.5, 1]; ``timeout_s`` per request; ``queue_size`` alerts waiting per URL;
+    ``drain_s``: how long ``close`` waits for queued alerts."""
+
+    tries: int = 3
+    backoff_s: float = 0.5
+    timeout_s: float = 5.0
+    queue_size: int = 64
+    drain_s: float = 5.0
+
+
+class WebhookSender(threading.Thread):
+    """Delivers queued payloads to one URL on its own thread."""
+
+    def __init__(self, url: str, options: DeliveryOptions = DeliveryOptions()) -> None:
+        super().__init__(name=f"webhook-{redact(url)}", daemon=True)
+        self.url = url
+        self.options = options
+        self._q: queue.Queue[Any] = queue.Queue(maxsize=options.queue_size)
+        self._abort = threading.Event()
+        self._rng = random.Random()
+        self.delivered = 0
+        self.failed = 0
+        self.dropped = 0
+
+    def submit(self, payload: dict[str, Any]) -> bool:
+        """Queue one payload; never blocks. False (and counted) when the queue is full."""
+        try:
+            self._q.put_nowait(payload)
+            return True
+        except queue.Full:
+            self.dropped += 1
+            log.warning("webhook %s: queue full, alert dropped (%d so far)", redact(self.url), self.dropped)
+            return False
+
+    def close(self) -> None:
+        """Deliver what is queued within ``drain_s``, then abandon the rest."""
+        self.request_stop()
+        self.finish()
+
+    def request_stop(self) -> None:
+        """Queue the end marker behind the pending alerts (waits at most ``drain_s`` for room)."""
+        if self.is_alive():
+            try:
+                self._q.put(_STOP, timeout=self.options.drain_s)
+            except queue.Full:
+                self._abort.set()
+
+    def finish(self) -> None:
+        """Wait up to ``drain_s`` for the queue to drain, then abort back-off and pending alerts."""
+        self.join(self.options.drain_s)
+        self._abort.set()  # an in-flight request still ends at its own timeout
+        self.join(self.options.timeout_s + 1.0)
+        if self.is_alive():
+            log.warning("webhook %s: sender still busy at exit, abandoned", redact(self.url))
+
+    def run(self) -> None:
+        while True:
+            if self._abort.is_set():
+                self._abandon_queued()
+                return
+            try:
+                item = self._q.get(timeout=0.5)
+            except queue.Empty:
+                continue
+            if item is _STOP:
+                return
+            if self._deliver(item):
+                self.delivered += 1
+            else:
+                self.failed += 1
+
+    def _abandon_queued(self) -> None:
+        """Count what is still queued at an aborted close as failed."""
+        while True:
+            try:
+                item = self._q.get_nowait()
+            except queue.Empty:
+                return
+            if item is not _STOP:
+                self.failed += 1
+
+    def _deliver(self, payload: dict[str, Any]) -> bool:
+        body = json.dumps(payload, separators=(",", ":")).encode()
+        for attempt in range(1, self.options.tries + 1):
+            retry, detail = self._post(body)
+            if detail is None:
+                return True
+            if not retry or attempt == self.options.tries:
+                log.error("webhook %s: alert not delivered after %d tries: %s", redact(self.url), attempt, detail)
+                return False
+            delay = self.options.backoff_s * 2 ** (attempt - 1) * self._rng.uniform(0.5, 1.0)
+            log.info("webhook %s: try %d failed (%s), retrying in %.2f s", redact(self.url), attempt, detail, delay)
+            if self._abort.wait(delay):
+                return False
+        return False
+
+    def _post(self, body: bytes) -> tuple[bool, str | None]:
+        """One POST. Returns (worth retrying, error detail or None on success)."""
+        request = urllib.request.Request(self.url, data=body, method="POST", headers={
+            "Content-Type": "application/json", "User-Agent": f"stream-guard/{__version__}"})
+        try:
+            with urllib.request.urlopen(request, timeout=self.options.timeout_s) as response:
+                response.read(65536)
+                return False, None
+        except urllib.error.HTTPError as e:
+            return e.code in RETRY_STATUS, f"HTTP {e.code}"
+        except (urllib.error.URLError, OSError) as e:  # refused, DNS, timeout, reset
+            reason = getattr(e, "reason", e)
+            return True, f"{type(reason).__name__}: {reason}"
+
+
+class WebhookSink(AlertSink):
+    """Sends every alert to each URL (see the README for the payload schema)."""
+
+    name = "webhook"
+
+    def __init__(self, urls: tuple[str, ...] | list[str], alerts: AlertOptions = AlertOptions(),
+                 delivery: DeliveryOptions = DeliveryOptions()) -> None:
+        super().__init__(alerts)
+        self.urls = tuple(validate_webhook_url(u) for u in urls)
+        self.delivery = delivery
+        self.senders: list[WebhookSender] = []
+
+    def open(self, info: StreamInfo) -> None:
+        self.senders = [WebhookSender(u, self.delivery) for u in self.urls]
+        for s in self.senders:
+            s.start()
+
+    def on_alert(self, alert: Alert) -> None:
+        payload = alert.to_json()
+        for s in self.senders:
+            s.submit(payload)
+
+    def close(self) -> None:
+        for s in self.senders:
+            s.request_stop()
+        for s in self.senders:
+            s.finish()
+            log.info("webhook %s: %d delivered, %d failed, %d dropped", redact(s.url), s.delivered, s.failed,
+                     s.dropped)

@@ -1,0 +1,283 @@
+"""The alert state machine (pure) and the webhook output against a real HTTP receiver on 127.0.0.1."""
+from __future__ import annotations
+
+import json
+import socket
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Iterator
+
+import pytest
+
+from stream_guard.errors import ConfigError
+from stream_guard.outputs.alerts import (CLEARED, RAISED, REASON_END, REASON_FAKE, REASON_GONE, REASON_REAL,
+                                         REASON_SOURCE, Alert, AlertOptions, AlertSink, AlertStateMachine)
+from stream_guard.outputs.webhook import DeliveryOptions, WebhookSink, redact, validate_webhook_url
+from tests.conftest import run_cli
+from tests.support.alert_frames import INFO, NOISY_FAKE_THEN_REAL, face, result, verdict_sequence
+
+PAYLOAD_FIELDS = {"type", "alert", "track_id", "score", "verdict", "stream_time_s", "wall_time", "source", "box",
+                  "reason"}
+
+
+def _run(machine: AlertStateMachine, results) -> list[Alert]:
+    return [a for r in results for a in machine.update(r)]
+
+
+# --- state machine ---------------------------------------------------------------------------------
+
+def test_noise_around_the_threshold_gives_one_raise_and_one_clear() -> None:
+    alerts = _run(AlertStateMachine(AlertOptions(raise_windows=3, clear_windows=5)),
+                  verdict_sequence(NOISY_FAKE_THEN_REAL))
+    assert [(a.kind, a.reason, a.track_id) for a in alerts] == [(RAISED, REASON_FAKE, 3), (CLEARED, REASON_REAL, 3)]
+    raised, cleared = alerts
+    first_fake_run = NOISY_FAKE_THEN_REAL.index("fake", 11)
+    assert raised.stream_time_s == pytest.approx((first_fake_run + 2) / 10.0)  # on the 3rd fake window
+    assert cleared.stream_time_s == pytest.approx((len(NOISY_FAKE_THEN_REAL) - 2) / 10.0)  # on the 5th real window
+    assert raised.verdict == "fake" and cleared.verdict == "real" and raised.source == "test-stream"
+
+
+def test_only_scored_windows_count() -> None:
+    machine = AlertStateMachine(AlertOptions(raise_windows=3, clear_windows=2))
+    unscored = [result(i, (face(1, "fake", scored=i % 3 == 0),)) for i in range(6)]  # 2 scored windows
+    assert _run(machine, unscored) == []
+    assert [a.kind for a in machine.update(result(6, (face(1, "fake"),)))] == [RAISED]
+
+
+def test_at_most_one_open_alert_per_track_and_tracks_are_independent() -> None:
+    machine = AlertStateMachine(AlertOptions(raise_windows=2, clear_windows=2))
+    frames = [result(i, (face(1, "fake"), face(2, "real" if i < 6 else "fake"))) for i in range(10)]
+    alerts = _run(machine, frames)
+    assert [(a.kind, a.track_id) for a in alerts] == [(RAISED, 1), (RAISED, 2)]
+    assert sorted(machine.open_tracks) == [1, 2]
+
+
+def test_a_face_that_leaves_with_an_open_alert_is_cleared_as_gone() -> None:
+    machine = AlertStateMachine(AlertOptions(raise_windows=3, clear_windows=5, gone_after_s=1.0))
+    # track 3 raises, then leaves; track 4 (never alerted) also leaves and stays silent
+    frames = [result(i, (face(3, "fake"), face(4, "real"))) for i in range(5)]
+    frames += [result(i, ()) for i in range(5, 30)]
+    alerts = _run(machine, frames)
+    assert [(a.kind, a.reason, a.track_id) for a in alerts] == [(RAISED, REASON_FAKE, 3), (CLEARED, REASON_GONE, 3)]
+    gone = alerts[1]
+    assert gone.stream_time_s == pytest.approx(0.4)  # when it was last seen
+    assert machine.open_tracks == []
+
+
+def test_a_short_absence_keeps_the_alert_open() -> None:
+    machine = AlertStateMachine(AlertOptions(raise_windows=1, clear_windows=1, gone_after_s=1.0))
+    frames = [result(0, (face(3, "fake"),))] + [result(i, ()) for i in range(1, 8)] + [result(8, (face(3, "fake"),))]
+    assert [a.kind for a in _run(machine, frames)] == [RAISED]
+    assert machine.open_tracks == [3]
+
+
+def test_alert_options_are_validated() -> None:
+    with pytest.raises(ConfigError, match="--alert-raise"):
+        AlertOptions(raise_windows=0)
+    with pytest.raises(ConfigError, match="--alert-clear"):
+        AlertOptions(clear_windows=0)
+
+
+class _Recorder(AlertSink):
+    def __init__(self, options: AlertOptions) -> None:
+        super().__init__(options)
+        self.alerts: list[Alert] = []
+
+    def on_alert(self, alert: Alert) -> None:
+        self.alerts.append(alert)
+
+
+def test_source_drop_and_end_of_run_close_open_alerts() -> None:
+    sink = _Recorder(AlertOptions(raise_windows=1))
+    sink.write(result(0, (face(1, "fake"),)))
+    sink.event({"type": "source", "state": "reconnecting"})
+    sink.write(result(1, (face(2, "fake"),)))
+    sink.event({"type": "source", "state": "connected"})  # nothing to close
+    sink.event({"type": "summary"})
+    assert [(a.kind, a.track_id, a.reason) for a in sink.alerts] == [
+        (RAISED, 1, REASON_FAKE), (CLEARED, 1, REASON_SOURCE), (RAISED, 2, REASON_FAKE), (CLEARED, 2, REASON_END)]
+
+
+# --- webhook ---------------------------------------------------------------------------------------
+
+class Receiver:
+    """An HTTP server on 127.0.0.1 that records JSON POSTs and answers with scripted statuses."""
+
+    def __init__(self, statuses: list[int] | None = None) -> None:
+        self.statuses = list(statuses or [])
+        self.bodies: list[dict] = []
+        self.requests = 0
+        self.changed = threading.Condition()
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                with receiver.changed:
+                    receiver.requests += 1
+                    status = receiver.statuses.pop(0) if receiver.statuses else 200
+                    if status == 200:
+                        receiver.bodies.append(json.loads(body))
+                    receiver.changed.notify_all()
+                self.send_response(status)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *args) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook/secret-token"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    def wait_for(self, predicate, timeout: float = 30.0) -> bool:
+        with self.changed:
+            return self.changed.wait_for(predicate, timeout)
+
+
+@pytest.fixture
+def receiver_factory() -> Iterator:
+    made: list[Receiver] = []
+
+    def make(statuses: list[int] | None = None) -> Receiver:
+        r = Receiver(statuses)
+        r.thread.start()
+        made.append(r)
+        return r
+
+    yield make
+    for r in made:
+        r.server.shutdown()
+        r.server.server_close()
+        r.thread.join(10)
+
+
+FAST = DeliveryOptions(tries=3, backoff_s=0.01, timeout_s=5.0, drain_s=30.0)
+
+
+def test_webhook_posts_exactly_one_fake_and_one_cleared(receiver_factory) -> None:
+    receiver = receiver_factory()
+    sink = WebhookSink([receiver.url], AlertOptions(raise_windows=3, clear_windows=5), FAST)
+    sink.open(INFO)
+    try:
+        for r in verdict_sequence(NOISY_FAKE_THEN_REAL):
+            sink.write(r)
+    finally:
+        sink.close()  # delivers what is queued
+    assert [b["alert"] for b in receiver.bodies] == ["fake", "cleared"]
+    for body in receiver.bodies:
+        assert body.keys() == PAYLOAD_FIELDS
+        assert body["type"] == "alert" and body["track_id"] == 3 and body["source"] == "test-stream"
+        assert body["box"] == [10.0, 8.0, 30.0, 32.0] and 0.0 <= body["score"] <= 1.0
+    assert receiver.bodies[0]["reason"] == "fake_windows" and receiver.bodies[1]["reason"] == "real_windows"
+    assert sink.senders[0].delivered == 2 and sink.senders[0].failed == 0
+
+
+def test_webhook_retries_after_server_errors(receiver_factory) -> None:
+    receiver = receiver_factory(statuses=[500, 500, 200])
+    sink = WebhookSink([receiver.url], AlertOptions(raise_windows=1), FAST)
+    sink.open(INFO)
+    try:
+        sink.write(result(0, (face(7, "fake"),)))
+        assert receiver.wait_for(lambda: receiver.bodies)
+    finally:
+        sink.close()
+    assert receiver.requests == 3
+    assert [b["track_id"] for b in receiver.bodies] == [7]
+    assert sink.senders[0].delivered == 1 and sink.senders[0].failed == 0
+
+
+def test_webhook_gives_up_after_its_tries_and_does_not_retry_client_errors(receiver_factory) -> None:
+    failing = receiver_factory(statuses=[503] * 10)
+    refusing = receiver_factory(statuses=[404] * 10)
+    sink = WebhookSink([failing.url, refusing.url], AlertOptions(raise_windows=1), FAST)
+    sink.open(INFO)
+    try:
+        sink.write(result(0, (face(1, "fake"),)))
+    finally:
+        sink.close()
+    assert failing.requests == 3 and refusing.requests == 1
+    assert [s.failed for s in sink.senders] == [1, 1]
+
+
+@pytest.fixture
+def black_hole() -> Iterator[str]:
+    """A TCP port that accepts connections (kernel backlog) but never answers."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen(64)
+        yield f"http://127.0.0.1:{s.getsockname()[1]}/hook"
+
+
+def test_an_unresponsive_receiver_never_blocks_the_pipeline(black_hole: str) -> None:
+    sink = WebhookSink([black_hole], AlertOptions(raise_windows=1, clear_windows=1),
+                       DeliveryOptions(tries=3, backoff_s=0.2, timeout_s=0.5, queue_size=2, drain_s=1.0))
+    sink.open(INFO)
+    slowest = 0.0
+    try:
+        for i in range(40):  # 40 alerts: fake/cleared alternating, far more than the queue holds
+            t0 = time.monotonic()
+            sink.write(result(i, (face(1, "fake" if i % 2 == 0 else "real"),)))
+            slowest = max(slowest, time.monotonic() - t0)
+    finally:
+        t0 = time.monotonic()
+        sink.close()
+        closing = time.monotonic() - t0
+    assert slowest < 1.0  # write() only queues (a generous bound: it never waits for the network)
+    assert closing < 15.0  # drain_s + one request timeout, plus slack
+    sender = sink.senders[0]
+    assert not sender.is_alive()
+    assert sender.dropped > 0 and sender.delivered == 0
+    assert sender.dropped + sender.failed == 40
+
+
+def test_webhook_urls_are_validated_at_start_up() -> None:
+    assert validate_webhook_url("https://hooks.example.com/x?token=abc")
+    for bad, why in [("ftp://example.com/x", "only http"), ("http:///path", "no host"),
+                     ("example.com/hook", "only http"), ("http://example.com:99999/", "not a valid URL")]:
+        with pytest.raises(ConfigError, match=why):
+            validate_webhook_url(bad)
+    assert redact("https://user:pw@hooks.example.com:8443/services/T0/B0/secret") == "https://hooks.example.com:8443/..."
+
+
+def test_cli_rejects_a_bad_webhook_in_one_line(tmp_path) -> None:
+    res = run_cli("watch", "demo", "--webhook", "ftp://example.com/hook", "--max-frames", "1")
+    assert res.returncode == 2
+    assert res.stderr_lines == ["stream-guard: error: --webhook ftp://example.com/...: "
+                                "only http:// and https:// URLs are supported"]
+    res = run_cli("watch", "demo", "--alert-raise", "0")
+    assert res.returncode == 2 and "--alert-raise" in res.stderr and "Traceback" not in res.stderr
+
+
+@pytest.fixture(scope="module")
+def always_fake_model(tmp_path_factory: pytest.TempPathFactory):
+    """The placeholder network with its calibration set to a = 0, b = 6: every window scores
+    sigmoid(6) = 0.998, so every face turns fake after the smoother's first windows."""
+    import dataclasses
+
+    from tools.placeholder_model import write_placeholder_model
+
+    spec = write_placeholder_model(tmp_path_factory.mktemp("fake_model"))
+    dataclasses.replace(spec, calibration_a=0.0, calibration_b=6.0).save()
+    return spec.folder
+
+
+def test_pipeline_alerts_each_fake_face_once_end_to_end(receiver_factory, two_faces_clip, always_fake_model) -> None:
+    from stream_guard.config import ModelOptions, OutputOptions, RunConfig, SourceOptions
+    from stream_guard.pipeline import Pipeline
+
+    receiver = receiver_factory()
+    config = RunConfig(source=SourceOptions(str(two_faces_clip)), model=ModelOptions(model_dir=always_fake_model),
+                       outputs=OutputOptions(webhooks=(receiver.url,), alerts=AlertOptions(raise_windows=3)))
+    summary = Pipeline(config).run()
+    assert summary.failed_outputs == () and len(summary.tracks) == 2
+    by_track: dict[int, list[dict]] = {}
+    for body in receiver.bodies:
+        by_track.setdefault(body["track_id"], []).append(body)
+    assert len(by_track) == 2
+    for bodies in by_track.values():
+        assert [b["alert"] for b in bodies] == ["fake", "cleared"]
+        assert bodies[0]["verdict"] == "fake" and bodies[0]["score"] > 0.9
+        assert bodies[1]["reason"] in ("gone", "end_of_stream")
+        assert two_faces_clip.name in bodies[0]["source"]
