@@ -1,0 +1,321 @@
+"""The desktop app: pick a source, Start/Stop, the live annotated view, a per-face panel and
+a status bar. All Tk calls happen on the Tk (main) thread; the pipeline runs on a
+:class:`PipelineThread` and hands results over through :class:`LatestResultSink`, which the
+Tk thread polls with ``after()``.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import logging
+import os
+import signal
+import sys
+import threading
+import tkinter as tk
+from tkinter import filedialog, messagebox, ttk
+
+import cv2
+import numpy as np
+
+from stream_guard.config import ModelOptions, RunConfig, SourceOptions
+from stream_guard.errors import OutputError, StreamGuardError
+from stream_guard.faces.detector import DetectorOptions
+from stream_guard.gui.bridge import LatestResultSink, PipelineThread
+from stream_guard.gui.panel import FacePanel
+from stream_guard.gui.sources import source_choices
+from stream_guard.model.contract import ModelSpec
+from stream_guard.outputs.window import ppm_bytes
+from stream_guard.pipeline import load_model
+from stream_guard.sources import parse_source
+from stream_guard.types import FrameResult
+
+log = logging.getLogger(__name__)
+
+VIEW_SIZE = (960, 540)
+POLL_MS = 30
+FILE_TYPES = [("Videos and images", "*.mp4 *.mkv *.mov *.avi *.webm *.m4v *.ts *.flv *.jpg *.jpeg *.png"),
+              ("All files", "*")]
+
+
+def scale_to_fit(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """The RGB image scaled (up or down, aspect kept) to fit ``size`` = (width, height)."""
+    h, w = image.shape[:2]
+    scale = min(size[0] / w, size[1] / h)
+    target = (max(1, round(w * scale)), max(1, round(h * scale)))
+    if target == (w, h):
+        return image
+    return cv2.resize(image, target, interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR)
+
+
+class StreamGuardApp:
+    """The app's window on ``root``. Programmatic use (tests, scripts): ``set_source(text)``,
+    ``start()``, ``stop()``, ``close()``; ``frames_shown``, ``panel.rows``, ``status_text``,
+    ``last_error`` tell what is on screen. ``show_dialogs=False`` keeps errors in the status
+    bar only (no modal message box)."""
+
+    def __init__(self, root: tk.Tk, config: RunConfig, show_dialogs: bool = True,
+                 view_size: tuple[int, int] = VIEW_SIZE, poll_ms: int = POLL_MS) -> None:
+        self.root = root
+        self.config = config
+        self.show_dialogs = show_dialogs
+        self.view_size = view_size
+        self.poll_ms = poll_ms
+        self.frames_shown = 0
+        self.last_error: str | None = None
+        self.spec: ModelSpec | None = None
+        self._sink: LatestResultSink | None = None
+        self._thread: PipelineThread | None = None
+        self._after_id: str | None = None
+        self._closed = False
+        self._close_requested = threading.Event()
+        self._build()
+        root.protocol("WM_DELETE_WINDOW", self.close)
+        self._load_model_info()
+        self._schedule_poll()
+
+    # ----- layout
+    def _build(self) -> None:
+        root = self.root
+        root.title("stream_guard")
+        bar = ttk.Frame(root, padding=6)
+        bar.pack(side="top", fill="x")
+        ttk.Label(bar, text="Source:").pack(side="left")
+        self.source_var = tk.StringVar(master=root)
+        self.source_box = ttk.Combobox(bar, textvariable=self.source_var, values=source_choices(), width=48)
+        self.source_box.pack(side="left", padx=4)
+        self.source_box.bind("<Return>", lambda _e: self.start())
+        ttk.Button(bar, text="Open file…", command=self._choose_file).pack(side="left", padx=2)
+        self.realtime_var = tk.BooleanVar(master=root, value=True)
+        ttk.Checkbutton(bar, text="real-time", variable=self.realtime_var).pack(side="left", padx=6)
+        self.start_button = ttk.Button(bar, text="Start", command=self.start)
+        self.start_button.pack(side="left", padx=2)
+        self.stop_button = ttk.Button(bar, text="Stop", command=self.stop, state="disabled")
+        self.stop_button.pack(side="left", padx=2)
+
+        status = tk.Frame(root, background="#e8eaed")
+        status.pack(side="bottom", fill="x")
+        self.status_label = tk.Label(status, text="idle", anchor="w", background="#e8eaed", padx=6)
+        self.status_label.pack(side="left", fill="x", expand=True)
+        self.warning_label = tk.Label(status, text="", foreground="#b71c1c", background="#e8eaed", padx=6,
+                                      font=("TkDefaultFont", 10, "bold"))
+        self.warning_label.pack(side="right")
+
+        body = tk.Frame(root, background="#202124")
+        body.pack(side="top", fill="both", expand=True)
+        w, h = self.view_size
+        self._photo = tk.PhotoImage(master=root, width=w, height=h)
+        self.view = tk.Label(body, image=self._photo, width=w, height=h, background="black",
+                             borderwidth=0, highlightthickness=0)
+        self.view.pack(side="left")
+        self.panel = FacePanel(body, width=270, height=h)
+        self.panel.pack(side="left", fill="y")
+
+    # ----- programmatic API
+    @property
+    def running(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    @property
+    def status_text(self) -> str:
+        return str(self.status_label.cget("text"))
+
+    @property
+    def warning_text(self) -> str:
+        return str(self.warning_label.cget("text"))
+
+    @property
+    def pipeline_thread(self) -> PipelineThread | None:
+        return self._thread
+
+    def set_source(self, text: str) -> None:
+        self.source_var.set(text)
+
+    def set_realtime(self, on: bool) -> None:
+        self.realtime_var.set(on)
+
+    def view_geometry(self) -> tuple[int, int, int, int]:
+        """Screen position and size ``(x, y, width, height)`` of the video view."""
+        v = self.view
+        return v.winfo_rootx(), v.winfo_rooty(), v.winfo_width(), v.winfo_height()
+
+    def start(self) -> bool:
+        """Start analysing the source in the field; False (and the error shown) if it cannot start."""
+        if self.running:
+            return False
+        self._finish_thread()
+        text = self.source_var.get().strip()
+        try:
+            parse_source(text)  # a typo shows at once, before any thread starts
+            config = dataclasses.replace(self.config, source=SourceOptions(spec=text,
+                                                                           realtime=bool(self.realtime_var.get())))
+            self.spec = load_model(config)
+        except StreamGuardError as e:
+            self._show_error(str(e))
+            return False
+        self.last_error = None
+        self._show_model(self.spec)
+        self.panel.threshold = self.config.model.threshold if self.config.model.threshold is not None \
+            else self.spec.threshold
+        self._sink = LatestResultSink()
+        self._thread = PipelineThread(config, self._sink)
+        self._thread.start()
+        self.start_button.configure(state="disabled")
+        self.stop_button.configure(state="normal")
+        self._set_status(f"starting {text}…")
+        return True
+
+    def stop(self, timeout: float = 30.0) -> bool:
+        """Stop the running pipeline and wait for its thread; True if nothing is left running."""
+        thread = self._thread
+        if thread is None:
+            return True
+        ended = thread.stop(timeout)
+        if not ended:
+            log.error("the pipeline did not stop within %.0f s", timeout)
+        self._finish_thread()
+        return ended
+
+    def request_close(self) -> None:
+        """Ask for ``close()`` from outside Tk's callbacks (a signal handler); done at the next poll."""
+        self._close_requested.set()
+
+    def close(self) -> None:
+        """Stop cleanly, then destroy the window (the window manager's close button lands here)."""
+        if self._closed:
+            return
+        self._closed = True
+        self.stop()
+        if self._after_id is not None:
+            try:
+                self.root.after_cancel(self._after_id)
+            except tk.TclError:
+                pass
+            self._after_id = None
+        self._photo = None
+        try:
+            self.root.destroy()
+        except tk.TclError:
+            pass
+
+    # ----- polling (Tk thread)
+    def _schedule_poll(self) -> None:
+        if not self._closed:
+            self._after_id = self.root.after(self.poll_ms, self._poll)
+
+    def _poll(self) -> None:
+        self._after_id = None
+        if self._close_requested.is_set():
+            self.close()
+            return
+        try:
+            if self._sink is not None:
+                result = self._sink.take()
+                if result is not None:
+                    self._show_result(result)
+            if self._thread is not None and not self._thread.is_alive():
+                self._finish_thread()
+        finally:
+            self._schedule_poll()
+
+    def _show_result(self, result: FrameResult) -> None:
+        image = scale_to_fit(result.annotated, self.view_size)
+        if self._photo is not None:
+            self._photo.configure(data=ppm_bytes(image), format="PPM", width=0, height=0)
+        self.frames_shown += 1
+        self.panel.show(result.faces)
+        name = self.spec.name if self.spec is not None else "?"
+        dropped = f" | {result.frames_dropped} dropped" if result.frames_dropped else ""
+        self._set_status(f"running | {result.fps:.1f} fps | latency {result.latency_ms:.0f} ms | "
+                         f"{len(result.faces)} face(s){dropped} | model {name}")
+
+    def _finish_thread(self) -> None:
+        """Once the pipeline thread has ended: say how, reset the buttons."""
+        thread = self._thread
+        if thread is None or thread.is_alive():
+            return
+        self._thread = None
+        if self._sink is not None:  # show the last frame, then retire the sink so the status stays
+            last = self._sink.take()
+            if last is not None:
+                self._show_result(last)
+            self._sink = None
+        self.start_button.configure(state="normal")
+        self.stop_button.configure(state="disabled")
+        if thread.error is not None:
+            self._show_error(thread.error)
+        elif thread.summary is not None:
+            s = thread.summary
+            how = "stopped" if s.interrupted else "finished"
+            self._set_status(f"{how}: {s.frames_processed} frames in {s.duration_s:.1f} s "
+                             f"({s.fps:.1f} fps), {len(s.tracks)} face track(s) | model {s.model}")
+
+    # ----- helpers
+    def _set_status(self, text: str) -> None:
+        self.status_label.configure(text=text, foreground="black")
+
+    def _show_error(self, message: str) -> None:
+        self.last_error = message
+        self.status_label.configure(text=f"error: {message}", foreground="#b71c1c")
+        if self.show_dialogs and not self._closed:
+            messagebox.showerror("stream_guard", message, parent=self.root)
+
+    def _show_model(self, spec: ModelSpec) -> None:
+        self.warning_label.configure(text="" if spec.trained else
+                                     f"UNTRAINED model '{spec.name}': scores are meaningless")
+
+    def _load_model_info(self) -> None:
+        try:
+            self.spec = load_model(self.config)
+        except StreamGuardError as e:
+            self.last_error = str(e)
+            self.status_label.configure(text=f"error: {e}", foreground="#b71c1c")
+            return
+        self._show_model(self.spec)
+        self._set_status(f"idle | model {self.spec.name} | choose a source and press Start")
+
+    def _choose_file(self) -> None:
+        path = filedialog.askopenfilename(parent=self.root, title="Open a video or image", filetypes=FILE_TYPES)
+        if path:
+            self.set_source(path)
+
+
+def gui_config(args: argparse.Namespace) -> RunConfig:
+    """The base configuration (model and detector); the source is set at each Start."""
+    return RunConfig(source=SourceOptions(spec="demo"),
+                     model=ModelOptions(model_dir=args.model, provider=args.provider, threshold=args.threshold),
+                     detector=DetectorOptions(model=args.detector))
+
+
+def open_root() -> tk.Tk:
+    """A Tk root window, or :class:`OutputError` if there is no display."""
+    if sys.platform.startswith("linux") and not os.environ.get("DISPLAY"):
+        raise OutputError("no display: the desktop app needs a desktop session (DISPLAY is not set)")
+    try:
+        return tk.Tk(className="stream_guard")
+    except tk.TclError as e:
+        raise OutputError(f"no display: cannot open a window ({e})") from e
+
+
+def run_gui(args: argparse.Namespace) -> int:
+    """``stream-guard gui [SOURCE] [--start]``: run the app until its window is closed."""
+    config = gui_config(args)
+    load_model(config)  # a bad --model is one line on the terminal, before a window opens
+    root = open_root()
+    app = StreamGuardApp(root, config)
+    if args.source:
+        app.set_source(args.source)
+        if args.start:
+            root.after_idle(app.start)
+
+    def on_signal(signum: int, frame: object) -> None:  # Ctrl-C / SIGTERM: close cleanly at the next poll
+        app.request_close()
+
+    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        root.mainloop()
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)
+        app.close()
+    return 0

@@ -1,0 +1,93 @@
+"""The ``stream-guard scan`` command: options -> files -> analyses -> lines or a report -> exit code."""
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+import threading
+from pathlib import Path
+from typing import TextIO
+
+from tqdm import tqdm
+from tqdm.contrib.logging import logging_redirect_tqdm
+
+from stream_guard.config import ModelOptions, RunConfig, SourceOptions
+from stream_guard.faces.detector import DetectorOptions
+from stream_guard.pipeline import load_model
+from stream_guard.scan.collect import collect_files
+from stream_guard.scan.report import write_report
+from stream_guard.scan.runner import FileOutcome, ScanResult, scan_files
+
+EXIT_INTERRUPTED = 130
+
+
+class _OncePerRun(logging.Filter):
+    """Drop the pipeline's per-file UNTRAINED warning (the scan says it once, at the end)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "UNTRAINED" not in str(record.msg)
+
+
+def scan_config(args: argparse.Namespace) -> RunConfig:
+    """The run configuration shared by every file of the scan."""
+    return RunConfig(source=SourceOptions(spec="demo"),
+                     model=ModelOptions(model_dir=args.model, provider=args.provider, threshold=args.threshold),
+                     detector=DetectorOptions(model=args.detector))
+
+
+def outcome_line(outcome: FileOutcome) -> str:
+    """``fake     0.734  path  (2 faces)``: one line per file."""
+    score = "  -  " if outcome.score is None else f"{outcome.score:.3f}"
+    if outcome.error:
+        detail = outcome.error
+    else:
+        faces = sum(1 for t in outcome.analysis.tracks if t.scores) if outcome.analysis else 0
+        detail = f"{faces} face{'s' if faces != 1 else ''}"
+    return f"{outcome.verdict:<8} {score}  {outcome.path}  ({detail})"
+
+
+def summary_line(result: ScanResult) -> str:
+    counts = ", ".join(f"{result.count(v)} {v}" for v in ("fake", "real", "no-face", "error"))
+    stopped = " (interrupted)" if result.interrupted else ""
+    return (f"{len(result.outcomes)} files in {result.elapsed_s:.1f} s{stopped}: {counts}; "
+            f"model {result.model}, threshold {result.threshold:.2f}")
+
+
+def run_scan(args: argparse.Namespace, out: TextIO = sys.stdout, err: TextIO = sys.stderr) -> int:
+    """Run the command; return its exit code (0 no fake found, 10 a fake found, 130 interrupted)."""
+    config = scan_config(args)
+    spec = load_model(config)  # a bad --model fails here, once, before any file
+    files = collect_files(args.paths)
+    stop = threading.Event()
+
+    def on_signal(signum: int, frame: object) -> None:
+        stop.set()
+        raise KeyboardInterrupt  # ends the current file's pipeline; the scan stops before the next
+
+    in_main = threading.current_thread() is threading.main_thread()  # signals can only be set there
+    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)} if in_main else {}
+    quiet = _OncePerRun()
+    pipeline_log = logging.getLogger("stream_guard.pipeline")
+    pipeline_log.addFilter(quiet)
+    try:
+        with tqdm(total=len(files), desc="scan", unit="file", file=err, dynamic_ncols=True) as bar, \
+                logging_redirect_tqdm():
+            def on_file(outcome: FileOutcome) -> None:
+                bar.update(1)
+                if args.report is None:
+                    tqdm.write(outcome_line(outcome), file=out)
+
+            result = scan_files(files, config, spec, on_file=on_file, should_stop=stop.is_set,
+                                max_frames=args.max_frames)
+    finally:
+        pipeline_log.removeFilter(quiet)
+        for s, h in previous.items():
+            signal.signal(s, h)
+    if args.report is not None:
+        html_path = write_report(result, args.report)
+        print(f"report: {html_path} (and {Path(args.report) / 'report.json'})", file=out)
+    print(summary_line(result), file=out)
+    if not result.model_trained:
+        print(f"note: model '{result.model}' is UNTRAINED: scores are meaningless", file=err)
+    return EXIT_INTERRUPTED if result.interrupted else result.exit_code

@@ -1,0 +1,189 @@
+"""Write a scan's ``report.json`` and ``report.html`` (with plots and thumbnails) into a folder.
+
+Every link in the HTML is relative (``plots/...``, ``thumbs/...``), so the folder can be
+moved or archived as a whole.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import html
+import json
+import os
+from pathlib import Path
+
+from stream_guard.errors import OutputError
+from stream_guard.file_analysis import TrackSeries
+from stream_guard.scan.plots import plot_track, save_thumbnail
+from stream_guard.scan.runner import VERDICTS, FileOutcome, ScanResult
+
+REPORT_JSON = "report.json"
+REPORT_HTML = "report.html"
+PLOTS = "plots"
+THUMBS = "thumbs"
+VERDICT_COLOURS = {"fake": "#c62828", "real": "#2e7d32", "no-face": "#616161", "error": "#e65100",
+                   "uncertain": "#f9a825"}
+
+
+def _fmt(value: float | None, digits: int = 3) -> str:
+    return "–" if value is None else f"{value:.{digits}f}"
+
+
+def _assets(index: int, series: TrackSeries) -> tuple[str, str]:
+    """Relative paths of one track's plot and thumbnail."""
+    stem = f"{index:04d}_face{series.track_id}"
+    return f"{PLOTS}/{stem}.png", f"{THUMBS}/{stem}.jpg"
+
+
+def _track_json(index: int, series: TrackSeries, thumb: bool) -> dict:
+    plot, thumbnail = _assets(index, series)
+    return {**series.to_json(), "smoothed": [round(s, 4) for s in series.smoothed],
+            "plot": plot, "thumbnail": thumbnail if thumb else None}
+
+
+def display_names(paths: list[Path]) -> list[str]:
+    """Each path relative to the folder all of them share (``fake/a.mp4``, ``real/b.mp4``)."""
+    if not paths:
+        return []
+    absolute = [os.path.abspath(p) for p in paths]
+    root = os.path.commonpath(absolute) if len(absolute) > 1 else os.path.dirname(absolute[0])
+    if root in absolute:  # a single file
+        root = os.path.dirname(root)
+    return [Path(os.path.relpath(p, root)).as_posix() for p in absolute]
+
+
+def _file_json(index: int, outcome: FileOutcome, name: str) -> dict:
+    entry: dict = {"file": str(outcome.path), "name": name, "verdict": outcome.verdict, "score": outcome.score,
+                   "error": outcome.error, "seconds": round(outcome.seconds, 3)}
+    a = outcome.analysis
+    if a is not None:
+        entry.update({"frames": a.frames, "duration_s": round(a.duration_s, 3),
+                      "tracks": [_track_json(index, t, t.peak_crop is not None) for t in a.tracks if t.scores]})
+    else:
+        entry["tracks"] = []
+    return entry
+
+
+def report_json(result: ScanResult) -> dict:
+    """The whole report as one JSON-ready dict."""
+    return {
+        "created": dt.datetime.fromtimestamp(result.started, dt.timezone.utc).isoformat(timespec="seconds"),
+        "model": result.model, "model_trained": result.model_trained, "threshold": result.threshold,
+        "elapsed_s": round(result.elapsed_s, 2), "interrupted": result.interrupted,
+        "counts": {v: result.count(v) for v in VERDICTS}, "fake_found": result.fake_found,
+        "file_score": "max over faces (with >= 3 windows) of the mean window probability",
+        "files": [_file_json(i, o, name) for i, (o, name) in
+                  enumerate(zip(result.outcomes, display_names([o.path for o in result.outcomes])))],
+    }
+
+
+def _write_assets(folder: Path, result: ScanResult) -> None:
+    (folder / PLOTS).mkdir(exist_ok=True)
+    (folder / THUMBS).mkdir(exist_ok=True)
+    for index, outcome in enumerate(result.outcomes):
+        if outcome.analysis is None:
+            continue
+        for series in outcome.analysis.tracks:
+            if not series.scores:
+                continue
+            plot, thumb = _assets(index, series)
+            plot_track(series, outcome.analysis.threshold, folder / plot,
+                       f"{outcome.path.name}: face #{series.track_id}")
+            if series.peak_crop is not None:
+                save_thumbnail(series.peak_crop, folder / thumb)
+
+
+def write_report(result: ScanResult, folder: str | Path) -> Path:
+    """Write ``report.json``, ``report.html``, ``plots/`` and ``thumbs/`` into ``folder``;
+    return the HTML path. Raises :class:`OutputError` if the folder cannot be written."""
+    folder = Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        _write_assets(folder, result)
+        data = report_json(result)
+        (folder / REPORT_JSON).write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
+        (folder / REPORT_HTML).write_text(render_html(data), encoding="utf-8")
+    except OSError as e:
+        raise OutputError(f"--report {folder}: cannot write the report ({e.strerror or e})") from e
+    return folder / REPORT_HTML
+
+
+def _badge(verdict: str) -> str:
+    colour = VERDICT_COLOURS.get(verdict, "#616161")
+    return f'<span class="badge" style="background:{colour}">{html.escape(verdict)}</span>'
+
+
+def _summary_rows(files: list[dict]) -> str:
+    rows = []
+    for i, f in enumerate(files):
+        faces = len(f["tracks"])
+        detail = html.escape(f["error"]) if f["error"] else f"{faces} face{'s' if faces != 1 else ''}"
+        rows.append(f'<tr><td><a href="#file{i}">{html.escape(f["name"])}</a></td>'
+                    f'<td>{_badge(f["verdict"])}</td><td class="num">{_fmt(f["score"])}</td>'
+                    f'<td class="num">{f.get("frames", "–")}</td><td>{detail}</td></tr>')
+    return "\n".join(rows)
+
+
+def _track_block(track: dict) -> str:
+    thumb = (f'<figure><img class="thumb" src="{html.escape(track["thumbnail"])}" alt="face #{track["track_id"]} '
+             f'at its most suspicious window"><figcaption>peak {_fmt(track["peak_score"])} at '
+             f'{track["peak_time_s"]:.2f} s</figcaption></figure>') if track["thumbnail"] else ""
+    return (f'<div class="track"><h4>face #{track["track_id"]}: {_badge(track["verdict"])} '
+            f'score {_fmt(track["score"])} over {track["windows"]} windows</h4>'
+            f'<div class="row"><img class="plot" src="{html.escape(track["plot"])}" '
+            f'alt="score over time, face #{track["track_id"]}">{thumb}</div></div>')
+
+
+def _file_section(i: int, f: dict) -> str:
+    head = (f'<section id="file{i}"><h3>{html.escape(f["name"])} {_badge(f["verdict"])}</h3>'
+            f'<p class="path">{html.escape(f["file"])}</p>')
+    if f["error"]:
+        return head + f'<p class="error">could not analyse: {html.escape(f["error"])}</p></section>'
+    info = (f'<p>score {_fmt(f["score"])}, {f["frames"]} frames, {f["duration_s"]:.1f} s, '
+            f'analysed in {f["seconds"]:.1f} s</p>')
+    if not f["tracks"]:
+        return head + info + "<p>no face found</p></section>"
+    return head + info + "".join(_track_block(t) for t in f["tracks"]) + "</section>"
+
+
+_CSS = """
+body{font-family:system-ui,sans-serif;margin:24px;color:#222;background:#fafafa}
+table{border-collapse:collapse;margin:12px 0}td,th{border:1px solid #ccc;padding:4px 10px;text-align:left}
+th{background:#eee}.num{text-align:right;font-variant-numeric:tabular-nums}
+.badge{color:#fff;border-radius:4px;padding:1px 8px;font-size:0.9em;white-space:nowrap}
+.warn{background:#fff3cd;border:1px solid #e0b000;padding:8px 12px;border-radius:4px}
+section{background:#fff;border:1px solid #ddd;border-radius:6px;padding:8px 16px;margin:16px 0}
+.row{display:flex;gap:16px;align-items:flex-start;flex-wrap:wrap}
+.plot{max-width:640px;width:100%}.thumb{width:160px;height:160px;object-fit:cover;border:1px solid #999}
+figure{margin:0}figcaption{font-size:0.85em;color:#555}.path{color:#666;font-size:0.85em}
+.error{color:#b71c1c}
+"""
+
+
+def render_html(data: dict) -> str:
+    """The HTML report for :func:`report_json`'s dict (self-contained apart from the images)."""
+    counts = ", ".join(f"{n} {v}" for v, n in data["counts"].items() if n)
+    warn = ('<p class="warn"><b>UNTRAINED model</b>: this model has random weights; its scores are '
+            'meaningless.</p>') if not data["model_trained"] else ""
+    stopped = '<p class="warn">The scan was interrupted: not every file was analysed.</p>' \
+        if data["interrupted"] else ""
+    headline = "at least one fake found" if data["fake_found"] else "no fake found"
+    return f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><title>stream_guard scan report</title>
+<style>{_CSS}</style></head><body>
+<h1>stream_guard scan report</h1>
+<p><b>{headline}</b>: {len(data['files'])} files ({html.escape(counts)}).
+Model <code>{html.escape(data['model'])}</code>, threshold {data['threshold']:.2f},
+{data['elapsed_s']:.1f} s, {html.escape(data['created'])}.</p>
+{warn}{stopped}
+<h2>Summary</h2>
+<table><thead><tr><th>file</th><th>verdict</th><th>score</th><th>frames</th><th>faces / error</th></tr></thead>
+<tbody>
+{_summary_rows(data['files'])}
+</tbody></table>
+<p>A file's score is the highest face score (faces with at least 3 scored windows); a face's score is the
+mean of its window scores. Plots show each window score over time with the threshold as a dashed line;
+thumbnails show each face at its most suspicious window.</p>
+<h2>Files</h2>
+{''.join(_file_section(i, f) for i, f in enumerate(data['files']))}
+</body></html>
+"""

@@ -1,0 +1,112 @@
+"""Analyse each file of a scan with :func:`stream_guard.file_analysis.analyse_file`.
+
+A file that cannot be read (missing, not a video, fails to decode, too small) is recorded
+with verdict ``error`` and the scan goes on; a problem with the model or the options
+(:class:`ModelError`, :class:`ConfigError`) would fail every file alike, so it ends the scan.
+"""
+from __future__ import annotations
+
+import logging
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from stream_guard.config import RunConfig
+from stream_guard.errors import ConfigError, ModelError, StreamGuardError
+from stream_guard.file_analysis import FileAnalysis, analyse_file
+from stream_guard.model.contract import ModelSpec
+
+log = logging.getLogger(__name__)
+
+EXIT_FAKE_FOUND = 10  # `scan` exit code when at least one file's verdict is fake (0: none)
+VERDICTS = ("fake", "real", "no-face", "error")
+
+
+@dataclass(frozen=True)
+class FileOutcome:
+    """One scanned file: its analysis, or the one-line reason it could not be analysed."""
+
+    path: Path
+    analysis: FileAnalysis | None
+    error: str | None = None
+    seconds: float = 0.0
+
+    @property
+    def verdict(self) -> str:
+        return "error" if self.analysis is None else self.analysis.verdict
+
+    @property
+    def score(self) -> float | None:
+        return None if self.analysis is None else self.analysis.score
+
+
+@dataclass
+class ScanResult:
+    """Every file's outcome plus what the report needs to say about the run."""
+
+    model: str
+    model_trained: bool
+    threshold: float
+    outcomes: list[FileOutcome] = field(default_factory=list)
+    started: float = field(default_factory=time.time)
+    elapsed_s: float = 0.0
+    interrupted: bool = False
+
+    def count(self, verdict: str) -> int:
+        return sum(1 for o in self.outcomes if o.verdict == verdict)
+
+    @property
+    def fake_found(self) -> bool:
+        return self.count("fake") > 0
+
+    @property
+    def exit_code(self) -> int:
+        """``EXIT_FAKE_FOUND`` if any file is judged fake, else 0."""
+        return EXIT_FAKE_FOUND if self.fake_found else 0
+
+
+def analyse_one(path: Path, config: RunConfig, scratch: Path, max_frames: int | None = None) -> FileOutcome:
+    """Analyse one file; an error about the file itself becomes an ``error`` outcome."""
+    start = time.monotonic()
+    try:
+        analysis = analyse_file(path, config, max_frames=max_frames, scratch=scratch)
+    except (ModelError, ConfigError):
+        raise
+    except StreamGuardError as e:
+        log.info("%s", e)
+        return FileOutcome(path, None, str(e), time.monotonic() - start)
+    return FileOutcome(path, analysis, None, time.monotonic() - start)
+
+
+def scan_files(files: Sequence[Path], config: RunConfig, spec: ModelSpec,
+               on_file: Callable[[FileOutcome], None] | None = None,
+               should_stop: Callable[[], bool] = lambda: False,
+               max_frames: int | None = None) -> ScanResult:
+    """Analyse ``files`` in order; ``on_file`` is called after each one. ``should_stop`` is
+    checked between files (an interrupted scan keeps what it has and says so)."""
+    threshold = config.model.threshold if config.model.threshold is not None else spec.threshold
+    result = ScanResult(model=spec.name, model_trained=spec.trained, threshold=threshold)
+    start = time.monotonic()
+    with tempfile.TemporaryDirectory(prefix="stream_guard_scan_") as scratch:
+        for path in files:
+            if should_stop():
+                result.interrupted = True
+                break
+            try:
+                outcome = analyse_one(path, config, Path(scratch), max_frames)
+            except KeyboardInterrupt:
+                result.interrupted = True
+                break
+            if should_stop():  # stopped while this file ran: its analysis is partial, leave it out
+                result.interrupted = True
+                break
+            result.outcomes.append(outcome)
+            if outcome.analysis is not None:
+                result.threshold = outcome.analysis.threshold
+            if on_file is not None:
+                on_file(outcome)
+    result.interrupted = result.interrupted or should_stop()
+    result.elapsed_s = time.monotonic() - start
+    return result

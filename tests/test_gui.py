@@ -1,0 +1,208 @@
+"""The desktop app (``stream-guard gui``) on a real X server (Xvfb), driven through its
+programmatic API, with the real pipeline on a synthetic two-face clip; the screen is
+captured with PyAV's x11grab in the same process."""
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+import tkinter as tk
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import av
+import cv2
+import numpy as np
+import pytest
+
+from stream_guard.config import ModelOptions, RunConfig, SourceOptions
+from stream_guard.gui.app import StreamGuardApp, scale_to_fit
+from stream_guard.gui.bridge import LatestResultSink
+from stream_guard.gui.sources import list_webcams, source_choices
+from tests.conftest import run_cli
+from tests.support.faces import two_faces_passing
+from tests.support.synth_video import make_test_clip
+from tests.support.xvfb import SCREEN
+
+linux_only = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="X11 test (Linux only)")
+
+
+@pytest.fixture(scope="module")
+def long_two_faces_clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Two faces for 12 s: played in real time it is still running when the test stops it."""
+    path = tmp_path_factory.mktemp("gui_clips") / "two_faces_12s.mp4"
+    return make_test_clip(path, seconds=12.0, width=640, height=360, fps=30, draw=two_faces_passing(n_frames=360))
+
+
+@pytest.fixture
+def app(xvfb: int, monkeypatch: pytest.MonkeyPatch, placeholder_model: Path) -> Iterator[StreamGuardApp]:
+    monkeypatch.setenv("DISPLAY", f":{xvfb}")
+    root = tk.Tk(className="stream_guard_test")
+    root.geometry("+20+20")
+    config = RunConfig(source=SourceOptions(spec="demo"), model=ModelOptions(model_dir=placeholder_model))
+    application = StreamGuardApp(root, config, show_dialogs=False)
+    try:
+        yield application
+    finally:
+        application.close()
+
+
+def pump_until(app: StreamGuardApp, condition: Callable[[], bool], timeout: float = 60.0) -> bool:
+    """Run Tk's event loop until ``condition()`` holds (True) or ``timeout`` passes (False)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        app.root.update()
+        if condition():
+            return True
+        time.sleep(0.01)  # yield the CPU between event-loop passes
+    return condition()
+
+
+def grab_screen(display: int) -> np.ndarray:
+    """One frame of the whole X screen, RGB."""
+    options = {"video_size": f"{SCREEN[0]}x{SCREEN[1]}", "draw_mouse": "0", "framerate": "30"}
+    with av.open(f":{display}", format="x11grab", options=options) as container:
+        for frame in container.decode(video=0):
+            return frame.to_ndarray(format="rgb24")
+    raise AssertionError("x11grab delivered no frame")
+
+
+def _new_threads(before: set[threading.Thread]) -> list[str]:
+    return [t.name for t in threading.enumerate() if t not in before and t.is_alive()]
+
+
+@linux_only
+def test_app_shows_live_view_and_faces_then_stops(app: StreamGuardApp, xvfb: int, long_two_faces_clip: Path,
+                                                  tmp_path: Path) -> None:
+    assert "UNTRAINED" in app.warning_text  # the placeholder model says so from the start
+    before = set(threading.enumerate())
+    app.set_source(str(long_two_faces_clip))
+    app.set_realtime(True)
+    assert app.start(), app.last_error
+    assert app.running and not app.start()  # a second Start while running does nothing
+    shown = pump_until(app, lambda: app.frames_shown >= 10 and len(app.panel.rows) == 2)
+    assert shown, f"frames {app.frames_shown}, faces {app.panel.rows}, status {app.status_text!r}"
+    assert app.running, "the 12 s clip in real time should still be playing"
+    assert app.status_text.startswith("running") and "fps" in app.status_text and "latency" in app.status_text
+    assert [r.track_id for r in app.panel.rows] == sorted({r.track_id for r in app.panel.rows})
+    pump_until(app, lambda: all(r.score is not None for r in app.panel.rows), timeout=30)
+
+    screen = grab_screen(xvfb)
+    shot = tmp_path / "gui.png"
+    assert cv2.imwrite(str(shot), cv2.cvtColor(screen, cv2.COLOR_RGB2BGR))
+    print(f"screenshot: {shot}")
+    x, y, w, h = app.view_geometry()
+    assert (w, h) == app.view_size
+    view = screen[y:y + h, x:x + w].astype(np.int16)
+    assert view.std() > 20, f"the view looks blank; see {shot}"
+    assert np.abs(view - 90).max(axis=2).__lt__(8).mean() > 0.2, "the clip's grey background should show"
+    px, py = app.panel.winfo_rootx(), app.panel.winfo_rooty()
+    panel = screen[py:py + app.panel.winfo_height(), px:px + app.panel.winfo_width()].astype(np.int16)
+    bar_colours = np.array([[0xe5, 0x39, 0x35], [0x43, 0xa0, 0x47], [0xf9, 0xa8, 0x25]], np.int16)
+    coloured = [(np.abs(panel - c).max(axis=2) < 10).sum() for c in bar_colours]
+    assert sum(coloured) > 200, f"no score bar in the side panel; see {shot}"
+
+    assert app.stop()
+    assert not app.running and app.pipeline_thread is None
+    assert pump_until(app, lambda: not _new_threads(before), timeout=30), _new_threads(before)
+    assert app.status_text.startswith("stopped"), app.status_text
+    assert app.start_button.instate(["!disabled"]) and app.stop_button.instate(["disabled"])
+
+
+@linux_only
+def test_source_errors_show_in_the_status_bar(app: StreamGuardApp, tmp_path: Path) -> None:
+    app.set_source(str(tmp_path / "missing.mp4"))
+    assert not app.start()
+    assert "no such file" in (app.last_error or "") and app.status_text.startswith("error:")
+    app.set_source("gopher://example.com/x")
+    assert not app.start() and "unknown URL scheme" in (app.last_error or "")
+    broken = tmp_path / "broken.mp4"
+    broken.write_bytes(b"not a video" * 200)
+    app.set_source(str(broken))
+    assert app.start()  # the name is fine; the pipeline thread finds it is not a video
+    assert pump_until(app, lambda: not app.running and app.last_error is not None)
+    assert "not a video" in app.last_error and "\n" not in app.last_error
+    assert app.start_button.instate(["!disabled"])
+
+
+@linux_only
+def test_closing_the_window_stops_the_pipeline(app: StreamGuardApp, long_two_faces_clip: Path) -> None:
+    before = set(threading.enumerate())
+    app.set_source(str(long_two_faces_clip))
+    assert app.start()
+    assert pump_until(app, lambda: app.frames_shown > 0)
+    thread = app.pipeline_thread
+    root = app.root
+    root.tk.call(root.protocol("WM_DELETE_WINDOW"))  # what the window manager's close button runs
+    assert thread is not None and not thread.is_alive()
+    assert thread.summary is not None and thread.summary.interrupted
+    with pytest.raises(tk.TclError):
+        root.winfo_exists()
+    deadline = time.monotonic() + 30
+    while _new_threads(before) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not _new_threads(before)
+
+
+def test_webcam_list_and_choices(tmp_path: Path) -> None:
+    for name in ("video10", "video0", "video2", "vbi0", "videodev"):
+        (tmp_path / name).touch()
+    assert list_webcams("linux", tmp_path) == ["webcam:0", "webcam:2", "webcam:10"]
+    assert list_webcams("linux", tmp_path / "absent") == []
+    assert list_webcams("win32") == ["webcam:0"]
+    assert source_choices("linux", tmp_path)[-2:] == ["screen", "demo"]
+
+
+def test_sink_keeps_only_the_newest_result() -> None:
+    sink = LatestResultSink()
+    assert sink.take() is None
+    for i in range(3):
+        sink.write(i)  # type: ignore[arg-type]  # the slot does not look inside
+    assert sink.take() == 2 and sink.take() is None and sink.written == 3
+
+
+def test_scale_to_fit() -> None:
+    image = np.zeros((360, 640, 3), np.uint8)
+    assert scale_to_fit(image, (960, 540)).shape == (540, 960, 3)
+    assert scale_to_fit(np.zeros((1000, 500, 3), np.uint8), (960, 540)).shape == (540, 270, 3)
+
+
+@linux_only
+def test_gui_without_display_is_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("DISPLAY", raising=False)
+    result = run_cli("gui")
+    assert result.returncode == 5 and len(result.stderr_lines) == 1, result.stderr
+    assert "no display" in result.stderr
+
+
+@linux_only
+def test_gui_command_runs_and_stops_on_sigterm(xvfb: int, long_two_faces_clip: Path, placeholder_model: Path,
+                                              tmp_path: Path) -> None:
+    """The real command: its window appears, and SIGTERM closes it cleanly (exit 0)."""
+    if shutil.which("xwininfo") is None:
+        pytest.skip("xwininfo is not installed (Debian: apt-get install x11-utils)")
+    env = {**os.environ, "DISPLAY": f":{xvfb}"}
+    proc = subprocess.Popen([sys.executable, "-m", "stream_guard", "gui", str(long_two_faces_clip), "--start",
+                             "--model", str(placeholder_model)], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and proc.poll() is None:
+            tree = subprocess.run(["xwininfo", "-root", "-tree"], env=env, capture_output=True, text=True).stdout
+            if '"stream_guard"' in tree:
+                break
+            time.sleep(0.2)
+        else:
+            pytest.fail(f"no stream_guard window appeared (rc {proc.poll()})")
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 0, err
+    assert "Traceback" not in err

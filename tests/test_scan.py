@@ -1,0 +1,164 @@
+"""``stream-guard scan`` on a folder of synthetic clips: report.json, report.html with a plot per
+face track and thumbnails, relative links, the exit code, and the HTML rendered in Chromium."""
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from html.parser import HTMLParser
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import cv2
+import numpy as np
+import pytest
+
+from stream_guard.errors import SourceNotFoundError
+from stream_guard.scan.collect import collect_files
+from stream_guard.scan.runner import EXIT_FAKE_FOUND
+from tests.conftest import run_cli
+from tests.support.faces import astronaut_head, one_face_moving, two_faces_passing
+from tests.support.synth_video import make_test_clip
+
+
+@pytest.fixture(scope="module")
+def clips(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("scan_clips")
+    (root / "nested" / "deeper").mkdir(parents=True)
+    make_test_clip(root / "two_faces.mp4", seconds=2.0, width=640, height=360, draw=two_faces_passing(n_frames=60))
+    make_test_clip(root / "nested" / "one_face.mp4", seconds=2.0, width=640, height=360,
+                   draw=one_face_moving(640, 360, face_px=200))
+    make_test_clip(root / "nested" / "deeper" / "no_face.mp4", seconds=1.0, width=320, height=180)
+    cv2.imwrite(str(root / "nested" / "photo.png"), cv2.cvtColor(astronaut_head(), cv2.COLOR_RGB2BGR))
+    (root / "broken.mp4").write_bytes(b"this is not a video" * 100)
+    (root / "notes.txt").write_text("not scanned")
+    return root
+
+
+class _Links(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__()
+        self.links: list[str] = []
+        self.ids: set[str] = set()
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        a = dict(attrs)
+        if a.get("id"):
+            self.ids.add(a["id"])
+        for key in ("src", "href"):
+            if a.get(key):
+                self.links.append(a[key])
+
+
+def _check_links(folder: Path) -> list[str]:
+    """Every link in report.html is relative and resolves; return the image links."""
+    parser = _Links()
+    parser.feed((folder / "report.html").read_text(encoding="utf-8"))
+    images = []
+    for link in parser.links:
+        if link.startswith("#"):
+            assert link[1:] in parser.ids, link
+            continue
+        parts = urlsplit(link)
+        assert not parts.scheme and not parts.netloc and not link.startswith("/"), f"not relative: {link}"
+        assert (folder / parts.path).is_file(), f"broken link: {link}"
+        images.append(link)
+    return images
+
+
+def test_scan_writes_a_report_with_plots_and_thumbnails(clips: Path, placeholder_model: Path,
+                                                       tmp_path: Path) -> None:
+    report = tmp_path / "rep"
+    result = run_cli("scan", str(clips), "--report", str(report), "--model", str(placeholder_model),
+                     "--threshold", "0", timeout=300)
+    assert result.returncode == EXIT_FAKE_FOUND, result.stderr  # threshold 0: every face is fake
+    assert "report:" in result.stdout and "5 files" in result.stdout
+    assert "UNTRAINED" in result.stderr and "Traceback" not in result.stderr
+    assert (report / "report.json").is_file() and (report / "report.html").is_file()
+
+    data = json.loads((report / "report.json").read_text())
+    by_name = {Path(f["file"]).name: f for f in data["files"]}
+    assert set(by_name) == {"two_faces.mp4", "one_face.mp4", "no_face.mp4", "photo.png", "broken.mp4"}
+    assert by_name["broken.mp4"]["verdict"] == "error" and "not a video" in by_name["broken.mp4"]["error"]
+    assert by_name["no_face.mp4"]["verdict"] == "no-face" and by_name["no_face.mp4"]["tracks"] == []
+    assert by_name["two_faces.mp4"]["verdict"] == "fake" and len(by_name["two_faces.mp4"]["tracks"]) == 2
+    assert len(by_name["one_face.mp4"]["tracks"]) == 1 and by_name["photo.png"]["verdict"] == "fake"
+    assert data["counts"] == {"fake": 3, "real": 0, "no-face": 1, "error": 1} and data["fake_found"]
+    assert data["model_trained"] is False and data["threshold"] == 0.0
+
+    tracks = [t for f in data["files"] for t in f["tracks"]]
+    assert len(tracks) >= 4
+    for t in tracks:
+        assert len(t["times_s"]) == len(t["scores"]) == t["windows"] > 0
+        assert (report / t["plot"]).is_file() and (report / t["thumbnail"]).is_file()
+        assert cv2.imread(str(report / t["thumbnail"])) is not None
+    assert len(list((report / "plots").glob("*.png"))) == len(tracks)  # one plot per face track
+    assert len(list((report / "thumbs").glob("*.jpg"))) == len(tracks)
+
+    images = _check_links(report)
+    assert {t["plot"] for t in tracks} | {t["thumbnail"] for t in tracks} == set(images)
+    moved = tmp_path / "elsewhere" / "moved_report"
+    shutil.move(str(report), moved)
+    _check_links(moved)  # the folder can be moved: every link is relative
+
+
+def test_scan_prints_a_line_per_file_without_report(clips: Path, placeholder_model: Path) -> None:
+    result = run_cli("scan", str(clips / "two_faces.mp4"), str(clips / "nested"), str(clips / "two_faces.mp4"),
+                     "--model", str(placeholder_model), "--threshold", "1", timeout=300)
+    assert result.returncode == 0, result.stderr  # threshold 1: nothing is fake
+    lines = result.stdout.strip().splitlines()
+    assert len(lines) == 5, result.stdout  # 4 files (the duplicate once) + the summary
+    assert lines[0].startswith("real") and lines[0].split()[2].endswith("two_faces.mp4")
+    assert any(line.startswith("no-face") for line in lines)
+    assert lines[-1].startswith("4 files in") and "0 fake, 3 real, 1 no-face, 0 error" in lines[-1]
+
+
+def test_scan_user_errors_are_one_line(tmp_path: Path, placeholder_model: Path) -> None:
+    result = run_cli("scan", str(tmp_path / "missing"), "--model", str(placeholder_model))
+    assert result.returncode == 3 and len(result.stderr_lines) == 1 and "no such file or folder" in result.stderr
+    (tmp_path / "empty").mkdir()
+    result = run_cli("scan", str(tmp_path / "empty"), "--model", str(placeholder_model))
+    assert result.returncode == 3 and "no video or image files" in result.stderr
+    result = run_cli("scan", str(tmp_path), "--model", str(tmp_path / "no_model"))
+    assert result.returncode == 4 and len(result.stderr_lines) == 1, result.stderr
+    blocker = tmp_path / "file_not_folder"
+    blocker.write_text("x")
+    clip = make_test_clip(tmp_path / "c.mp4", seconds=0.5, width=320, height=180)
+    result = run_cli("scan", str(clip), "--report", str(blocker / "rep"), "--model", str(placeholder_model))
+    assert result.returncode == 5 and "cannot write the report" in result.stderr_lines[-1]
+    assert "Traceback" not in result.stderr
+
+
+def test_collect_files_recurses_and_filters(clips: Path) -> None:
+    names = [p.name for p in collect_files([clips])]
+    assert names == ["broken.mp4", "no_face.mp4", "one_face.mp4", "photo.png", "two_faces.mp4"]
+    assert "notes.txt" not in names
+    assert collect_files([clips / "notes.txt"]) == [clips / "notes.txt"]  # named directly: taken as given
+    with pytest.raises(SourceNotFoundError):
+        collect_files([clips / "nope"])
+
+
+def test_report_renders_in_headless_chromium(clips: Path, placeholder_model: Path, tmp_path: Path) -> None:
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    if chromium is None:
+        pytest.skip("chromium is not installed (Debian: apt-get install chromium); tools/run_tests.sh installs it")
+    report = tmp_path / "rep"
+    result = run_cli("scan", str(clips / "two_faces.mp4"), str(clips / "nested" / "deeper"), "--report",
+                     str(report), "--model", str(placeholder_model), timeout=300)
+    assert result.returncode in (0, EXIT_FAKE_FOUND), result.stderr
+    shot = tmp_path / "report.png"
+    subprocess.run([chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                    "--disable-component-update", "--disable-sync", "--no-first-run",
+                    f"--user-data-dir={tmp_path / 'chromium-profile'}", f"--screenshot={shot}",
+                    "--window-size=1280,2000", (report / "report.html").resolve().as_uri()],
+                   capture_output=True, timeout=180, check=False)
+    assert shot.is_file(), "chromium wrote no screenshot"
+    print(f"screenshot: {shot}")
+    image = cv2.imread(str(shot))
+    assert image is not None and image.shape[:2] == (2000, 1280)
+    assert image.std() > 20, f"blank page; see {shot}"
+    not_background = (np.abs(image.astype(np.int16) - 250).max(axis=2) > 30).mean()
+    assert not_background > 0.05, f"almost nothing drawn; see {shot}"
+    # the plot's red threshold line (matplotlib's #d62728) is on screen: the images loaded
+    red = (np.abs(image.astype(np.int16) - np.array([0x28, 0x27, 0xd6])).max(axis=2) < 40).sum()
+    assert red > 50, f"no plot visible; see {shot}"
