@@ -1,0 +1,72 @@
+"""Prometheus metrics of one live view server, on its own registry (no global state)."""
+from __future__ import annotations
+
+import time
+from dataclasses import fields
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Enum, Gauge, Histogram, Info, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+from stream_guard.types import FrameResult, StageTimes, Verdict
+
+SOURCE_STATES = ["connected", "reconnecting", "failed", "ended"]
+LATENCY_BUCKETS = (0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0)
+STAGES = [f.name.removesuffix("_ms") for f in fields(StageTimes)]
+CONTENT_TYPE = CONTENT_TYPE_LATEST
+
+
+class LiveMetrics:
+    """Every metric ``/metrics`` exposes; updated from the sink thread (the client is thread-safe)."""
+
+    def __init__(self, model_name: str, trained: bool) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.fps = Gauge("stream_guard_fps", "Analysed frames per second", registry=r)
+        self.latency = Histogram("stream_guard_latency_seconds", "Frame received -> annotated frame out",
+                                 buckets=LATENCY_BUCKETS, registry=r)
+        self.faces = Gauge("stream_guard_faces", "Faces in the latest frame", registry=r)
+        self.frames = Counter("stream_guard_frames", "Frames analysed", registry=r)
+        self.dropped = Counter("stream_guard_frames_dropped", "Frames dropped by the live capture queue", registry=r)
+        self.verdicts = Counter("stream_guard_verdict_changes", "Face verdict changes, by the new verdict",
+                                ["verdict"], registry=r)
+        self.stage = Counter("stream_guard_stage_seconds", "Time spent per analysis stage", ["stage"], registry=r)
+        self.source_state = Enum("stream_guard_source_state", "State of the video source", states=SOURCE_STATES,
+                                 registry=r)
+        self.model = Info("stream_guard_model", "The deepfake model in use", registry=r)
+        self.uptime = Gauge("stream_guard_uptime_seconds", "Seconds since the live view started", registry=r)
+        started = time.monotonic()
+        self.uptime.set_function(lambda: time.monotonic() - started)
+        self.model.info({"name": model_name, "trained": str(trained).lower()})
+        for v in Verdict:
+            self.verdicts.labels(v.value)
+        for s in STAGES:
+            self.stage.labels(s)
+        self._dropped_seen = 0
+
+    def observe(self, result: FrameResult) -> None:
+        """Count one analysed frame."""
+        self.frames.inc()
+        self.fps.set(result.fps)
+        self.latency.observe(max(0.0, result.latency_ms) / 1000.0)
+        self.faces.set(len(result.faces))
+        if result.frames_dropped > self._dropped_seen:  # a running count: add what is new
+            self.dropped.inc(result.frames_dropped - self._dropped_seen)
+            self._dropped_seen = result.frames_dropped
+        for s in STAGES:
+            ms = getattr(result.times, f"{s}_ms")
+            if ms > 0:
+                self.stage.labels(s).inc(ms / 1000.0)
+        for face in result.faces:
+            if face.verdict_changed:
+                self.verdicts.labels(face.verdict.value).inc()
+
+    def record(self, record: dict[str, Any]) -> None:
+        """Follow source state changes and the end of the run."""
+        if record.get("type") == "source" and record.get("state") in SOURCE_STATES:
+            self.source_state.state(record["state"])
+        elif record.get("type") == "summary":
+            self.source_state.state("ended")
+
+    def exposition(self) -> bytes:
+        return generate_latest(self.registry)

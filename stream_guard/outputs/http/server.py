@@ -1,0 +1,291 @@
+"""The live view HTTP server: aiohttp on its own asyncio loop, in its own thread.
+
+The sink thread hands it JPEG frames and event texts through ``publish_*`` (thread-safe,
+never blocking); each client gets the newest frame and its own bounded event queue, so a
+slow browser only slows itself.
+"""
+from __future__ import annotations
+
+import asyncio
+import errno
+import hmac
+import json
+import logging
+import mimetypes
+import threading
+from importlib import resources
+from pathlib import Path
+from typing import Awaitable, Callable
+
+from aiohttp import web
+
+from stream_guard.errors import OutputError
+from stream_guard.outputs.http.metrics import CONTENT_TYPE, LiveMetrics
+from stream_guard.outputs.http.options import ServeOptions
+from stream_guard.outputs.http.state import LiveState
+
+log = logging.getLogger(__name__)
+
+KEEPALIVE_S = 15.0  # SSE comment this often so proxies keep the connection
+CLIENT_QUEUE = 512  # event records buffered per SSE client; a client further behind is disconnected
+START_TIMEOUT_S = 10.0
+STOP_TIMEOUT_S = 10.0
+PAGES = {"/": "index.html", "/overlay": "overlay.html"}
+SECURITY_HEADERS = {"X-Content-Type-Options": "nosniff", "Referrer-Policy": "no-referrer",
+                    "Cache-Control": "no-store"}
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def static_files() -> dict[str, Path]:
+    """The files the server may send: exactly those in this package's ``static`` folder."""
+    folder = resources.files("stream_guard.outputs.http") / "static"
+    return {entry.name: Path(str(entry)) for entry in folder.iterdir() if entry.is_file()}
+
+
+class LiveServer:
+    """Serves pages, MJPEG, SSE, JSON and metrics for one run."""
+
+    def __init__(self, options: ServeOptions, state: LiveState, metrics: LiveMetrics) -> None:
+        self.options = options
+        self.state = state
+        self.metrics = metrics
+        self._token = None if options.token is None else options.token.encode("utf-8")
+        self._files = static_files()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._runner: web.AppRunner | None = None
+        self._ready = threading.Event()
+        self._error: BaseException | None = None
+        self._closing = False
+        self._subscribers: set[asyncio.Queue] = set()
+        self._jpeg: bytes | None = None
+        self._jpeg_seq = 0
+        self._frame_event: asyncio.Event | None = None
+        self.mjpeg_clients = 0  # read by the sink thread to decide whether to encode
+        self.port: int | None = None
+
+    # ---- lifecycle (sink thread) ----
+
+    def start(self) -> None:
+        """Bind and serve; raises OutputError when the address cannot be bound."""
+        self._thread = threading.Thread(target=self._serve, name="http-live-view", daemon=True)
+        self._thread.start()
+        if not self._ready.wait(START_TIMEOUT_S):
+            raise OutputError(f"--serve {self._where()}: the server did not start in {START_TIMEOUT_S:.0f} s")
+        if self._error is not None:
+            self._thread.join(STOP_TIMEOUT_S)
+            raise self._bind_error(self._error)
+
+    def stop(self) -> None:
+        """End every client's stream, stop listening, end the thread. Idempotent."""
+        loop, thread = self._loop, self._thread
+        if loop is None or thread is None or not thread.is_alive():
+            return
+        future = asyncio.run_coroutine_threadsafe(self._shutdown(), loop)
+        try:
+            future.result(STOP_TIMEOUT_S)
+        except Exception as e:  # noqa: BLE001 - report, then stop the loop anyway
+            log.warning("live view: shutdown incomplete: %s", e)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(STOP_TIMEOUT_S)
+
+    def publish_frame(self, jpeg: bytes) -> None:
+        """Make ``jpeg`` the newest frame (thread-safe)."""
+        if self._loop is not None and not self._closing:
+            self._loop.call_soon_threadsafe(self._set_frame, jpeg)
+
+    def publish_events(self, texts: list[str]) -> None:
+        """Send JSON event texts to every SSE client (thread-safe)."""
+        if texts and self._loop is not None and not self._closing:
+            self._loop.call_soon_threadsafe(self._fan_out, texts)
+
+    # ---- loop thread ----
+
+    def _where(self) -> str:
+        return f"{self.options.display_host}:{self.options.port}"
+
+    def _bind_error(self, e: BaseException) -> OutputError:
+        if isinstance(e, OSError) and e.errno == errno.EADDRINUSE:
+            return OutputError(f"--serve {self._where()}: port {self.options.port} is already in use")
+        if isinstance(e, OSError):
+            return OutputError(f"--serve {self._where()}: cannot listen ({e.strerror or e})")
+        return OutputError(f"--serve {self._where()}: cannot listen ({e})")
+
+    def _serve(self) -> None:
+        loop = self._loop = asyncio.new_event_loop()
+        asyncio.set_event_loop(loop)
+        try:
+            try:
+                loop.run_until_complete(self._start())
+            except Exception as e:  # noqa: BLE001 - handed to start() on the sink thread
+                self._error = e
+                if self._runner is not None:
+                    loop.run_until_complete(self._runner.cleanup())
+                return
+            finally:
+                self._ready.set()
+            loop.run_forever()
+        finally:
+            loop.run_until_complete(loop.shutdown_asyncgens())
+            loop.close()
+
+    async def _start(self) -> None:
+        self._frame_event = asyncio.Event()
+        app = web.Application(middlewares=[self._guard])
+        app.router.add_get("/", self._page)
+        app.router.add_get("/overlay", self._page)
+        app.router.add_get("/static/{name}", self._static)
+        app.router.add_get("/stream.mjpg", self._mjpeg)
+        app.router.add_get("/events", self._events)
+        app.router.add_get("/api/status", self._status)
+        app.router.add_get("/api/tracks", self._tracks)
+        app.router.add_get("/metrics", self._metrics)
+        app.router.add_get("/healthz", self._health)
+        # no access log: query strings may hold the token
+        self._runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=2.0)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, self.options.host, self.options.port)
+        await site.start()
+        self.port = int(self._runner.addresses[0][1])
+
+    async def _shutdown(self) -> None:
+        self._closing = True
+        for q in list(self._subscribers):
+            self._close_queue(q)
+        self._set_frame(None)
+        if self._runner is not None:
+            await self._runner.cleanup()
+
+    def _set_frame(self, jpeg: bytes | None) -> None:
+        if jpeg is not None:
+            self._jpeg = jpeg
+            self._jpeg_seq += 1
+        event, self._frame_event = self._frame_event, asyncio.Event()
+        if event is not None:
+            event.set()
+
+    def _fan_out(self, texts: list[str]) -> None:
+        for q in list(self._subscribers):
+            for text in texts:
+                try:
+                    q.put_nowait(text)
+                except asyncio.QueueFull:  # this client is too far behind: end its stream (it reconnects)
+                    self._close_queue(q)
+                    break
+
+    def _close_queue(self, q: asyncio.Queue) -> None:
+        self._subscribers.discard(q)
+        while not q.empty():
+            q.get_nowait()
+        q.put_nowait(None)
+
+    @web.middleware
+    async def _guard(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        if self._token is not None and not self._authorized(request):
+            raise web.HTTPUnauthorized(text="401: a valid token is required\n",
+                                       headers={"WWW-Authenticate": 'Bearer realm="stream_guard"', **SECURITY_HEADERS})
+        try:
+            response = await handler(request)
+        except web.HTTPException as e:
+            e.headers.update(SECURITY_HEADERS)
+            raise
+        if not response.prepared:
+            response.headers.update(SECURITY_HEADERS)
+        return response
+
+    def _authorized(self, request: web.Request) -> bool:
+        assert self._token is not None
+        header = request.headers.get("Authorization", "")
+        if header[:7].lower() == "bearer ":
+            return hmac.compare_digest(header[7:].strip().encode("utf-8"), self._token)
+        given = request.query.get("token")
+        return given is not None and hmac.compare_digest(given.encode("utf-8"), self._token)
+
+    async def _page(self, request: web.Request) -> web.StreamResponse:
+        return self._file(PAGES[request.path])
+
+    async def _static(self, request: web.Request) -> web.StreamResponse:
+        return self._file(request.match_info["name"])
+
+    def _file(self, name: str) -> web.StreamResponse:
+        path = self._files.get(name)  # only names listed from our own folder: no traversal possible
+        if path is None:
+            raise web.HTTPNotFound()
+        ctype = mimetypes.guess_type(name)[0] or "application/octet-stream"
+        return web.Response(body=path.read_bytes(), content_type=ctype,
+                            charset="utf-8" if ctype.startswith("text/") or ctype.endswith("javascript") else None)
+
+    async def _status(self, request: web.Request) -> web.StreamResponse:
+        return web.json_response(self.state.status())
+
+    async def _tracks(self, request: web.Request) -> web.StreamResponse:
+        return web.json_response(self.state.tracks())
+
+    async def _health(self, request: web.Request) -> web.StreamResponse:
+        return web.json_response({"status": "ok", "state": self.state.source_state})
+
+    async def _metrics(self, request: web.Request) -> web.StreamResponse:
+        response = web.Response(body=self.metrics.exposition())
+        response.headers["Content-Type"] = CONTENT_TYPE
+        return response
+
+    async def _events(self, request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream", "X-Accel-Buffering": "no",
+                                               **SECURITY_HEADERS})
+        await response.prepare(request)
+        q: asyncio.Queue = asyncio.Queue(maxsize=CLIENT_QUEUE)
+        self._subscribers.add(q)
+        try:
+            for record in self.state.replay():
+                await response.write(_sse(json.dumps(record, separators=(",", ":"), default=str)))
+            while not self._closing:
+                try:
+                    text = await asyncio.wait_for(q.get(), KEEPALIVE_S)
+                except asyncio.TimeoutError:
+                    await response.write(b": keep-alive\n\n")
+                    continue
+                if text is None:
+                    break
+                await response.write(_sse(text))
+        except (ConnectionResetError, ConnectionError):
+            pass
+        finally:
+            self._subscribers.discard(q)
+        return response
+
+    async def _mjpeg(self, request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse(headers={"Content-Type": "multipart/x-mixed-replace; boundary=frame",
+                                               **SECURITY_HEADERS})
+        await response.prepare(request)
+        self.mjpeg_clients += 1
+        sent = 0
+        try:
+            while not self._closing:
+                if self._jpeg is None or self._jpeg_seq == sent:
+                    assert self._frame_event is not None
+                    try:
+                        await asyncio.wait_for(self._frame_event.wait(), KEEPALIVE_S)
+                    except asyncio.TimeoutError:
+                        pass
+                    continue
+                sent, jpeg = self._jpeg_seq, self._jpeg
+                await response.write(b"--frame\r\nContent-Type: image/jpeg\r\nContent-Length: %d\r\n\r\n"
+                                     % len(jpeg) + jpeg + b"\r\n")
+        except (ConnectionResetError, ConnectionError):
+            pass
+        finally:
+            self.mjpeg_clients -= 1
+        return response
+
+
+def _sse(text: str) -> bytes:
+    return b"data: " + text.encode("utf-8") + b"\n\n"
+
+
+def describe(options: ServeOptions, port: int) -> str:
+    """The one line printed at start: where to point a browser (never the token)."""
+    base = f"http://{options.display_host}:{port}"
+    auth = " (token required: Authorization: Bearer or ?token=)" if options.token else ""
+    return f"stream-guard: live view at {base}/ (OBS overlay {base}/overlay, metrics {base}/metrics){auth}"
+
+

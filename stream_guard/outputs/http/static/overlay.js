@@ -1,0 +1,62 @@
+// stream_guard OBS overlay: a box and "#id verdict score" per face, drawn from the event stream
+// (/events) over a transparent page. Boxes come in source pixels and are scaled to the page.
+"use strict";
+(function () {
+  var TOKEN = new URLSearchParams(location.search).get("token");
+  var boxes = new Map();  // track id -> {el, label, box, seen, interval}
+  var size = null;        // [width, height] of the stream
+  var layer = document.getElementById("boxes");
+  window.sgOverlay = {events: 0};
+
+  function withToken(path) {
+    return TOKEN ? path + (path.indexOf("?") < 0 ? "?" : "&") + "token=" + encodeURIComponent(TOKEN) : path;
+  }
+  function place(b) {
+    if (!size) return;
+    var sx = window.innerWidth / size[0], sy = window.innerHeight / size[1], r = b.box;
+    b.el.style.left = r[0] * sx + "px"; b.el.style.top = r[1] * sy + "px";
+    b.el.style.width = Math.max(1, (r[2] - r[0]) * sx) + "px";
+    b.el.style.height = Math.max(1, (r[3] - r[1]) * sy) + "px";
+  }
+  function remove(id) {
+    var b = boxes.get(id);
+    if (b) { b.el.remove(); boxes.delete(id); }
+  }
+  function clear() { Array.from(boxes.keys()).forEach(remove); }
+  function onFace(r) {
+    if (r.track_state === "lost") { remove(r.track_id); return; }
+    var b = boxes.get(r.track_id), now = Date.now();
+    if (!b) {
+      var e = document.createElement("div"), label = document.createElement("div");
+      label.className = "label";
+      e.appendChild(label);
+      e.dataset.track = r.track_id;
+      layer.appendChild(e);
+      b = {el: e, label: label, seen: now, interval: 100};
+      boxes.set(r.track_id, b);
+    } else {
+      b.interval = Math.min(2000, Math.max(50, 0.7 * b.interval + 0.3 * (now - b.seen)));
+    }
+    b.seen = now;
+    b.box = r.box;
+    b.el.dataset.box = r.box.join(",");  // source pixels, for checks
+    b.el.className = "box " + r.verdict;
+    b.label.textContent = "#" + r.track_id + " " + r.verdict + " " +
+      (r.score === null || r.score === undefined ? "--" : Number(r.score).toFixed(2));
+    place(b);
+  }
+  function onRecord(r) {
+    window.sgOverlay.events++;
+    if (r.type === "start") { size = [r.width, r.height]; boxes.forEach(place); }
+    else if (r.type === "track" || r.type === "verdict") onFace(r);
+    else if (r.type === "summary" || (r.type === "source" && r.state !== "connected")) clear();
+  }
+  // a face is gone once it misses a few of its usual updates (at least 1 s)
+  setInterval(function () {
+    var now = Date.now();
+    boxes.forEach(function (b, id) { if (now - b.seen > Math.max(1000, 4 * b.interval)) remove(id); });
+  }, 200);
+  window.addEventListener("resize", function () { boxes.forEach(place); });
+  var source = new EventSource(withToken("/events"));
+  source.onmessage = function (m) { onRecord(JSON.parse(m.data)); };
+})();

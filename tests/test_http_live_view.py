@@ -1,0 +1,215 @@
+"""``--serve``: the real ``stream-guard watch`` serves a dashboard and an OBS overlay that a real
+headless Chromium (Debian's ``chromium``, driven by Playwright) renders from the live event stream."""
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import urllib.request
+from pathlib import Path
+from typing import Iterator
+
+import cv2
+import numpy as np
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from tests.conftest import REPO, run_cli
+from tests.support.faces import two_faces_passing
+from tests.support.synth_video import make_test_clip
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+                 "--disable-sync", "--no-first-run"]
+URL_LINE = re.compile(r"live view at (http://\S+?):(\d+)/")
+START_TIMEOUT_S = 120  # model load and warm-up on a busy 2-core machine
+WAIT_MS = 60_000  # what a page may take to show something (generous: no timing is tested)
+METRICS = {"stream_guard_fps", "stream_guard_latency_seconds", "stream_guard_faces", "stream_guard_frames",
+           "stream_guard_frames_dropped", "stream_guard_verdict_changes", "stream_guard_stage_seconds",
+           "stream_guard_source_state", "stream_guard_model_info", "stream_guard_uptime_seconds"}
+
+
+class LiveRun:
+    """``python -m stream_guard ARGS`` in the background; ``port`` once the live view URL is printed."""
+
+    def __init__(self, *args: str, env: dict[str, str] | None = None) -> None:
+        self.proc = subprocess.Popen([sys.executable, "-m", "stream_guard", *args], cwd=REPO, env=env,
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        self.lines: list[str] = []
+        self.port: int | None = None
+        self._announced = threading.Event()
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.proc.stderr is not None
+        for line in self.proc.stderr:
+            self.lines.append(line)
+            m = URL_LINE.search(line)
+            if m and self.port is None:
+                self.port = int(m.group(2))
+                self._announced.set()
+        self._announced.set()  # the process ended (with or without a URL)
+
+    @property
+    def stderr(self) -> str:
+        return "".join(self.lines)
+
+    def wait_for_url(self) -> str:
+        assert self._announced.wait(START_TIMEOUT_S), "no live view URL printed"
+        assert self.port is not None, f"the process ended without serving:\n{self.stderr}"
+        return f"http://127.0.0.1:{self.port}"
+
+    def stop(self) -> int:
+        """SIGINT (a clean stop, as Ctrl-C), then wait; kill only if it hangs."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT)
+        try:
+            rc = self.proc.wait(60)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            rc = self.proc.wait(10)
+        self._reader.join(10)
+        return rc
+
+    def __enter__(self) -> "LiveRun":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def get(url: str, headers: dict[str, str] | None = None, timeout: float = 30) -> tuple[int, bytes, dict]:
+    """GET ``url``: status, body, headers (HTTP errors included)."""
+    req = urllib.request.Request(url, headers=headers or {})
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as r:
+            return r.status, r.read(), dict(r.headers)
+    except urllib.error.HTTPError as e:
+        return e.code, e.read(), dict(e.headers)
+
+
+@pytest.fixture(scope="module")
+def long_clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """40 s of two faces crossing slowly at 10 fps: time enough for a browser to attach (the test
+    stops the run itself once it has seen what it needs)."""
+    path = tmp_path_factory.mktemp("live") / "two_faces_long.mp4"
+    return make_test_clip(path, seconds=40.0, width=640, height=360, fps=10, draw=two_faces_passing(n_frames=400))
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[object]:
+    if CHROMIUM is None:
+        pytest.skip("chromium is not installed (Debian: apt-get install chromium); tools/run_tests.sh installs it")
+    sync_api = pytest.importorskip("playwright.sync_api")
+    with sync_api.sync_playwright() as pw:
+        b = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            yield b
+        finally:
+            b.close()
+
+
+def test_dashboard_overlay_api_and_metrics_in_chromium(long_clip: Path, placeholder_model: Path, browser,
+                                                       tmp_path: Path) -> None:
+    errors: list[str] = []
+    with LiveRun("watch", str(long_clip), "--realtime", "--model", str(placeholder_model),
+                 "--serve", "127.0.0.1:0") as run:
+        base = run.wait_for_url()
+        status, body, _ = get(f"{base}/healthz")
+        assert status == 200 and json.loads(body)["status"] == "ok"
+
+        dash = browser.new_page(viewport={"width": 1280, "height": 800})
+        dash.on("pageerror", lambda e: errors.append(str(e)))
+        dash.goto(f"{base}/")
+        # live events arrive, a card per face with a drawn chart, the log, and MJPEG frames
+        dash.wait_for_function("window.sgStats && window.sgStats.tracks >= 40", timeout=WAIT_MS)  # ~2 s per face
+        dash.wait_for_function("document.querySelectorAll('.face-card').length === 2", timeout=WAIT_MS)
+        dash.wait_for_function("document.querySelectorAll('#log-body tr').length >= 2", timeout=WAIT_MS)
+        dash.wait_for_function("document.getElementById('stream').naturalWidth === 640", timeout=WAIT_MS)
+        dash.wait_for_function("document.getElementById('status').textContent.includes('untrained-placeholder')",
+                               timeout=WAIT_MS)
+        inked = dash.evaluate("""() => Array.from(document.querySelectorAll('.face-card canvas')).map(c => {
+            const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
+            let n = 0;  // pixels of the score line (#5dade2), not the dashed threshold line (grey)
+            for (let i = 0; i < d.length; i += 4) if (d[i + 3] > 0 && d[i + 2] > 150 && d[i] < 150) n++;
+            return n; })""")
+        assert len(inked) == 2 and all(n > 20 for n in inked), inked
+        assert "UNTRAINED" in dash.inner_text("#status")
+        dash.screenshot(path=str(tmp_path / "dashboard.png"))
+
+        overlay = browser.new_page(viewport={"width": 1280, "height": 720})  # twice the stream's size
+        overlay.on("pageerror", lambda e: errors.append(str(e)))
+        overlay.goto(f"{base}/overlay")
+        overlay.wait_for_function("document.querySelectorAll('.box').length === 2", timeout=WAIT_MS)
+        labels = overlay.eval_on_selector_all(".box .label", "els => els.map(e => e.textContent)")
+        assert all(re.fullmatch(r"#\d+ (real|fake|uncertain) (\d\.\d\d|--)", t) for t in labels), labels
+        placed = overlay.eval_on_selector_all(
+            ".box", "els => els.map(e => [e.dataset.box, parseFloat(e.style.left), parseFloat(e.style.width)])")
+        for box_text, left, width in placed:
+            x1, _, x2, _ = (float(v) for v in box_text.split(","))
+            assert left == pytest.approx(2 * x1, abs=1) and width == pytest.approx(2 * (x2 - x1), abs=1)
+        shot = tmp_path / "overlay.png"
+        overlay.screenshot(path=str(shot), omit_background=True)
+        rgba = cv2.imread(str(shot), cv2.IMREAD_UNCHANGED)
+        assert rgba.shape[2] == 4 and rgba[5, 5, 3] == 0, "the overlay background is not transparent"
+        assert np.count_nonzero(rgba[..., 3]) > 500, "no box drawn"
+
+        status, body, _ = get(f"{base}/api/status")
+        s = json.loads(body)
+        assert status == 200 and s["width"] == 640 and s["height"] == 360 and s["frames"] > 0
+        assert s["model"] == "untrained-placeholder" and s["trained"] is False and s["uptime_s"] > 0
+        assert {"source", "fps", "latency_ms", "dropped"} <= s.keys()
+        tracks = json.loads(get(f"{base}/api/tracks")[1])["tracks"]
+        assert tracks and {"track_id", "score", "verdict", "box", "last_seen_stream_s"} <= tracks[0].keys()
+
+        status, body, headers = get(f"{base}/metrics")
+        assert status == 200 and headers["Content-Type"].startswith("text/plain")
+        families = {f.name: f for f in text_string_to_metric_families(body.decode())}
+        assert METRICS <= families.keys(), sorted(families)
+        frames = [s.value for s in families["stream_guard_frames"].samples if s.name == "stream_guard_frames_total"]
+        assert frames and frames[0] > 0
+        verdicts = {s.labels["verdict"] for s in families["stream_guard_verdict_changes"].samples}
+        assert verdicts == {"real", "fake", "uncertain"}
+
+        rc = run.stop()  # boxes go when faces are no longer reported (the run ends: summary, then nothing)
+        overlay.wait_for_function("document.querySelectorAll('.box').length === 0", timeout=WAIT_MS)
+        dash.close()
+        overlay.close()
+    assert rc == 130, run.stderr
+    assert not errors, errors
+    assert "Traceback" not in run.stderr
+    print(f"screenshots: {tmp_path / 'dashboard.png'} {shot}")
+
+
+def test_demo_serves_and_finishes(tmp_path: Path) -> None:
+    result = run_cli("demo", "--seconds", "1", "--out-dir", str(tmp_path / "demo"), "--serve", "127.0.0.1:0")
+    assert result.returncode == 0, result.stderr
+    assert URL_LINE.search(result.stderr), result.stderr
+
+
+def test_bad_serve_values_are_one_line_errors(two_faces_clip: Path) -> None:
+    for bad in ("nonsense", "127.0.0.1:99999", "::1:80", ":8080"):
+        result = run_cli("watch", str(two_faces_clip), "--serve", bad)
+        assert result.returncode == 2, (bad, result.stderr)
+        assert len(result.stderr_lines) == 1 and result.stderr_lines[0].startswith("stream-guard: error: --serve")
+
+
+def test_port_in_use_is_a_one_line_output_error(two_faces_clip: Path, placeholder_model: Path) -> None:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        port = s.getsockname()[1]
+        result = run_cli("watch", str(two_faces_clip), "--model", str(placeholder_model),
+                         "--serve", f"127.0.0.1:{port}")
+    assert result.returncode == 5, result.stderr
+    errors = [line for line in result.stderr_lines if line.startswith("stream-guard: error:")]
+    assert errors == [f"stream-guard: error: --serve 127.0.0.1:{port}: port {port} is already in use"]
+    assert "Traceback" not in result.stderr
+
