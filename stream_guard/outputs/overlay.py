@@ -64,11 +64,12 @@ def draw_hud(img: np.ndarray, hud: HudInfo) -> None:
     lines = [f"{hud.fps:5.1f} fps  {hud.latency_ms:5.1f} ms  faces {hud.faces}", f"model {hud.model_name}"]
     if hud.status:
         lines.append(hud.status)
-    scale = 0.5 if img.shape[1] < 1000 else 0.6
-    y = 22
+    scale = float(np.clip(img.shape[1] / 2000.0, 0.3, 0.7))  # small frames get a small HUD
+    step = int(round(40 * scale))
+    y = step
     for line in lines:
-        _text(img, line, (10, y), scale, (255, 255, 255))
-        y += int(26 * scale / 0.6)
+        _text(img, line, (8, y), scale, (255, 255, 255))
+        y += step
     if hud.untrained:
         _text(img, "UNTRAINED MODEL: scores are meaningless", (10, y), scale, COLOURS[Verdict.FAKE])
 
