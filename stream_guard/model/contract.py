@@ -98,8 +98,10 @@ def load_model_spec(folder: str | Path) -> ModelSpec:
         raise ModelError(f"no model.json in model folder {folder}")
     try:
         meta = json.loads(meta_path.read_text())
-    except (OSError, json.JSONDecodeError) as e:
+    except (OSError, ValueError) as e:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
         raise ModelError(f"{meta_path}: not valid JSON ({e})") from e
+    if not isinstance(meta, dict):
+        raise ModelError(f"{meta_path}: must hold a JSON object, got {type(meta).__name__}")
     if meta.get("format") != FORMAT:
         raise ModelError(f"{meta_path}: format must be '{FORMAT}', got {meta.get('format')!r}")
     graphs = {}

@@ -6,11 +6,12 @@ gap), and finally exactly one :class:`EndOfStream` (carrying the error, if any).
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
-import queue
 import random
 import threading
 import time
+from collections import deque
 from dataclasses import dataclass
 from typing import Callable, Union
 
@@ -28,7 +29,9 @@ class SourceEvent:
     state: str  # "connected" | "reconnecting" | "failed"
     wall_time: float
     detail: str = ""
-    attempt: int = 0
+    attempt: int = 0  # 0 for the first connection, then the reconnect attempt number
+    downtime_s: float | None = None  # on "connected" after a drop: seconds since the drop was noticed
+    source: str = ""  # the source's display name (credentials redacted)
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,63 +44,80 @@ CaptureItem = Union[Frame, SourceEvent, EndOfStream]
 
 @dataclass(frozen=True, slots=True)
 class ReconnectPolicy:
-    """Bounded, jittered exponential back-off for live sources. ``max_attempts=0``: retry forever."""
+    """Bounded, jittered exponential back-off for live sources. ``max_attempts=0``: retry forever.
+
+    The delay before attempt ``n`` is ``initial_s * 2**(n-1)`` with +-``jitter`` (relative)
+    and never more than ``max_s``: a source that comes back is reopened within about
+    ``max_s`` plus one open.
+    """
 
     initial_s: float = 0.25
-    max_s: float = 2.0
+    max_s: float = 1.0
     max_attempts: int = 0
     jitter: float = 0.2
 
     def delay(self, attempt: int, rng: random.Random) -> float:
-        base = min(self.max_s, self.initial_s * 2.0 ** min(max(0, attempt - 1), 30))
-        return base * (1.0 + self.jitter * (2 * rng.random() - 1))
+        base = self.initial_s * 2.0 ** min(max(0, attempt - 1), 30)
+        return max(0.0, min(self.max_s, base * (1.0 + self.jitter * (2 * rng.random() - 1))))
 
 
 class FrameQueue:
-    """A bounded queue whose full-queue behaviour is the :class:`DropPolicy`."""
+    """A bounded FIFO whose full-queue behaviour for frames is the :class:`DropPolicy`.
+
+    Control items (:class:`SourceEvent`, :class:`EndOfStream`) are never dropped and never
+    reordered: DROP_OLDEST removes the oldest *frame*, wherever it sits in the queue.
+    """
 
     def __init__(self, maxsize: int, policy: DropPolicy, stop: threading.Event) -> None:
-        self._q: queue.Queue[CaptureItem] = queue.Queue(maxsize=maxsize)
+        self._items: deque[CaptureItem] = deque()
+        self._cond = threading.Condition()
+        self.maxsize = max(1, maxsize)
         self.policy = policy
         self._stop = stop
         self.dropped = 0
 
-    def put(self, item: CaptureItem) -> bool:
-        """Enqueue; returns False if stopping. Control items are never dropped."""
-        if self.policy is DropPolicy.DROP_OLDEST and isinstance(item, Frame):
-            while True:
-                try:
-                    self._q.put_nowait(item)
-                    return True
-                except queue.Full:
-                    try:
-                        old = self._q.get_nowait()
-                    except queue.Empty:
-                        continue
-                    if isinstance(old, Frame):
-                        self.dropped += 1
-                    else:  # keep control items: put it back in front of the new frame
-                        self._put_blocking(old)
-        return self._put_blocking(item)
-
-    def _put_blocking(self, item: CaptureItem) -> bool:
-        while not self._stop.is_set() or isinstance(item, EndOfStream):
-            try:
-                self._q.put(item, timeout=0.1)
+    def _drop_oldest_frame(self) -> bool:
+        for i, old in enumerate(self._items):
+            if isinstance(old, Frame):
+                del self._items[i]
+                self.dropped += 1
                 return True
-            except queue.Full:
-                if isinstance(item, EndOfStream) and self._stop.is_set():
-                    return False
         return False
 
+    def put(self, item: CaptureItem) -> bool:
+        """Enqueue; returns False if stopping. A live frame never waits (the oldest queued
+        frame makes room); everything else waits for room. Only the final
+        :class:`EndOfStream` is still queued after stop, if there is room within 0.1 s."""
+        with self._cond:
+            if self.policy is DropPolicy.DROP_OLDEST and isinstance(item, Frame):
+                if len(self._items) < self.maxsize or self._drop_oldest_frame():
+                    self._append(item)
+                    return True
+            final = isinstance(item, EndOfStream)
+            while True:
+                if self._stop.is_set() and not final:
+                    return False
+                if len(self._items) < self.maxsize:
+                    self._append(item)
+                    return True
+                if not self._cond.wait(0.1) and final and self._stop.is_set():
+                    return False
+
+    def _append(self, item: CaptureItem) -> None:
+        self._items.append(item)
+        self._cond.notify_all()
+
     def get(self, timeout: float) -> CaptureItem | None:
-        try:
-            return self._q.get(timeout=timeout)
-        except queue.Empty:
-            return None
+        with self._cond:
+            if not self._items and not self._cond.wait_for(lambda: bool(self._items), timeout):
+                return None
+            item = self._items.popleft()
+            self._cond.notify_all()
+            return item
 
     def qsize(self) -> int:
-        return self._q.qsize()
+        with self._cond:
+            return len(self._items)
 
 
 class CaptureThread(threading.Thread):
@@ -127,6 +147,7 @@ class CaptureThread(threading.Thread):
         self._rng = random.Random()
 
     def _emit(self, event: SourceEvent) -> None:
+        event = dataclasses.replace(event, source=self.source.source_id)
         log.info("source %s: %s %s", self.source.source_id, event.state, event.detail)
         if self.on_event:
             self.on_event(event)
@@ -143,13 +164,15 @@ class CaptureThread(threading.Thread):
                 self.stop_reading = True
                 return
 
-    def _reopen(self) -> StreamInfo | None:
+    def _reopen(self, reason: str) -> StreamInfo | None:
+        """Reopen with back-off until it works, the policy gives up (None) or stop is set (None)."""
         attempt = 0
+        dropped_at = time.monotonic()
         while not self.stop.is_set():
             attempt += 1
             if self.reconnect.max_attempts and attempt > self.reconnect.max_attempts:
                 return None
-            self._emit(SourceEvent("reconnecting", time.time(), attempt=attempt))
+            self._emit(SourceEvent("reconnecting", time.time(), detail=reason, attempt=attempt))
             if self.stop.wait(self.reconnect.delay(attempt, self._rng)):
                 return None
             self.source.close()
@@ -157,14 +180,18 @@ class CaptureThread(threading.Thread):
                 info = self.source.open()
             except SourceError as e:
                 log.debug("reopen attempt %d failed: %s", attempt, e)
+                reason = str(e)
                 continue
-            self._emit(SourceEvent("connected", time.time(), attempt=attempt))
+            self._emit(SourceEvent("connected", time.time(), attempt=attempt,
+                                   downtime_s=round(time.monotonic() - dropped_at, 3)))
             return info
         return None
 
     def run(self) -> None:
         error: StreamGuardError | None = None
         try:
+            if self.live:  # the caller opened the source: say so, so state gauges start at "connected"
+                self._emit(SourceEvent("connected", time.time()))
             while not self.stop.is_set():
                 try:
                     self._read_until_end()
@@ -177,7 +204,7 @@ class CaptureThread(threading.Thread):
                         break
                     detail = str(e)
                 log.warning("source %s dropped: %s", self.source.source_id, detail)
-                if self._reopen() is None:
+                if self._reopen(detail) is None:
                     if not self.stop.is_set():
                         error = SourceError(f"{self.source.source_id}: gave up reconnecting")
                         self._emit(SourceEvent("failed", time.time(), detail=str(error)))

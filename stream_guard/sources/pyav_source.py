@@ -2,27 +2,65 @@
 from __future__ import annotations
 
 import errno
+import os
+import socket
 import time
 from typing import Iterator
+from urllib.parse import urlsplit
 
 import av
 
 from stream_guard.errors import NotAVideoError, SourceError, SourceNotFoundError, SourceUnreachableError
+from stream_guard.sources.probe import iso_truncation
 from stream_guard.sources.spec import SourceSpec
 from stream_guard.types import Frame, StreamInfo
 
 # (open, read) timeouts in seconds for network sources.
 NETWORK_TIMEOUT_S = (5.0, 5.0)
+# FFmpeg demuxers that read one picture: a still image opened as a "video" of one frame.
+_STILL_IMAGE_FORMATS = frozenset({"image2", "webp", "svg"})
+# Demuxers that render text (ANSI art) as video: FFmpeg's fallback for plain text files.
+_TEXT_FORMATS = frozenset({"tty", "bin", "xbin", "adf", "idf"})
+
+
+def _unresolvable_host(url: str) -> str | None:
+    """The host name of ``url`` if it does not resolve (the usual cause of FFmpeg's vague EIO)."""
+    try:
+        host = urlsplit(url).hostname
+    except ValueError:
+        return None
+    if not host:
+        return None
+    try:
+        socket.getaddrinfo(host, None)
+    except (socket.gaierror, UnicodeError):
+        return host
+    except OSError:
+        return None
+    return None
 
 
 def _wrap_open_error(spec: SourceSpec, e: Exception) -> SourceError:
     name = spec.display_name
     if isinstance(e, av.error.FileNotFoundError):
         return SourceNotFoundError(f"no such file or device: {name}")
+    if spec.kind == "network" and not isinstance(e, (av.error.HTTPUnauthorizedError, av.error.HTTPForbiddenError)):
+        host = _unresolvable_host(spec.url)
+        if host is not None:
+            return SourceUnreachableError(f"{name}: cannot resolve host name '{host}'")
+        if isinstance(e, (av.error.InvalidDataError, av.error.EOFError)):
+            return SourceUnreachableError(f"{name}: cannot open stream: the server closed the connection "
+                                          f"or sent no valid reply ({_reason(e)})")
     if isinstance(e, (av.error.InvalidDataError, av.error.EOFError)):
         return NotAVideoError(f"{name}: not a video file FFmpeg can read ({_reason(e)})")
-    if isinstance(e, av.error.HTTPUnauthorizedError) or "401" in str(e):
-        return SourceUnreachableError(f"{name}: the server asks for credentials (401 Unauthorized)")
+    network = spec.kind == "network"  # (a file's name may well contain "401")
+    if isinstance(e, av.error.HTTPUnauthorizedError) or (network and "401" in _reason(e)):
+        if "@" in spec.url.split("//", 1)[-1].split("/", 1)[0]:
+            return SourceUnreachableError(f"{name}: the server rejected the credentials (401 Unauthorized)")
+        return SourceUnreachableError(f"{name}: the server asks for credentials (401 Unauthorized): "
+                                      "put them in the URL, scheme://user:password@host/...")
+    if isinstance(e, av.error.HTTPForbiddenError) or (network and "403" in _reason(e)):
+        return SourceUnreachableError(f"{name}: the server refused access (403 Forbidden)")
     if isinstance(e, (av.error.TimeoutError, TimeoutError)) or getattr(e, "errno", None) in (
         errno.ECONNREFUSED, errno.ETIMEDOUT, errno.EHOSTUNREACH, errno.ENETUNREACH, errno.EIO
     ):
@@ -69,21 +107,48 @@ class PyAVSource:
         self._container: av.container.InputContainer | None = None
         self._stream: av.video.stream.VideoStream | None = None
         self._info: StreamInfo | None = None
+        self._truncated: str | None = None  # why the file looks cut short, if it does
+
+    def _check_file(self) -> None:
+        """Fail early, with a precise reason, on an empty file; note a truncated MP4/MOV."""
+        try:
+            size = os.path.getsize(self.spec.url)
+        except OSError as e:
+            raise SourceNotFoundError(f"no such file: {self.spec.display_name}") from e
+        if size == 0:
+            raise NotAVideoError(f"{self.spec.display_name}: is empty (0 bytes), not a video")
+        self._truncated = iso_truncation(self.spec.url)
 
     def open(self) -> StreamInfo:
-        kwargs: dict = {"options": dict(self.spec.options)}
+        if self.spec.kind == "file":
+            self._check_file()
+        # metadata that is not UTF-8 (damaged or foreign files) must not stop us: replace bad bytes
+        kwargs: dict = {"options": dict(self.spec.options), "metadata_errors": "replace"}
         if self.spec.format:
             kwargs["format"] = self.spec.format
         if self.spec.kind == "network":
             kwargs["timeout"] = NETWORK_TIMEOUT_S
         try:
             self._container = av.open(self.spec.url, mode="r", **kwargs)
-        except (av.error.FFmpegError, OSError) as e:
+        except (av.error.FFmpegError, OSError, ValueError) as e:  # ValueError: PyAV's own checks
+            if self._truncated:
+                raise NotAVideoError(f"{self.spec.display_name}: truncated ({self._truncated}): "
+                                     "no frame can be decoded") from e
             raise _wrap_open_error(self.spec, e) from e
         videos = self._container.streams.video
         if not videos:
+            others = sorted({s.type for s in self._container.streams})
             self.close()
-            raise NotAVideoError(f"{self.spec.display_name}: has no video stream")
+            raise NotAVideoError(f"{self.spec.display_name}: has no video stream"
+                                 + (f" (only {', '.join(others)})" if others else ""))
+        fmt = self._container.format.name
+        if self.spec.kind == "file" and fmt in _TEXT_FORMATS:
+            self.close()
+            raise NotAVideoError(f"{self.spec.display_name}: not a video file FFmpeg can read (it is text)")
+        if self.spec.kind == "file" and (fmt.endswith("_pipe") or fmt in _STILL_IMAGE_FORMATS):
+            self.close()
+            raise NotAVideoError(f"{self.spec.display_name}: is a still image ({fmt.removesuffix('_pipe')}), "
+                                 "not a video")
         stream = videos[0]
         if not stream.codec_context or stream.codec_context.width <= 0:
             self.close()
@@ -108,16 +173,25 @@ class PyAVSource:
         period = 1.0 / ((self._info.fps if self._info else None) or 30.0)
         clock = _StreamClock(period)
         try:
+            started = time.perf_counter()
             for frame in self._container.decode(self._stream):
                 image = frame.to_ndarray(format="rgb24")
-                yield Frame(image, index, clock.pts_s(frame.time), time.monotonic(), self.source_id)
+                decode_ms = (time.perf_counter() - started) * 1e3
+                yield Frame(image, index, clock.pts_s(frame.time), time.monotonic(), self.source_id, decode_ms)
                 index += 1
+                started = time.perf_counter()  # the consumer's time (queue waits) is not decode time
         except av.error.EOFError:
-            return
-        except (av.error.FFmpegError, OSError) as e:
+            pass
+        except (av.error.FFmpegError, OSError, ValueError) as e:
+            if self._truncated:
+                raise SourceError(f"{self.source_id}: truncated: decoded {index} frames then the data ended "
+                                  f"({self._truncated})") from e
             if index == 0:
                 raise _wrap_open_error(self.spec, e) from e
             raise SourceError(f"{self.source_id}: stream failed after {index} frames ({_reason(e)})") from e
+        if self._truncated:
+            raise SourceError(f"{self.source_id}: truncated: decoded {index} frames then the data ended "
+                              f"({self._truncated})")
 
     def close(self) -> None:
         container, self._container = self._container, None

@@ -7,7 +7,6 @@ import re
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
 
 from stream_guard.errors import ConfigError, SourceNotFoundError
 
@@ -32,18 +31,14 @@ class SourceSpec:
         return self.kind in ("network", "webcam", "screen")
 
 
+# scheme://USERINFO@ : everything up to the last "@" before the path (an unescaped "@" in a password included)
+_USERINFO = re.compile(r"^([a-zA-Z][a-zA-Z0-9+.-]*://)[^/?#]*@")
+
+
 def redact_url(url: str) -> str:
-    """Hide the password (and user) of ``scheme://user:pass@host`` so it never reaches logs or events."""
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return url
-    if parts.password is None and parts.username is None:
-        return url
-    host = parts.hostname or ""
-    if parts.port:
-        host = f"{host}:{parts.port}"
-    return urlunsplit((parts.scheme, f"***@{host}", parts.path, parts.query, parts.fragment))
+    """Hide the password (and user) of ``scheme://user:pass@host`` so it never reaches logs or events.
+    Textual, so it never fails, whatever the port or host look like."""
+    return _USERINFO.sub(r"\1***@", url, count=1)
 
 
 def _webcam_spec(device: str, platform: str) -> SourceSpec:
@@ -96,7 +91,10 @@ def parse_source(text: str, platform: str = sys.platform) -> SourceSpec:
         if name in ("rtsp", "rtsps"):
             options["rtsp_transport"] = "tcp"
         return SourceSpec("network", text, redact_url(text), None, options)
-    path = Path(text).expanduser()
+    try:
+        path = Path(text).expanduser()
+    except RuntimeError:  # "~user" with no such user: take it literally
+        path = Path(text)
     if not path.exists():
         raise SourceNotFoundError(f"no such file: {text}")
     if path.is_dir():

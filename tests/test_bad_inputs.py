@@ -1,0 +1,278 @@
+"""Malformed inputs: each gives one clear error line naming the input and the problem,
+a non-zero exit code and no traceback. Valid videos in unusual formats (grayscale,
+10-bit, 4:4:4, odd sizes, variable frame rate) are processed, every frame.
+Every input is made here with PyAV and numpy."""
+from __future__ import annotations
+
+import json
+import socket
+from fractions import Fraction
+from pathlib import Path
+from typing import Sequence
+
+import av
+import cv2
+import numpy as np
+import pytest
+
+from stream_guard.config import ModelOptions, OutputOptions, RunConfig, SourceOptions
+from stream_guard.errors import OutputError
+from stream_guard.pipeline import Pipeline
+from stream_guard.types import FrameResult, StreamInfo
+from tests.conftest import CliResult, run_cli
+from tests.support.rtsp_fixture import RtspServerProcess
+
+
+def encode(path: Path, codec: str, pix_fmt: str, width: int = 96, height: int = 64, n: int = 12,
+           pts_ms: Sequence[int] | None = None, options: dict | None = None) -> Path:
+    """Write ``n`` frames of a moving gradient; ``pts_ms`` gives a variable frame rate."""
+    with av.open(str(path), "w", options=options or {}) as container:
+        stream = container.add_stream(codec, rate=30)
+        stream.width, stream.height, stream.pix_fmt = width, height, pix_fmt
+        if pts_ms is not None:
+            stream.time_base = Fraction(1, 1000)
+            stream.codec_context.time_base = Fraction(1, 1000)
+        ys, xs = np.mgrid[0:height, 0:width]
+        for i in range(n):
+            rgb = np.stack([(xs + 7 * i) % 256, (ys + 3 * i) % 256, np.full_like(xs, 40 * i % 256)], -1)
+            frame = av.VideoFrame.from_ndarray(rgb.astype(np.uint8), format="rgb24").reformat(format=pix_fmt)
+            frame.pts = pts_ms[i] if pts_ms is not None else i
+            if pts_ms is not None:
+                frame.time_base = Fraction(1, 1000)
+            container.mux(stream.encode(frame))
+        container.mux(stream.encode(None))
+    return path
+
+
+def audio_only(path: Path) -> Path:
+    with av.open(str(path), "w", format="mp4") as container:
+        stream = container.add_stream("aac", rate=44100)
+        stream.layout = "mono"
+        for i in range(30):
+            frame = av.AudioFrame.from_ndarray(np.zeros((1, 1024), np.float32), format="fltp", layout="mono")
+            frame.sample_rate, frame.pts = 44100, i * 1024
+            container.mux(stream.encode(frame))
+        container.mux(stream.encode(None))
+    return path
+
+
+def cut_in_half(src: Path, dst: Path) -> Path:
+    data = src.read_bytes()
+    dst.write_bytes(data[: len(data) // 2])
+    return dst
+
+
+def count_frames(path: Path) -> int:
+    with av.open(str(path)) as container:
+        return sum(1 for _ in container.decode(video=0))
+
+
+def closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def assert_one_error_line(result: CliResult, code: int, *needles: str) -> str:
+    """Exit ``code``, no traceback, exactly one error line containing every needle.
+    (A run that got as far as processing may also log the untrained-model warning.)"""
+    assert "Traceback" not in result.stderr, result.stderr
+    assert result.returncode == code, (result.returncode, result.stderr)
+    errors = [line for line in result.stderr_lines if line.startswith("stream-guard: error: ")]
+    others = [line for line in result.stderr_lines if not line.startswith("stream-guard: error: ")]
+    assert len(errors) == 1, result.stderr
+    assert all("UNTRAINED" in line for line in others), result.stderr
+    for needle in needles:
+        assert needle in errors[0], errors[0]
+    print(f"\n  exit {result.returncode}: {errors[0]}")
+    return errors[0]
+
+
+@pytest.fixture
+def watch(placeholder_model: Path):
+    def run(*args: str, timeout: float = 120) -> CliResult:
+        return run_cli("watch", *args, "--model", str(placeholder_model), timeout=timeout)
+    return run
+
+
+# ------------------------------------------------------------------ broken files: refused
+
+
+def test_missing_path(watch, tmp_path: Path) -> None:
+    path = tmp_path / "missing.mp4"
+    assert_one_error_line(watch(str(path)), 3, str(path), "no such file")
+
+
+def test_zero_byte_file(watch, tmp_path: Path) -> None:
+    path = tmp_path / "empty.mp4"
+    path.touch()
+    assert_one_error_line(watch(str(path)), 3, str(path), "is empty (0 bytes)")
+
+
+def test_random_bytes_named_mp4(watch, tmp_path: Path) -> None:
+    path = tmp_path / "noise.mp4"
+    path.write_bytes(np.random.default_rng(0).integers(0, 256, 64_000, dtype=np.uint8).tobytes())
+    assert_one_error_line(watch(str(path)), 3, str(path), "not a video")
+
+
+def test_text_file(watch, tmp_path: Path) -> None:
+    path = tmp_path / "notes.txt"
+    path.write_text("meeting notes\n" * 100)
+    assert_one_error_line(watch(str(path)), 3, str(path), "not a video")
+
+
+@pytest.mark.parametrize("ext,kind", [(".png", "png"), (".jpg", "jpeg"), (".mp4", "png")])
+def test_still_image_is_not_a_video(watch, tmp_path: Path, ext: str, kind: str) -> None:
+    path = tmp_path / f"photo{ext}"
+    image = np.zeros((120, 160, 3), np.uint8)
+    ok, data = cv2.imencode(".jpg" if kind == "jpeg" else ".png", image)
+    path.write_bytes(data.tobytes())  # a PNG renamed .mp4 is still caught by its content
+    assert_one_error_line(watch(str(path)), 3, str(path), f"is a still image ({kind}), not a video")
+
+
+def test_audio_only_container(watch, tmp_path: Path) -> None:
+    path = audio_only(tmp_path / "voice.m4a")
+    assert_one_error_line(watch(str(path)), 3, str(path), "has no video stream (only audio)")
+
+
+def test_truncated_mp4_without_its_index(watch, tmp_path: Path) -> None:
+    """The usual MP4 (index at the end) cut in half: nothing can be decoded."""
+    full = encode(tmp_path / "full.mp4", "libx264", "yuv420p", 160, 120, n=60)
+    half = cut_in_half(full, tmp_path / "half.mp4")
+    assert_one_error_line(watch(str(half)), 3, str(half), "truncated", "'mdat'", "no frame can be decoded")
+
+
+def test_truncated_mp4_keeps_the_frames_it_decoded(watch, tmp_path: Path) -> None:
+    """An MP4 with its index first (faststart), cut in half: the frames that decode are
+    analysed and written to --out, then the run reports the truncation and exits 3."""
+    full = encode(tmp_path / "full.mp4", "libx264", "yuv420p", 160, 120, n=90, options={"movflags": "faststart"})
+    half = cut_in_half(full, tmp_path / "half.mp4")
+    out, events = tmp_path / "out.mp4", tmp_path / "ev.jsonl"
+    line = assert_one_error_line(watch(str(half), "--out", str(out), "--events", str(events)), 3, str(half),
+                                 "truncated: decoded", "frames then the data ended")
+    decoded = int(line.split("truncated: decoded ")[1].split()[0])
+    summary = json.loads(events.read_text().splitlines()[-1])
+    assert summary["type"] == "summary" and "truncated" in summary["error"]
+    assert 0 < decoded < 90 and summary["frames_processed"] == decoded
+    assert count_frames(out) == decoded  # what was decoded is in the output, finalised
+
+
+def test_one_pixel_video(watch, tmp_path: Path) -> None:
+    path = encode(tmp_path / "dot.mp4", "libx264", "yuv444p", 1, 1)
+    assert_one_error_line(watch(str(path)), 3, str(path), "1x1 is too small", "minimum 16x16")
+
+
+def test_8k_video_is_refused_unless_the_limit_is_raised(watch, tmp_path: Path) -> None:
+    path = encode(tmp_path / "8k.mp4", "libx264", "yuv420p", 7680, 4320, n=2, options={})
+    assert_one_error_line(watch(str(path)), 3, str(path), "7680x4320", "above the limit", "--max-megapixels")
+    events = tmp_path / "ev.jsonl"
+    result = watch(str(path), "--max-megapixels", "34", "--events", str(events), timeout=240)
+    assert result.returncode == 0 and "Traceback" not in result.stderr, result.stderr
+    summary = json.loads(events.read_text().splitlines()[-1])
+    assert summary["frames_processed"] == 2
+
+
+# ------------------------------------------------------------------ valid but unusual: processed
+
+
+@pytest.mark.parametrize("name,codec,pix_fmt,size", [
+    ("gray.mkv", "ffv1", "gray", (96, 64)),
+    ("ten_bit.mp4", "libx264", "yuv420p10le", (96, 64)),
+    ("ten_bit_444.mkv", "ffv1", "yuv444p10le", (96, 64)),
+    ("full_chroma.mp4", "libx264", "yuv444p", (96, 64)),
+    ("rgb.mkv", "ffv1", "bgr0", (96, 64)),
+    ("odd_size.mkv", "ffv1", "yuv444p", (97, 63)),
+])
+def test_unusual_pixel_formats_are_processed(watch, tmp_path: Path, name: str, codec: str, pix_fmt: str,
+                                             size: tuple[int, int]) -> None:
+    path = encode(tmp_path / name, codec, pix_fmt, *size, n=12)
+    out, events = tmp_path / "out.mp4", tmp_path / "ev.jsonl"
+    result = watch(str(path), "--out", str(out), "--events", str(events))
+    assert result.returncode == 0 and "Traceback" not in result.stderr, result.stderr
+    records = [json.loads(line) for line in events.read_text().splitlines()]
+    assert (records[0]["width"], records[0]["height"]) == size
+    assert records[-1]["frames_processed"] == 12 and records[-1]["error"] is None
+    assert count_frames(out) == 12
+
+
+def test_variable_frame_rate_is_processed(watch, tmp_path: Path) -> None:
+    gaps = [33, 33, 100, 10, 250, 33, 5, 66, 33, 400, 33]
+    pts = np.concatenate([[0], np.cumsum(gaps)]).tolist()
+    path = encode(tmp_path / "vfr.mp4", "libx264", "yuv420p", 96, 64, n=len(pts), pts_ms=pts)
+    with av.open(str(path)) as container:  # the input really is variable-rate
+        decoded = [round(float(f.time) * 1000) for f in container.decode(video=0)]
+    assert np.diff(decoded).tolist() == gaps
+    events = tmp_path / "ev.jsonl"
+    result = watch(str(path), "--events", str(events), "--out", str(tmp_path / "out.mp4"))
+    assert result.returncode == 0 and "Traceback" not in result.stderr, result.stderr
+    assert json.loads(events.read_text().splitlines()[-1])["frames_processed"] == len(pts)
+
+
+# ------------------------------------------------------------------ network sources
+
+
+def test_unknown_url_scheme(watch) -> None:
+    assert_one_error_line(watch("gopher://example.org/x"), 2, "unknown URL scheme 'gopher://'")
+
+
+def test_unreachable_host(watch) -> None:
+    url = "rtsp://no-such-camera.invalid:554/live"  # .invalid never resolves (RFC 6761)
+    assert_one_error_line(watch(url, timeout=60), 3, url, "cannot resolve host name 'no-such-camera.invalid'")
+
+
+def test_closed_port(watch) -> None:
+    url = f"rtsp://127.0.0.1:{closed_port()}/live"
+    assert_one_error_line(watch(url, timeout=60), 3, url, "cannot connect")
+
+
+@pytest.mark.parametrize("refuse,needle", [(503, "Server Error"), ("close", "closed the connection")])
+def test_rtsp_server_that_refuses(watch, two_faces_clip: Path, refuse, needle: str) -> None:
+    with RtspServerProcess(two_faces_clip, refuse=refuse) as server:
+        assert_one_error_line(watch(server.url, timeout=60), 3, server.url, needle)
+
+
+def test_rtsp_server_that_asks_for_credentials(watch, two_faces_clip: Path) -> None:
+    with RtspServerProcess(two_faces_clip, auth="viewer:hunter2") as server:
+        assert_one_error_line(watch(server.url, timeout=60), 3, server.url, "asks for credentials")
+        wrong = server.url_with_credentials("viewer", "wrong-password")
+        line = assert_one_error_line(watch(wrong, timeout=60), 3, "***@127.0.0.1", "rejected the credentials")
+        assert "wrong-password" not in line
+
+
+# ------------------------------------------------------------------ a failing output in a run
+
+
+class ExplodingSink:
+    """An output that breaks after a few frames."""
+
+    name = "exploding"
+    lossless = True
+
+    def __init__(self, after: int) -> None:
+        self.after = after
+        self.written = 0
+        self.closed = 0
+
+    def open(self, info: StreamInfo) -> None:
+        pass
+
+    def write(self, result: FrameResult) -> None:
+        if self.written == self.after:
+            raise OutputError("disk full (simulated)")
+        self.written += 1
+
+    def close(self) -> None:
+        self.closed += 1
+
+
+def test_a_failing_output_does_not_stop_the_others(two_faces_clip: Path, placeholder_model: Path,
+                                                   tmp_path: Path) -> None:
+    out, events = tmp_path / "out.mp4", tmp_path / "ev.jsonl"
+    bad = ExplodingSink(after=10)
+    config = RunConfig(source=SourceOptions(str(two_faces_clip)), model=ModelOptions(model_dir=placeholder_model),
+                       outputs=OutputOptions(out_path=out, events_path=events))
+    summary = Pipeline(config, extra_sinks=[bad]).run()
+    assert summary.error is None and summary.frames_processed == 90
+    assert summary.failed_outputs == ("exploding",)
+    assert bad.written == 10 and bad.closed == 1
+    assert count_frames(out) == 90

@@ -1,0 +1,154 @@
+"""Soak test: run the live pipeline for N minutes and watch for leaks.
+
+    python -m tools.soak --minutes 10 [--interval 30] [--restart-every 120] [--out-dir DIR]
+
+The source is the repository's RTSP test server (tests/support) looping a synthetic
+640x360 face clip, read through the normal live path (drop-oldest queue, reconnect).
+Every ``--interval`` seconds it prints RSS, thread count, queue depths and frame
+counters; at the end one verdict line: RSS growth after warm-up (%) and whether the
+thread count stayed constant. Exit code 0 when RSS growth <= ``--max-growth`` and the
+thread count is constant, 1 otherwise. Not part of the default test run.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from stream_guard.config import ModelOptions, OutputOptions, RunConfig, SourceOptions
+from stream_guard.pipeline import Pipeline
+
+
+@dataclass(frozen=True, slots=True)
+class Sample:
+    """One reading of the process and the pipeline."""
+
+    t_s: float
+    rss_mb: float
+    threads: int
+    capture_queue: int
+    sink_queues: tuple[int, ...]
+    frames_processed: int
+    frames_dropped: int
+
+
+def rss_mb() -> float:
+    """Resident set size of this process in MiB (Linux /proc; ru_maxrss elsewhere)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) / 1024.0
+    except OSError:
+        pass
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def take_sample(pipeline: Pipeline, started: float) -> Sample:
+    frames = pipeline.frames
+    return Sample(
+        t_s=time.monotonic() - started, rss_mb=rss_mb(), threads=threading.active_count(),
+        capture_queue=frames.qsize() if frames is not None else 0,
+        sink_queues=tuple(w.pending() for w in pipeline.workers),
+        frames_processed=pipeline.stats.frames_processed,
+        frames_dropped=frames.dropped if frames is not None else 0,
+    )
+
+
+def verdict(samples: list[Sample], warmup_s: float, max_growth_pct: float) -> tuple[bool, str]:
+    """RSS growth from the first sample after warm-up to the last, and thread-count stability."""
+    after = [s for s in samples if s.t_s >= warmup_s]
+    if len(after) < 2:
+        return False, "verdict: FAIL (too few samples after warm-up: run longer or lower --interval)"
+    base, last = after[0].rss_mb, after[-1].rss_mb
+    growth = 100.0 * (last - base) / base
+    peak = max(s.rss_mb for s in after)
+    threads = sorted({s.threads for s in after})
+    ok = growth <= max_growth_pct and len(threads) == 1
+    return ok, (f"verdict: {'PASS' if ok else 'FAIL'}: RSS after warm-up {base:.1f} -> {last:.1f} MiB "
+                f"({growth:+.2f} %, peak {peak:.1f}, limit {max_growth_pct:.1f} %), "
+                f"threads {'constant at ' + str(threads[0]) if len(threads) == 1 else 'varied ' + str(threads)}, "
+                f"{after[-1].frames_processed} frames processed, {after[-1].frames_dropped} dropped")
+
+
+def _restarter(server, every_s: float, stop: threading.Event, log: list[str]) -> None:
+    """Kill and restart the RTSP server every ``every_s`` seconds (reconnect under soak)."""
+    while not stop.wait(every_s):
+        server.kill()
+        server.start()
+        log.append(f"{time.strftime('%H:%M:%S')} server restarted")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m tools.soak", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--minutes", type=float, default=10.0)
+    parser.add_argument("--interval", type=float, default=30.0, help="seconds between samples (default 30)")
+    parser.add_argument("--warmup", type=float, default=None,
+                        help="warm-up seconds excluded from the verdict (default: 20 %% of the run, at least 60)")
+    parser.add_argument("--restart-every", type=float, default=0.0, metavar="S",
+                        help="kill and restart the RTSP server every S seconds (default: never)")
+    parser.add_argument("--max-growth", type=float, default=5.0, help="RSS growth limit in %% (default 5)")
+    parser.add_argument("--model", type=Path, default=None, help="model folder (default: the shipped model)")
+    parser.add_argument("--out-dir", type=Path, default=None, help="keep soak.mp4 and events.jsonl here")
+    args = parser.parse_args(argv)
+
+    from tests.support.faces import one_face_moving
+    from tests.support.rtsp_fixture import RtspServerProcess
+    from tests.support.synth_video import make_test_clip
+
+    duration_s = args.minutes * 60.0
+    warmup_s = args.warmup if args.warmup is not None else max(60.0, 0.2 * duration_s)
+    with tempfile.TemporaryDirectory(prefix="soak-") as tmp:
+        out_dir = args.out_dir or Path(tmp)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        clip = make_test_clip(Path(tmp) / "clip.mp4", seconds=10.0, width=640, height=360, fps=30,
+                              draw=one_face_moving(640, 360, face_px=140))
+        samples: list[Sample] = []
+        restarts: list[str] = []
+        with RtspServerProcess(clip) as server:
+            config = RunConfig(source=SourceOptions(server.url), model=ModelOptions(model_dir=args.model),
+                               outputs=OutputOptions(out_path=out_dir / "soak.mp4",
+                                                     events_path=out_dir / "events.jsonl"))
+            pipeline = Pipeline(config)
+            done = threading.Event()
+            started = time.monotonic()
+
+            def monitor() -> None:
+                while not done.wait(args.interval):
+                    s = take_sample(pipeline, started)
+                    samples.append(s)
+                    print(f"[{s.t_s:7.1f} s] rss {s.rss_mb:7.1f} MiB  threads {s.threads:3d}  "
+                          f"capture q {s.capture_queue}  sink q {list(s.sink_queues)}  "
+                          f"frames {s.frames_processed}  dropped {s.frames_dropped}", flush=True)
+                    if s.t_s >= duration_s:
+                        pipeline.stop()
+                        return
+
+            helpers = [threading.Thread(target=monitor, name="soak-monitor", daemon=True)]
+            if args.restart_every > 0:
+                helpers.append(threading.Thread(target=_restarter, name="soak-restarter", daemon=True,
+                                                args=(server, args.restart_every, done, restarts)))
+            for h in helpers:
+                h.start()
+            try:
+                summary = pipeline.run()
+            finally:
+                done.set()
+                for h in helpers:
+                    h.join(30)
+        p50, p95 = (f"{v:.1f}" if v is not None else "n/a" for v in (summary.latency_p50_ms, summary.latency_p95_ms))
+        print(f"summary: {summary.frames_processed} frames, {summary.fps} fps, latency p50 {p50} ms, p95 {p95} ms, "
+              f"{len(pipeline.stats.source_events)} source events, {len(restarts)} server restarts", flush=True)
+        ok, line = verdict(samples, warmup_s, args.max_growth)
+        print(line, flush=True)
+        return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
