@@ -18,6 +18,13 @@ EXIT_OK = 0
 EXIT_INTERRUPTED = 130
 
 
+def _megapixels(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError("must be a positive number of megapixels")
+    return value
+
+
 def _threshold(text: str) -> float:
     value = float(text)
     if not 0.0 <= value <= 1.0:
@@ -26,15 +33,53 @@ def _threshold(text: str) -> float:
 
 
 def _add_run_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", type=Path, metavar="DIR", help="model folder (default: the shipped model)")
-    p.add_argument("--provider", default="auto", metavar="P",
-                   help="ONNX Runtime providers: auto, or a comma list of tensorrt,cuda,coreml,directml,cpu")
-    p.add_argument("--threshold", type=_threshold, metavar="T", help="fake threshold 0..1 (default: the model's)")
-    p.add_argument("--detector", choices=("full", "short"), default="full",
-                   help="face detector: full-range (far faces, default) or short-range (faces near the camera)")
-    p.add_argument("--detect-every", type=int, default=1, metavar="N",
-                   help="run the face detector every N-th frame and track in between (default 1)")
+    _add_model_options(p)
+    p.add_argument("--detect-every", type=_detect_every, default=0, metavar="N",
+                   help="run the face detector every N-th frame and track in between (default auto: "
+                        "every frame, every 3rd for frames of 1400 px or more)")
     p.add_argument("--show", action="store_true", help="show the annotated video in a window")
+
+
+def _detect_every(text: str) -> int:
+    """``auto`` (0) or a positive frame count."""
+    if text == "auto":
+        return 0
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError("must be 'auto' or a whole number of frames") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError("must be 'auto' or at least 1")
+    return value
+
+
+def _count(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be at least 1")
+    return value
+
+
+def _add_alert_options(p: argparse.ArgumentParser) -> None:
+    """Alerts and the virtual camera (``watch`` and ``demo``)."""
+    p.add_argument("--webhook", action="append", default=[], metavar="URL",
+                   help="POST each alert as JSON to this http(s) URL (repeatable)")
+    p.add_argument("--alert-raise", type=_count, default=3, metavar="N",
+                   help="raise a fake alert after N consecutive fake windows of a face (default 3)")
+    p.add_argument("--alert-clear", type=_count, default=5, metavar="N",
+                   help="clear it after N consecutive real windows (default 5)")
+    p.add_argument("--speak", action="store_true", help="say alerts aloud (espeak-ng or pyttsx3)")
+    p.add_argument("--virtual-cam", action="store_true",
+                   help="send the annotated video to a virtual camera (pip install 'stream-guard[virtualcam]')")
+
+
+def _add_serve_options(p: argparse.ArgumentParser) -> None:
+    """The HTTP live view (``watch`` and ``demo``)."""
+    p.add_argument("--serve", metavar="[HOST:]PORT",
+                   help="serve a live view (dashboard, OBS overlay, metrics) on HOST:PORT (default host 127.0.0.1; "
+                        "another host needs a token: $STREAM_GUARD_TOKEN or --serve-token-file)")
+    p.add_argument("--serve-token-file", type=Path, metavar="PATH",
+                   help="file whose first line is the token every --serve request must carry")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -54,13 +99,19 @@ def _parser() -> argparse.ArgumentParser:
     watch.add_argument("--events", type=Path, metavar="FILE", help="write JSON Lines events ('-' for stdout)")
     watch.add_argument("--realtime", action="store_true", help="pace a file to its frame rate, like a live stream")
     watch.add_argument("--max-frames", type=int, metavar="N", help="stop after N frames")
+    watch.add_argument("--max-megapixels", type=_megapixels, metavar="M",
+                       help="refuse frames larger than M megapixels (default 9, up to 4K; 8K needs 34)")
     _add_run_options(watch)
+    _add_alert_options(watch)
+    _add_serve_options(watch)
 
     demo = sub.add_parser("demo", parents=[common], help="run on the embedded demo video (no camera or network needed)")
     demo.add_argument("--out-dir", type=Path, default=Path("stream_guard_demo"), metavar="DIR",
                       help="folder for demo.mp4, events.jsonl and summary.json (default ./stream_guard_demo)")
     demo.add_argument("--seconds", type=float, default=10.0, help="length of the demo video (default 10)")
     _add_run_options(demo)
+    _add_alert_options(demo)
+    _add_serve_options(demo)
 
     evaluate = sub.add_parser("evaluate", parents=[common], help="measure detection quality on labelled clips",
                               description="MANIFEST: a TSV with columns 'file' (relative to its folder; videos "
@@ -70,8 +121,38 @@ def _parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--max-frames", type=int, metavar="N", help="analyse at most N frames per file")
     _add_run_options(evaluate)
 
+    _add_scan_and_gui(sub, common)
+    from stream_guard.bench.command import add_parser as add_bench_parser
+
+    add_bench_parser(sub, common)
     sub.add_parser("doctor", parents=[common], help="report versions, providers, devices and what is missing")
     return parser
+
+
+def _add_model_options(p: argparse.ArgumentParser) -> None:
+    """Model and detector options for ``scan`` and ``gui`` (no outputs)."""
+    p.add_argument("--model", type=Path, metavar="DIR", help="model folder (default: the shipped model)")
+    p.add_argument("--provider", default="auto", metavar="P",
+                   help="ONNX Runtime providers: auto, or a comma list of tensorrt,cuda,coreml,directml,cpu")
+    p.add_argument("--threshold", type=_threshold, metavar="T", help="fake threshold 0..1 (default: the model's)")
+    p.add_argument("--detector", choices=("full", "short"), default="full",
+                   help="face detector: full-range (far faces, default) or short-range (faces near the camera)")
+
+
+def _add_scan_and_gui(sub, common: argparse.ArgumentParser) -> None:
+    scan = sub.add_parser("scan", parents=[common], help="score video and image files and folders, write a report",
+                          description="PATH: files and folders (searched recursively for videos and images). "
+                                      "Exit code 0: no fake found, 10: at least one fake found.")
+    scan.add_argument("paths", nargs="+", metavar="PATH")
+    scan.add_argument("--report", type=Path, metavar="DIR",
+                      help="write DIR/report.json and DIR/report.html (with plots and thumbnails)")
+    scan.add_argument("--max-frames", type=_count, metavar="N", help="analyse at most N frames per file")
+    _add_model_options(scan)
+    gui = sub.add_parser("gui", parents=[common], help="desktop app: pick a file, webcam, screen or URL and watch",
+                         description="Opens a window; SOURCE (optional) pre-fills the source field.")
+    gui.add_argument("source", nargs="?", default="", metavar="SOURCE")
+    gui.add_argument("--start", action="store_true", help="start analysing SOURCE right away")
+    _add_model_options(gui)
 
 
 def _setup_logging(verbosity: int) -> None:
@@ -85,15 +166,43 @@ def _config(args: argparse.Namespace, source: str, out: Path | None, events: Pat
                                      SourceOptions)
     from stream_guard.faces.detector import DetectorOptions
 
-    if args.detect_every < 1:
-        raise StreamGuardError("--detect-every must be at least 1")
+    if args.detect_every < 0:
+        raise StreamGuardError("--detect-every must be 'auto' or at least 1")
     return RunConfig(
-        source=SourceOptions(spec=source, realtime=realtime, max_frames=max_frames, demo_seconds=demo_seconds),
+        source=SourceOptions(spec=source, realtime=realtime, max_frames=max_frames, demo_seconds=demo_seconds,
+                             **({"max_megapixels": args.max_megapixels}
+                                if getattr(args, "max_megapixels", None) else {})),
         model=ModelOptions(model_dir=args.model, provider=args.provider, threshold=args.threshold),
         detector=DetectorOptions(model=args.detector),
         analysis=AnalysisOptions(detect_every=args.detect_every),
-        outputs=OutputOptions(out_path=out, events_path=events, show=args.show),
+        outputs=OutputOptions(out_path=out, events_path=events, show=args.show, **_alert_outputs(args),
+                              **_serve_outputs(args)),
     )
+
+
+def _alert_outputs(args: argparse.Namespace) -> dict:
+    """OutputOptions fields of ``_add_alert_options`` (absent for commands without them)."""
+    if not hasattr(args, "webhook"):
+        return {}
+    from stream_guard.outputs.alerts import AlertOptions
+    from stream_guard.outputs.webhook import validate_webhook_url
+
+    return {"webhooks": tuple(validate_webhook_url(u) for u in args.webhook),
+            "alerts": AlertOptions(raise_windows=args.alert_raise, clear_windows=args.alert_clear),
+            "speak": args.speak, "virtual_cam": args.virtual_cam}
+
+
+def _serve_outputs(args: argparse.Namespace) -> dict:
+    """The OutputOptions field of ``--serve`` (absent for commands without it)."""
+    if getattr(args, "serve", None) is None:
+        if getattr(args, "serve_token_file", None) is not None:
+            from stream_guard.errors import ConfigError
+
+            raise ConfigError("--serve-token-file needs --serve")
+        return {}
+    from stream_guard.outputs.http.options import serve_options
+
+    return {"serve": serve_options(args.serve, args.serve_token_file)}
 
 
 def _run_with_signals(config, extra_sinks: Sequence = ()):
@@ -142,7 +251,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
         out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise StreamGuardError(f"--out-dir {out_dir}: cannot create ({e.strerror})") from e
-    config = _config(args, "demo", out_dir / "demo.mp4", out_dir / "events.jsonl", demo_seconds=args.seconds)
+    config = _config(args, "demo", out_dir / "demo.mp4", out_dir / "events.jsonl", demo_seconds=args.seconds,
+                     realtime=args.serve is not None)  # a live view plays the demo at its own pace
     summary = _run_with_signals(config)
     (out_dir / "summary.json").write_text(json.dumps(summary.to_json(), indent=2) + "\n")
     _print_summary(summary)
@@ -166,13 +276,32 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_scan(args: argparse.Namespace) -> int:
+    from stream_guard.scan.command import run_scan
+
+    return run_scan(args)
+
+
+def cmd_gui(args: argparse.Namespace) -> int:
+    from stream_guard.gui.app import run_gui
+
+    return run_gui(args)
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from stream_guard.bench.command import run_bench
+
+    return run_bench(args)
+
+
 def cmd_doctor(args: argparse.Namespace) -> int:
     from stream_guard.doctor import run_doctor
 
     return run_doctor(sys.stdout)
 
 
-COMMANDS = {"watch": cmd_watch, "demo": cmd_demo, "evaluate": cmd_evaluate, "doctor": cmd_doctor}
+COMMANDS = {"watch": cmd_watch, "demo": cmd_demo, "evaluate": cmd_evaluate, "doctor": cmd_doctor,
+            "scan": cmd_scan, "gui": cmd_gui, "bench": cmd_bench}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -7,7 +7,10 @@ from pathlib import Path
 from stream_guard.faces.detector import DetectorOptions
 from stream_guard.faces.tracker import TrackerOptions
 from stream_guard.model.smoothing import SmoothingOptions
+from stream_guard.outputs.alerts import AlertOptions
+from stream_guard.outputs.http.options import ServeOptions
 from stream_guard.sources.capture import ReconnectPolicy
+from stream_guard.sources.probe import DEFAULT_MAX_MEGAPIXELS
 
 
 @dataclass(frozen=True, slots=True)
@@ -19,6 +22,8 @@ class SourceOptions:
     reconnect: ReconnectPolicy = field(default_factory=ReconnectPolicy)
     max_frames: int | None = None
     demo_seconds: float = 20.0
+    drop_oldest: bool = False  # queue frames like a live source (keep the newest) even for a paced file
+    max_megapixels: float = DEFAULT_MAX_MEGAPIXELS  # larger frames are refused (memory: queues hold frames)
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,13 +42,19 @@ class OutputOptions:
     out_path: Path | None = None
     events_path: Path | None = None
     show: bool = False
+    webhooks: tuple[str, ...] = ()  # http(s) URLs that get each alert as a JSON POST
+    alerts: AlertOptions = field(default_factory=AlertOptions)  # when alerts are raised/cleared
+    speak: bool = False  # say alerts aloud (espeak-ng or pyttsx3)
+    virtual_cam: bool = False  # send the annotated video to a virtual camera (pyvirtualcam)
+    serve: ServeOptions | None = None  # --serve: the HTTP live view (dashboard, overlay, metrics)
 
 
 @dataclass(frozen=True, slots=True)
 class AnalysisOptions:
-    """``detect_every``: run the detector on every n-th frame and track in between."""
+    """``detect_every``: run the detector on every n-th frame and track in between;
+    0 = auto (every frame, every 3rd for frames large enough to be searched in tiles)."""
 
-    detect_every: int = 1
+    detect_every: int = 0
 
 
 @dataclass(frozen=True, slots=True)

@@ -27,11 +27,13 @@ from stream_guard.outputs.worker import SinkWorker
 from stream_guard.paths import bundled_model
 from stream_guard.sources import DropPolicy, open_source, parse_source
 from stream_guard.sources.capture import CaptureThread, EndOfStream, FrameQueue, SourceEvent
+from stream_guard.sources.probe import check_frame_size
 from stream_guard.types import FrameResult, StreamInfo
 
 log = logging.getLogger(__name__)
 
 TRAINED_MODEL = "deepfake"
+STOP_GRACE_S = 1.0  # after a stop, how long the analysis waits for the capture thread's last items
 PLACEHOLDER_MODEL = "untrained-placeholder"
 
 
@@ -59,7 +61,7 @@ class RunStats:
     faces_seen: int = 0
     started: float = field(default_factory=time.monotonic)
     latencies_ms: deque = field(default_factory=lambda: deque(maxlen=100_000))
-    source_events: list[dict] = field(default_factory=list)
+    source_events: deque = field(default_factory=lambda: deque(maxlen=1000))  # bounded: a flapping source
 
     def add(self, result: FrameResult) -> None:
         self.frames_processed += 1
@@ -106,6 +108,25 @@ def build_sinks(config: RunConfig, info: StreamInfo, on_close: Callable[[], None
         from stream_guard.outputs.window import TkWindowSink
 
         sinks.append(TkWindowSink(title=f"stream_guard - {info.source_id}", on_close=on_close))
+    if out.webhooks:
+        from stream_guard.outputs.webhook import WebhookSink
+
+        sinks.append(WebhookSink(out.webhooks, out.alerts))
+    if out.speak:
+        from stream_guard.outputs.speech import SpeechSink
+
+        sinks.append(SpeechSink(out.alerts))
+    if out.virtual_cam:
+        from stream_guard.outputs.virtual_camera import VirtualCameraSink
+
+        sinks.append(VirtualCameraSink())
+    if out.serve is not None:
+        from stream_guard.outputs.http.sink import LiveViewSink
+        from stream_guard.outputs.http.state import ModelInfo
+
+        spec = load_model(config)
+        threshold = spec.threshold if config.model.threshold is None else config.model.threshold
+        sinks.append(LiveViewSink(out.serve, ModelInfo(spec.name, spec.trained, threshold)))
     return sinks
 
 
@@ -120,9 +141,14 @@ class Pipeline:
         self.stop_event = threading.Event()
         self.stats = RunStats()
         self._ended = False
+        self._stop_requested = False
         self.threshold: float | None = None  # the fake threshold in effect, known once run() has loaded the model
+        self.frames: FrameQueue | None = None  # the capture queue and the sink workers of the current run,
+        self.workers: list[SinkWorker] = []  # for monitoring (queue depths); set by run()
 
     def stop(self) -> None:
+        """Ask the run to end (signal handler, window closed): the summary says ``interrupted``."""
+        self._stop_requested = True
         self.stop_event.set()
 
     def _build_analyzer(self, spec: ModelSpec) -> Analyzer:
@@ -155,16 +181,18 @@ class Pipeline:
                              demo_seconds=self.config.source.demo_seconds)
         info = source.open()
         try:
+            check_frame_size(info.source_id, info.width, info.height, self.config.source.max_megapixels)
             analyzer = self._build_analyzer(model)
             analyzer.warm_up(info.width, info.height)
         except BaseException:
             source.close()
             raise
-        policy = DropPolicy.DROP_OLDEST if info.is_live else DropPolicy.BLOCK
-        frames = FrameQueue(2 if info.is_live else 8, policy, self.stop_event)
+        live_queue = info.is_live or self.config.source.drop_oldest
+        policy = DropPolicy.DROP_OLDEST if live_queue else DropPolicy.BLOCK
+        frames = self.frames = FrameQueue(2 if live_queue else 8, policy, self.stop_event)
         sinks = build_sinks(self.config, info, self.stop) + self.extra_sinks
         try:
-            workers = self._start_workers(sinks, info)
+            workers = self.workers = self._start_workers(sinks, info)
         except BaseException:
             source.close()
             raise
@@ -176,11 +204,13 @@ class Pipeline:
         interrupted = False
         capture.start()
         try:
-            error = self._analyse(frames, analyzer, workers)
+            error = self._analyse(frames, analyzer, workers, capture)
         except KeyboardInterrupt:
             interrupted = True
         finally:
-            interrupted = interrupted or (self.stop_event.is_set() and error is None and not self._ended)
+            # a requested stop is an interruption even if the capture thread's end-of-stream won the race
+            interrupted = interrupted or (error is None and (self._stop_requested or (
+                self.stop_event.is_set() and not self._ended)))
             self.stop_event.set()
             capture.join(timeout=5)
             summary = self._summary(source_spec.display_name, capture, frames, analyzer, model, interrupted,
@@ -194,12 +224,21 @@ class Pipeline:
             raise error
         return summary
 
-    def _analyse(self, frames: FrameQueue, analyzer: Analyzer, workers: list[SinkWorker]) -> StreamGuardError | None:
+    def _analyse(self, frames: FrameQueue, analyzer: Analyzer, workers: list[SinkWorker],
+                 capture: threading.Thread | None = None) -> StreamGuardError | None:
+        """Process queued items until end of stream, or until a stop: then the frames the capture
+        thread already handed over are still processed (a stopped file run loses none of them),
+        waiting at most ``STOP_GRACE_S`` for a capture thread stuck in a read."""
+        stopping_since: float | None = None
         while True:
             item = frames.get(timeout=0.1)
             if item is None:
                 if self.stop_event.is_set():
-                    return None
+                    if capture is None or not capture.is_alive():
+                        return None
+                    stopping_since = stopping_since or time.monotonic()
+                    if time.monotonic() - stopping_since > STOP_GRACE_S:
+                        return None
                 continue
             if isinstance(item, EndOfStream):
                 self._ended = True
@@ -215,13 +254,15 @@ class Pipeline:
                 w.submit(result)
 
     def _on_source_event(self, event: SourceEvent, analyzer: Analyzer, workers: list[SinkWorker]) -> None:
-        record = {"type": "source", "state": event.state, "wall_time": event.wall_time,
-                  "attempt": event.attempt, "detail": event.detail}
+        record = {"type": "source", "source": event.source, "state": event.state, "wall_time": event.wall_time,
+                  "attempt": event.attempt, "detail": event.detail, "downtime_s": event.downtime_s}
         self.stats.source_events.append(record)
         if event.state == "reconnecting":
-            analyzer.reset(status="reconnecting...")
+            analyzer.reset(status=f"reconnecting (attempt {event.attempt})...")
         elif event.state == "connected":
             analyzer.reset(status="")
+        elif event.state == "failed":
+            analyzer.reset(status="source failed")
         for w in workers:
             w.submit(record)
 

@@ -26,6 +26,7 @@ class Frame:
     pts_s: float
     wallclock_s: float
     source_id: str
+    decode_ms: float = 0.0  # read + decode + colour conversion time in the capture thread (benchmarks)
 
     @property
     def width(self) -> int:

@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-APT_PACKAGES=(xvfb x11-utils)
+APT_PACKAGES=(xvfb x11-utils espeak-ng chromium)
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do
   dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")
@@ -19,7 +19,7 @@ fi
 PY=${PYTHON:-python3}
 [ -x .venv/bin/python ] || "$PY" -m venv .venv
 .venv/bin/python -m pip install -q --upgrade pip
-.venv/bin/python -m pip install -q -e ".[test]"
+.venv/bin/python -m pip install -q -e ".[test,train]"
 # The real mediapipe package is the reference our ONNX face detector is compared with.
 # --no-deps: it declares a GUI OpenCV build that must not shadow the headless one
 # (see tests/REFERENCE_DEPS.md); these are the few packages its face detector imports.

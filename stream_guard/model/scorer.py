@@ -3,6 +3,7 @@ each face's cached embeddings, so per-frame cost does not grow with the window."
 from __future__ import annotations
 
 import logging
+import time
 from collections import deque
 from dataclasses import dataclass
 from typing import Sequence
@@ -61,6 +62,8 @@ class FaceScorer:
         self._mean = np.asarray(spec.mean, np.float32) * 255.0
         self._inv_std = 1.0 / (np.asarray(spec.std, np.float32) * 255.0)
         self.sample_period_s = 1.0 / spec.sample_hz
+        self.last_cnn_ms = 0.0  # split of the latest score() call, read by the analysis stage
+        self.last_temporal_ms = 0.0
 
     def _check_shapes(self) -> None:
         shape = self.encoder.get_inputs()[0].shape
@@ -105,10 +108,14 @@ class FaceScorer:
         """Encode one crop per memory, push the embeddings, score every window, update
         each smoother. Returns per memory whether its verdict changed."""
         if not memories:
+            self.last_cnn_ms = self.last_temporal_ms = 0.0
             return []
+        t0 = time.perf_counter()
         embeddings = self.encode(crops)
+        t1 = time.perf_counter()
         for memory, emb in zip(memories, embeddings):
             memory.embeddings.append(emb)
             memory.last_sample_pts = pts_s
         probs = self.probabilities([np.stack(m.embeddings) for m in memories])
+        self.last_cnn_ms, self.last_temporal_ms = (t1 - t0) * 1e3, (time.perf_counter() - t1) * 1e3
         return [memory.record(float(p)) for memory, p in zip(memories, probs)]

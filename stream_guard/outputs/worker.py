@@ -36,6 +36,10 @@ class SinkWorker(threading.Thread):
     def failed(self) -> bool:
         return self._failed.is_set()
 
+    def pending(self) -> int:
+        """Items queued for this sink and not yet handled (for monitoring)."""
+        return self._q.qsize()
+
     def submit(self, item: Item) -> None:
         """Queue a frame result or an event record (never raises, never blocks a lossy sink)."""
         if self._failed.is_set():
