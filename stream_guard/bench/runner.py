@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import resource
 import sys
-import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
