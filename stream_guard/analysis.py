@@ -1,6 +1,7 @@
 """The analysis stage: detect, track, crop, score, draw. All its state lives on one thread."""
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass
 
@@ -48,6 +49,8 @@ class Analyzer:
         self.status = ""
         self._last_out: float | None = None
         self._fps = 0.0
+        self._last_pts: float | None = None
+        self._frame_period_s = 1.0 / 30.0  # running estimate from stream timestamps
 
     def warm_up(self, width: int, height: int) -> None:
         """Run every model once on blank input so the first real frame is not slowed
@@ -69,9 +72,30 @@ class Analyzer:
         self._last_out = now
         return self._fps
 
-    def _score(self, frame: Frame, tracks: list[Track[TrackMemory]]) -> tuple[set[int], set[int], float, float]:
-        due = [t for t in tracks if t.state is TrackState.CONFIRMED and t.misses == 0
-               and self.scorer.due(t.memory, frame.pts_s)]
+    def _track_frame_period(self, pts_s: float) -> None:
+        if self._last_pts is not None and 0.0 < pts_s - self._last_pts < 1.0:
+            self._frame_period_s = 0.9 * self._frame_period_s + 0.1 * (pts_s - self._last_pts)
+        self._last_pts = pts_s
+
+    def _crop_budget(self, n_faces: int, every: int) -> int:
+        """How many faces may go to the CNN on one frame. On a GPU, all due faces go as one
+        batch. On a CPU a batch costs the sum of its crops, so the faces' work is spread over
+        the frames of one sampling period (minus detector frames): no frame carries every
+        face's CNN at once, and each face still keeps the model's sampling rate."""
+        if self.scorer.provider != "CPUExecutionProvider":
+            return n_faces
+        frames = self.scorer.sample_period_s / max(1e-3, self._frame_period_s)
+        if every > 1:
+            frames *= (every - 1) / every
+        return max(1, math.ceil(n_faces / max(1.0, frames)))
+
+    def _score(self, frame: Frame, tracks: list[Track[TrackMemory]],
+               every: int = 1) -> tuple[set[int], set[int], float, float]:
+        live = [t for t in tracks if t.state is TrackState.CONFIRMED and t.misses == 0]
+        due = [t for t in live if self.scorer.due(t.memory, frame.pts_s)]
+        # most overdue first (never-sampled faces first of all)
+        due.sort(key=lambda t: -1e9 if t.memory.last_sample_pts is None else t.memory.last_sample_pts)
+        due = due[:self._crop_budget(len(live), every)]
         if not due:
             return set(), set(), 0.0, 0.0
         t0 = time.perf_counter()
@@ -129,8 +153,9 @@ class Analyzer:
         t2 = time.perf_counter()
         # With a thinned-out detector, faces due for scoring wait one frame rather than share a frame
         # with a detector run: the two costliest stages never pile onto one frame (fewer live drops).
+        self._track_frame_period(frame.pts_s)
         scored, changed, crop_ms, model_ms = (set(), set(), 0.0, 0.0) if detected and every > 1 else \
-            self._score(frame, tracks)
+            self._score(frame, tracks, every)
         faces = tuple(self._face_result(t, t.id in scored, t.id in changed) for t in tracks)
         for face, track in zip(faces, tracks):
             self._remember(face, track, frame.pts_s)
