@@ -27,6 +27,12 @@ PY=${PYTHON:-python3}
 .venv/bin/python -m pip install -q absl-py==2.5.1 certifi flatbuffers==25.12.19 matplotlib==3.11.2
 export MPLBACKEND=Agg
 
+# TensorFlow + tf2onnx for tests/test_keras_conversion.py, in their own venv: they must not
+# pin numpy/protobuf under the main one. ~1.7 GB; ~30 s to create from a warm local index.
+[ -x .venv-keras/bin/python ] || "$PY" -m venv .venv-keras
+.venv-keras/bin/python -m pip install -q --upgrade pip
+.venv-keras/bin/python -m pip install -q "tensorflow-cpu==2.21.*" "tf2onnx==1.17.*" "onnxruntime==1.32.*" "numpy==2.4.*"
+
 set +e
 .venv/bin/python -m pytest "$@"
 rc=$?
