@@ -1,0 +1,54 @@
+"""PNG sheet of real / pseudo-fake / mask triplets from a face cache, to eyeball the SBI data.
+
+    python -m tools.make_sbi_sheet /work/cache/faces/train_real /work/cache/sbi_sheet.png --n 12
+"""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from tools.sbi.augment import crop_with_jitter, sample_crop
+from tools.sbi.blend import blend_frame, sample_clip_blend
+from tools.sbi.data import load_cache, synthetic_clips
+
+
+def triplet(clip, rng: np.random.Generator, size: int, margin: float) -> list[np.ndarray]:
+    """Real crop, its pseudo-fake (no augmentation) and the mask, side by side material."""
+    i = int(rng.integers(len(clip)))
+    crop, lms = crop_with_jitter(clip.frames[i], clip.boxes[i], clip.landmarks[i], size, sample_crop(rng, margin))
+    params = sample_clip_blend(rng)
+    fake, mask = blend_frame(crop, lms, params, rng)
+    m = cv2.cvtColor((mask * 255).astype(np.uint8), cv2.COLOR_GRAY2RGB)
+    cv2.putText(m, f"{params.region} r={params.ratio:.2f}", (4, 14), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (255, 80, 80), 1)
+    cv2.putText(m, f"{params.freq} {'src' if params.alter_source else 'tgt'}", (4, 30),
+                cv2.FONT_HERSHEY_SIMPLEX, 0.4, (255, 80, 80), 1)
+    return [crop, fake, m]
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("cache", help="face cache folder, or 'synthetic'")
+    ap.add_argument("out", type=Path)
+    ap.add_argument("--n", type=int, default=12)
+    ap.add_argument("--size", type=int, default=224)
+    ap.add_argument("--margin", type=float, default=0.25)
+    ap.add_argument("--seed", type=int, default=0)
+    args = ap.parse_args(argv)
+    rng = np.random.default_rng(args.seed)
+    clips = synthetic_clips(4) if args.cache == "synthetic" else load_cache(args.cache)
+    pick = rng.choice(len(clips), size=args.n, replace=len(clips) < args.n)
+    rows = [np.hstack(triplet(clips[k], rng, args.size, args.margin)) for k in pick]
+    half = (len(rows) + 1) // 2
+    left, right = rows[:half], rows[half:] + [np.zeros_like(rows[0])] * (2 * half - len(rows))
+    sheet = np.hstack([np.vstack(left), np.full((half * args.size, 8, 3), 255, np.uint8), np.vstack(right)])
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    cv2.imwrite(str(args.out), cv2.cvtColor(sheet, cv2.COLOR_RGB2BGR))
+    print(f"wrote {args.out} ({len(rows)} real / fake / mask triplets)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,148 @@
+"""Face-crop cache access and real / pseudo-fake sequence sampling."""
+from __future__ import annotations
+
+import csv
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from tools.sbi.augment import apply_aug, crop_with_jitter, sample_aug, sample_crop
+from tools.sbi.blend import blend_frame, sample_clip_blend
+
+
+@dataclass
+class Clip:
+    """One cached face track (see :mod:`tools.sbi.prepare_faces`)."""
+
+    clip_id: str
+    file: str
+    label: str
+    kind: str
+    frames: np.ndarray
+    boxes: np.ndarray
+    landmarks: np.ndarray
+
+    def __len__(self) -> int:
+        return int(self.frames.shape[0])
+
+
+def load_cache(folder: str | Path, labels: set[str] | None = None) -> list[Clip]:
+    """All clips listed in ``folder/index.tsv`` (optionally only some labels), in memory."""
+    folder = Path(folder)
+    clips = []
+    with open(folder / "index.tsv", newline="") as f:
+        for row in csv.DictReader(f, delimiter="\t"):
+            if labels is not None and row["label"] not in labels:
+                continue
+            with np.load(folder / "clips" / f"{row['clip']}.npz") as d:
+                clips.append(Clip(row["clip"], row["file"], row["label"], row["kind"],
+                                  d["frames"], d["boxes"], d["landmarks"]))
+    return clips
+
+
+def is_held_out(file: str, fraction: float) -> bool:
+    """Deterministic split by source file (all faces of one file on the same side)."""
+    return (zlib.crc32(file.encode()) % 1000) < fraction * 1000
+
+
+@dataclass(frozen=True)
+class SampleOptions:
+    size: int = 224
+    margin: float = 0.25
+    window: int = 8
+    aug_strength: float = 1.0
+    jitter: float = 1.0
+
+
+def sample_pair(clip: Clip, length: int, opts: SampleOptions,
+                rng: np.random.Generator) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """A real sequence and its pseudo-fake twin, ``length`` frames each, same crop and
+    augmentation. Photos repeat their single frame (crop jitter and noise differ)."""
+    n = len(clip)
+    if n >= length:
+        start = int(rng.integers(0, n - length + 1))
+        idx = list(range(start, start + length))
+    else:
+        idx = [min(i, n - 1) for i in range(length)] if n > 1 else [0] * length
+    jit = sample_crop(rng, opts.margin, opts.jitter)
+    blend = sample_clip_blend(rng)
+    aug = sample_aug(rng, opts.aug_strength)
+    reals, fakes = [], []
+    for i in idx:
+        frame_jit = jit
+        if n == 1 and length > 1:  # photo as a sequence: small per-copy crop jitter
+            frame_jit = type(jit)(jit.margin + rng.uniform(-0.01, 0.01),
+                                  jit.dx + rng.uniform(-0.006, 0.006), jit.dy + rng.uniform(-0.006, 0.006))
+        crop, lms = crop_with_jitter(clip.frames[i], clip.boxes[i], clip.landmarks[i], opts.size, frame_jit)
+        fake, _ = blend_frame(crop, lms, blend, rng)
+        reals.append(crop)
+        fakes.append(fake)
+    seed = int(rng.integers(1 << 30))
+    return apply_aug(reals, aug, seed), apply_aug(fakes, aug, seed)
+
+
+class PairSampler:
+    """Draws clips (videos weighted up) and builds real/fake training sequences."""
+
+    def __init__(self, clips: list[Clip], opts: SampleOptions, video_weight: float = 3.0) -> None:
+        if not clips:
+            raise ValueError("no clips to sample from")
+        self.clips = clips
+        self.opts = opts
+        w = np.array([video_weight if c.kind == "video" else 1.0 for c in clips])
+        self.p = w / w.sum()
+
+    def batch(self, n_pairs: int, length: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+        """``(x uint8 [2*n_pairs, length, S, S, 3], y float32 [2*n_pairs])``: reals then fakes."""
+        reals, fakes = [], []
+        for k in rng.choice(len(self.clips), size=n_pairs, p=self.p):
+            r, f = sample_pair(self.clips[k], length, self.opts, rng)
+            reals.append(np.stack(r))
+            fakes.append(np.stack(f))
+        x = np.stack(reals + fakes)
+        y = np.concatenate([np.zeros(n_pairs, np.float32), np.ones(n_pairs, np.float32)])
+        return x, y
+
+
+def synthetic_landmarks(box: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """468 face-like points inside ``box`` (for smoke tests without the face-mesh model):
+    an elliptic cloud with the eye corners, nose tip and lips at their mesh indices."""
+    x1, y1, x2, y2 = box
+    cx, cy, rx, ry = (x1 + x2) / 2, (y1 + y2) / 2 + 0.05 * (y2 - y1), 0.42 * (x2 - x1), 0.55 * (y2 - y1)
+    t = rng.uniform(0, 2 * np.pi, 468)
+    r = np.sqrt(rng.uniform(0, 1, 468))
+    pts = np.stack([cx + rx * r * np.cos(t), cy + ry * r * np.sin(t)], 1)
+    w = x2 - x1
+    pts[33] = (cx - 0.3 * w, cy - 0.15 * w)
+    pts[263] = (cx + 0.3 * w, cy - 0.15 * w)
+    pts[1] = (cx, cy + 0.05 * w)
+    pts[13] = (cx, cy + 0.25 * w)
+    pts[14] = (cx, cy + 0.3 * w)
+    return pts.astype(np.float32)
+
+
+def synthetic_clips(n: int, seed: int = 0, size: int = 320, margin: float = 0.5) -> list[Clip]:
+    """Tiny cache from skimage's astronaut with jitter: photos and 12-frame 'videos'."""
+    from skimage import data
+
+    from stream_guard.faces.crop import crop_face, crop_matrix, transform_points
+
+    rng = np.random.default_rng(seed)
+    image = np.ascontiguousarray(data.astronaut())
+    face = np.array([165.0, 70.0, 265.0, 190.0])
+    clips = []
+    for k in range(n):
+        frames_n = 1 if k % 2 == 0 else 12
+        frames, boxes, lms = [], [], []
+        base = face + rng.normal(0, 4, 4)
+        for _ in range(frames_n):
+            b = (base + rng.normal(0, 1.5, 4)).astype(np.float32)
+            m = crop_matrix(b, size, margin)
+            frames.append(crop_face(image, b, size, margin))
+            boxes.append(transform_points(b.reshape(2, 2), m).reshape(4))
+            lms.append(transform_points(synthetic_landmarks(b, rng), m))
+        clips.append(Clip(f"synthetic_{k}", f"synthetic_{k}.png", "real", "video" if frames_n > 1 else "photo",
+                          np.stack(frames), np.stack(boxes), np.stack(lms)))
+    return clips

@@ -1,0 +1,80 @@
+"""468-point face landmarks with MediaPipe's face mesh (``face_landmark.tflite``) run as ONNX.
+
+Convert the TFLite file once, in a separate environment holding tensorflow-cpu and tf2onnx::
+
+    python -m tf2onnx.convert --tflite face_landmark.tflite --opset 17 --output face_landmark.onnx
+
+The graph takes ``[1, 192, 192, 3]`` RGB in ``[0, 1]`` and returns 468 ``(x, y, z)``
+points in crop pixels plus a face-presence logit.
+"""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import cv2
+import numpy as np
+import onnxruntime as ort
+
+MESH_SIZE = 192
+RIGHT_EYE_OUTER = 33  # subject's right eye outer corner (image left)
+LEFT_EYE_OUTER = 263
+
+
+def _rect_matrix(center: np.ndarray, size: float, angle: float) -> np.ndarray:
+    """Affine image -> mesh-crop matrix: the square (center, size) rotated by ``angle``
+    (radians, image y down) becomes an upright 192 x 192 crop."""
+    cos, sin = math.cos(-angle), math.sin(-angle)
+    scale = MESH_SIZE / size
+    rot = np.array([[cos, -sin], [sin, cos]]) * scale
+    shift = np.array([MESH_SIZE / 2.0, MESH_SIZE / 2.0]) - rot @ center
+    return np.hstack([rot, shift[:, None]])
+
+
+class FaceMesh:
+    """Runs the face-mesh graph on a rotated square around a detected face."""
+
+    def __init__(self, model_path: str | Path, threads: int = 1) -> None:
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = threads
+        opts.inter_op_num_threads = 1
+        self._sess = ort.InferenceSession(str(model_path), opts, providers=["CPUExecutionProvider"])
+        self._input = self._sess.get_inputs()[0].name
+
+    def _run(self, image: np.ndarray, center: np.ndarray, size: float, angle: float) -> tuple[np.ndarray, float]:
+        matrix = _rect_matrix(center, size, angle)
+        crop = cv2.warpAffine(image, matrix, (MESH_SIZE, MESH_SIZE), flags=cv2.INTER_LINEAR,
+                              borderMode=cv2.BORDER_CONSTANT)
+        x = crop.astype(np.float32)[None] / 255.0
+        points, flag = self._sess.run(None, {self._input: x})
+        pts = points.reshape(468, 3).astype(np.float64)
+        inverse = cv2.invertAffineTransform(matrix)
+        xy = pts[:, :2] @ inverse[:, :2].T + inverse[:, 2]
+        score = 1.0 / (1.0 + math.exp(-float(np.clip(flag.reshape(-1)[0], -60, 60))))
+        return xy.astype(np.float32), score
+
+    def landmarks(self, image: np.ndarray, box: np.ndarray, keypoints: np.ndarray,
+                  refine: bool = True) -> tuple[np.ndarray, float]:
+        """468 ``(x, y)`` image points and a face-presence score for one detected face.
+
+        The first pass uses the detector box (scaled 1.5) rotated by the eye line of
+        the detector keypoints; ``refine`` re-runs on the box of the first landmarks.
+        """
+        eye_r, eye_l = keypoints[0].astype(np.float64), keypoints[1].astype(np.float64)
+        angle = math.atan2(eye_l[1] - eye_r[1], eye_l[0] - eye_r[0])
+        center = np.array([(box[0] + box[2]) / 2.0, (box[1] + box[3]) / 2.0])
+        size = max(box[2] - box[0], box[3] - box[1]) * 1.5
+        pts, score = self._run(image, center, size, angle)
+        if refine and score > 0.5:
+            d = pts[LEFT_EYE_OUTER] - pts[RIGHT_EYE_OUTER]
+            angle = math.atan2(float(d[1]), float(d[0]))
+            cos, sin = math.cos(-angle), math.sin(-angle)
+            upright = pts @ np.array([[cos, sin], [-sin, cos]], dtype=np.float32)
+            lo, hi = upright.min(0), upright.max(0)
+            mid = (lo + hi) / 2.0
+            center = np.array([[cos, sin], [-sin, cos]]) @ mid
+            size = float(max(hi - lo)) * 1.5
+            pts2, score2 = self._run(image, center, size, angle)
+            if score2 > 0.5:
+                pts, score = pts2, score2
+        return pts, score
