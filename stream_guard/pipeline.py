@@ -97,7 +97,9 @@ class RunSummary:
         return {"type": "summary", "wall_time": time.time(), **d}
 
 
-def build_sinks(config: RunConfig, info: StreamInfo, on_close: Callable[[], None]) -> list[Sink]:
+def build_sinks(config: RunConfig, info: StreamInfo, model: ModelSpec, threshold: float,
+                on_close: Callable[[], None]) -> list[Sink]:
+    """The outputs named in ``config``; ``model`` and ``threshold`` are the ones in effect (for the live view)."""
     sinks: list[Sink] = []
     out = config.outputs
     if out.out_path is not None:
@@ -124,9 +126,7 @@ def build_sinks(config: RunConfig, info: StreamInfo, on_close: Callable[[], None
         from stream_guard.outputs.http.sink import LiveViewSink
         from stream_guard.outputs.http.state import ModelInfo
 
-        spec = load_model(config)
-        threshold = spec.threshold if config.model.threshold is None else config.model.threshold
-        sinks.append(LiveViewSink(out.serve, ModelInfo(spec.name, spec.trained, threshold)))
+        sinks.append(LiveViewSink(out.serve, ModelInfo(model.name, model.trained, threshold)))
     return sinks
 
 
@@ -190,7 +190,7 @@ class Pipeline:
         live_queue = info.is_live or self.config.source.drop_oldest
         policy = DropPolicy.DROP_OLDEST if live_queue else DropPolicy.BLOCK
         frames = self.frames = FrameQueue(2 if live_queue else 8, policy, self.stop_event)
-        sinks = build_sinks(self.config, info, self.stop) + self.extra_sinks
+        sinks = build_sinks(self.config, info, model, analyzer.scorer.threshold, self.stop) + self.extra_sinks
         try:
             workers = self.workers = self._start_workers(sinks, info)
         except BaseException:
