@@ -45,12 +45,7 @@ class SinkWorker(threading.Thread):
         if self._failed.is_set():
             return
         if self.sink.lossless or not isinstance(item, FrameResult):
-            while not self._failed.is_set():
-                try:
-                    self._q.put(item, timeout=0.1)
-                    return
-                except queue.Full:
-                    continue
+            self._put_unless_failed(item)
             return
         try:
             self._q.put_nowait(item)
@@ -68,13 +63,17 @@ class SinkWorker(threading.Thread):
     def close(self, timeout: float | None = None) -> None:
         """Ask the sink to finish what is queued and close; wait for it."""
         if self.is_alive():
-            while not self._failed.is_set():
-                try:
-                    self._q.put(_CLOSE, timeout=0.1)
-                    break
-                except queue.Full:
-                    continue
+            self._put_unless_failed(_CLOSE)
             self.join(timeout)
+
+    def _put_unless_failed(self, item: Item) -> None:
+        """Blocking put that gives up once the sink has failed (its thread no longer drains)."""
+        while not self._failed.is_set():
+            try:
+                self._q.put(item, timeout=0.1)
+                return
+            except queue.Full:
+                continue
 
     def _fail(self, e: BaseException, what: str) -> None:
         self.error = e
