@@ -151,9 +151,9 @@ class Analyzer:
             t1 = time.perf_counter()
             tracks = self.tracker.predict(frame.pts_s)
         t2 = time.perf_counter()
+        self._track_frame_period(frame.pts_s)
         # With a thinned-out detector, faces due for scoring wait one frame rather than share a frame
         # with a detector run: the two costliest stages never pile onto one frame (fewer live drops).
-        self._track_frame_period(frame.pts_s)
         scored, changed, crop_ms, model_ms = (set(), set(), 0.0, 0.0) if detected and every > 1 else \
             self._score(frame, tracks, every)
         faces = tuple(self._face_result(t, t.id in scored, t.id in changed) for t in tracks)
