@@ -76,3 +76,36 @@ def test_smoke_train_export_parity(tmp_path: Path) -> None:
             seq = np.repeat(emb[:, None], t, axis=1)
             logits = head.run(None, {head.get_inputs()[0].name: seq})[0]
             assert logits.shape == (n, 1) and np.isfinite(logits).all()
+
+
+def test_smoke_fit_head_cross_validates_and_exports(tmp_path: Path) -> None:
+    """Region-statistics model: grouped CV report, calibrated threshold, dynamic batch, parity."""
+    import onnxruntime as ort
+
+    from stream_guard.model.contract import load_model_spec
+    from tools.sbi.folds import identity_groups
+
+    out = tmp_path / "model"
+    proc = _run("tools.sbi.fit_head", "--smoke", "--out", str(out), "--leave-family-out")
+    summary = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert max(summary["parity_max_abs"].values()) <= 1e-4
+
+    cv = json.loads((out / "crossval.json").read_text())
+    files = sorted(cv["scores"])
+    assert {f for fold in cv["folds"] for f in fold} == set(files)
+    labels = ["fake" if f.startswith("fake/") else "real" for f in files]
+    group = dict(zip(files, identity_groups(files, labels)))
+    a, b = ({group[f] for f in fold} for fold in cv["folds"])
+    assert not a & b, "an identity group is on both sides of the split"
+    assert set(cv["families"]) == {"synA", "synB"} and cv["auc"] is not None
+    assert set(cv["leave_family_out"]) == {"synA", "synB"}
+
+    spec = load_model_spec(out)
+    assert spec.trained and spec.embedding_dim == 1375 and 0.5 <= spec.threshold < 1
+    enc = ort.InferenceSession(str(spec.encoder_path), providers=["CPUExecutionProvider"])
+    head = ort.InferenceSession(str(spec.temporal_path), providers=["CPUExecutionProvider"])
+    x = np.random.default_rng(0).normal(size=(3, 3, spec.input_size, spec.input_size)).astype(np.float32)
+    emb = enc.run(None, {enc.get_inputs()[0].name: x})[0]
+    assert emb.shape == (3, 1375) and np.isfinite(emb).all()
+    logits = head.run(None, {head.get_inputs()[0].name: np.repeat(emb[:, None], spec.window, axis=1)})[0]
+    assert logits.shape == (3, 1) and np.isfinite(logits).all()

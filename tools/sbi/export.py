@@ -30,14 +30,15 @@ from tools.sbi.train import embed, fixed_set, to_tensor
 PARITY_TOL = 1e-4
 
 
-def export_graphs(enc: torch.nn.Module, head: torch.nn.Module, size: int, window: int, out: Path) -> None:
+def export_graphs(enc: torch.nn.Module, head: torch.nn.Module, size: int, window: int, out: Path,
+                  dim: int = EMBED_DIM) -> None:
     """Write encoder.onnx and temporal.onnx with dynamic batch (and time) axes."""
     enc = enc.to(memory_format=torch.contiguous_format).eval()
     x = torch.randn(2, 3, size, size)
     torch.onnx.export(enc, (x,), str(out / "encoder.onnx"), input_names=["crops"], output_names=["embeddings"],
                       dynamic_axes={"crops": {0: "batch"}, "embeddings": {0: "batch"}},
                       opset_version=17, dynamo=False)
-    seq = torch.randn(2, window, EMBED_DIM)
+    seq = torch.randn(2, window, dim)
     torch.onnx.export(head.eval(), (seq,), str(out / "temporal.onnx"), input_names=["embeddings"],
                       output_names=["logits"],
                       dynamic_axes={"embeddings": {0: "batch", 1: "time"}, "logits": {0: "batch"}},

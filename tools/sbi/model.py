@@ -69,3 +69,77 @@ def load_checkpoint(path: str, pretrained: bool = False) -> tuple[Encoder, Tempo
     enc.load_state_dict(state["encoder"])
     head.load_state_dict(state["head"])
     return enc.eval(), head.eval(), state
+
+
+REGION_TAPS = (0, 2, 4, 7, 10)  # EfficientNet-Lite0 blocks whose outputs are pooled (16..112 channels)
+REGION_BANDS = (1, 2, 4)  # box-blur radii of the grey-level high-pass bands
+
+
+def face_regions(height: int, width: int, margin: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Masks of the inner face (an ellipse inside the detector box) and of the surround.
+
+    The crop is the detector box grown by ``margin`` on each side, so the box spans the
+    middle ``1 / (1 + 2 margin)`` of the crop; a thin band between the two is left out,
+    where a swap's blending boundary would mix both statistics.
+    """
+    yy, xx = torch.meshgrid(torch.linspace(-1, 1, height), torch.linspace(-1, 1, width), indexing="ij")
+    half = 1.0 / (1.0 + 2.0 * margin)
+    e = (xx / (0.85 * half)) ** 2 + ((yy - 0.08) / half) ** 2
+    return (e < 1).float(), (e > 1.3 ** 2).float()
+
+
+class RegionStats(nn.Module):
+    """Per channel: mean and std inside the face, mean and std around it, log std ratio."""
+
+    def __init__(self, height: int, width: int, margin: float) -> None:
+        super().__init__()
+        inner, outer = face_regions(height, width, margin)
+        self.register_buffer("inner", inner / inner.sum())
+        self.register_buffer("outer", outer / outer.sum())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        stats = []
+        for m in (self.inner, self.outer):
+            mu = (x * m).sum((2, 3))
+            sd = (((x - mu[..., None, None]) ** 2 * m).sum((2, 3)) + 1e-6).sqrt()
+            stats.append((mu, sd))
+        (mi, si), (mo, so) = stats
+        return torch.cat([mi, si, mo, so, torch.log(si / so)], 1)
+
+
+class RegionStatsEncoder(nn.Module):
+    """Frozen ImageNet EfficientNet-Lite0 up to block 10, summarised as inner-face vs
+    surround statistics of grey-level high-pass bands and of five blocks' feature maps:
+    ``[N, 3, S, S] -> [N, 1375]`` at any ``S`` divisible by 16 (mask sizes fixed at build).
+
+    A face swap or a generated face changes texture and detail inside the face relative
+    to hair, neck and background; these statistics make that comparison explicit for a
+    linear classifier.
+    """
+
+    def __init__(self, size: int, margin: float, pretrained: bool = True) -> None:
+        super().__init__()
+        net = Encoder(pretrained=pretrained).net
+        self.stem = nn.Sequential(net._conv_stem, net._bn0, net._swish)
+        self.blocks = nn.ModuleList(net._blocks[: max(REGION_TAPS) + 1])
+        self.bands = nn.ModuleList(nn.AvgPool2d(2 * r + 1, 1, r, count_include_pad=False) for r in REGION_BANDS)
+        self.pixel_stats = RegionStats(size, size, margin)
+        self.tap_stats = nn.ModuleDict()
+        x = torch.zeros(1, 3, size, size)
+        with torch.no_grad():
+            x = self.stem(x)
+            for i, block in enumerate(self.blocks):
+                x = block(x)
+                if i in REGION_TAPS:
+                    self.tap_stats[str(i)] = RegionStats(x.shape[2], x.shape[3], margin)
+        self.dim = 5 * (len(REGION_BANDS) + sum(self.blocks[i]._bn2.num_features for i in REGION_TAPS))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        grey = (x.mean(1, keepdim=True) * STD[0] + MEAN[0])  # back to [0, 1]
+        out = [self.pixel_stats(grey - band(grey)) for band in self.bands]
+        x = self.stem(x)
+        for i, block in enumerate(self.blocks):
+            x = block(x)
+            if i in REGION_TAPS:
+                out.append(self.tap_stats[str(i)](x))
+        return torch.cat(out, 1)
