@@ -197,7 +197,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--size", type=int, default=224)
     ap.add_argument("--margin", type=float, default=0.25)
     ap.add_argument("--window", type=int, default=8)
-    ap.add_argument("--sample-hz", type=float, default=8.0)
+    ap.add_argument("--sample-hz", type=float, default=10.0)
     ap.add_argument("--max-frames", type=int, default=64, help="frames per labelled clip")
     ap.add_argument("--sbi-draws", type=int, default=2, help="passes over --real (4 frames per clip each)")
     ap.add_argument("--sbi-weight", type=float, default=0.5)
