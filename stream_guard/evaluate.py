@@ -90,6 +90,16 @@ def metrics(labels: list[int], scores: list[float], threshold: float) -> dict:
     }
 
 
+def metrics_by_family(labels: list[int], scores: list[float], families: list[str], threshold: float,
+                      names: list[str] | None = None) -> dict[str, dict]:
+    """:func:`metrics` per family (``names``: every family to report, default those present)."""
+    return {
+        name: metrics([y for y, f in zip(labels, families) if f == name],
+                      [s for s, f in zip(scores, families) if f == name], threshold)
+        for name in (names if names is not None else sorted(set(families)))
+    }
+
+
 def evaluate(manifest: str | Path, config: RunConfig, progress: Callable[[int, int, str], None] | None = None,
              max_frames: int | None = None) -> dict:
     """Score every file of the manifest and compute the report (see module docstring)."""
@@ -112,11 +122,8 @@ def evaluate(manifest: str | Path, config: RunConfig, progress: Callable[[int, i
             (results if analysis.has_face else no_face).append(entry)
     report = metrics([LABELS[r["label"]] for r in results], [r["score"] for r in results], threshold)
     families = sorted({r["family"] for r in results} | {r["family"] for r in no_face})
-    report["families"] = {
-        name: metrics([LABELS[r["label"]] for r in results if r["family"] == name],
-                      [r["score"] for r in results if r["family"] == name], threshold)
-        for name in families
-    }
+    report["families"] = metrics_by_family([LABELS[r["label"]] for r in results], [r["score"] for r in results],
+                                           [r["family"] for r in results], threshold, families)
     for name in families:
         report["families"][name]["no_face"] = sum(1 for r in no_face if r["family"] == name)
     report.update({"threshold": threshold, "model": model, "manifest": str(manifest),

@@ -36,13 +36,13 @@ import torch
 from sklearn.linear_model import LogisticRegression
 from sklearn.preprocessing import StandardScaler
 
-from stream_guard.evaluate import metrics
+from stream_guard.evaluate import family_of, metrics, metrics_by_family
 from stream_guard.faces.crop import crop_face
 from stream_guard.model.contract import ModelSpec
 from tools.sbi.blend import blend_frame, sample_clip_blend
 from tools.sbi.data import Clip, SampleOptions, load_cache, sample_pair, synthetic_clips
 from tools.sbi.export import PARITY_TOL, export_graphs, parity
-from tools.sbi.folds import family_of, grouped_folds
+from tools.sbi.folds import grouped_folds
 from tools.sbi.metrics import platt
 from tools.sbi.model import MEAN, STD, RegionStatsEncoder, TemporalHead
 from tools.sbi.train import to_tensor
@@ -147,16 +147,14 @@ def clip_logits(clf: FrameClassifier, lab: FeatureSet, rows: np.ndarray) -> dict
 def report(scores: dict[str, float], labels: dict[str, int], threshold: float) -> dict:
     """Pooled and per-family AUC / EER / accuracy, as ``stream-guard evaluate`` reports them."""
     files = sorted(scores)
-    out = metrics([labels[f] for f in files], [scores[f] for f in files], threshold)
-    out["families"] = {}
-    for fam in sorted({family_of(f) for f in files}):
-        fs = [f for f in files if family_of(f) == fam]
-        out["families"][fam] = metrics([labels[f] for f in fs], [scores[f] for f in fs], threshold)
+    ys, ss = [labels[f] for f in files], [scores[f] for f in files]
+    out = metrics(ys, ss, threshold)
+    out["families"] = metrics_by_family(ys, ss, [family_of(f) for f in files], threshold)
     return out
 
 
 def cross_validate(clf: FrameClassifier, lab: FeatureSet, sbi: FeatureSet | None, folds: list[set[str]],
-                   exclude_family: str | None = None) -> dict[str, float]:
+                   labels: dict[str, int], exclude_family: str | None = None) -> dict[str, float]:
     """Out-of-fold clip logits (training also drops ``exclude_family`` when given)."""
     scores: dict[str, float] = {}
     fam = np.array([family_of(f) for f in lab.files])
@@ -165,12 +163,8 @@ def cross_validate(clf: FrameClassifier, lab: FeatureSet, sbi: FeatureSet | None
         keep = ~is_test & (fam != exclude_family)
         s = clip_logits(clf.fit(lab, keep, sbi), lab, np.where(is_test)[0])
         scores.update(s if exclude_family is None else
-                      {f: v for f, v in s.items() if family_of(f) == exclude_family or not lab_label(lab, f)})
+                      {f: v for f, v in s.items() if family_of(f) == exclude_family or not labels[f]})
     return scores
-
-
-def lab_label(lab: FeatureSet, file: str) -> int:
-    return int(lab.labels[np.argmax(lab.files == file)])
 
 
 def smoke_clips(seed: int = 0) -> tuple[list[Clip], list[Clip]]:
@@ -231,11 +225,11 @@ def main(argv: list[str] | None = None) -> int:
     print(f"features: {len(lab.x)} labelled frames, {0 if sbi is None else len(sbi.x)} SBI frames, "
           f"dim {lab.x.shape[1]} ({time.time() - t0:.0f} s)", flush=True)
 
-    files = sorted(set(lab.files.tolist()))
-    labels = {f: lab_label(lab, f) for f in files}
+    labels = {str(f): int(y) for f, y in zip(lab.files, lab.labels)}
+    files = sorted(labels)
     folds = grouped_folds(files, ["fake" if labels[f] else "real" for f in files], args.folds)
     clf = FrameClassifier(args.c, args.sbi_weight)
-    oof = cross_validate(clf, lab, sbi, folds)
+    oof = cross_validate(clf, lab, sbi, folds, labels)
     z = np.array([oof[f] for f in files])
     y = np.array([labels[f] for f in files])
     a, b = platt(z, y)
@@ -252,7 +246,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.leave_family_out:
         cv["leave_family_out"] = {}
         for fam in sorted({family_of(f) for f in files if labels[f]}):
-            s = cross_validate(clf, lab, sbi, folds, exclude_family=fam)
+            s = cross_validate(clf, lab, sbi, folds, labels, exclude_family=fam)
             fs = sorted(s)
             cv["leave_family_out"][fam] = metrics([labels[f] for f in fs], [s[f] for f in fs], 0.0)
     print(f"cross-validated pooled AUC {cv['auc']:.3f}; " + ", ".join(

@@ -19,10 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-
-def family_of(file: str) -> str:
-    """File name up to the first ``_`` (as ``stream-guard evaluate`` groups families)."""
-    return Path(file).name.split("_", 1)[0].split(".", 1)[0]
+from stream_guard.evaluate import family_of
 
 
 def identity_groups(files: list[str], labels: list[str]) -> list[str]:
