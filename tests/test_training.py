@@ -86,7 +86,7 @@ def test_smoke_fit_head_cross_validates_and_exports(tmp_path: Path) -> None:
     from tools.sbi.folds import identity_groups
 
     out = tmp_path / "model"
-    proc = _run("tools.sbi.fit_head", "--smoke", "--out", str(out), "--leave-family-out")
+    proc = _run("tools.sbi.fit_head", "--smoke", "--out", str(out), "--leave-family-out", "--repeats", "2")
     summary = json.loads(proc.stdout.strip().splitlines()[-1])
     assert max(summary["parity_max_abs"].values()) <= 1e-4
 
@@ -99,6 +99,8 @@ def test_smoke_fit_head_cross_validates_and_exports(tmp_path: Path) -> None:
     assert not a & b, "an identity group is on both sides of the split"
     assert set(cv["families"]) == {"synA", "synB"} and cv["auc"] is not None
     assert set(cv["leave_family_out"]) == {"synA", "synB"}
+    assert len(cv["repeats"]["runs"]) == 2
+    assert {"pooled", "lofo:synA"} <= set(cv["repeats"]["mean"]) <= set(cv["repeats"]["std"])
 
     spec = load_model_spec(out)
     assert spec.trained and spec.embedding_dim == 1375 and 0.5 <= spec.threshold < 1

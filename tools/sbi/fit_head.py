@@ -167,6 +167,27 @@ def cross_validate(clf: FrameClassifier, lab: FeatureSet, sbi: FeatureSet | None
     return scores
 
 
+def repeated_cv(clf: FrameClassifier, lab: FeatureSet, sbi: FeatureSet | None, files: list[str],
+                labels: dict[str, int], k: int, repeats: int, leave_family_out: bool) -> dict:
+    """AUCs (pooled, per family, leave-family-out) for fold shuffles ``0 .. repeats-1``,
+    with their mean and standard deviation: how much a figure owes to one fold split."""
+    runs: list[dict[str, float]] = []
+    for seed in range(repeats):
+        folds = grouped_folds(files, ["fake" if labels[f] else "real" for f in files], k, seed=seed)
+        r = report(cross_validate(clf, lab, sbi, folds, labels), labels, 0.0)
+        run = {"pooled": r["auc"], **{f: v["auc"] for f, v in r["families"].items() if v["auc"] is not None}}
+        if leave_family_out:
+            for fam in sorted({family_of(f) for f in files if labels[f]}):
+                s = cross_validate(clf, lab, sbi, folds, labels, exclude_family=fam)
+                fs = sorted(s)
+                run[f"lofo:{fam}"] = metrics([labels[f] for f in fs], [s[f] for f in fs], 0.0)["auc"]
+        runs.append(run)
+    keys = sorted({k_ for run in runs for k_ in run if all(run.get(k_) is not None for run in runs)})
+    return {"runs": runs,
+            "mean": {k_: round(float(np.mean([run[k_] for run in runs])), 4) for k_ in keys},
+            "std": {k_: round(float(np.std([run[k_] for run in runs])), 4) for k_ in keys}}
+
+
 def smoke_clips(seed: int = 0) -> tuple[list[Clip], list[Clip]]:
     """Labelled synthetic clips (reals and self-blended fakes, two families) and real clips."""
     rng = np.random.default_rng(seed)
@@ -194,15 +215,18 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--sample-hz", type=float, default=10.0)
     ap.add_argument("--max-frames", type=int, default=64, help="frames per labelled clip")
     ap.add_argument("--sbi-draws", type=int, default=2, help="passes over --real (4 frames per clip each)")
-    ap.add_argument("--sbi-weight", type=float, default=0.5)
-    ap.add_argument("--c", type=float, default=0.01, help="inverse L2 strength of the logistic regression")
+    ap.add_argument("--sbi-weight", type=float, default=4.0, help="SBI frames' total weight / labelled clips'")
+    ap.add_argument("--c", type=float, default=0.001, help="inverse L2 strength of the logistic regression")
     ap.add_argument("--folds", type=int, default=5)
+    ap.add_argument("--repeats", type=int, default=1,
+                    help="also report mean and spread of the AUCs over this many fold shuffles")
     ap.add_argument("--leave-family-out", action="store_true")
-    ap.add_argument("--target-fpr", type=float, default=0.05)
+    ap.add_argument("--target-fpr", type=float, default=0.10,
+                    help="share of out-of-fold real clips allowed above the threshold")
     ap.add_argument("--work", type=Path, help="feature cache folder (reruns skip encoding)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--name", default="regionstats-effnetlite0")
-    ap.add_argument("--version", default="0.2.0")
+    ap.add_argument("--version", default="0.3.0")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     t0 = time.time()
@@ -249,6 +273,10 @@ def main(argv: list[str] | None = None) -> int:
             s = cross_validate(clf, lab, sbi, folds, labels, exclude_family=fam)
             fs = sorted(s)
             cv["leave_family_out"][fam] = metrics([labels[f] for f in fs], [s[f] for f in fs], 0.0)
+    if args.repeats > 1:
+        cv["repeats"] = repeated_cv(clf, lab, sbi, files, labels, args.folds, args.repeats,
+                                    args.leave_family_out)
+        print("over", args.repeats, "fold shuffles:", json.dumps(cv["repeats"]["mean"]), flush=True)
     print(f"cross-validated pooled AUC {cv['auc']:.3f}; " + ", ".join(
         f"{k} {v['auc']:.3f}" for k, v in cv["families"].items() if v["auc"] is not None), flush=True)
 
