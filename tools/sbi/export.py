@@ -23,7 +23,7 @@ import torch
 
 from stream_guard.model.contract import ModelSpec
 from tools.sbi.data import PairSampler, SampleOptions, is_held_out, load_cache, synthetic_clips
-from tools.sbi.metrics import auc, platt
+from tools.sbi.metrics import auc, calibrate
 from tools.sbi.model import EMBED_DIM, MEAN, STD, load_checkpoint
 from tools.sbi.train import embed, fixed_set, to_tensor
 
@@ -49,6 +49,14 @@ def session(path: Path) -> ort.InferenceSession:
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = 1
     return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+
+
+def parity_exit_code(diff: dict[str, float]) -> int:
+    """0 when every graph is within :data:`PARITY_TOL` of PyTorch, else 1 with one line on stderr."""
+    if max(diff.values()) > PARITY_TOL:
+        print(f"PARITY FAILED: {diff} > {PARITY_TOL}", file=sys.stderr)
+        return 1
+    return 0
 
 
 def parity(enc: torch.nn.Module, head: torch.nn.Module, out: Path, crops: np.ndarray, window: int) -> dict:
@@ -106,12 +114,7 @@ def main(argv: list[str] | None = None) -> int:
     emb = embed(enc, x, torch.device("cpu"))
     with torch.no_grad():
         logits = head(emb).squeeze(1).numpy()
-    a, b = platt(logits, y)
-    if not a > 0:  # an inverted or flat fit would flip scores: keep raw logits instead
-        print(f"warning: Platt fit a={a:.3f} <= 0; using a=1, b=0", file=sys.stderr)
-        a, b = 1.0, 0.0
-    probs = 1 / (1 + np.exp(-(a * logits + b)))
-    threshold = float(max(0.5, np.quantile(probs[y == 0], 1 - args.target_fpr)))
+    a, b, probs, threshold = calibrate(logits, y, args.target_fpr)
     diff = parity(enc, head, args.out, x[: min(len(x), 6), 0], window)
 
     spec = ModelSpec(
@@ -130,10 +133,7 @@ def main(argv: list[str] | None = None) -> int:
               "threshold": threshold, "step": state["step"], "calib_sequences": int(len(y))}
     (args.out / "export_report.json").write_text(json.dumps(report, indent=2) + "\n")
     print(json.dumps(report))
-    if max(diff.values()) > PARITY_TOL:
-        print(f"PARITY FAILED: {diff} > {PARITY_TOL}", file=sys.stderr)
-        return 1
-    return 0
+    return parity_exit_code(diff)
 
 
 if __name__ == "__main__":

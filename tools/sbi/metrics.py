@@ -1,6 +1,8 @@
 """Small metrics without extra dependencies."""
 from __future__ import annotations
 
+import sys
+
 import numpy as np
 from scipy.stats import rankdata
 
@@ -34,3 +36,16 @@ def platt(logits: np.ndarray, labels: np.ndarray) -> tuple[float, float]:
 
     res = minimize(loss, np.array([1.0, 0.0]), jac=True, method="L-BFGS-B")
     return float(res.x[0]), float(res.x[1])
+
+
+def calibrate(logits: np.ndarray, labels: np.ndarray, target_fpr: float) -> tuple[float, float, np.ndarray, float]:
+    """Platt ``a, b``, the calibrated probabilities, and the threshold that lets ``target_fpr``
+    of the reals through (at least 0.5). An inverted or flat fit (``a <= 0``) would flip the
+    scores, so raw logits are kept instead, with a warning on stderr."""
+    a, b = platt(logits, labels)
+    if not a > 0:
+        print(f"warning: Platt fit a={a:.3f} <= 0; using a=1, b=0", file=sys.stderr)
+        a, b = 1.0, 0.0
+    probs = 1 / (1 + np.exp(-(a * np.asarray(logits) + b)))
+    threshold = float(max(0.5, np.quantile(probs[np.asarray(labels) == 0], 1 - target_fpr)))
+    return a, b, probs, threshold
