@@ -103,11 +103,11 @@ def test_smoke_fit_head_cross_validates_and_exports(tmp_path: Path) -> None:
     assert {"pooled", "lofo:synA"} <= set(cv["repeats"]["mean"]) <= set(cv["repeats"]["std"])
 
     spec = load_model_spec(out)
-    assert spec.trained and spec.embedding_dim == 1375 and 0.5 <= spec.threshold < 1
+    assert spec.trained and spec.embedding_dim == 415 and 0.5 <= spec.threshold < 1
     enc = ort.InferenceSession(str(spec.encoder_path), providers=["CPUExecutionProvider"])
     head = ort.InferenceSession(str(spec.temporal_path), providers=["CPUExecutionProvider"])
     x = np.random.default_rng(0).normal(size=(3, 3, spec.input_size, spec.input_size)).astype(np.float32)
     emb = enc.run(None, {enc.get_inputs()[0].name: x})[0]
-    assert emb.shape == (3, 1375) and np.isfinite(emb).all()
+    assert emb.shape == (3, 415) and np.isfinite(emb).all()
     logits = head.run(None, {head.get_inputs()[0].name: np.repeat(emb[:, None], spec.window, axis=1)})[0]
     assert logits.shape == (3, 1) and np.isfinite(logits).all()

@@ -43,7 +43,7 @@ from tools.sbi.data import Clip, SampleOptions, load_cache, sample_pair, synthet
 from tools.sbi.export import export_graphs, parity, parity_exit_code
 from tools.sbi.folds import grouped_folds
 from tools.sbi.metrics import calibrate
-from tools.sbi.model import MEAN, STD, RegionStatsEncoder, TemporalHead
+from tools.sbi.model import MEAN, REGION_TAPS, STD, RegionStatsEncoder, TemporalHead
 from tools.sbi.train import to_tensor
 
 
@@ -214,6 +214,17 @@ def smoke_clips(seed: int = 0) -> tuple[list[Clip], list[Clip]]:
     return labelled, synthetic_clips(6, seed=seed + 1)
 
 
+def parse_taps(text: str) -> tuple[int, ...]:
+    """``"0,2,4"`` -> ``(0, 2, 4)``: EfficientNet-Lite0 block indices (0-15)."""
+    try:
+        taps = tuple(sorted({int(t) for t in text.split(",")}))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated block numbers, got {text!r}") from None
+    if not taps or taps[0] < 0 or taps[-1] > 15:
+        raise argparse.ArgumentTypeError(f"block numbers must be 0-15, got {text!r}")
+    return taps
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--labelled", type=Path, help="face cache of labelled clips (tools.sbi.prepare_faces)")
@@ -222,11 +233,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--smoke", action="store_true", help="synthetic faces, tiny sizes (for tests)")
     ap.add_argument("--size", type=int, default=224)
     ap.add_argument("--margin", type=float, default=0.25)
+    ap.add_argument("--taps", type=parse_taps, default=REGION_TAPS,
+                    help="EfficientNet-Lite0 blocks whose feature maps are summarised (comma-separated)")
     ap.add_argument("--window", type=int, default=8)
     ap.add_argument("--sample-hz", type=float, default=10.0)
     ap.add_argument("--max-frames", type=int, default=64, help="frames per labelled clip")
     ap.add_argument("--sbi-draws", type=int, default=2, help="passes over --real (4 frames per clip each)")
-    ap.add_argument("--sbi-weight", type=float, default=4.0, help="SBI frames' total weight / labelled clips'")
+    ap.add_argument("--sbi-weight", type=float, default=1.0, help="SBI frames' total weight / labelled clips'")
     ap.add_argument("--c", type=float, default=0.001, help="inverse L2 strength of the logistic regression")
     ap.add_argument("--folds", type=int, default=5)
     ap.add_argument("--repeats", type=int, default=1,
@@ -237,7 +250,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--work", type=Path, help="feature cache folder (reruns skip encoding)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--name", default="regionstats-effnetlite0")
-    ap.add_argument("--version", default="0.3.0")
+    ap.add_argument("--version", default="0.4.0")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     t0 = time.time()
@@ -249,8 +262,8 @@ def main(argv: list[str] | None = None) -> int:
             ap.error("--labelled is required (or --smoke)")
         labelled = load_cache(args.labelled)
         reals = load_cache(args.real, labels={"real"}) if args.real else []
-    enc = RegionStatsEncoder(args.size, args.margin).eval()
-    key = f"{args.size}|{args.margin}|{args.max_frames}|{args.labelled}"
+    enc = RegionStatsEncoder(args.size, args.margin, args.taps).eval()
+    key = f"{args.size}|{args.margin}|{args.taps}|{args.max_frames}|{args.labelled}"
     lab = cached(args.work, "lab|" + key, lambda: labelled_features(enc, labelled, args.size, args.margin,
                                                                      args.max_frames))
     sbi = None

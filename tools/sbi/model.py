@@ -71,7 +71,10 @@ def load_checkpoint(path: str, pretrained: bool = False) -> tuple[Encoder, Tempo
     return enc.eval(), head.eval(), state
 
 
-REGION_TAPS = (0, 2, 4, 7, 10)  # EfficientNet-Lite0 blocks whose outputs are pooled (16..112 channels)
+# EfficientNet-Lite0 blocks whose outputs are pooled: the ends of its first three stages (16, 24, 40 channels).
+# Deeper stages (7, 10: 80, 112 channels) fitted the dev identities better but generalised worse to unseen
+# manipulation methods (models/MODEL_CARD.md, release 0.4.0).
+REGION_TAPS = (0, 2, 4)
 REGION_BANDS = (1, 2, 4)  # box-blur radii of the grey-level high-pass bands
 
 
@@ -108,20 +111,23 @@ class RegionStats(nn.Module):
 
 
 class RegionStatsEncoder(nn.Module):
-    """Frozen ImageNet EfficientNet-Lite0 up to block 10, summarised as inner-face vs
-    surround statistics of grey-level high-pass bands and of five blocks' feature maps:
-    ``[N, 3, S, S] -> [N, 1375]`` at any ``S`` divisible by 16 (mask sizes fixed at build).
+    """Frozen ImageNet EfficientNet-Lite0 up to the last of ``taps``, summarised as inner-face vs
+    surround statistics of grey-level high-pass bands and of the tapped blocks' feature maps:
+    ``[N, 3, S, S] -> [N, dim]`` (415-d with the default taps) at any ``S`` divisible by 16
+    (mask sizes fixed at build).
 
     A face swap or a generated face changes texture and detail inside the face relative
     to hair, neck and background; these statistics make that comparison explicit for a
     linear classifier.
     """
 
-    def __init__(self, size: int, margin: float, pretrained: bool = True) -> None:
+    def __init__(self, size: int, margin: float, taps: tuple[int, ...] = REGION_TAPS,
+                 pretrained: bool = True) -> None:
         super().__init__()
+        self.taps = tuple(sorted(taps))
         net = Encoder(pretrained=pretrained).net
         self.stem = nn.Sequential(net._conv_stem, net._bn0, net._swish)
-        self.blocks = nn.ModuleList(net._blocks[: max(REGION_TAPS) + 1])
+        self.blocks = nn.ModuleList(net._blocks[: max(self.taps) + 1])
         self.bands = nn.ModuleList(nn.AvgPool2d(2 * r + 1, 1, r, count_include_pad=False) for r in REGION_BANDS)
         self.pixel_stats = RegionStats(size, size, margin)
         self.tap_stats = nn.ModuleDict()
@@ -130,9 +136,9 @@ class RegionStatsEncoder(nn.Module):
             x = self.stem(x)
             for i, block in enumerate(self.blocks):
                 x = block(x)
-                if i in REGION_TAPS:
+                if i in self.taps:
                     self.tap_stats[str(i)] = RegionStats(x.shape[2], x.shape[3], margin)
-        self.dim = 5 * (len(REGION_BANDS) + sum(self.blocks[i]._bn2.num_features for i in REGION_TAPS))
+        self.dim = 5 * (len(REGION_BANDS) + sum(self.blocks[i]._bn2.num_features for i in self.taps))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         grey = (x.mean(1, keepdim=True) * STD[0] + MEAN[0])  # back to [0, 1]
@@ -140,6 +146,6 @@ class RegionStatsEncoder(nn.Module):
         x = self.stem(x)
         for i, block in enumerate(self.blocks):
             x = block(x)
-            if i in REGION_TAPS:
+            if i in self.taps:
                 out.append(self.tap_stats[str(i)](x))
         return torch.cat(out, 1)
