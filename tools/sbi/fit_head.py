@@ -215,12 +215,12 @@ def smoke_clips(seed: int = 0) -> tuple[list[Clip], list[Clip]]:
 
 
 def parse_taps(text: str) -> tuple[int, ...]:
-    """``"0,2,4"`` -> ``(0, 2, 4)``: EfficientNet-Lite0 block indices (0-15)."""
+    """``"0,2,4"`` -> ``(0, 2, 4)``: EfficientNet-Lite0 block indices (0-15; the encoder sorts them)."""
     try:
-        taps = tuple(sorted({int(t) for t in text.split(",")}))
+        taps = tuple(int(t) for t in text.split(","))
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected comma-separated block numbers, got {text!r}") from None
-    if not taps or taps[0] < 0 or taps[-1] > 15:
+    if min(taps) < 0 or max(taps) > 15:
         raise argparse.ArgumentTypeError(f"block numbers must be 0-15, got {text!r}")
     return taps
 
@@ -263,7 +263,7 @@ def main(argv: list[str] | None = None) -> int:
         labelled = load_cache(args.labelled)
         reals = load_cache(args.real, labels={"real"}) if args.real else []
     enc = RegionStatsEncoder(args.size, args.margin, args.taps).eval()
-    key = f"{args.size}|{args.margin}|{args.taps}|{args.max_frames}|{args.labelled}"
+    key = f"{args.size}|{args.margin}|{enc.taps}|{args.max_frames}|{args.labelled}"
     lab = cached(args.work, "lab|" + key, lambda: labelled_features(enc, labelled, args.size, args.margin,
                                                                      args.max_frames))
     sbi = None

@@ -124,7 +124,7 @@ class RegionStatsEncoder(nn.Module):
     def __init__(self, size: int, margin: float, taps: tuple[int, ...] = REGION_TAPS,
                  pretrained: bool = True) -> None:
         super().__init__()
-        self.taps = tuple(sorted(taps))
+        self.taps = tuple(sorted(set(taps)))  # a repeated tap would be counted twice in dim
         net = Encoder(pretrained=pretrained).net
         self.stem = nn.Sequential(net._conv_stem, net._bn0, net._swish)
         self.blocks = nn.ModuleList(net._blocks[: max(self.taps) + 1])
