@@ -9,13 +9,7 @@ import pytest
 
 from stream_guard.sources.base import FrameSource
 from stream_guard.sources.demo import DemoSource
-from stream_guard.synth import (
-    BlendParams,
-    face_mask_from_landmarks,
-    jitter_blend_params,
-    sample_blend_params,
-    self_blend,
-)
+from stream_guard.synth import blend_face, sample_clip_blend
 
 
 @pytest.fixture(scope="module")
@@ -112,57 +106,49 @@ def test_close_stops_the_stream() -> None:
 
 
 def _disc_face(size: int = 160) -> tuple[np.ndarray, np.ndarray]:
+    """A noisy image and a 20-point elliptic face outline centred in it."""
     rng = np.random.default_rng(7)
     image = rng.integers(60, 200, (size, size, 3), dtype=np.uint8)
     angles = np.linspace(0, 2 * np.pi, 20, endpoint=False)
-    landmarks = np.stack([80 + 35 * np.cos(angles), 80 + 45 * np.sin(angles)], axis=1)
-    return image, face_mask_from_landmarks(landmarks, image.shape)
+    outline = np.stack([80 + 35 * np.cos(angles), 80 + 45 * np.sin(angles)], axis=1)
+    return image, outline
 
 
-def test_hull_mask_from_landmarks() -> None:
-    mask = face_mask_from_landmarks(np.array([[10, 10], [50, 10], [50, 40], [10, 40], [30, 25]]), (60, 70, 3))
-    assert mask.shape == (60, 70) and mask.dtype == np.float32
-    assert mask[25, 30] == 1.0 and mask[5, 5] == 0.0
-    assert 1100 < mask.sum() < 1400  # about 40 x 30
-    with pytest.raises(ValueError):
-        face_mask_from_landmarks(np.zeros((2, 2)), (10, 10))
-
-
-def test_self_blend_is_local_and_reproducible() -> None:
-    image, mask = _disc_face()
-    params = dataclasses.replace(sample_blend_params(np.random.default_rng(3)), alter_source=True, blend_ratio=1.0)
-    out, soft = self_blend(image, mask, np.random.default_rng(0), params)
-    again, _ = self_blend(image, mask, np.random.default_rng(99), params)
+def test_blend_face_is_local_and_reproducible() -> None:
+    image, outline = _disc_face()
+    params = dataclasses.replace(sample_clip_blend(np.random.default_rng(3)), alter_source=True, ratio=1.0,
+                                 freq="none")
+    out, soft = blend_face(image, outline, 70.0, params)
+    again, _ = blend_face(image, outline, 70.0, params)
     assert out.shape == image.shape and out.dtype == np.uint8
-    assert soft.shape == mask.shape and soft.dtype == np.float32
-    assert 0.0 <= soft.min() and soft.max() <= 1.0 and soft.max() > 0.9
-    assert np.array_equal(out, again), "fixed params make the blend a pure function"
+    assert soft.shape == image.shape[:2] and soft.dtype == np.float32
+    assert 0.0 <= soft.min() and 0.9 < soft.max() <= 1.0 + 1e-6
+    assert np.array_equal(out, again), "without rng the blend is a pure function"
     assert np.array_equal(out[soft == 0], image[soft == 0]), "outside the mask the target is the real image"
     assert np.abs(out.astype(int) - image)[soft > 0.9].mean() > 1.0
+    assert soft[80, 80] > 0.9 and soft[5, 5] == 0.0 and soft[80, 125] == 0.0  # the hull, not the frame
 
 
-def test_sampled_params_vary_and_jitter_keeps_choices() -> None:
+def test_per_frame_jitter_keeps_the_clip_blend() -> None:
+    image, outline = _disc_face()
     rng = np.random.default_rng(0)
-    drawn = [sample_blend_params(rng) for _ in range(20)]
+    drawn = [sample_clip_blend(rng) for _ in range(20)]
     assert len({p.elastic_seed for p in drawn}) == 20
     assert {p.alter_source for p in drawn} == {True, False}
-    base = drawn[0]
-    moved = jitter_blend_params(base, np.random.default_rng(1))
-    assert isinstance(moved, BlendParams) and moved != base
-    assert (moved.alter_source, moved.elastic_seed, moved.blend_ratio) == (
-        base.alter_source,
-        base.elastic_seed,
-        base.blend_ratio,
-    )
-    assert abs(moved.hue_shift_deg - base.hue_shift_deg) < 3.0
+    params = dataclasses.replace(drawn[0], ratio=1.0)
+    _, mask_a = blend_face(image, outline, 70.0, params, np.random.default_rng(1))
+    _, mask_b = blend_face(image, outline, 70.0, params, np.random.default_rng(2))
+    assert not np.array_equal(mask_a, mask_b), "frames of a clip differ a little"
+    overlap = np.minimum(mask_a, mask_b).sum() / np.maximum(mask_a, mask_b).sum()
+    assert overlap > 0.9, "but keep one seam"
 
 
-def test_self_blend_rejects_bad_inputs() -> None:
-    image, mask = _disc_face()
-    rng = np.random.default_rng(0)
+def test_blend_face_rejects_bad_inputs() -> None:
+    image, outline = _disc_face()
+    params = sample_clip_blend(np.random.default_rng(0))
     with pytest.raises(ValueError):
-        self_blend(image.astype(np.float32), mask, rng)
+        blend_face(image.astype(np.float32), outline, 70.0, params)
     with pytest.raises(ValueError):
-        self_blend(image, mask[:-1], rng)
+        blend_face(image[..., :2], outline, 70.0, params)
     with pytest.raises(ValueError):
-        self_blend(image, np.zeros_like(mask), rng)
+        blend_face(image, outline[:2], 70.0, params)

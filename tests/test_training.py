@@ -37,7 +37,7 @@ def test_crop_face_geometry() -> None:
 
 
 def test_self_blend_changes_only_the_face() -> None:
-    from tools.sbi.blend import blend_frame, sample_clip_blend
+    from stream_guard.synth.self_blend import blend_frame, sample_clip_blend
     from tools.sbi.data import synthetic_clips
 
     clip = synthetic_clips(1)[0]

@@ -11,7 +11,7 @@ import cv2
 import numpy as np
 
 from tools.sbi.augment import crop_with_jitter, sample_crop
-from tools.sbi.blend import blend_frame, sample_clip_blend
+from stream_guard.synth.self_blend import blend_frame, sample_clip_blend
 from tools.sbi.data import load_cache, synthetic_clips
 
 

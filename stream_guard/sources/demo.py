@@ -3,7 +3,8 @@
 Frames are made at run time from scikit-image's ``astronaut`` photo (Eileen Collins,
 NASA, public domain), animated like a live face (head sway, breathing scale, small
 in-plane roll, slow lean in/out), in two panels side by side: LEFT the genuine photo,
-RIGHT a self-blended copy of the same face (see :mod:`stream_guard.synth.self_blend`).
+RIGHT a self-blended copy of the same face (:mod:`stream_guard.synth.self_blend`, the
+generator the detector's pseudo-fakes come from).
 Both panels share one motion, so they differ only around the right-hand face.
 """
 from __future__ import annotations
@@ -17,7 +18,7 @@ from typing import Iterator
 import cv2
 import numpy as np
 
-from stream_guard.synth.self_blend import BlendParams, face_mask_from_landmarks, self_blend
+from stream_guard.synth.self_blend import FACE_PER_EYES, ClipBlend, blend_face
 from stream_guard.types import FaceDetections, Frame, StreamInfo
 
 # Face outline of the astronaut in the original 512x512 photo (x, y), measured by
@@ -40,24 +41,28 @@ _FACE_CENTRE = (222.0, 130.0)  # rotation/scale centre in photo pixels
 _FACE_SCALE_720P = 2.0  # photo -> frame scale at 720p: the ~100 px face becomes ~200 px
 _BACKDROP_PX = 96  # smooth studio backdrop added above the photo, for upward head motion
 
-# A subtle, fixed manipulation: a warmer, slightly enlarged and shifted face; a seam
-# and a tone step that show when you look for them. The seed only changes the
-# elastic shape of the mask.
-DEMO_BLEND = BlendParams(
+# A subtle, fixed manipulation in the training generator's terms (sizes are fractions of
+# the face width): a warmer, slightly enlarged and shifted face; a seam and a tone step
+# that show when you look for them. The seed only changes the elastic shape of the mask.
+DEMO_BLEND = ClipBlend(
+    region="full",
     alter_source=True,
-    rgb_shift=(0.025, 0.0, -0.02),
-    hue_shift_deg=3.0,
-    saturation_scale=1.1,
-    brightness=0.02,
+    rgb_shift=(6.0, 0.0, -5.0),
+    hsv_shift=(3.0, 0.1, 0.0),
     contrast=1.05,
-    source_scale=1.03,
-    source_shift=(0.012, -0.01),
-    mask_rotation_deg=2.0,
+    brightness=0.02,
+    freq="none",
+    freq_amount=0.0,
+    src_scale=(1.03, 1.03),
+    src_shift=(0.012, -0.01),
     mask_scale=(1.0, 0.97),
-    elastic_amplitude=0.02,
-    morph=-0.03,
-    blur=0.025,
-    blend_ratio=1.0,
+    mask_angle=2.0,
+    mask_shift=(0.0, 0.0),
+    elastic_amp=0.02,
+    elastic_seed=0,
+    blur1=0.08,
+    blur2=0.08,
+    ratio=1.0,
 )
 _LABELS = ("original", "self-blended")
 
@@ -210,9 +215,9 @@ def build_demo_faces(seed: int = 0) -> DemoFaces:
     from skimage.data import astronaut  # imported here: only the demo needs scikit-image
 
     photo = np.ascontiguousarray(astronaut())
-    mask = face_mask_from_landmarks(ASTRONAUT_FACE_OUTLINE, photo.shape)
+    face_width = FACE_PER_EYES * float(np.linalg.norm(ASTRONAUT_KEYPOINTS[1] - ASTRONAUT_KEYPOINTS[0]))
     params = dataclasses.replace(DEMO_BLEND, elastic_seed=seed)
-    blended, _ = self_blend(photo, mask, np.random.default_rng(seed), params)
+    blended, _ = blend_face(photo, ASTRONAUT_FACE_OUTLINE, face_width, params)
     genuine, blended = _with_backdrop(photo), _with_backdrop(blended)
     ys, xs = np.nonzero((genuine != blended).any(axis=2))
     if xs.size == 0:

@@ -1,285 +1,212 @@
-"""Self-blended pseudo-fakes, after Shiohara & Yamasaki, "Detecting Deepfakes with
-Self-Blended Images" (CVPR 2022). Written from the paper's description only.
+"""Self-blended images (SBI): a real face blended onto a slightly altered copy of itself.
 
-One real face is turned into a *source* and a *target* copy of itself. One copy gets
-its appearance altered (colour, hue/saturation, brightness/contrast, a down-up
-resample or a sharpening), the source is slightly rescaled and shifted, the face
-mask is deformed (small affine + smooth elastic warp) and softened (erosion or
-dilation, Gaussian blur, a blend ratio), and the two are blended::
+Written from the description in Shiohara & Yamasaki, "Detecting Deepfakes with
+Self-Blended Images", CVPR 2022:
 
-    blended = mask * source + (1 - mask) * target
+* source-target generator: one of two copies of the face gets colour (RGB shift,
+  hue/saturation/value, brightness/contrast) and frequency (down-up-scaling or
+  sharpening) alterations; the source is then slightly resized and translated;
+* mask generator: the convex hull of the face landmarks (sometimes of a part of the
+  face), deformed (affine + elastic), blurred, cut below 1 (an erosion), blurred
+  again, scaled by a blend ratio;
+* blend: ``fake = source * mask + target * (1 - mask)``.
 
-The result carries the blending traces (a seam, a tone step, a resolution change)
-that face-swap methods leave, without any second identity.
-
-Every random choice lives in :class:`BlendParams`, so the same parameters applied
-to consecutive frames give a temporally consistent fake; geometric quantities are
-fractions of the face size, measured from the mask, so they follow the face.
-The whole image is processed: pass a crop around the face, not a 4K frame.
+For video clips :func:`sample_clip_blend` draws one set of parameters per clip and
+:func:`blend_frame` applies it per frame with small jitter, so the seam moves with the
+face the way a face swap's does. :func:`blend_frame` takes MediaPipe's 468 face-mesh
+landmarks (training, ``tools/sbi``); :func:`blend_face` takes any face outline and a
+face width (the embedded demo, which has a hand-measured outline and no mesh).
 """
 from __future__ import annotations
 
-import dataclasses
-import math
 from dataclasses import dataclass
 
 import cv2
 import numpy as np
 
-# Blend ratios as listed in the paper: full blends are drawn more often.
-_BLEND_RATIOS = (0.25, 0.5, 0.75, 1.0, 1.0, 1.0)
-_ELASTIC_WAVES = 4  # sinusoids per axis in the elastic displacement field
+RIGHT_EYE, LEFT_EYE, NOSE_TIP, UPPER_LIP, LOWER_LIP = 33, 263, 1, 13, 14
+REGIONS = ("full", "inner", "lower", "upper", "half_left", "half_right", "mouth_nose")
+REGION_P = (0.50, 0.16, 0.10, 0.08, 0.05, 0.05, 0.06)
+FACE_PER_EYES = 1.5  # face width / outer eye-corner distance
 
 
-@dataclass(frozen=True, slots=True)
-class BlendParams:
-    """All choices one self-blend makes. Lengths are fractions of the face size
-    (the longer side of the mask's bounding box); colours are in ``[0, 1]`` units."""
+@dataclass(frozen=True)
+class ClipBlend:
+    """Blend parameters shared by every frame of one clip (sizes relative to face width)."""
 
-    alter_source: bool = True  # which copy gets the appearance change
-    rgb_shift: tuple[float, float, float] = (0.0, 0.0, 0.0)
-    hue_shift_deg: float = 0.0
-    saturation_scale: float = 1.0
-    brightness: float = 0.0
-    contrast: float = 1.0  # about the image mean
-    resample_factor: float = 1.0  # < 1: downscale by this factor, then back up
-    sharpen_amount: float = 0.0  # unsharp-mask gain, 0 = off
-    source_scale: float = 1.0  # source copy rescaled about the face centre
-    source_shift: tuple[float, float] = (0.0, 0.0)
-    mask_rotation_deg: float = 0.0
-    mask_scale: tuple[float, float] = (1.0, 1.0)  # x, y about the face centre
-    mask_shift: tuple[float, float] = (0.0, 0.0)
-    elastic_amplitude: float = 0.0  # peak displacement of the mask outline
-    elastic_seed: int = 0  # fixes the shape of the elastic field
-    morph: float = 0.0  # > 0 dilates the mask, < 0 erodes it
-    blur: float = 0.03  # Gaussian sigma of the mask edge
-    blend_ratio: float = 1.0  # peak opacity of the source inside the mask
+    region: str
+    alter_source: bool  # alter the source (pasted) copy, else the target
+    rgb_shift: tuple[float, float, float]
+    hsv_shift: tuple[float, float, float]  # hue degrees, saturation and value scale - 1
+    contrast: float
+    brightness: float
+    freq: str  # "none" | "down" | "sharpen"
+    freq_amount: float
+    src_scale: tuple[float, float]
+    src_shift: tuple[float, float]
+    mask_scale: tuple[float, float]
+    mask_angle: float
+    mask_shift: tuple[float, float]
+    elastic_amp: float
+    elastic_seed: int
+    blur1: float
+    blur2: float
+    ratio: float
 
 
-def sample_blend_params(rng: np.random.Generator) -> BlendParams:
-    """Draw one random, plausible set of blending choices."""
-    freq = rng.choice(3, p=(0.4, 0.3, 0.3))  # none, down-up resample, sharpen
-    return BlendParams(
+def sample_clip_blend(rng: np.random.Generator) -> ClipBlend:
+    """Draw one clip's blend parameters."""
+    u = rng.uniform
+    freq = str(rng.choice(["none", "down", "sharpen"], p=[0.3, 0.45, 0.25]))
+    return ClipBlend(
+        region=str(rng.choice(REGIONS, p=REGION_P)),
         alter_source=bool(rng.random() < 0.5),
-        rgb_shift=_uniform3(rng, 0.05),
-        hue_shift_deg=float(rng.uniform(-8.0, 8.0)),
-        saturation_scale=float(rng.uniform(0.8, 1.2)),
-        brightness=float(rng.uniform(-0.08, 0.08)),
-        contrast=float(rng.uniform(0.85, 1.15)),
-        resample_factor=float(rng.uniform(0.4, 0.8)) if freq == 1 else 1.0,
-        sharpen_amount=float(rng.uniform(0.3, 1.2)) if freq == 2 else 0.0,
-        source_scale=float(rng.uniform(0.95, 1.05)),
-        source_shift=(float(rng.uniform(-0.03, 0.03)), float(rng.uniform(-0.03, 0.03))),
-        mask_rotation_deg=float(rng.uniform(-5.0, 5.0)),
-        mask_scale=(float(rng.uniform(0.92, 1.08)), float(rng.uniform(0.92, 1.08))),
-        mask_shift=(float(rng.uniform(-0.03, 0.03)), float(rng.uniform(-0.03, 0.03))),
-        elastic_amplitude=float(rng.uniform(0.0, 0.04)),
-        elastic_seed=int(rng.integers(0, 2**31 - 1)),
-        morph=float(rng.uniform(-0.06, 0.03)),
-        blur=float(rng.uniform(0.01, 0.06)),
-        blend_ratio=float(rng.choice(_BLEND_RATIOS)),
+        rgb_shift=tuple(float(v) for v in u(-12, 12, 3) * (rng.random() < 0.7)),
+        hsv_shift=(float(u(-4, 4)), float(u(-0.15, 0.15)), float(u(-0.1, 0.1))),
+        contrast=float(u(0.9, 1.1)),
+        brightness=float(u(-0.06, 0.06)),
+        freq=freq,
+        freq_amount=float(u(0.3, 0.7) if freq == "down" else u(0.3, 1.0)),
+        src_scale=(float(u(0.95, 1.05)), float(u(0.95, 1.05))),
+        src_shift=(float(u(-0.02, 0.02)), float(u(-0.02, 0.02))),
+        mask_scale=(float(u(0.92, 1.06)), float(u(0.92, 1.06))),
+        mask_angle=float(u(-4, 4)),
+        mask_shift=(float(u(-0.02, 0.02)), float(u(-0.02, 0.02))),
+        elastic_amp=float(u(0.0, 0.05)),
+        elastic_seed=int(rng.integers(1 << 30)),
+        blur1=float(u(0.02, 0.10)),
+        blur2=float(u(0.02, 0.10)),
+        ratio=float(rng.choice([0.25, 0.5, 0.75, 1.0, 1.0, 1.0])),
     )
 
 
-# Per-frame jitter (standard deviations) for continuous fields: small enough that a
-# clip keeps one consistent "fake", large enough that frames are not identical.
-_JITTER_SIGMA: tuple[tuple[str, float], ...] = (
-    ("hue_shift_deg", 0.3),
-    ("saturation_scale", 0.005),
-    ("brightness", 0.003),
-    ("contrast", 0.005),
-    ("source_scale", 0.002),
-    ("mask_rotation_deg", 0.3),
-    ("elastic_amplitude", 0.001),
-    ("blur", 0.001),
-)
-_JITTER_PAIR_SIGMA: tuple[tuple[str, float], ...] = (
-    ("source_shift", 0.002),
-    ("mask_shift", 0.002),
-    ("mask_scale", 0.003),
-)
+def face_frame(lms: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
+    """Face-aligned axes from 468 landmarks: origin (nose tip), u (towards the subject's
+    left eye), v (downwards), eye distance."""
+    eyes = lms[LEFT_EYE] - lms[RIGHT_EYE]
+    dist = float(np.linalg.norm(eyes)) + 1e-6
+    u = eyes / dist
+    v = np.array([-u[1], u[0]])
+    return lms[NOSE_TIP], u, v, dist
 
 
-def jitter_blend_params(params: BlendParams, rng: np.random.Generator, strength: float = 1.0) -> BlendParams:
-    """A copy of ``params`` with small Gaussian noise on its continuous fields
-    (per-frame variation around a per-clip choice); discrete choices are kept."""
-    changes: dict[str, object] = {}
-    for name, sigma in _JITTER_SIGMA:
-        changes[name] = float(getattr(params, name) + rng.normal(0.0, sigma * strength))
-    for name, sigma in _JITTER_PAIR_SIGMA:
-        a, b = getattr(params, name)
-        noise = rng.normal(0.0, sigma * strength, size=2)
-        changes[name] = (float(a + noise[0]), float(b + noise[1]))
-    changes["elastic_amplitude"] = max(0.0, float(changes["elastic_amplitude"]))  # type: ignore[arg-type]
-    changes["blur"] = max(0.0, float(changes["blur"]))  # type: ignore[arg-type]
-    return dataclasses.replace(params, **changes)  # type: ignore[arg-type]
+def region_points(lms: np.ndarray, region: str) -> np.ndarray:
+    """The landmarks whose hull makes the mask for ``region``."""
+    origin, u, v, dist = face_frame(lms)
+    rel = lms - origin
+    pu, pv = rel @ u, rel @ v
+    if region == "inner":
+        centre = lms.mean(0)
+        d = np.linalg.norm(lms - centre, axis=1)
+        keep = d <= np.quantile(d, 0.7)
+    elif region == "lower":
+        keep = pv > -0.35 * dist
+    elif region == "upper":
+        keep = pv < 0.25 * dist
+    elif region == "half_left":
+        keep = pu > -0.15 * dist
+    elif region == "half_right":
+        keep = pu < 0.15 * dist
+    elif region == "mouth_nose":
+        keep = (np.abs(pu) < 0.45 * dist) & (pv > -0.6 * dist) & (pv < 0.95 * dist)
+    else:
+        keep = np.ones(len(lms), bool)
+    pts = lms[keep]
+    return pts if len(pts) >= 3 else lms
 
 
-def face_mask_from_landmarks(landmarks: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
-    """Binary face mask (float32, 0/1, ``shape[:2]``) filling the convex hull of ``(K, 2)`` landmarks."""
-    pts = np.asarray(landmarks, dtype=np.float64).reshape(-1, 2)
-    if pts.shape[0] < 3:
-        raise ValueError(f"need at least 3 landmarks for a face hull, got {pts.shape[0]}")
-    fixed = np.round(pts * 16.0).astype(np.int32).reshape(-1, 1, 2)  # 4 fractional bits
-    hull = cv2.convexHull(fixed)
-    mask = np.zeros(shape[:2], np.uint8)
-    cv2.fillConvexPoly(mask, hull, 1, lineType=cv2.LINE_8, shift=4)
-    return mask.astype(np.float32)
+def _blur(img: np.ndarray, sigma: float) -> np.ndarray:
+    return cv2.GaussianBlur(img, (0, 0), sigmaX=max(sigma, 0.3), borderType=cv2.BORDER_REFLECT)
 
 
-def self_blend(
-    image: np.ndarray,
-    mask: np.ndarray,
-    rng: np.random.Generator,
-    params: BlendParams | None = None,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Blend a manipulated copy of ``image`` into itself inside ``mask``.
-
-    ``image`` is RGB uint8 ``(H, W, 3)``; ``mask`` is ``(H, W)``, nonzero on the face.
-    ``rng`` draws the parameters when ``params`` is None (otherwise it is unused and the
-    result is a pure function of the inputs). Returns the blended RGB uint8 image and
-    the final soft mask (float32 in ``[0, 1]``) that was used.
-    """
-    _check_inputs(image, mask)
-    if params is None:
-        params = sample_blend_params(rng)
-    face = (np.asarray(mask) > 0).astype(np.float32)
-    centre, size = _face_frame(face)
-    real = image.astype(np.float32) * (1.0 / 255.0)
-    altered = _alter_appearance(real, params)
-    source, target = (altered, real) if params.alter_source else (real, altered)
-    source = _warp_source(source, params, centre, size)
-    soft = _soften_mask(_deform_mask(face, params, centre, size), params, size)
-    alpha = soft[..., None]
-    blended = alpha * source + (1.0 - alpha) * target
-    out = np.clip(np.rint(blended * 255.0), 0, 255).astype(np.uint8)
-    return out, soft
+def _elastic_field(shape: tuple[int, int], amp_px: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Smooth random displacement maps for cv2.remap (same seed -> same field)."""
+    h, w = shape
+    g = np.random.default_rng(seed).uniform(-1, 1, (2, 5, 5)).astype(np.float32)
+    dx = cv2.resize(g[0], (w, h), interpolation=cv2.INTER_CUBIC) * amp_px
+    dy = cv2.resize(g[1], (w, h), interpolation=cv2.INTER_CUBIC) * amp_px
+    xs, ys = np.meshgrid(np.arange(w, dtype=np.float32), np.arange(h, dtype=np.float32))
+    return xs + dx, ys + dy
 
 
-def _uniform3(rng: np.random.Generator, limit: float) -> tuple[float, float, float]:
-    a, b, c = rng.uniform(-limit, limit, size=3)
-    return float(a), float(b), float(c)
+def make_mask(hull_points: np.ndarray, face: float, shape: tuple[int, int], p: ClipBlend,
+              jitter: np.ndarray) -> np.ndarray:
+    """Soft float32 mask ``(H, W)`` in [0, 1] from the hull of ``hull_points`` (``face``: face width, px)."""
+    pts = np.asarray(hull_points, np.float64).reshape(-1, 2)
+    if len(pts) < 3:
+        raise ValueError(f"need at least 3 points for a face hull, got {len(pts)}")
+    centre = pts.mean(0)
+    a = np.deg2rad(p.mask_angle)
+    rot = np.array([[np.cos(a), -np.sin(a)], [np.sin(a), np.cos(a)]]) * np.array(p.mask_scale)[None, :]
+    shift = np.array(p.mask_shift) * face + jitter
+    pts = (pts - centre) @ rot.T + centre + shift
+    hull = cv2.convexHull(np.round(pts * 4).astype(np.int32))
+    mask = np.zeros(shape, np.uint8)
+    cv2.fillConvexPoly(mask, hull, 255, lineType=cv2.LINE_AA, shift=2)
+    mask = mask.astype(np.float32) / 255.0
+    if p.elastic_amp > 0:
+        mx, my = _elastic_field(shape, p.elastic_amp * face, p.elastic_seed)
+        mask = cv2.remap(mask, mx, my, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)
+    mask = _blur(mask, p.blur1 * face / 3.0)
+    mask[mask < 0.999] = 0.0
+    mask = _blur(mask, p.blur2 * face / 3.0)
+    return mask
 
 
-def _check_inputs(image: np.ndarray, mask: np.ndarray) -> None:
-    if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
-        raise ValueError(f"image must be RGB uint8 (H, W, 3), got {image.dtype} {image.shape}")
-    if np.asarray(mask).shape != image.shape[:2]:
-        raise ValueError(f"mask shape {np.asarray(mask).shape} does not match image {image.shape[:2]}")
-
-
-def _face_frame(face: np.ndarray) -> tuple[tuple[float, float], float]:
-    """Centre and size (longer bounding-box side, px) of a binary face mask."""
-    ys, xs = np.nonzero(face)
-    if xs.size == 0:
-        raise ValueError("the face mask is empty")
-    x0, x1, y0, y1 = xs.min(), xs.max() + 1, ys.min(), ys.max() + 1
-    return (float(x0 + x1) / 2.0, float(y0 + y1) / 2.0), float(max(x1 - x0, y1 - y0))
-
-
-def _alter_appearance(img: np.ndarray, p: BlendParams) -> np.ndarray:
-    """Colour, then frequency changes on a float RGB image in ``[0, 1]``."""
-    out = np.clip(img + np.asarray(p.rgb_shift, np.float32), 0.0, 1.0)
-    if p.hue_shift_deg != 0.0 or p.saturation_scale != 1.0:
-        hsv = cv2.cvtColor(out, cv2.COLOR_RGB2HSV)  # float: H in [0, 360), S, V in [0, 1]
-        hsv[..., 0] = np.mod(hsv[..., 0] + p.hue_shift_deg, 360.0)
-        hsv[..., 1] = np.clip(hsv[..., 1] * p.saturation_scale, 0.0, 1.0)
-        out = cv2.cvtColor(hsv, cv2.COLOR_HSV2RGB)
-    mean = out.mean(axis=(0, 1), keepdims=True)
-    out = (out - mean) * p.contrast + mean + p.brightness
-    if p.resample_factor < 1.0:
-        out = _down_up(out, p.resample_factor)
-    if p.sharpen_amount > 0.0:
-        out = out + p.sharpen_amount * (out - cv2.GaussianBlur(out, (0, 0), 1.0))
-    return np.clip(out, 0.0, 1.0).astype(np.float32, copy=False)
-
-
-def _down_up(img: np.ndarray, factor: float) -> np.ndarray:
-    h, w = img.shape[:2]
-    small = cv2.resize(img, (max(1, round(w * factor)), max(1, round(h * factor))), interpolation=cv2.INTER_AREA)
-    return cv2.resize(small, (w, h), interpolation=cv2.INTER_LINEAR)
-
-
-def _affine_about(
-    centre: tuple[float, float], angle_deg: float, scale: tuple[float, float], shift: tuple[float, float]
-) -> np.ndarray:
-    """2x3 matrix: scale (x, y), rotate by ``angle_deg`` about ``centre``, then shift (px)."""
-    a = math.radians(angle_deg)
-    rot = np.array([[math.cos(a), math.sin(a)], [-math.sin(a), math.cos(a)]])
-    lin = rot @ np.diag(scale)
-    c = np.asarray(centre)
-    offset = c - lin @ c + np.asarray(shift)
-    return np.hstack([lin, offset[:, None]]).astype(np.float64)
-
-
-def _warp_source(img: np.ndarray, p: BlendParams, centre: tuple[float, float], size: float) -> np.ndarray:
-    if p.source_scale == 1.0 and p.source_shift == (0.0, 0.0):
-        return img
-    shift = (p.source_shift[0] * size, p.source_shift[1] * size)
-    m = _affine_about(centre, 0.0, (p.source_scale, p.source_scale), shift)
-    h, w = img.shape[:2]
-    # cubic keeps the source's detail: any softening is the down-up step's job
-    return cv2.warpAffine(img, m, (w, h), flags=cv2.INTER_CUBIC, borderMode=cv2.BORDER_REFLECT_101)
-
-
-def _deform_mask(face: np.ndarray, p: BlendParams, centre: tuple[float, float], size: float) -> np.ndarray:
-    """Affine, then elastic deformation of the binary mask (float result)."""
-    h, w = face.shape
-    shift = (p.mask_shift[0] * size, p.mask_shift[1] * size)
-    m = _affine_about(centre, p.mask_rotation_deg, p.mask_scale, shift)
-    out = cv2.warpAffine(face, m, (w, h), flags=cv2.INTER_LINEAR, borderValue=0.0)
-    if p.elastic_amplitude > 0.0:
-        out = _elastic(out, p.elastic_amplitude * size, p.elastic_seed, centre, size)
+def alter(img: np.ndarray, p: ClipBlend, face: float) -> np.ndarray:
+    """Colour and frequency alteration of a float32 RGB image in [0, 1]."""
+    out = img + np.asarray(p.rgb_shift, np.float32) / 255.0
+    out = np.clip((out - 0.5) * p.contrast + 0.5 + p.brightness, 0.0, 1.0)
+    hsv = cv2.cvtColor(out, cv2.COLOR_RGB2HSV)  # H in degrees, S and V in [0, 1]
+    hsv[..., 0] = (hsv[..., 0] + p.hsv_shift[0]) % 360.0
+    hsv[..., 1] = np.clip(hsv[..., 1] * (1 + p.hsv_shift[1]), 0, 1)
+    hsv[..., 2] = np.clip(hsv[..., 2] * (1 + p.hsv_shift[2]), 0, 1)
+    out = cv2.cvtColor(hsv, cv2.COLOR_HSV2RGB)
+    h, w = out.shape[:2]
+    if p.freq == "down":
+        f = p.freq_amount
+        small = cv2.resize(out, (max(8, int(w * f)), max(8, int(h * f))), interpolation=cv2.INTER_AREA)
+        out = cv2.resize(small, (w, h), interpolation=cv2.INTER_LINEAR)
+    elif p.freq == "sharpen":
+        out = np.clip(out + p.freq_amount * (out - _blur(out, max(1.0, face / 150.0))), 0, 1)
     return out
 
 
-def _elastic(mask: np.ndarray, amplitude_px: float, seed: int, centre: tuple[float, float], size: float) -> np.ndarray:
-    """Smooth elastic warp inside the face's neighbourhood.
+def blend_frame(img: np.ndarray, lms: np.ndarray, p: ClipBlend,
+                rng: np.random.Generator | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Pseudo-fake of one RGB uint8 face crop with its 468 landmarks (crop pixels): the
+    hull of ``p.region``'s landmarks, face width from the eye distance (see :func:`blend_face`)."""
+    _, _, _, dist = face_frame(lms)
+    return blend_face(img, region_points(lms, p.region), FACE_PER_EYES * dist, p, rng, warp_centre=lms.mean(0))
 
-    The displacement is a sum of a few low-frequency sinusoids in face-normalised
-    coordinates, so one seed gives the same shape at every resolution and position.
+
+def blend_face(img: np.ndarray, hull_points: np.ndarray, face: float, p: ClipBlend,
+               rng: np.random.Generator | None = None,
+               warp_centre: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Blend an altered copy of RGB uint8 ``img`` into itself inside the hull of ``hull_points``.
+
+    ``face`` is the face width in pixels (sizes in ``p`` are fractions of it); the source
+    copy is rescaled about ``warp_centre`` (default: the points' mean). ``p.region`` is
+    not used here: the caller chose the points. Returns ``(fake uint8, mask float32)``.
+    ``rng`` adds per-frame jitter (sub-pixel seam shift, +-0.03 blend ratio); without it
+    the result is a pure function of the inputs.
     """
-    h, w = mask.shape
-    reach = size * 0.8 + amplitude_px  # only the face's neighbourhood can be nonzero
-    x0, x1 = max(0, int(centre[0] - reach)), min(w, int(math.ceil(centre[0] + reach)))
-    y0, y1 = max(0, int(centre[1] - reach)), min(h, int(math.ceil(centre[1] + reach)))
-    if x0 >= x1 or y0 >= y1:
-        return mask
-    xs = np.arange(x0, x1, dtype=np.float32)
-    ys = np.arange(y0, y1, dtype=np.float32)
-    gx, gy = np.meshgrid(xs, ys)
-    u, v = (gx - centre[0]) / size, (gy - centre[1]) / size
-    field_rng = np.random.default_rng(seed)
-    dx = _wave_field(u, v, field_rng)
-    dy = _wave_field(u, v, field_rng)
-    map_x = gx + amplitude_px * dx
-    map_y = gy + amplitude_px * dy
-    out = mask.copy()
-    out[y0:y1, x0:x1] = cv2.remap(mask, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0.0)
-    return out
-
-
-def _wave_field(u: np.ndarray, v: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """Sum of random sinusoids (0.5-2 cycles per face), scaled to peak magnitude <= 1."""
-    freq = rng.uniform(0.5, 2.0, size=_ELASTIC_WAVES) * 2.0 * math.pi
-    angle = rng.uniform(0.0, 2.0 * math.pi, size=_ELASTIC_WAVES)
-    phase = rng.uniform(0.0, 2.0 * math.pi, size=_ELASTIC_WAVES)
-    weight = rng.uniform(0.5, 1.0, size=_ELASTIC_WAVES)
-    weight = weight / weight.sum()
-    field = np.zeros_like(u)
-    for f, a, ph, wt in zip(freq, angle, phase, weight):
-        field += np.float32(wt) * np.sin(np.float32(f) * (math.cos(a) * u + math.sin(a) * v) + np.float32(ph))
-    return field
-
-
-def _soften_mask(mask: np.ndarray, p: BlendParams, size: float) -> np.ndarray:
-    """Erode/dilate, blur and scale by the blend ratio; float32 in ``[0, 1]``."""
-    out = mask
-    radius = int(round(abs(p.morph) * size))
-    if radius >= 1:
-        kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * radius + 1, 2 * radius + 1))
-        out = cv2.dilate(out, kernel) if p.morph > 0 else cv2.erode(out, kernel)
-    sigma = p.blur * size
-    if sigma > 0.3:
-        out = cv2.GaussianBlur(out, (0, 0), sigma)
-    return np.clip(out * p.blend_ratio, 0.0, 1.0).astype(np.float32, copy=False)
+    if img.dtype != np.uint8 or img.ndim != 3 or img.shape[2] != 3:
+        raise ValueError(f"image must be RGB uint8 (H, W, 3), got {img.dtype} {img.shape}")
+    h, w = img.shape[:2]
+    jitter = rng.normal(0, 0.3, 2) if rng is not None else np.zeros(2)
+    ratio = float(np.clip(p.ratio + (rng.uniform(-0.03, 0.03) if rng is not None else 0.0), 0.1, 1.0))
+    base = img.astype(np.float32) / 255.0
+    source, target = base, base
+    if p.alter_source:
+        source = alter(base, p, face)
+    else:
+        target = alter(base, p, face)
+    centre = np.asarray(hull_points, np.float64).reshape(-1, 2).mean(0) if warp_centre is None else warp_centre
+    sx, sy = p.src_scale
+    m = np.array([[sx, 0, (1 - sx) * centre[0] + p.src_shift[0] * face],
+                  [0, sy, (1 - sy) * centre[1] + p.src_shift[1] * face]], np.float32)
+    source = cv2.warpAffine(source, m, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
+    mask = make_mask(hull_points, face, (h, w), p, jitter) * ratio
+    fake = source * mask[..., None] + target * (1.0 - mask[..., None])
+    return np.clip(fake * 255.0 + 0.5, 0, 255).astype(np.uint8), mask

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from tools.sbi.augment import apply_aug, crop_with_jitter, sample_aug, sample_crop
-from tools.sbi.blend import blend_frame, sample_clip_blend
+from stream_guard.synth.self_blend import blend_frame, sample_clip_blend
 
 
 @dataclass

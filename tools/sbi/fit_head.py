@@ -38,7 +38,7 @@ from sklearn.preprocessing import StandardScaler
 from stream_guard.evaluate import family_of, metrics, metrics_by_family
 from stream_guard.faces.crop import crop_face
 from stream_guard.model.contract import ModelSpec
-from tools.sbi.blend import blend_frame, sample_clip_blend
+from stream_guard.synth.self_blend import blend_frame, sample_clip_blend
 from tools.sbi.data import Clip, SampleOptions, load_cache, sample_pair, synthetic_clips
 from tools.sbi.export import export_graphs, parity, parity_exit_code
 from tools.sbi.folds import grouped_folds
