@@ -36,7 +36,7 @@ class ClipBlend:
 
     region: str
     alter_source: bool  # alter the source (pasted) copy, else the target
-    rgb_shift: tuple[float, float, float]
+    rgb_shift: tuple[float, float, float]  # per channel, 0-255 units
     hsv_shift: tuple[float, float, float]  # hue degrees, saturation and value scale - 1
     contrast: float
     brightness: float
