@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import socket
 import threading
 import time
@@ -11,11 +12,33 @@ from typing import Iterator
 import pytest
 
 from stream_guard.errors import ConfigError
-from stream_guard.outputs.alerts import (CLEARED, RAISED, REASON_END, REASON_FAKE, REASON_GONE, REASON_REAL,
-                                         REASON_SOURCE, Alert, AlertOptions, AlertSink, AlertStateMachine)
-from stream_guard.outputs.webhook import DeliveryOptions, WebhookSink, redact, validate_webhook_url
+from stream_guard.outputs.alerts import (
+    CLEARED,
+    RAISED,
+    REASON_END,
+    REASON_FAKE,
+    REASON_GONE,
+    REASON_REAL,
+    REASON_SOURCE,
+    Alert,
+    AlertOptions,
+    AlertSink,
+    AlertStateMachine,
+)
+from stream_guard.outputs.webhook import (
+    DeliveryOptions,
+    WebhookSink,
+    redact,
+    validate_webhook_url,
+)
 from tests.conftest import run_cli
-from tests.support.alert_frames import INFO, NOISY_FAKE_THEN_REAL, face, result, verdict_sequence
+from tests.support.alert_frames import (
+    INFO,
+    NOISY_FAKE_THEN_REAL,
+    face,
+    result,
+    verdict_sequence,
+)
 
 PAYLOAD_FIELDS = {"type", "alert", "track_id", "score", "verdict", "stream_time_s", "wall_time", "source", "box",
                   "reason"}
@@ -108,6 +131,7 @@ class Receiver:
         self.statuses = list(statuses or [])
         self.bodies: list[dict] = []
         self.requests = 0
+        self.gets = 0  # a redirected POST that a client turned into a GET
         self.changed = threading.Condition()
         receiver = self
 
@@ -121,6 +145,16 @@ class Receiver:
                         receiver.bodies.append(json.loads(body))
                     receiver.changed.notify_all()
                 self.send_response(status)
+                if 300 <= status < 400:
+                    self.send_header("Location", "/moved/elsewhere")
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def do_GET(self) -> None:  # noqa: N802
+                with receiver.changed:
+                    receiver.gets += 1
+                    receiver.changed.notify_all()
+                self.send_response(200)
                 self.send_header("Content-Length", "0")
                 self.end_headers()
 
@@ -201,6 +235,22 @@ def test_webhook_gives_up_after_its_tries_and_does_not_retry_client_errors(recei
     assert [s.failed for s in sink.senders] == [1, 1]
 
 
+def test_webhook_does_not_follow_redirects(receiver_factory, caplog) -> None:
+    """urllib would turn a redirected POST into a bodyless GET and call it delivered."""
+    moved = receiver_factory(statuses=[302] * 5)
+    permanent = receiver_factory(statuses=[308] * 5)
+    sink = WebhookSink([moved.url, permanent.url], AlertOptions(raise_windows=1), FAST)
+    sink.open(INFO)
+    with caplog.at_level(logging.ERROR, logger="stream_guard.outputs.webhook"):
+        try:
+            sink.write(result(0, (face(1, "fake"),)))
+        finally:
+            sink.close()
+    assert (moved.requests, moved.gets, permanent.requests, permanent.gets) == (1, 0, 1, 0)
+    assert [(s.delivered, s.failed) for s in sink.senders] == [(0, 1), (0, 1)]
+    assert "redirect" in caplog.text and "secret-token" not in caplog.text
+
+
 @pytest.fixture
 def black_hole() -> Iterator[str]:
     """A TCP port that accepts connections (kernel backlog) but never answers."""
@@ -264,7 +314,12 @@ def always_fake_model(tmp_path_factory: pytest.TempPathFactory):
 
 
 def test_pipeline_alerts_each_fake_face_once_end_to_end(receiver_factory, two_faces_clip, always_fake_model) -> None:
-    from stream_guard.config import ModelOptions, OutputOptions, RunConfig, SourceOptions
+    from stream_guard.config import (
+        ModelOptions,
+        OutputOptions,
+        RunConfig,
+        SourceOptions,
+    )
     from stream_guard.pipeline import Pipeline
 
     receiver = receiver_factory()

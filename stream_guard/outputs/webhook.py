@@ -6,7 +6,9 @@ A full queue drops the new alert and counts it, so a dead receiver never slows t
 
 HTTP goes through the standard library's ``urllib``: one JSON POST with a timeout is all
 this needs, retries are our own (they must stop when the run stops), and it keeps the core
-install free of an HTTP client and its dependencies.
+install free of an HTTP client and its dependencies. Redirects are not followed: urllib
+would re-send a redirected POST as a GET without its body (and count it delivered), and an
+alert should only ever reach the URL the user gave.
 """
 from __future__ import annotations
 
@@ -16,6 +18,7 @@ import queue
 import random
 import threading
 import urllib.error
+import urllib.parse
 import urllib.request
 from dataclasses import dataclass
 from typing import Any
@@ -29,6 +32,14 @@ from stream_guard.types import StreamInfo
 log = logging.getLogger(__name__)
 _STOP = object()
 RETRY_STATUS = frozenset({408, 425, 429, 500, 502, 503, 504})
+
+
+class _RefuseRedirects(urllib.request.HTTPRedirectHandler):
+    """Turns every 3xx into an ``HTTPError`` instead of a new request."""
+
+    def redirect_request(self, req: urllib.request.Request, fp: Any, code: int, msg: str, headers: Any,
+                         newurl: str) -> None:
+        return None
 
 
 def validate_webhook_url(url: str) -> str:
@@ -80,6 +91,7 @@ class WebhookSender(threading.Thread):
         self._q: queue.Queue[Any] = queue.Queue(maxsize=options.queue_size)
         self._abort = threading.Event()
         self._rng = random.Random()
+        self._opener = urllib.request.build_opener(_RefuseRedirects())
         self.delivered = 0
         self.failed = 0
         self.dropped = 0
@@ -161,10 +173,13 @@ class WebhookSender(threading.Thread):
         request = urllib.request.Request(self.url, data=body, method="POST", headers={
             "Content-Type": "application/json", "User-Agent": f"stream-guard/{__version__}"})
         try:
-            with urllib.request.urlopen(request, timeout=self.options.timeout_s) as response:
+            with self._opener.open(request, timeout=self.options.timeout_s) as response:
                 response.read(65536)
                 return False, None
         except urllib.error.HTTPError as e:
+            if 300 <= e.code < 400:
+                where = redact(urllib.parse.urljoin(self.url, e.headers.get("Location", "")))
+                return False, f"HTTP {e.code} redirect to {where} not followed: give --webhook the final URL"
             return e.code in RETRY_STATUS, f"HTTP {e.code}"
         except (urllib.error.URLError, OSError) as e:  # refused, DNS, timeout, reset
             reason = getattr(e, "reason", e)
