@@ -237,3 +237,58 @@ def test_converted_model_runs_in_the_pipeline(keras_side: Path, two_faces_clip: 
     assert summary.frames_processed == 90
     assert summary.model_trained
     assert len(scored) >= 40 and all(0.0 <= s <= 1.0 for s in scored)
+
+
+# Runs in .venv-keras: Meso-4 from the converter's own builder, its last layer spread as above,
+# saved as a weights-only legacy .h5 (how MesoNet publishes its weights), plus Keras' probabilities.
+MESO4_SCRIPT = textwrap.dedent("""
+    import os, sys
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    import h5py, keras, numpy as np
+    from keras.src.legacy.saving import legacy_h5_format
+    from tools.keras_to_contract import build_meso4
+
+    out = sys.argv[1]
+    keras.utils.set_random_seed(3)
+    rng = np.random.default_rng(2)
+    crops = np.clip(rng.integers(0, 256, (6, 1, 1, 3)) + rng.normal(0, 40, (6, 256, 256, 3)), 0, 255)
+    crops = crops.astype(np.uint8)
+    model = build_meso4()
+    assert sum(int(np.prod(w.shape)) for w in model.trainable_weights) == 27977  # the paper's count
+    features = np.asarray(keras.Model(model.inputs[0], model.layers[-2].output)(crops / 255.0, training=False))
+    kernel, bias = model.layers[-1].get_weights()
+    z = features @ kernel + bias
+    scale = 2.0 / max(float(z.std()), 1e-6)
+    model.layers[-1].set_weights([kernel * scale, (bias - z.mean()) * scale])
+    with h5py.File(os.path.join(out, "meso4_weights.h5"), "w") as f:
+        legacy_h5_format.save_weights_to_hdf5_group(f, model)
+    np.save(os.path.join(out, "meso4_crops.npy"), crops)
+    np.save(os.path.join(out, "meso4_p.npy"), np.asarray(model(crops / 255.0, training=False)))
+""")
+
+
+def test_weights_only_meso4_converts_with_arch(keras_side: Path, tmp_path: Path) -> None:
+    script = tmp_path / "meso4.py"
+    script.write_text(MESO4_SCRIPT)
+    built = _keras_run(str(script), str(tmp_path))
+    assert built.returncode == 0, built.stderr[-3000:]
+    conv = _keras_run("-m", "tools.keras_to_contract", str(tmp_path / "meso4_weights.h5"), str(tmp_path / "m"),
+                      "--arch", "meso4")
+    assert conv.returncode == 0, conv.stderr[-3000:]
+    spec = load_model_spec(tmp_path / "m")
+    assert (spec.input_size, spec.embedding_dim) == (256, 1) and "--arch meso4" in spec.description
+    scorer = _scorer(tmp_path / "m")
+    crops = np.load(tmp_path / "meso4_crops.npy")
+    p = scorer.probabilities([row[None, :] for row in scorer.encode(crops)])
+    keras_p = np.load(tmp_path / "meso4_p.npy").reshape(-1)
+    assert keras_p.min() < 0.2 and keras_p.max() > 0.8  # so freshly initialised weights could not match
+    assert np.max(np.abs(p - keras_p)) <= TOL, "the file's weights were loaded"
+
+    # a whole 64 px model is not Meso-4 weights; a cnn-rnn kind contradicts the architecture
+    wrong = _keras_run("-m", "tools.keras_to_contract", str(keras_side / "meso_like.h5"), str(tmp_path / "w"),
+                       "--arch", "meso4")
+    assert wrong.returncode == 1 and "error: could not load" in wrong.stderr and "as meso4 weights" in wrong.stderr
+    assert "Traceback" not in wrong.stderr and not (tmp_path / "w" / "model.json").exists()
+    both = _keras_run("-m", "tools.keras_to_contract", str(tmp_path / "meso4_weights.h5"), str(tmp_path / "b"),
+                      "--arch", "meso4", "--kind", "cnn-rnn")
+    assert both.returncode == 2 and "--arch meso4 is a frame classifier" in both.stderr

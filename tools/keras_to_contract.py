@@ -23,8 +23,12 @@ is appended; ``--output-is-logit`` skips that for models that already output log
 is checked against Keras in ONNX Runtime on random input before ``model.json`` is written.
 ``--mean``/``--std`` describe how the Keras model's input derives from the pixels: it must be
 ``(x / 255 - mean) / std`` (the default, mean 0 and std 1, means the model takes RGB in [0, 1]).
-Only whole saved models load (``.keras``, or ``.h5`` written by ``model.save``): a weights-only
-``.h5`` needs its architecture built and saved in Keras first.
+Whole saved models load as they are (``.keras``, or ``.h5`` written by ``model.save``). A
+weights-only ``.h5`` needs its architecture: ``--arch meso4`` builds Meso-4 (Afchar et al.,
+"MesoNet: a Compact Facial Video Forgery Detection Network", WIFS 2018; written from the
+paper's description: 27,977 trainable parameters, 256 px RGB input in [0, 1]) and loads the
+weights into it, as published for that network; it implies ``--kind frame``. Any other
+architecture must be built and saved with ``model.save`` in Keras first.
 """
 from __future__ import annotations
 
@@ -132,15 +136,44 @@ def mean_logit_head(dim: int = 1):
 
 # --------------------------------------------------------------------------- Keras side
 
-def _load_keras(path: Path):
+def build_meso4():
+    """Meso-4 as the MesoNet paper describes it: four conv blocks (8 3x3, 8 5x5, 16 5x5, 16 5x5 filters,
+    ReLU, batch norm, max pooling 2, 2, 2, 4), then dropout 0.5, dense 16 with leaky ReLU 0.1, dropout
+    0.5 and a sigmoid output. Input ``[N, 256, 256, 3]``, RGB in [0, 1]."""
+    import keras
+    from keras import layers
+
+    x = inputs = keras.Input((256, 256, 3))
+    for filters, kernel, pool in ((8, 3, 2), (8, 5, 2), (16, 5, 2), (16, 5, 4)):
+        x = layers.Conv2D(filters, kernel, padding="same", activation="relu")(x)
+        x = layers.BatchNormalization()(x)
+        x = layers.MaxPooling2D(pool, padding="same")(x)
+    x = layers.Dropout(0.5)(layers.Flatten()(x))
+    x = layers.Dropout(0.5)(layers.LeakyReLU(negative_slope=0.1)(layers.Dense(16)(x)))
+    return keras.Model(inputs, layers.Dense(1, activation="sigmoid")(x), name="meso4")
+
+
+ARCHITECTURES = {"meso4": build_meso4}  # --arch: builders for weights-only files
+
+
+def _load_keras(path: Path, arch: str | None = None):
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     import keras
 
+    if arch is not None:
+        model = ARCHITECTURES[arch]()
+        try:
+            model.load_weights(str(path))
+        except Exception as e:  # Keras raises many types: report them as one
+            raise ConversionError(f"could not load {path} as {arch} weights ({type(e).__name__}: "
+                                  f"{str(e).splitlines()[0] if str(e) else ''})") from e
+        return model
     try:
         return keras.models.load_model(str(path), compile=False)
     except Exception as e:  # Keras raises many types: report them as one
         raise ConversionError(f"could not load {path} as a whole Keras model ({type(e).__name__}: {e}); "
-                              "a weights-only .h5 needs the architecture: build it, load_weights, model.save") from e
+                              "a weights-only .h5 needs the architecture: --arch meso4 for Meso-4, "
+                              "else build it, load_weights, model.save") from e
 
 
 def _to_onnx(fn, signature, nchw_input: bool):
@@ -215,11 +248,11 @@ def _input_shape(model) -> tuple:
 
 def convert(model_path: Path, out_dir: Path, kind: str, input_size: int | None, mean, std, window: int | None,
             sample_hz: float, threshold: float, crop_margin: float, name: str | None,
-            output_is_logit: bool, seed: int = 0) -> tuple[ModelSpec, float]:
+            output_is_logit: bool, seed: int = 0, arch: str | None = None) -> tuple[ModelSpec, float]:
     import onnx
     import onnxruntime as ort
 
-    model = _load_keras(model_path)
+    model = _load_keras(model_path, arch)
     shape = _input_shape(model)
     rank = 4 if kind == "frame" else 5
     if len(shape) != rank or shape[-1] != 3:
@@ -305,7 +338,8 @@ def convert(model_path: Path, out_dir: Path, kind: str, input_size: int | None, 
     folder = out_dir.resolve()
     spec = ModelSpec(
         folder=folder, name=name or model_path.stem, version="1", trained=True,
-        description=f"converted from Keras model {model_path.name} (--kind {kind}) by tools/keras_to_contract.py",
+        description=(f"converted from Keras model {model_path.name} (--kind {kind}"
+                     f"{f', --arch {arch}' if arch else ''}) by tools/keras_to_contract.py"),
         encoder_path=folder / "encoder.onnx", temporal_path=folder / "temporal.onnx",
         input_size=int(size), mean=tuple(float(v) for v in mean), std=tuple(float(v) for v in std),
         crop_margin=crop_margin, embedding_dim=embedding_dim, window=int(window), sample_hz=sample_hz,
@@ -322,9 +356,11 @@ def convert(model_path: Path, out_dir: Path, kind: str, input_size: int | None, 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("model", type=Path, help="a whole saved Keras model: .keras or .h5")
+    parser.add_argument("model", type=Path, help="a whole saved Keras model (.keras or .h5), or weights with --arch")
     parser.add_argument("out_dir", type=Path)
-    parser.add_argument("--kind", choices=("frame", "cnn-rnn"), required=True)
+    parser.add_argument("--kind", choices=("frame", "cnn-rnn"), help="required unless --arch says it")
+    parser.add_argument("--arch", choices=sorted(ARCHITECTURES),
+                        help="MODEL is a weights-only .h5 for this built-in architecture (meso4: a frame classifier)")
     parser.add_argument("--input-size", type=int, help="crop side S (default: the model's input size)")
     parser.add_argument("--mean", type=float, nargs=3, default=(0.0, 0.0, 0.0), help="of x/255, RGB")
     parser.add_argument("--std", type=float, nargs=3, default=(1.0, 1.0, 1.0), help="of x/255, RGB")
@@ -338,9 +374,16 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if not args.model.is_file():
         parser.error(f"no such file: {args.model}")
+    if args.arch is not None:
+        if args.kind not in (None, "frame"):
+            parser.error(f"--arch {args.arch} is a frame classifier: use --kind frame or leave --kind out")
+        args.kind = "frame"
+    elif args.kind is None:
+        parser.error("--kind is required (frame or cnn-rnn) unless --arch names a built-in architecture")
     try:
         spec, diff = convert(args.model, args.out_dir, args.kind, args.input_size, args.mean, args.std, args.window,
-                             args.sample_hz, args.threshold, args.crop_margin, args.name, args.output_is_logit)
+                             args.sample_hz, args.threshold, args.crop_margin, args.name, args.output_is_logit,
+                             arch=args.arch)
     except ConversionError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
