@@ -178,8 +178,9 @@ class WebhookSender(threading.Thread):
                 return False, None
         except urllib.error.HTTPError as e:
             if 300 <= e.code < 400:
-                where = redact(urllib.parse.urljoin(self.url, e.headers.get("Location", "")))
-                return False, f"HTTP {e.code} redirect to {where} not followed: give --webhook the final URL"
+                location = e.headers.get("Location")
+                where = f"to {redact(urllib.parse.urljoin(self.url, location))} " if location else ""
+                return False, f"HTTP {e.code} redirect {where}not followed: give --webhook the final URL"
             return e.code in RETRY_STATUS, f"HTTP {e.code}"
         except (urllib.error.URLError, OSError) as e:  # refused, DNS, timeout, reset
             reason = getattr(e, "reason", e)
