@@ -133,8 +133,6 @@ def make_mask(hull_points: np.ndarray, face: float, shape: tuple[int, int], p: C
               jitter: np.ndarray) -> np.ndarray:
     """Soft float32 mask ``(H, W)`` in [0, 1] from the hull of ``hull_points`` (``face``: face width, px)."""
     pts = np.asarray(hull_points, np.float64).reshape(-1, 2)
-    if len(pts) < 3:
-        raise ValueError(f"need at least 3 points for a face hull, got {len(pts)}")
     centre = pts.mean(0)
     a = np.deg2rad(p.mask_angle)
     rot = np.array([[np.cos(a), -np.sin(a)], [np.sin(a), np.cos(a)]]) * np.array(p.mask_scale)[None, :]
@@ -193,6 +191,9 @@ def blend_face(img: np.ndarray, hull_points: np.ndarray, face: float, p: ClipBle
     """
     if img.dtype != np.uint8 or img.ndim != 3 or img.shape[2] != 3:
         raise ValueError(f"image must be RGB uint8 (H, W, 3), got {img.dtype} {img.shape}")
+    hull_points = np.asarray(hull_points, np.float64).reshape(-1, 2)
+    if len(hull_points) < 3:
+        raise ValueError(f"need at least 3 points for a face hull, got {len(hull_points)}")
     h, w = img.shape[:2]
     jitter = rng.normal(0, 0.3, 2) if rng is not None else np.zeros(2)
     ratio = float(np.clip(p.ratio + (rng.uniform(-0.03, 0.03) if rng is not None else 0.0), 0.1, 1.0))
@@ -202,7 +203,7 @@ def blend_face(img: np.ndarray, hull_points: np.ndarray, face: float, p: ClipBle
         source = alter(base, p, face)
     else:
         target = alter(base, p, face)
-    centre = np.asarray(hull_points, np.float64).reshape(-1, 2).mean(0) if warp_centre is None else warp_centre
+    centre = hull_points.mean(0) if warp_centre is None else warp_centre
     sx, sy = p.src_scale
     m = np.array([[sx, 0, (1 - sx) * centre[0] + p.src_shift[0] * face],
                   [0, sy, (1 - sy) * centre[1] + p.src_shift[1] * face]], np.float32)
