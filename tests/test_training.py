@@ -100,7 +100,9 @@ def test_smoke_fit_head_cross_validates_and_exports(tmp_path: Path) -> None:
     assert set(cv["families"]) == {"synA", "synB"} and cv["auc"] is not None
     assert set(cv["leave_family_out"]) == {"synA", "synB"}
     assert len(cv["repeats"]["runs"]) == 2
-    assert {"pooled", "lofo:synA"} <= set(cv["repeats"]["mean"]) <= set(cv["repeats"]["std"])
+    assert {"pooled", "pooled+realvid", "lofo:synA"} <= set(cv["repeats"]["mean"]) <= set(cv["repeats"]["std"])
+    ext = cv["with_real_videos"]  # the smoke reals' 3 synthetic videos, scored out of fold
+    assert ext["real_videos"] == 3 and ext["auc"] is not None and 0 <= ext["real_videos_flagged"] <= 1
 
     spec = load_model_spec(out)
     assert spec.trained and spec.embedding_dim == 415 and 0.5 <= spec.threshold < 1
@@ -111,3 +113,65 @@ def test_smoke_fit_head_cross_validates_and_exports(tmp_path: Path) -> None:
     assert emb.shape == (3, 415) and np.isfinite(emb).all()
     logits = head.run(None, {head.get_inputs()[0].name: np.repeat(emb[:, None], spec.window, axis=1)})[0]
     assert logits.shape == (3, 1) and np.isfinite(logits).all()
+
+
+def _fold_fixture() -> tuple:
+    """Labelled DFL-style clips, real videos of ``--real`` and their SBI pairs, as frame features."""
+    from tools.sbi.fit_head import FeatureSet, real_video_key
+
+    rng = np.random.default_rng(0)
+    videos = [real_video_key(f) for f in ("videos/grid_a.mpg", "videos/grid_b.mpg", "videos/vox_c.mp4")]
+    files = ([f"real/dfl_P{i}_0_L.mp4" for i in range(4)] + [f"fake/dfl_P{i}_0_R.mp4" for i in range(4)]
+             + videos)
+    rows = [(f, int(f.startswith("fake/"))) for f in files for _ in range(3)]
+    lab = FeatureSet(rng.normal(size=(len(rows), 5)) + np.array([[y] for _, y in rows]),
+                     np.array([f for f, _ in rows]), np.array([y for _, y in rows]))
+    sources = videos + ["images/photo.jpg"]
+    sbi_files = np.array(sources * 4)
+    sbi = FeatureSet(rng.normal(size=(len(sbi_files), 5)), sbi_files, np.r_[np.zeros(8, int), np.ones(8, int)])
+    return lab, sbi, videos
+
+
+def test_cross_validation_keeps_each_test_video_and_its_pseudo_fakes_out_of_training() -> None:
+    """Real videos of --real are dealt into folds by source and scored out of fold; no pseudo-fake
+    made from a test-fold video is trained on; the report counts them among the reals."""
+    from tools.sbi.fit_head import FrameClassifier, cross_validate, report
+    from tools.sbi.folds import grouped_folds
+
+    lab, sbi, videos = _fold_fixture()
+    labels = {str(f): int(y) for f, y in zip(lab.files, lab.labels)}
+    files = sorted(labels)
+    folds = grouped_folds(files, ["fake" if labels[f] else "real" for f in files], 3)
+    assert any({videos[0], videos[1]} <= fold for fold in folds), "one source's videos straddle two folds"
+
+    seen: list[tuple[set, set]] = []
+
+    class Spy(FrameClassifier):
+        def fit(self, lab, keep, sbi, sbi_keep=None):
+            used = sbi.files if sbi_keep is None else sbi.files[sbi_keep]
+            seen.append((set(lab.files[keep]), set(used)))
+            return super().fit(lab, keep, sbi, sbi_keep)
+
+    scores = cross_validate(Spy(1.0, 1.0, 0.5), lab, sbi, folds, labels)
+    assert set(scores) == set(files)
+    for test, (trained, trained_sbi) in zip(folds, seen):
+        assert not trained & test and not trained_sbi & test
+        assert "images/photo.jpg" in trained_sbi
+    ext = report(scores, labels, 0.0)["with_real_videos"]
+    assert ext["real_videos"] == 3 and ext["n_real"] == 7 and ext["n_fake"] == 4
+    assert set(ext["families"]) == {"dfl"} and ext["families"]["dfl"]["n_real"] == 7
+
+
+def test_zero_real_video_weight_fits_as_if_the_videos_were_absent() -> None:
+    from tools.sbi.fit_head import FeatureSet, FrameClassifier, is_real_video
+
+    lab, sbi, _ = _fold_fixture()
+    everything = np.ones(len(lab.x), bool)
+    keep = ~is_real_video(lab.files)
+    without = FeatureSet(lab.x[keep], lab.files[keep], lab.labels[keep])
+    a = FrameClassifier(1.0, 1.0, 0.0).fit(lab, everything, sbi).folded()
+    b = FrameClassifier(1.0, 1.0, 0.0).fit(without, np.ones(len(without.x), bool), sbi).folded()
+    np.testing.assert_allclose(a[0], b[0])
+    assert a[1] == pytest.approx(b[1])
+    c = FrameClassifier(1.0, 1.0, 2.0).fit(lab, everything, sbi).folded()
+    assert not np.allclose(a[0], c[0]), "real videos with weight 2 should change the fit"

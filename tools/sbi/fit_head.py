@@ -10,12 +10,23 @@ output is fitted to
 * every frame of the labelled clips (``--labelled``, a face cache such as dev), each clip
   weighted equally, and
 * real faces of ``--real`` with their self-blended pseudo-fakes (``--sbi-weight`` of the
-  labelled clips' total weight), which keep the blending-boundary cue in the model.
+  labelled clips' total weight), which keep the blending-boundary cue in the model, and
+* optionally, the real *videos* of ``--real`` as real clips of their own family, ``realvid``
+  (``--real-video-weight`` each, relative to one labelled clip; the default 0 only scores them).
+
+The labelled dev reals are nearly all halves of DeepFaceLive demos (small, heavily
+re-encoded faces), so figures on them alone hide how often ordinary talking-head videos
+are flagged (often: see models/MODEL_CARD.md). The real videos therefore also join
+every evaluation: they are dealt into the folds like labelled clips (grouped by source),
+scored out of fold, and counted among the reals of the ``with_real_videos`` and
+leave-family-out figures; while a fold is tested, the self-blended pairs made from its
+real videos are left out of training too. Calibration and threshold still come from the
+labelled clips.
 
 Cross-validation: folds grouped by identity (:mod:`tools.sbi.folds`); a clip's score is
 the mean frame logit, as the pipeline's temporal head computes it over a window. The
 out-of-fold scores give the reported AUCs, the Platt calibration and the threshold
-(``--target-fpr`` of out-of-fold reals above it, at least 0.5). With
+(``--target-fpr`` of out-of-fold labelled reals above it, at least 0.5). With
 ``--leave-family-out`` each family is also scored by models that never saw it.
 The final classifier is fitted on everything and exported in the model contract; the
 recurrent head's correction is zero, so a window's logit is the mean of its frames'.
@@ -27,7 +38,7 @@ import hashlib
 import json
 import time
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -41,7 +52,7 @@ from stream_guard.model.contract import ModelSpec
 from stream_guard.synth.self_blend import blend_frame, sample_clip_blend
 from tools.sbi.data import Clip, SampleOptions, load_cache, sample_pair, synthetic_clips
 from tools.sbi.export import export_graphs, parity, parity_exit_code
-from tools.sbi.folds import grouped_folds
+from tools.sbi.folds import grouped_folds, identity_groups
 from tools.sbi.metrics import calibrate
 from tools.sbi.model import MEAN, REGION_TAPS, STD, RegionStatsEncoder, TemporalHead
 from tools.sbi.train import to_tensor
@@ -49,7 +60,7 @@ from tools.sbi.train import to_tensor
 
 @dataclass
 class FeatureSet:
-    """Frame features with the file each frame came from (SBI frames: ``sbi:real`` / ``sbi:fake``)."""
+    """Frame features with the file each frame came from (SBI frames: the real file they were made from)."""
 
     x: np.ndarray
     files: np.ndarray
@@ -77,18 +88,49 @@ def labelled_features(enc: RegionStatsEncoder, clips: list[Clip], size: int, mar
 
 def sbi_features(enc: RegionStatsEncoder, clips: list[Clip], size: int, margin: float, draws: int,
                  seed: int) -> FeatureSet:
-    """``draws`` passes over the real clips, 4 frames each: augmented reals and their pseudo-fakes."""
+    """``draws`` passes over the real clips, 4 frames each: augmented reals and their pseudo-fakes.
+    ``files`` names each pair's source: :func:`real_video_key` for videos, the file for photos."""
     rng = np.random.default_rng(seed)
     opts = SampleOptions(size=size, margin=margin)
-    reals, fakes = [], []
+    reals, fakes, sources = [], [], []
     for _ in range(draws):
         for clip in clips:
             r, f = sample_pair(clip, 4, opts, rng)
             reals += r
             fakes += f
+            sources += [real_video_key(clip.file) if clip.kind == "video" else clip.file] * len(r)
     x = np.concatenate([encode(enc, np.stack(reals)), encode(enc, np.stack(fakes))])
     n = len(reals)
-    return FeatureSet(x, np.array(["sbi:real"] * n + ["sbi:fake"] * n), np.r_[np.zeros(n, int), np.ones(n, int)])
+    return FeatureSet(x, np.array(sources * 2), np.r_[np.zeros(n, int), np.ones(n, int)])
+
+
+REAL_VIDEO_FAMILY = "realvid"
+
+
+def real_video_key(file: str) -> str:
+    """The name a real video of ``--real`` goes by among the labelled clips: family ``realvid``,
+    identity group ``realvid_<source family>`` (:mod:`tools.sbi.folds` groups single-label
+    families by the stem before ``__``), so one source's people never straddle two folds."""
+    return f"{REAL_VIDEO_FAMILY}_{family_of(file)}__{Path(file).stem}"
+
+
+def is_real_video(files: np.ndarray) -> np.ndarray:
+    return np.char.startswith(files.astype(str), REAL_VIDEO_FAMILY + "_")
+
+
+def folds_with_real_videos(files: list[str], labels: dict[str, int], k: int, seed: int = 0) -> list[set[str]]:
+    """Identity-grouped folds of the labelled clips, each joined by one of ``k`` source-grouped
+    folds of the real videos; dealt apart, so the labelled clips split exactly as without them."""
+    video = is_real_video(np.array(files))
+    parts = []
+    for subset in ([f for f, v in zip(files, video) if not v], [f for f, v in zip(files, video) if v]):
+        if not subset:
+            continue
+        names = ["fake" if labels[f] else "real" for f in subset]
+        groups = len(set(identity_groups(subset, names)))
+        fold_sets = grouped_folds(subset, names, min(k, groups), seed=seed) if groups >= 2 else [set(subset)]
+        parts.append(fold_sets + [set()] * (k - len(fold_sets)))  # fewer sources than folds
+    return [set().union(*fold) for fold in zip(*parts)]
 
 
 def cached(path: Path | None, key: str, build) -> FeatureSet:
@@ -106,20 +148,28 @@ def cached(path: Path | None, key: str, build) -> FeatureSet:
 
 
 class FrameClassifier:
-    """Standardised logistic regression; clips weigh equally, SBI frames get ``sbi_weight`` in all."""
+    """Standardised logistic regression; labelled clips weigh 1 each, real videos of ``--real``
+    ``real_video_weight`` each, SBI frames ``sbi_weight`` times the labelled clips in all."""
 
-    def __init__(self, c: float, sbi_weight: float) -> None:
-        self.c, self.sbi_weight = c, sbi_weight
+    def __init__(self, c: float, sbi_weight: float, real_video_weight: float = 0.0) -> None:
+        self.c, self.sbi_weight, self.real_video_weight = c, sbi_weight, real_video_weight
 
-    def fit(self, lab: FeatureSet, keep: np.ndarray, sbi: FeatureSet | None) -> FrameClassifier:
+    def fit(self, lab: FeatureSet, keep: np.ndarray, sbi: FeatureSet | None,
+            sbi_keep: np.ndarray | None = None) -> FrameClassifier:
+        """Fit on the ``keep`` rows of ``lab`` and the ``sbi_keep`` rows (default all) of ``sbi``."""
+        real_video = is_real_video(lab.files)
+        if self.real_video_weight <= 0:
+            keep = keep & ~real_video
         files = lab.files[keep]
         _, inverse, counts = np.unique(files, return_inverse=True, return_counts=True)
-        xs, ys, ws = [lab.x[keep]], [lab.labels[keep]], [1.0 / counts[inverse]]
+        clip_weight = np.where(real_video[keep], self.real_video_weight, 1.0)
+        xs, ys, ws = [lab.x[keep]], [lab.labels[keep]], [clip_weight / counts[inverse]]
         if sbi is not None and self.sbi_weight > 0:
-            xs.append(sbi.x)
-            ys.append(sbi.labels)
-            labelled_total = ws[0].sum() if keep.any() else 1.0  # no labelled rows: SBI alone
-            ws.append(np.full(len(sbi.x), self.sbi_weight * labelled_total / len(sbi.x)))
+            rows = np.ones(len(sbi.x), bool) if sbi_keep is None else sbi_keep
+            xs.append(sbi.x[rows])
+            ys.append(sbi.labels[rows])
+            labelled_total = ws[0][~real_video[keep]].sum() or 1.0  # no labelled rows: SBI alone
+            ws.append(np.full(rows.sum(), self.sbi_weight * labelled_total / rows.sum()))
         x, y, w = np.concatenate(xs), np.concatenate(ys), np.concatenate(ws)
         self.scaler = StandardScaler().fit(x)
         self.lr = LogisticRegression(C=self.c, max_iter=3000).fit(self.scaler.transform(x), y,
@@ -144,11 +194,28 @@ def clip_logits(clf: FrameClassifier, lab: FeatureSet, rows: np.ndarray) -> dict
 
 
 def report(scores: dict[str, float], labels: dict[str, int], threshold: float) -> dict:
-    """Pooled and per-family AUC / EER / accuracy, as ``stream-guard evaluate`` reports them."""
-    files = sorted(scores)
-    ys, ss = [labels[f] for f in files], [scores[f] for f in files]
+    """Pooled and per-family AUC / EER / accuracy of the labelled clips, as ``stream-guard evaluate``
+    reports them. With real videos of ``--real`` among the scores, also ``with_real_videos``: the
+    same with them counted among the reals, each fake family against all those reals, and the
+    share of real videos at or above ``threshold``."""
+    files = np.array(sorted(scores))
+    video = is_real_video(files)
+    lab_files = files[~video].tolist()
+    ys, ss = [labels[f] for f in lab_files], [scores[f] for f in lab_files]
     out = metrics(ys, ss, threshold)
-    out["families"] = metrics_by_family(ys, ss, [family_of(f) for f in files], threshold)
+    fams = [family_of(f) for f in lab_files]
+    out["families"] = metrics_by_family(ys, ss, fams, threshold)
+    if video.any():
+        video_scores = [scores[f] for f in files[video]]
+        reals = [s for s, y in zip(ss, ys) if not y] + video_scores
+        ext = metrics(ys + [0] * len(video_scores), ss + video_scores, threshold)
+        ext["families"] = {}
+        for fam in sorted({f for f, y in zip(fams, ys) if y}):
+            fakes = [s for s, y, f in zip(ss, ys, fams) if y and f == fam]
+            ext["families"][fam] = metrics([0] * len(reals) + [1] * len(fakes), reals + fakes, threshold)
+        ext["real_videos"] = len(video_scores)
+        ext["real_videos_flagged"] = float(np.mean(np.asarray(video_scores) >= threshold))
+        out["with_real_videos"] = ext
     return out
 
 
@@ -160,7 +227,8 @@ def cross_validate(clf: FrameClassifier, lab: FeatureSet, sbi: FeatureSet | None
     for test in folds:
         is_test = np.isin(lab.files, list(test))
         keep = ~is_test & (fam != exclude_family)
-        s = clip_logits(clf.fit(lab, keep, sbi), lab, np.where(is_test)[0])
+        sbi_keep = None if sbi is None else ~np.isin(sbi.files, list(test))  # pairs made from test videos
+        s = clip_logits(clf.fit(lab, keep, sbi, sbi_keep), lab, np.where(is_test)[0])
         scores.update(s if exclude_family is None else
                       {f: v for f, v in s.items() if family_of(f) == exclude_family or not labels[f]})
     return scores
@@ -179,7 +247,8 @@ def leave_family_out(clf: FrameClassifier, lab: FeatureSet, sbi: FeatureSet | No
 
 def auc_run(cv: dict, lofo: dict[str, dict]) -> dict[str, float | None]:
     """The AUCs of one cross-validation: pooled, per family, ``lofo:<family>``."""
-    return {"pooled": cv["auc"], **{f: v["auc"] for f, v in cv["families"].items()},
+    ext = {"pooled+realvid": cv["with_real_videos"]["auc"]} if "with_real_videos" in cv else {}
+    return {"pooled": cv["auc"], **ext, **{f: v["auc"] for f, v in cv["families"].items()},
             **{f"lofo:{f}": v["auc"] for f, v in lofo.items()}}
 
 
@@ -194,7 +263,7 @@ def spread(runs: list[dict[str, float | None]]) -> dict:
 def shuffled_run(clf: FrameClassifier, lab: FeatureSet, sbi: FeatureSet | None, files: list[str],
                  labels: dict[str, int], k: int, seed: int, with_lofo: bool) -> dict[str, float | None]:
     """:func:`auc_run` for the fold split drawn with ``seed``."""
-    folds = grouped_folds(files, ["fake" if labels[f] else "real" for f in files], k, seed=seed)
+    folds = folds_with_real_videos(files, labels, k, seed=seed)
     cv = report(cross_validate(clf, lab, sbi, folds, labels), labels, 0.0)
     return auc_run(cv, leave_family_out(clf, lab, sbi, folds, labels) if with_lofo else {})
 
@@ -240,6 +309,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--max-frames", type=int, default=64, help="frames per labelled clip")
     ap.add_argument("--sbi-draws", type=int, default=2, help="passes over --real (4 frames per clip each)")
     ap.add_argument("--sbi-weight", type=float, default=1.0, help="SBI frames' total weight / labelled clips'")
+    ap.add_argument("--real-video-weight", type=float, default=0.0,
+                    help="training weight of each real video of --real, relative to one labelled clip "
+                         "(0: they are only scored, out of fold)")
     ap.add_argument("--c", type=float, default=0.001, help="inverse L2 strength of the logistic regression")
     ap.add_argument("--folds", type=int, default=5)
     ap.add_argument("--repeats", type=int, default=1,
@@ -250,7 +322,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--work", type=Path, help="feature cache folder (reruns skip encoding)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--name", default="regionstats-effnetlite0")
-    ap.add_argument("--version", default="0.4.0")
+    ap.add_argument("--version", default="0.4.1")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     t0 = time.time()
@@ -266,25 +338,37 @@ def main(argv: list[str] | None = None) -> int:
     key = f"{args.size}|{args.margin}|{enc.taps}|{args.max_frames}|{args.labelled}"
     lab = cached(args.work, "lab|" + key, lambda: labelled_features(enc, labelled, args.size, args.margin,
                                                                      args.max_frames))
+    videos = [replace(c, file=real_video_key(c.file)) for c in reals if c.kind == "video"]
+    if videos:
+        rv = cached(args.work, f"realvid|{key}|{args.real}",
+                    lambda: labelled_features(enc, videos, args.size, args.margin, args.max_frames))
+        lab = FeatureSet(*(np.concatenate([a, b]) for a, b in ((lab.x, rv.x), (lab.files, rv.files),
+                                                                (lab.labels, rv.labels))))
     sbi = None
     if reals and args.sbi_draws > 0:
-        sbi = cached(args.work, f"sbi|{key}|{args.real}|{args.sbi_draws}",
+        sbi = cached(args.work, f"sbi-by-source|{key}|{args.real}|{args.sbi_draws}",
                      lambda: sbi_features(enc, reals, args.size, args.margin, args.sbi_draws, seed=1))
-    print(f"features: {len(lab.x)} labelled frames, {0 if sbi is None else len(sbi.x)} SBI frames, "
+    print(f"features: {len(lab.x)} labelled frames ({is_real_video(lab.files).sum()} of real videos), "
+          f"{0 if sbi is None else len(sbi.x)} SBI frames, "
           f"dim {lab.x.shape[1]} ({time.time() - t0:.0f} s)", flush=True)
 
     labels = {str(f): int(y) for f, y in zip(lab.files, lab.labels)}
     files = sorted(labels)
-    folds = grouped_folds(files, ["fake" if labels[f] else "real" for f in files], args.folds)
-    clf = FrameClassifier(args.c, args.sbi_weight)
+    folds = folds_with_real_videos(files, labels, args.folds)
+    clf = FrameClassifier(args.c, args.sbi_weight, args.real_video_weight)
     oof = cross_validate(clf, lab, sbi, folds, labels)
     z = np.array([oof[f] for f in files])
     y = np.array([labels[f] for f in files])
-    a, b, prob, threshold = calibrate(z, y, args.target_fpr)
-    probs = dict(zip(files, prob.tolist()))
+    # Calibrated on the labelled clips alone, as before real videos were scored: those score
+    # higher than the dev reals, and with them the 10 % point would catch almost no fake.
+    is_labelled = ~is_real_video(np.array(files))
+    a, b, _, threshold = calibrate(z[is_labelled], y[is_labelled], args.target_fpr)
+    probs = dict(zip(files, (1 / (1 + np.exp(-(a * z + b)))).tolist()))
     cv = report(probs, labels, threshold)
     cv.update({"protocol": f"{args.folds} folds grouped by identity (tools/sbi/folds.py); "
-                           "score = calibrated mean frame logit of each clip, from a model that never saw it",
+                           "score = calibrated mean frame logit of each clip, from a model that never saw it; "
+                           "real videos of --real count among the reals of with_real_videos and "
+                           "leave_family_out; calibration and threshold come from the labelled clips",
                "folds": [sorted(f) for f in folds], "scores": probs})
     if args.leave_family_out:
         cv["leave_family_out"] = leave_family_out(clf, lab, sbi, folds, labels)
@@ -295,6 +379,10 @@ def main(argv: list[str] | None = None) -> int:
         print("over", args.repeats, "fold shuffles:", json.dumps(cv["repeats"]["mean"]), flush=True)
     print(f"cross-validated pooled AUC {cv['auc']:.3f}; " + ", ".join(
         f"{k} {v['auc']:.3f}" for k, v in cv["families"].items() if v["auc"] is not None), flush=True)
+    if "with_real_videos" in cv:
+        ext = cv["with_real_videos"]
+        print(f"with {ext['real_videos']} real videos among the reals: pooled AUC {ext['auc']:.3f}, "
+              f"{ext['real_videos_flagged']:.0%} of them flagged at the threshold", flush=True)
 
     clf.fit(lab, np.ones(len(lab.x), bool), sbi)
     w, bias = clf.folded()
