@@ -5,6 +5,11 @@ folder; videos or images) and ``label`` (``real`` / ``fake``); other columns are
 A file's family is its file name up to the first ``_``. Scores per file are described in
 :mod:`stream_guard.file_analysis`. Files in which no face is found are counted and listed,
 and left out of AUC, EER and accuracy (they have no score).
+
+How often a detector raises false alarms depends on the footage (camera, lighting,
+encoding), so the report also gives, from the manifest's real files, the thresholds that
+would have flagged at most 1 %, 5 % and 10 % of them (``false_alarm_thresholds``): a manifest
+of a site's own real footage sets ``--threshold`` for that site.
 """
 from __future__ import annotations
 
@@ -100,6 +105,29 @@ def metrics_by_family(labels: list[int], scores: list[float], families: list[str
     }
 
 
+FALSE_ALARM_TARGETS = (0.01, 0.05, 0.10)
+
+
+def false_alarm_thresholds(labels: list[int], scores: list[float],
+                           targets: tuple[float, ...] = FALSE_ALARM_TARGETS) -> list[dict]:
+    """Per target rate: the lowest threshold (to 3 decimals) at which at most that share of the
+    real files score at or above it, with the shares of reals and fakes it flags. Empty
+    without real files; ``threshold`` is None where even 1.0 would flag too many."""
+    y, s = np.asarray(labels), np.asarray(scores, float)
+    reals, fakes = np.sort(s[y == 0])[::-1], s[y == 1]
+    out = []
+    for target in targets if len(reals) else ():
+        allowed = int(math.floor(target * len(reals) + 1e-9))  # reals that may score at or above it
+        milli = max(int(math.floor(reals[allowed] * 1000)), 0)  # reals[allowed] must stay below
+        while milli <= 1000 and np.sum(reals >= milli / 1000) > allowed:
+            milli += 1
+        threshold, ok = milli / 1000, milli <= 1000
+        out.append({"target": target, "threshold": round(threshold, 3) if ok else None,
+                    "reals_flagged": float(np.mean(reals >= threshold)) if ok else None,
+                    "fakes_caught": float(np.mean(fakes >= threshold)) if ok and len(fakes) else None})
+    return out
+
+
 def evaluate(manifest: str | Path, config: RunConfig, progress: Callable[[int, int, str], None] | None = None,
              max_frames: int | None = None) -> dict:
     """Score every file of the manifest and compute the report (see module docstring)."""
@@ -126,6 +154,8 @@ def evaluate(manifest: str | Path, config: RunConfig, progress: Callable[[int, i
                                            [r["family"] for r in results], threshold, families)
     for name in families:
         report["families"][name]["no_face"] = sum(1 for r in no_face if r["family"] == name)
+    report["false_alarm_thresholds"] = false_alarm_thresholds([LABELS[r["label"]] for r in results],
+                                                              [r["score"] for r in results])
     report.update({"threshold": threshold, "model": model, "manifest": str(manifest),
                    "n_files": len(rows), "n_no_face": len(no_face), "no_face": no_face,
                    "n_failed": len(failed), "failed": failed, "files": results,
@@ -146,6 +176,12 @@ def print_table(report: dict, out: TextIO = sys.stdout) -> None:
     print(f"{'POOLED':<16} {report['n_real']:>5} {report['n_fake']:>5} {report['n_no_face']:>7} "
           f"{_fmt(report['auc']):>6} {_fmt(report['eer']):>6} {_fmt(report['accuracy']):>6}", file=out)
     print(f"model {report['model']}, threshold {report['threshold']:.3f}; accuracy at that threshold", file=out)
+    for row in report.get("false_alarm_thresholds", []):
+        if row["threshold"] is None:
+            continue
+        caught = "" if row["fakes_caught"] is None else f", catches {row['fakes_caught']:.0%} of these fakes"
+        print(f"to flag at most {row['target']:.0%} of these {report['n_real']} real files: --threshold "
+              f"{row['threshold']:.3f} (flags {row['reals_flagged']:.0%}{caught})", file=out)
     for entry in report["no_face"]:
         print(f"no face found: {entry['file']}", file=out)
     for entry in report["failed"]:

@@ -8,7 +8,7 @@ import cv2
 import pytest
 
 from stream_guard.errors import ConfigError
-from stream_guard.evaluate import family_of, metrics, read_manifest
+from stream_guard.evaluate import false_alarm_thresholds, family_of, metrics, read_manifest
 from stream_guard.file_analysis import TrackSeries, file_score
 from tests.conftest import run_cli
 from tests.support.faces import astronaut_head, one_face_moving, two_faces_passing
@@ -49,6 +49,27 @@ def test_evaluate_reports_pooled_and_per_family(manifest: Path, placeholder_mode
     two_faces = next(f for f in report["files"] if f["file"].endswith("cam_b_2.mp4"))
     assert two_faces["faces"] == 2
     assert "POOLED" in result.stdout and "no face found" in result.stdout
+    # 2 real files: every target allows none of them, so the threshold sits just above the higher one
+    top_real = max(f["score"] for f in report["files"] if f["label"] == "real")
+    rows = report["false_alarm_thresholds"]
+    assert [r["target"] for r in rows] == [0.01, 0.05, 0.10]
+    assert all(r["threshold"] is None or (top_real < r["threshold"] <= top_real + 0.001001) for r in rows)
+    assert (rows[0]["threshold"] is None) == (top_real >= 1.0)
+    assert ("to flag at most 1% of these 2 real files" in result.stdout) == (rows[0]["threshold"] is not None)
+
+
+def test_false_alarm_thresholds_flag_at_most_the_target_share_of_reals() -> None:
+    reals = [i / 20 for i in range(20)]  # 0.00 ... 0.95
+    rows = false_alarm_thresholds([0] * 20 + [1] * 4, reals + [0.99, 0.5, 0.97, 0.3])
+    by_target = {r["target"]: r for r in rows}
+    assert by_target[0.05]["threshold"] == pytest.approx(0.901)  # only 0.95 (1 of 20) at or above it
+    assert by_target[0.05]["reals_flagged"] == pytest.approx(0.05)
+    assert by_target[0.10]["threshold"] == pytest.approx(0.851) and by_target[0.10]["reals_flagged"] == 0.10
+    assert by_target[0.01]["threshold"] == pytest.approx(0.951) and by_target[0.01]["fakes_caught"] == 0.5
+    tied = false_alarm_thresholds([0] * 10, [0.9] * 10)  # ties: none of them may be flagged
+    assert all(r["threshold"] == pytest.approx(0.901) and r["reals_flagged"] == 0 for r in tied)
+    assert false_alarm_thresholds([0, 1], [1.0, 0.9])[0]["threshold"] is None  # even 1.0 flags the real
+    assert false_alarm_thresholds([1, 1], [0.2, 0.3]) == []  # no reals, nothing to set it from
 
 
 def test_manifest_errors_are_one_line(tmp_path: Path) -> None:
