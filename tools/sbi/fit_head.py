@@ -115,6 +115,7 @@ def real_video_key(file: str) -> str:
 
 
 def is_real_video(files: np.ndarray) -> np.ndarray:
+    """Which of ``files`` are real videos of ``--real`` (named by :func:`real_video_key`)."""
     return np.char.startswith(files.astype(str), REAL_VIDEO_FAMILY + "_")
 
 
