@@ -135,13 +135,12 @@ def _fold_fixture() -> tuple:
 def test_cross_validation_keeps_each_test_video_and_its_pseudo_fakes_out_of_training() -> None:
     """Real videos of --real are dealt into folds by source and scored out of fold; no pseudo-fake
     made from a test-fold video is trained on; the report counts them among the reals."""
-    from tools.sbi.fit_head import FrameClassifier, cross_validate, report
-    from tools.sbi.folds import grouped_folds
+    from tools.sbi.fit_head import FrameClassifier, cross_validate, folds_with_real_videos, report
 
     lab, sbi, videos = _fold_fixture()
     labels = {str(f): int(y) for f, y in zip(lab.files, lab.labels)}
     files = sorted(labels)
-    folds = grouped_folds(files, ["fake" if labels[f] else "real" for f in files], 3)
+    folds = folds_with_real_videos(files, labels, 3)
     assert any({videos[0], videos[1]} <= fold for fold in folds), "one source's videos straddle two folds"
 
     seen: list[tuple[set, set]] = []
