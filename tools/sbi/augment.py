@@ -9,9 +9,15 @@ from __future__ import annotations
 import io
 from dataclasses import dataclass
 
-import av
 import cv2
 import numpy as np
+
+try:
+    import av
+except ImportError:  # a lent training machine may lack PyAV (its wheel is too large to carry there)
+    av = None
+
+H264_AVAILABLE = av is not None
 
 from stream_guard.faces.crop import crop_face, crop_matrix, transform_points
 
@@ -112,6 +118,11 @@ def jpeg(img: np.ndarray, quality: int) -> np.ndarray:
     return cv2.cvtColor(cv2.imdecode(buf, cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
 
 
+def crf_as_jpeg_quality(crf: int) -> int:
+    """A JPEG quality of roughly the loss of x264 ``crf`` 18-35 (95-41), for machines without PyAV."""
+    return int(round(95 - (crf - 18) * 3.2))
+
+
 def h264(frames: list[np.ndarray], crf: int) -> list[np.ndarray]:
     """Encode frames as one H.264 stream (yuv420p, libx264 ultrafast) and decode them back."""
     h, w = frames[0].shape[:2]
@@ -143,8 +154,10 @@ def apply_aug(frames: list[np.ndarray], a: Aug, seed: int) -> list[np.ndarray]:
     out = [_colour(f, a, rng) for f in frames]
     if a.codec == "jpeg":
         out = [jpeg(f, a.quality) for f in out]
-    elif a.codec == "h264":
+    elif a.codec == "h264" and H264_AVAILABLE:
         out = h264(out, a.quality)
+    elif a.codec == "h264":
+        out = [jpeg(f, crf_as_jpeg_quality(a.quality)) for f in out]
     if a.flip:
         out = [np.ascontiguousarray(f[:, ::-1]) for f in out]
     return out

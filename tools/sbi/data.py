@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from tools.sbi.augment import apply_aug, crop_with_jitter, sample_aug, sample_crop
+from tools.sbi.pack_faces import decode_frames
 from stream_guard.synth.self_blend import blend_frame, sample_clip_blend
 
 
@@ -29,7 +30,8 @@ class Clip:
 
 
 def load_cache(folder: str | Path, labels: set[str] | None = None) -> list[Clip]:
-    """All clips listed in ``folder/index.tsv`` (optionally only some labels), in memory."""
+    """All clips listed in ``folder/index.tsv`` (optionally only some labels), in memory.
+    Reads raw caches and JPEG-packed ones (:mod:`tools.sbi.pack_faces`)."""
     folder = Path(folder)
     clips = []
     with open(folder / "index.tsv", newline="") as f:
@@ -37,8 +39,9 @@ def load_cache(folder: str | Path, labels: set[str] | None = None) -> list[Clip]
             if labels is not None and row["label"] not in labels:
                 continue
             with np.load(folder / "clips" / f"{row['clip']}.npz") as d:
+                frames = d["frames"] if "frames" in d.files else decode_frames(d["jpeg"], d["jpeg_offsets"])
                 clips.append(Clip(row["clip"], row["file"], row["label"], row["kind"],
-                                  d["frames"], d["boxes"], d["landmarks"]))
+                                  frames, d["boxes"], d["landmarks"]))
     return clips
 
 

@@ -46,7 +46,7 @@ import torch
 from sklearn.linear_model import LogisticRegression
 from sklearn.preprocessing import StandardScaler
 
-from stream_guard.evaluate import family_of, metrics, metrics_by_family
+from stream_guard.scoring import family_of, metrics, metrics_by_family
 from stream_guard.faces.crop import crop_face
 from stream_guard.model.contract import ModelSpec
 from stream_guard.synth.self_blend import blend_frame, sample_clip_blend

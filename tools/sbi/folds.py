@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from stream_guard.evaluate import family_of
+from stream_guard.scoring import family_of
 
 
 def identity_groups(files: list[str], labels: list[str]) -> list[str]:

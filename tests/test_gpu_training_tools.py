@@ -1,0 +1,127 @@
+"""The tools that carry training to a lent GPU machine: packed caches, batch streams from worker
+processes, time-boxed training, end-to-end fine-tuning scored out of fold (all run here on CPU)."""
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("torch")
+pytest.importorskip("efficientnet_lite_pytorch")
+
+
+def _write_cache(folder: Path, clips) -> None:
+    (folder / "clips").mkdir(parents=True)
+    with open(folder / "index.tsv", "w", newline="") as f:
+        w = csv.writer(f, delimiter="\t")
+        w.writerow(["clip", "file", "label", "kind", "frames"])
+        for c in clips:
+            np.savez(folder / "clips" / f"{c.clip_id}.npz", frames=c.frames, boxes=c.boxes, landmarks=c.landmarks,
+                     keypoints=np.zeros((len(c), 6, 2), np.float32))
+            w.writerow([c.clip_id, c.file, c.label, c.kind, len(c)])
+
+
+def test_packed_cache_keeps_spaced_frames_and_drops_excluded_sources(tmp_path: Path) -> None:
+    from tools.sbi.data import load_cache, synthetic_clips
+    from tools.sbi.pack_faces import main as pack
+
+    clips = synthetic_clips(4)
+    _write_cache(tmp_path / "raw", clips)
+    (tmp_path / "skip.txt").write_text(clips[0].file + "\n")
+    assert pack([str(tmp_path / "raw"), str(tmp_path / "packed"), "--max-frames", "5", "--quality", "95",
+                 "--exclude-files", str(tmp_path / "skip.txt")]) == 0
+    packed = {c.file: c for c in load_cache(tmp_path / "packed")}
+    assert clips[0].file not in packed and len(packed) == 3
+    video = clips[1]  # 12 frames -> 5, first and last kept, boxes and landmarks follow the frames
+    got = packed[video.file]
+    assert len(got) == 5 and got.frames.shape[1:] == video.frames.shape[1:]
+    np.testing.assert_array_equal(got.boxes[[0, -1]], video.boxes[[0, -1]])
+    np.testing.assert_array_equal(got.landmarks[-1], video.landmarks[-1])
+    err = np.abs(got.frames[-1].astype(int) - video.frames[-1].astype(int)).mean()
+    assert err < 4, f"JPEG quality 95 should be close to the raw frame, mean abs error {err:.1f}"
+
+
+def test_pack_rejects_a_folder_without_an_index(tmp_path: Path, capsys) -> None:
+    from tools.sbi.pack_faces import main as pack
+
+    assert pack([str(tmp_path), str(tmp_path / "out")]) == 2
+    assert "index.tsv" in capsys.readouterr().err
+
+
+def test_batch_stream_from_workers_gives_distinct_batches() -> None:
+    from tools.sbi.data import PairSampler, SampleOptions, synthetic_clips
+    from tools.sbi.train import FramePairs, batch_stream
+
+    make = FramePairs(PairSampler(synthetic_clips(4), SampleOptions(size=64, aug_strength=0.0)), pairs=2)
+    stream = batch_stream(make, seed=3, workers=2)
+    batches = [next(stream) for _ in range(4)]
+    for x, y in batches:
+        x, y = np.asarray(x), np.asarray(y)
+        assert x.shape == (4, 1, 64, 64, 3) and x.dtype == np.uint8
+        np.testing.assert_array_equal(y, [0, 0, 1, 1])
+    firsts = {np.asarray(x).tobytes() for x, _ in batches}
+    assert len(firsts) == 4, "each worker must draw from its own random stream"
+
+
+def test_time_budget_ends_stage_one_early(tmp_path: Path) -> None:
+    from tools.sbi.train import main as train
+
+    assert train(["--smoke", "--out", str(tmp_path), "--steps", "500", "--time-budget", "0.01", "--no-pretrained"]) == 0
+    log = (tmp_path / "train.log").read_text()
+    assert "time budget of 0s spent at step 1" in log
+    final = json.loads((tmp_path / "final.json").read_text())
+    assert final["step"] == 1
+    assert (tmp_path / "weights.pt").is_file()
+
+
+def test_lr_schedule_follows_the_clock_when_it_runs_ahead_of_the_steps() -> None:
+    from tools.sbi.train import lr_at
+
+    assert lr_at(500, 1000, 1.0, warmup=0) == pytest.approx(0.525)
+    assert lr_at(500, 1000, 1.0, warmup=0, progress=1.0) == pytest.approx(0.05)
+    assert lr_at(10, 1000, 1.0, warmup=100, progress=0.9) == pytest.approx(0.11)  # warm-up first
+
+
+def test_finetune_cv_scores_every_file_out_of_fold_and_writes_a_loadable_model(tmp_path: Path) -> None:
+    from tools.sbi.finetune_cv import main as finetune
+    from tools.sbi.model import load_checkpoint
+
+    for arch in ("lite0", "regionstats"):
+        out = tmp_path / arch
+        assert finetune(["--smoke", "--out", str(out), "--arch", arch, "--final", "--no-pretrained"]) == 0
+        oof = json.loads((out / "oof.json").read_text())
+        assert len(oof) == 6 + 8  # the labelled clips and the synthetic real videos
+        assert {v["fold"] for v in oof.values()} == {0, 1}
+        assert all(np.isfinite(v["logit"]) for v in oof.values())
+        report = json.loads((out / "report.json").read_text())
+        assert report["with_real_videos"]["real_videos"] == 8
+    enc, head, state = load_checkpoint(str(tmp_path / "lite0" / "weights.pt"))
+    assert state["config"]["arch"] == "lite0" and state["stage"] == "finetune"
+
+
+def test_finetune_cv_never_trains_on_a_fold_it_tests(tmp_path: Path, monkeypatch) -> None:
+    import tools.sbi.finetune_cv as ft
+
+    seen = []
+    real_train_one = ft.train_one
+
+    def spy(args, make_batch, device, log, tag):
+        files = {c.file for c in make_batch.reals + make_batch.videos}
+        files |= {c.file for fam in make_batch.by_family.values() for c in fam}
+        files_sbi = {c.file for c in make_batch.sbi.clips}
+        seen.append((tag, files, files_sbi))
+        return real_train_one(args, make_batch, device, log, tag)
+
+    monkeypatch.setattr(ft, "train_one", spy)
+    assert ft.main(["--smoke", "--out", str(tmp_path), "--no-pretrained"]) == 0
+    oof = json.loads((tmp_path / "oof.json").read_text())
+    from tools.sbi.fit_head import real_video_key
+
+    for tag, files, files_sbi in seen:
+        k = int(tag.removeprefix("fold"))
+        tested = {f for f, v in oof.items() if v["fold"] == k}
+        assert not {f for f in files if f in tested or real_video_key(f) in tested}
+        assert not {f for f in files_sbi if real_video_key(f) in tested}
