@@ -87,17 +87,20 @@ def test_lr_schedule_follows_the_clock_when_it_runs_ahead_of_the_steps() -> None
 
 def test_finetune_cv_scores_every_file_out_of_fold_and_writes_a_loadable_model(tmp_path: Path) -> None:
     from tools.sbi.finetune_cv import main as finetune
+    from tools.sbi.fit_head import smoke_clips
     from tools.sbi.model import load_checkpoint
 
+    labelled, reals = smoke_clips()
+    n_videos = sum(c.kind == "video" for c in reals)
     for arch in ("lite0", "regionstats"):
         out = tmp_path / arch
         assert finetune(["--smoke", "--out", str(out), "--arch", arch, "--final", "--no-pretrained"]) == 0
         oof = json.loads((out / "oof.json").read_text())
-        assert len(oof) == 6 + 8  # the labelled clips and the synthetic real videos
+        assert len(oof) == len({c.file for c in labelled}) + n_videos
         assert {v["fold"] for v in oof.values()} == {0, 1}
         assert all(np.isfinite(v["logit"]) for v in oof.values())
         report = json.loads((out / "report.json").read_text())
-        assert report["with_real_videos"]["real_videos"] == 8
+        assert report["with_real_videos"]["real_videos"] == n_videos
     enc, head, state = load_checkpoint(str(tmp_path / "lite0" / "weights.pt"))
     assert state["config"]["arch"] == "lite0" and state["stage"] == "finetune"
 
@@ -125,3 +128,53 @@ def test_finetune_cv_never_trains_on_a_fold_it_tests(tmp_path: Path, monkeypatch
         tested = {f for f, v in oof.items() if v["fold"] == k}
         assert not {f for f in files if f in tested or real_video_key(f) in tested}
         assert not {f for f in files_sbi if real_video_key(f) in tested}
+
+
+def test_joined_model_scores_the_standardised_mix_of_its_parts(tmp_path: Path) -> None:
+    import onnxruntime as ort
+    import torch
+
+    from stream_guard.model.contract import load_model_spec
+    from tools.sbi.finetune_cv import main as finetune
+    from tools.sbi.fit_head import main as fit_head
+    from tools.sbi.model import load_checkpoint
+
+    assert finetune(["--smoke", "--out", str(tmp_path / "cnn"), "--final", "--no-pretrained"]) == 0
+    assert fit_head(["--smoke", "--out", str(tmp_path / "region")]) == 0
+    assert fit_head(["--smoke", "--out", str(tmp_path / "joined"), "--e2e", str(tmp_path / "cnn" / "weights.pt"),
+                     "--e2e-oof", str(tmp_path / "cnn" / "oof.json"), "--e2e-weight", "0.4"]) == 0
+    cv = json.loads((tmp_path / "joined" / "crossval.json").read_text())
+    mix = cv["parts"]["mix"]
+    assert mix["weight"] == 0.4 and cv["parts"]["e2e_cnn"]["n_fake"] == cv["n_fake"]
+
+    def frame_logits(folder: Path, x: np.ndarray) -> np.ndarray:
+        spec = load_model_spec(folder)
+        enc = ort.InferenceSession(str(spec.encoder_path), providers=["CPUExecutionProvider"])
+        head = ort.InferenceSession(str(spec.temporal_path), providers=["CPUExecutionProvider"])
+        emb = enc.run(None, {enc.get_inputs()[0].name: x})[0]
+        return head.run(None, {head.get_inputs()[0].name: emb[:, None]})[0][:, 0]
+
+    x = np.random.default_rng(0).normal(size=(3, 3, 64, 64)).astype(np.float32)
+    assert load_model_spec(tmp_path / "joined").embedding_dim == load_model_spec(tmp_path / "region").embedding_dim + 1
+    cnn, cnn_head, _ = load_checkpoint(str(tmp_path / "cnn" / "weights.pt"))
+    with torch.no_grad():
+        z_cnn = cnn_head.frame_logits(cnn(torch.from_numpy(x))).numpy()
+    z_region = frame_logits(tmp_path / "region", x)
+    expected = ((1 - mix["weight"]) * (z_region - mix["mean_a"]) / mix["std_a"]
+                + mix["weight"] * (z_cnn - mix["mean_b"]) / mix["std_b"])
+    np.testing.assert_allclose(frame_logits(tmp_path / "joined", x), expected, atol=1e-3)
+
+
+def test_joining_refuses_a_cnn_scored_on_other_folds(tmp_path: Path, capsys) -> None:
+    from tools.sbi.finetune_cv import main as finetune
+    from tools.sbi.fit_head import main as fit_head
+
+    assert finetune(["--smoke", "--out", str(tmp_path / "cnn"), "--final", "--no-pretrained"]) == 0
+    oof = json.loads((tmp_path / "cnn" / "oof.json").read_text())
+    first = sorted(oof)[0]
+    oof[first]["fold"] = 1 - oof[first]["fold"]
+    (tmp_path / "cnn" / "oof.json").write_text(json.dumps(oof))
+    with pytest.raises(SystemExit) as e:
+        fit_head(["--smoke", "--out", str(tmp_path / "joined"), "--e2e", str(tmp_path / "cnn" / "weights.pt"),
+                  "--e2e-oof", str(tmp_path / "cnn" / "oof.json")])
+    assert e.value.code == 2 and "folds differ" in capsys.readouterr().err

@@ -35,8 +35,8 @@ from torch import nn
 from stream_guard.scoring import family_of
 from stream_guard.faces.crop import crop_face
 from tools.sbi.augment import apply_aug, crop_with_jitter, sample_aug, sample_crop
-from tools.sbi.data import Clip, PairSampler, SampleOptions, load_cache, synthetic_clips
-from tools.sbi.fit_head import folds_with_real_videos, real_video_key, report
+from tools.sbi.data import Clip, PairSampler, SampleOptions, load_cache
+from tools.sbi.fit_head import folds_with_real_videos, real_video_key, report, smoke_clips
 from tools.sbi.model import EMBED_DIM, Encoder, RegionStatsEncoder, TemporalHead
 from tools.sbi.train import Logger, batch_stream, to_tensor, train_frames
 
@@ -157,22 +157,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args = ap.parse_args(argv)
     if args.smoke:
         args.steps, args.folds, args.fake_frames, args.real_frames, args.sbi_pairs = 3, 2, 2, 2, 2
-        args.size, args.log_every = 96, 1
+        args.size, args.log_every = 64, 1
     elif args.labelled is None or args.real is None:
         ap.error("--labelled and --real are required (or --smoke)")
     return args
-
-
-def smoke_caches() -> tuple[list[Clip], list[Clip]]:
-    """Synthetic labelled clips (fakes are pseudo-fake-free copies relabelled) and real faces."""
-    clips = synthetic_clips(8)
-    labelled = []
-    for k, c in enumerate(clips[:6]):
-        fam, label = ("fam" if k % 2 else "other"), ("fake" if k % 3 else "real")
-        labelled.append(Clip(c.clip_id, f"{label}/{fam}_{k}.mp4", label, c.kind, c.frames, c.boxes, c.landmarks))
-    real = [Clip(c.clip_id, f"videos/src{k % 2}_{k}.mp4", "real", "video", c.frames, c.boxes, c.landmarks)
-            for k, c in enumerate(clips)]
-    return labelled, real
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -182,7 +170,7 @@ def main(argv: list[str] | None = None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     log = Logger(args.out / "finetune.log")
     if args.smoke:
-        labelled, real = smoke_caches()
+        labelled, real = smoke_clips()  # fit_head --smoke's clips: the same folds, so the two can be joined
     else:
         labelled, real = load_cache(args.labelled), load_cache(args.real, labels={"real"})
     opts = SampleOptions(size=args.size, margin=args.margin, aug_strength=args.aug)

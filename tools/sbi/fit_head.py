@@ -46,11 +46,12 @@ import torch
 from sklearn.linear_model import LogisticRegression
 from sklearn.preprocessing import StandardScaler
 
-from stream_guard.scoring import family_of, metrics, metrics_by_family
 from stream_guard.faces.crop import crop_face
 from stream_guard.model.contract import ModelSpec
+from stream_guard.scoring import family_of, metrics, metrics_by_family
 from stream_guard.synth.self_blend import blend_frame, sample_clip_blend
 from tools.sbi.data import Clip, SampleOptions, load_cache, sample_pair, synthetic_clips
+from tools.sbi.ensemble import ScoreMix, ensemble, load_oof
 from tools.sbi.export import export_graphs, parity, parity_exit_code
 from tools.sbi.folds import grouped_folds, identity_groups
 from tools.sbi.metrics import calibrate
@@ -322,9 +323,14 @@ def main(argv: list[str] | None = None) -> int:
                     help="share of out-of-fold real clips allowed above the threshold")
     ap.add_argument("--work", type=Path, help="feature cache folder (reruns skip encoding)")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--e2e", type=Path, help="weights.pt of tools.sbi.finetune_cv --final, joined to the model")
+    ap.add_argument("--e2e-oof", type=Path, help="its oof.json (same folds as this run), for the mix and the figures")
+    ap.add_argument("--e2e-weight", type=float, default=0.4, help="the CNN's share of the standardised mix")
     ap.add_argument("--name", default="regionstats-effnetlite0")
     ap.add_argument("--version", default="0.4.1")
     args = ap.parse_args(argv)
+    if (args.e2e is None) != (args.e2e_oof is None):
+        ap.error("--e2e and --e2e-oof go together")
     torch.set_num_threads(args.threads)
     t0 = time.time()
     if args.smoke:
@@ -358,6 +364,16 @@ def main(argv: list[str] | None = None) -> int:
     folds = folds_with_real_videos(files, labels, args.folds)
     clf = FrameClassifier(args.c, args.sbi_weight, args.real_video_weight)
     oof = cross_validate(clf, lab, sbi, folds, labels)
+    parts, mix = {}, None
+    if args.e2e_oof:
+        try:
+            cnn_oof = load_oof(args.e2e_oof, folds)
+        except ValueError as e:
+            ap.error(str(e))
+        mix = ScoreMix.fit(oof, cnn_oof, args.e2e_weight)
+        parts = {"regionstats": report(oof, labels, 0.0), "e2e_cnn": report(cnn_oof, labels, 0.0),
+                 "mix": vars(mix)}
+        oof = {f: mix(oof[f], cnn_oof[f]) for f in files}
     z = np.array([oof[f] for f in files])
     y = np.array([labels[f] for f in files])
     # Calibrated on the labelled clips alone, as before real videos were scored: those score
@@ -371,10 +387,13 @@ def main(argv: list[str] | None = None) -> int:
                            "real videos of --real count among the reals of with_real_videos and "
                            "leave_family_out; calibration and threshold come from the labelled clips",
                "folds": [sorted(f) for f in folds], "scores": probs})
+    if parts:  # leave-family-out and repeats below refit the region part only: the CNN's folds are fixed
+        cv["parts"] = {**parts, "note": "leave_family_out and repeats are of the regionstats part alone"}
     if args.leave_family_out:
         cv["leave_family_out"] = leave_family_out(clf, lab, sbi, folds, labels)
     if args.repeats > 1:  # AUCs are unchanged by the calibration, so the split above is run 0
-        cv["repeats"] = spread([auc_run(cv, cv.get("leave_family_out", {}))] + [
+        first = parts["regionstats"] if parts else cv  # shuffles 1.. refit the region part alone
+        cv["repeats"] = spread([auc_run(first, cv.get("leave_family_out", {}))] + [
             shuffled_run(clf, lab, sbi, files, labels, args.folds, seed, args.leave_family_out)
             for seed in range(1, args.repeats)])
         print("over", args.repeats, "fold shuffles:", json.dumps(cv["repeats"]["mean"]), flush=True)
@@ -392,6 +411,15 @@ def main(argv: list[str] | None = None) -> int:
     with torch.no_grad():
         head.frame.weight.copy_(torch.from_numpy(w)[None])
         head.frame.bias.fill_(bias)
+    description = ("Frozen ImageNet EfficientNet-Lite0 region statistics (inner face vs surround) + a "
+                   "logistic frame classifier fitted on labelled clips and self-blended pseudo-fakes")
+    if mix is not None:
+        try:
+            enc, head = ensemble(enc, w, bias, args.e2e, mix, args.size, args.margin)
+        except ValueError as e:
+            ap.error(str(e))
+        description += (f", mixed {1 - mix.weight:.2f} / {mix.weight:.2f} (standardised logits) with an "
+                        "EfficientNet-Lite0 fine-tuned end to end (tools.sbi.finetune_cv)")
     args.out.mkdir(parents=True, exist_ok=True)
     export_graphs(enc, head, args.size, args.window, args.out, dim=enc.dim)
     sample = np.stack([crop_face(c.frames[0], c.boxes[0], args.size, args.margin) for c in labelled[:6]])
@@ -402,9 +430,7 @@ def main(argv: list[str] | None = None) -> int:
         input_size=args.size, mean=MEAN, std=STD, crop_margin=args.margin, embedding_dim=enc.dim,
         window=args.window, sample_hz=args.sample_hz, threshold=round(threshold, 4), calibration_a=a,
         calibration_b=b,
-        description=("Frozen ImageNet EfficientNet-Lite0 region statistics (inner face vs surround) + a "
-                     "logistic frame classifier fitted on labelled clips and self-blended pseudo-fakes; "
-                     "window logit = mean frame logit (GRU correction zero). Cross-validated pooled AUC "
+        description=(f"{description}; window logit = mean frame logit (GRU correction zero). Cross-validated pooled AUC "
                      f"{cv['auc']:.3f} ({args.folds} identity-grouped folds). Training faces carry research / "
                      "non-commercial terms, which the weights inherit."),
     )
