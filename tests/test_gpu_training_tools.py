@@ -178,3 +178,31 @@ def test_joining_refuses_a_cnn_scored_on_other_folds(tmp_path: Path, capsys) -> 
         fit_head(["--smoke", "--out", str(tmp_path / "joined"), "--e2e", str(tmp_path / "cnn" / "weights.pt"),
                   "--e2e-oof", str(tmp_path / "cnn" / "oof.json")])
     assert e.value.code == 2 and "folds differ" in capsys.readouterr().err
+
+
+def test_without_pyav_h264_augmentation_falls_back_to_jpeg_of_similar_loss(monkeypatch) -> None:
+    import tools.sbi.augment as augment
+    from tools.sbi.data import synthetic_clips
+
+    frame = synthetic_clips(1, size=96)[0].frames[0]
+    a = augment.sample_aug(np.random.default_rng(0), 0.0)
+    a = type(a)(**{**vars(a), "codec": "h264", "quality": 35})
+    monkeypatch.setattr(augment, "H264_AVAILABLE", False)
+    out = augment.apply_aug([frame], a, seed=1)[0]
+    np.testing.assert_array_equal(out, augment.jpeg(frame, augment.crf_as_jpeg_quality(35)))
+    assert augment.crf_as_jpeg_quality(18) == 95 and augment.crf_as_jpeg_quality(35) == 41
+
+
+def test_training_can_start_from_a_saved_half_precision_encoder(tmp_path: Path) -> None:
+    import torch
+
+    from tools.sbi.model import Encoder, load_checkpoint
+    from tools.sbi.train import main as train
+
+    start = Encoder(pretrained=False).state_dict()
+    torch.save({k: v.half() if v.is_floating_point() else v for k, v in start.items()}, tmp_path / "init.pt")
+    assert train(["--smoke", "--out", str(tmp_path / "run"), "--steps", "1", "--init-encoder",
+                  str(tmp_path / "init.pt"), "--lr", "0"]) == 0
+    enc, _, _ = load_checkpoint(str(tmp_path / "run" / "weights.pt"))
+    key = "net._conv_stem.weight"
+    torch.testing.assert_close(enc.state_dict()[key], start[key].half().float())
