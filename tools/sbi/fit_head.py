@@ -30,6 +30,11 @@ out-of-fold scores give the reported AUCs, the Platt calibration and the thresho
 ``--leave-family-out`` each family is also scored by models that never saw it.
 The final classifier is fitted on everything and exported in the model contract; the
 recurrent head's correction is zero, so a window's logit is the mean of its frames'.
+
+With ``--e2e weights.pt --e2e-oof oof.json`` (from :mod:`tools.sbi.finetune_cv` on the
+same folds), the exported model also carries that fine-tuned CNN: every out-of-fold score,
+the calibration and the threshold come from the standardised mix of the two parts
+(:mod:`tools.sbi.ensemble`), and ``crossval.json`` keeps each part's own report.
 """
 from __future__ import annotations
 
