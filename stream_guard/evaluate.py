@@ -23,7 +23,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, TextIO
 
-
 from stream_guard.config import RunConfig
 from stream_guard.errors import ConfigError, StreamGuardError
 from stream_guard.file_analysis import analyse_file

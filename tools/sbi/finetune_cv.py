@@ -37,8 +37,8 @@ from stream_guard.faces.crop import crop_face
 from tools.sbi.augment import apply_aug, crop_with_jitter, sample_aug, sample_crop
 from tools.sbi.data import Clip, PairSampler, SampleOptions, load_cache
 from tools.sbi.fit_head import folds_with_real_videos, real_video_key, report, smoke_clips
-from tools.sbi.model import EMBED_DIM, Encoder, RegionStatsEncoder, TemporalHead
-from tools.sbi.train import Logger, batch_stream, to_tensor, train_frames
+from tools.sbi.model import EMBED_DIM, RegionStatsEncoder, TemporalHead
+from tools.sbi.train import Logger, add_model_args, batch_stream, initial_encoder, save, to_tensor, train_frames
 
 
 class MixedFrames:
@@ -94,9 +94,7 @@ def clip_logit(enc: nn.Module, head: TemporalHead, clip: Clip, opts: SampleOptio
 def build_encoder(args: argparse.Namespace) -> tuple[nn.Module, int]:
     """The network to train and its embedding size: pooled Lite0 (``--arch lite0``) or
     standardised inner-face vs surround statistics of its first blocks (``--arch regionstats``)."""
-    enc = Encoder(pretrained=not (args.no_pretrained or args.init_encoder))
-    if args.init_encoder:
-        enc.load_state_dict({k: v.float() for k, v in torch.load(args.init_encoder, map_location="cpu").items()})
+    enc = initial_encoder(args)
     if args.arch == "lite0":
         return enc, EMBED_DIM
     stats = RegionStatsEncoder(args.size, args.margin, encoder=enc)
@@ -141,19 +139,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--no-real-videos", action="store_true", help="do not train on --real's videos as reals")
     ap.add_argument("--exclude-family", action="append", default=[], help="fake family never trained on")
     ap.add_argument("--final", action="store_true", help="also train on everything and write weights.pt")
-    ap.add_argument("--size", type=int, default=224)
-    ap.add_argument("--margin", type=float, default=0.25)
-    ap.add_argument("--window", type=int, default=8)
-    ap.add_argument("--hidden", type=int, default=128)
-    ap.add_argument("--aug", type=float, default=1.0)
-    ap.add_argument("--workers", type=int, default=0)
-    ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--time-budget", dest="time_budget", type=float, default=0.0,
-                    help="seconds per training at most (0: no limit)")
     ap.add_argument("--log-every", type=int, default=100)
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--no-pretrained", action="store_true")
-    ap.add_argument("--init-encoder", type=Path, help="encoder state dict to start every training from")
+    add_model_args(ap)
     args = ap.parse_args(argv)
     if args.smoke:
         args.steps, args.folds, args.fake_frames, args.real_frames, args.sbi_pairs = 3, 2, 2, 2, 2
@@ -214,8 +201,8 @@ def main(argv: list[str] | None = None) -> int:
         config = {k: getattr(args, k) for k in ("size", "margin", "window", "hidden", "lr", "steps", "seed", "aug",
                                                  "arch")}
         config["holdout"] = 0.0
-        torch.save({"encoder": enc.state_dict(), "head": head.state_dict(), "step": args.steps, "config": config,
-                    "stage": "finetune", "excluded_families": sorted(excluded)}, args.out / "weights.pt")
+        save(args.out / "weights.pt", enc, head, None, args.steps, config, "finetune",
+             {"excluded_families": sorted(excluded)})
         log.log(f"final model: {args.out / 'weights.pt'}")
     return 0
 

