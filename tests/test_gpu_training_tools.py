@@ -206,3 +206,21 @@ def test_training_can_start_from_a_saved_half_precision_encoder(tmp_path: Path) 
     enc, _, _ = load_checkpoint(str(tmp_path / "run" / "weights.pt"))
     key = "net._conv_stem.weight"
     torch.testing.assert_close(enc.state_dict()[key], start[key].half().float())
+
+
+def test_fp16_weight_storage_halves_the_encoder_and_barely_moves_its_scores(tmp_path: Path) -> None:
+    import onnxruntime as ort
+
+    from tools.sbi.fit_head import main as fit_head
+
+    assert fit_head(["--smoke", "--out", str(tmp_path / "f32")]) == 0
+    assert fit_head(["--smoke", "--out", str(tmp_path / "f16"), "--fp16-weights"]) == 0
+    size32 = (tmp_path / "f32" / "encoder.onnx").stat().st_size
+    size16 = (tmp_path / "f16" / "encoder.onnx").stat().st_size
+    assert size16 < 0.6 * size32
+    cv = json.loads((tmp_path / "f16" / "crossval.json").read_text())
+    assert 0 < cv["fp16_weights"]["max_frame_logit_change"] <= cv["fp16_weights"]["tolerance"]
+    x = np.random.default_rng(0).normal(size=(2, 3, 64, 64)).astype(np.float32)
+    out = [ort.InferenceSession(str(tmp_path / d / "encoder.onnx"), providers=["CPUExecutionProvider"])
+           .run(None, {"crops": x})[0] for d in ("f32", "f16")]
+    np.testing.assert_allclose(out[1], out[0], rtol=0.05, atol=0.02)

@@ -18,6 +18,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import onnx
 import onnxruntime as ort
 import torch
 
@@ -28,6 +29,7 @@ from tools.sbi.model import EMBED_DIM, MEAN, STD, load_checkpoint
 from tools.sbi.train import embed, fixed_set, to_tensor
 
 PARITY_TOL = 1e-4
+FP16_LOGIT_TOL = 0.05  # frame-logit change allowed when weights are stored as fp16 (calibrated scale ~ +-4)
 
 
 def export_graphs(enc: torch.nn.Module, head: torch.nn.Module, size: int, window: int, out: Path,
@@ -43,6 +45,34 @@ def export_graphs(enc: torch.nn.Module, head: torch.nn.Module, size: int, window
                       output_names=["logits"],
                       dynamic_axes={"embeddings": {0: "batch", 1: "time"}, "logits": {0: "batch"}},
                       opset_version=17, dynamo=False)
+
+
+def store_weights_fp16(path: Path, min_elements: int = 256) -> None:
+    """Rewrite an ONNX graph with its float initializers of ``min_elements`` or more stored as
+    float16, each cast back by a ``Cast`` node that ONNX Runtime folds into a float32 constant
+    when the session loads: half the file, the same float32 arithmetic, weights rounded to fp16."""
+    model = onnx.load(str(path))
+    casts, halves = [], []
+    for init in list(model.graph.initializer):
+        if init.data_type != onnx.TensorProto.FLOAT or int(np.prod(init.dims)) < min_elements:
+            continue
+        half = onnx.numpy_helper.from_array(onnx.numpy_helper.to_array(init).astype(np.float16), init.name + "_fp16")
+        model.graph.initializer.remove(init)
+        halves.append(half)
+        casts.append(onnx.helper.make_node("Cast", [half.name], [init.name], to=onnx.TensorProto.FLOAT))
+    model.graph.initializer.extend(halves)
+    nodes = casts + list(model.graph.node)  # a Cast must precede the nodes reading its output
+    del model.graph.node[:]
+    model.graph.node.extend(nodes)
+    onnx.checker.check_model(model)
+    onnx.save(model, str(path))
+
+
+def onnx_frame_logits(folder: Path, crops: np.ndarray) -> np.ndarray:
+    """Frame logits (T = 1) of the graph pair in ``folder`` for normalised crops ``[N, 3, S, S]``."""
+    enc, head = session(folder / "encoder.onnx"), session(folder / "temporal.onnx")
+    emb = enc.run(None, {enc.get_inputs()[0].name: crops})[0]
+    return head.run(None, {head.get_inputs()[0].name: emb[:, None]})[0][:, 0]
 
 
 def session(path: Path) -> ort.InferenceSession:

@@ -41,6 +41,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import sys
 import time
 from collections import defaultdict
 from dataclasses import dataclass, replace
@@ -57,7 +58,8 @@ from stream_guard.scoring import family_of, metrics, metrics_by_family
 from stream_guard.synth.self_blend import blend_frame, sample_clip_blend
 from tools.sbi.data import Clip, SampleOptions, load_cache, sample_pair, synthetic_clips
 from tools.sbi.ensemble import ScoreMix, ensemble, load_oof
-from tools.sbi.export import export_graphs, parity, parity_exit_code
+from tools.sbi.export import (FP16_LOGIT_TOL, export_graphs, onnx_frame_logits, parity, parity_exit_code,
+                              store_weights_fp16)
 from tools.sbi.folds import grouped_folds, identity_groups
 from tools.sbi.metrics import calibrate
 from tools.sbi.model import MEAN, REGION_TAPS, STD, RegionStatsEncoder, TemporalHead
@@ -331,6 +333,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--e2e", type=Path, help="weights.pt of tools.sbi.finetune_cv --final, joined to the model")
     ap.add_argument("--e2e-oof", type=Path, help="its oof.json (same folds as this run), for the mix and the figures")
     ap.add_argument("--e2e-weight", type=float, default=0.4, help="the CNN's share of the standardised mix")
+    ap.add_argument("--fp16-weights", action="store_true",
+                    help="store the encoder's weights as float16 (half the file; checked against float32)")
     ap.add_argument("--name", default="regionstats-effnetlite0")
     ap.add_argument("--version", default="0.4.1")
     args = ap.parse_args(argv)
@@ -429,6 +433,13 @@ def main(argv: list[str] | None = None) -> int:
     export_graphs(enc, head, args.size, args.window, args.out, dim=enc.dim)
     sample = np.stack([crop_face(c.frames[0], c.boxes[0], args.size, args.margin) for c in labelled[:6]])
     diff = parity(enc, head, args.out, sample, args.window)
+    fp16 = None
+    if args.fp16_weights:
+        x = to_tensor(sample, torch.device("cpu")).contiguous().numpy()
+        before = onnx_frame_logits(args.out, x)
+        store_weights_fp16(args.out / "encoder.onnx")
+        fp16 = {"max_frame_logit_change": float(np.abs(onnx_frame_logits(args.out, x) - before).max()),
+                "tolerance": FP16_LOGIT_TOL}
     spec = ModelSpec(
         folder=args.out.resolve(), name=args.name, version=args.version, trained=True,
         encoder_path=(args.out / "encoder.onnx").resolve(), temporal_path=(args.out / "temporal.onnx").resolve(),
@@ -440,10 +451,16 @@ def main(argv: list[str] | None = None) -> int:
                      "non-commercial terms, which the weights inherit."),
     )
     spec.save()
+    if fp16 is not None:
+        cv["fp16_weights"] = fp16
     cv.update({"parity_max_abs": diff, "calibration": [a, b], "threshold": threshold,
                "seconds": round(time.time() - t0, 1), "config": {k: str(v) for k, v in vars(args).items()}})
     (args.out / "crossval.json").write_text(json.dumps(cv, indent=2) + "\n")
     print(json.dumps({"auc": cv["auc"], "parity_max_abs": diff, "threshold": threshold}))
+    if fp16 is not None and fp16["max_frame_logit_change"] > FP16_LOGIT_TOL:
+        print(f"FP16 WEIGHTS FAILED: frame logits moved {fp16['max_frame_logit_change']:.4f} > {FP16_LOGIT_TOL}",
+              file=sys.stderr)
+        return 1
     return parity_exit_code(diff)
 
 
