@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+import threading
 import time
 from dataclasses import dataclass
 
@@ -12,9 +13,10 @@ from stream_guard.faces.detector import FaceDetector
 from stream_guard.faces.tracker import FaceTracker, Track
 from stream_guard.model.scorer import FaceScorer, TrackMemory
 from stream_guard.outputs.overlay import HudInfo, annotate
-from stream_guard.types import FaceResult, Frame, FrameResult, StageTimes, TrackState
+from stream_guard.types import FaceDetections, FaceResult, Frame, FrameResult, StageTimes, TrackState
 
 AUTO_TILED_DETECT_EVERY = 3  # detector schedule for large (tiled) frames when detect_every is 0 (auto)
+DETECT_HERE = object()  # process()'s default: run the detector on this thread, on the schedule
 
 
 @dataclass(slots=True)
@@ -51,6 +53,7 @@ class Analyzer:
         self._fps = 0.0
         self._last_pts: float | None = None
         self._frame_period_s = 1.0 / 30.0  # running estimate from stream timestamps
+        self._tracking = threading.Event()  # set while any face is tracked; read by wants_detection()
 
     def warm_up(self, width: int, height: int) -> None:
         """Run every model once on blank input so the first real frame is not slowed
@@ -63,6 +66,7 @@ class Analyzer:
     def reset(self, status: str = "") -> None:
         """Forget every face (after a gap in a live stream): ids keep counting."""
         self.tracker.reset()
+        self._tracking.clear()
         self.status = status
 
     def _fps_update(self, now: float) -> float:
@@ -139,23 +143,37 @@ class Analyzer:
         tile_above = self.detector.options.tile_above
         return AUTO_TILED_DETECT_EVERY if tile_above and max(width, height) >= tile_above else 1
 
-    def process(self, frame: Frame, frames_dropped: int = 0) -> FrameResult:
+    def wants_detection(self, frame: Frame) -> bool:
+        """Whether the detector should run on ``frame``: on the schedule, and on every frame
+        while no face is tracked. Safe to call from a detection thread running ahead: it reads
+        only a flag, so it may see the tracker as of a frame or two before."""
+        return frame.index % self.detect_interval(frame.width, frame.height) == 0 or not self._tracking.is_set()
+
+    def process(self, frame: Frame, frames_dropped: int = 0, detections: FaceDetections | None | object = DETECT_HERE,
+                detect_ms: float = 0.0) -> FrameResult:
+        """One frame in, its result out. ``detections``: what a detection thread found on this
+        frame (None: it skipped the frame); by default the detector runs here, on the schedule."""
         t0 = time.perf_counter()
         every = self.detect_interval(frame.width, frame.height)
-        detected = frame.index % every == 0 or not self.tracker.tracks
-        if detected:
-            detections = self.detector.detect(frame.image)
-            t1 = time.perf_counter()
-            tracks = self.tracker.update(detections, frame.pts_s)
+        inline = detections is DETECT_HERE
+        if inline:
+            detections = self.detector.detect(frame.image) if self.wants_detection(frame) else None
+            detect_ms = (time.perf_counter() - t0) * 1e3
+        detected = detections is not None
+        t1 = time.perf_counter()
+        tracks = self.tracker.update(detections, frame.pts_s) if detected else self.tracker.predict(frame.pts_s)
+        if self.tracker.tracks:
+            self._tracking.set()
         else:
-            t1 = time.perf_counter()
-            tracks = self.tracker.predict(frame.pts_s)
+            self._tracking.clear()
         t2 = time.perf_counter()
         self._track_frame_period(frame.pts_s)
-        # With a thinned-out detector, faces due for scoring wait one frame rather than share a frame
-        # with a detector run: the two costliest stages never pile onto one frame (fewer live drops).
-        scored, changed, crop_ms, model_ms = (set(), set(), 0.0, 0.0) if detected and every > 1 else \
-            self._score(frame, tracks, every)
+        # With a thinned-out detector running on this thread, faces due for scoring wait one frame rather
+        # than share a frame with a detector run: the two costliest stages never pile onto one frame.
+        # A detection thread running ahead carries that cost elsewhere, so every frame may score.
+        shared = every if inline else 1
+        scored, changed, crop_ms, model_ms = (set(), set(), 0.0, 0.0) if detected and shared > 1 else \
+            self._score(frame, tracks, shared)
         faces = tuple(self._face_result(t, t.id in scored, t.id in changed) for t in tracks)
         for face, track in zip(faces, tracks):
             self._remember(face, track, frame.pts_s)
@@ -167,7 +185,7 @@ class Analyzer:
                       untrained=not self.scorer.spec.trained, status=self.status)
         annotated = annotate(frame.image, faces, hud)
         t4 = time.perf_counter()
-        times = StageTimes(detect_ms=(t1 - t0) * 1e3 if detected else 0.0, track_ms=(t2 - t1) * 1e3,
+        times = StageTimes(detect_ms=detect_ms if detected else 0.0, track_ms=(t2 - t1) * 1e3,
                            crop_ms=crop_ms, cnn_ms=model_ms,
                            temporal_ms=self.scorer.last_temporal_ms if scored else 0.0, overlay_ms=(t4 - t3) * 1e3)
         latency_ms = (time.monotonic() - frame.wallclock_s) * 1e3

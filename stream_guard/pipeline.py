@@ -1,4 +1,4 @@
-"""Wiring and lifecycle: capture thread -> analysis (caller's thread) -> one thread per sink."""
+"""Wiring and lifecycle: capture thread -> detection thread -> analysis (caller's thread) -> one thread per sink."""
 from __future__ import annotations
 
 import dataclasses
@@ -14,6 +14,7 @@ import numpy as np
 
 from stream_guard.analysis import Analyzer
 from stream_guard.config import RunConfig
+from stream_guard.detect_ahead import AheadDone, DetectAheadThread, DetectedFrame
 from stream_guard.errors import ModelError, StreamGuardError
 from stream_guard.faces.detector import FaceDetector
 from stream_guard.faces.tracker import FaceTracker
@@ -33,7 +34,7 @@ from stream_guard.types import FrameResult, StreamInfo
 log = logging.getLogger(__name__)
 
 TRAINED_MODEL = "deepfake"
-STOP_GRACE_S = 1.0  # after a stop, how long the analysis waits for the capture thread's last items
+STOP_GRACE_S = 1.0  # after a stop, how long the detection thread waits for the capture thread's last items
 PLACEHOLDER_MODEL = "untrained-placeholder"
 
 
@@ -143,8 +144,9 @@ class Pipeline:
         self._ended = False
         self._stop_requested = False
         self.threshold: float | None = None  # the fake threshold in effect, known once run() has loaded the model
-        self.frames: FrameQueue | None = None  # the capture queue and the sink workers of the current run,
-        self.workers: list[SinkWorker] = []  # for monitoring (queue depths); set by run()
+        self.frames: FrameQueue | None = None  # the capture queue, the detection thread's queue and the sink
+        self.detected: FrameQueue | None = None  # workers of the current run, for monitoring (queue depths);
+        self.workers: list[SinkWorker] = []  # set by run()
 
     def stop(self) -> None:
         """Ask the run to end (signal handler, window closed): the summary says ``interrupted``."""
@@ -200,11 +202,15 @@ class Pipeline:
             log.warning("model '%s' is UNTRAINED (random weights): its scores are meaningless", model.name)
         capture = CaptureThread(source, frames, self.stop_event, live=info.is_live,
                                 reconnect=self.config.source.reconnect, max_frames=self.config.source.max_frames)
+        ahead = DetectAheadThread(analyzer.detector, analyzer.wants_detection, frames, capture, self.stop_event,
+                                  out_size=1 if live_queue else 4, grace_s=STOP_GRACE_S)
+        self.detected = ahead.out
         error: StreamGuardError | None = None
         interrupted = False
         capture.start()
+        ahead.start()
         try:
-            error = self._analyse(frames, analyzer, workers, capture)
+            error = self._analyse(ahead, analyzer, workers)
         except KeyboardInterrupt:
             interrupted = True
         finally:
@@ -212,7 +218,9 @@ class Pipeline:
             interrupted = interrupted or (error is None and (self._stop_requested or (
                 self.stop_event.is_set() and not self._ended)))
             self.stop_event.set()
+            ahead.closed.set()
             capture.join(timeout=5)
+            ahead.join(timeout=5)
             summary = self._summary(source_spec.display_name, capture, frames, analyzer, model, interrupted,
                                     error, workers)
             for w in workers:
@@ -224,29 +232,28 @@ class Pipeline:
             raise error
         return summary
 
-    def _analyse(self, frames: FrameQueue, analyzer: Analyzer, workers: list[SinkWorker],
-                 capture: threading.Thread | None = None) -> StreamGuardError | None:
-        """Process queued items until end of stream, or until a stop: then the frames the capture
-        thread already handed over are still processed (a stopped file run loses none of them),
-        waiting at most ``STOP_GRACE_S`` for a capture thread stuck in a read."""
-        stopping_since: float | None = None
+    def _analyse(self, ahead: DetectAheadThread, analyzer: Analyzer,
+                 workers: list[SinkWorker]) -> StreamGuardError | None:
+        """Process the detection thread's items until end of stream, or until it is done after
+        a stop (it still hands over the frames the capture thread had queued)."""
         while True:
-            item = frames.get(timeout=0.1)
+            item = ahead.out.get(timeout=0.1)
             if item is None:
-                if self.stop_event.is_set():
-                    if capture is None or not capture.is_alive():
-                        return None
-                    stopping_since = stopping_since or time.monotonic()
-                    if time.monotonic() - stopping_since > STOP_GRACE_S:
-                        return None
+                if not ahead.is_alive() and ahead.out.qsize() == 0:
+                    return None
                 continue
+            if isinstance(item, AheadDone):
+                if item.error is not None:
+                    raise item.error
+                return None
             if isinstance(item, EndOfStream):
                 self._ended = True
                 return item.error
             if isinstance(item, SourceEvent):
                 self._on_source_event(item, analyzer, workers)
                 continue
-            result = analyzer.process(item, frames.dropped)
+            assert isinstance(item, DetectedFrame)
+            result = analyzer.process(item.frame, ahead.inbox.dropped, item.detections, item.detect_ms)
             self.stats.add(result)
             if self.on_result is not None:
                 self.on_result(result)

@@ -31,6 +31,7 @@ class Sample:
     rss_mb: float
     threads: int
     capture_queue: int
+    detect_queue: int
     sink_queues: tuple[int, ...]
     frames_processed: int
     frames_dropped: int
@@ -55,6 +56,7 @@ def take_sample(pipeline: Pipeline, started: float) -> Sample:
     return Sample(
         t_s=time.monotonic() - started, rss_mb=rss_mb(), threads=threading.active_count(),
         capture_queue=frames.qsize() if frames is not None else 0,
+        detect_queue=pipeline.detected.qsize() if pipeline.detected is not None else 0,
         sink_queues=tuple(w.pending() for w in pipeline.workers),
         frames_processed=pipeline.stats.frames_processed,
         frames_dropped=frames.dropped if frames is not None else 0,
@@ -124,7 +126,7 @@ def main(argv: list[str] | None = None) -> int:
                     s = take_sample(pipeline, started)
                     samples.append(s)
                     print(f"[{s.t_s:7.1f} s] rss {s.rss_mb:7.1f} MiB  threads {s.threads:3d}  "
-                          f"capture q {s.capture_queue}  sink q {list(s.sink_queues)}  "
+                          f"capture q {s.capture_queue}  detect q {s.detect_queue}  sink q {list(s.sink_queues)}  "
                           f"frames {s.frames_processed}  dropped {s.frames_dropped}", flush=True)
                     if s.t_s >= duration_s:
                         pipeline.stop()
