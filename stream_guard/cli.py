@@ -131,7 +131,8 @@ def _parser() -> argparse.ArgumentParser:
 
 def _add_model_options(p: argparse.ArgumentParser) -> None:
     """Model and detector options for ``scan`` and ``gui`` (no outputs)."""
-    p.add_argument("--model", type=Path, metavar="DIR", help="model folder (default: the shipped model)")
+    p.add_argument("--model", type=Path, metavar="DIR", help="model folder, or the name of a shipped one such as "
+                   "deepfake-ensemble (default: the shipped default model)")
     p.add_argument("--provider", default="auto", metavar="P",
                    help="ONNX Runtime providers: auto, or a comma list of tensorrt,cuda,coreml,directml,cpu")
     p.add_argument("--threshold", type=_threshold, metavar="T", help="fake threshold 0..1 (default: the model's)")

@@ -50,8 +50,25 @@ def default_model_dir() -> Path:
     raise ModelError("no shipped model found: pass --model DIR")
 
 
+def shipped_model_names() -> list[str]:
+    """Names of the model folders shipped in ``models/`` (usable as ``--model NAME``)."""
+    return sorted(p.parent.name for p in bundled_model(".").glob("*/model.json"))
+
+
+def model_folder(choice: Path | None) -> Path:
+    """The folder ``--model`` means: None = the shipped default; an existing path; else the name of
+    a shipped model, so ``--model deepfake-ensemble`` works from any directory and from a wheel."""
+    if choice is None:
+        return default_model_dir()
+    if choice.exists():
+        return choice
+    if len(choice.parts) == 1 and (bundled_model(choice.name) / "model.json").is_file():
+        return bundled_model(choice.name)
+    raise ModelError(f"model folder {choice} not found (shipped models: {', '.join(shipped_model_names())})")
+
+
 def load_model(config: RunConfig) -> ModelSpec:
-    return load_model_spec(config.model.model_dir or default_model_dir())
+    return load_model_spec(model_folder(config.model.model_dir))
 
 
 @dataclass(slots=True)

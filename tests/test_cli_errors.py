@@ -67,6 +67,11 @@ def test_bad_model_folder(two_faces_clip: Path, tmp_path: Path) -> None:
     _assert_one_clear_line(run_cli("watch", str(two_faces_clip), "--model", str(tmp_path)), "model.json")
 
 
+def test_unknown_model_name_lists_the_shipped_ones(two_faces_clip: Path) -> None:
+    _assert_one_clear_line(run_cli("watch", str(two_faces_clip), "--model", "deepfake-ensembel"),
+                           "deepfake-ensembel not found", "deepfake-ensemble", "untrained-placeholder")
+
+
 @pytest.mark.parametrize("provider", ["cuda", "warp-drive"])
 def test_unavailable_provider(two_faces_clip: Path, provider: str) -> None:
     _assert_one_clear_line(run_cli("watch", str(two_faces_clip), "--provider", provider), provider)

@@ -1,11 +1,15 @@
-"""Verdict hysteresis, provider choice and source parsing."""
+"""Verdict hysteresis, provider choice, source parsing and which model folder --model means."""
 from __future__ import annotations
+
+from pathlib import Path
 
 import pytest
 
 from stream_guard.errors import ConfigError, ProviderUnavailableError, SourceNotFoundError
 from stream_guard.model.providers import resolve_providers
 from stream_guard.model.smoothing import SmoothingOptions, VerdictSmoother
+from stream_guard.paths import bundled_model
+from stream_guard.pipeline import default_model_dir, model_folder
 from stream_guard.sources.spec import parse_source, redact_url
 from stream_guard.types import Verdict
 
@@ -90,3 +94,11 @@ def test_missing_linux_webcam_is_a_clear_error() -> None:
 def test_redact_url() -> None:
     assert redact_url("rtsp://admin:pw@10.0.0.2:554/s") == "rtsp://***@10.0.0.2:554/s"
     assert redact_url("rtsp://10.0.0.2/s") == "rtsp://10.0.0.2/s"
+
+
+def test_model_by_shipped_name_from_any_directory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    assert model_folder(Path("untrained-placeholder")) == bundled_model("untrained-placeholder")
+    (tmp_path / "untrained-placeholder").mkdir()  # a folder of that name where the user is wins
+    assert model_folder(Path("untrained-placeholder")) == Path("untrained-placeholder")
+    assert model_folder(None) == default_model_dir()

@@ -29,7 +29,8 @@ def add_parser(sub, common: argparse.ArgumentParser) -> None:
     p.add_argument("--source", metavar="S", help="measure this file or stream instead of the generated clips")
     p.add_argument("--seconds", type=float, default=10.0, metavar="N", help="length of each run (default 10)")
     p.add_argument("--json", type=Path, metavar="OUT", help="also write the JSON report to OUT")
-    p.add_argument("--model", type=Path, metavar="DIR", help="model folder (default: the shipped model)")
+    p.add_argument("--model", type=Path, metavar="DIR", help="model folder, or the name of a shipped one such as "
+                   "deepfake-ensemble (default: the shipped default model)")
     p.add_argument("--provider", default="auto", metavar="P", help="ONNX Runtime providers (as for watch)")
     p.add_argument("--detect-every", type=int, metavar="N", help="override the detector schedule (0 = auto)")
     p.add_argument("--no-baseline", action="store_true", help="skip the ResNeXt-50+LSTM baseline")
@@ -81,9 +82,9 @@ def run_bench(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
     if args.detect_every is not None and args.detect_every < 0:
         raise ConfigError("--detect-every must be 0 (auto) or more")
     from stream_guard.model.contract import load_model_spec
-    from stream_guard.pipeline import default_model_dir
+    from stream_guard.pipeline import model_folder
 
-    model_dir = args.model or default_model_dir()
+    model_dir = model_folder(args.model)
     spec = load_model_spec(model_dir)
     scenarios = [_custom(args.source)] if args.source else [SCENARIOS[n] for n in (args.scenario or DEFAULT_SCENARIOS)]
     report: dict = {"bench": REPORT_VERSION, "date": datetime.datetime.now(datetime.timezone.utc).isoformat(
