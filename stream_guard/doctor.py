@@ -52,7 +52,7 @@ def _checks() -> list[tuple[str, str, str]]:
     cams = sorted(glob.glob("/dev/video*")) if sys.platform.startswith("linux") else []
     rows.append((OK if cams else WARN, "webcams", ", ".join(cams) if cams else "no /dev/video* devices"))
     from stream_guard.paths import bundled_model
-    from stream_guard.pipeline import default_model_dir
+    from stream_guard.pipeline import default_model_dir, shipped_model_names
 
     for name in ("face_detection_full_range.onnx", "face_detection_short_range.onnx"):
         try:
@@ -65,7 +65,8 @@ def _checks() -> list[tuple[str, str, str]]:
 
         spec = load_model_spec(default_model_dir())
         rows.append((OK if spec.trained else WARN, "deepfake model",
-                     f"{spec.name} {spec.version}" + ("" if spec.trained else " (UNTRAINED placeholder)")))
+                     f"{spec.name} {spec.version}" + ("" if spec.trained else " (UNTRAINED placeholder)")
+                     + f"; --model NAME: {', '.join(shipped_model_names())}"))
     except Exception as e:  # noqa: BLE001 - doctor reports, it does not fail
         rows.append((MISSING, "deepfake model", str(e)))
     return rows
