@@ -174,3 +174,28 @@ def test_zero_real_video_weight_fits_as_if_the_videos_were_absent() -> None:
     assert a[1] == pytest.approx(b[1])
     c = FrameClassifier(1.0, 1.0, 2.0).fit(lab, everything, sbi).folded()
     assert not np.allclose(a[0], c[0]), "real videos with weight 2 should change the fit"
+
+
+def test_family_balance_weighs_families_by_a_power_of_their_clip_count() -> None:
+    from tools.sbi.fit_head import family_balanced
+
+    # dfl: 4 fake clips (2 frames each), aniportrait: 1 fake clip (4 frames); dfl: 2 real clips (1 frame each)
+    files = np.array(["fake/dfl_a_0_R.mp4"] * 2 + ["fake/dfl_a_1_R.mp4"] * 2 + ["fake/dfl_b_0_R.mp4"] * 2
+                     + ["fake/dfl_b_1_R.mp4"] * 2 + ["fake/aniportrait_x_gen.mp4"] * 4
+                     + ["real/dfl_a_0_L.mp4", "real/dfl_b_0_L.mp4"])
+    labels = np.array([1] * 12 + [0] * 2)
+    per_frame = np.r_[np.full(8, 0.5), np.full(4, 0.25), np.ones(2)]  # every clip weighs 1
+    dfl_fake, ani = slice(0, 8), slice(8, 12)
+
+    def total(w: np.ndarray, rows: slice) -> float:
+        return float(w[rows].sum())
+
+    same = family_balanced(per_frame, files, labels, 1.0)
+    np.testing.assert_allclose(same, per_frame)
+    equal = family_balanced(per_frame, files, labels, 0.0)
+    assert total(equal, dfl_fake) == pytest.approx(total(equal, ani))  # one family, one share
+    root = family_balanced(per_frame, files, labels, 0.5)
+    assert total(root, dfl_fake) / total(root, ani) == pytest.approx(2.0)  # sqrt(4) : sqrt(1)
+    for w in (equal, root):
+        assert w.sum() == pytest.approx(per_frame.sum())
+        np.testing.assert_allclose(w[0:2], w[2:4])  # within a family, clips keep their relative weights

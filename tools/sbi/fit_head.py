@@ -14,6 +14,11 @@ output is fitted to
 * optionally, the real *videos* of ``--real`` as real clips of their own family, ``realvid``
   (``--real-video-weight`` each, relative to one labelled clip; the default 0 only scores them).
 
+``--family-balance P`` reweights the labelled clips so that each family's fakes, and each
+family's reals, weigh in proportion to their clip count to the power P (1: every clip the
+same, as before; 0: every family the same), keeping the total: the DeepFaceLive clips,
+two thirds of dev, then dominate less what the classifier learns.
+
 The labelled dev reals are nearly all halves of DeepFaceLive demos (small, heavily
 re-encoded faces), so figures on them alone hide how often ordinary talking-head videos
 are flagged (often: see models/MODEL_CARD.md). The real videos therefore also join
@@ -156,12 +161,30 @@ def cached(path: Path | None, key: str, build) -> FeatureSet:
     return fs
 
 
-class FrameClassifier:
-    """Standardised logistic regression; labelled clips weigh 1 each, real videos of ``--real``
-    ``real_video_weight`` each, SBI frames ``sbi_weight`` times the labelled clips in all."""
+def family_balanced(weights: np.ndarray, files: np.ndarray, labels: np.ndarray, power: float) -> np.ndarray:
+    """``weights`` rescaled so each (family, label) group's total is proportional to its clip
+    count ** ``power`` (1: unchanged when every clip weighs the same; 0: every group the same),
+    with the overall total kept."""
+    out = weights.astype(np.float64).copy()
+    families = np.array([family_of(str(f)) for f in files])
+    for fam in np.unique(families):
+        for label in (0, 1):
+            group = (families == fam) & (labels == label)
+            total = out[group].sum()
+            if total > 0:
+                out[group] *= len(np.unique(files[group])) ** power / total
+    return out * (weights.sum() / out.sum()) if out.sum() > 0 else out
 
-    def __init__(self, c: float, sbi_weight: float, real_video_weight: float = 0.0) -> None:
+
+class FrameClassifier:
+    """Standardised logistic regression; labelled clips weigh 1 each (or as ``family_balance``
+    says, see :func:`family_balanced`), real videos of ``--real`` ``real_video_weight`` each,
+    SBI frames ``sbi_weight`` times the labelled clips in all."""
+
+    def __init__(self, c: float, sbi_weight: float, real_video_weight: float = 0.0,
+                 family_balance: float = 1.0) -> None:
         self.c, self.sbi_weight, self.real_video_weight = c, sbi_weight, real_video_weight
+        self.family_balance = family_balance
 
     def fit(self, lab: FeatureSet, keep: np.ndarray, sbi: FeatureSet | None,
             sbi_keep: np.ndarray | None = None) -> FrameClassifier:
@@ -172,7 +195,12 @@ class FrameClassifier:
         files = lab.files[keep]
         _, inverse, counts = np.unique(files, return_inverse=True, return_counts=True)
         clip_weight = np.where(real_video[keep], self.real_video_weight, 1.0)
-        xs, ys, ws = [lab.x[keep]], [lab.labels[keep]], [clip_weight / counts[inverse]]
+        weight = clip_weight / counts[inverse]
+        if self.family_balance != 1.0:
+            labelled = ~real_video[keep]
+            weight[labelled] = family_balanced(weight[labelled], files[labelled], lab.labels[keep][labelled],
+                                               self.family_balance)
+        xs, ys, ws = [lab.x[keep]], [lab.labels[keep]], [weight]
         if sbi is not None and self.sbi_weight > 0:
             rows = np.ones(len(sbi.x), bool) if sbi_keep is None else sbi_keep
             xs.append(sbi.x[rows])
@@ -322,6 +350,9 @@ def main(argv: list[str] | None = None) -> int:
                     help="training weight of each real video of --real, relative to one labelled clip "
                          "(0: they are only scored, out of fold)")
     ap.add_argument("--c", type=float, default=0.001, help="inverse L2 strength of the logistic regression")
+    ap.add_argument("--family-balance", type=float, default=1.0, metavar="P",
+                    help="each family's labelled fakes (and reals) weigh as their clip count ** P "
+                         "(1: every clip the same; 0: every family the same)")
     ap.add_argument("--folds", type=int, default=5)
     ap.add_argument("--repeats", type=int, default=1,
                     help="also report mean and spread of the AUCs over this many fold shuffles")
@@ -371,7 +402,9 @@ def main(argv: list[str] | None = None) -> int:
     labels = {str(f): int(y) for f, y in zip(lab.files, lab.labels)}
     files = sorted(labels)
     folds = folds_with_real_videos(files, labels, args.folds)
-    clf = FrameClassifier(args.c, args.sbi_weight, args.real_video_weight)
+    if not 0.0 <= args.family_balance <= 1.0:
+        ap.error("--family-balance must be between 0 and 1")
+    clf = FrameClassifier(args.c, args.sbi_weight, args.real_video_weight, args.family_balance)
     oof = cross_validate(clf, lab, sbi, folds, labels)
     parts, mix = {}, None
     if args.e2e_oof:
@@ -422,6 +455,8 @@ def main(argv: list[str] | None = None) -> int:
         head.frame.bias.fill_(bias)
     description = ("Frozen ImageNet EfficientNet-Lite0 region statistics (inner face vs surround) + a "
                    "logistic frame classifier fitted on labelled clips and self-blended pseudo-fakes")
+    if args.family_balance != 1.0:
+        description += f" (each family weighted as its clip count ** {args.family_balance:g})"
     if mix is not None:
         try:
             enc, head = ensemble(enc, w, bias, args.e2e, mix, args.size, args.margin)
