@@ -25,7 +25,7 @@ from stream_guard.outputs.base import Sink
 from stream_guard.outputs.events import JsonlEventSink
 from stream_guard.outputs.video_file import VideoFileSink
 from stream_guard.outputs.worker import SinkWorker
-from stream_guard.paths import bundled_model
+from stream_guard.paths import bundled_model, models_dir
 from stream_guard.sources import DropPolicy, open_source, parse_source
 from stream_guard.sources.capture import CaptureThread, EndOfStream, FrameQueue, SourceEvent
 from stream_guard.sources.probe import check_frame_size
@@ -52,7 +52,7 @@ def default_model_dir() -> Path:
 
 def shipped_model_names() -> list[str]:
     """Names of the model folders shipped in ``models/`` (usable as ``--model NAME``)."""
-    return sorted(p.parent.name for p in bundled_model(".").glob("*/model.json"))
+    return sorted(p.parent.name for p in models_dir().glob("*/model.json"))
 
 
 def model_folder(choice: Path | None) -> Path:
@@ -161,9 +161,10 @@ class Pipeline:
         self._ended = False
         self._stop_requested = False
         self.threshold: float | None = None  # the fake threshold in effect, known once run() has loaded the model
-        self.frames: FrameQueue | None = None  # the capture queue, the detection thread's queue and the sink
-        self.detected: FrameQueue | None = None  # workers of the current run, for monitoring (queue depths);
-        self.workers: list[SinkWorker] = []  # set by run()
+        # The current run's queues and sink workers, for monitoring (queue depths); set by run().
+        self.frames: FrameQueue | None = None  # capture -> detection thread
+        self.detected: FrameQueue | None = None  # detection thread -> analysis
+        self.workers: list[SinkWorker] = []
 
     def stop(self) -> None:
         """Ask the run to end (signal handler, window closed): the summary says ``interrupted``."""

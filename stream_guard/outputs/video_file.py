@@ -29,7 +29,7 @@ class VideoFileSink:
         # and no buffering, at a somewhat larger file for the same crf; threads=2 so the encoder
         # does not spawn a pool per core that fights the capture and analysis threads. superfast rather
         # than veryfast: 20-44 % less CPU per frame on talking-head video (720p-1080p), files 13-23 %
-        # larger at the same crf and the same PSNR; on 2 cores the encoder competes with the CNN.
+        # larger at the same crf, PSNR 0.2-0.4 dB higher; on 2 cores the encoder competes with the CNN.
         self.tune = tune
         self.threads = threads
         self.frames_written = 0

@@ -38,7 +38,8 @@ from tools.sbi.augment import apply_aug, crop_with_jitter, sample_aug, sample_cr
 from tools.sbi.data import Clip, PairSampler, SampleOptions, load_cache
 from tools.sbi.fit_head import folds_with_real_videos, real_video_key, report, smoke_clips
 from tools.sbi.model import EMBED_DIM, RegionStatsEncoder, TemporalHead
-from tools.sbi.train import Logger, add_model_args, batch_stream, initial_encoder, save, to_tensor, train_frames
+from tools.sbi.train import (Logger, add_model_args, batch_stream, initial_encoder, save, start_run, to_tensor,
+                             train_frames)
 
 
 class MixedFrames:
@@ -152,10 +153,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    torch.set_num_threads(args.threads)
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    args.out.mkdir(parents=True, exist_ok=True)
-    log = Logger(args.out / "finetune.log")
+    device, log = start_run(args, "finetune.log")
     if args.smoke:
         labelled, real = smoke_clips()  # fit_head --smoke's clips: the same folds, so the two can be joined
     else:

@@ -98,6 +98,13 @@ def batch_stream(make_batch, seed: int, workers: int):
     return iter(loader)
 
 
+def start_run(args: argparse.Namespace, log_name: str) -> tuple[torch.device, Logger]:
+    """Torch threads, the device (CUDA when present), ``args.out`` created, its log file opened."""
+    torch.set_num_threads(args.threads)
+    args.out.mkdir(parents=True, exist_ok=True)
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu"), Logger(args.out / log_name)
+
+
 def split_clips(clips: list[Clip], holdout: float) -> tuple[list[Clip], list[Clip]]:
     train = [c for c in clips if not is_held_out(c.file, holdout)]
     held = [c for c in clips if is_held_out(c.file, holdout)]
@@ -312,10 +319,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    torch.set_num_threads(args.threads)
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    args.out.mkdir(parents=True, exist_ok=True)
-    log = Logger(args.out / "train.log")
+    device, log = start_run(args, "train.log")
     clips = synthetic_clips(8) if args.smoke else load_cache(args.cache, labels={"real"})
     train_clips, held_clips = split_clips(clips, args.holdout)
     opts = SampleOptions(size=args.size, margin=args.margin, window=args.window, aug_strength=args.aug)
