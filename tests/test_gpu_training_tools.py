@@ -130,6 +130,30 @@ def test_finetune_cv_never_trains_on_a_fold_it_tests(tmp_path: Path, monkeypatch
         assert not {f for f in files_sbi if real_video_key(f) in tested}
 
 
+def test_finetune_cv_keeps_each_finished_fold_and_resumes_from_them(tmp_path: Path, monkeypatch) -> None:
+    import tools.sbi.finetune_cv as ft
+
+    assert ft.main(["--smoke", "--out", str(tmp_path), "--no-pretrained"]) == 0
+    oof = json.loads((tmp_path / "oof.json").read_text())
+    fold0 = {f: v for f, v in oof.items() if v["fold"] == 0}
+    (tmp_path / "oof.json").write_text(json.dumps(fold0))  # as if cut off while fold 1 trained
+    (tmp_path / "report.json").unlink()
+    trained = []
+    real_train_one = ft.train_one
+
+    def spy(args, make_batch, device, log, tag):
+        trained.append(tag)
+        return real_train_one(args, make_batch, device, log, tag)
+
+    monkeypatch.setattr(ft, "train_one", spy)
+    assert ft.main(["--smoke", "--out", str(tmp_path), "--no-pretrained", "--resume"]) == 0
+    assert trained == ["fold1"]
+    resumed = json.loads((tmp_path / "oof.json").read_text())
+    assert resumed.keys() == oof.keys()
+    assert all(resumed[f] == v for f, v in fold0.items())
+    assert (tmp_path / "report.json").is_file()
+
+
 def test_joined_model_scores_the_standardised_mix_of_its_parts(tmp_path: Path) -> None:
     import onnxruntime as ort
     import torch

@@ -18,6 +18,9 @@ Writes ``out/oof.json`` (every file's out-of-fold logit and fold, real videos na
 :func:`tools.sbi.fit_head.report`) and, with ``--final``, ``out/weights.pt``: the model
 trained on everything, in :func:`tools.sbi.model.load_checkpoint`'s format.
 ``--exclude-family`` leaves a fake family out of every training (leave-family-out).
+Each fold's scores are added to ``out/oof.json`` as soon as the fold ends (``report.json``
+comes only when all are in), so a run cut off by a time limit keeps the folds it finished;
+``--resume`` skips them.
 """
 from __future__ import annotations
 
@@ -140,6 +143,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--no-real-videos", action="store_true", help="do not train on --real's videos as reals")
     ap.add_argument("--exclude-family", action="append", default=[], help="fake family never trained on")
     ap.add_argument("--final", action="store_true", help="also train on everything and write weights.pt")
+    ap.add_argument("--resume", action="store_true", help="keep the folds already in out/oof.json, train the rest")
     ap.add_argument("--log-every", type=int, default=100)
     add_model_args(ap)
     args = ap.parse_args(argv)
@@ -176,8 +180,13 @@ def main(argv: list[str] | None = None) -> int:
             sbi=[c for c in real if c.kind != "video" or names[c.file] not in test],
             opts=opts, n_fake=args.fake_frames, n_real=args.real_frames, n_sbi_pairs=args.sbi_pairs)
 
-    oof: dict[str, dict] = {}
+    oof_path = args.out / "oof.json"
+    oof: dict[str, dict] = json.loads(oof_path.read_text()) if args.resume and oof_path.is_file() else {}
+    done = {v["fold"] for v in oof.values()}
     for k, test in enumerate(folds):
+        if k in done:
+            log.log(f"fold{k}: kept from {oof_path}")
+            continue
         enc, head = train_one(args, mixer(test), device, log, f"fold{k}")
         per_file: dict[str, list[float]] = defaultdict(list)
         for c in labelled + videos:
@@ -185,11 +194,11 @@ def main(argv: list[str] | None = None) -> int:
                 per_file[names[c.file]].append(clip_logit(enc, head, c, opts, device))
         for f, v in per_file.items():
             oof[f] = {"logit": float(np.mean(v)), "label": labels[f], "fold": k}
+        oof_path.write_text(json.dumps(oof, indent=1))
         log.log(f"fold{k}: scored {len(per_file)} files")
     scores = {f: v["logit"] for f, v in oof.items()}
     scored = {f: y for f, y in labels.items() if f in scores}
     result = report(scores, scored, 0.0)
-    (args.out / "oof.json").write_text(json.dumps(oof, indent=1))
     (args.out / "report.json").write_text(json.dumps(result, indent=1, default=float))
     ext = result.get("with_real_videos", {})
     log.log(f"out of fold: pooled AUC {result['auc']:.3f}; with real videos {ext.get('auc', float('nan')):.3f}; "
