@@ -189,6 +189,38 @@ def test_joined_model_scores_the_standardised_mix_of_its_parts(tmp_path: Path) -
     np.testing.assert_allclose(frame_logits(tmp_path / "joined", x), expected, atol=1e-3)
 
 
+def test_joined_leave_family_out_scores_each_family_with_the_cnn_trained_without_it(tmp_path: Path) -> None:
+    from stream_guard.scoring import family_of
+    from tools.sbi.finetune_cv import main as finetune
+    from tools.sbi.fit_head import main as fit_head
+    from tools.sbi.metrics import auc
+
+    assert finetune(["--smoke", "--out", str(tmp_path / "cnn"), "--final", "--no-pretrained"]) == 0
+    for fam in ("synA", "synB"):
+        assert finetune(["--smoke", "--out", str(tmp_path / fam), "--no-pretrained", "--exclude-family", fam]) == 0
+    joined = ["--smoke", "--leave-family-out", "--e2e", str(tmp_path / "cnn" / "weights.pt"),
+              "--e2e-oof", str(tmp_path / "cnn" / "oof.json")]
+    lofo = [a for fam in ("synA", "synB") for a in ("--e2e-lofo", f"{fam}={tmp_path / fam / 'oof.json'}")]
+    # all weight on the CNN: each family's figure is exactly that of the CNN trained without it
+    assert fit_head(joined + lofo + ["--out", str(tmp_path / "w1"), "--e2e-weight", "1"]) == 0
+    cv = json.loads((tmp_path / "w1" / "crossval.json").read_text())
+    for fam in ("synA", "synB"):
+        oof = json.loads((tmp_path / fam / "oof.json").read_text())
+        files = [f for f, v in oof.items() if not v["label"] or family_of(f) == fam]
+        expected = auc(np.array([oof[f]["logit"] for f in files]), np.array([oof[f]["label"] for f in files]))
+        assert cv["leave_family_out"][fam]["auc"] == pytest.approx(expected)
+    assert set(cv["parts"]["regionstats"]["leave_family_out"]) == {"synA", "synB"}
+    # no weight on the CNN: the region part's own figures
+    assert fit_head(joined + lofo + ["--out", str(tmp_path / "w0"), "--e2e-weight", "0"]) == 0
+    cv = json.loads((tmp_path / "w0" / "crossval.json").read_text())
+    for fam in ("synA", "synB"):
+        assert cv["leave_family_out"][fam]["auc"] == pytest.approx(
+            cv["parts"]["regionstats"]["leave_family_out"][fam]["auc"])
+    with pytest.raises(SystemExit) as failed:  # a family without its CNN run is refused
+        fit_head(joined + lofo[:2] + ["--out", str(tmp_path / "partial")])
+    assert failed.value.code == 2
+
+
 def test_joining_refuses_a_cnn_scored_on_other_folds(tmp_path: Path, capsys) -> None:
     from tools.sbi.finetune_cv import main as finetune
     from tools.sbi.fit_head import main as fit_head

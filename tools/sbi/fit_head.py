@@ -39,7 +39,10 @@ recurrent head's correction is zero, so a window's logit is the mean of its fram
 With ``--e2e weights.pt --e2e-oof oof.json`` (from :mod:`tools.sbi.finetune_cv` on the
 same folds), the exported model also carries that fine-tuned CNN: every out-of-fold score,
 the calibration and the threshold come from the standardised mix of the two parts
-(:mod:`tools.sbi.ensemble`), and ``crossval.json`` keeps each part's own report.
+(:mod:`tools.sbi.ensemble`), and ``crossval.json`` keeps each part's own report. The
+leave-family-out figures are then of the region part alone, unless every fake family has a
+``--e2e-lofo FAMILY[,FAMILY...]=oof.json`` (``finetune_cv --exclude-family`` runs on the same
+folds): each family is then scored by the mix of both parts trained without it.
 """
 from __future__ import annotations
 
@@ -272,11 +275,16 @@ def cross_validate(clf: FrameClassifier, lab: FeatureSet, sbi: FeatureSet | None
 
 
 def leave_family_out(clf: FrameClassifier, lab: FeatureSet, sbi: FeatureSet | None, folds: list[set[str]],
-                     labels: dict[str, int]) -> dict[str, dict]:
-    """Per fake family: its fakes and the folds' reals, scored by models fitted without that family."""
+                     labels: dict[str, int], mix: ScoreMix | None = None,
+                     cnn_without: dict[str, dict[str, float]] | None = None) -> dict[str, dict]:
+    """Per fake family: its fakes and the folds' reals, scored by models fitted without that family;
+    with ``mix``, each score mixes the region part's with ``cnn_without[family]``'s (a CNN trained
+    without that family)."""
     out = {}
     for fam in sorted({family_of(f) for f, y in labels.items() if y}):
         s = cross_validate(clf, lab, sbi, folds, labels, exclude_family=fam)
+        if mix is not None and cnn_without is not None:
+            s = {f: mix(v, cnn_without[fam][f]) for f, v in s.items()}
         fs = sorted(s)
         out[fam] = metrics([labels[f] for f in fs], [s[f] for f in fs], 0.0)
     return out
@@ -318,6 +326,15 @@ def smoke_clips(seed: int = 0) -> tuple[list[Clip], list[Clip]]:
         labelled.append(Clip(f"f{k}", f"fake/{fam}_p{k}_fake.mp4", "fake", clip.kind, fakes, clip.boxes,
                              clip.landmarks))
     return labelled, synthetic_clips(6, seed=seed + 1)
+
+
+def parse_lofo(text: str) -> tuple[tuple[str, ...], Path]:
+    """``"aniportrait,sadtalker=B/oof.json"`` -> ``(("aniportrait", "sadtalker"), Path("B/oof.json"))``."""
+    fams, sep, path = text.partition("=")
+    names = tuple(f.strip() for f in fams.split(",") if f.strip())
+    if not sep or not names or not path:
+        raise argparse.ArgumentTypeError(f"expected FAMILY[,FAMILY...]=oof.json, got {text!r}")
+    return names, Path(path)
 
 
 def parse_taps(text: str) -> tuple[int, ...]:
@@ -364,6 +381,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--e2e", type=Path, help="weights.pt of tools.sbi.finetune_cv --final, joined to the model")
     ap.add_argument("--e2e-oof", type=Path, help="its oof.json (same folds as this run), for the mix and the figures")
     ap.add_argument("--e2e-weight", type=float, default=0.4, help="the CNN's share of the standardised mix")
+    ap.add_argument("--e2e-lofo", type=parse_lofo, action="append", default=[], metavar="FAMILIES=OOF",
+                    help="oof.json of finetune_cv --exclude-family FAMILIES (same folds), for the mix's "
+                         "leave-family-out figures; repeat until every fake family is covered")
     ap.add_argument("--fp16-weights", action="store_true",
                     help="store the encoder's weights as float16 (half the file; checked against float32)")
     ap.add_argument("--name", default="regionstats-effnetlite0")
@@ -407,11 +427,17 @@ def main(argv: list[str] | None = None) -> int:
     clf = FrameClassifier(args.c, args.sbi_weight, args.real_video_weight, args.family_balance)
     oof = cross_validate(clf, lab, sbi, folds, labels)
     parts, mix = {}, None
+    cnn_without: dict[str, dict[str, float]] = {}
     if args.e2e_oof:
         try:
             cnn_oof = load_oof(args.e2e_oof, folds)
+            for fams, path in args.e2e_lofo:
+                cnn_without |= dict.fromkeys(fams, load_oof(path, folds))
         except ValueError as e:
             ap.error(str(e))
+        fake_families = {family_of(f) for f, y in labels.items() if y}
+        if args.e2e_lofo and not fake_families <= cnn_without.keys():
+            ap.error(f"--e2e-lofo covers {sorted(cnn_without)}, not every fake family {sorted(fake_families)}")
         mix = ScoreMix.fit(oof, cnn_oof, args.e2e_weight)
         parts = {"regionstats": report(oof, labels, 0.0), "e2e_cnn": report(cnn_oof, labels, 0.0),
                  "mix": vars(mix)}
@@ -429,13 +455,19 @@ def main(argv: list[str] | None = None) -> int:
                            "real videos of --real count among the reals of with_real_videos and "
                            "leave_family_out; calibration and threshold come from the labelled clips",
                "folds": [sorted(f) for f in folds], "scores": probs})
-    if parts:  # leave-family-out and repeats below refit the region part only: the CNN's folds are fixed
-        cv["parts"] = {**parts, "note": "leave_family_out and repeats are of the regionstats part alone"}
+    if parts:  # repeats below refit the region part only: the CNN's folds are fixed
+        cv["parts"] = {**parts, "note": ("repeats are of the regionstats part alone; leave_family_out mixes both "
+                                         "parts, each trained without the family" if cnn_without else
+                                         "leave_family_out and repeats are of the regionstats part alone")}
     if args.leave_family_out:
-        cv["leave_family_out"] = leave_family_out(clf, lab, sbi, folds, labels)
+        cv["leave_family_out"] = leave_family_out(clf, lab, sbi, folds, labels, mix if cnn_without else None,
+                                                  cnn_without)
+        if cnn_without:  # the region part's own, for the repeats (which refit it alone) and comparison
+            cv["parts"]["regionstats"]["leave_family_out"] = leave_family_out(clf, lab, sbi, folds, labels)
     if args.repeats > 1:  # AUCs are unchanged by the calibration, so the split above is run 0
         first = parts["regionstats"] if parts else cv  # shuffles 1.. refit the region part alone
-        cv["repeats"] = spread([auc_run(first, cv.get("leave_family_out", {}))] + [
+        first_lofo = first.get("leave_family_out", cv.get("leave_family_out", {}))
+        cv["repeats"] = spread([auc_run(first, first_lofo)] + [
             shuffled_run(clf, lab, sbi, files, labels, args.folds, seed, args.leave_family_out)
             for seed in range(1, args.repeats)])
         print("over", args.repeats, "fold shuffles:", json.dumps(cv["repeats"]["mean"]), flush=True)
