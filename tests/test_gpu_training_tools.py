@@ -219,6 +219,9 @@ def test_joined_leave_family_out_scores_each_family_with_the_cnn_trained_without
     with pytest.raises(SystemExit) as failed:  # a family without its CNN run is refused
         fit_head(joined + lofo[:2] + ["--out", str(tmp_path / "partial")])
     assert failed.value.code == 2
+    with pytest.raises(SystemExit) as failed:  # without --leave-family-out it would have nothing to do
+        fit_head([a for a in joined if a != "--leave-family-out"] + lofo + ["--out", str(tmp_path / "no_lofo")])
+    assert failed.value.code == 2
 
 
 def test_joining_refuses_a_cnn_scored_on_other_folds(tmp_path: Path, capsys) -> None:

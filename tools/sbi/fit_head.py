@@ -391,6 +391,8 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     if (args.e2e is None) != (args.e2e_oof is None):
         ap.error("--e2e and --e2e-oof go together")
+    if args.e2e_lofo and not (args.e2e_oof and args.leave_family_out):
+        ap.error("--e2e-lofo needs --e2e, --e2e-oof and --leave-family-out")
     torch.set_num_threads(args.threads)
     t0 = time.time()
     if args.smoke:
