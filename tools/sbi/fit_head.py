@@ -274,20 +274,22 @@ def cross_validate(clf: FrameClassifier, lab: FeatureSet, sbi: FeatureSet | None
     return scores
 
 
+def scores_without_each_family(clf: FrameClassifier, lab: FeatureSet, sbi: FeatureSet | None,
+                               folds: list[set[str]], labels: dict[str, int]) -> dict[str, dict[str, float]]:
+    """Per fake family: its fakes' and the folds' reals' logits from models fitted without that family."""
+    return {fam: cross_validate(clf, lab, sbi, folds, labels, exclude_family=fam)
+            for fam in sorted({family_of(f) for f, y in labels.items() if y})}
+
+
+def family_metrics(scores: dict[str, dict[str, float]], labels: dict[str, int]) -> dict[str, dict]:
+    """:func:`metrics` of each family's scores (as :func:`scores_without_each_family` gives them)."""
+    return {fam: metrics([labels[f] for f in sorted(s)], [s[f] for f in sorted(s)], 0.0) for fam, s in scores.items()}
+
+
 def leave_family_out(clf: FrameClassifier, lab: FeatureSet, sbi: FeatureSet | None, folds: list[set[str]],
-                     labels: dict[str, int], mix: ScoreMix | None = None,
-                     cnn_without: dict[str, dict[str, float]] | None = None) -> dict[str, dict]:
-    """Per fake family: its fakes and the folds' reals, scored by models fitted without that family;
-    with ``mix``, each score mixes the region part's with ``cnn_without[family]``'s (a CNN trained
-    without that family)."""
-    out = {}
-    for fam in sorted({family_of(f) for f, y in labels.items() if y}):
-        s = cross_validate(clf, lab, sbi, folds, labels, exclude_family=fam)
-        if mix is not None and cnn_without is not None:
-            s = {f: mix(v, cnn_without[fam][f]) for f, v in s.items()}
-        fs = sorted(s)
-        out[fam] = metrics([labels[f] for f in fs], [s[f] for f in fs], 0.0)
-    return out
+                     labels: dict[str, int]) -> dict[str, dict]:
+    """Per fake family: its fakes and the folds' reals, scored by models fitted without that family."""
+    return family_metrics(scores_without_each_family(clf, lab, sbi, folds, labels), labels)
 
 
 def auc_run(cv: dict, lofo: dict[str, dict]) -> dict[str, float | None]:
@@ -462,10 +464,11 @@ def main(argv: list[str] | None = None) -> int:
                                          "parts, each trained without the family" if cnn_without else
                                          "leave_family_out and repeats are of the regionstats part alone")}
     if args.leave_family_out:
-        cv["leave_family_out"] = leave_family_out(clf, lab, sbi, folds, labels, mix if cnn_without else None,
-                                                  cnn_without)
-        if cnn_without:  # the region part's own, for the repeats (which refit it alone) and comparison
-            cv["parts"]["regionstats"]["leave_family_out"] = leave_family_out(clf, lab, sbi, folds, labels)
+        without = scores_without_each_family(clf, lab, sbi, folds, labels)
+        if cnn_without:  # the region part's own figures stay, for the repeats (which refit it alone)
+            cv["parts"]["regionstats"]["leave_family_out"] = family_metrics(without, labels)
+            without = {fam: {f: mix(v, cnn_without[fam][f]) for f, v in s.items()} for fam, s in without.items()}
+        cv["leave_family_out"] = family_metrics(without, labels)
     if args.repeats > 1:  # AUCs are unchanged by the calibration, so the split above is run 0
         first = parts["regionstats"] if parts else cv  # shuffles 1.. refit the region part alone
         first_lofo = first.get("leave_family_out", cv.get("leave_family_out", {}))
