@@ -115,6 +115,40 @@ def test_smoke_fit_head_cross_validates_and_exports(tmp_path: Path) -> None:
     assert logits.shape == (3, 1) and np.isfinite(logits).all()
 
 
+def test_small_face_pairs_are_shrunk_and_h264_reencoded() -> None:
+    """``small_faces`` pairs lose detail as a 60-105 px face in a re-encoded video does, real and fake alike."""
+    import cv2
+
+    from tools.sbi.augment import LOW_RES_CRF, LOW_RES_DOWN, sample_aug, small_face_aug
+    from tools.sbi.data import SampleOptions, sample_pair, synthetic_clips
+
+    rng = np.random.default_rng(0)
+    for _ in range(50):
+        plain = sample_aug(rng)
+        small = small_face_aug(plain, rng)
+        assert LOW_RES_DOWN[0] <= small.down <= LOW_RES_DOWN[1] and small.codec == "h264"
+        assert LOW_RES_CRF[0] <= small.quality <= LOW_RES_CRF[1]
+        assert (small.flip, small.gamma, small.hue) == (plain.flip, plain.gamma, plain.hue)
+
+    clip = synthetic_clips(1, seed=3)[0]
+    detail = {}
+    for small_faces in (False, True):
+        opts = SampleOptions(size=128, margin=0.25, aug_strength=0.0, jitter=0.0, small_faces=small_faces)
+        reals, fakes = sample_pair(clip, 4, opts, np.random.default_rng(1))
+        detail[small_faces] = [np.mean([cv2.Laplacian(cv2.cvtColor(f, cv2.COLOR_RGB2GRAY), cv2.CV_64F).var()
+                                        for f in frames]) for frames in (reals, fakes)]
+    assert all(s < 0.7 * p for s, p in zip(detail[True], detail[False])), detail
+
+
+def test_fit_head_adds_small_face_pairs_to_the_self_blended_set(tmp_path: Path) -> None:
+    counts = {}
+    for extra in ("0", "1"):
+        proc = _run("tools.sbi.fit_head", "--smoke", "--out", str(tmp_path / extra), "--sbi-small-face-draws", extra)
+        line = next(ln for ln in proc.stdout.splitlines() if ln.startswith("features:"))
+        counts[extra] = int(line.split(" SBI frames")[0].rsplit(" ", 1)[1])
+    assert counts["1"] == counts["0"] * 3 // 2 > 0  # 2 default passes + 1 small-face pass
+
+
 def _fold_fixture() -> tuple:
     """Labelled DFL-style clips, real videos of ``--real`` and their SBI pairs, as frame features."""
     from tools.sbi.fit_head import FeatureSet, real_video_key

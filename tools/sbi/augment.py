@@ -7,7 +7,7 @@ JPEG (cv2) or H.264 (PyAV libx264, the whole sequence as one little video).
 from __future__ import annotations
 
 import io
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import cv2
 import numpy as np
@@ -86,6 +86,19 @@ def sample_aug(rng: np.random.Generator, strength: float = 1.0) -> Aug:
         codec=codec,
         quality=int(rng.integers(35, 96)) if codec == "jpeg" else int(rng.integers(18, 35)),
     )
+
+
+# Small, re-encoded faces: the dev DeepFaceLive demos show faces of about 80-110 px in 400x280 side-by-side
+# videos. A 224 px crop at margin 0.25 holds a face of about 150 px, so 0.4-0.7 brings it to 60-105 px.
+LOW_RES_DOWN = (0.4, 0.7)
+LOW_RES_CRF = (23, 35)
+
+
+def small_face_aug(a: Aug, rng: np.random.Generator) -> Aug:
+    """``a`` with the resolution loss and H.264 re-compression of a small face in a re-encoded video
+    (always both; the rest of ``a`` unchanged)."""
+    return replace(a, down=float(rng.uniform(*LOW_RES_DOWN)), codec="h264",
+                   quality=int(rng.integers(LOW_RES_CRF[0], LOW_RES_CRF[1] + 1)))
 
 
 def _colour(img: np.ndarray, a: Aug, rng: np.random.Generator) -> np.ndarray:

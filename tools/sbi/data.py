@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tools.sbi.augment import apply_aug, crop_with_jitter, sample_aug, sample_crop
+from tools.sbi.augment import apply_aug, crop_with_jitter, sample_aug, sample_crop, small_face_aug
 from tools.sbi.pack_faces import decode_frames
 from stream_guard.synth.self_blend import blend_frame, sample_clip_blend
 
@@ -57,6 +57,7 @@ class SampleOptions:
     window: int = 8
     aug_strength: float = 1.0
     jitter: float = 1.0
+    small_faces: bool = False  # every pair shrunk to a small face and H.264-re-encoded (augment.small_face_aug)
 
 
 def sample_pair(clip: Clip, length: int, opts: SampleOptions,
@@ -72,6 +73,8 @@ def sample_pair(clip: Clip, length: int, opts: SampleOptions,
     jit = sample_crop(rng, opts.margin, opts.jitter)
     blend = sample_clip_blend(rng)
     aug = sample_aug(rng, opts.aug_strength)
+    if opts.small_faces:
+        aug = small_face_aug(aug, rng)
     reals, fakes = [], []
     for i in idx:
         frame_jit = jit

@@ -10,7 +10,9 @@ output is fitted to
 * every frame of the labelled clips (``--labelled``, a face cache such as dev), each clip
   weighted equally, and
 * real faces of ``--real`` with their self-blended pseudo-fakes (``--sbi-weight`` of the
-  labelled clips' total weight), which keep the blending-boundary cue in the model, and
+  labelled clips' total weight), which keep the blending-boundary cue in the model;
+  ``--sbi-small-face-draws`` adds pairs that are all shrunk to the small, re-encoded faces of
+  live-swap demos (the blend seam as it looks at 60-105 px after H.264), and
 * optionally, the real *videos* of ``--real`` as real clips of their own family, ``realvid``
   (``--real-video-weight`` each, relative to one labelled clip; the default 0 only scores them).
 
@@ -83,6 +85,11 @@ class FeatureSet:
     labels: np.ndarray  # 1 = fake
 
 
+def concat(sets: list[FeatureSet]) -> FeatureSet:
+    """One feature set holding the rows of ``sets`` in order."""
+    return FeatureSet(*(np.concatenate([getattr(fs, k) for fs in sets]) for k in ("x", "files", "labels")))
+
+
 def encode(enc: RegionStatsEncoder, crops: np.ndarray, chunk: int = 32) -> np.ndarray:
     with torch.no_grad():
         return torch.cat([enc(to_tensor(crops[i:i + chunk], torch.device("cpu")))
@@ -103,11 +110,12 @@ def labelled_features(enc: RegionStatsEncoder, clips: list[Clip], size: int, mar
 
 
 def sbi_features(enc: RegionStatsEncoder, clips: list[Clip], size: int, margin: float, draws: int,
-                 seed: int) -> FeatureSet:
-    """``draws`` passes over the real clips, 4 frames each: augmented reals and their pseudo-fakes.
+                 seed: int, small_faces: bool = False) -> FeatureSet:
+    """``draws`` passes over the real clips, 4 frames each: augmented reals and their pseudo-fakes
+    (``small_faces``: every pair shrunk and H.264-re-encoded, see :func:`tools.sbi.augment.small_face_aug`).
     ``files`` names each pair's source: :func:`real_video_key` for videos, the file for photos."""
     rng = np.random.default_rng(seed)
-    opts = SampleOptions(size=size, margin=margin)
+    opts = SampleOptions(size=size, margin=margin, small_faces=small_faces)
     reals, fakes, sources = [], [], []
     for _ in range(draws):
         for clip in clips:
@@ -364,6 +372,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--sample-hz", type=float, default=10.0)
     ap.add_argument("--max-frames", type=int, default=64, help="frames per labelled clip")
     ap.add_argument("--sbi-draws", type=int, default=2, help="passes over --real (4 frames per clip each)")
+    ap.add_argument("--sbi-small-face-draws", type=int, default=0,
+                    help="more passes over --real whose pairs are all shrunk to small faces (60-105 px) and "
+                         "H.264-re-encoded, as in the dev DeepFaceLive demos; they share the SBI weight")
     ap.add_argument("--sbi-weight", type=float, default=1.0, help="SBI frames' total weight / labelled clips'")
     ap.add_argument("--real-video-weight", type=float, default=0.0,
                     help="training weight of each real video of --real, relative to one labelled clip "
@@ -411,14 +422,17 @@ def main(argv: list[str] | None = None) -> int:
                                                                      args.max_frames))
     videos = [replace(c, file=real_video_key(c.file)) for c in reals if c.kind == "video"]
     if videos:
-        rv = cached(args.work, f"realvid|{key}|{args.real}",
-                    lambda: labelled_features(enc, videos, args.size, args.margin, args.max_frames))
-        lab = FeatureSet(*(np.concatenate([a, b]) for a, b in ((lab.x, rv.x), (lab.files, rv.files),
-                                                                (lab.labels, rv.labels))))
-    sbi = None
+        lab = concat([lab, cached(args.work, f"realvid|{key}|{args.real}",
+                                  lambda: labelled_features(enc, videos, args.size, args.margin, args.max_frames))])
+    sbi_sets = []
     if reals and args.sbi_draws > 0:
-        sbi = cached(args.work, f"sbi-by-source|{key}|{args.real}|{args.sbi_draws}",
-                     lambda: sbi_features(enc, reals, args.size, args.margin, args.sbi_draws, seed=1))
+        sbi_sets.append(cached(args.work, f"sbi-by-source|{key}|{args.real}|{args.sbi_draws}",
+                               lambda: sbi_features(enc, reals, args.size, args.margin, args.sbi_draws, seed=1)))
+    if reals and args.sbi_small_face_draws > 0:
+        sbi_sets.append(cached(args.work, f"sbi-small-faces|{key}|{args.real}|{args.sbi_small_face_draws}",
+                               lambda: sbi_features(enc, reals, args.size, args.margin, args.sbi_small_face_draws,
+                                                    seed=1, small_faces=True)))
+    sbi = concat(sbi_sets) if sbi_sets else None
     print(f"features: {len(lab.x)} labelled frames ({is_real_video(lab.files).sum()} of real videos), "
           f"{0 if sbi is None else len(sbi.x)} SBI frames, "
           f"dim {lab.x.shape[1]} ({time.time() - t0:.0f} s)", flush=True)
