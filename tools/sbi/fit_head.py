@@ -508,6 +508,9 @@ def main(argv: list[str] | None = None) -> int:
                    "logistic frame classifier fitted on labelled clips and self-blended pseudo-fakes")
     if args.family_balance != 1.0:
         description += f" (each family weighted as its clip count ** {args.family_balance:g})"
+    if args.sbi_small_face_draws > 0:
+        description += (f"; {args.sbi_small_face_draws} of the {args.sbi_draws + args.sbi_small_face_draws} "
+                        "self-blended passes shrunk to small, H.264-re-encoded faces")
     if mix is not None:
         try:
             enc, head = ensemble(enc, w, bias, args.e2e, mix, args.size, args.margin)
