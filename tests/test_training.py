@@ -119,15 +119,15 @@ def test_small_face_pairs_are_shrunk_and_h264_reencoded() -> None:
     """``small_faces`` pairs lose detail as a 60-105 px face in a re-encoded video does, real and fake alike."""
     import cv2
 
-    from tools.sbi.augment import LOW_RES_CRF, LOW_RES_DOWN, sample_aug, small_face_aug
+    from tools.sbi.augment import SMALL_FACE_CRF, SMALL_FACE_DOWN, sample_aug, small_face_aug
     from tools.sbi.data import SampleOptions, sample_pair, synthetic_clips
 
     rng = np.random.default_rng(0)
     for _ in range(50):
         plain = sample_aug(rng)
         small = small_face_aug(plain, rng)
-        assert LOW_RES_DOWN[0] <= small.down <= LOW_RES_DOWN[1] and small.codec == "h264"
-        assert LOW_RES_CRF[0] <= small.quality <= LOW_RES_CRF[1]
+        assert SMALL_FACE_DOWN[0] <= small.down <= SMALL_FACE_DOWN[1] and small.codec == "h264"
+        assert SMALL_FACE_CRF[0] <= small.quality <= SMALL_FACE_CRF[1]
         assert (small.flip, small.gamma, small.hue) == (plain.flip, plain.gamma, plain.hue)
 
     clip = synthetic_clips(1, seed=3)[0]

@@ -90,15 +90,15 @@ def sample_aug(rng: np.random.Generator, strength: float = 1.0) -> Aug:
 
 # Small, re-encoded faces: the dev DeepFaceLive demos show faces of about 80-110 px in 400x280 side-by-side
 # videos. A 224 px crop at margin 0.25 holds a face of about 150 px, so 0.4-0.7 brings it to 60-105 px.
-LOW_RES_DOWN = (0.4, 0.7)
-LOW_RES_CRF = (23, 35)
+SMALL_FACE_DOWN = (0.4, 0.7)
+SMALL_FACE_CRF = (23, 35)
 
 
 def small_face_aug(a: Aug, rng: np.random.Generator) -> Aug:
     """``a`` with the resolution loss and H.264 re-compression of a small face in a re-encoded video
     (always both; the rest of ``a`` unchanged)."""
-    return replace(a, down=float(rng.uniform(*LOW_RES_DOWN)), codec="h264",
-                   quality=int(rng.integers(LOW_RES_CRF[0], LOW_RES_CRF[1] + 1)))
+    return replace(a, down=float(rng.uniform(*SMALL_FACE_DOWN)), codec="h264",
+                   quality=int(rng.integers(SMALL_FACE_CRF[0], SMALL_FACE_CRF[1] + 1)))
 
 
 def _colour(img: np.ndarray, a: Aug, rng: np.random.Generator) -> np.ndarray:
