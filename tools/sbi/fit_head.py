@@ -424,14 +424,11 @@ def main(argv: list[str] | None = None) -> int:
     if videos:
         lab = concat([lab, cached(args.work, f"realvid|{key}|{args.real}",
                                   lambda: labelled_features(enc, videos, args.size, args.margin, args.max_frames))])
-    sbi_sets = []
-    if reals and args.sbi_draws > 0:
-        sbi_sets.append(cached(args.work, f"sbi-by-source|{key}|{args.real}|{args.sbi_draws}",
-                               lambda: sbi_features(enc, reals, args.size, args.margin, args.sbi_draws, seed=1)))
-    if reals and args.sbi_small_face_draws > 0:
-        sbi_sets.append(cached(args.work, f"sbi-small-faces|{key}|{args.real}|{args.sbi_small_face_draws}",
-                               lambda: sbi_features(enc, reals, args.size, args.margin, args.sbi_small_face_draws,
-                                                    seed=1, small_faces=True)))
+    sbi_sets = [cached(args.work, f"{name}|{key}|{args.real}|{draws}",
+                       lambda: sbi_features(enc, reals, args.size, args.margin, draws, seed=1, small_faces=small))
+                for name, draws, small in (("sbi-by-source", args.sbi_draws, False),
+                                           ("sbi-small-faces", args.sbi_small_face_draws, True))
+                if reals and draws > 0]
     sbi = concat(sbi_sets) if sbi_sets else None
     print(f"features: {len(lab.x)} labelled frames ({is_real_video(lab.files).sum()} of real videos), "
           f"{0 if sbi is None else len(sbi.x)} SBI frames, "
