@@ -115,6 +115,37 @@ def test_smoke_fit_head_cross_validates_and_exports(tmp_path: Path) -> None:
     assert logits.shape == (3, 1) and np.isfinite(logits).all()
 
 
+def test_region_encoder_feature_groups_extend_the_default_statistics() -> None:
+    """Extra groups append columns: the default 415 statistics stay first and unchanged."""
+    import torch
+
+    from tools.sbi.model import ALL_REGION_GROUPS, RegionStatsEncoder
+
+    x = torch.rand(2, 3, 64, 64) * 2 - 1
+    base = RegionStatsEncoder(64, 0.25, pretrained=False).eval()
+    full = RegionStatsEncoder(64, 0.25, pretrained=False, groups=("parts", "corr", "stats")).eval()
+    full.load_state_dict(base.state_dict(), strict=False)
+    assert full.groups == ALL_REGION_GROUPS
+    with torch.no_grad():
+        b, f = base(x), full(x)
+    assert f.shape == (2, full.dim) and full.group_slices["stats"] == slice(0, base.dim)
+    assert torch.equal(f[:, :base.dim], b) and torch.isfinite(f).all()
+    corr = f[:, full.group_slices["corr"]]
+    half = corr.shape[1] // 2
+    assert corr[:, :half].abs().max() <= 1 + 1e-4  # inner-face correlations
+    with pytest.raises(ValueError):
+        RegionStatsEncoder(64, 0.25, pretrained=False, groups=("gram",))
+
+
+def test_fit_head_exports_extra_feature_groups(tmp_path: Path) -> None:
+    from stream_guard.model.contract import load_model_spec
+
+    out = tmp_path / "model"
+    proc = _run("tools.sbi.fit_head", "--smoke", "--out", str(out), "--features", "stats,corr,parts")
+    assert max(json.loads(proc.stdout.strip().splitlines()[-1])["parity_max_abs"].values()) <= 1e-4
+    assert load_model_spec(out).embedding_dim == 415 + 798 + 332
+
+
 def test_small_face_pairs_are_shrunk_and_h264_reencoded() -> None:
     """``small_faces`` pairs lose detail as a 60-105 px face in a re-encoded video does, real and fake alike."""
     import cv2

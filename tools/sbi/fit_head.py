@@ -16,6 +16,9 @@ output is fitted to
 * optionally, the real *videos* of ``--real`` as real clips of their own family, ``realvid``
   (``--real-video-weight`` each, relative to one labelled clip; the default 0 only scores them).
 
+``--features`` appends other summaries of the same maps to the 415 statistics (see
+:class:`tools.sbi.model.RegionStatsEncoder`); none has beaten the statistics alone so far.
+
 ``--family-balance P`` reweights the labelled clips so that each family's fakes, and each
 family's reals, weigh in proportion to their clip count to the power P (1: every clip the
 same, as before; 0: every family the same), keeping the total: the DeepFaceLive clips,
@@ -72,7 +75,7 @@ from tools.sbi.export import (FP16_LOGIT_TOL, export_graphs, onnx_frame_logits, 
                               store_weights_fp16)
 from tools.sbi.folds import grouped_folds, identity_groups
 from tools.sbi.metrics import calibrate
-from tools.sbi.model import MEAN, REGION_TAPS, STD, RegionStatsEncoder, TemporalHead
+from tools.sbi.model import ALL_REGION_GROUPS, MEAN, REGION_GROUPS, REGION_TAPS, STD, RegionStatsEncoder, TemporalHead
 from tools.sbi.train import to_tensor
 
 
@@ -358,6 +361,21 @@ def parse_taps(text: str) -> tuple[int, ...]:
     return taps
 
 
+def parse_groups(text: str) -> tuple[str, ...]:
+    """``"stats,corr"`` -> ``("stats", "corr")``: :class:`RegionStatsEncoder` feature groups."""
+    groups = tuple(g.strip() for g in text.split(",") if g.strip())
+    if not groups or set(groups) - set(ALL_REGION_GROUPS):
+        raise argparse.ArgumentTypeError(f"expected groups among {','.join(ALL_REGION_GROUPS)}, got {text!r}")
+    return groups
+
+
+def feature_key(size: int, margin: float, taps: tuple[int, ...], groups: tuple[str, ...], max_frames: int,
+                labelled: Path | None) -> str:
+    """The feature cache's key for one encoder configuration (the default groups keep older keys)."""
+    key = f"{size}|{margin}|{taps}|{max_frames}|{labelled}"
+    return key if groups == REGION_GROUPS else f"{key}|{','.join(groups)}"
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--labelled", type=Path, help="face cache of labelled clips (tools.sbi.prepare_faces)")
@@ -368,6 +386,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--margin", type=float, default=0.25)
     ap.add_argument("--taps", type=parse_taps, default=REGION_TAPS,
                     help="EfficientNet-Lite0 blocks whose feature maps are summarised (comma-separated)")
+    ap.add_argument("--features", type=parse_groups, default=REGION_GROUPS,
+                    help="feature groups of the region encoder, comma-separated among "
+                         f"{','.join(ALL_REGION_GROUPS)} (default: {','.join(REGION_GROUPS)})")
     ap.add_argument("--window", type=int, default=8)
     ap.add_argument("--sample-hz", type=float, default=10.0)
     ap.add_argument("--max-frames", type=int, default=64, help="frames per labelled clip")
@@ -416,8 +437,8 @@ def main(argv: list[str] | None = None) -> int:
             ap.error("--labelled is required (or --smoke)")
         labelled = load_cache(args.labelled)
         reals = load_cache(args.real, labels={"real"}) if args.real else []
-    enc = RegionStatsEncoder(args.size, args.margin, args.taps).eval()
-    key = f"{args.size}|{args.margin}|{enc.taps}|{args.max_frames}|{args.labelled}"
+    enc = RegionStatsEncoder(args.size, args.margin, args.taps, groups=args.features).eval()
+    key = feature_key(args.size, args.margin, enc.taps, enc.groups, args.max_frames, args.labelled)
     lab = cached(args.work, "lab|" + key, lambda: labelled_features(enc, labelled, args.size, args.margin,
                                                                      args.max_frames))
     videos = [replace(c, file=real_video_key(c.file)) for c in reals if c.kind == "video"]
@@ -503,6 +524,8 @@ def main(argv: list[str] | None = None) -> int:
         head.frame.bias.fill_(bias)
     description = ("Frozen ImageNet EfficientNet-Lite0 region statistics (inner face vs surround) + a "
                    "logistic frame classifier fitted on labelled clips and self-blended pseudo-fakes")
+    if enc.groups != REGION_GROUPS:
+        description += f" (feature groups: {', '.join(enc.groups)})"
     if args.family_balance != 1.0:
         description += f" (each family weighted as its clip count ** {args.family_balance:g})"
     if args.sbi_small_face_draws > 0:

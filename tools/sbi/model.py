@@ -110,11 +110,78 @@ class RegionStats(nn.Module):
         return torch.cat([mi, si, mo, so, torch.log(si / so)], 1)
 
 
+# Feature groups of RegionStatsEncoder. "stats" (415-d with the default taps) is what every shipped
+# release so far uses; the others are second-order and within-face layouts of the same maps.
+REGION_GROUPS = ("stats",)
+ALL_REGION_GROUPS = ("stats", "corr", "parts")
+CORR_TAPS = (0, 2)  # deeper maps have too many channel pairs (block 4: 780) for the few labelled identities
+
+
+class RegionCorr(nn.Module):
+    """Channel correlations of a feature map inside the face, and inside minus around it: the
+    map's texture (its Gram matrix, normalised), which a swapped or generated face changes.
+    ``[N, C, H, W] -> [N, C (C - 1)]`` (upper-triangle pairs, inner then inner - outer)."""
+
+    def __init__(self, channels: int, height: int, width: int, margin: float) -> None:
+        super().__init__()
+        inner, outer = face_regions(height, width, margin)
+        self.register_buffer("inner", (inner / inner.sum()).flatten())
+        self.register_buffer("outer", (outer / outer.sum()).flatten())
+        rows, cols = torch.triu_indices(channels, channels, offset=1)
+        self.register_buffer("pairs", rows * channels + cols)
+
+    def correlations(self, x: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
+        mu = (x * m).sum(-1, keepdim=True)
+        xc = (x - mu) * m.sqrt()
+        cov = xc @ xc.transpose(1, 2)
+        sd = (torch.diagonal(cov, dim1=1, dim2=2) + 1e-6).sqrt()
+        corr = cov / (sd[:, :, None] * sd[:, None, :])
+        return corr.flatten(1)[:, self.pairs]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.flatten(2)
+        ci = self.correlations(x, self.inner)
+        return torch.cat([ci, ci - self.correlations(x, self.outer)], 1)
+
+
+class FaceThirds(nn.Module):
+    """The inner-face ellipse cut into top (forehead, brows), middle (eyes, nose) and bottom
+    (mouth, chin) thirds; per channel, top and bottom against the middle: log std ratios and mean
+    differences. A swap's mask often leaves the forehead or chin of the original face.
+    ``[N, C, H, W] -> [N, 4 C]``."""
+
+    def __init__(self, height: int, width: int, margin: float) -> None:
+        super().__init__()
+        inner, _ = face_regions(height, width, margin)
+        rows = torch.nonzero(inner.sum(1)).flatten()
+        top, bottom = int(rows.min()), int(rows.max()) + 1
+        cuts = [top + round(k * (bottom - top) / 3) for k in range(4)]
+        masks = []
+        for k in range(3):
+            band = torch.zeros_like(inner)
+            band[cuts[k]:cuts[k + 1]] = 1
+            masks.append(inner * band / (inner * band).sum())
+        self.register_buffer("masks", torch.stack(masks))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        mu, sd = [], []
+        for m in self.masks:
+            u = (x * m).sum((2, 3))
+            mu.append(u)
+            sd.append((((x - u[..., None, None]) ** 2 * m).sum((2, 3)) + 1e-6).sqrt())
+        return torch.cat([torch.log(sd[0] / sd[1]), torch.log(sd[2] / sd[1]), mu[0] - mu[1], mu[2] - mu[1]], 1)
+
+
 class RegionStatsEncoder(nn.Module):
     """Frozen ImageNet EfficientNet-Lite0 up to the last of ``taps``, summarised as inner-face vs
     surround statistics of grey-level high-pass bands and of the tapped blocks' feature maps:
     ``[N, 3, S, S] -> [N, dim]`` (415-d with the default taps) at any ``S`` divisible by 16
     (mask sizes fixed at build). ``encoder`` supplies the weights instead of ImageNet's.
+
+    ``groups`` picks the summaries, concatenated in :data:`ALL_REGION_GROUPS` order: ``stats``
+    (above), ``corr`` (:class:`RegionCorr` of the bands and of the :data:`CORR_TAPS` blocks) and
+    ``parts`` (:class:`FaceThirds` of the bands and every tap). ``group_slices`` says which
+    output columns each group fills.
 
     A face swap or a generated face changes texture and detail inside the face relative
     to hair, neck and background; these statistics make that comparison explicit for a
@@ -122,8 +189,13 @@ class RegionStatsEncoder(nn.Module):
     """
 
     def __init__(self, size: int, margin: float, taps: tuple[int, ...] = REGION_TAPS,
-                 pretrained: bool = True, encoder: Encoder | None = None) -> None:
+                 pretrained: bool = True, encoder: Encoder | None = None,
+                 groups: tuple[str, ...] = REGION_GROUPS) -> None:
         super().__init__()
+        unknown = set(groups) - set(ALL_REGION_GROUPS)
+        if unknown or not groups:
+            raise ValueError(f"feature groups must be among {ALL_REGION_GROUPS}, got {groups}")
+        self.groups = tuple(g for g in ALL_REGION_GROUPS if g in groups)
         self.taps = tuple(sorted(set(taps)))  # a repeated tap would be counted twice in dim
         net = (encoder or Encoder(pretrained=pretrained)).net
         self.stem = nn.Sequential(net._conv_stem, net._bn0, net._swish)
@@ -131,21 +203,48 @@ class RegionStatsEncoder(nn.Module):
         self.bands = nn.ModuleList(nn.AvgPool2d(2 * r + 1, 1, r, count_include_pad=False) for r in REGION_BANDS)
         self.pixel_stats = RegionStats(size, size, margin)
         self.tap_stats = nn.ModuleDict()
+        self.corr = nn.ModuleDict()
+        self.parts = nn.ModuleDict()
+        n_bands = len(REGION_BANDS)
+        if "corr" in self.groups:
+            self.corr["bands"] = RegionCorr(n_bands, size, size, margin)
+        if "parts" in self.groups:
+            self.parts["bands"] = FaceThirds(size, size, margin)
         x = torch.zeros(1, 3, size, size)
         with torch.no_grad():
             x = self.stem(x)
             for i, block in enumerate(self.blocks):
                 x = block(x)
                 if i in self.taps:
-                    self.tap_stats[str(i)] = RegionStats(x.shape[2], x.shape[3], margin)
-        self.dim = 5 * (len(REGION_BANDS) + sum(self.blocks[i]._bn2.num_features for i in self.taps))
+                    shape = (x.shape[2], x.shape[3], margin)
+                    self.tap_stats[str(i)] = RegionStats(*shape)
+                    if "corr" in self.groups and i in CORR_TAPS:
+                        self.corr[str(i)] = RegionCorr(x.shape[1], *shape)
+                    if "parts" in self.groups:
+                        self.parts[str(i)] = FaceThirds(*shape)
+        channels = n_bands + sum(self.blocks[i]._bn2.num_features for i in self.taps)
+        corr_channels = [n_bands] + [self.blocks[i]._bn2.num_features for i in self.taps if i in CORR_TAPS]
+        widths = {"stats": 5 * channels, "corr": sum(c * (c - 1) for c in corr_channels), "parts": 4 * channels}
+        self.group_slices: dict[str, slice] = {}
+        start = 0
+        for g in self.groups:
+            self.group_slices[g] = slice(start, start + widths[g])
+            start += widths[g]
+        self.dim = start
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         grey = (x.mean(1, keepdim=True) * STD[0] + MEAN[0])  # back to [0, 1]
-        out = [self.pixel_stats(grey - band(grey)) for band in self.bands]
+        bands = [grey - band(grey) for band in self.bands]
+        maps = {"bands": torch.cat(bands, 1)} if self.groups != ("stats",) else {}
         x = self.stem(x)
         for i, block in enumerate(self.blocks):
             x = block(x)
             if i in self.taps:
-                out.append(self.tap_stats[str(i)](x))
+                maps[str(i)] = x
+        out = []
+        if "stats" in self.groups:  # band by band, as every release so far: the same graph
+            out += [self.pixel_stats(b) for b in bands]
+            out += [self.tap_stats[str(i)](maps[str(i)]) for i in self.taps]
+        for group in (self.corr, self.parts):
+            out += [module(maps[name]) for name, module in group.items()]
         return torch.cat(out, 1)
