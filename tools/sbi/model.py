@@ -91,6 +91,12 @@ def face_regions(height: int, width: int, margin: float) -> tuple[torch.Tensor, 
     return (e < 1).float(), (e > 1.3 ** 2).float()
 
 
+def masked_moments(x: torch.Tensor, m: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per channel mean and std of ``x`` ``[N, C, H, W]`` weighted by mask ``m`` ``[H, W]`` (summing to 1)."""
+    mu = (x * m).sum((2, 3))
+    return mu, (((x - mu[..., None, None]) ** 2 * m).sum((2, 3)) + 1e-6).sqrt()
+
+
 class RegionStats(nn.Module):
     """Per channel: mean and std inside the face, mean and std around it, log std ratio."""
 
@@ -101,12 +107,7 @@ class RegionStats(nn.Module):
         self.register_buffer("outer", outer / outer.sum())
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        stats = []
-        for m in (self.inner, self.outer):
-            mu = (x * m).sum((2, 3))
-            sd = (((x - mu[..., None, None]) ** 2 * m).sum((2, 3)) + 1e-6).sqrt()
-            stats.append((mu, sd))
-        (mi, si), (mo, so) = stats
+        (mi, si), (mo, so) = (masked_moments(x, m) for m in (self.inner, self.outer))
         return torch.cat([mi, si, mo, so, torch.log(si / so)], 1)
 
 
@@ -164,11 +165,7 @@ class FaceThirds(nn.Module):
         self.register_buffer("masks", torch.stack(masks))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        mu, sd = [], []
-        for m in self.masks:
-            u = (x * m).sum((2, 3))
-            mu.append(u)
-            sd.append((((x - u[..., None, None]) ** 2 * m).sum((2, 3)) + 1e-6).sqrt())
+        mu, sd = zip(*(masked_moments(x, m) for m in self.masks))
         return torch.cat([torch.log(sd[0] / sd[1]), torch.log(sd[2] / sd[1]), mu[0] - mu[1], mu[2] - mu[1]], 1)
 
 
@@ -235,7 +232,7 @@ class RegionStatsEncoder(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         grey = (x.mean(1, keepdim=True) * STD[0] + MEAN[0])  # back to [0, 1]
         bands = [grey - band(grey) for band in self.bands]
-        maps = {"bands": torch.cat(bands, 1)} if self.groups != ("stats",) else {}
+        maps = {"bands": torch.cat(bands, 1)} if self.groups != REGION_GROUPS else {}
         x = self.stem(x)
         for i, block in enumerate(self.blocks):
             x = block(x)
