@@ -146,6 +146,52 @@ def test_fit_head_exports_extra_feature_groups(tmp_path: Path) -> None:
     assert load_model_spec(out).embedding_dim == 415 + 798 + 332
 
 
+def test_grey_standardised_view_drops_exposure_contrast_and_colour_cast() -> None:
+    """The greystd view of a crop is the same after an exposure, contrast or colour-cast change,
+    and RegionStatsEncoder puts its statistics after the colour view's."""
+    import torch
+
+    from tools.sbi.model import MEAN, STD, GreyStandardise, RegionStatsEncoder
+
+    def normalised(rgb: torch.Tensor) -> torch.Tensor:
+        return (rgb - torch.tensor(MEAN).view(1, 3, 1, 1)) / torch.tensor(STD).view(1, 3, 1, 1)
+
+    grey = torch.rand(2, 1, 64, 64) * 0.6 + 0.2
+    crop = grey.repeat(1, 3, 1, 1)
+    view = GreyStandardise()
+    ref = view(normalised(crop))
+    assert torch.equal(ref[:, 0], ref[:, 1]) and torch.equal(ref[:, 1], ref[:, 2])
+    z = (ref[:, 0] * STD[0] + MEAN[0]) * 255
+    assert abs(float(z.mean()) - 128) < 1 and abs(float(z.std()) - 48) < 2
+    darker = crop * 0.6 + 0.05
+    cast = crop * torch.tensor([1.15, 1.0, 0.8]).view(1, 3, 1, 1)
+    for changed in (darker, cast):
+        assert (normalised(changed) - normalised(crop)).abs().max() > 0.1
+        assert (view(normalised(changed)) - ref).abs().max() < 0.02  # +1 in the std: not exactly
+
+    x = torch.rand(2, 3, 64, 64) * 2 - 1
+    colour = RegionStatsEncoder(64, 0.25, pretrained=False).eval()
+    both = RegionStatsEncoder(64, 0.25, pretrained=False, views=("greystd", "colour")).eval()
+    both.load_state_dict(colour.state_dict())
+    assert both.views == ("colour", "greystd") and both.dim == 2 * colour.dim
+    with torch.no_grad():
+        f = both(x)
+        assert torch.equal(f[:, :colour.dim], colour(x))
+        assert torch.allclose(f[:, colour.dim:], colour(view(x)), atol=1e-5)
+    with pytest.raises(ValueError):
+        RegionStatsEncoder(64, 0.25, pretrained=False, views=("sepia",))
+
+
+def test_fit_head_exports_the_grey_standardised_view(tmp_path: Path) -> None:
+    from stream_guard.model.contract import load_model_spec
+
+    out = tmp_path / "model"
+    proc = _run("tools.sbi.fit_head", "--smoke", "--out", str(out), "--views", "colour,greystd")
+    assert max(json.loads(proc.stdout.strip().splitlines()[-1])["parity_max_abs"].values()) <= 1e-4
+    spec = load_model_spec(out)
+    assert spec.embedding_dim == 2 * 415 and "contrast-standardised" in spec.description
+
+
 def test_small_face_pairs_are_shrunk_and_h264_reencoded() -> None:
     """``small_faces`` pairs lose detail as a 60-105 px face in a re-encoded video does, real and fake alike."""
     import cv2

@@ -18,6 +18,9 @@ output is fitted to
 
 ``--features`` appends other summaries of the same maps to the 415 statistics (see
 :class:`tools.sbi.model.RegionStatsEncoder`); none has beaten the statistics alone so far.
+``--views colour,greystd`` also summarises a grey, contrast-standardised copy of every crop
+through a second pass of the frozen blocks (:class:`tools.sbi.model.GreyStandardise`); each
+view's features are encoded and cached on their own, then put side by side.
 
 ``--family-balance P`` reweights the labelled clips so that each family's fakes, and each
 family's reals, weigh in proportion to their clip count to the power P (1: every clip the
@@ -75,7 +78,8 @@ from tools.sbi.export import (FP16_LOGIT_TOL, export_graphs, onnx_frame_logits, 
                               store_weights_fp16)
 from tools.sbi.folds import grouped_folds, identity_groups
 from tools.sbi.metrics import calibrate
-from tools.sbi.model import ALL_REGION_GROUPS, MEAN, REGION_GROUPS, REGION_TAPS, STD, RegionStatsEncoder, TemporalHead
+from tools.sbi.model import (ALL_REGION_GROUPS, ALL_REGION_VIEWS, MEAN, REGION_GROUPS, REGION_TAPS, REGION_VIEWS, STD,
+                             RegionStatsEncoder, TemporalHead)
 from tools.sbi.train import to_tensor
 
 
@@ -91,6 +95,15 @@ class FeatureSet:
 def concat(sets: list[FeatureSet]) -> FeatureSet:
     """One feature set holding the rows of ``sets`` in order."""
     return FeatureSet(*(np.concatenate([getattr(fs, k) for fs in sets]) for k in ("x", "files", "labels")))
+
+
+def side_by_side(sets: list[FeatureSet]) -> FeatureSet:
+    """The columns of ``sets`` (the same frames, in the same order) put side by side."""
+    first = sets[0]
+    for fs in sets[1:]:
+        if not (np.array_equal(fs.files, first.files) and np.array_equal(fs.labels, first.labels)):
+            raise ValueError("feature sets of different frames cannot be put side by side")
+    return FeatureSet(np.concatenate([fs.x for fs in sets], 1), first.files, first.labels)
 
 
 def encode(enc: RegionStatsEncoder, crops: np.ndarray, chunk: int = 32) -> np.ndarray:
@@ -361,19 +374,47 @@ def parse_taps(text: str) -> tuple[int, ...]:
     return taps
 
 
-def parse_groups(text: str) -> tuple[str, ...]:
-    """``"stats,corr"`` -> ``("stats", "corr")``: :class:`RegionStatsEncoder` feature groups."""
-    groups = tuple(g.strip() for g in text.split(",") if g.strip())
-    if not groups or set(groups) - set(ALL_REGION_GROUPS):
-        raise argparse.ArgumentTypeError(f"expected groups among {','.join(ALL_REGION_GROUPS)}, got {text!r}")
-    return groups
+def parse_names(allowed: tuple[str, ...], what: str):
+    """An argparse type: ``"a,b"`` -> ``("a", "b")``, each among ``allowed``."""
+    def parse(text: str) -> tuple[str, ...]:
+        names = tuple(g.strip() for g in text.split(",") if g.strip())
+        if not names or set(names) - set(allowed):
+            raise argparse.ArgumentTypeError(f"expected {what} among {','.join(allowed)}, got {text!r}")
+        return names
+    return parse
+
+
+parse_groups = parse_names(ALL_REGION_GROUPS, "groups")  # RegionStatsEncoder feature groups
+parse_views = parse_names(ALL_REGION_VIEWS, "views")  # RegionStatsEncoder views
 
 
 def feature_key(size: int, margin: float, taps: tuple[int, ...], groups: tuple[str, ...], max_frames: int,
-                labelled: Path | None) -> str:
-    """The feature cache's key for one encoder configuration (the default groups keep older keys)."""
+                labelled: Path | None, view: str = REGION_VIEWS[0]) -> str:
+    """The feature cache's key for one view of one encoder configuration (the default groups and
+    view keep older keys)."""
     key = f"{size}|{margin}|{taps}|{max_frames}|{labelled}"
-    return key if groups == REGION_GROUPS else f"{key}|{','.join(groups)}"
+    key = key if groups == REGION_GROUPS else f"{key}|{','.join(groups)}"
+    return key if view == REGION_VIEWS[0] else f"{view}|{key}"
+
+
+def view_features(args: argparse.Namespace, view: str, labelled: list[Clip],
+                  reals: list[Clip]) -> tuple[FeatureSet, FeatureSet | None]:
+    """One view's features of the labelled clips (real videos of ``reals`` appended) and of the
+    self-blended pairs (None without ``reals``), cached under ``args.work``."""
+    enc = RegionStatsEncoder(args.size, args.margin, args.taps, groups=args.features, views=(view,)).eval()
+    key = feature_key(args.size, args.margin, enc.taps, enc.groups, args.max_frames, args.labelled, view)
+    lab = cached(args.work, "lab|" + key, lambda: labelled_features(enc, labelled, args.size, args.margin,
+                                                                     args.max_frames))
+    videos = [replace(c, file=real_video_key(c.file)) for c in reals if c.kind == "video"]
+    if videos:
+        lab = concat([lab, cached(args.work, f"realvid|{key}|{args.real}",
+                                  lambda: labelled_features(enc, videos, args.size, args.margin, args.max_frames))])
+    sbi_sets = [cached(args.work, f"{name}|{key}|{args.real}|{draws}",
+                       lambda: sbi_features(enc, reals, args.size, args.margin, draws, seed=1, small_faces=small))
+                for name, draws, small in (("sbi-by-source", args.sbi_draws, False),
+                                           ("sbi-small-faces", args.sbi_small_face_draws, True))
+                if reals and draws > 0]
+    return lab, concat(sbi_sets) if sbi_sets else None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -389,6 +430,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--features", type=parse_groups, default=REGION_GROUPS,
                     help="feature groups of the region encoder, comma-separated among "
                          f"{','.join(ALL_REGION_GROUPS)} (default: {','.join(REGION_GROUPS)})")
+    ap.add_argument("--views", type=parse_views, default=REGION_VIEWS,
+                    help="copies of each crop the region encoder summarises, comma-separated among "
+                         f"{','.join(ALL_REGION_VIEWS)} (default: {','.join(REGION_VIEWS)}; greystd: grey, "
+                         "contrast-standardised, through a second pass of the frozen blocks)")
     ap.add_argument("--window", type=int, default=8)
     ap.add_argument("--sample-hz", type=float, default=10.0)
     ap.add_argument("--max-frames", type=int, default=64, help="frames per labelled clip")
@@ -437,20 +482,10 @@ def main(argv: list[str] | None = None) -> int:
             ap.error("--labelled is required (or --smoke)")
         labelled = load_cache(args.labelled)
         reals = load_cache(args.real, labels={"real"}) if args.real else []
-    enc = RegionStatsEncoder(args.size, args.margin, args.taps, groups=args.features).eval()
-    key = feature_key(args.size, args.margin, enc.taps, enc.groups, args.max_frames, args.labelled)
-    lab = cached(args.work, "lab|" + key, lambda: labelled_features(enc, labelled, args.size, args.margin,
-                                                                     args.max_frames))
-    videos = [replace(c, file=real_video_key(c.file)) for c in reals if c.kind == "video"]
-    if videos:
-        lab = concat([lab, cached(args.work, f"realvid|{key}|{args.real}",
-                                  lambda: labelled_features(enc, videos, args.size, args.margin, args.max_frames))])
-    sbi_sets = [cached(args.work, f"{name}|{key}|{args.real}|{draws}",
-                       lambda: sbi_features(enc, reals, args.size, args.margin, draws, seed=1, small_faces=small))
-                for name, draws, small in (("sbi-by-source", args.sbi_draws, False),
-                                           ("sbi-small-faces", args.sbi_small_face_draws, True))
-                if reals and draws > 0]
-    sbi = concat(sbi_sets) if sbi_sets else None
+    enc = RegionStatsEncoder(args.size, args.margin, args.taps, groups=args.features, views=args.views).eval()
+    per_view = [view_features(args, view, labelled, reals) for view in enc.views]
+    lab = side_by_side([v[0] for v in per_view])
+    sbi = None if per_view[0][1] is None else side_by_side([v[1] for v in per_view])
     print(f"features: {len(lab.x)} labelled frames ({is_real_video(lab.files).sum()} of real videos), "
           f"{0 if sbi is None else len(sbi.x)} SBI frames, "
           f"dim {lab.x.shape[1]} ({time.time() - t0:.0f} s)", flush=True)
@@ -526,6 +561,8 @@ def main(argv: list[str] | None = None) -> int:
                    "logistic frame classifier fitted on labelled clips and self-blended pseudo-fakes")
     if enc.groups != REGION_GROUPS:
         description += f" (feature groups: {', '.join(enc.groups)})"
+    if "greystd" in enc.views:
+        description += ", beside the same statistics of a grey, contrast-standardised copy of each crop"
     if args.family_balance != 1.0:
         description += f" (each family weighted as its clip count ** {args.family_balance:g})"
     if args.sbi_small_face_draws > 0:

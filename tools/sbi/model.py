@@ -169,6 +169,37 @@ class FaceThirds(nn.Module):
         return torch.cat([torch.log(sd[0] / sd[1]), torch.log(sd[2] / sd[1]), mu[0] - mu[1], mu[2] - mu[1]], 1)
 
 
+# Views of the crop that RegionStatsEncoder summarises, each through its own pass of the frozen blocks.
+# "colour" is the crop as cropped; "greystd" is GreyStandardise's grey, contrast-stretched copy.
+REGION_VIEWS = ("colour",)
+ALL_REGION_VIEWS = ("colour", "greystd")
+LUMA = (0.299, 0.587, 0.114)  # ITU-R BT.601, as OpenCV's RGB -> grey
+
+
+class GreyStandardise(nn.Module):
+    """A normalised crop made grey (BT.601 luma) and stretched to mean 128, std 48 (0-255 scale)
+    over the whole crop, then normalised again: ``[N, 3, S, S] -> [N, 3, S, S]``.
+
+    Colour cast, exposure and contrast differ more between real video sources (studio light, webcam,
+    re-encoding) than between a real face and its swap; this view keeps texture and detail and
+    drops them (models/MODEL_CARD.md, "Photometric normalisation").
+    """
+
+    def __init__(self, mean: float = 128.0, std: float = 48.0) -> None:
+        super().__init__()
+        self.register_buffer("scale", torch.tensor(STD).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("shift", torch.tensor(MEAN).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("luma", torch.tensor(LUMA).view(1, 3, 1, 1) * 255.0, persistent=False)
+        self.mean, self.std = mean, std
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = ((x * self.scale + self.shift) * self.luma).sum(1, keepdim=True)  # grey, 0-255
+        mu = y.mean((2, 3), keepdim=True)
+        sd = ((y - mu) ** 2).mean((2, 3), keepdim=True).sqrt() + 1.0  # +1: a flat crop stays flat
+        z = ((y - mu) / sd * self.std + self.mean).clamp(0.0, 255.0) / 255.0
+        return (z - self.shift) / self.scale
+
+
 class RegionStatsEncoder(nn.Module):
     """Frozen ImageNet EfficientNet-Lite0 up to the last of ``taps``, summarised as inner-face vs
     surround statistics of grey-level high-pass bands and of the tapped blocks' feature maps:
@@ -178,7 +209,11 @@ class RegionStatsEncoder(nn.Module):
     ``groups`` picks the summaries, concatenated in :data:`ALL_REGION_GROUPS` order: ``stats``
     (above), ``corr`` (:class:`RegionCorr` of the bands and of the :data:`CORR_TAPS` blocks) and
     ``parts`` (:class:`FaceThirds` of the bands and every tap). ``group_slices`` says which
-    output columns each group fills.
+    output columns each group fills within a view's block.
+
+    ``views`` picks the copies of the crop summarised, in :data:`ALL_REGION_VIEWS` order, each
+    through its own pass of the frozen blocks: ``colour`` (the crop) and ``greystd``
+    (:class:`GreyStandardise`); their blocks of ``dim / len(views)`` columns are concatenated.
 
     A face swap or a generated face changes texture and detail inside the face relative
     to hair, neck and background; these statistics make that comparison explicit for a
@@ -187,12 +222,16 @@ class RegionStatsEncoder(nn.Module):
 
     def __init__(self, size: int, margin: float, taps: tuple[int, ...] = REGION_TAPS,
                  pretrained: bool = True, encoder: Encoder | None = None,
-                 groups: tuple[str, ...] = REGION_GROUPS) -> None:
+                 groups: tuple[str, ...] = REGION_GROUPS, views: tuple[str, ...] = REGION_VIEWS) -> None:
         super().__init__()
         unknown = set(groups) - set(ALL_REGION_GROUPS)
         if unknown or not groups:
             raise ValueError(f"feature groups must be among {ALL_REGION_GROUPS}, got {groups}")
+        if set(views) - set(ALL_REGION_VIEWS) or not views:
+            raise ValueError(f"views must be among {ALL_REGION_VIEWS}, got {views}")
         self.groups = tuple(g for g in ALL_REGION_GROUPS if g in groups)
+        self.views = tuple(v for v in ALL_REGION_VIEWS if v in views)
+        self.grey_standardise = GreyStandardise()
         self.taps = tuple(sorted(set(taps)))  # a repeated tap would be counted twice in dim
         net = (encoder or Encoder(pretrained=pretrained)).net
         self.stem = nn.Sequential(net._conv_stem, net._bn0, net._swish)
@@ -227,9 +266,14 @@ class RegionStatsEncoder(nn.Module):
         for g in self.groups:
             self.group_slices[g] = slice(start, start + widths[g])
             start += widths[g]
-        self.dim = start
+        self.dim = start * len(self.views)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.cat([self.summarise(self.grey_standardise(x) if view == "greystd" else x)
+                          for view in self.views], 1)
+
+    def summarise(self, x: torch.Tensor) -> torch.Tensor:
+        """One view's statistics (``dim / len(views)`` columns) of a normalised batch."""
         grey = (x.mean(1, keepdim=True) * STD[0] + MEAN[0])  # back to [0, 1]
         bands = [grey - band(grey) for band in self.bands]
         maps = {"bands": torch.cat(bands, 1)} if self.groups != REGION_GROUPS else {}
