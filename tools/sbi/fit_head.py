@@ -79,7 +79,7 @@ from tools.sbi.export import (FP16_LOGIT_TOL, export_graphs, onnx_frame_logits, 
 from tools.sbi.folds import grouped_folds, identity_groups
 from tools.sbi.metrics import calibrate
 from tools.sbi.model import (ALL_REGION_GROUPS, ALL_REGION_VIEWS, MEAN, REGION_GROUPS, REGION_TAPS, REGION_VIEWS, STD,
-                             RegionStatsEncoder, TemporalHead)
+                             Encoder, RegionStatsEncoder, TemporalHead)
 from tools.sbi.train import to_tensor
 
 
@@ -397,11 +397,12 @@ def feature_key(size: int, margin: float, taps: tuple[int, ...], groups: tuple[s
     return key if view == REGION_VIEWS[0] else f"{view}|{key}"
 
 
-def view_features(args: argparse.Namespace, view: str, labelled: list[Clip],
+def view_features(args: argparse.Namespace, view: str, backbone: Encoder, labelled: list[Clip],
                   reals: list[Clip]) -> tuple[FeatureSet, FeatureSet | None]:
     """One view's features of the labelled clips (real videos of ``reals`` appended) and of the
     self-blended pairs (None without ``reals``), cached under ``args.work``."""
-    enc = RegionStatsEncoder(args.size, args.margin, args.taps, groups=args.features, views=(view,)).eval()
+    enc = RegionStatsEncoder(args.size, args.margin, args.taps, encoder=backbone, groups=args.features,
+                             views=(view,)).eval()
     key = feature_key(args.size, args.margin, enc.taps, enc.groups, args.max_frames, args.labelled, view)
     lab = cached(args.work, "lab|" + key, lambda: labelled_features(enc, labelled, args.size, args.margin,
                                                                      args.max_frames))
@@ -482,8 +483,10 @@ def main(argv: list[str] | None = None) -> int:
             ap.error("--labelled is required (or --smoke)")
         labelled = load_cache(args.labelled)
         reals = load_cache(args.real, labels={"real"}) if args.real else []
-    enc = RegionStatsEncoder(args.size, args.margin, args.taps, groups=args.features, views=args.views).eval()
-    per_view = [view_features(args, view, labelled, reals) for view in enc.views]
+    backbone = Encoder()  # ImageNet Lite0, loaded once and shared by every view's encoder
+    enc = RegionStatsEncoder(args.size, args.margin, args.taps, encoder=backbone, groups=args.features,
+                             views=args.views).eval()
+    per_view = [view_features(args, view, backbone, labelled, reals) for view in enc.views]
     lab = side_by_side([v[0] for v in per_view])
     sbi = None if per_view[0][1] is None else side_by_side([v[1] for v in per_view])
     print(f"features: {len(lab.x)} labelled frames ({is_real_video(lab.files).sum()} of real videos), "
