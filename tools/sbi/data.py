@@ -64,6 +64,14 @@ def sample_pair(clip: Clip, length: int, opts: SampleOptions,
                 rng: np.random.Generator) -> tuple[list[np.ndarray], list[np.ndarray]]:
     """A real sequence and its pseudo-fake twin, ``length`` frames each, same crop and
     augmentation. Photos repeat their single frame (crop jitter and noise differ)."""
+    reals, fakes, _ = sample_pair_with_landmarks(clip, length, opts, rng)
+    return reals, fakes
+
+
+def sample_pair_with_landmarks(clip: Clip, length: int, opts: SampleOptions, rng: np.random.Generator
+                               ) -> tuple[list[np.ndarray], list[np.ndarray], list[np.ndarray]]:
+    """:func:`sample_pair` (the same draws from ``rng``) plus each frame's 468 landmarks in the
+    returned crops' pixels (mirrored with the crop when the augmentation flips it)."""
     n = len(clip)
     if n >= length:
         start = int(rng.integers(0, n - length + 1))
@@ -75,7 +83,7 @@ def sample_pair(clip: Clip, length: int, opts: SampleOptions,
     aug = sample_aug(rng, opts.aug_strength)
     if opts.small_faces:
         aug = small_face_aug(aug, rng)
-    reals, fakes = [], []
+    reals, fakes, marks = [], [], []
     for i in idx:
         frame_jit = jit
         if n == 1 and length > 1:  # photo as a sequence: small per-copy crop jitter
@@ -85,8 +93,9 @@ def sample_pair(clip: Clip, length: int, opts: SampleOptions,
         fake, _ = blend_frame(crop, lms, blend, rng)
         reals.append(crop)
         fakes.append(fake)
+        marks.append(np.c_[opts.size - 1 - lms[:, 0], lms[:, 1:]] if aug.flip else lms)
     seed = int(rng.integers(1 << 30))
-    return apply_aug(reals, aug, seed), apply_aug(fakes, aug, seed)
+    return apply_aug(reals, aug, seed), apply_aug(fakes, aug, seed), marks
 
 
 class PairSampler:

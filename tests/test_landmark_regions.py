@@ -1,0 +1,80 @@
+"""Landmark-region contrasts (tools/sbi/landmark_regions.py): masks, the seam cue, and the
+self-blended draws' landmarks, which must follow the crop (flip included)."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+
+def _face_landmarks(size: int) -> np.ndarray:
+    from tools.sbi.data import synthetic_landmarks
+    from tools.sbi.landmark_regions import FACE_OVAL, LEFT_EYE, LIPS, RIGHT_EYE
+    box = np.array([0.25, 0.2, 0.75, 0.8]) * size
+    lms = synthetic_landmarks(box, np.random.default_rng(0))
+
+    def ring(idx: tuple[int, ...], cx: float, cy: float, rx: float, ry: float) -> None:
+        t = np.linspace(0, 2 * np.pi, len(idx), endpoint=False)
+        lms[list(idx)] = np.c_[(cx + rx * np.sin(t)) * size, (cy - ry * np.cos(t)) * size]
+
+    ring(FACE_OVAL, 0.5, 0.5, 0.25, 0.3)
+    ring(LIPS, 0.5, 0.68, 0.08, 0.03)
+    ring(RIGHT_EYE, 0.4, 0.42, 0.04, 0.015)
+    ring(LEFT_EYE, 0.6, 0.42, 0.04, 0.015)
+    return lms
+
+
+def test_region_masks_are_disjoint_bands_around_the_face_oval() -> None:
+    from tools.sbi.landmark_regions import region_masks
+    masks = region_masks(_face_landmarks(224), 224, 56)
+    assert all(m.sum() > 0 for m in masks.values()), {k: m.sum() for k, m in masks.items()}
+    assert not np.any(masks["core"] * masks["seam_in"]) and not np.any(masks["seam_in"] * masks["seam_out"])
+    assert not np.any(masks["core"] * (masks["mouth"] + masks["eyes"]))
+    assert masks["seam_out"][28, 28] == 0 and masks["core"][28, 28] == 1  # the face centre is core
+
+
+def test_a_textured_band_inside_the_seam_raises_the_seam_ratio_only() -> None:
+    from tools.sbi.landmark_regions import region_contrasts, region_masks
+    lms = _face_landmarks(224)
+    rng = np.random.default_rng(1)
+    flat = rng.normal(0, 1, (2, 56, 56))
+    seam = region_masks(lms, 224, 56)["seam_in"]
+    textured = flat + 4 * rng.normal(0, 1, (2, 56, 56)) * seam
+    base, changed = (region_contrasts([m], lms, 224).reshape(4, 2) for m in (flat, textured))
+    assert np.all(changed[0] > base[0] + 0.5)  # seam log std ratio
+    assert np.allclose(changed[2:], base[2:])  # mouth and eyes against the core: untouched
+
+
+def test_self_blended_draws_carry_landmarks_that_follow_the_crop() -> None:
+    from dataclasses import replace
+
+    from tools.sbi.data import SampleOptions, sample_pair, sample_pair_with_landmarks, synthetic_clips
+    clip = synthetic_clips(1, seed=2)[0]
+    opts = SampleOptions(size=128, margin=0.25)
+    for seed in range(6):
+        r0, f0 = sample_pair(clip, 4, opts, np.random.default_rng(seed))
+        r1, f1, marks = sample_pair_with_landmarks(clip, 4, opts, np.random.default_rng(seed))
+        assert all(np.array_equal(a, b) for a, b in zip(r0 + f0, r1 + f1))  # same draws
+        assert len(marks) == 4 and all(m.shape == (468, 2) for m in marks)
+    # no augmentation but a flip: the mirrored landmarks are those of the mirrored crop
+    still = SampleOptions(size=128, margin=0.25, aug_strength=0.0, jitter=0.0)
+    import tools.sbi.data as data
+    for flip in (False, True):
+        original = data.sample_aug
+        data.sample_aug = lambda rng, strength=1.0, _f=flip: replace(original(rng, 0.0), flip=_f, codec="none")
+        try:
+            _, _, marks = sample_pair_with_landmarks(clip, 1, still, np.random.default_rng(0))
+        finally:
+            data.sample_aug = original
+        eye_r, eye_l = marks[0][33, 0], marks[0][263, 0]  # subject's right eye is image-left unflipped
+        assert (eye_r > eye_l) == flip
+
+
+def test_landmark_region_features_have_332_numbers_per_crop() -> None:
+    from tools.sbi.landmark_regions import LandmarkRegionFeatures
+    from tools.sbi.model import RegionStatsEncoder
+    feats = LandmarkRegionFeatures(RegionStatsEncoder(64, 0.25, pretrained=False), 64)
+    crops = np.random.default_rng(0).integers(0, 255, (2, 64, 64, 3), dtype=np.uint8)
+    x = feats(crops, [_face_landmarks(64)] * 2)
+    assert x.shape == (2, 4 * (3 + 16 + 24 + 40)) and np.isfinite(x).all()
