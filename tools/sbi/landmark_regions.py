@@ -29,8 +29,10 @@ import numpy as np
 import torch
 
 from stream_guard.faces.crop import crop_face, crop_matrix, transform_points
+from tools.sbi import fit_head as fh
 from tools.sbi.data import Clip, SampleOptions, load_cache, sample_pair_with_landmarks
-from tools.sbi.model import MEAN, STD, RegionStatsEncoder
+from tools.sbi.fit_head import FeatureSet, real_video_key
+from tools.sbi.model import MEAN, STD, Encoder, RegionStatsEncoder
 from tools.sbi.train import to_tensor
 
 # MediaPipe face-mesh indices: the face oval, the outer lip line and each eye's outline.
@@ -111,9 +113,9 @@ class LandmarkRegionFeatures:
         return np.stack([region_contrasts(m, lm, self.size) for m, lm in zip(self.maps(crops), landmarks)])
 
 
-def labelled_region_features(feats: LandmarkRegionFeatures, clips: list[Clip], margin: float, max_frames: int):
+def labelled_region_features(feats: LandmarkRegionFeatures, clips: list[Clip], margin: float,
+                             max_frames: int) -> FeatureSet:
     """The frames ``fit_head.labelled_features`` takes (same order), as landmark-region features."""
-    from tools.sbi.fit_head import FeatureSet
     xs, files, labels = [], [], []
     for clip in clips:
         idx = np.unique(np.linspace(0, len(clip) - 1, min(len(clip), max_frames)).astype(int))
@@ -126,9 +128,8 @@ def labelled_region_features(feats: LandmarkRegionFeatures, clips: list[Clip], m
 
 
 def sbi_region_features(feats: LandmarkRegionFeatures, clips: list[Clip], margin: float, draws: int, seed: int,
-                        small_faces: bool = False):
+                        small_faces: bool = False) -> FeatureSet:
     """``fit_head.sbi_features``'s draws (same seed: the same pairs, row for row) as landmark-region features."""
-    from tools.sbi.fit_head import FeatureSet, real_video_key
     rng = np.random.default_rng(seed)
     opts = SampleOptions(size=feats.size, margin=margin, small_faces=small_faces)
     reals, fakes, sources = [], [], []
@@ -143,8 +144,6 @@ def sbi_region_features(feats: LandmarkRegionFeatures, clips: list[Clip], margin
 
 
 def main(argv: list[str] | None = None) -> int:
-    from tools.sbi import fit_head as fh
-    from tools.sbi.model import Encoder
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--labelled", type=Path, required=True, help="face cache of labelled clips (dev)")
     ap.add_argument("--real", type=Path, required=True, help="face cache of real faces (train_real)")
