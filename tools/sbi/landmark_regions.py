@@ -32,7 +32,7 @@ from stream_guard.faces.crop import crop_face, crop_matrix, transform_points
 from tools.sbi import fit_head as fh
 from tools.sbi.data import Clip, SampleOptions, load_cache, sample_pair_with_landmarks
 from tools.sbi.fit_head import FeatureSet, real_video_key
-from tools.sbi.model import MEAN, STD, Encoder, RegionStatsEncoder
+from tools.sbi.model import Encoder, RegionStatsEncoder
 from tools.sbi.train import to_tensor
 
 # MediaPipe face-mesh indices: the face oval, the outer lip line and each eye's outline.
@@ -98,15 +98,9 @@ class LandmarkRegionFeatures:
 
     def maps(self, crops: np.ndarray) -> list[list[np.ndarray]]:
         """Each crop's maps: the bands, then every tap."""
-        x = to_tensor(crops, torch.device("cpu"))
         with torch.no_grad():
-            grey = x.mean(1, keepdim=True) * STD[0] + MEAN[0]
-            found = [torch.cat([grey - band(grey) for band in self.enc.bands], 1)]
-            h = self.enc.stem(x)
-            for i, block in enumerate(self.enc.blocks):
-                h = block(h)
-                if i in self.enc.taps:
-                    found.append(h)
+            bands, maps = self.enc.feature_maps(to_tensor(crops, torch.device("cpu")))
+        found = [torch.cat(bands, 1)] + [maps[str(i)] for i in self.enc.taps]
         return [[m[j].numpy() for m in found] for j in range(len(crops))]
 
     def __call__(self, crops: np.ndarray, landmarks: list[np.ndarray]) -> np.ndarray:

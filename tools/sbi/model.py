@@ -272,16 +272,24 @@ class RegionStatsEncoder(nn.Module):
         return torch.cat([self.summarise(self.grey_standardise(x) if view == "greystd" else x)
                           for view in self.views], 1)
 
-    def summarise(self, x: torch.Tensor) -> torch.Tensor:
-        """One view's statistics (``dim / len(views)`` columns) of a normalised batch."""
+    def feature_maps(self, x: torch.Tensor) -> tuple[list[torch.Tensor], dict[str, torch.Tensor]]:
+        """The maps a view is summarised from: the grey high-pass bands (one ``[N, 1, S, S]`` each)
+        and each tapped block's output, by block number as a string."""
         grey = (x.mean(1, keepdim=True) * STD[0] + MEAN[0])  # back to [0, 1]
         bands = [grey - band(grey) for band in self.bands]
-        maps = {"bands": torch.cat(bands, 1)} if self.groups != REGION_GROUPS else {}
+        maps = {}
         x = self.stem(x)
         for i, block in enumerate(self.blocks):
             x = block(x)
             if i in self.taps:
                 maps[str(i)] = x
+        return bands, maps
+
+    def summarise(self, x: torch.Tensor) -> torch.Tensor:
+        """One view's statistics (``dim / len(views)`` columns) of a normalised batch."""
+        bands, maps = self.feature_maps(x)
+        if self.groups != REGION_GROUPS:
+            maps["bands"] = torch.cat(bands, 1)
         out = []
         if "stats" in self.groups:  # band by band, as every release so far: the same graph
             out += [self.pixel_stats(b) for b in bands]
