@@ -10,6 +10,7 @@ import numpy as np
 
 from stream_guard.faces.crop import crop_face
 from stream_guard.faces.detector import FaceDetector
+from stream_guard.faces.regions import FaceRegions
 from stream_guard.faces.tracker import FaceTracker, Track
 from stream_guard.model.scorer import FaceScorer, TrackMemory
 from stream_guard.outputs.overlay import HudInfo, annotate
@@ -41,10 +42,13 @@ class Analyzer:
     the tracker and every face's memory belong to the thread that calls ``process``."""
 
     def __init__(self, detector: FaceDetector, tracker: FaceTracker[TrackMemory], scorer: FaceScorer,
-                 detect_every: int = 1, max_summaries: int = 1000) -> None:
+                 detect_every: int = 1, max_summaries: int = 1000, regions: FaceRegions | None = None) -> None:
+        if scorer.spec.regions and regions is None:
+            raise ValueError(f"model {scorer.spec.name} takes face-region masks: pass regions (a FaceRegions)")
         self.detector = detector
         self.tracker = tracker
         self.scorer = scorer
+        self.regions = regions if scorer.spec.regions else None
         self.detect_every = max(0, detect_every)  # 0 = auto (see detect_interval)
         self.summaries: dict[int, TrackSummary] = {}
         self.max_summaries = max_summaries
@@ -60,7 +64,11 @@ class Analyzer:
         by ONNX Runtime's first-call set-up (on a live stream that would drop frames)."""
         self.detector.detect(np.zeros((height, width, 3), np.uint8))
         size = self.scorer.spec.input_size
-        embedding = self.scorer.encode(np.zeros((1, size, size, 3), np.uint8))
+        masks = None
+        if self.regions is not None:
+            box, keypoints = np.array([0, 0, 64, 64], np.float32), np.array([[20, 28], [44, 28]], np.float32)
+            masks = self.regions(np.zeros((64, 64, 3), np.uint8), box, keypoints)[None]
+        embedding = self.scorer.encode(np.zeros((1, size, size, 3), np.uint8), masks)
         self.scorer.probabilities([embedding])
 
     def reset(self, status: str = "") -> None:
@@ -105,8 +113,10 @@ class Analyzer:
         t0 = time.perf_counter()
         spec = self.scorer.spec
         crops = np.stack([crop_face(frame.image, t.box, spec.input_size, spec.crop_margin) for t in due])
+        regions = None if self.regions is None else \
+            np.stack([self.regions(frame.image, t.box, t.keypoints) for t in due])
         t1 = time.perf_counter()
-        changed = self.scorer.score([t.memory for t in due], crops, frame.pts_s)
+        changed = self.scorer.score([t.memory for t in due], crops, frame.pts_s, regions)
         return ({t.id for t in due}, {t.id for t, c in zip(due, changed) if c}, (t1 - t0) * 1e3,
                 self.scorer.last_cnn_ms)
 

@@ -54,12 +54,15 @@ def _checks() -> list[tuple[str, str, str]]:
     from stream_guard.paths import bundled_model
     from stream_guard.pipeline import default_model_dir, shipped_model_names
 
-    for name in ("face_detection_full_range.onnx", "face_detection_short_range.onnx"):
+    from stream_guard.faces.landmarks import MODEL_FILE as FACE_MESH_MODEL
+
+    for what, name in (("face detector", "face_detection_full_range.onnx"),
+                       ("face detector", "face_detection_short_range.onnx"), ("face mesh", FACE_MESH_MODEL)):
         try:
             present = bundled_model(name).is_file()
         except FileNotFoundError:
             present = False
-        rows.append((OK if present else MISSING, "face detector", name + ("" if present else " not found")))
+        rows.append((OK if present else MISSING, what, name + ("" if present else " not found")))
     try:
         from stream_guard.model.contract import load_model_spec
 

@@ -17,6 +17,9 @@ from stream_guard.config import RunConfig
 from stream_guard.detect_ahead import AheadDone, DetectAheadThread, DetectedFrame
 from stream_guard.errors import ModelError, StreamGuardError
 from stream_guard.faces.detector import FaceDetector
+from stream_guard.faces.landmarks import MODEL_FILE as FACE_MESH_MODEL
+from stream_guard.faces.landmarks import FaceMesh
+from stream_guard.faces.regions import FaceRegions
 from stream_guard.faces.tracker import FaceTracker
 from stream_guard.model.contract import ModelSpec, load_model_spec
 from stream_guard.model.providers import resolve_providers
@@ -178,7 +181,11 @@ class Pipeline:
         detector = FaceDetector(self.config.detector, providers=providers)
         tracker = FaceTracker(self.config.tracker, scorer.new_memory)
         self.threshold = scorer.threshold
-        return Analyzer(detector, tracker, scorer, self.config.analysis.detect_every)
+        regions = None
+        if spec.regions:
+            mesh = FaceMesh(bundled_model(FACE_MESH_MODEL), providers, self.config.model.intra_op_threads)
+            regions = FaceRegions(mesh, spec.regions, spec.input_size, spec.crop_margin)
+        return Analyzer(detector, tracker, scorer, self.config.analysis.detect_every, regions=regions)
 
     def _start_workers(self, sinks: list[Sink], info: StreamInfo) -> list[SinkWorker]:
         workers = [SinkWorker(s, info) for s in sinks]

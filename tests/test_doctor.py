@@ -14,11 +14,12 @@ def test_doctor_reports_every_check_and_the_shipped_models() -> None:
     rows = [LINE.match(line) for line in result.stdout.splitlines()]
     assert rows and all(rows), result.stdout
     checks = {m.group(2).strip(): (m.group(1), m.group(3)) for m in rows}
-    for name in ("python", "numpy", "av", "onnxruntime", "providers", "deepfake model"):
+    for name in ("python", "numpy", "av", "onnxruntime", "providers", "face mesh", "deepfake model"):
         assert name in checks, result.stdout
     status, detail = checks["deepfake model"]
     assert status == "ok" and all(n in detail for n in shipped_model_names())
     assert {"deepfake", "deepfake-ensemble", "untrained-placeholder"} <= set(shipped_model_names())
     assert "CPUExecutionProvider" in checks["providers"][1]
+    assert checks["face mesh"] == ("ok", "face_landmark.onnx")
     missing = any(m.group(1) == "missing" for m in rows)
     assert result.returncode == (1 if missing else 0), result.stdout

@@ -1,5 +1,6 @@
-"""Landmark-region contrasts (tools/sbi/landmark_regions.py): masks, the seam cue, and the
-self-blended draws' landmarks, which must follow the crop (flip included)."""
+"""Landmark-region contrasts: the masks (stream_guard/faces/regions.py), the contrasts
+(tools/sbi/model.py), the encoder that appends them, and the self-blended draws' landmarks,
+which must follow the crop (flip included)."""
 from __future__ import annotations
 
 import numpy as np
@@ -10,7 +11,7 @@ torch = pytest.importorskip("torch")
 
 def _face_landmarks(size: int) -> np.ndarray:
     from tools.sbi.data import synthetic_landmarks
-    from tools.sbi.landmark_regions import FACE_OVAL, LEFT_EYE, LIPS, RIGHT_EYE
+    from stream_guard.faces.regions import FACE_OVAL, LEFT_EYE, LIPS, RIGHT_EYE
     box = np.array([0.25, 0.2, 0.75, 0.8]) * size
     lms = synthetic_landmarks(box, np.random.default_rng(0))
 
@@ -26,24 +27,45 @@ def _face_landmarks(size: int) -> np.ndarray:
 
 
 def test_region_masks_are_disjoint_bands_around_the_face_oval() -> None:
-    from tools.sbi.landmark_regions import region_masks
-    masks = region_masks(_face_landmarks(224), 224, 56)
-    assert all(m.sum() > 0 for m in masks.values()), {k: m.sum() for k, m in masks.items()}
+    from stream_guard.faces.regions import region_masks
+    from stream_guard.model.contract import REGION_NAMES
+    masks = dict(zip(REGION_NAMES, region_masks(_face_landmarks(224), 224)))
+    assert all(m.shape == (224, 224) and m.sum() > 0 for m in masks.values()), {k: m.sum() for k, m in masks.items()}
     assert not np.any(masks["core"] * masks["seam_in"]) and not np.any(masks["seam_in"] * masks["seam_out"])
     assert not np.any(masks["core"] * (masks["mouth"] + masks["eyes"]))
-    assert masks["seam_out"][28, 28] == 0 and masks["core"][28, 28] == 1  # the face centre is core
+    assert masks["seam_out"][112, 112] == 0 and masks["core"][112, 112] == 1  # the face centre is core
+    seam_rows = np.flatnonzero(masks["seam_in"][:, 112])  # each band is 5 % of the side: 11 px
+    assert 9 <= seam_rows[seam_rows < 112].size <= 13
+
+
+def _contrasts(x: np.ndarray, masks: np.ndarray) -> np.ndarray:
+    from tools.sbi.model import LandmarkContrasts
+    with torch.no_grad():
+        return LandmarkContrasts()([torch.from_numpy(x[None]).float()], torch.from_numpy(masks[None]))[0].numpy()
 
 
 def test_a_textured_band_inside_the_seam_raises_the_seam_ratio_only() -> None:
-    from tools.sbi.landmark_regions import region_contrasts, region_masks
-    lms = _face_landmarks(224)
+    from stream_guard.faces.regions import region_masks
+    masks = region_masks(_face_landmarks(224), 224)
     rng = np.random.default_rng(1)
-    flat = rng.normal(0, 1, (2, 56, 56))
-    seam = region_masks(lms, 224, 56)["seam_in"]
+    flat = rng.normal(0, 1, (2, 56, 56))  # a map at a quarter of the crop's resolution
+    seam = masks[1].reshape(56, 4, 56, 4).mean((1, 3))
     textured = flat + 4 * rng.normal(0, 1, (2, 56, 56)) * seam
-    base, changed = (region_contrasts([m], lms, 224).reshape(4, 2) for m in (flat, textured))
-    assert np.all(changed[0] > base[0] + 0.5)  # seam log std ratio
-    assert np.allclose(changed[2:], base[2:])  # mouth and eyes against the core: untouched
+    base, changed = (_contrasts(x, masks).reshape(4, 2) for x in (flat, textured))
+    seam_rise = changed[0] - base[0]  # seam log std ratio
+    assert np.all(seam_rise > 0.5)
+    # mouth and eyes against the core move far less: only the core's cells that the pooling
+    # shares with the seam band see the texture
+    assert np.all(np.abs(changed[2:] - base[2:]) < 0.5 * seam_rise)
+
+
+def test_an_empty_region_gives_finite_contrasts() -> None:
+    from stream_guard.faces.regions import region_masks
+    masks = region_masks(_face_landmarks(224), 224)
+    masks[3] = 0  # no mouth (landmarks off the crop, a mesh miss)
+    x = np.random.default_rng(2).normal(0, 1, (3, 28, 28))
+    out = _contrasts(x, masks).reshape(4, 3)
+    assert np.isfinite(out).all() and np.all(np.abs(out[2]) < 0.5)  # the whole map against the core
 
 
 def test_self_blended_draws_carry_landmarks_that_follow_the_crop() -> None:
@@ -71,10 +93,22 @@ def test_self_blended_draws_carry_landmarks_that_follow_the_crop() -> None:
         assert (eye_r > eye_l) == flip
 
 
-def test_landmark_region_features_have_332_numbers_per_crop() -> None:
-    from tools.sbi.landmark_regions import LandmarkRegionFeatures
+def test_encoder_with_landmark_regions_appends_the_contrasts_to_its_statistics() -> None:
+    from tools.sbi.landmark_regions import LandmarkRegionFeatures, crop_regions
     from tools.sbi.model import RegionStatsEncoder
-    feats = LandmarkRegionFeatures(RegionStatsEncoder(64, 0.25, pretrained=False), 64)
+    from tools.sbi.train import to_tensor
+    torch.manual_seed(0)
+    enc = RegionStatsEncoder(64, 0.25, pretrained=False, views=("colour", "greystd"), landmark_regions=True).eval()
     crops = np.random.default_rng(0).integers(0, 255, (2, 64, 64, 3), dtype=np.uint8)
-    x = feats(crops, [_face_landmarks(64)] * 2)
-    assert x.shape == (2, 4 * (3 + 16 + 24 + 40)) and np.isfinite(x).all()
+    marks = [_face_landmarks(64)] * 2
+    regions = crop_regions(marks, 64)
+    with torch.no_grad():
+        x = to_tensor(crops, torch.device("cpu"))
+        full = enc(x, regions).numpy()
+        stats = torch.cat([enc.summarise(x), enc.summarise(enc.grey_standardise(x))], 1).numpy()
+    contrasts = LandmarkRegionFeatures(enc)(crops, marks)
+    assert contrasts.shape == (2, 4 * (3 + 16 + 24 + 40)) and np.isfinite(contrasts).all()
+    assert enc.dim == full.shape[1] == 2 * 415 + 332
+    assert np.allclose(full, np.concatenate([stats, contrasts], 1), atol=1e-5)
+    with pytest.raises(ValueError):
+        enc(x)  # the masks are required

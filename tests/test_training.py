@@ -140,10 +140,13 @@ def test_region_encoder_feature_groups_extend_the_default_statistics() -> None:
 @pytest.mark.parametrize(("option", "dim", "described"), [
     (("--features", "stats,corr,parts"), 415 + 798 + 332, "feature groups: stats, corr, parts"),
     (("--views", "colour,greystd"), 2 * 415, "contrast-standardised"),
+    (("--views", "colour,greystd", "--landmark-regions"), 2 * 415 + 332, "face-mesh landmarks"),
 ])
-def test_fit_head_exports_extra_encoder_outputs(tmp_path: Path, option: tuple[str, str], dim: int,
+def test_fit_head_exports_extra_encoder_outputs(tmp_path: Path, option: tuple[str, ...], dim: int,
                                                 described: str) -> None:
-    """Extra feature groups or views reach the exported graph, with ORT parity, and the model says so."""
+    """Extra feature groups, views or landmark regions reach the exported graph, with ORT parity,
+    and the model says so."""
+    from stream_guard.model.contract import REGION_NAMES
     from stream_guard.model.contract import load_model_spec
 
     out = tmp_path / "model"
@@ -151,6 +154,7 @@ def test_fit_head_exports_extra_encoder_outputs(tmp_path: Path, option: tuple[st
     assert max(json.loads(proc.stdout.strip().splitlines()[-1])["parity_max_abs"].values()) <= 1e-4
     spec = load_model_spec(out)
     assert spec.embedding_dim == dim and described in spec.description
+    assert spec.regions == (REGION_NAMES if "--landmark-regions" in option else ())
 
 
 def test_grey_standardised_view_drops_exposure_contrast_and_colour_cast() -> None:

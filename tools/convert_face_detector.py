@@ -53,7 +53,7 @@ def extract_tflite(wheel: Path, models: Path) -> tuple[Path, Path]:
     return out[0], out[1]
 
 
-def _interpreter(path: Path, preserve: bool = False):
+def tflite_interpreter(path: Path, preserve: bool = False):
     """A TFLite interpreter on the reference kernels (no XNNPACK delegate)."""
     import tensorflow as tf
 
@@ -68,7 +68,7 @@ def _interpreter(path: Path, preserve: bool = False):
 
 def dense_values(path: Path) -> dict[int, np.ndarray]:
     """Dense value of every DENSIFY op's output, keyed by the op's sparse input tensor index."""
-    interp = _interpreter(path, preserve=True)
+    interp = tflite_interpreter(path, preserve=True)
     inp = interp.get_input_details()[0]
     interp.set_tensor(inp["index"], np.zeros(inp["shape"], inp["dtype"]))
     interp.invoke()
@@ -163,7 +163,7 @@ def compare(tflite: Path, onnx_path: Path, seed: int = 0) -> float:
     for batch 1 and (ONNX only, each item against TFLite) batch 3."""
     import onnxruntime as ort
 
-    interp = _interpreter(tflite)
+    interp = tflite_interpreter(tflite)
     inp = interp.get_input_details()[0]
     outs = sorted(interp.get_output_details(), key=lambda d: -int(d["shape"][2]))
     sess = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])

@@ -4,6 +4,9 @@ A model is a folder with ``model.json`` and two ONNX graphs (see models/README.m
 
 * the *encoder* maps a batch of face crops ``float32 [N, 3, H, W]`` to embeddings
   ``float32 [N, D]``;
+* a model with ``regions`` in its ``model.json`` (names from :data:`REGION_NAMES`) takes a
+  second encoder input, ``regions`` ``float32 [N, R, H, W]``: those masks of each crop, in
+  that order, built from the face mesh's landmarks (:mod:`stream_guard.faces.regions`);
 * the *temporal head* maps a batch of embedding sequences ``float32 [N, T, D]``
   (``1 <= T <= window``) to logits ``float32 [N, 1]``.
 
@@ -19,6 +22,8 @@ from pathlib import Path
 from stream_guard.errors import ModelError
 
 FORMAT = "stream_guard-model/1"
+# Face-region masks an encoder may take (stream_guard.faces.regions draws them).
+REGION_NAMES = ("core", "seam_in", "seam_out", "mouth", "eyes")
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,12 +47,14 @@ class ModelSpec:
     calibration_a: float
     calibration_b: float
     description: str = ""
+    regions: tuple[str, ...] = ()  # region masks the encoder takes beside the crops (empty: none)
 
     def probability(self, logit: float) -> float:
         z = self.calibration_a * logit + self.calibration_b
         return 1.0 / (1.0 + math.exp(-max(-60.0, min(60.0, z))))
 
     def to_json(self) -> dict:
+        regions = {"regions": list(self.regions)} if self.regions else {}
         return {
             "format": FORMAT,
             "name": self.name,
@@ -65,6 +72,7 @@ class ModelSpec:
             "sample_hz": self.sample_hz,
             "threshold": self.threshold,
             "calibration": {"a": self.calibration_a, "b": self.calibration_b},
+            **regions,
         }
 
     def save(self) -> Path:
@@ -88,6 +96,16 @@ def _triple(meta: dict, key: str) -> tuple[float, float, float]:
     if not (isinstance(value, list) and len(value) == 3 and all(isinstance(v, (int, float)) for v in value)):
         raise ModelError(f"model.json: '{key}' must be a list of 3 numbers")
     return (float(value[0]), float(value[1]), float(value[2]))
+
+
+def _regions(meta: dict) -> tuple[str, ...]:
+    value = meta.get("regions", [])
+    if not (isinstance(value, list) and all(isinstance(v, str) for v in value)):
+        raise ModelError("model.json: 'regions' must be a list of region names")
+    unknown = [v for v in value if v not in REGION_NAMES]
+    if unknown:
+        raise ModelError(f"model.json: unknown regions {unknown}; this version knows {list(REGION_NAMES)}")
+    return tuple(value)
 
 
 def load_model_spec(folder: str | Path) -> ModelSpec:
@@ -129,4 +147,5 @@ def load_model_spec(folder: str | Path) -> ModelSpec:
         threshold=_number(meta, "threshold", 0.0, 1.0),
         calibration_a=_number(calibration, "a", -1e6, 1e6),
         calibration_b=_number(calibration, "b", -1e6, 1e6),
+        regions=_regions(meta),
     )

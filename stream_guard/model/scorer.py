@@ -57,6 +57,7 @@ class FaceScorer:
         self.temporal = create_session(str(spec.temporal_path), providers, intra_op_threads)
         self.provider = self.encoder.get_providers()[0]
         self._enc_in = self.encoder.get_inputs()[0].name
+        self._regions_in = self.encoder.get_inputs()[1].name if spec.regions else None
         self._tmp_in = self.temporal.get_inputs()[0].name
         self._check_shapes()
         self._mean = np.asarray(spec.mean, np.float32) * 255.0
@@ -66,11 +67,17 @@ class FaceScorer:
         self.last_temporal_ms = 0.0
 
     def _check_shapes(self) -> None:
-        shape = self.encoder.get_inputs()[0].shape
-        size = self.spec.input_size
-        fixed = [d for d in shape[2:] if isinstance(d, int)]
-        if len(shape) != 4 or shape[1] != 3 or any(d != size for d in fixed):
-            raise ModelError(f"encoder input shape {shape} does not match [N,3,{size},{size}] in model.json")
+        inputs = self.encoder.get_inputs()
+        size, n_regions = self.spec.input_size, len(self.spec.regions)
+        if len(inputs) != 1 + bool(n_regions):
+            raise ModelError(f"encoder takes {len(inputs)} inputs; model.json's regions {list(self.spec.regions)} "
+                             f"mean {1 + bool(n_regions)}")
+        for inp, channels in zip(inputs, (3, n_regions)):
+            shape = inp.shape
+            fixed = [d for d in shape[2:] if isinstance(d, int)]
+            if len(shape) != 4 or shape[1] != channels or any(d != size for d in fixed):
+                raise ModelError(f"encoder input '{inp.name}' shape {shape} does not match "
+                                 f"[N,{channels},{size},{size}] in model.json")
         out = self.encoder.get_outputs()[0].shape
         if len(out) != 2 or (isinstance(out[1], int) and out[1] != self.spec.embedding_dim):
             raise ModelError(f"encoder output shape {out} does not match [N,{self.spec.embedding_dim}]")
@@ -85,11 +92,16 @@ class FaceScorer:
         """Whether this face should be sampled at ``pts_s`` (the model's sampling rate)."""
         return memory.last_sample_pts is None or pts_s - memory.last_sample_pts >= self.sample_period_s * 0.95
 
-    def encode(self, crops: np.ndarray) -> np.ndarray:
-        """``crops``: uint8 ``[N, S, S, 3]`` RGB -> embeddings ``[N, D]`` in one batch."""
+    def encode(self, crops: np.ndarray, regions: np.ndarray | None = None) -> np.ndarray:
+        """``crops``: uint8 ``[N, S, S, 3]`` RGB -> embeddings ``[N, D]`` in one batch. ``regions``:
+        the crops' masks ``float32 [N, R, S, S]``, for a model whose ``spec.regions`` names R of them."""
         x = (crops.astype(np.float32) - self._mean) * self._inv_std
-        x = np.ascontiguousarray(x.transpose(0, 3, 1, 2))
-        return self.encoder.run(None, {self._enc_in: x})[0]
+        feed = {self._enc_in: np.ascontiguousarray(x.transpose(0, 3, 1, 2))}
+        if self._regions_in is not None:
+            if regions is None:
+                raise ValueError(f"model {self.spec.name} needs the faces' region masks")
+            feed[self._regions_in] = np.ascontiguousarray(regions, np.float32)
+        return self.encoder.run(None, feed)[0]
 
     def probabilities(self, sequences: Sequence[np.ndarray]) -> np.ndarray:
         """Each sequence ``[T_i, D]`` -> calibrated probability. Equal lengths go as one batch."""
@@ -104,14 +116,15 @@ class FaceScorer:
                 out[i] = self.spec.probability(float(logit))
         return out
 
-    def score(self, memories: Sequence[TrackMemory], crops: np.ndarray, pts_s: float) -> list[bool]:
-        """Encode one crop per memory, push the embeddings, score every window, update
-        each smoother. Returns per memory whether its verdict changed."""
+    def score(self, memories: Sequence[TrackMemory], crops: np.ndarray, pts_s: float,
+              regions: np.ndarray | None = None) -> list[bool]:
+        """Encode one crop (and its region masks, see :meth:`encode`) per memory, push the embeddings,
+        score every window, update each smoother. Returns per memory whether its verdict changed."""
         if not memories:
             self.last_cnn_ms = self.last_temporal_ms = 0.0
             return []
         t0 = time.perf_counter()
-        embeddings = self.encode(crops)
+        embeddings = self.encode(crops, regions)
         t1 = time.perf_counter()
         for memory, emb in zip(memories, embeddings):
             memory.embeddings.append(emb)

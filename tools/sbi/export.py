@@ -33,12 +33,17 @@ FP16_LOGIT_TOL = 0.05  # frame-logit change allowed when weights are stored as f
 
 
 def export_graphs(enc: torch.nn.Module, head: torch.nn.Module, size: int, window: int, out: Path,
-                  dim: int = EMBED_DIM) -> None:
-    """Write encoder.onnx and temporal.onnx with dynamic batch (and time) axes."""
+                  dim: int = EMBED_DIM, regions: int = 0) -> None:
+    """Write encoder.onnx and temporal.onnx with dynamic batch (and time) axes. ``regions`` > 0:
+    the encoder also takes that many region masks per crop, ``regions [N, R, S, S]``."""
     enc = enc.to(memory_format=torch.contiguous_format).eval()
-    x = torch.randn(2, 3, size, size)
-    torch.onnx.export(enc, (x,), str(out / "encoder.onnx"), input_names=["crops"], output_names=["embeddings"],
-                      dynamic_axes={"crops": {0: "batch"}, "embeddings": {0: "batch"}},
+    inputs: tuple[torch.Tensor, ...] = (torch.randn(2, 3, size, size),)
+    names = ["crops"]
+    if regions:
+        inputs += ((torch.rand(2, regions, size, size) > 0.5).float(),)
+        names.append("regions")
+    torch.onnx.export(enc, inputs, str(out / "encoder.onnx"), input_names=names, output_names=["embeddings"],
+                      dynamic_axes={**{n: {0: "batch"} for n in names}, "embeddings": {0: "batch"}},
                       opset_version=17, dynamo=False)
     seq = torch.randn(2, window, dim)
     torch.onnx.export(head.eval(), (seq,), str(out / "temporal.onnx"), input_names=["embeddings"],
@@ -68,10 +73,16 @@ def store_weights_fp16(path: Path, min_elements: int = 256) -> None:
     onnx.save(model, str(path))
 
 
-def onnx_frame_logits(folder: Path, crops: np.ndarray) -> np.ndarray:
-    """Frame logits (T = 1) of the graph pair in ``folder`` for normalised crops ``[N, 3, S, S]``."""
+def encoder_feed(crops: np.ndarray, regions: np.ndarray | None) -> dict[str, np.ndarray]:
+    """The encoder graph's inputs: normalised crops, and region masks when it takes them."""
+    return {"crops": crops} if regions is None else {"crops": crops, "regions": regions}
+
+
+def onnx_frame_logits(folder: Path, crops: np.ndarray, regions: np.ndarray | None = None) -> np.ndarray:
+    """Frame logits (T = 1) of the graph pair in ``folder`` for normalised crops ``[N, 3, S, S]``
+    (and their region masks, for an encoder that takes them)."""
     enc, head = session(folder / "encoder.onnx"), session(folder / "temporal.onnx")
-    emb = enc.run(None, {enc.get_inputs()[0].name: crops})[0]
+    emb = enc.run(None, encoder_feed(crops, regions))[0]
     return head.run(None, {head.get_inputs()[0].name: emb[:, None]})[0][:, 0]
 
 
@@ -89,13 +100,15 @@ def parity_exit_code(diff: dict[str, float]) -> int:
     return 0
 
 
-def parity(enc: torch.nn.Module, head: torch.nn.Module, out: Path, crops: np.ndarray, window: int) -> dict:
-    """Max abs differences ORT vs PyTorch for embeddings and logits (several T and N)."""
+def parity(enc: torch.nn.Module, head: torch.nn.Module, out: Path, crops: np.ndarray, window: int,
+           regions: np.ndarray | None = None) -> dict:
+    """Max abs differences ORT vs PyTorch for embeddings and logits (several T and N); ``regions``:
+    the crops' region masks, for an encoder that takes them."""
     enc_s, head_s = session(out / "encoder.onnx"), session(out / "temporal.onnx")
     x = to_tensor(crops, torch.device("cpu")).contiguous()
     with torch.no_grad():
-        ref = enc(x).numpy()
-    got = enc_s.run(None, {"crops": x.numpy()})[0]
+        ref = (enc(x) if regions is None else enc(x, torch.from_numpy(regions))).numpy()
+    got = enc_s.run(None, encoder_feed(x.numpy(), regions))[0]
     result = {"encoder": float(np.abs(ref - got).max())}
     diffs = []
     rng = np.random.default_rng(0)

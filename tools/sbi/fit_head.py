@@ -62,21 +62,23 @@ import time
 from collections import defaultdict
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
 from sklearn.linear_model import LogisticRegression
 from sklearn.preprocessing import StandardScaler
 
-from stream_guard.faces.crop import crop_face
-from stream_guard.model.contract import ModelSpec
+from stream_guard.faces.crop import crop_face, crop_matrix, transform_points
+from stream_guard.model.contract import REGION_NAMES, ModelSpec
 from stream_guard.scoring import family_of, metrics, metrics_by_family
 from stream_guard.synth.self_blend import blend_frame, sample_clip_blend
-from tools.sbi.data import Clip, SampleOptions, load_cache, sample_pair, synthetic_clips
+from tools.sbi.data import Clip, SampleOptions, load_cache, sample_pair_with_landmarks, synthetic_clips
 from tools.sbi.ensemble import ScoreMix, ensemble, load_oof
 from tools.sbi.export import (FP16_LOGIT_TOL, export_graphs, onnx_frame_logits, parity, parity_exit_code,
                               store_weights_fp16)
 from tools.sbi.folds import grouped_folds, identity_groups
+from tools.sbi.landmark_regions import LandmarkRegionFeatures, crop_regions
 from tools.sbi.metrics import calibrate
 from tools.sbi.model import (ALL_REGION_GROUPS, ALL_REGION_VIEWS, MEAN, REGION_GROUPS, REGION_TAPS, REGION_VIEWS, STD,
                              Encoder, RegionStatsEncoder, TemporalHead)
@@ -106,40 +108,49 @@ def side_by_side(sets: list[FeatureSet]) -> FeatureSet:
     return FeatureSet(np.concatenate([fs.x for fs in sets], 1), first.files, first.labels)
 
 
-def encode(enc: RegionStatsEncoder, crops: np.ndarray, chunk: int = 32) -> np.ndarray:
-    with torch.no_grad():
-        return torch.cat([enc(to_tensor(crops[i:i + chunk], torch.device("cpu")))
-                          for i in range(0, len(crops), chunk)]).numpy().astype(np.float32)
+# A view's features of crops ``uint8 [N, S, S, 3]`` with their landmarks (crop pixels): ``[N, D]``.
+Featuriser = Callable[[np.ndarray, list[np.ndarray]], np.ndarray]
 
 
-def labelled_features(enc: RegionStatsEncoder, clips: list[Clip], size: int, margin: float,
+def region_stats(enc: RegionStatsEncoder, chunk: int = 32) -> Featuriser:
+    """The encoder's output as a featuriser (it ignores the landmarks)."""
+    def featurise(crops: np.ndarray, landmarks: list[np.ndarray]) -> np.ndarray:
+        with torch.no_grad():
+            return torch.cat([enc(to_tensor(crops[i:i + chunk], torch.device("cpu")))
+                              for i in range(0, len(crops), chunk)]).numpy().astype(np.float32)
+    return featurise
+
+
+def labelled_features(featurise: Featuriser, clips: list[Clip], size: int, margin: float,
                       max_frames: int) -> FeatureSet:
     """Every frame (up to ``max_frames`` per clip, evenly spaced), cropped as the pipeline crops."""
     xs, files, labels = [], [], []
     for clip in clips:
         idx = np.unique(np.linspace(0, len(clip) - 1, min(len(clip), max_frames)).astype(int))
         crops = np.stack([crop_face(clip.frames[i], clip.boxes[i], size, margin) for i in idx])
-        xs.append(encode(enc, crops))
+        marks = [transform_points(clip.landmarks[i], crop_matrix(clip.boxes[i], size, margin)) for i in idx]
+        xs.append(featurise(crops, marks))
         files += [clip.file] * len(idx)
         labels += [int(clip.label == "fake")] * len(idx)
     return FeatureSet(np.concatenate(xs), np.array(files), np.array(labels))
 
 
-def sbi_features(enc: RegionStatsEncoder, clips: list[Clip], size: int, margin: float, draws: int,
+def sbi_features(featurise: Featuriser, clips: list[Clip], size: int, margin: float, draws: int,
                  seed: int, small_faces: bool = False) -> FeatureSet:
     """``draws`` passes over the real clips, 4 frames each: augmented reals and their pseudo-fakes
     (``small_faces``: every pair shrunk and H.264-re-encoded, see :func:`tools.sbi.augment.small_face_aug`).
     ``files`` names each pair's source: :func:`real_video_key` for videos, the file for photos."""
     rng = np.random.default_rng(seed)
     opts = SampleOptions(size=size, margin=margin, small_faces=small_faces)
-    reals, fakes, sources = [], [], []
+    reals, fakes, marks, sources = [], [], [], []
     for _ in range(draws):
         for clip in clips:
-            r, f = sample_pair(clip, 4, opts, rng)
+            r, f, lms = sample_pair_with_landmarks(clip, 4, opts, rng)
             reals += r
             fakes += f
+            marks += lms
             sources += [real_video_key(clip.file) if clip.kind == "video" else clip.file] * len(r)
-    x = np.concatenate([encode(enc, np.stack(reals)), encode(enc, np.stack(fakes))])
+    x = np.concatenate([featurise(np.stack(reals), marks), featurise(np.stack(fakes), marks)])
     n = len(reals)
     return FeatureSet(x, np.array(sources * 2), np.r_[np.zeros(n, int), np.ones(n, int)])
 
@@ -397,21 +408,32 @@ def feature_key(size: int, margin: float, taps: tuple[int, ...], groups: tuple[s
     return key if view == REGION_VIEWS[0] else f"{view}|{key}"
 
 
+LANDMARK_VIEW = "lmregions"  # view_features' name for the landmark-region contrasts
+
+
 def view_features(args: argparse.Namespace, view: str, backbone: Encoder, labelled: list[Clip],
                   reals: list[Clip]) -> tuple[FeatureSet, FeatureSet | None]:
     """One view's features of the labelled clips (real videos of ``reals`` appended) and of the
-    self-blended pairs (None without ``reals``), cached under ``args.work``."""
-    enc = RegionStatsEncoder(args.size, args.margin, args.taps, encoder=backbone, groups=args.features,
-                             views=(view,)).eval()
-    key = feature_key(args.size, args.margin, enc.taps, enc.groups, args.max_frames, args.labelled, view)
-    lab = cached(args.work, "lab|" + key, lambda: labelled_features(enc, labelled, args.size, args.margin,
+    self-blended pairs (None without ``reals``), cached under ``args.work``. ``view`` is one of
+    :data:`ALL_REGION_VIEWS`, or :data:`LANDMARK_VIEW` for the colour view's landmark contrasts."""
+    if view == LANDMARK_VIEW:
+        enc = RegionStatsEncoder(args.size, args.margin, args.taps, encoder=backbone, landmark_regions=True)
+        featurise: Featuriser = LandmarkRegionFeatures(enc)
+        key = "landmark-regions|" + feature_key(args.size, args.margin, enc.taps, REGION_GROUPS, args.max_frames,
+                                                args.labelled)
+    else:
+        enc = RegionStatsEncoder(args.size, args.margin, args.taps, encoder=backbone, groups=args.features,
+                                 views=(view,)).eval()
+        featurise = region_stats(enc)
+        key = feature_key(args.size, args.margin, enc.taps, enc.groups, args.max_frames, args.labelled, view)
+    lab = cached(args.work, "lab|" + key, lambda: labelled_features(featurise, labelled, args.size, args.margin,
                                                                      args.max_frames))
     videos = [replace(c, file=real_video_key(c.file)) for c in reals if c.kind == "video"]
     if videos:
-        lab = concat([lab, cached(args.work, f"realvid|{key}|{args.real}",
-                                  lambda: labelled_features(enc, videos, args.size, args.margin, args.max_frames))])
-    sbi_sets = [cached(args.work, f"{name}|{key}|{args.real}|{draws}",
-                       lambda: sbi_features(enc, reals, args.size, args.margin, draws, seed=1, small_faces=small))
+        lab = concat([lab, cached(args.work, f"realvid|{key}|{args.real}", lambda: labelled_features(
+            featurise, videos, args.size, args.margin, args.max_frames))])
+    sbi_sets = [cached(args.work, f"{name}|{key}|{args.real}|{draws}", lambda: sbi_features(
+                    featurise, reals, args.size, args.margin, draws, seed=1, small_faces=small))
                 for name, draws, small in (("sbi-by-source", args.sbi_draws, False),
                                            ("sbi-small-faces", args.sbi_small_face_draws, True))
                 if reals and draws > 0]
@@ -435,6 +457,10 @@ def main(argv: list[str] | None = None) -> int:
                     help="copies of each crop the region encoder summarises, comma-separated among "
                          f"{','.join(ALL_REGION_VIEWS)} (default: {','.join(REGION_VIEWS)}; greystd: grey, "
                          "contrast-standardised, through a second pass of the frozen blocks)")
+    ap.add_argument("--landmark-regions", action="store_true",
+                    help="also contrast face regions that follow the face-mesh landmarks (the seam inside and "
+                         "outside the face oval, mouth and eyes against the face core) in the colour view's maps; "
+                         "the exported encoder then takes the region masks as a second input")
     ap.add_argument("--window", type=int, default=8)
     ap.add_argument("--sample-hz", type=float, default=10.0)
     ap.add_argument("--max-frames", type=int, default=64, help="frames per labelled clip")
@@ -471,6 +497,8 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     if (args.e2e is None) != (args.e2e_oof is None):
         ap.error("--e2e and --e2e-oof go together")
+    if args.e2e and args.landmark_regions:
+        ap.error("--e2e mixes do not take --landmark-regions yet")
     if args.e2e_lofo and not (args.e2e_oof and args.leave_family_out):
         ap.error("--e2e-lofo needs --e2e, --e2e-oof and --leave-family-out")
     torch.set_num_threads(args.threads)
@@ -484,9 +512,12 @@ def main(argv: list[str] | None = None) -> int:
         labelled = load_cache(args.labelled)
         reals = load_cache(args.real, labels={"real"}) if args.real else []
     backbone = Encoder()  # ImageNet Lite0, loaded once and shared by every view's encoder
+    if args.landmark_regions and "colour" not in args.views:
+        ap.error("--landmark-regions contrasts the colour view's maps: --views must include colour")
     enc = RegionStatsEncoder(args.size, args.margin, args.taps, encoder=backbone, groups=args.features,
-                             views=args.views).eval()
-    per_view = [view_features(args, view, backbone, labelled, reals) for view in enc.views]
+                             views=args.views, landmark_regions=args.landmark_regions).eval()
+    views = enc.views + ((LANDMARK_VIEW,) if args.landmark_regions else ())
+    per_view = [view_features(args, view, backbone, labelled, reals) for view in views]
     lab = side_by_side([v[0] for v in per_view])
     sbi = None if per_view[0][1] is None else side_by_side([v[1] for v in per_view])
     print(f"features: {len(lab.x)} labelled frames ({is_real_video(lab.files).sum()} of real videos), "
@@ -566,6 +597,9 @@ def main(argv: list[str] | None = None) -> int:
         description += f" (feature groups: {', '.join(enc.groups)})"
     if "greystd" in enc.views:
         description += ", beside the same statistics of a grey, contrast-standardised copy of each crop"
+    if args.landmark_regions:
+        description += (", and contrasts of face regions that follow the face-mesh landmarks (the seam inside and "
+                        "outside the face oval, mouth and eyes against the face core)")
     if args.family_balance != 1.0:
         description += f" (each family weighted as its clip count ** {args.family_balance:g})"
     if args.sbi_small_face_draws > 0:
@@ -579,22 +613,25 @@ def main(argv: list[str] | None = None) -> int:
         description += (f", mixed {1 - mix.weight:.2f} / {mix.weight:.2f} (standardised logits) with an "
                         "EfficientNet-Lite0 fine-tuned end to end (tools.sbi.finetune_cv)")
     args.out.mkdir(parents=True, exist_ok=True)
-    export_graphs(enc, head, args.size, args.window, args.out, dim=enc.dim)
+    region_names = REGION_NAMES if args.landmark_regions else ()
+    export_graphs(enc, head, args.size, args.window, args.out, dim=enc.dim, regions=len(region_names))
     sample = np.stack([crop_face(c.frames[0], c.boxes[0], args.size, args.margin) for c in labelled[:6]])
-    diff = parity(enc, head, args.out, sample, args.window)
+    masks = crop_regions([transform_points(c.landmarks[0], crop_matrix(c.boxes[0], args.size, args.margin))
+                          for c in labelled[:6]], args.size).numpy() if region_names else None
+    diff = parity(enc, head, args.out, sample, args.window, masks)
     fp16 = None
     if args.fp16_weights:
         x = to_tensor(sample, torch.device("cpu")).contiguous().numpy()
-        before = onnx_frame_logits(args.out, x)
+        before = onnx_frame_logits(args.out, x, masks)
         store_weights_fp16(args.out / "encoder.onnx")
-        fp16 = {"max_frame_logit_change": float(np.abs(onnx_frame_logits(args.out, x) - before).max()),
+        fp16 = {"max_frame_logit_change": float(np.abs(onnx_frame_logits(args.out, x, masks) - before).max()),
                 "tolerance": FP16_LOGIT_TOL}
     spec = ModelSpec(
         folder=args.out.resolve(), name=args.name, version=args.version, trained=True,
         encoder_path=(args.out / "encoder.onnx").resolve(), temporal_path=(args.out / "temporal.onnx").resolve(),
         input_size=args.size, mean=MEAN, std=STD, crop_margin=args.margin, embedding_dim=enc.dim,
         window=args.window, sample_hz=args.sample_hz, threshold=round(threshold, 4), calibration_a=a,
-        calibration_b=b,
+        calibration_b=b, regions=region_names,
         description=(f"{description}; window logit = mean frame logit (GRU correction zero). Cross-validated pooled AUC "
                      f"{cv['auc']:.3f} ({args.folds} identity-grouped folds). Training faces carry research / "
                      "non-commercial terms, which the weights inherit."),

@@ -111,6 +111,35 @@ class RegionStats(nn.Module):
         return torch.cat([mi, si, mo, so, torch.log(si / so)], 1)
 
 
+class LandmarkContrasts(nn.Module):
+    """Contrasts between face regions that follow the landmarks (:mod:`stream_guard.faces.regions`):
+    per channel of each map, the seam's log std ratio and mean difference (inside against outside
+    the face-oval hull), and the mouth's and the eyes' log std ratios to the face core.
+
+    ``maps``: ``[N, C_i, H_i, W_i]`` each, ``H_i`` dividing the masks' side; ``regions``: the
+    crop-resolution masks ``[N, 5, S, S]`` (``core, seam_in, seam_out, mouth, eyes``), average-pooled
+    to each map's resolution -> ``[N, 4 sum(C_i)]``, map by map.
+    """
+
+    EMPTY = 1e-6  # a uniform sliver of weight: an empty region gets the whole map's moments, not NaN
+
+    def moments(self, x: torch.Tensor, regions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per region and channel mean and std ``[N, 5, C]`` of ``x`` ``[N, C, H, W]``."""
+        w = nn.functional.avg_pool2d(regions, regions.shape[-1] // x.shape[-1]) + self.EMPTY
+        w = w / w.sum((2, 3), keepdim=True)
+        mu = torch.einsum("nkhw,nchw->nkc", w, x)
+        var = torch.einsum("nkhw,nkchw->nkc", w, (x[:, None] - mu[..., None, None]) ** 2)
+        return mu, (var + 1e-6).sqrt()
+
+    def forward(self, maps: list[torch.Tensor], regions: torch.Tensor) -> torch.Tensor:
+        out = []
+        for x in maps:
+            mu, sd = self.moments(x, regions)  # regions: 0 core, 1 seam_in, 2 seam_out, 3 mouth, 4 eyes
+            out += [torch.log(sd[:, 1] / sd[:, 2]), mu[:, 1] - mu[:, 2],
+                    torch.log(sd[:, 3] / sd[:, 0]), torch.log(sd[:, 4] / sd[:, 0])]
+        return torch.cat(out, 1)
+
+
 # Feature groups of RegionStatsEncoder. "stats" (415-d with the default taps) is what every shipped
 # release so far uses; the others are second-order and within-face layouts of the same maps.
 REGION_GROUPS = ("stats",)
@@ -215,6 +244,10 @@ class RegionStatsEncoder(nn.Module):
     through its own pass of the frozen blocks: ``colour`` (the crop) and ``greystd``
     (:class:`GreyStandardise`); their blocks of ``dim / len(views)`` columns are concatenated.
 
+    ``landmark_regions`` appends :class:`LandmarkContrasts` of the colour view's bands and taps
+    (``4 / 5`` of a view's ``stats`` width); the encoder then takes the face's region masks
+    ``[N, 5, S, S]`` as a second input.
+
     A face swap or a generated face changes texture and detail inside the face relative
     to hair, neck and background; these statistics make that comparison explicit for a
     linear classifier.
@@ -222,8 +255,11 @@ class RegionStatsEncoder(nn.Module):
 
     def __init__(self, size: int, margin: float, taps: tuple[int, ...] = REGION_TAPS,
                  pretrained: bool = True, encoder: Encoder | None = None,
-                 groups: tuple[str, ...] = REGION_GROUPS, views: tuple[str, ...] = REGION_VIEWS) -> None:
+                 groups: tuple[str, ...] = REGION_GROUPS, views: tuple[str, ...] = REGION_VIEWS,
+                 landmark_regions: bool = False) -> None:
         super().__init__()
+        if landmark_regions and "colour" not in views:
+            raise ValueError("landmark_regions contrasts the colour view's maps: views must include colour")
         unknown = set(groups) - set(ALL_REGION_GROUPS)
         if unknown or not groups:
             raise ValueError(f"feature groups must be among {ALL_REGION_GROUPS}, got {groups}")
@@ -266,11 +302,30 @@ class RegionStatsEncoder(nn.Module):
         for g in self.groups:
             self.group_slices[g] = slice(start, start + widths[g])
             start += widths[g]
-        self.dim = start * len(self.views)
+        self.contrasts = LandmarkContrasts() if landmark_regions else None
+        self.contrast_dim = 4 * channels if landmark_regions else 0
+        self.dim = start * len(self.views) + self.contrast_dim
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.cat([self.summarise(self.grey_standardise(x) if view == "greystd" else x)
-                          for view in self.views], 1)
+    def forward(self, x: torch.Tensor, regions: torch.Tensor | None = None) -> torch.Tensor:
+        out, contrasts = [], []
+        for view in self.views:
+            bands, maps = self.feature_maps(self.grey_standardise(x) if view == "greystd" else x)
+            out.append(self.summarise_maps(bands, maps))
+            if view == "colour" and self.contrasts is not None:
+                if regions is None:
+                    raise ValueError("this encoder needs the faces' region masks")
+                contrasts.append(self.contrasts(self.contrast_maps(bands, maps), regions))
+        return torch.cat(out + contrasts, 1)
+
+    def contrast_maps(self, bands: list[torch.Tensor], maps: dict[str, torch.Tensor]) -> list[torch.Tensor]:
+        """The maps :class:`LandmarkContrasts` compares: the bands as one map, then every tap."""
+        return [torch.cat(bands, 1)] + [maps[str(i)] for i in self.taps]
+
+    def landmark_contrasts(self, x: torch.Tensor, regions: torch.Tensor) -> torch.Tensor:
+        """The :class:`LandmarkContrasts` columns alone (``contrast_dim``) of a normalised batch."""
+        if self.contrasts is None:
+            raise ValueError("built without landmark_regions")
+        return self.contrasts(self.contrast_maps(*self.feature_maps(x)), regions)
 
     def feature_maps(self, x: torch.Tensor) -> tuple[list[torch.Tensor], dict[str, torch.Tensor]]:
         """The maps a view is summarised from: the grey high-pass bands (one ``[N, 1, S, S]`` each)
@@ -286,8 +341,12 @@ class RegionStatsEncoder(nn.Module):
         return bands, maps
 
     def summarise(self, x: torch.Tensor) -> torch.Tensor:
-        """One view's statistics (``dim / len(views)`` columns) of a normalised batch."""
-        bands, maps = self.feature_maps(x)
+        """One view's statistics (``(dim - contrast_dim) / len(views)`` columns) of a normalised batch."""
+        return self.summarise_maps(*self.feature_maps(x))
+
+    def summarise_maps(self, bands: list[torch.Tensor], maps: dict[str, torch.Tensor]) -> torch.Tensor:
+        """:meth:`summarise` from a view's :meth:`feature_maps`."""
+        maps = dict(maps)
         if self.groups != REGION_GROUPS:
             maps["bands"] = torch.cat(bands, 1)
         out = []

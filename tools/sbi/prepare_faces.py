@@ -1,7 +1,6 @@
 """Build the face-crop cache for SBI training and evaluation.
 
-    python -m tools.sbi.prepare_faces /work/shared/data/train_real /work/cache/faces/train_real \
-        --mesh /work/cache/face_landmark.onnx
+    python -m tools.sbi.prepare_faces /work/shared/data/train_real /work/cache/faces/train_real
 
 Reads ``DATA/MANIFEST.tsv``; for every photo keeps up to ``--max-faces`` faces, for every
 video follows the largest face at ``--hz`` frames per second. Each face track becomes one
@@ -26,7 +25,9 @@ import cv2
 import numpy as np
 
 from stream_guard.faces.crop import crop_face, crop_matrix, transform_points
-from tools.sbi.facemesh import FaceMesh
+from stream_guard.faces.landmarks import MODEL_FILE as FACE_MESH_MODEL
+from stream_guard.faces.landmarks import FaceMesh
+from stream_guard.paths import bundled_model
 
 # method_notes marking photos altered on purpose (data README): not natural real faces.
 ALTERED = re.compile(r"converted to grayscale|collage|strongly (motion-)?blurred", re.IGNORECASE)
@@ -183,7 +184,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("data", type=Path, help="data folder with MANIFEST.tsv")
     ap.add_argument("out", type=Path, help="cache folder (outside the repository)")
-    ap.add_argument("--mesh", type=Path, default=Path("/work/cache/face_landmark.onnx"))
+    ap.add_argument("--mesh", type=Path, default=bundled_model(FACE_MESH_MODEL), help="face-mesh ONNX")
     ap.add_argument("--size", type=int, default=PrepOptions.size)
     ap.add_argument("--margin", type=float, default=PrepOptions.margin)
     ap.add_argument("--hz", type=float, default=PrepOptions.hz)

@@ -1,21 +1,21 @@
 """468-point face landmarks with MediaPipe's face mesh (``face_landmark.tflite``) run as ONNX.
 
-Convert the TFLite file once, in a separate environment holding tensorflow-cpu and tf2onnx::
-
-    python -m tf2onnx.convert --tflite face_landmark.tflite --opset 17 --output face_landmark.onnx
-
-The graph takes ``[1, 192, 192, 3]`` RGB in ``[0, 1]`` and returns 468 ``(x, y, z)``
-points in crop pixels plus a face-presence logit.
+The shipped ``models/face_landmark.onnx`` is converted from the mediapipe wheel's TFLite file by
+``tools/convert_face_mesh.py``. The graph takes ``[1, 192, 192, 3]`` RGB in ``[0, 1]`` and returns
+468 ``(x, y, z)`` points in crop pixels plus a face-presence logit.
 """
 from __future__ import annotations
 
 import math
 from pathlib import Path
+from typing import Sequence
 
 import cv2
 import numpy as np
-import onnxruntime as ort
 
+from stream_guard.model.providers import create_session
+
+MODEL_FILE = "face_landmark.onnx"  # in the shipped models folder
 MESH_SIZE = 192
 RIGHT_EYE_OUTER = 33  # subject's right eye outer corner (image left)
 LEFT_EYE_OUTER = 263
@@ -34,11 +34,9 @@ def _rect_matrix(center: np.ndarray, size: float, angle: float) -> np.ndarray:
 class FaceMesh:
     """Runs the face-mesh graph on a rotated square around a detected face."""
 
-    def __init__(self, model_path: str | Path, threads: int = 1) -> None:
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads = threads
-        opts.inter_op_num_threads = 1
-        self._sess = ort.InferenceSession(str(model_path), opts, providers=["CPUExecutionProvider"])
+    def __init__(self, model_path: str | Path, providers: Sequence[str] = ("CPUExecutionProvider",),
+                 threads: int = 1) -> None:
+        self._sess = create_session(str(model_path), providers, threads)
         self._input = self._sess.get_inputs()[0].name
 
     def _run(self, image: np.ndarray, center: np.ndarray, size: float, angle: float) -> tuple[np.ndarray, float]:
