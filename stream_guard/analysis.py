@@ -64,10 +64,10 @@ class Analyzer:
         by ONNX Runtime's first-call set-up (on a live stream that would drop frames)."""
         self.detector.detect(np.zeros((height, width, 3), np.uint8))
         size = self.scorer.spec.input_size
-        masks = None
+        masks: list[np.ndarray] = []
         if self.regions is not None:
             box, keypoints = np.array([0, 0, 64, 64], np.float32), np.array([[20, 28], [44, 28]], np.float32)
-            masks = self.regions(np.zeros((64, 64, 3), np.uint8), box, keypoints)[None]
+            masks = [m[None] for m in self.regions(np.zeros((64, 64, 3), np.uint8), box, keypoints)[0]]
         embedding = self.scorer.encode(np.zeros((1, size, size, 3), np.uint8), masks)
         self.scorer.probabilities([embedding])
 
@@ -113,8 +113,13 @@ class Analyzer:
         t0 = time.perf_counter()
         spec = self.scorer.spec
         crops = np.stack([crop_face(frame.image, t.box, spec.input_size, spec.crop_margin) for t in due])
-        regions = None if self.regions is None else \
-            np.stack([self.regions(frame.image, t.box, t.keypoints) for t in due])
+        regions: list[np.ndarray] = []
+        if self.regions is not None:
+            per_face = []
+            for t in due:
+                masks, t.memory.mesh = self.regions(frame.image, t.box, t.keypoints, t.memory.mesh)
+                per_face.append(masks)
+            regions = [np.stack(per_size) for per_size in zip(*per_face)]
         t1 = time.perf_counter()
         changed = self.scorer.score([t.memory for t in due], crops, frame.pts_s, regions)
         return ({t.id for t in due}, {t.id for t, c in zip(due, changed) if c}, (t1 - t0) * 1e3,

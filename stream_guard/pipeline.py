@@ -184,7 +184,7 @@ class Pipeline:
         regions = None
         if spec.regions:
             mesh = FaceMesh(bundled_model(FACE_MESH_MODEL), providers, self.config.model.intra_op_threads)
-            regions = FaceRegions(mesh, spec.regions, spec.input_size, spec.crop_margin)
+            regions = FaceRegions(mesh, spec.regions, spec.region_sizes, spec.input_size, spec.crop_margin)
         return Analyzer(detector, tracker, scorer, self.config.analysis.detect_every, regions=regions)
 
     def _start_workers(self, sinks: list[Sink], info: StreamInfo) -> list[SinkWorker]:

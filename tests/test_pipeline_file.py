@@ -91,7 +91,7 @@ def test_scorer_batches_faces_in_one_call(placeholder_model: Path) -> None:
     scorer = FaceScorer(load_model_spec(placeholder_model), ["CPUExecutionProvider"])
     calls: list[int] = []
     encode = scorer.encode
-    scorer.encode = lambda crops, regions=None: calls.append(len(crops)) or encode(crops, regions)  # type: ignore[method-assign]
+    scorer.encode = lambda crops, regions=(): calls.append(len(crops)) or encode(crops, regions)  # type: ignore[method-assign]
     memories = [scorer.new_memory() for _ in range(3)]
     crops = np.zeros((3, scorer.spec.input_size, scorer.spec.input_size, 3), np.uint8)
     scorer.score(memories, crops, 0.0)

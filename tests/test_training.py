@@ -86,7 +86,8 @@ def test_smoke_fit_head_cross_validates_and_exports(tmp_path: Path) -> None:
     from tools.sbi.folds import identity_groups
 
     out = tmp_path / "model"
-    proc = _run("tools.sbi.fit_head", "--smoke", "--out", str(out), "--leave-family-out", "--repeats", "2")
+    proc = _run("tools.sbi.fit_head", "--smoke", "--out", str(out), "--leave-family-out", "--repeats", "2",
+                "--real-video-fpr", "0")
     summary = json.loads(proc.stdout.strip().splitlines()[-1])
     assert max(summary["parity_max_abs"].values()) <= 1e-4
 
@@ -102,10 +103,12 @@ def test_smoke_fit_head_cross_validates_and_exports(tmp_path: Path) -> None:
     assert len(cv["repeats"]["runs"]) == 2
     assert {"pooled", "pooled+realvid", "lofo:synA"} <= set(cv["repeats"]["mean"]) <= set(cv["repeats"]["std"])
     ext = cv["with_real_videos"]  # the smoke reals' 3 synthetic videos, scored out of fold
-    assert ext["real_videos"] == 3 and ext["auc"] is not None and 0 <= ext["real_videos_flagged"] <= 1
+    assert ext["real_videos"] == 3 and ext["auc"] is not None
+    assert ext["real_videos_flagged"] == 0  # --real-video-fpr 0: the threshold sits above every real video
+    assert cv["threshold"] >= max(v for f, v in cv["scores"].items() if f.startswith("realvid"))
 
     spec = load_model_spec(out)
-    assert spec.trained and spec.embedding_dim == 415 and 0.5 <= spec.threshold < 1
+    assert spec.trained and spec.embedding_dim == 415 and 0.5 <= spec.threshold <= 1
     enc = ort.InferenceSession(str(spec.encoder_path), providers=["CPUExecutionProvider"])
     head = ort.InferenceSession(str(spec.temporal_path), providers=["CPUExecutionProvider"])
     x = np.random.default_rng(0).normal(size=(3, 3, spec.input_size, spec.input_size)).astype(np.float32)

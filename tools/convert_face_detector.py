@@ -180,11 +180,16 @@ def compare(tflite: Path, onnx_path: Path, seed: int = 0) -> float:
     return worst
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def wheel_parser(description: str) -> argparse.ArgumentParser:
+    """Arguments of the MediaPipe conversion tools: the wheel, and the models folder to write."""
+    parser = argparse.ArgumentParser(description=description)
     parser.add_argument("wheel", type=Path, help="mediapipe-0.10.21-*.whl")
     parser.add_argument("--models", type=Path, default=Path(__file__).resolve().parents[1] / "models")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = wheel_parser(__doc__.splitlines()[0]).parse_args(argv)
     args.models.mkdir(parents=True, exist_ok=True)
     short, full = extract_tflite(args.wheel, args.models)
     to_onnx(short, args.models / SHORT_ONNX)

@@ -12,7 +12,6 @@ interpreter on random inputs.
 """
 from __future__ import annotations
 
-import argparse
 import sys
 import tempfile
 import zipfile
@@ -20,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tools.convert_face_detector import OPSET, tflite_interpreter
+from tools.convert_face_detector import OPSET, tflite_interpreter, wheel_parser
 
 WHEEL_PATH = "mediapipe/modules/face_landmark/face_landmark.tflite"
 ONNX_NAME = "face_landmark.onnx"
@@ -50,10 +49,7 @@ def compare(tflite: Path, onnx_path: Path, trials: int = 3, seed: int = 0) -> fl
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("wheel", type=Path, help="mediapipe-0.10.21-*.whl")
-    parser.add_argument("--models", type=Path, default=Path(__file__).resolve().parents[1] / "models")
-    args = parser.parse_args(argv)
+    args = wheel_parser(__doc__.splitlines()[0]).parse_args(argv)
     import onnx
     import tf2onnx
 

@@ -51,28 +51,39 @@ class FaceMesh:
         score = 1.0 / (1.0 + math.exp(-float(np.clip(flag.reshape(-1)[0], -60, 60))))
         return xy.astype(np.float32), score
 
-    def landmarks(self, image: np.ndarray, box: np.ndarray, keypoints: np.ndarray,
-                  refine: bool = True) -> tuple[np.ndarray, float]:
+    @staticmethod
+    def _roi_of(points: np.ndarray) -> tuple[np.ndarray, float, float]:
+        """The mesh's square around landmarks: centred on their upright bounding box, 1.5x its
+        larger side, turned by the line through the outer eye corners."""
+        d = points[LEFT_EYE_OUTER] - points[RIGHT_EYE_OUTER]
+        angle = math.atan2(float(d[1]), float(d[0]))
+        cos, sin = math.cos(-angle), math.sin(-angle)
+        upright = points @ np.array([[cos, sin], [-sin, cos]], dtype=np.float32)
+        lo, hi = upright.min(0), upright.max(0)
+        center = np.array([[cos, sin], [-sin, cos]]) @ ((lo + hi) / 2.0)
+        return center, float(max(hi - lo)) * 1.5, angle
+
+    def landmarks(self, image: np.ndarray, box: np.ndarray, keypoints: np.ndarray, refine: bool = True,
+                  prior: np.ndarray | None = None) -> tuple[np.ndarray, float]:
         """468 ``(x, y)`` image points and a face-presence score for one detected face.
 
         The first pass uses the detector box (scaled 1.5) rotated by the eye line of
-        the detector keypoints; ``refine`` re-runs on the box of the first landmarks.
+        the detector keypoints; ``refine`` re-runs on the square around the first landmarks.
+        ``prior``: this face's landmarks predicted for this image (the last ones, moved with
+        the face's box); one pass on the square around them replaces both, as MediaPipe's own
+        tracking does, unless the face is lost there.
         """
+        if prior is not None:
+            pts, score = self._run(image, *self._roi_of(prior))
+            if score > 0.5:
+                return pts, score
         eye_r, eye_l = keypoints[0].astype(np.float64), keypoints[1].astype(np.float64)
         angle = math.atan2(eye_l[1] - eye_r[1], eye_l[0] - eye_r[0])
         center = np.array([(box[0] + box[2]) / 2.0, (box[1] + box[3]) / 2.0])
         size = max(box[2] - box[0], box[3] - box[1]) * 1.5
         pts, score = self._run(image, center, size, angle)
         if refine and score > 0.5:
-            d = pts[LEFT_EYE_OUTER] - pts[RIGHT_EYE_OUTER]
-            angle = math.atan2(float(d[1]), float(d[0]))
-            cos, sin = math.cos(-angle), math.sin(-angle)
-            upright = pts @ np.array([[cos, sin], [-sin, cos]], dtype=np.float32)
-            lo, hi = upright.min(0), upright.max(0)
-            mid = (lo + hi) / 2.0
-            center = np.array([[cos, sin], [-sin, cos]]) @ mid
-            size = float(max(hi - lo)) * 1.5
-            pts2, score2 = self._run(image, center, size, angle)
+            pts2, score2 = self._run(image, *self._roi_of(pts))
             if score2 > 0.5:
                 pts, score = pts2, score2
         return pts, score

@@ -4,9 +4,10 @@ A model is a folder with ``model.json`` and two ONNX graphs (see models/README.m
 
 * the *encoder* maps a batch of face crops ``float32 [N, 3, H, W]`` to embeddings
   ``float32 [N, D]``;
-* a model with ``regions`` in its ``model.json`` (names from :data:`REGION_NAMES`) takes a
-  second encoder input, ``regions`` ``float32 [N, R, H, W]``: those masks of each crop, in
-  that order, built from the face mesh's landmarks (:mod:`stream_guard.faces.regions`);
+* a model with ``regions`` in its ``model.json`` (names from :data:`REGION_NAMES`) and
+  ``region_sizes`` takes one more encoder input per size ``s``, ``regions_s``
+  ``float32 [N, R, s, s]``: those masks of each crop, in that order, drawn at ``s`` pixels
+  from the face mesh's landmarks (:mod:`stream_guard.faces.regions`);
 * the *temporal head* maps a batch of embedding sequences ``float32 [N, T, D]``
   (``1 <= T <= window``) to logits ``float32 [N, 1]``.
 
@@ -48,13 +49,14 @@ class ModelSpec:
     calibration_b: float
     description: str = ""
     regions: tuple[str, ...] = ()  # region masks the encoder takes beside the crops (empty: none)
+    region_sizes: tuple[int, ...] = ()  # the sizes they are drawn at, one encoder input each
 
     def probability(self, logit: float) -> float:
         z = self.calibration_a * logit + self.calibration_b
         return 1.0 / (1.0 + math.exp(-max(-60.0, min(60.0, z))))
 
     def to_json(self) -> dict:
-        regions = {"regions": list(self.regions)} if self.regions else {}
+        regions = {"regions": list(self.regions), "region_sizes": list(self.region_sizes)} if self.regions else {}
         return {
             "format": FORMAT,
             "name": self.name,
@@ -98,14 +100,18 @@ def _triple(meta: dict, key: str) -> tuple[float, float, float]:
     return (float(value[0]), float(value[1]), float(value[2]))
 
 
-def _regions(meta: dict) -> tuple[str, ...]:
-    value = meta.get("regions", [])
-    if not (isinstance(value, list) and all(isinstance(v, str) for v in value)):
+def _regions(meta: dict) -> tuple[tuple[str, ...], tuple[int, ...]]:
+    names, sizes = meta.get("regions", []), meta.get("region_sizes", [])
+    if not (isinstance(names, list) and all(isinstance(v, str) for v in names)):
         raise ModelError("model.json: 'regions' must be a list of region names")
-    unknown = [v for v in value if v not in REGION_NAMES]
+    unknown = [v for v in names if v not in REGION_NAMES]
     if unknown:
         raise ModelError(f"model.json: unknown regions {unknown}; this version knows {list(REGION_NAMES)}")
-    return tuple(value)
+    if not (isinstance(sizes, list) and all(isinstance(v, int) and 1 <= v <= 4096 for v in sizes)
+            and bool(sizes) == bool(names)):
+        raise ModelError("model.json: 'region_sizes' must list the mask sizes (1-4096 px) when 'regions' is set, "
+                         "and only then")
+    return tuple(names), tuple(sizes)
 
 
 def load_model_spec(folder: str | Path) -> ModelSpec:
@@ -129,6 +135,7 @@ def load_model_spec(folder: str | Path) -> ModelSpec:
             raise ModelError(f"{meta_path}: '{key}' graph {name!r} not found in {folder}")
         graphs[key] = folder / name
     calibration = meta.get("calibration", {"a": 1.0, "b": 0.0})
+    regions, region_sizes = _regions(meta)
     return ModelSpec(
         folder=folder,
         name=str(meta.get("name", folder.name)),
@@ -147,5 +154,6 @@ def load_model_spec(folder: str | Path) -> ModelSpec:
         threshold=_number(meta, "threshold", 0.0, 1.0),
         calibration_a=_number(calibration, "a", -1e6, 1e6),
         calibration_b=_number(calibration, "b", -1e6, 1e6),
-        regions=_regions(meta),
+        regions=regions,
+        region_sizes=region_sizes,
     )

@@ -29,6 +29,7 @@ class TrackMemory:
     n_scores: int = 0
     sum_scores: float = 0.0
     max_score: float = 0.0
+    mesh: tuple[np.ndarray, np.ndarray] | None = None  # the face mesh's last landmarks and their box (region models)
 
     def record(self, probability: float) -> bool:
         """Keep running statistics and update the verdict; True if the verdict changed."""
@@ -57,7 +58,7 @@ class FaceScorer:
         self.temporal = create_session(str(spec.temporal_path), providers, intra_op_threads)
         self.provider = self.encoder.get_providers()[0]
         self._enc_in = self.encoder.get_inputs()[0].name
-        self._regions_in = self.encoder.get_inputs()[1].name if spec.regions else None
+        self._regions_in = [i.name for i in self.encoder.get_inputs()[1:]]
         self._tmp_in = self.temporal.get_inputs()[0].name
         self._check_shapes()
         self._mean = np.asarray(spec.mean, np.float32) * 255.0
@@ -68,11 +69,12 @@ class FaceScorer:
 
     def _check_shapes(self) -> None:
         inputs = self.encoder.get_inputs()
-        size, n_regions = self.spec.input_size, len(self.spec.regions)
-        if len(inputs) != 1 + bool(n_regions):
-            raise ModelError(f"encoder takes {len(inputs)} inputs; model.json's regions {list(self.spec.regions)} "
-                             f"mean {1 + bool(n_regions)}")
-        for inp, channels in zip(inputs, (3, n_regions)):
+        sizes = self.spec.region_sizes
+        if len(inputs) != 1 + len(sizes):
+            raise ModelError(f"encoder takes {len(inputs)} inputs; model.json's region_sizes {list(sizes)} "
+                             f"mean {1 + len(sizes)}")
+        expected = [(3, self.spec.input_size)] + [(len(self.spec.regions), s) for s in sizes]
+        for inp, (channels, size) in zip(inputs, expected):
             shape = inp.shape
             fixed = [d for d in shape[2:] if isinstance(d, int)]
             if len(shape) != 4 or shape[1] != channels or any(d != size for d in fixed):
@@ -92,15 +94,15 @@ class FaceScorer:
         """Whether this face should be sampled at ``pts_s`` (the model's sampling rate)."""
         return memory.last_sample_pts is None or pts_s - memory.last_sample_pts >= self.sample_period_s * 0.95
 
-    def encode(self, crops: np.ndarray, regions: np.ndarray | None = None) -> np.ndarray:
-        """``crops``: uint8 ``[N, S, S, 3]`` RGB -> embeddings ``[N, D]`` in one batch. ``regions``:
-        the crops' masks ``float32 [N, R, S, S]``, for a model whose ``spec.regions`` names R of them."""
+    def encode(self, crops: np.ndarray, regions: Sequence[np.ndarray] = ()) -> np.ndarray:
+        """``crops``: uint8 ``[N, S, S, 3]`` RGB -> embeddings ``[N, D]`` in one batch. ``regions``: for
+        a model with ``spec.regions``, the crops' masks ``float32 [N, R, s, s]`` at each of ``spec.region_sizes``."""
+        if len(regions) != len(self._regions_in):
+            raise ValueError(f"model {self.spec.name} takes region masks at {len(self._regions_in)} sizes, "
+                             f"got {len(regions)}")
         x = (crops.astype(np.float32) - self._mean) * self._inv_std
         feed = {self._enc_in: np.ascontiguousarray(x.transpose(0, 3, 1, 2))}
-        if self._regions_in is not None:
-            if regions is None:
-                raise ValueError(f"model {self.spec.name} needs the faces' region masks")
-            feed[self._regions_in] = np.ascontiguousarray(regions, np.float32)
+        feed |= {name: np.ascontiguousarray(m, np.float32) for name, m in zip(self._regions_in, regions)}
         return self.encoder.run(None, feed)[0]
 
     def probabilities(self, sequences: Sequence[np.ndarray]) -> np.ndarray:
@@ -117,7 +119,7 @@ class FaceScorer:
         return out
 
     def score(self, memories: Sequence[TrackMemory], crops: np.ndarray, pts_s: float,
-              regions: np.ndarray | None = None) -> list[bool]:
+              regions: Sequence[np.ndarray] = ()) -> list[bool]:
         """Encode one crop (and its region masks, see :meth:`encode`) per memory, push the embeddings,
         score every window, update each smoother. Returns per memory whether its verdict changed."""
         if not memories:

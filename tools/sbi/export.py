@@ -16,6 +16,7 @@ import argparse
 import json
 import sys
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 import onnx
@@ -32,16 +33,21 @@ PARITY_TOL = 1e-4
 FP16_LOGIT_TOL = 0.05  # frame-logit change allowed when weights are stored as fp16 (calibrated scale ~ +-4)
 
 
+def region_input_name(size: int) -> str:
+    """The encoder input holding the region masks drawn at ``size`` pixels (the model contract's name)."""
+    return f"regions_{size}"
+
+
 def export_graphs(enc: torch.nn.Module, head: torch.nn.Module, size: int, window: int, out: Path,
-                  dim: int = EMBED_DIM, regions: int = 0) -> None:
-    """Write encoder.onnx and temporal.onnx with dynamic batch (and time) axes. ``regions`` > 0:
-    the encoder also takes that many region masks per crop, ``regions [N, R, S, S]``."""
+                  dim: int = EMBED_DIM, regions: Sequence[tuple[int, int]] = ()) -> None:
+    """Write encoder.onnx and temporal.onnx with dynamic batch (and time) axes. ``regions``: for an
+    encoder that also takes region masks, ``(R, s)`` per mask input, ``regions_s [N, R, s, s]``."""
     enc = enc.to(memory_format=torch.contiguous_format).eval()
     inputs: tuple[torch.Tensor, ...] = (torch.randn(2, 3, size, size),)
     names = ["crops"]
-    if regions:
-        inputs += ((torch.rand(2, regions, size, size) > 0.5).float(),)
-        names.append("regions")
+    for count, side in regions:
+        inputs += ((torch.rand(2, count, side, side) > 0.5).float(),)
+        names.append(region_input_name(side))
     torch.onnx.export(enc, inputs, str(out / "encoder.onnx"), input_names=names, output_names=["embeddings"],
                       dynamic_axes={**{n: {0: "batch"} for n in names}, "embeddings": {0: "batch"}},
                       opset_version=17, dynamo=False)
@@ -73,12 +79,12 @@ def store_weights_fp16(path: Path, min_elements: int = 256) -> None:
     onnx.save(model, str(path))
 
 
-def encoder_feed(crops: np.ndarray, regions: np.ndarray | None) -> dict[str, np.ndarray]:
-    """The encoder graph's inputs: normalised crops, and region masks when it takes them."""
-    return {"crops": crops} if regions is None else {"crops": crops, "regions": regions}
+def encoder_feed(crops: np.ndarray, regions: Sequence[np.ndarray] = ()) -> dict[str, np.ndarray]:
+    """The encoder graph's inputs: normalised crops, and each size's region masks when it takes them."""
+    return {"crops": crops} | {region_input_name(m.shape[-1]): m for m in regions}
 
 
-def onnx_frame_logits(folder: Path, crops: np.ndarray, regions: np.ndarray | None = None) -> np.ndarray:
+def onnx_frame_logits(folder: Path, crops: np.ndarray, regions: Sequence[np.ndarray] = ()) -> np.ndarray:
     """Frame logits (T = 1) of the graph pair in ``folder`` for normalised crops ``[N, 3, S, S]``
     (and their region masks, for an encoder that takes them)."""
     enc, head = session(folder / "encoder.onnx"), session(folder / "temporal.onnx")
@@ -101,13 +107,13 @@ def parity_exit_code(diff: dict[str, float]) -> int:
 
 
 def parity(enc: torch.nn.Module, head: torch.nn.Module, out: Path, crops: np.ndarray, window: int,
-           regions: np.ndarray | None = None) -> dict:
+           regions: Sequence[np.ndarray] = ()) -> dict:
     """Max abs differences ORT vs PyTorch for embeddings and logits (several T and N); ``regions``:
-    the crops' region masks, for an encoder that takes them."""
+    the crops' region masks at each size, for an encoder that takes them."""
     enc_s, head_s = session(out / "encoder.onnx"), session(out / "temporal.onnx")
     x = to_tensor(crops, torch.device("cpu")).contiguous()
     with torch.no_grad():
-        ref = (enc(x) if regions is None else enc(x, torch.from_numpy(regions))).numpy()
+        ref = enc(x, *(torch.from_numpy(m) for m in regions)).numpy()
     got = enc_s.run(None, encoder_feed(x.numpy(), regions))[0]
     result = {"encoder": float(np.abs(ref - got).max())}
     diffs = []

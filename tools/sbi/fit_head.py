@@ -22,6 +22,11 @@ output is fitted to
 through a second pass of the frozen blocks (:class:`tools.sbi.model.GreyStandardise`); each
 view's features are encoded and cached on their own, then put side by side.
 
+``--landmark-regions`` adds a third block of columns: contrasts of face regions that follow the
+468 face-mesh landmarks in the colour view's maps (:mod:`tools.sbi.landmark_regions`); the exported
+encoder then takes the region masks beside the crop, and ``model.json`` lists them, so the
+pipeline runs the face mesh for it.
+
 ``--family-balance P`` reweights the labelled clips so that each family's fakes, and each
 family's reals, weigh in proportion to their clip count to the power P (1: every clip the
 same, as before; 0: every family the same), keeping the total: the DeepFaceLive clips,
@@ -34,12 +39,13 @@ every evaluation: they are dealt into the folds like labelled clips (grouped by 
 scored out of fold, and counted among the reals of the ``with_real_videos`` and
 leave-family-out figures; while a fold is tested, the self-blended pairs made from its
 real videos are left out of training too. Calibration and threshold still come from the
-labelled clips.
+labelled clips, unless ``--real-video-fpr`` also bounds how many real videos the threshold flags.
 
 Cross-validation: folds grouped by identity (:mod:`tools.sbi.folds`); a clip's score is
 the mean frame logit, as the pipeline's temporal head computes it over a window. The
 out-of-fold scores give the reported AUCs, the Platt calibration and the threshold
-(``--target-fpr`` of out-of-fold labelled reals above it, at least 0.5). With
+(``--target-fpr`` of out-of-fold labelled reals above it, at least 0.5; ``--real-video-fpr`` raises it
+until at most that share of the out-of-fold real videos is above it too). With
 ``--leave-family-out`` each family is also scored by models that never saw it.
 The final classifier is fitted on everything and exported in the model contract; the
 recurrent head's correction is zero, so a window's logit is the mean of its frames'.
@@ -419,7 +425,7 @@ def view_features(args: argparse.Namespace, view: str, backbone: Encoder, labell
     if view == LANDMARK_VIEW:
         enc = RegionStatsEncoder(args.size, args.margin, args.taps, encoder=backbone, landmark_regions=True)
         featurise: Featuriser = LandmarkRegionFeatures(enc)
-        key = "landmark-regions|" + feature_key(args.size, args.margin, enc.taps, REGION_GROUPS, args.max_frames,
+        key = "lmregions|" + feature_key(args.size, args.margin, enc.taps, REGION_GROUPS, args.max_frames,
                                                 args.labelled)
     else:
         enc = RegionStatsEncoder(args.size, args.margin, args.taps, encoder=backbone, groups=args.features,
@@ -460,7 +466,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--landmark-regions", action="store_true",
                     help="also contrast face regions that follow the face-mesh landmarks (the seam inside and "
                          "outside the face oval, mouth and eyes against the face core) in the colour view's maps; "
-                         "the exported encoder then takes the region masks as a second input")
+                         "the exported encoder then also takes the region masks, one input per feature-map size")
     ap.add_argument("--window", type=int, default=8)
     ap.add_argument("--sample-hz", type=float, default=10.0)
     ap.add_argument("--max-frames", type=int, default=64, help="frames per labelled clip")
@@ -482,6 +488,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--leave-family-out", action="store_true")
     ap.add_argument("--target-fpr", type=float, default=0.10,
                     help="share of out-of-fold real clips allowed above the threshold")
+    ap.add_argument("--real-video-fpr", type=float, metavar="F",
+                    help="also keep at most this share of the out-of-fold real videos of --real above the threshold "
+                         "(the threshold is then the higher of the two points; default: dev reals alone)")
     ap.add_argument("--work", type=Path, help="feature cache folder (reruns skip encoding)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--e2e", type=Path, help="weights.pt of tools.sbi.finetune_cv --final, joined to the model")
@@ -517,6 +526,7 @@ def main(argv: list[str] | None = None) -> int:
     enc = RegionStatsEncoder(args.size, args.margin, args.taps, encoder=backbone, groups=args.features,
                              views=args.views, landmark_regions=args.landmark_regions).eval()
     views = enc.views + ((LANDMARK_VIEW,) if args.landmark_regions else ())
+    region_sizes = enc.region_sizes  # enc may become an ensemble's below; the masks it takes stay these
     per_view = [view_features(args, view, backbone, labelled, reals) for view in views]
     lab = side_by_side([v[0] for v in per_view])
     sbi = None if per_view[0][1] is None else side_by_side([v[1] for v in per_view])
@@ -529,6 +539,8 @@ def main(argv: list[str] | None = None) -> int:
     folds = folds_with_real_videos(files, labels, args.folds)
     if not 0.0 <= args.family_balance <= 1.0:
         ap.error("--family-balance must be between 0 and 1")
+    if args.real_video_fpr is not None and not 0.0 <= args.real_video_fpr <= 1.0:
+        ap.error("--real-video-fpr must be between 0 and 1")
     clf = FrameClassifier(args.c, args.sbi_weight, args.real_video_weight, args.family_balance)
     oof = cross_validate(clf, lab, sbi, folds, labels)
     parts, mix = {}, None
@@ -554,11 +566,17 @@ def main(argv: list[str] | None = None) -> int:
     is_labelled = ~is_real_video(np.array(files))
     a, b, _, threshold = calibrate(z[is_labelled], y[is_labelled], args.target_fpr)
     probs = dict(zip(files, (1 / (1 + np.exp(-(a * z + b)))).tolist()))
+    if args.real_video_fpr is not None and not is_labelled.all():
+        video_probs = np.array([probs[f] for f in np.array(files)[~is_labelled]])
+        # just above the quantile: a video scoring exactly there would be flagged (scores >= threshold)
+        threshold = max(threshold, float(np.nextafter(np.quantile(video_probs, 1 - args.real_video_fpr), 1.0)))
     cv = report(probs, labels, threshold)
     cv.update({"protocol": f"{args.folds} folds grouped by identity (tools/sbi/folds.py); "
                            "score = calibrated mean frame logit of each clip, from a model that never saw it; "
                            "real videos of --real count among the reals of with_real_videos and "
-                           "leave_family_out; calibration and threshold come from the labelled clips",
+                           "leave_family_out; calibration and threshold come from the labelled clips" +
+                           (f", the threshold raised to flag at most {args.real_video_fpr:.0%} of the real videos"
+                            if args.real_video_fpr is not None else ""),
                "folds": [sorted(f) for f in folds], "scores": probs})
     if parts:  # repeats below refit the region part only: the CNN's folds are fixed
         cv["parts"] = {**parts, "note": ("repeats are of the regionstats part alone; leave_family_out mixes both "
@@ -614,10 +632,12 @@ def main(argv: list[str] | None = None) -> int:
                         "EfficientNet-Lite0 fine-tuned end to end (tools.sbi.finetune_cv)")
     args.out.mkdir(parents=True, exist_ok=True)
     region_names = REGION_NAMES if args.landmark_regions else ()
-    export_graphs(enc, head, args.size, args.window, args.out, dim=enc.dim, regions=len(region_names))
+    export_graphs(enc, head, args.size, args.window, args.out, dim=enc.dim,
+                  regions=[(len(region_names), s) for s in region_sizes])
     sample = np.stack([crop_face(c.frames[0], c.boxes[0], args.size, args.margin) for c in labelled[:6]])
-    masks = crop_regions([transform_points(c.landmarks[0], crop_matrix(c.boxes[0], args.size, args.margin))
-                          for c in labelled[:6]], args.size).numpy() if region_names else None
+    masks = [m.numpy() for m in crop_regions(
+        [transform_points(c.landmarks[0], crop_matrix(c.boxes[0], args.size, args.margin)) for c in labelled[:6]],
+        args.size, region_sizes)]
     diff = parity(enc, head, args.out, sample, args.window, masks)
     fp16 = None
     if args.fp16_weights:
@@ -631,7 +651,7 @@ def main(argv: list[str] | None = None) -> int:
         encoder_path=(args.out / "encoder.onnx").resolve(), temporal_path=(args.out / "temporal.onnx").resolve(),
         input_size=args.size, mean=MEAN, std=STD, crop_margin=args.margin, embedding_dim=enc.dim,
         window=args.window, sample_hz=args.sample_hz, threshold=round(threshold, 4), calibration_a=a,
-        calibration_b=b, regions=region_names,
+        calibration_b=b, regions=region_names, region_sizes=region_sizes,
         description=(f"{description}; window logit = mean frame logit (GRU correction zero). Cross-validated pooled AUC "
                      f"{cv['auc']:.3f} ({args.folds} identity-grouped folds). Training faces carry research / "
                      "non-commercial terms, which the weights inherit."),

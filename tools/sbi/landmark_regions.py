@@ -15,9 +15,9 @@ from tools.sbi.model import RegionStatsEncoder
 from tools.sbi.train import to_tensor
 
 
-def crop_regions(landmarks: list[np.ndarray], size: int) -> torch.Tensor:
-    """The region masks ``[N, 5, size, size]`` of crops with these landmarks (crop pixels)."""
-    return torch.from_numpy(np.stack([region_masks(lm, size) for lm in landmarks]))
+def crop_regions(landmarks: list[np.ndarray], crop_size: int, sizes: tuple[int, ...]) -> list[torch.Tensor]:
+    """The region masks ``[N, 5, s, s]`` for each of ``sizes``, of crops with these landmarks (crop pixels)."""
+    return [torch.from_numpy(np.stack([region_masks(lm, crop_size, s) for lm in landmarks])) for s in sizes]
 
 
 class LandmarkRegionFeatures:
@@ -34,5 +34,6 @@ class LandmarkRegionFeatures:
         with torch.no_grad():
             for i in range(0, len(crops), self.chunk):
                 x = to_tensor(crops[i:i + self.chunk], torch.device("cpu"))
-                out.append(self.enc.landmark_contrasts(x, crop_regions(landmarks[i:i + self.chunk], size)))
+                masks = crop_regions(landmarks[i:i + self.chunk], size, self.enc.region_sizes)
+                out.append(self.enc.landmark_contrasts(x, masks))
         return torch.cat(out).numpy().astype(np.float32)

@@ -116,25 +116,32 @@ class LandmarkContrasts(nn.Module):
     per channel of each map, the seam's log std ratio and mean difference (inside against outside
     the face-oval hull), and the mouth's and the eyes' log std ratios to the face core.
 
-    ``maps``: ``[N, C_i, H_i, W_i]`` each, ``H_i`` dividing the masks' side; ``regions``: the
-    crop-resolution masks ``[N, 5, S, S]`` (``core, seam_in, seam_out, mouth, eyes``), average-pooled
-    to each map's resolution -> ``[N, 4 sum(C_i)]``, map by map.
+    ``maps``: ``[N, C_i, H_i, W_i]`` each; ``regions``: each map's 0/1 masks ``[N, 5, H_i, W_i]``
+    (``core, seam_in, seam_out, mouth, eyes``), drawn at its size -> ``[N, 4 sum(C_i)]``, map by map.
     """
 
-    EMPTY = 1e-6  # a uniform sliver of weight: an empty region gets the whole map's moments, not NaN
+    @staticmethod
+    def moments(x: torch.Tensor, regions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per region and channel mean and std ``[N, 5, C]`` of ``x`` ``[N, C, H, W]``; an empty
+        region has mean 0 and std 1 (a mesh miss gives neutral-ish ratios, never NaN)."""
+        total = regions.sum((2, 3))
+        w = (regions / total.clamp(min=1.0)[..., None, None]).flatten(2)
+        # E[x^2] - E[x]^2 as two batched matmuls, half the encoder's time of centring on each region's
+        # own mean; centring each channel on its whole-map mean first keeps the subtraction from
+        # cancelling (a small, flat region of a map with a large mean)
+        xf = x.flatten(2)
+        offset = xf.mean(2, keepdim=True)
+        xc = xf - offset
+        mu_c = w @ xc.transpose(1, 2)
+        var = (w @ (xc * xc).transpose(1, 2) - mu_c * mu_c).clamp(min=0.0)
+        mu = mu_c + offset.transpose(1, 2) * (total[..., None] >= 1.0)  # an empty region's mean stays 0
+        sd = torch.where(total[..., None] < 1.0, torch.ones_like(var), (var + 1e-6).sqrt())
+        return mu, sd
 
-    def moments(self, x: torch.Tensor, regions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Per region and channel mean and std ``[N, 5, C]`` of ``x`` ``[N, C, H, W]``."""
-        w = nn.functional.avg_pool2d(regions, regions.shape[-1] // x.shape[-1]) + self.EMPTY
-        w = w / w.sum((2, 3), keepdim=True)
-        mu = torch.einsum("nkhw,nchw->nkc", w, x)
-        var = torch.einsum("nkhw,nkchw->nkc", w, (x[:, None] - mu[..., None, None]) ** 2)
-        return mu, (var + 1e-6).sqrt()
-
-    def forward(self, maps: list[torch.Tensor], regions: torch.Tensor) -> torch.Tensor:
+    def forward(self, maps: list[torch.Tensor], regions: list[torch.Tensor]) -> torch.Tensor:
         out = []
-        for x in maps:
-            mu, sd = self.moments(x, regions)  # regions: 0 core, 1 seam_in, 2 seam_out, 3 mouth, 4 eyes
+        for x, m in zip(maps, regions, strict=True):
+            mu, sd = self.moments(x, m)  # regions: 0 core, 1 seam_in, 2 seam_out, 3 mouth, 4 eyes
             out += [torch.log(sd[:, 1] / sd[:, 2]), mu[:, 1] - mu[:, 2],
                     torch.log(sd[:, 3] / sd[:, 0]), torch.log(sd[:, 4] / sd[:, 0])]
         return torch.cat(out, 1)
@@ -245,8 +252,8 @@ class RegionStatsEncoder(nn.Module):
     (:class:`GreyStandardise`); their blocks of ``dim / len(views)`` columns are concatenated.
 
     ``landmark_regions`` appends :class:`LandmarkContrasts` of the colour view's bands and taps
-    (``4 / 5`` of a view's ``stats`` width); the encoder then takes the face's region masks
-    ``[N, 5, S, S]`` as a second input.
+    (``4 / 5`` of a view's ``stats`` width); the encoder then also takes the face's region masks,
+    one ``[N, 5, s, s]`` input for each size ``s`` of ``region_sizes`` (the bands' and each tap's).
 
     A face swap or a generated face changes texture and detail inside the face relative
     to hair, neck and background; these statistics make that comparison explicit for a
@@ -304,24 +311,27 @@ class RegionStatsEncoder(nn.Module):
             start += widths[g]
         self.contrasts = LandmarkContrasts() if landmark_regions else None
         self.contrast_dim = 4 * channels if landmark_regions else 0
+        self.region_sizes = (size,) + tuple(self.tap_stats[str(i)].inner.shape[-1] for i in self.taps) \
+            if landmark_regions else ()
         self.dim = start * len(self.views) + self.contrast_dim
 
-    def forward(self, x: torch.Tensor, regions: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, *regions: torch.Tensor) -> torch.Tensor:
+        """Normalised crops (and, with ``landmark_regions``, one mask tensor per ``region_sizes``)."""
+        if len(regions) != len(self.region_sizes):
+            raise ValueError(f"this encoder takes region masks at sizes {self.region_sizes}, got {len(regions)}")
         out, contrasts = [], []
         for view in self.views:
             bands, maps = self.feature_maps(self.grey_standardise(x) if view == "greystd" else x)
             out.append(self.summarise_maps(bands, maps))
             if view == "colour" and self.contrasts is not None:
-                if regions is None:
-                    raise ValueError("this encoder needs the faces' region masks")
-                contrasts.append(self.contrasts(self.contrast_maps(bands, maps), regions))
+                contrasts.append(self.contrasts(self.contrast_maps(bands, maps), list(regions)))
         return torch.cat(out + contrasts, 1)
 
     def contrast_maps(self, bands: list[torch.Tensor], maps: dict[str, torch.Tensor]) -> list[torch.Tensor]:
         """The maps :class:`LandmarkContrasts` compares: the bands as one map, then every tap."""
         return [torch.cat(bands, 1)] + [maps[str(i)] for i in self.taps]
 
-    def landmark_contrasts(self, x: torch.Tensor, regions: torch.Tensor) -> torch.Tensor:
+    def landmark_contrasts(self, x: torch.Tensor, regions: list[torch.Tensor]) -> torch.Tensor:
         """The :class:`LandmarkContrasts` columns alone (``contrast_dim``) of a normalised batch."""
         if self.contrasts is None:
             raise ValueError("built without landmark_regions")
