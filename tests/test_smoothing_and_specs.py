@@ -28,9 +28,30 @@ def test_uncertain_until_enough_samples() -> None:
 
 
 def test_noise_around_threshold_does_not_flip_verdict() -> None:
-    verdicts = _run([0.9] * 10 + [0.55, 0.45] * 20, alpha=0.3, margin=0.1)
+    verdicts = _run([0.9] * 10 + [0.55, 0.45] * 20, alpha=0.3)
     assert verdicts[9] is Verdict.FAKE
     assert set(verdicts[10:]) == {Verdict.FAKE}
+
+
+@pytest.mark.parametrize("threshold", [0.5, 0.807, 0.05])
+def test_hysteresis_band_is_symmetric_in_log_odds(threshold: float) -> None:
+    """A threshold near 0 or 1 keeps a band both edges can be crossed (a fixed +-0.1 would put
+    0.807's upper edge at 0.907, where a steady 0.87 never turns fake)."""
+    import math
+    smoother = VerdictSmoother(threshold)
+    logit = math.log(threshold / (1 - threshold))
+    up, down = (math.log(p / (1 - p)) - logit for p in (smoother.upper, smoother.lower))
+    assert smoother.lower < threshold < smoother.upper and math.isclose(up, -down) and math.isclose(up, math.log(1.5))
+    if threshold == 0.5:
+        assert math.isclose(smoother.lower, 0.4) and math.isclose(smoother.upper, 0.6)
+    steady_fake, steady_real = 1 / (1 + math.exp(-(logit + 0.6))), 1 / (1 + math.exp(-(logit - 0.6)))
+    smoother = VerdictSmoother(threshold, SmoothingOptions(min_samples=1))
+    for _ in range(10):
+        smoother.update(steady_fake)
+    assert smoother.verdict is Verdict.FAKE
+    for _ in range(10):
+        smoother.update(steady_real)
+    assert smoother.verdict is Verdict.REAL
 
 
 def test_verdict_flips_once_each_way() -> None:
