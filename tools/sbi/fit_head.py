@@ -426,7 +426,7 @@ def view_features(args: argparse.Namespace, view: str, backbone: Encoder, labell
         enc = RegionStatsEncoder(args.size, args.margin, args.taps, encoder=backbone, landmark_regions=True)
         featurise: Featuriser = LandmarkRegionFeatures(enc)
         key = "lmregions|" + feature_key(args.size, args.margin, enc.taps, REGION_GROUPS, args.max_frames,
-                                                args.labelled)
+                                         args.labelled)
     else:
         enc = RegionStatsEncoder(args.size, args.margin, args.taps, encoder=backbone, groups=args.features,
                                  views=(view,)).eval()
