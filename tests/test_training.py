@@ -221,13 +221,17 @@ def test_small_face_pairs_are_shrunk_and_h264_reencoded() -> None:
     assert all(s < 0.7 * p for s, p in zip(detail[True], detail[False])), detail
 
 
-def test_fit_head_adds_small_face_pairs_to_the_self_blended_set(tmp_path: Path) -> None:
+def test_fit_head_adds_small_face_and_face_swap_pairs_to_the_pseudo_fakes(tmp_path: Path) -> None:
     counts = {}
-    for extra in ("0", "1"):
-        proc = _run("tools.sbi.fit_head", "--smoke", "--out", str(tmp_path / extra), "--sbi-small-face-draws", extra)
+    for name, extra in (("plain", ()), ("small", ("--sbi-small-face-draws", "1")),
+                        ("swaps", ("--swap-draws", "1", "--swap-small-face-draws", "1"))):
+        proc = _run("tools.sbi.fit_head", "--smoke", "--out", str(tmp_path / name), *extra)
         line = next(ln for ln in proc.stdout.splitlines() if ln.startswith("features:"))
-        counts[extra] = int(line.split(" SBI frames")[0].rsplit(" ", 1)[1])
-    assert counts["1"] == counts["0"] * 3 // 2 > 0  # 2 default passes + 1 small-face pass
+        counts[name] = int(line.split(" SBI frames")[0].rsplit(" ", 1)[1])
+    assert counts["small"] == counts["plain"] * 3 // 2 > 0  # 2 default passes + 1 small-face pass
+    assert counts["swaps"] == counts["plain"] * 2  # + 1 swap pass + 1 small-face swap pass
+    description = json.loads((tmp_path / "swaps" / "model.json").read_text())["description"]
+    assert "face-swap pseudo-fakes" in description
 
 
 def _fold_fixture() -> tuple:

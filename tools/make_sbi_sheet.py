@@ -1,6 +1,9 @@
 """PNG sheet of real / pseudo-fake / mask triplets from a face cache, to eyeball the SBI data.
 
     python -m tools.make_sbi_sheet /work/cache/faces/train_real /work/cache/sbi_sheet.png --n 12
+
+``--swaps`` shows face-swap pseudo-fakes instead (another person's face blended in,
+:mod:`tools.sbi.swap_blend`).
 """
 from __future__ import annotations
 
@@ -12,19 +15,32 @@ import numpy as np
 
 from tools.sbi.augment import crop_with_jitter, sample_crop
 from stream_guard.synth.self_blend import blend_frame, sample_clip_blend
-from tools.sbi.data import load_cache, synthetic_clips
+from tools.sbi.data import load_cache, source_key, synthetic_clips
+from tools.sbi.swap_blend import ShapeIndex, sample_swap_blend, swap_frame
 
 
-def triplet(clip, rng: np.random.Generator, size: int, margin: float) -> list[np.ndarray]:
-    """Real crop, its pseudo-fake (no augmentation) and the mask, side by side material."""
+def triplet(clip, rng: np.random.Generator, size: int, margin: float,
+            swaps: ShapeIndex | None = None) -> list[np.ndarray]:
+    """Real crop, its pseudo-fake (no augmentation) and the mask, side by side material; with
+    ``swaps``, the pseudo-fake has a face of another file blended in."""
     i = int(rng.integers(len(clip)))
     crop, lms = crop_with_jitter(clip.frames[i], clip.boxes[i], clip.landmarks[i], size, sample_crop(rng, margin))
-    params = sample_clip_blend(rng)
-    fake, mask = blend_frame(crop, lms, params, rng)
+    if swaps is None:
+        params = sample_clip_blend(rng)
+        fake, mask = blend_frame(crop, lms, params, rng)
+        notes = (f"{params.region} r={params.ratio:.2f}", f"{params.freq} {'src' if params.alter_source else 'tgt'}")
+    else:
+        source = swaps.nearest(lms, source_key(clip), rng)
+        if source is None:
+            raise ValueError("--swaps needs faces from at least two files")
+        j = int(rng.integers(len(source)))
+        swap = sample_swap_blend(rng)
+        fake, mask = swap_frame(crop, lms, source.frames[j], source.landmarks[j], swap, rng)
+        notes = (f"{swap.blend.region} r={swap.blend.ratio:.2f}",
+                 f"colour {swap.transfer:.1f}{' alt' if swap.alter_source else ''}")
     m = cv2.cvtColor((mask * 255).astype(np.uint8), cv2.COLOR_GRAY2RGB)
-    cv2.putText(m, f"{params.region} r={params.ratio:.2f}", (4, 14), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (255, 80, 80), 1)
-    cv2.putText(m, f"{params.freq} {'src' if params.alter_source else 'tgt'}", (4, 30),
-                cv2.FONT_HERSHEY_SIMPLEX, 0.4, (255, 80, 80), 1)
+    for k, note in enumerate(notes):
+        cv2.putText(m, note, (4, 14 + 16 * k), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (255, 80, 80), 1)
     return [crop, fake, m]
 
 
@@ -36,11 +52,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--size", type=int, default=224)
     ap.add_argument("--margin", type=float, default=0.25)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--swaps", action="store_true", help="face-swap pseudo-fakes instead of self-blended ones")
     args = ap.parse_args(argv)
     rng = np.random.default_rng(args.seed)
     clips = synthetic_clips(4) if args.cache == "synthetic" else load_cache(args.cache)
     pick = rng.choice(len(clips), size=args.n, replace=len(clips) < args.n)
-    rows = [np.hstack(triplet(clips[k], rng, args.size, args.margin)) for k in pick]
+    swaps = ShapeIndex(clips, source_key) if args.swaps else None
+    try:
+        rows = [np.hstack(triplet(clips[k], rng, args.size, args.margin, swaps)) for k in pick]
+    except ValueError as e:
+        ap.error(str(e))
     half = (len(rows) + 1) // 2
     left, right = rows[:half], rows[half:] + [np.zeros_like(rows[0])] * (2 * half - len(rows))
     sheet = np.hstack([np.vstack(left), np.full((half * args.size, 8, 3), 255, np.uint8), np.vstack(right)])

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import numpy as np
 
-from tools.sbi.augment import apply_aug, crop_with_jitter, sample_aug, sample_crop, small_face_aug
+from tools.sbi.augment import Aug, apply_aug, crop_with_jitter, sample_aug, sample_crop, small_face_aug
+from tools.sbi.swap_blend import ShapeIndex, sample_swap_blend, swap_frame
 from tools.sbi.pack_faces import decode_frames
 from stream_guard.synth.self_blend import blend_frame, sample_clip_blend
 
@@ -72,30 +73,76 @@ def sample_pair_with_landmarks(clip: Clip, length: int, opts: SampleOptions, rng
                                ) -> tuple[list[np.ndarray], list[np.ndarray], list[np.ndarray]]:
     """:func:`sample_pair` (the same draws from ``rng``) plus each frame's 468 landmarks in the
     returned crops' pixels (mirrored with the crop when the augmentation flips it)."""
-    n = len(clip)
-    if n >= length:
-        start = int(rng.integers(0, n - length + 1))
-        idx = list(range(start, start + length))
-    else:
-        idx = [min(i, n - 1) for i in range(length)] if n > 1 else [0] * length
+    idx = clip_indices(len(clip), length, rng)
     jit = sample_crop(rng, opts.margin, opts.jitter)
     blend = sample_clip_blend(rng)
-    aug = sample_aug(rng, opts.aug_strength)
-    if opts.small_faces:
-        aug = small_face_aug(aug, rng)
+    aug = clip_aug(opts, rng)
     reals, fakes, marks = [], [], []
     for i in idx:
         frame_jit = jit
-        if n == 1 and length > 1:  # photo as a sequence: small per-copy crop jitter
+        if len(clip) == 1 and length > 1:  # photo as a sequence: small per-copy crop jitter
             frame_jit = type(jit)(jit.margin + rng.uniform(-0.01, 0.01),
                                   jit.dx + rng.uniform(-0.006, 0.006), jit.dy + rng.uniform(-0.006, 0.006))
         crop, lms = crop_with_jitter(clip.frames[i], clip.boxes[i], clip.landmarks[i], opts.size, frame_jit)
         fake, _ = blend_frame(crop, lms, blend, rng)
         reals.append(crop)
         fakes.append(fake)
-        marks.append(np.c_[opts.size - 1 - lms[:, 0], lms[:, 1:]] if aug.flip else lms)
+        marks.append(flipped_landmarks(lms, opts.size, aug.flip))
+    return augmented_pair(reals, fakes, aug, rng) + (marks,)
+
+
+def clip_indices(n: int, length: int, rng: np.random.Generator) -> list[int]:
+    """``length`` consecutive frame indices of an ``n``-frame clip (the last one repeated when short)."""
+    if n >= length:
+        start = int(rng.integers(0, n - length + 1))
+        return list(range(start, start + length))
+    return [min(i, n - 1) for i in range(length)] if n > 1 else [0] * length
+
+
+def clip_aug(opts: SampleOptions, rng: np.random.Generator) -> Aug:
+    """One pair's augmentation (the small-face kind with ``opts.small_faces``)."""
+    aug = sample_aug(rng, opts.aug_strength)
+    return small_face_aug(aug, rng) if opts.small_faces else aug
+
+
+def flipped_landmarks(lms: np.ndarray, size: int, flip: bool) -> np.ndarray:
+    """Crop landmarks mirrored as :func:`~tools.sbi.augment.apply_aug` mirrors the crop."""
+    return np.c_[size - 1 - lms[:, 0], lms[:, 1:]] if flip else lms
+
+
+def augmented_pair(reals: list[np.ndarray], fakes: list[np.ndarray], aug: Aug,
+                   rng: np.random.Generator) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """Both sequences through the same augmentation (the same noise too)."""
     seed = int(rng.integers(1 << 30))
-    return apply_aug(reals, aug, seed), apply_aug(fakes, aug, seed), marks
+    return apply_aug(reals, aug, seed), apply_aug(fakes, aug, seed)
+
+
+def source_key(clip: Clip) -> str:
+    """What a clip's faces share with other clips: its file (a video's several face tracks share it)."""
+    return clip.file
+
+
+def sample_swap_pair_with_landmarks(clip: Clip, sources: ShapeIndex, length: int, opts: SampleOptions,
+                                    rng: np.random.Generator
+                                    ) -> tuple[list[np.ndarray], list[np.ndarray], list[np.ndarray]]:
+    """As :func:`sample_pair_with_landmarks`, but the pseudo-fake has another person's face blended in
+    (:mod:`tools.sbi.swap_blend`): a face of ``sources`` close in shape, not from ``clip``'s file."""
+    idx = clip_indices(len(clip), length, rng)
+    source = sources.nearest(clip.landmarks[idx[0]], source_key(clip), rng)
+    if source is None:
+        raise ValueError(f"no face of another file to swap into {clip.file}")
+    source_idx = clip_indices(len(source), length, rng)
+    jit = sample_crop(rng, opts.margin, opts.jitter)
+    swap = sample_swap_blend(rng)
+    aug = clip_aug(opts, rng)
+    reals, fakes, marks = [], [], []
+    for i, j in zip(idx, source_idx):
+        crop, lms = crop_with_jitter(clip.frames[i], clip.boxes[i], clip.landmarks[i], opts.size, jit)
+        fake, _ = swap_frame(crop, lms, source.frames[j], source.landmarks[j], swap, rng)
+        reals.append(crop)
+        fakes.append(fake)
+        marks.append(flipped_landmarks(lms, opts.size, aug.flip))
+    return augmented_pair(reals, fakes, aug, rng) + (marks,)
 
 
 class PairSampler:

@@ -12,7 +12,9 @@ output is fitted to
 * real faces of ``--real`` with their self-blended pseudo-fakes (``--sbi-weight`` of the
   labelled clips' total weight), which keep the blending-boundary cue in the model;
   ``--sbi-small-face-draws`` adds pairs that are all shrunk to the small, re-encoded faces of
-  live-swap demos (the blend seam as it looks at 60-105 px after H.264), and
+  live-swap demos (the blend seam as it looks at 60-105 px after H.264); ``--swap-draws`` and
+  ``--swap-small-face-draws`` add face-swap pseudo-fakes, another person's face blended in
+  (:mod:`tools.sbi.swap_blend`), and
 * optionally, the real *videos* of ``--real`` as real clips of their own family, ``realvid``
   (``--real-video-weight`` each, relative to one labelled clip; the default 0 only scores them).
 
@@ -79,7 +81,9 @@ from stream_guard.faces.crop import crop_face, crop_matrix, transform_points
 from stream_guard.model.contract import REGION_NAMES, ModelSpec
 from stream_guard.scoring import family_of, metrics, metrics_by_family
 from stream_guard.synth.self_blend import blend_frame, sample_clip_blend
-from tools.sbi.data import Clip, SampleOptions, load_cache, sample_pair_with_landmarks, synthetic_clips
+from tools.sbi.data import (Clip, SampleOptions, load_cache, sample_pair_with_landmarks,
+                            sample_swap_pair_with_landmarks, source_key, synthetic_clips)
+from tools.sbi.swap_blend import ShapeIndex
 from tools.sbi.ensemble import ScoreMix, ensemble, load_oof
 from tools.sbi.export import (FP16_LOGIT_TOL, export_graphs, onnx_frame_logits, parity, parity_exit_code,
                               store_weights_fp16)
@@ -142,16 +146,22 @@ def labelled_features(featurise: Featuriser, clips: list[Clip], size: int, margi
 
 
 def sbi_features(featurise: Featuriser, clips: list[Clip], size: int, margin: float, draws: int,
-                 seed: int, small_faces: bool = False) -> FeatureSet:
+                 seed: int, small_faces: bool = False, swaps: bool = False) -> FeatureSet:
     """``draws`` passes over the real clips, 4 frames each: augmented reals and their pseudo-fakes
-    (``small_faces``: every pair shrunk and H.264-re-encoded, see :func:`tools.sbi.augment.small_face_aug`).
+    (``small_faces``: every pair shrunk and H.264-re-encoded, see :func:`tools.sbi.augment.small_face_aug`;
+    ``swaps``: another person's face blended in, :mod:`tools.sbi.swap_blend`, instead of the face's own).
     ``files`` names each pair's source: :func:`real_video_key` for videos, the file for photos."""
     rng = np.random.default_rng(seed)
     opts = SampleOptions(size=size, margin=margin, small_faces=small_faces)
+    if swaps:
+        index = ShapeIndex(clips, source_key)
+        sample = lambda clip: sample_swap_pair_with_landmarks(clip, index, 4, opts, rng)  # noqa: E731
+    else:
+        sample = lambda clip: sample_pair_with_landmarks(clip, 4, opts, rng)  # noqa: E731
     reals, fakes, marks, sources = [], [], [], []
     for _ in range(draws):
         for clip in clips:
-            r, f, lms = sample_pair_with_landmarks(clip, 4, opts, rng)
+            r, f, lms = sample(clip)
             reals += r
             fakes += f
             marks += lms
@@ -438,11 +448,13 @@ def view_features(args: argparse.Namespace, view: str, backbone: Encoder, labell
     if videos:
         lab = concat([lab, cached(args.work, f"realvid|{key}|{args.real}", lambda: labelled_features(
             featurise, videos, args.size, args.margin, args.max_frames))])
+    passes = (("sbi-by-source", args.sbi_draws, False, False, 1),
+              ("sbi-small-faces", args.sbi_small_face_draws, True, False, 1),
+              ("swaps", args.swap_draws, False, True, 11),
+              ("swaps-small-faces", args.swap_small_face_draws, True, True, 12))
     sbi_sets = [cached(args.work, f"{name}|{key}|{args.real}|{draws}", lambda: sbi_features(
-                    featurise, reals, args.size, args.margin, draws, seed=1, small_faces=small))
-                for name, draws, small in (("sbi-by-source", args.sbi_draws, False),
-                                           ("sbi-small-faces", args.sbi_small_face_draws, True))
-                if reals and draws > 0]
+                    featurise, reals, args.size, args.margin, draws, seed=seed, small_faces=small, swaps=swaps))
+                for name, draws, small, swaps, seed in passes if reals and draws > 0]
     return lab, concat(sbi_sets) if sbi_sets else None
 
 
@@ -474,6 +486,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--sbi-small-face-draws", type=int, default=0,
                     help="more passes over --real whose pairs are all shrunk to small faces (60-105 px) and "
                          "H.264-re-encoded, as in the dev DeepFaceLive demos; they share the SBI weight")
+    ap.add_argument("--swap-draws", type=int, default=0,
+                    help="passes over --real whose pseudo-fakes have another person's face blended in "
+                         "(tools.sbi.swap_blend, after Face X-ray); they share the SBI weight")
+    ap.add_argument("--swap-small-face-draws", type=int, default=0,
+                    help="the same, every pair shrunk to a small face and H.264-re-encoded")
     ap.add_argument("--sbi-weight", type=float, default=1.0, help="SBI frames' total weight / labelled clips'")
     ap.add_argument("--real-video-weight", type=float, default=0.0,
                     help="training weight of each real video of --real, relative to one labelled clip "
@@ -623,6 +640,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.sbi_small_face_draws > 0:
         description += (f"; {args.sbi_small_face_draws} of the {args.sbi_draws + args.sbi_small_face_draws} "
                         "self-blended passes shrunk to small, H.264-re-encoded faces")
+    swap_draws = args.swap_draws + args.swap_small_face_draws
+    if swap_draws > 0:
+        description += (f"; {swap_draws} more passes of face-swap pseudo-fakes (another person's face blended in"
+                        + (f", {args.swap_small_face_draws} of them small faces)" if args.swap_small_face_draws
+                           else ")"))
     if mix is not None:
         try:
             enc, head = ensemble(enc, w, bias, args.e2e, mix, args.size, args.margin)
