@@ -153,15 +153,12 @@ def sbi_features(featurise: Featuriser, clips: list[Clip], size: int, margin: fl
     ``files`` names each pair's source: :func:`real_video_key` for videos, the file for photos."""
     rng = np.random.default_rng(seed)
     opts = SampleOptions(size=size, margin=margin, small_faces=small_faces)
-    if swaps:
-        index = ShapeIndex(clips, source_key)
-        sample = lambda clip: sample_swap_pair_with_landmarks(clip, index, 4, opts, rng)  # noqa: E731
-    else:
-        sample = lambda clip: sample_pair_with_landmarks(clip, 4, opts, rng)  # noqa: E731
+    index = ShapeIndex(clips, source_key) if swaps else None
     reals, fakes, marks, sources = [], [], [], []
     for _ in range(draws):
         for clip in clips:
-            r, f, lms = sample(clip)
+            r, f, lms = (sample_pair_with_landmarks(clip, 4, opts, rng) if index is None
+                         else sample_swap_pair_with_landmarks(clip, index, 4, opts, rng))
             reals += r
             fakes += f
             marks += lms
