@@ -221,17 +221,30 @@ def test_small_face_pairs_are_shrunk_and_h264_reencoded() -> None:
     assert all(s < 0.7 * p for s, p in zip(detail[True], detail[False])), detail
 
 
+def _sbi_frame_count(proc: subprocess.CompletedProcess) -> int:
+    line = next(ln for ln in proc.stdout.splitlines() if ln.startswith("features:"))
+    return int(line.split(" SBI frames")[0].rsplit(" ", 1)[1])
+
+
 def test_fit_head_adds_small_face_and_face_swap_pairs_to_the_pseudo_fakes(tmp_path: Path) -> None:
     counts = {}
     for name, extra in (("plain", ()), ("small", ("--sbi-small-face-draws", "1")),
                         ("swaps", ("--swap-draws", "1", "--swap-small-face-draws", "1"))):
-        proc = _run("tools.sbi.fit_head", "--smoke", "--out", str(tmp_path / name), *extra)
-        line = next(ln for ln in proc.stdout.splitlines() if ln.startswith("features:"))
-        counts[name] = int(line.split(" SBI frames")[0].rsplit(" ", 1)[1])
+        counts[name] = _sbi_frame_count(_run("tools.sbi.fit_head", "--smoke", "--out", str(tmp_path / name), *extra))
     assert counts["small"] == counts["plain"] * 3 // 2 > 0  # 2 default passes + 1 small-face pass
     assert counts["swaps"] == counts["plain"] * 2  # + 1 swap pass + 1 small-face swap pass
     description = json.loads((tmp_path / "swaps" / "model.json").read_text())["description"]
     assert "face-swap pseudo-fakes" in description
+
+
+def test_fit_head_adds_rerendered_pairs_to_the_pseudo_fakes(tmp_path: Path) -> None:
+    from tools.sbi.fit_head import smoke_clips
+
+    reals = smoke_clips()[1]
+    proc = _run("tools.sbi.fit_head", "--smoke", "--out", str(tmp_path), "--sbi-draws", "1",
+                "--rerender-draws", "1", "--rerender-small-face-draws", "1")
+    assert _sbi_frame_count(proc) == 3 * len(reals) * 4 * 2  # 3 passes, 4 frames a clip, real + fake
+    assert "re-rendered pseudo-fakes" in json.loads((tmp_path / "model.json").read_text())["description"]
 
 
 def _fold_fixture() -> tuple:

@@ -3,7 +3,8 @@
     python -m tools.make_sbi_sheet /work/cache/faces/train_real /work/cache/sbi_sheet.png --n 12
 
 ``--swaps`` shows face-swap pseudo-fakes instead (another person's face blended in,
-:mod:`tools.sbi.swap_blend`).
+:mod:`tools.sbi.swap_blend`), ``--rerender`` re-rendered ones (the face redrawn as a talking-head
+generator would, :mod:`tools.sbi.rerender_blend`).
 """
 from __future__ import annotations
 
@@ -16,16 +17,23 @@ import numpy as np
 from tools.sbi.augment import crop_with_jitter, sample_crop
 from stream_guard.synth.self_blend import blend_frame, sample_clip_blend
 from tools.sbi.data import load_cache, source_key, synthetic_clips
+from tools.sbi.rerender_blend import rerender_frame, sample_rerender_blend
 from tools.sbi.swap_blend import ShapeIndex, sample_swap_blend, swap_frame
 
 
 def triplet(clip, rng: np.random.Generator, size: int, margin: float,
-            swaps: ShapeIndex | None = None) -> list[np.ndarray]:
+            swaps: ShapeIndex | None = None, rerender: bool = False) -> list[np.ndarray]:
     """Real crop, its pseudo-fake (no augmentation) and the mask, side by side material; with
-    ``swaps``, the pseudo-fake has a face of another file blended in."""
+    ``swaps``, the pseudo-fake has a face of another file blended in; with ``rerender``, it is the
+    face re-rendered (as frame 0 to 5 of a clip)."""
     i = int(rng.integers(len(clip)))
     crop, lms = crop_with_jitter(clip.frames[i], clip.boxes[i], clip.landmarks[i], size, sample_crop(rng, margin))
-    if swaps is None:
+    if rerender:
+        params = sample_rerender_blend(rng)
+        fake, mask = rerender_frame(crop, lms, params, int(rng.integers(6)), rng)
+        notes = (f"{'box' if params.box else 'oval'} warp={params.warp_amp:.2f}",
+                 f"scale {params.scale:.2f} smooth {params.smooth:.1f}")
+    elif swaps is None:
         params = sample_clip_blend(rng)
         fake, mask = blend_frame(crop, lms, params, rng)
         notes = (f"{params.region} r={params.ratio:.2f}", f"{params.freq} {'src' if params.alter_source else 'tgt'}")
@@ -52,14 +60,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--size", type=int, default=224)
     ap.add_argument("--margin", type=float, default=0.25)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--swaps", action="store_true", help="face-swap pseudo-fakes instead of self-blended ones")
+    kind = ap.add_mutually_exclusive_group()
+    kind.add_argument("--swaps", action="store_true", help="face-swap pseudo-fakes instead of self-blended ones")
+    kind.add_argument("--rerender", action="store_true", help="re-rendered pseudo-fakes instead of self-blended ones")
     args = ap.parse_args(argv)
     rng = np.random.default_rng(args.seed)
     clips = synthetic_clips(4) if args.cache == "synthetic" else load_cache(args.cache)
     pick = rng.choice(len(clips), size=args.n, replace=len(clips) < args.n)
     swaps = ShapeIndex(clips, source_key) if args.swaps else None
     try:
-        rows = [np.hstack(triplet(clips[k], rng, args.size, args.margin, swaps)) for k in pick]
+        rows = [np.hstack(triplet(clips[k], rng, args.size, args.margin, swaps, args.rerender)) for k in pick]
     except ValueError as e:
         ap.error(str(e))
     half = (len(rows) + 1) // 2

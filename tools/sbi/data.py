@@ -8,7 +8,9 @@ from pathlib import Path
 
 import numpy as np
 
-from tools.sbi.augment import Aug, apply_aug, crop_with_jitter, sample_aug, sample_crop, small_face_aug
+from tools.sbi.augment import (Aug, CropJitter, apply_aug, crop_with_jitter, sample_aug, sample_crop,
+                               small_face_aug)
+from tools.sbi.rerender_blend import rerender_frame, sample_rerender_blend
 from tools.sbi.swap_blend import ShapeIndex, sample_swap_blend, swap_frame
 from tools.sbi.pack_faces import decode_frames
 from stream_guard.synth.self_blend import blend_frame, sample_clip_blend
@@ -135,12 +137,31 @@ def sample_swap_pair_with_landmarks(clip: Clip, sources: ShapeIndex, length: int
     jit = sample_crop(rng, opts.margin, opts.jitter)
     swap = sample_swap_blend(rng)
     aug = clip_aug(opts, rng)
+    return _pair_sequences(clip, idx, jit, aug, opts, rng, lambda k, crop, lms: swap_frame(
+        crop, lms, source.frames[source_idx[k]], source.landmarks[source_idx[k]], swap, rng)[0])
+
+
+def sample_rerender_pair_with_landmarks(clip: Clip, length: int, opts: SampleOptions, rng: np.random.Generator
+                                        ) -> tuple[list[np.ndarray], list[np.ndarray], list[np.ndarray]]:
+    """As :func:`sample_pair_with_landmarks`, but the pseudo-fake is the face re-rendered as a
+    talking-head generator would (:mod:`tools.sbi.rerender_blend`)."""
+    idx = clip_indices(len(clip), length, rng)
+    jit = sample_crop(rng, opts.margin, opts.jitter)
+    rerender = sample_rerender_blend(rng)
+    aug = clip_aug(opts, rng)
+    return _pair_sequences(clip, idx, jit, aug, opts, rng,
+                           lambda k, crop, lms: rerender_frame(crop, lms, rerender, k, rng)[0])
+
+
+def _pair_sequences(clip: Clip, idx: list[int], jit: CropJitter, aug: Aug, opts: SampleOptions, rng: np.random.Generator,
+                    fake_of) -> tuple[list[np.ndarray], list[np.ndarray], list[np.ndarray]]:
+    """Frames ``idx`` of ``clip`` cropped with ``jit``, their fakes ``fake_of(position, crop, landmarks)``,
+    both through ``aug``, and the landmarks in the returned crops' pixels."""
     reals, fakes, marks = [], [], []
-    for i, j in zip(idx, source_idx):
+    for k, i in enumerate(idx):
         crop, lms = crop_with_jitter(clip.frames[i], clip.boxes[i], clip.landmarks[i], opts.size, jit)
-        fake, _ = swap_frame(crop, lms, source.frames[j], source.landmarks[j], swap, rng)
+        fakes.append(fake_of(k, crop, lms))
         reals.append(crop)
-        fakes.append(fake)
         marks.append(flipped_landmarks(lms, opts.size, aug.flip))
     return augmented_pair(reals, fakes, aug, rng) + (marks,)
 

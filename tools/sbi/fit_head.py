@@ -14,7 +14,8 @@ output is fitted to
   ``--sbi-small-face-draws`` adds pairs that are all shrunk to the small, re-encoded faces of
   live-swap demos (the blend seam as it looks at 60-105 px after H.264); ``--swap-draws`` and
   ``--swap-small-face-draws`` add face-swap pseudo-fakes, another person's face blended in
-  (:mod:`tools.sbi.swap_blend`), and
+  (:mod:`tools.sbi.swap_blend`); ``--rerender-draws`` and ``--rerender-small-face-draws`` add the
+  face re-rendered as a talking-head generator would (:mod:`tools.sbi.rerender_blend`), and
 * optionally, the real *videos* of ``--real`` as real clips of their own family, ``realvid``
   (``--real-video-weight`` each, relative to one labelled clip; the default 0 only scores them).
 
@@ -82,7 +83,8 @@ from stream_guard.model.contract import REGION_NAMES, ModelSpec
 from stream_guard.scoring import family_of, metrics, metrics_by_family
 from stream_guard.synth.self_blend import blend_frame, sample_clip_blend
 from tools.sbi.data import (Clip, SampleOptions, load_cache, sample_pair_with_landmarks,
-                            sample_swap_pair_with_landmarks, source_key, synthetic_clips)
+                            sample_rerender_pair_with_landmarks, sample_swap_pair_with_landmarks, source_key,
+                            synthetic_clips)
 from tools.sbi.swap_blend import ShapeIndex
 from tools.sbi.ensemble import ScoreMix, ensemble, load_oof
 from tools.sbi.export import (FP16_LOGIT_TOL, export_graphs, onnx_frame_logits, parity, parity_exit_code,
@@ -146,19 +148,22 @@ def labelled_features(featurise: Featuriser, clips: list[Clip], size: int, margi
 
 
 def sbi_features(featurise: Featuriser, clips: list[Clip], size: int, margin: float, draws: int,
-                 seed: int, small_faces: bool = False, swaps: bool = False) -> FeatureSet:
+                 seed: int, small_faces: bool = False, kind: str = "self") -> FeatureSet:
     """``draws`` passes over the real clips, 4 frames each: augmented reals and their pseudo-fakes
     (``small_faces``: every pair shrunk and H.264-re-encoded, see :func:`tools.sbi.augment.small_face_aug`;
-    ``swaps``: another person's face blended in, :mod:`tools.sbi.swap_blend`, instead of the face's own).
+    ``kind``: ``self`` blends the face's own altered copy, ``swap`` another person's face,
+    :mod:`tools.sbi.swap_blend`, ``rerender`` the face redrawn as a talking-head generator would,
+    :mod:`tools.sbi.rerender_blend`).
     ``files`` names each pair's source: :func:`real_video_key` for videos, the file for photos."""
     rng = np.random.default_rng(seed)
     opts = SampleOptions(size=size, margin=margin, small_faces=small_faces)
-    index = ShapeIndex(clips, source_key) if swaps else None
+    index = ShapeIndex(clips, source_key) if kind == "swap" else None
     reals, fakes, marks, sources = [], [], [], []
     for _ in range(draws):
         for clip in clips:
-            r, f, lms = (sample_pair_with_landmarks(clip, 4, opts, rng) if index is None
-                         else sample_swap_pair_with_landmarks(clip, index, 4, opts, rng))
+            r, f, lms = (sample_swap_pair_with_landmarks(clip, index, 4, opts, rng) if index is not None
+                         else sample_rerender_pair_with_landmarks(clip, 4, opts, rng) if kind == "rerender"
+                         else sample_pair_with_landmarks(clip, 4, opts, rng))
             reals += r
             fakes += f
             marks += lms
@@ -445,13 +450,15 @@ def view_features(args: argparse.Namespace, view: str, backbone: Encoder, labell
     if videos:
         lab = concat([lab, cached(args.work, f"realvid|{key}|{args.real}", lambda: labelled_features(
             featurise, videos, args.size, args.margin, args.max_frames))])
-    passes = (("sbi-by-source", args.sbi_draws, False, False, 1),
-              ("sbi-small-faces", args.sbi_small_face_draws, True, False, 1),
-              ("swaps", args.swap_draws, False, True, 11),
-              ("swaps-small-faces", args.swap_small_face_draws, True, True, 12))
+    passes = (("sbi-by-source", args.sbi_draws, False, "self", 1),
+              ("sbi-small-faces", args.sbi_small_face_draws, True, "self", 1),
+              ("swaps", args.swap_draws, False, "swap", 11),
+              ("swaps-small-faces", args.swap_small_face_draws, True, "swap", 12),
+              ("rerender", args.rerender_draws, False, "rerender", 13),
+              ("rerender-small-faces", args.rerender_small_face_draws, True, "rerender", 14))
     sbi_sets = [cached(args.work, f"{name}|{key}|{args.real}|{draws}", lambda: sbi_features(
-                    featurise, reals, args.size, args.margin, draws, seed=seed, small_faces=small, swaps=swaps))
-                for name, draws, small, swaps, seed in passes if reals and draws > 0]
+                    featurise, reals, args.size, args.margin, draws, seed=seed, small_faces=small, kind=kind))
+                for name, draws, small, kind, seed in passes if reals and draws > 0]
     return lab, concat(sbi_sets) if sbi_sets else None
 
 
@@ -487,6 +494,11 @@ def main(argv: list[str] | None = None) -> int:
                     help="passes over --real whose pseudo-fakes have another person's face blended in "
                          "(tools.sbi.swap_blend, after Face X-ray); they share the SBI weight")
     ap.add_argument("--swap-small-face-draws", type=int, default=0,
+                    help="the same, every pair shrunk to a small face and H.264-re-encoded")
+    ap.add_argument("--rerender-draws", type=int, default=0,
+                    help="passes over --real whose pseudo-fakes are the face re-rendered as a talking-head "
+                         "generator would (tools.sbi.rerender_blend); they share the SBI weight")
+    ap.add_argument("--rerender-small-face-draws", type=int, default=0,
                     help="the same, every pair shrunk to a small face and H.264-re-encoded")
     ap.add_argument("--sbi-weight", type=float, default=1.0, help="SBI frames' total weight / labelled clips'")
     ap.add_argument("--real-video-weight", type=float, default=0.0,
@@ -642,6 +654,10 @@ def main(argv: list[str] | None = None) -> int:
         description += (f"; {swap_draws} more passes of face-swap pseudo-fakes (another person's face blended in"
                         + (f", {args.swap_small_face_draws} of them small faces)" if args.swap_small_face_draws
                            else ")"))
+    rerender_draws = args.rerender_draws + args.rerender_small_face_draws
+    if rerender_draws > 0:
+        description += (f"; {rerender_draws} more passes of re-rendered pseudo-fakes (the face warped around the "
+                        "mouth, resampled and pasted back, as a talking-head generator's)")
     if mix is not None:
         try:
             enc, head = ensemble(enc, w, bias, args.e2e, mix, args.size, args.margin)
