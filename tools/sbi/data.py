@@ -5,6 +5,7 @@ import csv
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
@@ -153,8 +154,13 @@ def sample_rerender_pair_with_landmarks(clip: Clip, length: int, opts: SampleOpt
                            lambda k, crop, lms: rerender_frame(crop, lms, rerender, k, rng)[0])
 
 
-def _pair_sequences(clip: Clip, idx: list[int], jit: CropJitter, aug: Aug, opts: SampleOptions, rng: np.random.Generator,
-                    fake_of) -> tuple[list[np.ndarray], list[np.ndarray], list[np.ndarray]]:
+# A pseudo-fake of one crop: (position in the sequence, crop, its landmarks) -> fake crop.
+FakeOf = Callable[[int, np.ndarray, np.ndarray], np.ndarray]
+
+
+def _pair_sequences(clip: Clip, idx: list[int], jit: CropJitter, aug: Aug, opts: SampleOptions,
+                    rng: np.random.Generator, fake_of: FakeOf
+                    ) -> tuple[list[np.ndarray], list[np.ndarray], list[np.ndarray]]:
     """Frames ``idx`` of ``clip`` cropped with ``jit``, their fakes ``fake_of(position, crop, landmarks)``,
     both through ``aug``, and the landmarks in the returned crops' pixels."""
     reals, fakes, marks = [], [], []
