@@ -170,6 +170,17 @@ def alter(img: np.ndarray, p: ClipBlend, face: float) -> np.ndarray:
     return out
 
 
+def seam_jitter(rng: np.random.Generator | None) -> np.ndarray:
+    """A frame's sub-pixel shift of the mask (none without ``rng``)."""
+    return rng.normal(0, 0.3, 2) if rng is not None else np.zeros(2)
+
+
+def composite(layer: np.ndarray, base: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """``layer * mask + base * (1 - mask)`` of float32 RGB images in [0, 1], as RGB uint8."""
+    fake = layer * mask[..., None] + base * (1.0 - mask[..., None])
+    return np.clip(fake * 255.0 + 0.5, 0, 255).astype(np.uint8)
+
+
 def blend_frame(img: np.ndarray, lms: np.ndarray, p: ClipBlend,
                 rng: np.random.Generator | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Pseudo-fake of one RGB uint8 face crop with its 468 landmarks (crop pixels): the
@@ -195,7 +206,7 @@ def blend_face(img: np.ndarray, hull_points: np.ndarray, face: float, p: ClipBle
     if len(hull_points) < 3:
         raise ValueError(f"need at least 3 points for a face hull, got {len(hull_points)}")
     h, w = img.shape[:2]
-    jitter = rng.normal(0, 0.3, 2) if rng is not None else np.zeros(2)
+    jitter = seam_jitter(rng)
     ratio = float(np.clip(p.ratio + (rng.uniform(-0.03, 0.03) if rng is not None else 0.0), 0.1, 1.0))
     base = img.astype(np.float32) / 255.0
     source, target = base, base
@@ -209,5 +220,4 @@ def blend_face(img: np.ndarray, hull_points: np.ndarray, face: float, p: ClipBle
                   [0, sy, (1 - sy) * centre[1] + p.src_shift[1] * face]], np.float32)
     source = cv2.warpAffine(source, m, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
     mask = make_mask(hull_points, face, (h, w), p, jitter) * ratio
-    fake = source * mask[..., None] + target * (1.0 - mask[..., None])
-    return np.clip(fake * 255.0 + 0.5, 0, 255).astype(np.uint8), mask
+    return composite(source, target, mask), mask

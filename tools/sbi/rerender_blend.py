@@ -18,8 +18,8 @@ from dataclasses import dataclass, replace
 import cv2
 import numpy as np
 
-from stream_guard.synth.self_blend import (FACE_PER_EYES, LOWER_LIP, UPPER_LIP, ClipBlend, face_frame,
-                                           make_mask, region_points, sample_clip_blend)
+from stream_guard.synth.self_blend import (FACE_PER_EYES, LOWER_LIP, UPPER_LIP, ClipBlend, composite,
+                                           face_frame, make_mask, region_points, sample_clip_blend, seam_jitter)
 
 
 @dataclass(frozen=True)
@@ -91,8 +91,7 @@ def rerender_frame(crop: np.ndarray, lms: np.ndarray, p: RerenderBlend, frame: i
         hull = centre + half * np.array([[-1, -1], [1, -1], [1, 1], [-1, 1]], np.float64)
     else:
         hull = region_points(lms, "full")
-    jitter = rng.normal(0, 0.3, 2) if rng is not None else np.zeros(2)
+    jitter = seam_jitter(rng)
     mask = make_mask(hull, face, (h, w), p.mask, jitter) * p.mask.ratio
     base = crop.astype(np.float32) / 255.0
-    fake = layer * mask[..., None] + base * (1.0 - mask[..., None])
-    return np.clip(fake * 255.0 + 0.5, 0, 255).astype(np.uint8), mask
+    return composite(layer, base, mask), mask

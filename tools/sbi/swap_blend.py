@@ -20,8 +20,8 @@ from typing import Callable
 import cv2
 import numpy as np
 
-from stream_guard.synth.self_blend import (FACE_PER_EYES, ClipBlend, alter, face_frame, make_mask,
-                                           region_points, sample_clip_blend)
+from stream_guard.synth.self_blend import (FACE_PER_EYES, ClipBlend, alter, composite, face_frame, make_mask,
+                                           region_points, sample_clip_blend, seam_jitter)
 
 SHAPE_POINTS = np.arange(0, 468, 3)  # every third mesh point: enough for shape and alignment
 SWAP_REGIONS = ("full", "full", "full", "inner", "mouth_nose")
@@ -112,10 +112,9 @@ def swap_frame(target: np.ndarray, target_lms: np.ndarray, source: np.ndarray, s
     pasted = cv2.warpAffine(source, m, (w, h), flags=cv2.INTER_LINEAR,
                             borderMode=cv2.BORDER_REFLECT).astype(np.float32) / 255.0
     face = FACE_PER_EYES * face_frame(target_lms)[3]
-    jitter = rng.normal(0, 0.3, 2) if rng is not None else np.zeros(2)
+    jitter = seam_jitter(rng)
     mask = make_mask(region_points(target_lms, p.blend.region), face, (h, w), p.blend, jitter) * p.blend.ratio
     pasted = colour_transfer(pasted, base, mask, p.transfer)
     if p.alter_source:
         pasted = alter(pasted, p.blend, face)
-    fake = pasted * mask[..., None] + base * (1.0 - mask[..., None])
-    return np.clip(fake * 255.0 + 0.5, 0, 255).astype(np.uint8), mask
+    return composite(pasted, base, mask), mask
