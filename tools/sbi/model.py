@@ -73,7 +73,7 @@ def load_checkpoint(path: str, pretrained: bool = False) -> tuple[Encoder, Tempo
 
 # EfficientNet-Lite0 blocks whose outputs are pooled: the ends of its first three stages (16, 24, 40 channels).
 # Deeper stages (7, 10: 80, 112 channels) fitted the dev identities better but generalised worse to unseen
-# manipulation methods (models/MODEL_CARD.md, release 0.4.0).
+# manipulation methods (models/RESEARCH_LOG.md, release 0.4.0).
 REGION_TAPS = (0, 2, 4)
 REGION_BANDS = (1, 2, 4)  # box-blur radii of the grey-level high-pass bands
 
@@ -218,7 +218,7 @@ class GreyStandardise(nn.Module):
 
     Colour cast, exposure and contrast differ more between real video sources (studio light, webcam,
     re-encoding) than between a real face and its swap; this view keeps texture and detail and
-    drops them (models/MODEL_CARD.md, "Photometric normalisation").
+    drops them (models/RESEARCH_LOG.md, "Photometric normalisation").
     """
 
     def __init__(self, mean: float = 128.0, std: float = 48.0) -> None:
