@@ -3,18 +3,21 @@ from __future__ import annotations
 
 import csv
 import zlib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 
 from tools.sbi.augment import (Aug, CropJitter, apply_aug, crop_with_jitter, sample_aug, sample_crop,
                                small_face_aug)
 from tools.sbi.rerender_blend import rerender_frame, sample_rerender_blend
-from tools.sbi.swap_blend import ShapeIndex, sample_swap_blend, swap_frame
+from tools.sbi.swap_blend import ShapeIndex, SwapBlend, sample_swap_blend, swap_frame
 from tools.sbi.pack_faces import decode_frames
 from stream_guard.synth.self_blend import blend_frame, sample_clip_blend
+
+if TYPE_CHECKING:  # torch only where a generator is used
+    from tools.swapgen.model import FaceSwapper
 
 
 @dataclass
@@ -152,6 +155,27 @@ def sample_rerender_pair_with_landmarks(clip: Clip, length: int, opts: SampleOpt
     aug = clip_aug(opts, rng)
     return _pair_sequences(clip, idx, jit, aug, opts, rng,
                            lambda k, crop, lms: rerender_frame(crop, lms, rerender, k, rng)[0])
+
+
+def sample_learned_swap_blend(rng: np.random.Generator) -> SwapBlend:
+    """A learned swap's blend: the face-swap pairs' mask and colour transfer, without altering the
+    source (what the generator draws is the point, not an alteration of it)."""
+    return replace(sample_swap_blend(rng), alter_source=False)
+
+
+def sample_learned_swap_pair_with_landmarks(clip: Clip, swapper: FaceSwapper, length: int, opts: SampleOptions,
+                                            rng: np.random.Generator
+                                            ) -> tuple[list[np.ndarray], list[np.ndarray], list[np.ndarray]]:
+    """As :func:`sample_pair_with_landmarks`, but the pseudo-fake's face is redrawn as another identity
+    by a trained swap generator (:mod:`tools.swapgen`) and blended in through the face-swap pairs'
+    mask and colour transfer (:func:`~tools.sbi.swap_blend.swap_frame`); one identity per clip."""
+    idx = clip_indices(len(clip), length, rng)
+    jit = sample_crop(rng, opts.margin, opts.jitter)
+    identity = swapper.target_identity(clip.file, rng)
+    swap = sample_learned_swap_blend(rng)
+    aug = clip_aug(opts, rng)
+    return _pair_sequences(clip, idx, jit, aug, opts, rng, lambda k, crop, lms: swap_frame(
+        crop, lms, swapper.swap(crop, lms, identity), lms, swap, rng)[0])
 
 
 # A pseudo-fake of one crop: (position in the sequence, crop, its landmarks) -> fake crop.

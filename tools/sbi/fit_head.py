@@ -15,7 +15,9 @@ output is fitted to
   live-swap demos (the blend seam as it looks at 60-105 px after H.264); ``--swap-draws`` and
   ``--swap-small-face-draws`` add face-swap pseudo-fakes, another person's face blended in
   (:mod:`tools.sbi.swap_blend`); ``--rerender-draws`` and ``--rerender-small-face-draws`` add the
-  face re-rendered as a talking-head generator would (:mod:`tools.sbi.rerender_blend`), and
+  face re-rendered as a talking-head generator would (:mod:`tools.sbi.rerender_blend`);
+  ``--learned-swaps GENERATOR`` with ``--learned-swap-draws`` / ``--learned-swap-small-face-draws``
+  adds faces redrawn as another person by a trained swap generator (:mod:`tools.swapgen`), and
 * optionally, the real *videos* of ``--real`` as real clips of their own family, ``realvid``
   (``--real-video-weight`` each, relative to one labelled clip; the default 0 only scores them).
 
@@ -82,9 +84,9 @@ from stream_guard.faces.crop import crop_face, crop_matrix, transform_points
 from stream_guard.model.contract import REGION_NAMES, ModelSpec
 from stream_guard.scoring import family_of, metrics, metrics_by_family
 from stream_guard.synth.self_blend import blend_frame, sample_clip_blend
-from tools.sbi.data import (Clip, SampleOptions, load_cache, sample_pair_with_landmarks,
-                            sample_rerender_pair_with_landmarks, sample_swap_pair_with_landmarks, source_key,
-                            synthetic_clips)
+from tools.sbi.data import (Clip, SampleOptions, load_cache, sample_learned_swap_pair_with_landmarks,
+                            sample_pair_with_landmarks, sample_rerender_pair_with_landmarks,
+                            sample_swap_pair_with_landmarks, source_key, synthetic_clips)
 from tools.sbi.swap_blend import ShapeIndex
 from tools.sbi.ensemble import ScoreMix, ensemble, load_oof
 from tools.sbi.export import (FP16_LOGIT_TOL, export_graphs, onnx_frame_logits, parity, parity_exit_code,
@@ -95,6 +97,7 @@ from tools.sbi.metrics import calibrate
 from tools.sbi.model import (ALL_REGION_GROUPS, ALL_REGION_VIEWS, MEAN, REGION_GROUPS, REGION_TAPS, REGION_VIEWS, STD,
                              Encoder, RegionStatsEncoder, TemporalHead)
 from tools.sbi.train import to_tensor
+from tools.swapgen.model import FaceSwapper
 
 
 @dataclass
@@ -148,22 +151,27 @@ def labelled_features(featurise: Featuriser, clips: list[Clip], size: int, margi
 
 
 def sbi_features(featurise: Featuriser, clips: list[Clip], size: int, margin: float, draws: int,
-                 seed: int, small_faces: bool = False, kind: str = "self") -> FeatureSet:
+                 seed: int, small_faces: bool = False, kind: str = "self",
+                 swapper: FaceSwapper | None = None) -> FeatureSet:
     """``draws`` passes over the real clips, 4 frames each: augmented reals and their pseudo-fakes
     (``small_faces``: every pair shrunk and H.264-re-encoded, see :func:`tools.sbi.augment.small_face_aug`;
     ``kind``: ``self`` blends the face's own altered copy, ``swap`` another person's face,
     :mod:`tools.sbi.swap_blend`, ``rerender`` the face redrawn as a talking-head generator would,
-    :mod:`tools.sbi.rerender_blend`).
+    :mod:`tools.sbi.rerender_blend`, ``learned`` the face redrawn as another identity by ``swapper``,
+    :mod:`tools.swapgen`).
     ``files`` names each pair's source: :func:`real_video_key` for videos, the file for photos."""
     rng = np.random.default_rng(seed)
     opts = SampleOptions(size=size, margin=margin, small_faces=small_faces)
     index = ShapeIndex(clips, source_key) if kind == "swap" else None
+    if kind == "learned" and swapper is None:
+        raise ValueError("learned swaps need a trained generator (--learned-swaps)")
     reals, fakes, marks, sources = [], [], [], []
     for _ in range(draws):
         for clip in clips:
             r, f, lms = (sample_swap_pair_with_landmarks(clip, index, 4, opts, rng) if index is not None
                          else sample_rerender_pair_with_landmarks(clip, 4, opts, rng) if kind == "rerender"
-                         else sample_pair_with_landmarks(clip, 4, opts, rng))
+                         else sample_learned_swap_pair_with_landmarks(clip, swapper, 4, opts, rng)
+                         if kind == "learned" else sample_pair_with_landmarks(clip, 4, opts, rng))
             reals += r
             fakes += f
             marks += lms
@@ -455,9 +463,16 @@ def view_features(args: argparse.Namespace, view: str, backbone: Encoder, labell
               ("swaps", args.swap_draws, False, "swap", 11),
               ("swaps-small-faces", args.swap_small_face_draws, True, "swap", 12),
               ("rerender", args.rerender_draws, False, "rerender", 13),
-              ("rerender-small-faces", args.rerender_small_face_draws, True, "rerender", 14))
-    sbi_sets = [cached(args.work, f"{name}|{key}|{args.real}|{draws}", lambda: sbi_features(
-                    featurise, reals, args.size, args.margin, draws, seed=seed, small_faces=small, kind=kind))
+              ("rerender-small-faces", args.rerender_small_face_draws, True, "rerender", 14),
+              ("learned-swaps", args.learned_swap_draws, False, "learned", 15),
+              ("learned-swaps-small-faces", args.learned_swap_small_face_draws, True, "learned", 16))
+    swapper, generator = None, ""
+    if args.learned_swaps is not None and args.learned_swap_draws + args.learned_swap_small_face_draws > 0:
+        swapper = FaceSwapper.load(args.learned_swaps)
+        generator = "|" + hashlib.sha1(args.learned_swaps.read_bytes()).hexdigest()[:12]  # a new generator: new pairs
+    sbi_sets = [cached(args.work, f"{name}|{key}|{args.real}|{draws}" + (generator if kind == "learned" else ""),
+                       lambda: sbi_features(featurise, reals, args.size, args.margin, draws, seed=seed,
+                                            small_faces=small, kind=kind, swapper=swapper))
                 for name, draws, small, kind, seed in passes if reals and draws > 0]
     return lab, concat(sbi_sets) if sbi_sets else None
 
@@ -500,6 +515,13 @@ def main(argv: list[str] | None = None) -> int:
                          "generator would (tools.sbi.rerender_blend); they share the SBI weight")
     ap.add_argument("--rerender-small-face-draws", type=int, default=0,
                     help="the same, every pair shrunk to a small face and H.264-re-encoded")
+    ap.add_argument("--learned-swaps", type=Path, metavar="SWAPGEN_PT",
+                    help="a trained swap generator (tools.swapgen.train's swapgen.pt) for the two options below")
+    ap.add_argument("--learned-swap-draws", type=int, default=0,
+                    help="passes over --real whose pseudo-fakes are the face redrawn as another identity by "
+                         "--learned-swaps and blended in; they share the SBI weight")
+    ap.add_argument("--learned-swap-small-face-draws", type=int, default=0,
+                    help="the same, every pair shrunk to a small face and H.264-re-encoded")
     ap.add_argument("--sbi-weight", type=float, default=1.0, help="SBI frames' total weight / labelled clips'")
     ap.add_argument("--real-video-weight", type=float, default=0.0,
                     help="training weight of each real video of --real, relative to one labelled clip "
@@ -536,6 +558,13 @@ def main(argv: list[str] | None = None) -> int:
         ap.error("--e2e mixes do not take --landmark-regions yet")
     if args.e2e_lofo and not (args.e2e_oof and args.leave_family_out):
         ap.error("--e2e-lofo needs --e2e, --e2e-oof and --leave-family-out")
+    if args.learned_swap_draws + args.learned_swap_small_face_draws > 0:
+        if args.learned_swaps is None:
+            ap.error("--learned-swap-draws and --learned-swap-small-face-draws need --learned-swaps")
+        try:
+            FaceSwapper.load(args.learned_swaps)
+        except (OSError, ValueError, RuntimeError, KeyError) as e:
+            ap.error(f"--learned-swaps {args.learned_swaps}: {e}")
     torch.set_num_threads(args.threads)
     t0 = time.time()
     if args.smoke:
@@ -658,6 +687,10 @@ def main(argv: list[str] | None = None) -> int:
     if rerender_draws > 0:
         description += (f"; {rerender_draws} more passes of re-rendered pseudo-fakes (the face warped around the "
                         "mouth, resampled and pasted back, as a talking-head generator's)")
+    learned_draws = args.learned_swap_draws + args.learned_swap_small_face_draws
+    if learned_draws > 0:
+        description += (f"; {learned_draws} more passes of learned face swaps (faces redrawn as other people by a "
+                        "swap autoencoder trained on the real faces, tools.swapgen)")
     if mix is not None:
         try:
             enc, head = ensemble(enc, w, bias, args.e2e, mix, args.size, args.margin)
