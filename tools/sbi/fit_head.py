@@ -477,6 +477,14 @@ def view_features(args: argparse.Namespace, view: str, backbone: Encoder, labell
     return lab, concat(sbi_sets) if sbi_sets else None
 
 
+def add_pass_options(ap: argparse.ArgumentParser, flag: str, pseudo_fakes: str) -> None:
+    """``--FLAG-draws`` and ``--FLAG-small-face-draws``: passes over ``--real`` of one kind of pseudo-fake."""
+    ap.add_argument(f"--{flag}-draws", type=int, default=0,
+                    help=f"passes over --real whose pseudo-fakes are {pseudo_fakes}; they share the SBI weight")
+    ap.add_argument(f"--{flag}-small-face-draws", type=int, default=0,
+                    help="the same, every pair shrunk to a small face and H.264-re-encoded")
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--labelled", type=Path, help="face cache of labelled clips (tools.sbi.prepare_faces)")
@@ -505,23 +513,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--sbi-small-face-draws", type=int, default=0,
                     help="more passes over --real whose pairs are all shrunk to small faces (60-105 px) and "
                          "H.264-re-encoded, as in the dev DeepFaceLive demos; they share the SBI weight")
-    ap.add_argument("--swap-draws", type=int, default=0,
-                    help="passes over --real whose pseudo-fakes have another person's face blended in "
-                         "(tools.sbi.swap_blend, after Face X-ray); they share the SBI weight")
-    ap.add_argument("--swap-small-face-draws", type=int, default=0,
-                    help="the same, every pair shrunk to a small face and H.264-re-encoded")
-    ap.add_argument("--rerender-draws", type=int, default=0,
-                    help="passes over --real whose pseudo-fakes are the face re-rendered as a talking-head "
-                         "generator would (tools.sbi.rerender_blend); they share the SBI weight")
-    ap.add_argument("--rerender-small-face-draws", type=int, default=0,
-                    help="the same, every pair shrunk to a small face and H.264-re-encoded")
+    add_pass_options(ap, "swap", "another person's face blended in (tools.sbi.swap_blend, after Face X-ray)")
+    add_pass_options(ap, "rerender", "the face re-rendered as a talking-head generator would "
+                                     "(tools.sbi.rerender_blend)")
     ap.add_argument("--learned-swaps", type=Path, metavar="SWAPGEN_PT",
                     help="a trained swap generator (tools.swapgen.train's swapgen.pt) for the two options below")
-    ap.add_argument("--learned-swap-draws", type=int, default=0,
-                    help="passes over --real whose pseudo-fakes are the face redrawn as another identity by "
-                         "--learned-swaps and blended in; they share the SBI weight")
-    ap.add_argument("--learned-swap-small-face-draws", type=int, default=0,
-                    help="the same, every pair shrunk to a small face and H.264-re-encoded")
+    add_pass_options(ap, "learned-swap", "the face redrawn as another identity by --learned-swaps, blended in")
     ap.add_argument("--sbi-weight", type=float, default=1.0, help="SBI frames' total weight / labelled clips'")
     ap.add_argument("--real-video-weight", type=float, default=0.0,
                     help="training weight of each real video of --real, relative to one labelled clip "
