@@ -40,10 +40,14 @@ def align_matrix(landmarks: np.ndarray, template: np.ndarray) -> np.ndarray:
     return m
 
 
+def warp_to_template(image: np.ndarray, matrix: np.ndarray, size: int) -> np.ndarray:
+    """``image`` through :func:`align_matrix`'s ``matrix`` into the template's ``size`` px frame."""
+    return cv2.warpAffine(image, matrix, (size, size), flags=cv2.INTER_AREA, borderMode=cv2.BORDER_REFLECT)
+
+
 def aligned_face(image: np.ndarray, landmarks: np.ndarray, template: np.ndarray, size: int) -> np.ndarray:
     """``image``'s face warped into the template's ``size`` px frame (uint8 RGB)."""
-    return cv2.warpAffine(image, align_matrix(landmarks, template), (size, size), flags=cv2.INTER_AREA,
-                          borderMode=cv2.BORDER_REFLECT)
+    return warp_to_template(image, align_matrix(landmarks, template), size)
 
 
 def face_weight(template: np.ndarray, size: int) -> np.ndarray:

@@ -9,7 +9,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from tools.swapgen.align import align_matrix
+from tools.swapgen.align import align_matrix, warp_to_template
 
 FORMAT = "stream_guard-swapgen/1"
 
@@ -93,8 +93,7 @@ class FaceSwapper:
         """``crop`` (uint8 RGB) with its face redrawn as ``identity``, in the crop's own geometry;
         outside the aligned square the crop's border is reflected (the blend mask keeps only the face)."""
         m = align_matrix(landmarks, self.template)
-        aligned = cv2.warpAffine(crop, m, (self.size, self.size), flags=cv2.INTER_AREA,
-                                 borderMode=cv2.BORDER_REFLECT)
+        aligned = warp_to_template(crop, m, self.size)
         with torch.no_grad():
             x = torch.from_numpy(aligned).permute(2, 0, 1)[None].float() / 255.0
             y = self.model(x, identity)[0].permute(1, 2, 0).numpy()
