@@ -17,7 +17,8 @@ import numpy as np
 
 from tools.sbi.augment import crop_with_jitter, sample_crop
 from stream_guard.synth.self_blend import blend_frame, sample_clip_blend
-from tools.sbi.data import load_cache, sample_learned_swap_blend, source_key, synthetic_clips
+from tools.sbi.data import (learned_swap_frame, load_cache, sample_learned_swap_blend, source_key,
+                            synthetic_clips)
 from tools.sbi.rerender_blend import rerender_frame, sample_rerender_blend
 from tools.sbi.swap_blend import ShapeIndex, sample_swap_blend, swap_frame
 from tools.swapgen.model import FaceSwapper
@@ -39,7 +40,7 @@ def triplet(clip, rng: np.random.Generator, size: int, margin: float,
     elif swapper is not None:
         identity = swapper.target_identity(clip.file, rng)
         swap = sample_learned_swap_blend(rng)
-        fake, mask = swap_frame(crop, lms, swapper.swap(crop, lms, identity), lms, swap, rng)
+        fake, mask = learned_swap_frame(crop, lms, swapper, identity, swap, rng)
         notes = (f"as {Path(swapper.identities[identity]).stem[:20]}",
                  f"{swap.blend.region} colour {swap.transfer:.1f}")
     elif swaps is None:

@@ -174,8 +174,14 @@ def sample_learned_swap_pair_with_landmarks(clip: Clip, swapper: FaceSwapper, le
     identity = swapper.target_identity(clip.file, rng)
     swap = sample_learned_swap_blend(rng)
     aug = clip_aug(opts, rng)
-    return _pair_sequences(clip, idx, jit, aug, opts, rng, lambda k, crop, lms: swap_frame(
-        crop, lms, swapper.swap(crop, lms, identity), lms, swap, rng)[0])
+    return _pair_sequences(clip, idx, jit, aug, opts, rng,
+                           lambda k, crop, lms: learned_swap_frame(crop, lms, swapper, identity, swap, rng)[0])
+
+
+def learned_swap_frame(crop: np.ndarray, landmarks: np.ndarray, swapper: FaceSwapper, identity: int,
+                       swap: SwapBlend, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """``crop``'s face redrawn by ``swapper`` as ``identity`` and blended in: ``(fake uint8, mask float32)``."""
+    return swap_frame(crop, landmarks, swapper.swap(crop, landmarks, identity), landmarks, swap, rng)
 
 
 # A pseudo-fake of one crop: (position in the sequence, crop, its landmarks) -> fake crop.

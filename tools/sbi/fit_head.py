@@ -437,8 +437,20 @@ def feature_key(size: int, margin: float, taps: tuple[int, ...], groups: tuple[s
 LANDMARK_VIEW = "lmregions"  # view_features' name for the landmark-region contrasts
 
 
+@dataclass(frozen=True)
+class LearnedSwaps:
+    """A trained swap generator (:mod:`tools.swapgen`) and the digest of its file, which keys its pairs' cache."""
+
+    swapper: FaceSwapper
+    digest: str
+
+    @classmethod
+    def load(cls, path: Path) -> LearnedSwaps:
+        return cls(FaceSwapper.load(path), hashlib.sha1(Path(path).read_bytes()).hexdigest()[:12])
+
+
 def view_features(args: argparse.Namespace, view: str, backbone: Encoder, labelled: list[Clip],
-                  reals: list[Clip]) -> tuple[FeatureSet, FeatureSet | None]:
+                  reals: list[Clip], learned: LearnedSwaps | None = None) -> tuple[FeatureSet, FeatureSet | None]:
     """One view's features of the labelled clips (real videos of ``reals`` appended) and of the
     self-blended pairs (None without ``reals``), cached under ``args.work``. ``view`` is one of
     :data:`ALL_REGION_VIEWS`, or :data:`LANDMARK_VIEW` for the colour view's landmark contrasts."""
@@ -466,10 +478,8 @@ def view_features(args: argparse.Namespace, view: str, backbone: Encoder, labell
               ("rerender-small-faces", args.rerender_small_face_draws, True, "rerender", 14),
               ("learned-swaps", args.learned_swap_draws, False, "learned", 15),
               ("learned-swaps-small-faces", args.learned_swap_small_face_draws, True, "learned", 16))
-    swapper, generator = None, ""
-    if args.learned_swaps is not None and args.learned_swap_draws + args.learned_swap_small_face_draws > 0:
-        swapper = FaceSwapper.load(args.learned_swaps)
-        generator = "|" + hashlib.sha1(args.learned_swaps.read_bytes()).hexdigest()[:12]  # a new generator: new pairs
+    swapper = None if learned is None else learned.swapper
+    generator = "" if learned is None else f"|{learned.digest}"  # a new generator: new pairs
     sbi_sets = [cached(args.work, f"{name}|{key}|{args.real}|{draws}" + (generator if kind == "learned" else ""),
                        lambda: sbi_features(featurise, reals, args.size, args.margin, draws, seed=seed,
                                             small_faces=small, kind=kind, swapper=swapper))
@@ -555,11 +565,12 @@ def main(argv: list[str] | None = None) -> int:
         ap.error("--e2e mixes do not take --landmark-regions yet")
     if args.e2e_lofo and not (args.e2e_oof and args.leave_family_out):
         ap.error("--e2e-lofo needs --e2e, --e2e-oof and --leave-family-out")
+    learned = None
     if args.learned_swap_draws + args.learned_swap_small_face_draws > 0:
         if args.learned_swaps is None:
             ap.error("--learned-swap-draws and --learned-swap-small-face-draws need --learned-swaps")
         try:
-            FaceSwapper.load(args.learned_swaps)
+            learned = LearnedSwaps.load(args.learned_swaps)
         except (OSError, ValueError, RuntimeError, KeyError) as e:
             ap.error(f"--learned-swaps {args.learned_swaps}: {e}")
     torch.set_num_threads(args.threads)
@@ -579,7 +590,7 @@ def main(argv: list[str] | None = None) -> int:
                              views=args.views, landmark_regions=args.landmark_regions).eval()
     views = enc.views + ((LANDMARK_VIEW,) if args.landmark_regions else ())
     region_sizes = enc.region_sizes  # enc may become an ensemble's below; the masks it takes stay these
-    per_view = [view_features(args, view, backbone, labelled, reals) for view in views]
+    per_view = [view_features(args, view, backbone, labelled, reals, learned) for view in views]
     lab = side_by_side([v[0] for v in per_view])
     sbi = None if per_view[0][1] is None else side_by_side([v[1] for v in per_view])
     print(f"features: {len(lab.x)} labelled frames ({is_real_video(lab.files).sum()} of real videos), "
