@@ -91,7 +91,7 @@ def test_self_blended_draws_carry_landmarks_that_follow_the_crop() -> None:
 
 
 def test_encoder_with_landmark_regions_appends_the_contrasts_to_its_statistics() -> None:
-    from tools.sbi.landmark_regions import LandmarkRegionFeatures, crop_regions
+    from tools.sbi.landmark_regions import LandmarkContrastGraph, crop_regions
     from tools.sbi.model import RegionStatsEncoder
     from tools.sbi.train import to_tensor
     torch.manual_seed(0)
@@ -104,9 +104,34 @@ def test_encoder_with_landmark_regions_appends_the_contrasts_to_its_statistics()
         x = to_tensor(crops, torch.device("cpu"))
         full = enc(x, *regions).numpy()
         stats = torch.cat([enc.summarise(x), enc.summarise(enc.grey_standardise(x))], 1).numpy()
-    contrasts = LandmarkRegionFeatures(enc)(crops, marks)
+        contrasts = LandmarkContrastGraph(enc)(x, *regions).numpy()
     assert contrasts.shape == (2, 4 * (3 + 16 + 24 + 40)) and np.isfinite(contrasts).all()
     assert enc.dim == full.shape[1] == 2 * 415 + 332
     assert np.allclose(full, np.concatenate([stats, contrasts], 1), atol=1e-5)
     with pytest.raises(ValueError):
         enc(x)  # the masks are required
+
+
+@pytest.mark.parametrize("contrasts_only", [False, True])
+def test_onnx_featuriser_matches_pytorch(contrasts_only: bool) -> None:
+    """fit_head's features come from ONNX Runtime: the same numbers as the PyTorch modules, for a
+    view's statistics (landmarks ignored) and for the landmark contrasts (masks built per crop)."""
+    from tools.sbi.landmark_regions import LandmarkContrastGraph, crop_regions
+    from tools.sbi.model import RegionStatsEncoder
+    from tools.sbi.onnx_features import OnnxFeaturiser
+    from tools.sbi.train import to_tensor
+    torch.manual_seed(0)
+    enc = RegionStatsEncoder(64, 0.25, pretrained=False, views=("greystd",) if not contrasts_only else ("colour",),
+                             landmark_regions=contrasts_only).eval()
+    graph = LandmarkContrastGraph(enc) if contrasts_only else enc
+    rng = np.random.default_rng(1)
+    crops = rng.integers(0, 255, (5, 64, 64, 3), dtype=np.uint8)
+    marks = [_face_landmarks(64) + rng.normal(0, 1.5, (468, 2)) for _ in range(5)]
+    with torch.no_grad():
+        ref = graph(to_tensor(crops, torch.device("cpu")), *crop_regions(marks, 64, enc.region_sizes)).numpy()
+    got = OnnxFeaturiser(graph, 64, enc.region_sizes, chunk=2)(crops, marks)  # chunks of 2, 2 and 1
+    assert got.shape == ref.shape == (5, enc.contrast_dim if contrasts_only else enc.dim)
+    assert np.abs(got - ref).max() <= 1e-4
+    assert not np.allclose(got[0], got[1])  # per-crop rows, not one row repeated
+    with pytest.raises(ValueError, match="px"):
+        OnnxFeaturiser(graph, 64, enc.region_sizes)(np.zeros((1, 32, 32, 3), np.uint8), marks[:1])

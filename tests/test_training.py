@@ -331,3 +331,22 @@ def test_family_balance_weighs_families_by_a_power_of_their_clip_count() -> None
     for w in (equal, root):
         assert w.sum() == pytest.approx(per_frame.sum())
         np.testing.assert_allclose(w[0:2], w[2:4])  # within a family, clips keep their relative weights
+
+
+def test_feature_cache_builds_only_the_views_it_lacks(tmp_path: Path) -> None:
+    """fit_head makes each set of crops once for every view not yet cached, and keeps each view's file."""
+    from tools.sbi.fit_head import FeatureSet, cached
+    calls: list[list[str]] = []
+
+    def build(views: list[str]) -> dict[str, FeatureSet]:
+        calls.append(list(views))
+        return {v: FeatureSet(np.full((2, 3), float(len(v))), np.array(["a", "b"]), np.array([0, 1])) for v in views}
+
+    first = cached(tmp_path, {"colour": "k1"}, build)
+    both = cached(tmp_path, {"greystd": "k2", "colour": "k1"}, build)
+    assert calls == [["colour"], ["greystd"]]
+    assert list(both) == ["greystd", "colour"] and np.array_equal(both["colour"].x, first["colour"].x)
+    assert cached(tmp_path, {"colour": "k1", "greystd": "k2"}, build).keys() == {"colour", "greystd"}
+    assert len(calls) == 2  # both read back
+    cached(None, {"colour": "k1"}, build)
+    assert calls[-1] == ["colour"]  # no cache folder: always built

@@ -16,7 +16,7 @@ import argparse
 import json
 import sys
 from pathlib import Path
-from typing import Sequence
+from typing import BinaryIO, Sequence
 
 import numpy as np
 import onnx
@@ -38,19 +38,27 @@ def region_input_name(size: int) -> str:
     return f"regions_{size}"
 
 
-def export_graphs(enc: torch.nn.Module, head: torch.nn.Module, size: int, window: int, out: Path,
-                  dim: int = EMBED_DIM, regions: Sequence[tuple[int, int]] = ()) -> None:
-    """Write encoder.onnx and temporal.onnx with dynamic batch (and time) axes. ``regions``: for an
-    encoder that also takes region masks, ``(R, s)`` per mask input, ``regions_s [N, R, s, s]``."""
+def export_encoder(enc: torch.nn.Module, size: int, f: Path | BinaryIO,
+                   regions: Sequence[tuple[int, int]] = ()) -> None:
+    """Write ``enc`` (``crops [N, 3, S, S]``, then one ``regions_s [N, R, s, s]`` per ``(R, s)`` of
+    ``regions``, -> ``embeddings [N, D]``) as ONNX to a path or a binary stream, dynamic N."""
     enc = enc.to(memory_format=torch.contiguous_format).eval()
     inputs: tuple[torch.Tensor, ...] = (torch.randn(2, 3, size, size),)
     names = ["crops"]
     for count, side in regions:
         inputs += ((torch.rand(2, count, side, side) > 0.5).float(),)
         names.append(region_input_name(side))
-    torch.onnx.export(enc, inputs, str(out / "encoder.onnx"), input_names=names, output_names=["embeddings"],
+    torch.onnx.export(enc, inputs, f if not isinstance(f, Path) else str(f), input_names=names,
+                      output_names=["embeddings"],
                       dynamic_axes={**{n: {0: "batch"} for n in names}, "embeddings": {0: "batch"}},
                       opset_version=17, dynamo=False)
+
+
+def export_graphs(enc: torch.nn.Module, head: torch.nn.Module, size: int, window: int, out: Path,
+                  dim: int = EMBED_DIM, regions: Sequence[tuple[int, int]] = ()) -> None:
+    """Write encoder.onnx and temporal.onnx with dynamic batch (and time) axes. ``regions``: for an
+    encoder that also takes region masks, ``(R, s)`` per mask input, ``regions_s [N, R, s, s]``."""
+    export_encoder(enc, size, out / "encoder.onnx", regions)
     seq = torch.randn(2, window, dim)
     torch.onnx.export(head.eval(), (seq,), str(out / "temporal.onnx"), input_names=["embeddings"],
                       output_names=["logits"],
@@ -92,10 +100,12 @@ def onnx_frame_logits(folder: Path, crops: np.ndarray, regions: Sequence[np.ndar
     return head.run(None, {head.get_inputs()[0].name: emb[:, None]})[0][:, 0]
 
 
-def session(path: Path) -> ort.InferenceSession:
+def session(model: Path | bytes, threads: int = 1) -> ort.InferenceSession:
+    """A CPU ONNX Runtime session of a graph file or of a serialised graph."""
     opts = ort.SessionOptions()
-    opts.intra_op_num_threads = 1
-    return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+    opts.intra_op_num_threads = threads
+    return ort.InferenceSession(model if isinstance(model, bytes) else str(model), opts,
+                                providers=["CPUExecutionProvider"])
 
 
 def parity_exit_code(diff: dict[str, float]) -> int:

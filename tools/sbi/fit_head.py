@@ -92,8 +92,9 @@ from tools.sbi.ensemble import ScoreMix, ensemble, load_oof
 from tools.sbi.export import (FP16_LOGIT_TOL, export_graphs, onnx_frame_logits, parity, parity_exit_code,
                               store_weights_fp16)
 from tools.sbi.folds import grouped_folds, identity_groups
-from tools.sbi.landmark_regions import LandmarkRegionFeatures, crop_regions
+from tools.sbi.landmark_regions import LandmarkContrastGraph, crop_regions
 from tools.sbi.metrics import calibrate
+from tools.sbi.onnx_features import OnnxFeaturiser
 from tools.sbi.model import (ALL_REGION_GROUPS, ALL_REGION_VIEWS, MEAN, REGION_GROUPS, REGION_TAPS, REGION_VIEWS, STD,
                              Encoder, RegionStatsEncoder, TemporalHead)
 from tools.sbi.train import to_tensor
@@ -125,34 +126,29 @@ def side_by_side(sets: list[FeatureSet]) -> FeatureSet:
 
 # A view's features of crops ``uint8 [N, S, S, 3]`` with their landmarks (crop pixels): ``[N, D]``.
 Featuriser = Callable[[np.ndarray, list[np.ndarray]], np.ndarray]
+# Featurisers by view name: each set of crops is made once and run through every view.
+Featurisers = dict[str, Featuriser]
 
 
-def region_stats(enc: RegionStatsEncoder, chunk: int = 32) -> Featuriser:
-    """The encoder's output as a featuriser (it ignores the landmarks)."""
-    def featurise(crops: np.ndarray, landmarks: list[np.ndarray]) -> np.ndarray:
-        with torch.no_grad():
-            return torch.cat([enc(to_tensor(crops[i:i + chunk], torch.device("cpu")))
-                              for i in range(0, len(crops), chunk)]).numpy().astype(np.float32)
-    return featurise
-
-
-def labelled_features(featurise: Featuriser, clips: list[Clip], size: int, margin: float,
-                      max_frames: int) -> FeatureSet:
+def labelled_features(featurisers: Featurisers, clips: list[Clip], size: int, margin: float,
+                      max_frames: int) -> dict[str, FeatureSet]:
     """Every frame (up to ``max_frames`` per clip, evenly spaced), cropped as the pipeline crops."""
-    xs, files, labels = [], [], []
+    xs: dict[str, list[np.ndarray]] = {view: [] for view in featurisers}
+    files, labels = [], []
     for clip in clips:
         idx = np.unique(np.linspace(0, len(clip) - 1, min(len(clip), max_frames)).astype(int))
         crops = np.stack([crop_face(clip.frames[i], clip.boxes[i], size, margin) for i in idx])
         marks = [transform_points(clip.landmarks[i], crop_matrix(clip.boxes[i], size, margin)) for i in idx]
-        xs.append(featurise(crops, marks))
+        for view, featurise in featurisers.items():
+            xs[view].append(featurise(crops, marks))
         files += [clip.file] * len(idx)
         labels += [int(clip.label == "fake")] * len(idx)
-    return FeatureSet(np.concatenate(xs), np.array(files), np.array(labels))
+    return {view: FeatureSet(np.concatenate(x), np.array(files), np.array(labels)) for view, x in xs.items()}
 
 
-def sbi_features(featurise: Featuriser, clips: list[Clip], size: int, margin: float, draws: int,
+def sbi_features(featurisers: Featurisers, clips: list[Clip], size: int, margin: float, draws: int,
                  seed: int, small_faces: bool = False, kind: str = "self",
-                 swapper: FaceSwapper | None = None) -> FeatureSet:
+                 swapper: FaceSwapper | None = None) -> dict[str, FeatureSet]:
     """``draws`` passes over the real clips, 4 frames each: augmented reals and their pseudo-fakes
     (``small_faces``: every pair shrunk and H.264-re-encoded, see :func:`tools.sbi.augment.small_face_aug`;
     ``kind``: ``self`` blends the face's own altered copy, ``swap`` another person's face,
@@ -176,9 +172,11 @@ def sbi_features(featurise: Featuriser, clips: list[Clip], size: int, margin: fl
             fakes += f
             marks += lms
             sources += [real_video_key(clip.file) if clip.kind == "video" else clip.file] * len(r)
-    x = np.concatenate([featurise(np.stack(reals), marks), featurise(np.stack(fakes), marks)])
-    n = len(reals)
-    return FeatureSet(x, np.array(sources * 2), np.r_[np.zeros(n, int), np.ones(n, int)])
+    n, real_crops, fake_crops = len(reals), np.stack(reals), np.stack(fakes)
+    del reals, fakes
+    files, labels = np.array(sources * 2), np.r_[np.zeros(n, int), np.ones(n, int)]
+    return {view: FeatureSet(np.concatenate([featurise(real_crops, marks), featurise(fake_crops, marks)]),
+                             files, labels) for view, featurise in featurisers.items()}
 
 
 REAL_VIDEO_FAMILY = "realvid"
@@ -211,18 +209,26 @@ def folds_with_real_videos(files: list[str], labels: dict[str, int], k: int, see
     return [set().union(*fold) for fold in zip(*parts)]
 
 
-def cached(path: Path | None, key: str, build) -> FeatureSet:
-    """``build()`` once per ``key``; stored as npz under ``path`` (None: no cache)."""
-    if path is not None:
-        f = path / f"features_{hashlib.sha1(key.encode()).hexdigest()[:12]}.npz"
+def cached(path: Path | None, keys: dict[str, str],
+           build: Callable[[list[str]], dict[str, FeatureSet]]) -> dict[str, FeatureSet]:
+    """Each view's features, stored as npz under ``path`` by the view's key (None: no cache);
+    ``build(views)`` computes the views not stored yet, together."""
+    files = {} if path is None else {v: path / f"features_{hashlib.sha1(k.encode()).hexdigest()[:12]}.npz"
+                                     for v, k in keys.items()}
+    out = {}
+    for view, f in files.items():
         if f.exists():
             with np.load(f) as d:
-                return FeatureSet(d["x"], d["files"], d["labels"])
-    fs = build()
-    if path is not None:
-        path.mkdir(parents=True, exist_ok=True)
-        np.savez(f, x=fs.x, files=fs.files, labels=fs.labels)
-    return fs
+                out[view] = FeatureSet(d["x"], d["files"], d["labels"])
+    missing = [view for view in keys if view not in out]
+    if missing:
+        built = build(missing)
+        for view in missing:
+            out[view] = fs = built[view]
+            if path is not None:
+                path.mkdir(parents=True, exist_ok=True)
+                np.savez(files[view], x=fs.x, files=fs.files, labels=fs.labels)
+    return {view: out[view] for view in keys}
 
 
 def family_balanced(weights: np.ndarray, files: np.ndarray, labels: np.ndarray, power: float) -> np.ndarray:
@@ -449,27 +455,39 @@ class LearnedSwaps:
         return cls(FaceSwapper.load(path), hashlib.sha1(Path(path).read_bytes()).hexdigest()[:12])
 
 
-def view_features(args: argparse.Namespace, view: str, backbone: Encoder, labelled: list[Clip],
-                  reals: list[Clip], learned: LearnedSwaps | None = None) -> tuple[FeatureSet, FeatureSet | None]:
-    """One view's features of the labelled clips (real videos of ``reals`` appended) and of the
-    self-blended pairs (None without ``reals``), cached under ``args.work``. ``view`` is one of
-    :data:`ALL_REGION_VIEWS`, or :data:`LANDMARK_VIEW` for the colour view's landmark contrasts."""
+def view_featuriser(args: argparse.Namespace, view: str, backbone: Encoder) -> tuple[Featuriser, str]:
+    """``view``'s featuriser and its feature cache key; ``view`` is one of :data:`ALL_REGION_VIEWS`,
+    or :data:`LANDMARK_VIEW` for the colour view's landmark contrasts."""
     if view == LANDMARK_VIEW:
         enc = RegionStatsEncoder(args.size, args.margin, args.taps, encoder=backbone, landmark_regions=True)
-        featurise: Featuriser = LandmarkRegionFeatures(enc)
+        graph: torch.nn.Module = LandmarkContrastGraph(enc)
         key = "lmregions|" + feature_key(args.size, args.margin, enc.taps, REGION_GROUPS, args.max_frames,
                                          args.labelled)
     else:
-        enc = RegionStatsEncoder(args.size, args.margin, args.taps, encoder=backbone, groups=args.features,
-                                 views=(view,)).eval()
-        featurise = region_stats(enc)
+        enc = graph = RegionStatsEncoder(args.size, args.margin, args.taps, encoder=backbone, groups=args.features,
+                                         views=(view,)).eval()
         key = feature_key(args.size, args.margin, enc.taps, enc.groups, args.max_frames, args.labelled, view)
-    lab = cached(args.work, "lab|" + key, lambda: labelled_features(featurise, labelled, args.size, args.margin,
-                                                                     args.max_frames))
+    return OnnxFeaturiser(graph, args.size, enc.region_sizes, threads=args.threads), key
+
+
+def view_features(args: argparse.Namespace, views: tuple[str, ...], backbone: Encoder, labelled: list[Clip],
+                  reals: list[Clip], learned: LearnedSwaps | None = None) -> tuple[FeatureSet, FeatureSet | None]:
+    """The features of ``views`` side by side (see :func:`view_featuriser`): of the labelled clips
+    (real videos of ``reals`` appended) and of the pseudo-fake pairs (None without ``reals``),
+    cached under ``args.work`` view by view. Each set of crops is made once, for every view it lacks."""
+    made = {view: view_featuriser(args, view, backbone) for view in views}
+
+    def part(name: Callable[[str], str], build: Callable[[Featurisers], dict[str, FeatureSet]]) -> FeatureSet:
+        sets = cached(args.work, {v: name(key) for v, (_, key) in made.items()},
+                      lambda missing: build({v: made[v][0] for v in missing}))
+        return side_by_side([sets[v] for v in views])
+
+    lab = [part(lambda key: "lab|" + key,
+                lambda fs: labelled_features(fs, labelled, args.size, args.margin, args.max_frames))]
     videos = [replace(c, file=real_video_key(c.file)) for c in reals if c.kind == "video"]
     if videos:
-        lab = concat([lab, cached(args.work, f"realvid|{key}|{args.real}", lambda: labelled_features(
-            featurise, videos, args.size, args.margin, args.max_frames))])
+        lab.append(part(lambda key: f"realvid|{key}|{args.real}",
+                        lambda fs: labelled_features(fs, videos, args.size, args.margin, args.max_frames)))
     passes = (("sbi-by-source", args.sbi_draws, False, "self", 1),
               ("sbi-small-faces", args.sbi_small_face_draws, True, "self", 1),
               ("swaps", args.swap_draws, False, "swap", 11),
@@ -480,11 +498,11 @@ def view_features(args: argparse.Namespace, view: str, backbone: Encoder, labell
               ("learned-swaps-small-faces", args.learned_swap_small_face_draws, True, "learned", 16))
     swapper = None if learned is None else learned.swapper
     generator = "" if learned is None else f"|{learned.digest}"  # a new generator: new pairs
-    sbi_sets = [cached(args.work, f"{name}|{key}|{args.real}|{draws}" + (generator if kind == "learned" else ""),
-                       lambda: sbi_features(featurise, reals, args.size, args.margin, draws, seed=seed,
-                                            small_faces=small, kind=kind, swapper=swapper))
+    sbi_sets = [part(lambda key: f"{name}|{key}|{args.real}|{draws}" + (generator if kind == "learned" else ""),
+                     lambda fs: sbi_features(fs, reals, args.size, args.margin, draws, seed=seed,
+                                             small_faces=small, kind=kind, swapper=swapper))
                 for name, draws, small, kind, seed in passes if reals and draws > 0]
-    return lab, concat(sbi_sets) if sbi_sets else None
+    return concat(lab), concat(sbi_sets) if sbi_sets else None
 
 
 def add_pass_options(ap: argparse.ArgumentParser, flag: str, pseudo_fakes: str) -> None:
@@ -590,9 +608,7 @@ def main(argv: list[str] | None = None) -> int:
                              views=args.views, landmark_regions=args.landmark_regions).eval()
     views = enc.views + ((LANDMARK_VIEW,) if args.landmark_regions else ())
     region_sizes = enc.region_sizes  # enc may become an ensemble's below; the masks it takes stay these
-    per_view = [view_features(args, view, backbone, labelled, reals, learned) for view in views]
-    lab = side_by_side([v[0] for v in per_view])
-    sbi = None if per_view[0][1] is None else side_by_side([v[1] for v in per_view])
+    lab, sbi = view_features(args, views, backbone, labelled, reals, learned)
     print(f"features: {len(lab.x)} labelled frames ({is_real_video(lab.files).sum()} of real videos), "
           f"{0 if sbi is None else len(sbi.x)} SBI frames, "
           f"dim {lab.x.shape[1]} ({time.time() - t0:.0f} s)", flush=True)

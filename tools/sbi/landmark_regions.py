@@ -12,7 +12,6 @@ import torch
 
 from stream_guard.faces.regions import region_masks
 from tools.sbi.model import RegionStatsEncoder
-from tools.sbi.train import to_tensor
 
 
 def crop_regions(landmarks: list[np.ndarray], crop_size: int, sizes: tuple[int, ...]) -> list[torch.Tensor]:
@@ -20,20 +19,16 @@ def crop_regions(landmarks: list[np.ndarray], crop_size: int, sizes: tuple[int, 
     return [torch.from_numpy(np.stack([region_masks(lm, crop_size, s) for lm in landmarks])) for s in sizes]
 
 
-class LandmarkRegionFeatures:
-    """``(crops uint8 [N, S, S, 3], landmarks)`` -> the encoder's landmark contrasts ``[N, contrast_dim]``
-    (``encoder``: a :class:`RegionStatsEncoder` built with ``landmark_regions``)."""
+class LandmarkContrastGraph(torch.nn.Module):
+    """The landmark contrasts alone (``contrast_dim`` columns) of ``encoder``, a
+    :class:`RegionStatsEncoder` built with ``landmark_regions``: normalised crops and one mask
+    tensor per ``encoder.region_sizes`` in, as the full encoder takes them."""
 
-    def __init__(self, encoder: RegionStatsEncoder, chunk: int = 32) -> None:
+    def __init__(self, encoder: RegionStatsEncoder) -> None:
+        super().__init__()
         if encoder.contrasts is None:
             raise ValueError("the encoder was built without landmark_regions")
-        self.enc, self.chunk = encoder.eval(), chunk
+        self.enc = encoder.eval()
 
-    def __call__(self, crops: np.ndarray, landmarks: list[np.ndarray]) -> np.ndarray:
-        size, out = crops.shape[1], []
-        with torch.no_grad():
-            for i in range(0, len(crops), self.chunk):
-                x = to_tensor(crops[i:i + self.chunk], torch.device("cpu"))
-                masks = crop_regions(landmarks[i:i + self.chunk], size, self.enc.region_sizes)
-                out.append(self.enc.landmark_contrasts(x, masks))
-        return torch.cat(out).numpy().astype(np.float32)
+    def forward(self, x: torch.Tensor, *regions: torch.Tensor) -> torch.Tensor:
+        return self.enc.landmark_contrasts(x, list(regions))
