@@ -94,9 +94,9 @@ from tools.sbi.export import (FP16_LOGIT_TOL, export_graphs, onnx_frame_logits, 
 from tools.sbi.folds import grouped_folds, identity_groups
 from tools.sbi.landmark_regions import LandmarkContrastGraph, crop_regions
 from tools.sbi.metrics import calibrate
-from tools.sbi.onnx_features import OnnxFeaturiser
 from tools.sbi.model import (ALL_REGION_GROUPS, ALL_REGION_VIEWS, MEAN, REGION_GROUPS, REGION_TAPS, REGION_VIEWS, STD,
                              Encoder, RegionStatsEncoder, TemporalHead)
+from tools.sbi.onnx_features import OnnxFeaturiser
 from tools.sbi.train import to_tensor
 from tools.swapgen.model import FaceSwapper
 
