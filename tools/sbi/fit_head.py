@@ -455,9 +455,10 @@ class LearnedSwaps:
         return cls(FaceSwapper.load(path), hashlib.sha1(Path(path).read_bytes()).hexdigest()[:12])
 
 
-def view_featuriser(args: argparse.Namespace, view: str, backbone: Encoder) -> tuple[Featuriser, str]:
-    """``view``'s featuriser and its feature cache key; ``view`` is one of :data:`ALL_REGION_VIEWS`,
-    or :data:`LANDMARK_VIEW` for the colour view's landmark contrasts."""
+def view_graph(args: argparse.Namespace, view: str,
+               backbone: Encoder) -> tuple[torch.nn.Module, tuple[int, ...], str]:
+    """``view``'s frozen graph, the region-mask sizes it takes and its feature cache key; ``view`` is
+    one of :data:`ALL_REGION_VIEWS`, or :data:`LANDMARK_VIEW` for the colour view's landmark contrasts."""
     if view == LANDMARK_VIEW:
         enc = RegionStatsEncoder(args.size, args.margin, args.taps, encoder=backbone, landmark_regions=True)
         graph: torch.nn.Module = LandmarkContrastGraph(enc)
@@ -467,19 +468,26 @@ def view_featuriser(args: argparse.Namespace, view: str, backbone: Encoder) -> t
         enc = graph = RegionStatsEncoder(args.size, args.margin, args.taps, encoder=backbone, groups=args.features,
                                          views=(view,)).eval()
         key = feature_key(args.size, args.margin, enc.taps, enc.groups, args.max_frames, args.labelled, view)
-    return OnnxFeaturiser(graph, args.size, enc.region_sizes, threads=args.threads), key
+    return graph, enc.region_sizes, key
 
 
 def view_features(args: argparse.Namespace, views: tuple[str, ...], backbone: Encoder, labelled: list[Clip],
                   reals: list[Clip], learned: LearnedSwaps | None = None) -> tuple[FeatureSet, FeatureSet | None]:
-    """The features of ``views`` side by side (see :func:`view_featuriser`): of the labelled clips
+    """The features of ``views`` side by side (see :func:`view_graph`): of the labelled clips
     (real videos of ``reals`` appended) and of the pseudo-fake pairs (None without ``reals``),
     cached under ``args.work`` view by view. Each set of crops is made once, for every view it lacks."""
-    made = {view: view_featuriser(args, view, backbone) for view in views}
+    graphs = {view: view_graph(args, view, backbone) for view in views}
+    featurisers: Featurisers = {}  # exported on first use: a run served from the cache exports nothing
+
+    def featuriser(view: str) -> Featuriser:
+        if view not in featurisers:
+            graph, region_sizes, _ = graphs[view]
+            featurisers[view] = OnnxFeaturiser(graph, args.size, region_sizes, threads=args.threads)
+        return featurisers[view]
 
     def part(name: Callable[[str], str], build: Callable[[Featurisers], dict[str, FeatureSet]]) -> FeatureSet:
-        sets = cached(args.work, {v: name(key) for v, (_, key) in made.items()},
-                      lambda missing: build({v: made[v][0] for v in missing}))
+        sets = cached(args.work, {v: name(key) for v, (_, _, key) in graphs.items()},
+                      lambda missing: build({v: featuriser(v) for v in missing}))
         return side_by_side([sets[v] for v in views])
 
     lab = [part(lambda key: "lab|" + key,
