@@ -38,8 +38,7 @@ class OnnxFeaturiser:
         out = []
         for i in range(0, len(crops), self.chunk):
             x = to_tensor(crops[i:i + self.chunk], torch.device("cpu")).contiguous().numpy()
-            masks = [m.numpy() for m in crop_regions(landmarks[i:i + self.chunk], self.size, self.region_sizes)] \
-                if self.region_sizes else []
+            masks = [m.numpy() for m in crop_regions(landmarks[i:i + self.chunk], self.size, self.region_sizes)]
             out.append(self.session.run(None, encoder_feed(x, masks))[0])
         return np.concatenate(out).astype(np.float32)
 
