@@ -69,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
                 continue
             with torch.no_grad():
                 for i in range(0, len(crops), 32):
-                    regions = crop_regions(marks[i:i + 32], 224, sizes) if sizes else []
+                    regions = crop_regions(marks[i:i + 32], 224, sizes)
                     graph(to_tensor(crops[i:i + 32], torch.device("cpu")), *regions)
         per_100[name] = 100 * (time.perf_counter() - t0) / len(crops)
         print(f"{name:12s} {per_100[name]:6.2f} s per 100 crops ({len(crops)} crops, {args.threads} threads)")
