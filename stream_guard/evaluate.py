@@ -6,6 +6,9 @@ A file's family is its file name up to the first ``_``. Scores per file are desc
 :mod:`stream_guard.file_analysis`. Files in which no face is found are counted and listed,
 and left out of AUC, EER and accuracy (they have no score).
 
+Every AUC comes with ``auc_ci``, a 95 % bootstrap interval (:func:`stream_guard.scoring.auc_interval`):
+on a few dozen files an AUC can be off by 0.1 either way, and a family of three files says little.
+
 How often a detector raises false alarms depends on the footage (camera, lighting,
 encoding), so the report also gives, from the manifest's real files, the thresholds that
 would have flagged at most 1 %, 5 % and 10 % of them (``false_alarm_thresholds``): a manifest
@@ -27,7 +30,8 @@ from stream_guard.config import RunConfig
 from stream_guard.errors import ConfigError, StreamGuardError
 from stream_guard.file_analysis import analyse_file
 from stream_guard.scoring import (  # noqa: F401 (re-exported: evaluate's public API)
-    FALSE_ALARM_TARGETS, eer, false_alarm_thresholds, family_of, metrics, metrics_by_family)
+    AUC_INTERVAL_LEVEL, AUC_INTERVAL_RESAMPLES, FALSE_ALARM_TARGETS, eer, false_alarm_thresholds, family_of,
+    metrics, metrics_by_family)
 
 log = logging.getLogger(__name__)
 LABELS = {"real": 0, "fake": 1}
@@ -88,14 +92,14 @@ def evaluate(manifest: str | Path, config: RunConfig, progress: Callable[[int, i
             entry = {"file": str(row.path), "label": row.label, "family": row.family, "score": analysis.score,
                      "faces": sum(1 for t in analysis.tracks if t.scores), "frames": analysis.frames}
             (results if analysis.has_face else no_face).append(entry)
-    report = metrics([LABELS[r["label"]] for r in results], [r["score"] for r in results], threshold)
+    labels, scores = [LABELS[r["label"]] for r in results], [r["score"] for r in results]
+    report = metrics(labels, scores, threshold, AUC_INTERVAL_RESAMPLES)
     families = sorted({r["family"] for r in results} | {r["family"] for r in no_face})
-    report["families"] = metrics_by_family([LABELS[r["label"]] for r in results], [r["score"] for r in results],
-                                           [r["family"] for r in results], threshold, families)
+    report["families"] = metrics_by_family(labels, scores, [r["family"] for r in results], threshold, families,
+                                           AUC_INTERVAL_RESAMPLES)
     for name in families:
         report["families"][name]["no_face"] = sum(1 for r in no_face if r["family"] == name)
-    report["false_alarm_thresholds"] = false_alarm_thresholds([LABELS[r["label"]] for r in results],
-                                                              [r["score"] for r in results])
+    report["false_alarm_thresholds"] = false_alarm_thresholds(labels, scores)
     report.update({"threshold": threshold, "model": model, "manifest": str(manifest),
                    "n_files": len(rows), "n_no_face": len(no_face), "no_face": no_face,
                    "n_failed": len(failed), "failed": failed, "files": results,
@@ -107,15 +111,20 @@ def _fmt(value: float | None) -> str:
     return "  -  " if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.3f}"
 
 
+def _fmt_interval(interval: list[float] | None) -> str:
+    return "     -     " if interval is None else f"{interval[0]:.2f}-{interval[1]:.2f}"
+
+
 def print_table(report: dict, out: TextIO = sys.stdout) -> None:
     """A per-family table plus the pooled line."""
-    print(f"{'family':<16} {'real':>5} {'fake':>5} {'no-face':>7} {'AUC':>6} {'EER':>6} {'acc':>6}", file=out)
-    for name, m in report["families"].items():
+    ci_head = f"AUC {AUC_INTERVAL_LEVEL:.0%} CI"
+    print(f"{'family':<16} {'real':>5} {'fake':>5} {'no-face':>7} {'AUC':>6} {ci_head:>11} {'EER':>6} {'acc':>6}",
+          file=out)
+    for name, m in [*report["families"].items(), ("POOLED", {**report, "no_face": report["n_no_face"]})]:
         print(f"{name:<16} {m['n_real']:>5} {m['n_fake']:>5} {m['no_face']:>7} {_fmt(m['auc']):>6} "
-              f"{_fmt(m['eer']):>6} {_fmt(m['accuracy']):>6}", file=out)
-    print(f"{'POOLED':<16} {report['n_real']:>5} {report['n_fake']:>5} {report['n_no_face']:>7} "
-          f"{_fmt(report['auc']):>6} {_fmt(report['eer']):>6} {_fmt(report['accuracy']):>6}", file=out)
-    print(f"model {report['model']}, threshold {report['threshold']:.3f}; accuracy at that threshold", file=out)
+              f"{_fmt_interval(m.get('auc_ci')):>11} {_fmt(m['eer']):>6} {_fmt(m['accuracy']):>6}", file=out)
+    print(f"model {report['model']}, threshold {report['threshold']:.3f}; accuracy at that threshold; "
+          f"AUC interval: bootstrap over files", file=out)
     for row in report.get("false_alarm_thresholds", []):
         if row["threshold"] is None:
             continue

@@ -1,12 +1,17 @@
 """Detection-quality figures shared by ``stream-guard evaluate`` and the training tools:
-file families, AUC / EER / accuracy, false-alarm thresholds. Needs no video stack."""
+file families, AUC (with a bootstrap interval) / EER / accuracy, false-alarm thresholds. Needs no
+video stack."""
 from __future__ import annotations
 
 import math
 from pathlib import Path
 
 import numpy as np
+from scipy.stats import bootstrap, rankdata
 from sklearn.metrics import roc_auc_score, roc_curve
+
+AUC_INTERVAL_LEVEL = 0.95
+AUC_INTERVAL_RESAMPLES = 2000
 
 
 def family_of(file_name: str) -> str:
@@ -22,25 +27,68 @@ def eer(labels: np.ndarray, scores: np.ndarray) -> float:
     return float((fpr[i] + fnr[i]) / 2)
 
 
-def metrics(labels: list[int], scores: list[float], threshold: float) -> dict:
-    """AUC, EER and accuracy at ``threshold``; AUC and EER are null unless both labels are present."""
+def _auc_of_samples(reals: np.ndarray, fakes: np.ndarray, axis: int = -1) -> np.ndarray:
+    """AUC as the Mann-Whitney statistic (ties count half), over the last axis of each
+    sample, so that a whole batch of bootstrap resamples is scored at once."""
+    reals, fakes = np.moveaxis(reals, axis, -1), np.moveaxis(fakes, axis, -1)
+    n_fake, n_real = fakes.shape[-1], reals.shape[-1]
+    batch = np.broadcast_shapes(reals.shape[:-1], fakes.shape[:-1])  # one side may be fixed
+    reals, fakes = np.broadcast_to(reals, batch + (n_real,)), np.broadcast_to(fakes, batch + (n_fake,))
+    ranks = rankdata(np.concatenate([fakes, reals], axis=-1), axis=-1)
+    return (ranks[..., :n_fake].sum(axis=-1) - n_fake * (n_fake + 1) / 2) / (n_fake * n_real)
+
+
+def auc_interval(labels: list[int], scores: list[float], resamples: int = AUC_INTERVAL_RESAMPLES,
+                 level: float = AUC_INTERVAL_LEVEL, seed: int = 0) -> list[float] | None:
+    """Bootstrap interval ``[low, high]`` of the AUC, or None unless both labels are present.
+
+    Reals and fakes are resampled separately (stratified), so every resample has both and
+    keeps the manifest's balance; percentile method, fixed seed (the same input always gives
+    the same interval). With a handful of files per label the interval is wide, which is
+    the point: it says how far the AUC of so few files can be trusted."""
+    y, s = np.asarray(labels), np.asarray(scores, float)
+    reals, fakes = s[y == 0], s[y == 1]
+    if not len(reals) or not len(fakes):
+        return None
+    # scipy resamples only samples of two or more; a single file resamples to itself anyway
+    if len(reals) == 1 and len(fakes) == 1:
+        auc = float(_auc_of_samples(reals, fakes))
+        return [auc, auc]
+    if len(reals) == 1:
+        data, statistic = (fakes,), lambda f, axis=-1: _auc_of_samples(reals, f, axis)
+    elif len(fakes) == 1:
+        data, statistic = (reals,), lambda r, axis=-1: _auc_of_samples(r, fakes, axis)
+    else:
+        data, statistic = (reals, fakes), _auc_of_samples
+    result = bootstrap(data, statistic, n_resamples=resamples, batch=200, vectorized=True,
+                       confidence_level=level, method="percentile", rng=np.random.default_rng(seed))
+    interval = result.confidence_interval
+    return [float(interval.low), float(interval.high)]
+
+
+def metrics(labels: list[int], scores: list[float], threshold: float, ci_resamples: int = 0) -> dict:
+    """AUC, EER and accuracy at ``threshold``; AUC and EER are null unless both labels are present.
+    With ``ci_resamples``, also ``auc_ci``: :func:`auc_interval` from that many resamples."""
     y, s = np.asarray(labels), np.asarray(scores, float)
     both = len(set(labels)) == 2
-    return {
+    out = {
         "auc": float(roc_auc_score(y, s)) if both else None,
         "eer": eer(y, s) if both else None,
         "accuracy": float(np.mean((s >= threshold) == (y == 1))) if len(y) else None,
         "n_real": int(np.sum(y == 0)),
         "n_fake": int(np.sum(y == 1)),
     }
+    if ci_resamples:
+        out["auc_ci"] = auc_interval(labels, scores, ci_resamples)
+    return out
 
 
 def metrics_by_family(labels: list[int], scores: list[float], families: list[str], threshold: float,
-                      names: list[str] | None = None) -> dict[str, dict]:
+                      names: list[str] | None = None, ci_resamples: int = 0) -> dict[str, dict]:
     """:func:`metrics` per family (``names``: every family to report, default those present)."""
     return {
         name: metrics([y for y, f in zip(labels, families) if f == name],
-                      [s for s, f in zip(scores, families) if f == name], threshold)
+                      [s for s, f in zip(scores, families) if f == name], threshold, ci_resamples)
         for name in (names if names is not None else sorted(set(families)))
     }
 

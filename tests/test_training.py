@@ -288,8 +288,11 @@ def test_cross_validation_keeps_each_test_video_and_its_pseudo_fakes_out_of_trai
     for test, (trained, trained_sbi) in zip(folds, seen):
         assert not trained & test and not trained_sbi & test
         assert "images/photo.jpg" in trained_sbi
-    ext = report(scores, labels, 0.0)["with_real_videos"]
+    pooled = report(scores, labels, 0.0)
+    ext = pooled["with_real_videos"]
     assert ext["real_videos"] == 3 and ext["n_real"] == 7 and ext["n_fake"] == 4
+    for m in (pooled, ext, ext["families"]["dfl"]):  # the model card quotes these intervals
+        assert m["auc_ci"][0] <= m["auc"] <= m["auc_ci"][1]
     assert set(ext["families"]) == {"dfl"} and ext["families"]["dfl"]["n_real"] == 7
 
 

@@ -82,7 +82,7 @@ from sklearn.preprocessing import StandardScaler
 
 from stream_guard.faces.crop import crop_face, crop_matrix, transform_points
 from stream_guard.model.contract import REGION_NAMES, ModelSpec
-from stream_guard.scoring import family_of, metrics, metrics_by_family
+from stream_guard.scoring import AUC_INTERVAL_RESAMPLES, family_of, metrics, metrics_by_family
 from stream_guard.synth.self_blend import blend_frame, sample_clip_blend
 from tools.sbi.data import (Clip, SampleOptions, load_cache, sample_learned_swap_pair_with_landmarks,
                             sample_pair_with_landmarks, sample_rerender_pair_with_landmarks,
@@ -301,25 +301,26 @@ def clip_logits(clf: FrameClassifier, lab: FeatureSet, rows: np.ndarray) -> dict
 
 
 def report(scores: dict[str, float], labels: dict[str, int], threshold: float) -> dict:
-    """Pooled and per-family AUC / EER / accuracy of the labelled clips, as ``stream-guard evaluate``
-    reports them. With real videos of ``--real`` among the scores, also ``with_real_videos``: the
-    same with them counted among the reals, each fake family against all those reals, and the
-    share of real videos at or above ``threshold``."""
+    """Pooled and per-family AUC (with its bootstrap interval) / EER / accuracy of the labelled
+    clips, as ``stream-guard evaluate`` reports them. With real videos of ``--real`` among the
+    scores, also ``with_real_videos``: the same with them counted among the reals, each fake
+    family against all those reals, and the share of real videos at or above ``threshold``."""
     files = np.array(sorted(scores))
     video = is_real_video(files)
     lab_files = files[~video].tolist()
     ys, ss = [labels[f] for f in lab_files], [scores[f] for f in lab_files]
-    out = metrics(ys, ss, threshold)
+    out = metrics(ys, ss, threshold, AUC_INTERVAL_RESAMPLES)
     fams = [family_of(f) for f in lab_files]
-    out["families"] = metrics_by_family(ys, ss, fams, threshold)
+    out["families"] = metrics_by_family(ys, ss, fams, threshold, ci_resamples=AUC_INTERVAL_RESAMPLES)
     if video.any():
         video_scores = [scores[f] for f in files[video]]
         reals = [s for s, y in zip(ss, ys) if not y] + video_scores
-        ext = metrics(ys + [0] * len(video_scores), ss + video_scores, threshold)
+        ext = metrics(ys + [0] * len(video_scores), ss + video_scores, threshold, AUC_INTERVAL_RESAMPLES)
         ext["families"] = {}
         for fam in sorted({f for f, y in zip(fams, ys) if y}):
             fakes = [s for s, y, f in zip(ss, ys, fams) if y and f == fam]
-            ext["families"][fam] = metrics([0] * len(reals) + [1] * len(fakes), reals + fakes, threshold)
+            ext["families"][fam] = metrics([0] * len(reals) + [1] * len(fakes), reals + fakes, threshold,
+                                           AUC_INTERVAL_RESAMPLES)
         ext["real_videos"] = len(video_scores)
         ext["real_videos_flagged"] = float(np.mean(np.asarray(video_scores) >= threshold))
         out["with_real_videos"] = ext
