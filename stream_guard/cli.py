@@ -121,6 +121,13 @@ def _parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--max-frames", type=int, metavar="N", help="analyse at most N frames per file")
     _add_run_options(evaluate)
 
+    compare = sub.add_parser("compare", parents=[common], help="is model A better than model B on the same clips?",
+                             description="A, B: 'stream-guard evaluate --json' reports of the same manifest, one "
+                                         "per model. Prints both AUCs and the paired bootstrap interval of A - B.")
+    compare.add_argument("report_a", type=Path, metavar="A.json")
+    compare.add_argument("report_b", type=Path, metavar="B.json")
+    compare.add_argument("--json", type=Path, metavar="OUT", help="write the comparison as JSON")
+
     _add_scan_and_gui(sub, common)
     from stream_guard.bench.command import add_parser as add_bench_parser
 
@@ -277,6 +284,17 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_compare(args: argparse.Namespace) -> int:
+    from stream_guard.compare import compare_reports, print_comparison
+    from stream_guard.evaluate import write_json
+
+    result = compare_reports(args.report_a, args.report_b)
+    print_comparison(result)
+    if args.json is not None:
+        write_json(result, args.json)
+    return EXIT_OK
+
+
 def cmd_scan(args: argparse.Namespace) -> int:
     from stream_guard.scan.command import run_scan
 
@@ -301,8 +319,8 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     return run_doctor(sys.stdout)
 
 
-COMMANDS = {"watch": cmd_watch, "demo": cmd_demo, "evaluate": cmd_evaluate, "doctor": cmd_doctor,
-            "scan": cmd_scan, "gui": cmd_gui, "bench": cmd_bench}
+COMMANDS = {"watch": cmd_watch, "demo": cmd_demo, "evaluate": cmd_evaluate, "compare": cmd_compare,
+            "doctor": cmd_doctor, "scan": cmd_scan, "gui": cmd_gui, "bench": cmd_bench}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -30,11 +30,10 @@ from stream_guard.config import RunConfig
 from stream_guard.errors import ConfigError, StreamGuardError
 from stream_guard.file_analysis import analyse_file
 from stream_guard.scoring import (  # noqa: F401 (re-exported: evaluate's public API)
-    AUC_INTERVAL_LEVEL, AUC_INTERVAL_RESAMPLES, FALSE_ALARM_TARGETS, eer, false_alarm_thresholds, family_of,
-    metrics, metrics_by_family)
+    AUC_INTERVAL_LEVEL, AUC_INTERVAL_RESAMPLES, FALSE_ALARM_TARGETS, LABELS, eer, false_alarm_thresholds,
+    family_of, metrics, metrics_by_family)
 
 log = logging.getLogger(__name__)
-LABELS = {"real": 0, "fake": 1}
 
 
 @dataclass(frozen=True)

@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 from scipy.stats import bootstrap, rankdata
 from sklearn.metrics import roc_auc_score, roc_curve
 
+LABELS = {"real": 0, "fake": 1}  # as manifests and reports spell them
 AUC_INTERVAL_LEVEL = 0.95
 AUC_INTERVAL_RESAMPLES = 2000
 
@@ -38,32 +40,63 @@ def _auc_of_samples(reals: np.ndarray, fakes: np.ndarray, axis: int = -1) -> np.
     return (ranks[..., :n_fake].sum(axis=-1) - n_fake * (n_fake + 1) / 2) / (n_fake * n_real)
 
 
-def auc_interval(labels: list[int], scores: list[float], resamples: int = AUC_INTERVAL_RESAMPLES,
-                 level: float = AUC_INTERVAL_LEVEL, seed: int = 0) -> list[float] | None:
-    """Bootstrap interval ``[low, high]`` of the AUC, or None unless both labels are present.
-
-    Reals and fakes are resampled separately (stratified), so every resample has both and
-    keeps the manifest's balance; percentile method, fixed seed (the same input always gives
-    the same interval). With a handful of files per label the interval is wide, which is
-    the point: it says how far the AUC of so few files can be trusted."""
-    y, s = np.asarray(labels), np.asarray(scores, float)
-    reals, fakes = s[y == 0], s[y == 1]
+def _stratified_bootstrap(labels: np.ndarray, statistic: Callable[[np.ndarray, np.ndarray], np.ndarray],
+                          resamples: int, level: float, seed: int) -> tuple[float, float, np.ndarray] | None:
+    """Percentile interval and distribution of ``statistic(real_rows, fake_rows)``, where the two
+    arguments are batches of row numbers drawn with replacement from the reals and from the
+    fakes separately (so every resample has both labels and keeps their balance; a score and
+    its rows stay paired across models). None unless both labels are present."""
+    reals, fakes = np.flatnonzero(labels == 0), np.flatnonzero(labels == 1)
     if not len(reals) or not len(fakes):
         return None
     # scipy resamples only samples of two or more; a single file resamples to itself anyway
     if len(reals) == 1 and len(fakes) == 1:
-        auc = float(_auc_of_samples(reals, fakes))
-        return [auc, auc]
+        value = float(statistic(reals, fakes))
+        return value, value, np.array([value])
     if len(reals) == 1:
-        data, statistic = (fakes,), lambda f, axis=-1: _auc_of_samples(reals, f, axis)
+        data, wrapped = (fakes,), lambda f, axis=-1: statistic(reals, f)
     elif len(fakes) == 1:
-        data, statistic = (reals,), lambda r, axis=-1: _auc_of_samples(r, fakes, axis)
+        data, wrapped = (reals,), lambda r, axis=-1: statistic(r, fakes)
     else:
-        data, statistic = (reals, fakes), _auc_of_samples
-    result = bootstrap(data, statistic, n_resamples=resamples, batch=200, vectorized=True,
+        data, wrapped = (reals, fakes), lambda r, f, axis=-1: statistic(r, f)
+    result = bootstrap(data, wrapped, n_resamples=resamples, batch=200, vectorized=True,
                        confidence_level=level, method="percentile", rng=np.random.default_rng(seed))
     interval = result.confidence_interval
-    return [float(interval.low), float(interval.high)]
+    return float(interval.low), float(interval.high), result.bootstrap_distribution
+
+
+def auc_interval(labels: list[int], scores: list[float], resamples: int = AUC_INTERVAL_RESAMPLES,
+                 level: float = AUC_INTERVAL_LEVEL, seed: int = 0) -> list[float] | None:
+    """Bootstrap interval ``[low, high]`` of the AUC, or None unless both labels are present.
+
+    Reals and fakes are resampled separately (stratified); percentile method, fixed seed (the
+    same input always gives the same interval). With a handful of files per label the interval
+    is wide, which is the point: it says how far the AUC of so few files can be trusted."""
+    s = np.asarray(scores, float)
+    found = _stratified_bootstrap(np.asarray(labels), lambda r, f: _auc_of_samples(s[r], s[f]),
+                                  resamples, level, seed)
+    return None if found is None else [found[0], found[1]]
+
+
+def paired_auc_difference(labels: list[int], scores_a: list[float], scores_b: list[float],
+                          resamples: int = AUC_INTERVAL_RESAMPLES, level: float = AUC_INTERVAL_LEVEL,
+                          seed: int = 0) -> dict | None:
+    """How much model A's AUC beats model B's on the same files: ``difference`` (A minus B),
+    its paired bootstrap interval ``difference_ci`` (both models' scores of a file are drawn
+    together, so what the files share cancels), and ``share_not_better``, the share of
+    resamples in which A does not beat B (a one-sided bootstrap p-value). None unless both
+    labels are present."""
+    y, a, b = np.asarray(labels), np.asarray(scores_a, float), np.asarray(scores_b, float)
+    found = _stratified_bootstrap(y, lambda r, f: _auc_of_samples(a[r], a[f]) - _auc_of_samples(b[r], b[f]),
+                                  resamples, level, seed)
+    if found is None:
+        return None
+    low, high, distribution = found
+    auc_a = float(_auc_of_samples(a[y == 0], a[y == 1]))
+    auc_b = float(_auc_of_samples(b[y == 0], b[y == 1]))
+    return {"auc_a": auc_a, "auc_b": auc_b, "difference": auc_a - auc_b, "difference_ci": [low, high],
+            "share_not_better": float(np.mean(distribution <= 0)), "n_real": int(np.sum(y == 0)),
+            "n_fake": int(np.sum(y == 1))}
 
 
 def metrics(labels: list[int], scores: list[float], threshold: float, ci_resamples: int = 0) -> dict:

@@ -48,6 +48,8 @@ def test_evaluate_reports_pooled_and_per_family(manifest: Path, placeholder_mode
     low, high = report["auc_ci"]  # 2 reals, 2 fakes: the interval is honest about how little that says
     assert 0.0 <= low <= report["auc"] <= high <= 1.0
     assert "AUC 95% CI" in result.stdout and f"{low:.2f}-{high:.2f}" in result.stdout
+    same = run_cli("compare", str(out), str(out))  # compare reads evaluate's own reports
+    assert same.returncode == 0 and "POOLED" in same.stdout and "no clear difference" in same.stdout
     assert report["families"]["cam"]["n_real"] == 2 and report["families"]["swap"]["no_face"] == 1
     assert [Path(e["file"]).name for e in report["no_face"]] == ["swap_empty_4.mp4"]
     two_faces = next(f for f in report["files"] if f["file"].endswith("cam_b_2.mp4"))
