@@ -103,7 +103,8 @@ def print_comparison(result: dict, out: TextIO | None = None) -> None:
     print(f"A = {result['model_a']}, B = {result['model_b']}; {result['n_common']} files scored by both", file=out)
     print(f"{'family':<16} {'real':>5} {'fake':>5} {'AUC A':>6} {'AUC B':>6} {'A - B':>7} {level + ' interval':>17}  "
           f"verdict", file=out)
-    for name, d in [*result["families"].items(), ("POOLED", result["pooled"])]:
+    pooled = [("POOLED", result["pooled"])] if result["pooled"] is not None or not result["families"] else []
+    for name, d in [*result["families"].items(), *pooled]:
         if d is None:
             print(f"{name:<16} {'one label only: no AUC':>43}", file=out)
             continue

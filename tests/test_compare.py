@@ -99,13 +99,17 @@ def test_compare_releases_pairs_two_crossval_files(tmp_path: Path, capsys: pytes
         scores.update({v: float(rng.normal()) for v in videos})
         (tmp_path / name).mkdir()
         (tmp_path / name / "crossval.json").write_text(json.dumps(
-            {"scores": scores, "config": {"name": "m", "version": name}}))
+            {"scores": scores, "config": {"name": "m", "version": name},
+             "leave_family_out_scores": {"dfl": {c: s - 1 for c, s in scores.items()}}}))
     assert main([str(tmp_path / "new" / "crossval.json"), str(tmp_path / "old" / "crossval.json"),
                  "--manifest", str(tmp_path / "MANIFEST.tsv")]) == 0
     out = capsys.readouterr().out
-    dev, with_videos = out.split("== dev clips and real videos")
+    dev, rest = out.split("== dev clips and real videos")
+    with_videos, lofo = rest.split("== leave-family-out")
     assert "A = m new, B = m old; 16 files" in dev and "; 22 files" in with_videos
     pooled = [line for line in with_videos.splitlines() if line.startswith("POOLED")][0]
     assert pooled.split()[1:3] == ["14", "8"]  # 8 dev reals + 6 real videos against 8 fakes
+    dfl = [line for line in lofo.splitlines() if line.startswith("dfl")][0]
+    assert dfl.split()[1:3] == ["14", "8"] and dfl.endswith("A better") and "POOLED" not in lofo
     assert main([str(tmp_path / "MANIFEST.tsv"), str(tmp_path / "old" / "crossval.json"),
                  "--manifest", str(tmp_path / "MANIFEST.tsv")]) == 2

@@ -209,6 +209,10 @@ def test_joined_leave_family_out_scores_each_family_with_the_cnn_trained_without
         files = [f for f, v in oof.items() if not v["label"] or family_of(f) == fam]
         expected = auc(np.array([oof[f]["logit"] for f in files]), np.array([oof[f]["label"] for f in files]))
         assert cv["leave_family_out"][fam]["auc"] == pytest.approx(expected)
+        stored = cv["leave_family_out_scores"][fam]  # what tools.sbi.compare_releases pairs
+        assert set(stored) == set(files)
+        assert auc(np.array([stored[f] for f in files]), np.array([oof[f]["label"] for f in files])) == \
+            pytest.approx(expected)
     assert set(cv["parts"]["regionstats"]["leave_family_out"]) == {"synA", "synB"}
     # no weight on the CNN: the region part's own figures
     assert fit_head(joined + lofo + ["--out", str(tmp_path / "w0"), "--e2e-weight", "0"]) == 0

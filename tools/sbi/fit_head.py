@@ -676,6 +676,7 @@ def main(argv: list[str] | None = None) -> int:
             cv["parts"]["regionstats"]["leave_family_out"] = family_metrics(without, labels)
             without = {fam: {f: mix(v, cnn_without[fam][f]) for f, v in s.items()} for fam, s in without.items()}
         cv["leave_family_out"] = family_metrics(without, labels)
+        cv["leave_family_out_scores"] = without  # raw logits, for tools.sbi.compare_releases
     if args.repeats > 1:  # AUCs are unchanged by the calibration, so the split above is run 0
         first = parts["regionstats"] if parts else cv  # shuffles 1.. refit the region part alone
         first_lofo = first.get("leave_family_out", cv.get("leave_family_out", {}))
