@@ -44,8 +44,8 @@ def _stratified_bootstrap(labels: np.ndarray, statistic: Callable[[np.ndarray, n
                           resamples: int, level: float, seed: int) -> tuple[float, float, np.ndarray] | None:
     """Percentile interval and distribution of ``statistic(real_rows, fake_rows)``, where the two
     arguments are batches of row numbers drawn with replacement from the reals and from the
-    fakes separately (so every resample has both labels and keeps their balance; a score and
-    its rows stay paired across models). None unless both labels are present."""
+    fakes separately (so every resample has both labels and keeps their balance; the same rows
+    index every model's scores, which keeps them paired). None unless both labels are present."""
     reals, fakes = np.flatnonzero(labels == 0), np.flatnonzero(labels == 1)
     if not len(reals) or not len(fakes):
         return None
