@@ -22,7 +22,7 @@ from pathlib import Path
 from stream_guard.compare import ScoredFile, compare_scored, print_comparison
 from stream_guard.errors import ConfigError
 from stream_guard.evaluate import read_manifest
-from stream_guard.scoring import AUC_INTERVAL_LEVEL, LABELS
+from stream_guard.scoring import LABELS
 from tools.sbi.fit_head import REAL_VIDEO_FAMILY
 
 
@@ -79,9 +79,9 @@ def main(argv: list[str] | None = None) -> int:
             print("== leave-family-out: each family's fakes against all reals, scored by models fitted without it")
             results = {fam: compare_scored(new.without_family[fam], old.without_family[fam], against_all_reals=True)
                        for fam in families}
-            print_comparison({**names, "pooled": None, "families": {f: r["families"][f] for f, r in results.items()},
-                              "n_common": max(r["n_common"] for r in results.values()), "only_in_a": [],
-                              "only_in_b": [], "level": AUC_INTERVAL_LEVEL})
+            print_comparison({**names, **results[families[0]], "pooled": None,  # one AUC per family, no pool
+                              "families": {f: r["families"][f] for f, r in results.items()},
+                              "n_common": max(r["n_common"] for r in results.values())})
         else:
             print("(leave-family-out: not in both files; fit_head --leave-family-out stores its scores in refits "
                   "made since 2026-12-04, so refit the older recipe to compare)")
