@@ -69,6 +69,11 @@ def _add_alert_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--alert-clear", type=_count, default=5, metavar="N",
                    help="clear it after N consecutive real windows (default 5)")
     p.add_argument("--speak", action="store_true", help="say alerts aloud (espeak-ng or pyttsx3)")
+    p.add_argument("--snapshots", type=Path, metavar="DIR",
+                   help="save the frame and the face of each fake alert as JPEGs in DIR, every alert in "
+                        "DIR/alerts.jsonl")
+    p.add_argument("--snapshot-keep", type=_count, metavar="N",
+                   help="keep the pictures of the newest N alerts in DIR (default 1000)")
     p.add_argument("--virtual-cam", action="store_true",
                    help="send the annotated video to a virtual camera (pip install 'stream-guard[virtualcam]')")
 
@@ -195,9 +200,14 @@ def _alert_outputs(args: argparse.Namespace) -> dict:
     from stream_guard.outputs.alerts import AlertOptions
     from stream_guard.outputs.webhook import validate_webhook_url
 
+    if args.snapshot_keep is not None and args.snapshots is None:
+        from stream_guard.errors import ConfigError
+
+        raise ConfigError("--snapshot-keep needs --snapshots")
+    keep = {} if args.snapshot_keep is None else {"snapshot_keep": args.snapshot_keep}
     return {"webhooks": tuple(validate_webhook_url(u) for u in args.webhook),
             "alerts": AlertOptions(raise_windows=args.alert_raise, clear_windows=args.alert_clear),
-            "speak": args.speak, "virtual_cam": args.virtual_cam}
+            "speak": args.speak, "virtual_cam": args.virtual_cam, "snapshots": args.snapshots, **keep}
 
 
 def _serve_outputs(args: argparse.Namespace) -> dict:

@@ -12,6 +12,8 @@ from stream_guard.outputs.http.options import ServeOptions
 from stream_guard.sources.capture import ReconnectPolicy
 from stream_guard.sources.probe import DEFAULT_MAX_MEGAPIXELS
 
+SNAPSHOT_KEEP = 1000  # --snapshot-keep's default
+
 
 @dataclass(frozen=True, slots=True)
 class SourceOptions:
@@ -45,6 +47,8 @@ class OutputOptions:
     webhooks: tuple[str, ...] = ()  # http(s) URLs that get each alert as a JSON POST
     alerts: AlertOptions = field(default_factory=AlertOptions)  # when alerts are raised/cleared
     speak: bool = False  # say alerts aloud (espeak-ng or pyttsx3)
+    snapshots: Path | None = None  # save the frame and the face of each raised alert here
+    snapshot_keep: int = SNAPSHOT_KEEP  # the newest alerts whose pictures are kept
     virtual_cam: bool = False  # send the annotated video to a virtual camera (pyvirtualcam)
     serve: ServeOptions | None = None  # --serve: the HTTP live view (dashboard, overlay, metrics)
 

@@ -139,6 +139,10 @@ def build_sinks(config: RunConfig, info: StreamInfo, model: ModelSpec, threshold
         from stream_guard.outputs.speech import SpeechSink
 
         sinks.append(SpeechSink(out.alerts))
+    if out.snapshots is not None:
+        from stream_guard.outputs.snapshots import SnapshotSink
+
+        sinks.append(SnapshotSink(out.snapshots, out.alerts, keep=out.snapshot_keep))
     if out.virtual_cam:
         from stream_guard.outputs.virtual_camera import VirtualCameraSink
 

@@ -1,0 +1,120 @@
+"""Alert snapshots: pictures of each raised fake alert and the alert log, on scripted verdicts
+and end to end on the embedded demo with the shipped model."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from stream_guard.errors import OutputError
+from stream_guard.outputs.alerts import CLEARED, RAISED, REASON_END, REASON_FAKE, REASON_REAL, AlertOptions
+from stream_guard.outputs.snapshots import ALERT_LOG, SnapshotSink, face_crop
+from tests.conftest import run_cli
+from tests.support.alert_frames import INFO, NOISY_FAKE_THEN_REAL, face, result, verdict_sequence
+
+OPTIONS = AlertOptions(raise_windows=3, clear_windows=5)
+
+
+def run_sink(sink: SnapshotSink, results) -> None:
+    sink.open(INFO)
+    try:
+        for r in results:
+            sink.write(r)
+        sink.event({"type": "summary"})
+    finally:
+        sink.close()
+
+
+def alert_log(folder: Path) -> list[dict]:
+    return [json.loads(line) for line in (folder / ALERT_LOG).read_text().splitlines()]
+
+
+def pictures(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.glob("*.jpg"))
+
+
+def test_a_raised_alert_saves_its_frame_and_face_and_every_alert_is_logged(tmp_path: Path) -> None:
+    results = verdict_sequence(NOISY_FAKE_THEN_REAL)
+    sink = SnapshotSink(tmp_path / "snaps", OPTIONS, keep=10)
+    run_sink(sink, results)
+    records = alert_log(tmp_path / "snaps")
+    assert [(r["alert"], r["reason"]) for r in records] == [(RAISED, REASON_FAKE), (CLEARED, REASON_REAL)]
+    raised, cleared = records
+    assert "frame_image" not in cleared and "face_image" not in cleared
+    assert pictures(tmp_path / "snaps") == sorted([raised["frame_image"], raised["face_image"]])
+    assert raised["frame_image"].endswith("_face3_frame.jpg") and raised["face_image"].endswith("_face3_face.jpg")
+
+    # the frame is the one the alert was raised on: each scripted frame is a flat grey of its index
+    index = round(raised["stream_time_s"] * 10)
+    frame = cv2.imread(str(tmp_path / "snaps" / raised["frame_image"]))
+    assert frame.shape == (INFO.height, INFO.width, 3)
+    assert abs(float(frame.mean()) - index) < 2
+    # the face picture is the box [10, 8, 30, 32] grown by a quarter on each side
+    crop = cv2.imread(str(tmp_path / "snaps" / raised["face_image"]))
+    assert crop.shape[:2] == (36, 30)
+
+
+def test_face_crop_is_clipped_to_the_frame() -> None:
+    image = np.arange(48 * 64 * 3, dtype=np.uint32).reshape(48, 64, 3).astype(np.uint8)
+    assert face_crop(image, (-10.0, -10.0, 20.0, 20.0)).shape == (28, 28, 3)
+    assert face_crop(image, (50.0, 40.0, 70.0, 60.0)).shape == (13, 19, 3)
+    assert np.array_equal(face_crop(image, (8.0, 8.0, 16.0, 16.0), margin=0.0), image[8:16, 8:16])
+
+
+def test_only_the_newest_alerts_pictures_are_kept(tmp_path: Path) -> None:
+    folder = tmp_path / "snaps"
+    folder.mkdir()
+    (folder / "notes.txt").write_text("mine")
+    (folder / "holiday.jpg").write_bytes(b"not ours")
+    old = "20000101T000000.000Z_face9"  # an earlier run's alert: counts towards the limit, oldest of all
+    for kind in ("_frame", "_face"):
+        (folder / f"{old}{kind}.jpg").write_bytes(b"old")
+    # three faces, one after the other, each fake long enough to raise an alert
+    results = []
+    for track in (1, 2, 3):
+        results += [result(len(results), (face(track, "fake", score=0.9),)) for _ in range(4)]
+    sink = SnapshotSink(folder, OPTIONS, keep=2)
+    run_sink(sink, results)
+    raised = [r for r in alert_log(folder) if r["alert"] == RAISED]
+    assert [r["track_id"] for r in raised] == [1, 2, 3]
+    kept = sorted([raised[1]["frame_image"], raised[1]["face_image"], raised[2]["frame_image"],
+                   raised[2]["face_image"]] + ["holiday.jpg"])
+    assert pictures(folder) == kept
+    assert (folder / "notes.txt").read_text() == "mine"
+    assert [r["reason"] for r in alert_log(folder) if r["alert"] == CLEARED] == [REASON_END] * 3
+
+
+def test_an_unwritable_folder_is_an_output_error(tmp_path: Path) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    with pytest.raises(OutputError, match="--snapshots"):
+        SnapshotSink(blocker / "snaps", OPTIONS, keep=5).open(INFO)
+
+
+def test_cli_errors_are_one_line(tmp_path: Path) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    bad = run_cli("demo", "--seconds", "1", "--out-dir", str(tmp_path / "d"), "--snapshots", str(blocker))
+    assert bad.returncode == 5 and len(bad.stderr_lines) == 1 and "--snapshots" in bad.stderr
+    lonely = run_cli("demo", "--seconds", "1", "--out-dir", str(tmp_path / "d"), "--snapshot-keep", "3")
+    assert lonely.returncode == 2 and lonely.stderr_lines == ["stream-guard: error: --snapshot-keep needs --snapshots"]
+
+
+def test_demo_snapshots_the_self_blended_face(tmp_path: Path) -> None:
+    """The shipped model flags the demo's self-blended face within a few seconds: its alert is saved."""
+    snaps = tmp_path / "snaps"
+    proc = run_cli("demo", "--seconds", "4", "--out-dir", str(tmp_path / "demo"), "--snapshots", str(snaps),
+                   timeout=240)
+    assert proc.returncode == 0, proc.stderr
+    summary = json.loads((tmp_path / "demo" / "summary.json").read_text())
+    fake_tracks = {t["track_id"] for t in summary["tracks"] if t["verdict"] == "fake"}
+    raised = [r for r in alert_log(snaps) if r["alert"] == RAISED]
+    assert raised and {r["track_id"] for r in raised} <= fake_tracks
+    first = raised[0]
+    crop = cv2.imread(str(snaps / first["face_image"]))
+    x1, y1, x2, y2 = first["box"]
+    assert crop.shape[0] == pytest.approx((y2 - y1) * 1.5, abs=3)
+    assert cv2.imread(str(snaps / first["frame_image"])).shape[:2] == (720, 1280)
