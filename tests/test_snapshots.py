@@ -62,6 +62,9 @@ def test_face_crop_is_clipped_to_the_frame() -> None:
     assert face_crop(image, (-10.0, -10.0, 20.0, 20.0)).shape == (28, 28, 3)
     assert face_crop(image, (50.0, 40.0, 70.0, 60.0)).shape == (13, 19, 3)
     assert np.array_equal(face_crop(image, (8.0, 8.0, 16.0, 16.0), margin=0.0), image[8:16, 8:16])
+    # a coasting track's box predicted past the edge still gives a picture to save
+    assert face_crop(image, (70.0, 50.0, 90.0, 70.0)).shape == (3, 1, 3)  # rows 45-47 are in the frame
+    assert face_crop(image, (-40.0, -40.0, -20.0, -20.0)).shape == (1, 1, 3)
 
 
 def test_only_the_newest_alerts_pictures_are_kept(tmp_path: Path) -> None:

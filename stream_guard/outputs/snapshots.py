@@ -40,13 +40,14 @@ def snapshot_stem(alert: Alert) -> str:
 
 
 def face_crop(image: np.ndarray, box: tuple[float, float, float, float], margin: float = FACE_MARGIN) -> np.ndarray:
-    """The box grown by ``margin`` of its size on each side, clipped to the image."""
+    """The box grown by ``margin`` of its size on each side, clipped to the image (at least one
+    pixel, even for a box predicted off the frame)."""
     x1, y1, x2, y2 = box
     dx, dy = (x2 - x1) * margin, (y2 - y1) * margin
     h, w = image.shape[:2]
-    left, top = max(0, int(np.floor(x1 - dx))), max(0, int(np.floor(y1 - dy)))
-    right, bottom = min(w, int(np.ceil(x2 + dx))), min(h, int(np.ceil(y2 + dy)))
-    return image[top:max(top + 1, bottom), left:max(left + 1, right)]
+    left, top = int(np.clip(np.floor(x1 - dx), 0, w - 1)), int(np.clip(np.floor(y1 - dy), 0, h - 1))
+    right, bottom = int(np.clip(np.ceil(x2 + dx), left + 1, w)), int(np.clip(np.ceil(y2 + dy), top + 1, h))
+    return image[top:bottom, left:right]
 
 
 def _write_jpeg(path: Path, rgb: np.ndarray) -> None:
