@@ -23,7 +23,7 @@ from typing import IO
 import cv2
 import numpy as np
 
-from stream_guard.errors import OutputError
+from stream_guard.errors import ConfigError, OutputError
 from stream_guard.outputs.alerts import RAISED, Alert, AlertOptions, AlertSink
 from stream_guard.types import FrameResult, StreamInfo
 
@@ -68,7 +68,7 @@ class SnapshotSink(AlertSink):
     def __init__(self, folder: Path, alerts: AlertOptions, keep: int) -> None:
         super().__init__(alerts)
         if keep < 1:
-            raise OutputError("--snapshot-keep must be at least 1")
+            raise ConfigError("--snapshot-keep must be at least 1")
         self.folder = Path(folder)
         self.keep = keep
         self._log: IO[str] | None = None
