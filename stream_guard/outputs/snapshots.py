@@ -74,7 +74,6 @@ class SnapshotSink(AlertSink):
         self._log: IO[str] | None = None
         self._current: FrameResult | None = None
         self._stems: deque[str] = deque()  # snapshot stems in DIR, oldest first
-        self.pictures: list[Path] = []  # pictures written by this run, in order
 
     def open(self, info: StreamInfo) -> None:
         try:
@@ -93,10 +92,9 @@ class SnapshotSink(AlertSink):
         record = alert.to_json()
         if alert.kind == RAISED and self._current is not None and alert.box is not None:
             stem = snapshot_stem(alert)
-            frame_path, face_path = self.folder / f"{stem}_frame.jpg", self.folder / f"{stem}_face.jpg"
+            frame_path, face_path = self._pictures(stem)
             _write_jpeg(frame_path, self._current.annotated)
             _write_jpeg(face_path, face_crop(self._current.frame.image, alert.box))
-            self.pictures += [frame_path, face_path]
             record["frame_image"], record["face_image"] = frame_path.name, face_path.name
             self._stems.append(stem)
             self._prune()
@@ -104,11 +102,14 @@ class SnapshotSink(AlertSink):
         self._log.write(json.dumps(record) + "\n")
         self._log.flush()
 
+    def _pictures(self, stem: str) -> tuple[Path, Path]:
+        """The frame and face pictures of one alert (names as ``_SNAPSHOT`` matches them)."""
+        return self.folder / f"{stem}_frame.jpg", self.folder / f"{stem}_face.jpg"
+
     def _prune(self) -> None:
         while len(self._stems) > self.keep:
-            stem = self._stems.popleft()
-            for kind in ("_frame", "_face"):
-                (self.folder / f"{stem}{kind}.jpg").unlink(missing_ok=True)
+            for path in self._pictures(self._stems.popleft()):
+                path.unlink(missing_ok=True)
 
     def close(self) -> None:
         log, self._log = self._log, None
