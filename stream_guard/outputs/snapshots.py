@@ -12,31 +12,22 @@ The sink runs on its own output thread, so encoding never slows the analysis.
 """
 from __future__ import annotations
 
-import json
 import os
-import re
-from collections import deque
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import IO
 
 import cv2
 import numpy as np
 
-from stream_guard.errors import ConfigError, OutputError
+from stream_guard.errors import ConfigError
 from stream_guard.outputs.alerts import RAISED, Alert, AlertOptions, AlertSink
+from stream_guard.outputs.evidence import STEM_PATTERN, NewestKept, append_record, evidence_stem, open_evidence_log
 from stream_guard.types import FrameResult, StreamInfo
 
 ALERT_LOG = "alerts.jsonl"
 FACE_MARGIN = 0.25  # of the box's width/height, added on each side of the face picture
 JPEG_QUALITY = 90
-_SNAPSHOT = re.compile(r"^(\d{8}T\d{6}\.\d{3}Z_face\d+)(_frame|_face)\.jpg$")
-
-
-def snapshot_stem(alert: Alert) -> str:
-    """``20261204T232741.123Z_face3``: the alert's UTC time (sortable) and its face."""
-    stamp = datetime.fromtimestamp(alert.wall_time, timezone.utc)
-    return f"{stamp:%Y%m%dT%H%M%S}.{stamp.microsecond // 1000:03d}Z_face{alert.track_id}"
+_SNAPSHOT = rf"^({STEM_PATTERN})(_frame|_face)\.jpg$"
 
 
 def face_crop(image: np.ndarray, box: tuple[float, float, float, float], margin: float = FACE_MARGIN) -> np.ndarray:
@@ -70,19 +61,13 @@ class SnapshotSink(AlertSink):
         if keep < 1:
             raise ConfigError("--snapshot-keep must be at least 1")
         self.folder = Path(folder)
-        self.keep = keep
         self._log: IO[str] | None = None
         self._current: FrameResult | None = None
-        self._stems: deque[str] = deque()  # snapshot stems in DIR, oldest first
+        self._kept = NewestKept(self.folder, _SNAPSHOT, self._pictures, keep)
 
     def open(self, info: StreamInfo) -> None:
-        try:
-            self.folder.mkdir(parents=True, exist_ok=True)
-            self._log = (self.folder / ALERT_LOG).open("a", encoding="utf-8")
-        except OSError as e:
-            raise OutputError(f"--snapshots {self.folder}: cannot write there ({e.strerror or e})") from e
-        stems = {m.group(1) for p in self.folder.iterdir() if (m := _SNAPSHOT.match(p.name))}
-        self._stems.extend(sorted(stems))
+        self._log = open_evidence_log(self.folder, ALERT_LOG, "--snapshots")
+        self._kept.scan()
 
     def write(self, result: FrameResult) -> None:
         self._current = result  # the frame a raised alert refers to
@@ -91,25 +76,18 @@ class SnapshotSink(AlertSink):
     def on_alert(self, alert: Alert) -> None:
         record = alert.to_json()
         if alert.kind == RAISED and self._current is not None and alert.box is not None:
-            stem = snapshot_stem(alert)
+            stem = evidence_stem(alert.wall_time, alert.track_id)
             frame_path, face_path = self._pictures(stem)
             _write_jpeg(frame_path, self._current.annotated)
             _write_jpeg(face_path, face_crop(self._current.frame.image, alert.box))
             record["frame_image"], record["face_image"] = frame_path.name, face_path.name
-            self._stems.append(stem)
-            self._prune()
+            self._kept.add(stem)
         assert self._log is not None
-        self._log.write(json.dumps(record) + "\n")
-        self._log.flush()
+        append_record(self._log, record)
 
     def _pictures(self, stem: str) -> tuple[Path, Path]:
         """The frame and face pictures of one alert (names as ``_SNAPSHOT`` matches them)."""
         return self.folder / f"{stem}_frame.jpg", self.folder / f"{stem}_face.jpg"
-
-    def _prune(self) -> None:
-        while len(self._stems) > self.keep:
-            for path in self._pictures(self._stems.popleft()):
-                path.unlink(missing_ok=True)
 
     def close(self) -> None:
         log, self._log = self._log, None

@@ -1,0 +1,61 @@
+"""What the alert-evidence outputs (``--snapshots``, ``--clips``) share: file names that sort in
+time order, a JSON Lines log in the folder, and keeping only the newest N items."""
+from __future__ import annotations
+
+import json
+import re
+from collections import deque
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import IO, Any, Callable
+
+from stream_guard.errors import OutputError
+
+STEM_PATTERN = r"\d{8}T\d{6}\.\d{3}Z_face\d+"
+
+
+def evidence_stem(wall_time: float, track_id: int) -> str:
+    """``20261204T232741.123Z_face3``: a UTC time (names sort in time order) and the face's id."""
+    stamp = datetime.fromtimestamp(wall_time, timezone.utc)
+    return f"{stamp:%Y%m%dT%H%M%S}.{stamp.microsecond // 1000:03d}Z_face{track_id}"
+
+
+def open_evidence_log(folder: Path, log_name: str, option: str) -> IO[str]:
+    """Create ``folder`` if needed and open its log for appending; a folder that cannot be
+    written is an :class:`OutputError` naming ``option``."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        return (folder / log_name).open("a", encoding="utf-8")
+    except OSError as e:
+        raise OutputError(f"{option} {folder}: cannot write there ({e.strerror or e})") from e
+
+
+def append_record(log: IO[str], record: dict[str, Any]) -> None:
+    """One JSON object per line, flushed so a reader of the log sees it at once."""
+    log.write(json.dumps(record) + "\n")
+    log.flush()
+
+
+class NewestKept:
+    """Keeps the files of the newest ``keep`` items in ``folder``. An item is a stem; ``files``
+    names its files and ``pattern`` (a regex whose group 1 is the stem) recognises them, so
+    items of earlier runs count too and files this output did not name are never touched."""
+
+    def __init__(self, folder: Path, pattern: str, files: Callable[[str], tuple[Path, ...]], keep: int) -> None:
+        self.folder = folder
+        self.files = files
+        self.keep = keep
+        self._pattern = re.compile(pattern)
+        self._stems: deque[str] = deque()  # oldest first
+
+    def scan(self) -> None:
+        """Count the items already in the folder."""
+        found = {m.group(1) for p in self.folder.iterdir() if (m := self._pattern.match(p.name))}
+        self._stems.extend(sorted(found))
+
+    def add(self, stem: str) -> None:
+        """Record a new item and delete the oldest beyond ``keep``."""
+        self._stems.append(stem)
+        while len(self._stems) > self.keep:
+            for path in self.files(self._stems.popleft()):
+                path.unlink(missing_ok=True)
