@@ -60,6 +60,15 @@ def _count(text: str) -> int:
     return value
 
 
+def _clip_pad(text: str) -> float:
+    from stream_guard.outputs.alert_clips import MAX_PAD_S
+
+    value = float(text)
+    if not 0.0 <= value <= MAX_PAD_S:
+        raise argparse.ArgumentTypeError(f"must be between 0 and {MAX_PAD_S:g} seconds")
+    return value
+
+
 def _add_alert_options(p: argparse.ArgumentParser) -> None:
     """Alerts and the virtual camera (``watch`` and ``demo``)."""
     p.add_argument("--webhook", action="append", default=[], metavar="URL",
@@ -74,6 +83,11 @@ def _add_alert_options(p: argparse.ArgumentParser) -> None:
                         "DIR/alerts.jsonl")
     p.add_argument("--snapshot-keep", type=_count, metavar="N",
                    help="keep the pictures of the newest N alerts in DIR (default 1000)")
+    p.add_argument("--clips", type=Path, metavar="DIR",
+                   help="save an MP4 of the video around each fake alert in DIR, each clip in DIR/clips.jsonl")
+    p.add_argument("--clip-pad", type=_clip_pad, metavar="S",
+                   help="seconds of video kept before an alert and after it clears (default 5, at most 60)")
+    p.add_argument("--clip-keep", type=_count, metavar="N", help="keep the newest N clips in DIR (default 100)")
     p.add_argument("--virtual-cam", action="store_true",
                    help="send the annotated video to a virtual camera (pip install 'stream-guard[virtualcam]')")
 
@@ -200,14 +214,24 @@ def _alert_outputs(args: argparse.Namespace) -> dict:
     from stream_guard.outputs.alerts import AlertOptions
     from stream_guard.outputs.webhook import validate_webhook_url
 
-    if args.snapshot_keep is not None and args.snapshots is None:
-        from stream_guard.errors import ConfigError
-
-        raise ConfigError("--snapshot-keep needs --snapshots")
-    keep = {} if args.snapshot_keep is None else {"snapshot_keep": args.snapshot_keep}
+    evidence = {**_dependent_options(args, "snapshots", snapshot_keep="--snapshot-keep"),
+                **_dependent_options(args, "clips", clip_pad="--clip-pad", clip_keep="--clip-keep")}
+    if "clip_pad" in evidence:
+        evidence["clip_pad_s"] = evidence.pop("clip_pad")
     return {"webhooks": tuple(validate_webhook_url(u) for u in args.webhook),
             "alerts": AlertOptions(raise_windows=args.alert_raise, clear_windows=args.alert_clear),
-            "speak": args.speak, "virtual_cam": args.virtual_cam, "snapshots": args.snapshots, **keep}
+            "speak": args.speak, "virtual_cam": args.virtual_cam, "snapshots": args.snapshots, "clips": args.clips,
+            **evidence}
+
+
+def _dependent_options(args: argparse.Namespace, main: str, **flags: str) -> dict:
+    """The given options that were set (``dest -> value``); each needs ``--main`` too."""
+    given = {dest: getattr(args, dest) for dest in flags if getattr(args, dest) is not None}
+    if given and getattr(args, main) is None:
+        from stream_guard.errors import ConfigError
+
+        raise ConfigError(f"{flags[next(iter(given))]} needs --{main}")
+    return given
 
 
 def _serve_outputs(args: argparse.Namespace) -> dict:

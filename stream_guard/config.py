@@ -13,6 +13,8 @@ from stream_guard.sources.capture import ReconnectPolicy
 from stream_guard.sources.probe import DEFAULT_MAX_MEGAPIXELS
 
 SNAPSHOT_KEEP = 1000  # --snapshot-keep's default
+CLIP_PAD_S = 5.0  # --clip-pad's default: seconds of video kept before an alert and after it clears
+CLIP_KEEP = 100  # --clip-keep's default
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,6 +51,9 @@ class OutputOptions:
     speak: bool = False  # say alerts aloud (espeak-ng or pyttsx3)
     snapshots: Path | None = None  # save the frame and the face of each raised alert here
     snapshot_keep: int = SNAPSHOT_KEEP  # the newest alerts whose pictures are kept
+    clips: Path | None = None  # save an MP4 of the video around each fake alert here
+    clip_pad_s: float = CLIP_PAD_S
+    clip_keep: int = CLIP_KEEP  # the newest clips kept
     virtual_cam: bool = False  # send the annotated video to a virtual camera (pyvirtualcam)
     serve: ServeOptions | None = None  # --serve: the HTTP live view (dashboard, overlay, metrics)
 

@@ -1,0 +1,262 @@
+"""Alert clips (``--clips DIR``): the annotated video around each fake alert, as an MP4.
+
+A clip starts ``pad`` seconds before a fake alert is raised (those frames come from a pre-roll
+buffer that always holds the last ``pad`` seconds, as JPEGs to keep its memory small) and ends
+``pad`` seconds after the last open alert is cleared, so alerts that overlap or follow closely
+share one clip. A clip longer than ``max_s`` is closed and, while an alert is open, continued in
+a new one. A live source that drops closes the clip at once (its alerts are cleared with the
+faces); stream time that goes back closes it too and, while an alert is open, starts a new one:
+the frames after the gap belong to another stretch of video.
+
+Frames keep their own stream times (a variable-rate MP4, milliseconds), so a live source that
+skipped frames plays back at the right speed. Clips are named by the UTC time and face of the
+alert that opened them, written under a temporary name and renamed when complete, and each is
+logged in ``DIR/clips.jsonl``. Only the newest ``keep`` clips are kept.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from fractions import Fraction
+from pathlib import Path
+from typing import IO, Any, Iterator
+
+import av
+import cv2
+import numpy as np
+
+from stream_guard.errors import ConfigError
+from stream_guard.outputs.alerts import RAISED, Alert, AlertOptions, AlertSink
+from stream_guard.outputs.evidence import STEM_PATTERN, NewestKept, append_record, evidence_stem, open_evidence_log
+from stream_guard.outputs.video_file import h264_options
+from stream_guard.types import FrameResult, StreamInfo
+
+log = logging.getLogger(__name__)
+
+CLIP_LOG = "clips.jsonl"
+MAX_PAD_S = 60.0  # the pre-roll holds this much video at most (720p30 like the demo's: about 230 MB)
+MAX_CLIP_S = 300.0  # a clip longer than this is continued in a new file
+PREROLL_JPEG_QUALITY = 85
+_PREROLL_MAX_FPS = 120  # bounds the pre-roll's frame count whatever the stream times say
+_CLIP = rf"^({STEM_PATTERN})\.mp4$"
+
+# why a clip ended (the ``ended`` field of its log record)
+END_CLEARED = "cleared"  # pad seconds after the last open alert cleared
+END_MAX_LENGTH = "max_length"  # continued in the next clip
+END_SOURCE_RESET = "source_reset"  # a live source dropped
+END_TIME_RESET = "time_reset"  # stream time went back
+END_OF_STREAM = "end_of_stream"
+
+
+class PrerollBuffer:
+    """The last ``seconds`` of stream time of annotated frames, JPEG-compressed."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self._frames: deque[tuple[float, np.ndarray]] = deque(maxlen=int(seconds * _PREROLL_MAX_FPS) + 2)
+
+    def __len__(self) -> int:
+        return len(self._frames)
+
+    def push(self, pts_s: float, rgb: np.ndarray) -> None:
+        ok, data = cv2.imencode(".jpg", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR),
+                                [cv2.IMWRITE_JPEG_QUALITY, PREROLL_JPEG_QUALITY])
+        if not ok:
+            raise OSError("could not compress a frame for the clip pre-roll")
+        self._frames.append((pts_s, data))
+        while self._frames and self._frames[0][0] < pts_s - self.seconds:
+            self._frames.popleft()
+
+    def frames(self) -> Iterator[tuple[float, np.ndarray]]:
+        """The buffered frames, oldest first, decoded to RGB."""
+        for pts_s, data in self._frames:
+            yield pts_s, cv2.cvtColor(cv2.imdecode(data, cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
+
+    def clear(self) -> None:
+        self._frames.clear()
+
+
+class ClipWriter:
+    """One H.264 MP4 whose frames carry their stream times, written as ``NAME.part`` and renamed
+    to ``path`` by :meth:`close`. Frames of another size are scaled to the clip's."""
+
+    def __init__(self, path: Path, width: int, height: int, fps: float | None) -> None:
+        self.path = path
+        self.first_s: float | None = None
+        self.last_s: float | None = None
+        self.frames = 0
+        self._size = (height, width)
+        self._last_ms = -1
+        self._partial = path.with_name(path.name + ".part")
+        self._container = av.open(str(self._partial), mode="w", format="mp4")
+        stream = self._container.add_stream("libx264", rate=Fraction(fps or 30.0).limit_denominator(1001))
+        stream.width, stream.height = width - width % 2, height - height % 2
+        stream.pix_fmt = "yuv420p"
+        stream.codec_context.time_base = Fraction(1, 1000)
+        stream.time_base = Fraction(1, 1000)
+        stream.options = h264_options()
+        self._stream = stream
+
+    def add(self, rgb: np.ndarray, pts_s: float) -> None:
+        """Append a frame; one that would not advance the clip's millisecond clock is skipped."""
+        if self.first_s is None:
+            self.first_s = pts_s
+        ms = round((pts_s - self.first_s) * 1000)
+        if ms <= self._last_ms:
+            return
+        w, h = self._stream.width, self._stream.height
+        if rgb.shape[:2] == self._size:
+            rgb = rgb[:h, :w]  # H.264 needs even sides
+        else:
+            rgb = cv2.resize(rgb, (w, h), interpolation=cv2.INTER_AREA)
+        frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb), format="rgb24")
+        frame.pts, frame.time_base = ms, Fraction(1, 1000)
+        self._container.mux(self._stream.encode(frame))
+        self._last_ms, self.last_s = ms, pts_s
+        self.frames += 1
+
+    def close(self) -> bool:
+        """Flush the encoder, finish the file and give it its final name; a clip that never got a
+        frame is deleted instead (returns False)."""
+        if self.frames == 0:
+            self._container.close()
+            self._partial.unlink(missing_ok=True)
+            return False
+        try:
+            self._container.mux(self._stream.encode(None))
+        finally:
+            self._container.close()
+        os.replace(self._partial, self.path)
+        return True
+
+
+@dataclass(slots=True)
+class _OpenClip:
+    writer: ClipWriter
+    source: str
+    wall_time: float
+    track_ids: list[int] = field(default_factory=list)
+    end_at_s: float | None = None  # set once no alert is open: pad seconds after the last clearing
+
+
+class ClipSink(AlertSink):
+    """Writes an MP4 of the annotated video around each fake alert and logs each clip in DIR."""
+
+    name = "clips"
+
+    def __init__(self, folder: Path, alerts: AlertOptions, pad_s: float, keep: int,
+                 max_s: float = MAX_CLIP_S) -> None:
+        super().__init__(alerts)
+        if keep < 1:
+            raise ConfigError("--clip-keep must be at least 1")
+        if not 0.0 <= pad_s <= MAX_PAD_S:
+            raise ConfigError(f"--clip-pad must be between 0 and {MAX_PAD_S:g} seconds")
+        self.folder = Path(folder)
+        self.pad_s = pad_s
+        self.max_s = max_s
+        self._preroll = PrerollBuffer(pad_s)
+        self._kept = NewestKept(self.folder, _CLIP, lambda stem: (self.folder / f"{stem}.mp4",), keep)
+        self._log: IO[str] | None = None
+        self._info: StreamInfo | None = None
+        self._clip: _OpenClip | None = None
+        self._current: FrameResult | None = None
+        self._started_on_current = False
+        self._last_s: float | None = None
+
+    def open(self, info: StreamInfo) -> None:
+        self._info = info
+        self._log = open_evidence_log(self.folder, CLIP_LOG, "--clips")
+        self._kept.scan()
+
+    def write(self, result: FrameResult) -> None:
+        now = result.frame.pts_s
+        self._current, self._started_on_current = result, False
+        go_on_with: list[int] = []
+        if self._last_s is not None and now < self._last_s:
+            go_on_with = self._alerting_tracks()
+            self._finish(END_TIME_RESET)
+            self._preroll.clear()
+        self._last_s = now
+        self._preroll.push(now, result.annotated)
+        if go_on_with:
+            self._start(go_on_with, time.time(), preroll=True)
+        super().write(result)  # a raised alert opens a clip from the pre-roll, this frame included
+        clip = self._clip
+        if clip is None:
+            return
+        if not self._started_on_current:
+            clip.writer.add(result.annotated, now)
+        if clip.end_at_s is not None and now >= clip.end_at_s:
+            self._finish(END_CLEARED)
+        elif clip.writer.first_s is not None and now - clip.writer.first_s >= self.max_s:
+            go_on_with = self._alerting_tracks()
+            self._finish(END_MAX_LENGTH)
+            if go_on_with:
+                self._start(go_on_with, time.time(), preroll=False)
+
+    def on_alert(self, alert: Alert) -> None:
+        if alert.kind == RAISED:
+            if self._clip is None:
+                self._start([alert.track_id], alert.wall_time, preroll=True)
+            assert self._clip is not None
+            self._clip.end_at_s = None
+            if alert.track_id not in self._clip.track_ids:
+                self._clip.track_ids.append(alert.track_id)
+        elif self._clip is not None and not self.machine.open_tracks:
+            self._clip.end_at_s = alert.stream_time_s + self.pad_s
+
+    def event(self, record: dict[str, Any]) -> None:
+        super().event(record)
+        if record.get("type") == "source" and record.get("state") in ("reconnecting", "failed"):
+            self._finish(END_SOURCE_RESET)
+            self._preroll.clear()
+            self._last_s = None
+
+    def close(self) -> None:
+        try:
+            self._finish(END_OF_STREAM)
+        finally:
+            log_file, self._log = self._log, None
+            if log_file is not None:
+                log_file.close()
+
+    def _alerting_tracks(self) -> list[int]:
+        """The faces whose alerts keep the open clip going (none once it is only waiting out the pad)."""
+        if self._clip is None or self._clip.end_at_s is not None:
+            return []
+        return self.machine.open_tracks
+
+    def _start(self, track_ids: list[int], wall_time: float, preroll: bool) -> None:
+        """Open a clip named after the first of ``track_ids``; with ``preroll`` it begins with the
+        buffered frames (the current one included), otherwise with the next frame."""
+        assert self._info is not None and self._current is not None
+        stem = evidence_stem(wall_time, track_ids[0])
+        while (self.folder / f"{stem}.mp4").exists():  # a continuation within the same millisecond
+            wall_time += 0.001
+            stem = evidence_stem(wall_time, track_ids[0])
+        image = self._current.annotated
+        writer = ClipWriter(self.folder / f"{stem}.mp4", image.shape[1], image.shape[0], self._info.fps)
+        self._clip = _OpenClip(writer, self._current.frame.source_id, wall_time, list(track_ids))
+        if preroll:
+            for pts_s, rgb in self._preroll.frames():
+                writer.add(rgb, pts_s)
+        self._started_on_current = True
+
+    def _finish(self, reason: str) -> None:
+        clip, self._clip = self._clip, None
+        if clip is None:
+            return
+        writer = clip.writer
+        if not writer.close():
+            return
+        self._kept.add(writer.path.stem)
+        record = {"type": "clip", "clip": writer.path.name, "source": clip.source, "wall_time": clip.wall_time,
+                  "track_ids": clip.track_ids, "start_stream_s": round(writer.first_s or 0.0, 4),
+                  "end_stream_s": round(writer.last_s or 0.0, 4), "frames": writer.frames, "ended": reason}
+        assert self._log is not None
+        append_record(self._log, record)
+        log.info("clip %s: %d frames, %.1f s (%s)", writer.path.name, writer.frames,
+                 (writer.last_s or 0.0) - (writer.first_s or 0.0), reason)

@@ -1,0 +1,187 @@
+"""Alert clips: an MP4 of the video around each fake alert, on scripted verdicts (each frame a
+flat grey of its index, so a decoded frame tells which one it was) and end to end on the demo."""
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+
+from stream_guard.errors import OutputError
+from stream_guard.outputs.alert_clips import (CLIP_LOG, END_CLEARED, END_MAX_LENGTH, END_OF_STREAM,
+                                              END_SOURCE_RESET, END_TIME_RESET, ClipSink)
+from stream_guard.outputs.alerts import CLEARED, RAISED, AlertOptions, AlertStateMachine
+from stream_guard.outputs.snapshots import ALERT_LOG
+from stream_guard.types import FrameResult
+from tests.conftest import run_cli
+from tests.support.alert_frames import INFO, NOISY_FAKE_THEN_REAL, face, result, verdict_sequence
+
+OPTIONS = AlertOptions(raise_windows=3, clear_windows=5)
+SHADE = 4  # grey levels between frames: H.264 may move a flat grey by a level or two
+
+
+def shaded(result: FrameResult) -> FrameResult:
+    """The frame as grey ``SHADE * index``, far enough from its neighbours to tell them apart."""
+    image = np.full_like(result.annotated, SHADE * result.frame.index % 256)
+    return replace(result, frame=replace(result.frame, image=image), annotated=image)
+
+
+def feed(sink: ClipSink, items) -> None:
+    """Open the sink, hand it frame results and event records, end the run as the pipeline does."""
+    sink.open(INFO)
+    try:
+        for item in items:
+            sink.event(item) if isinstance(item, dict) else sink.write(shaded(item))
+        sink.event({"type": "summary"})
+    finally:
+        sink.close()
+
+
+def clip_log(folder: Path) -> list[dict]:
+    return [json.loads(line) for line in (folder / CLIP_LOG).read_text().splitlines()]
+
+
+def decoded(path: Path) -> list[tuple[float, int]]:
+    """(time in the clip, index of the scripted frame it shows) for every frame of a clip."""
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        return [(float(f.pts * stream.time_base), round(float(f.to_ndarray(format="gray").mean()) / SHADE))
+                for f in container.decode(stream)]
+
+
+def frames_of(*tracks: list[str]) -> list:
+    """Frame results with one face per track; ``tracks[k][i]`` is track k+1's verdict on frame i
+    (``-`` = not in the frame)."""
+    return [result(i, tuple(face(k + 1, v[i], score=0.9 if v[i] == "fake" else 0.1)
+                            for k, v in enumerate(tracks) if v[i] != "-"))
+            for i in range(len(tracks[0]))]
+
+
+def test_a_clip_runs_from_pad_before_the_alert_to_pad_after_it_clears(tmp_path: Path) -> None:
+    results = verdict_sequence(NOISY_FAKE_THEN_REAL + ["-"] * 10)
+    machine = AlertStateMachine(OPTIONS)
+    alerts = [a for r in results for a in machine.update(r)]
+    (raised,), (cleared,) = [a for a in alerts if a.kind == RAISED], [a for a in alerts if a.kind == CLEARED]
+    first, clear = round(raised.stream_time_s * 10), round(cleared.stream_time_s * 10)
+
+    feed(ClipSink(tmp_path / "clips", OPTIONS, pad_s=0.45, keep=10), results)
+    (record,) = clip_log(tmp_path / "clips")
+    assert record["track_ids"] == [3] and record["ended"] == END_CLEARED and record["source"] == "test-stream"
+    assert record["clip"].endswith("_face3.mp4")
+    assert sorted(p.name for p in (tmp_path / "clips").iterdir()) == [record["clip"], CLIP_LOG]
+    shown = decoded(tmp_path / "clips" / record["clip"])
+    # 0.45 s of pre-roll = the 4 frames before the raising one; the last frame is the first 0.45 s after the clear
+    expected = list(range(first - 4, clear + 5 + 1))
+    assert [index for _, index in shown] == expected
+    assert [t for t, _ in shown] == pytest.approx([(i - expected[0]) / 10 for i in expected], abs=1e-3)
+    assert record["frames"] == len(expected)
+    assert (record["start_stream_s"], record["end_stream_s"]) == pytest.approx((expected[0] / 10, expected[-1] / 10))
+
+
+def test_overlapping_and_close_alerts_share_one_clip(tmp_path: Path) -> None:
+    one = ["fake"] * 4 + ["real"] * 5 + ["-"] * 5 + ["fake"] * 3 + ["real"] * 5 + ["-"] * 28
+    two = ["real"] * 5 + ["fake"] * 3 + ["real"] * 5 + ["-"] * 37
+    three = ["-"] * 40 + ["fake"] * 3 + ["-"] * 7
+    feed(ClipSink(tmp_path, OPTIONS, pad_s=1.0, keep=10), frames_of(one, two, three))
+    first, second = clip_log(tmp_path)
+    # face 1 raised at frame 2, face 2 at 7, face 1 cleared at 8, face 2 at 12, face 1 raised again at 16
+    # (inside the 1 s after the clearing) and cleared at 21: one clip, ending 1 s later
+    assert first["track_ids"] == [1, 2] and first["ended"] == END_CLEARED
+    assert [i for _, i in decoded(tmp_path / first["clip"])] == list(range(0, 32))
+    # face 3, raised at frame 42, long after: a clip of its own, whose pre-roll starts at frame 32
+    assert second["track_ids"] == [3] and second["ended"] == END_OF_STREAM
+    assert [i for _, i in decoded(tmp_path / second["clip"])] == list(range(32, 50))
+
+
+def test_a_long_alert_is_continued_in_a_new_clip(tmp_path: Path) -> None:
+    feed(ClipSink(tmp_path, OPTIONS, pad_s=0.2, keep=10, max_s=1.0), frames_of(["fake"] * 30))
+    records = clip_log(tmp_path)
+    assert [r["ended"] for r in records] == [END_MAX_LENGTH, END_MAX_LENGTH, END_OF_STREAM]
+    assert [r["track_ids"] for r in records] == [[1]] * 3
+    assert len({r["clip"] for r in records}) == 3  # started within a millisecond, still named apart
+    # 1 s of stream time each, no frame lost or repeated between them
+    assert [[i for _, i in decoded(tmp_path / r["clip"])] for r in records] == [
+        list(range(0, 11)), list(range(11, 22)), list(range(22, 30))]
+    # a continuation that the end of the stream leaves without a frame leaves no file and no record
+    feed(ClipSink(tmp_path / "short", OPTIONS, pad_s=0.2, keep=10, max_s=1.0), frames_of(["fake"] * 11))
+    (record,) = clip_log(tmp_path / "short")
+    assert sorted(p.name for p in (tmp_path / "short").iterdir()) == [record["clip"], CLIP_LOG]
+
+
+def test_a_dropped_source_or_a_clock_going_back_closes_the_clip(tmp_path: Path) -> None:
+    before = frames_of(["fake"] * 8)
+    after = frames_of(["real"] * 2 + ["fake"] * 6)  # stream time starts again at 0
+    feed(ClipSink(tmp_path / "drop", OPTIONS, pad_s=1.0, keep=10),
+         before + [{"type": "source", "state": "reconnecting"}] + after)
+    feed(ClipSink(tmp_path / "jump", OPTIONS, pad_s=1.0, keep=10), before + after)
+    for folder, reason in ((tmp_path / "drop", END_SOURCE_RESET), (tmp_path / "jump", END_TIME_RESET)):
+        first, second = clip_log(folder)
+        assert first["ended"] == reason and second["ended"] == END_OF_STREAM
+        assert [i for _, i in decoded(folder / first["clip"])] == list(range(0, 8))
+        # the second clip holds nothing from before the gap: after a drop the face is raised anew
+        # (frame 4) with a pre-roll of this side only; after a jump its alert is still open and
+        # the clip goes on in a new file
+        assert [i for _, i in decoded(folder / second["clip"])] == list(range(0, 8))
+
+
+def test_only_the_newest_clips_are_kept(tmp_path: Path) -> None:
+    (tmp_path / "notes.txt").write_text("mine")
+    (tmp_path / "holiday.mp4").write_bytes(b"not ours")
+    (tmp_path / "20000101T000000.000Z_face9.mp4").write_bytes(b"an earlier run's clip")
+    verdicts = (["fake"] * 3 + ["-"] * 30) * 3
+    feed(ClipSink(tmp_path, OPTIONS, pad_s=0.0, keep=2), frames_of(verdicts))
+    records = clip_log(tmp_path)
+    assert len(records) == 3
+    assert sorted(p.name for p in tmp_path.glob("*.mp4")) == sorted(["holiday.mp4"] + [r["clip"] for r in records[1:]])
+    assert (tmp_path / "notes.txt").read_text() == "mine"
+
+
+def test_frames_of_another_size_are_scaled_into_the_clip(tmp_path: Path) -> None:
+    results = frames_of(["fake"] * 6)
+    results += [result(6 + i, (face(1, "fake", score=0.9),), width=32, height=24) for i in range(3)]
+    feed(ClipSink(tmp_path, OPTIONS, pad_s=1.0, keep=10), results)
+    (record,) = clip_log(tmp_path)
+    with av.open(str(tmp_path / record["clip"])) as container:
+        sizes = {(f.width, f.height) for f in container.decode(video=0)}
+    assert sizes == {(INFO.width, INFO.height)} and record["frames"] == 9
+
+
+def test_bad_options_and_folders(tmp_path: Path) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    with pytest.raises(OutputError, match="--clips"):
+        ClipSink(blocker / "clips", OPTIONS, pad_s=1.0, keep=5).open(INFO)
+    out = str(tmp_path / "d")
+    bad = run_cli("demo", "--seconds", "1", "--out-dir", out, "--clips", str(blocker))
+    assert bad.returncode == 5 and len(bad.stderr_lines) == 1 and "--clips" in bad.stderr
+    lonely = run_cli("demo", "--seconds", "1", "--out-dir", out, "--clip-keep", "3")
+    assert lonely.returncode == 2 and lonely.stderr_lines == ["stream-guard: error: --clip-keep needs --clips"]
+    long_pad = run_cli("demo", "--seconds", "1", "--out-dir", out, "--clips", str(tmp_path / "c"), "--clip-pad", "61")
+    assert long_pad.returncode == 2 and "--clip-pad" in long_pad.stderr_lines[-1]
+
+
+def test_demo_clips_the_self_blended_face(tmp_path: Path) -> None:
+    """The shipped model raises an alert on the demo's self-blended face; its clip starts the pad
+    before the alert (the snapshot log, from the same run, says when it was raised)."""
+    evidence = tmp_path / "evidence"
+    proc = run_cli("demo", "--seconds", "4", "--out-dir", str(tmp_path / "demo"), "--clips", str(evidence),
+                   "--clip-pad", "0.5", "--snapshots", str(evidence), timeout=240)
+    assert proc.returncode == 0, proc.stderr
+    raised = [json.loads(line) for line in (evidence / ALERT_LOG).read_text().splitlines()]
+    raised = [r for r in raised if r["alert"] == RAISED]
+    records = clip_log(evidence)
+    assert raised and len(records) >= 1
+    record = records[0]
+    assert record["track_ids"][0] == raised[0]["track_id"]
+    assert record["start_stream_s"] == pytest.approx(raised[0]["stream_time_s"] - 0.5, abs=0.05)
+    with av.open(str(evidence / record["clip"])) as container:
+        stream = container.streams.video[0]
+        assert (stream.width, stream.height) == (1280, 720)
+        frames = list(container.decode(stream))
+    assert len(frames) == record["frames"]
+    span = float((frames[-1].pts - frames[0].pts) * stream.time_base)
+    assert span == pytest.approx(record["end_stream_s"] - record["start_stream_s"], abs=0.002)
+    assert float(np.mean(frames[-1].to_ndarray(format="gray"))) > 0
