@@ -3,6 +3,7 @@ flat grey of its index, so a decoded frame tells which one it was) and end to en
 from __future__ import annotations
 
 import json
+import threading
 from dataclasses import replace
 from pathlib import Path
 
@@ -10,13 +11,17 @@ import av
 import numpy as np
 import pytest
 
+from stream_guard.config import ModelOptions, OutputOptions, RunConfig, SourceOptions
 from stream_guard.errors import OutputError
 from stream_guard.outputs.alert_clips import (CLIP_LOG, END_CLEARED, END_MAX_LENGTH, END_OF_STREAM,
                                               END_SOURCE_RESET, END_TIME_RESET, ClipSink)
 from stream_guard.outputs.alerts import CLEARED, RAISED, AlertOptions, AlertStateMachine
 from stream_guard.outputs.snapshots import ALERT_LOG
+from stream_guard.pipeline import Pipeline
+from stream_guard.sources.capture import ReconnectPolicy
 from stream_guard.types import FrameResult
 from tests.conftest import run_cli
+from tests.support.rtsp_fixture import RtspServerProcess, restart_on
 from tests.support.alert_frames import INFO, NOISY_FAKE_THEN_REAL, face, result, verdict_sequence
 
 OPTIONS = AlertOptions(raise_windows=3, clear_windows=5)
@@ -185,3 +190,37 @@ def test_demo_clips_the_self_blended_face(tmp_path: Path) -> None:
     span = float((frames[-1].pts - frames[0].pts) * stream.time_base)
     assert span == pytest.approx(record["end_stream_s"] - record["start_stream_s"], abs=0.002)
     assert float(np.mean(frames[-1].to_ndarray(format="gray"))) > 0
+
+
+def test_a_live_stream_that_drops_ends_its_clip_and_the_next_starts_after_the_gap(
+        two_faces_clip: Path, placeholder_model: Path, tmp_path: Path) -> None:
+    """A real RTSP stream whose server dies mid-alert and comes back. Threshold 0 makes every
+    scored face fake, so the untrained model raises alerts at once on both sides of the gap."""
+    reached = threading.Event()
+    processed = 0
+
+    def count(_result: FrameResult) -> None:
+        nonlocal processed
+        processed += 1
+        if processed == 30:
+            reached.set()
+
+    with RtspServerProcess(two_faces_clip) as server:
+        restarted = restart_on(server, reached)
+        config = RunConfig(
+            source=SourceOptions(server.url, max_frames=90, reconnect=ReconnectPolicy(initial_s=0.1, max_s=0.5)),
+            model=ModelOptions(model_dir=placeholder_model, threshold=0.0),
+            outputs=OutputOptions(clips=tmp_path, clip_pad_s=0.5))
+        pipeline = Pipeline(config, on_result=count)
+        summary = pipeline.run()
+        assert restarted.wait(30)
+    assert summary.error is None and summary.failed_outputs == ()
+    assert "reconnecting" in [e["state"] for e in pipeline.stats.source_events]
+    records = clip_log(tmp_path)
+    assert [r["ended"] for r in records] == [END_SOURCE_RESET, END_OF_STREAM]
+    before, after = records
+    assert after["start_stream_s"] < before["end_stream_s"]  # the stream's clock started again
+    assert not set(before["track_ids"]) & set(after["track_ids"])  # faces are new after the gap
+    for record in records:
+        with av.open(str(tmp_path / record["clip"])) as container:
+            assert sum(1 for _ in container.decode(video=0)) == record["frames"] > 0

@@ -9,7 +9,7 @@ from stream_guard.config import ModelOptions, RunConfig, SourceOptions
 from stream_guard.pipeline import Pipeline
 from stream_guard.sources.capture import ReconnectPolicy
 from tests.conftest import run_cli
-from tests.support.rtsp_fixture import RtspServerProcess
+from tests.support.rtsp_fixture import RtspServerProcess, restart_on
 
 
 def test_rtsp_round_trip_through_the_cli(two_faces_clip: Path, placeholder_model: Path, tmp_path: Path) -> None:
@@ -35,13 +35,8 @@ def test_live_run_survives_a_dropped_stream(two_faces_clip: Path, placeholder_mo
     reports both state changes, and keeps going."""
     processed = 0
     reached_30 = threading.Event()
-    restarted = threading.Event()
     with RtspServerProcess(two_faces_clip) as server:
-        def restart_server() -> None:  # off the analysis thread, like a real outage
-            reached_30.wait(30)
-            server.kill()
-            server.start()
-            restarted.set()
+        restarted = restart_on(server, reached_30)
 
         def on_result(result) -> None:
             nonlocal processed
@@ -53,10 +48,8 @@ def test_live_run_survives_a_dropped_stream(two_faces_clip: Path, placeholder_mo
                                                 reconnect=ReconnectPolicy(initial_s=0.1, max_s=0.5)),
                            model=ModelOptions(model_dir=placeholder_model))
         pipeline = Pipeline(config, on_result=on_result)
-        restarter = threading.Thread(target=restart_server)
-        restarter.start()
         summary = pipeline.run()
-        restarter.join(30)
+        restarted.wait(30)
     states = [e["state"] for e in pipeline.stats.source_events]
     assert restarted.is_set()
     assert "reconnecting" in states and states[-1] == "connected"

@@ -176,3 +176,18 @@ class RtspServerProcess:
                 self.port = int(match.group("port"))
                 self._ready.set()
         self._ready.set()
+
+
+def restart_on(server: RtspServerProcess, trigger: threading.Event, timeout: float = 30.0) -> threading.Event:
+    """An outage off the caller's thread: once ``trigger`` is set (or after ``timeout``), kill
+    ``server`` and start it again on the same port. The returned event is set once it is back."""
+    restarted = threading.Event()
+
+    def restart() -> None:
+        trigger.wait(timeout)
+        server.kill()
+        server.start()
+        restarted.set()
+
+    threading.Thread(target=restart, name="rtsp-outage", daemon=True).start()
+    return restarted
