@@ -274,14 +274,14 @@ def _print_summary(summary, stream=sys.stderr) -> None:
 
 
 def cmd_watch(args: argparse.Namespace) -> int:
-    events = args.events
+    to_stdout = args.events is not None and str(args.events) == "-"
+    config = _config(args, args.source, args.out, None if to_stdout else args.events, args.realtime,
+                     args.max_frames)
     extra = []
-    if events is not None and str(events) == "-":
+    if to_stdout:
         from stream_guard.outputs.events import JsonlEventSink
 
-        extra.append(JsonlEventSink(sys.stdout))
-        events = None
-    config = _config(args, args.source, args.out, events, args.realtime, args.max_frames)
+        extra.append(JsonlEventSink(sys.stdout, config.outputs.alerts))
     summary = _run_with_signals(config, extra)
     _print_summary(summary)
     return EXIT_INTERRUPTED if summary.interrupted else EXIT_OK

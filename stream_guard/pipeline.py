@@ -126,7 +126,7 @@ def build_sinks(config: RunConfig, info: StreamInfo, model: ModelSpec, threshold
     if out.out_path is not None:
         sinks.append(VideoFileSink(out.out_path, fps=info.fps))
     if out.events_path is not None:
-        sinks.append(JsonlEventSink(out.events_path))
+        sinks.append(JsonlEventSink(out.events_path, out.alerts))
     if out.show:
         from stream_guard.outputs.window import TkWindowSink
 

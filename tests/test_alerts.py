@@ -1,6 +1,7 @@
 """The alert state machine (pure) and the webhook output against a real HTTP receiver on 127.0.0.1."""
 from __future__ import annotations
 
+import io
 import json
 import logging
 import socket
@@ -25,6 +26,7 @@ from stream_guard.outputs.alerts import (
     AlertSink,
     AlertStateMachine,
 )
+from stream_guard.outputs.events import JsonlEventSink
 from stream_guard.outputs.webhook import (
     DeliveryOptions,
     WebhookSink,
@@ -120,6 +122,29 @@ def test_source_drop_and_end_of_run_close_open_alerts() -> None:
     sink.event({"type": "summary"})
     assert [(a.kind, a.track_id, a.reason) for a in sink.alerts] == [
         (RAISED, 1, REASON_FAKE), (CLEARED, 1, REASON_SOURCE), (RAISED, 2, REASON_FAKE), (CLEARED, 2, REASON_END)]
+
+
+def test_events_log_alerts_next_to_their_causes() -> None:
+    """The JSON Lines events carry each alert (the webhook's payload): a source record before the
+    alerts it closes, the end-of-run clears before the summary, which stays the last line."""
+    out = io.StringIO()
+    sink = JsonlEventSink(out, AlertOptions(raise_windows=2))
+    sink.open(INFO)
+    sink.write(result(0, (face(1, "fake"),)))
+    sink.write(result(1, (face(1, "fake"),)))
+    sink.event({"type": "source", "state": "reconnecting"})
+    sink.write(result(2, (face(2, "fake"),)))
+    sink.write(result(3, (face(2, "fake"),)))
+    sink.event({"type": "summary"})
+    sink.close()
+    records = [json.loads(line) for line in out.getvalue().splitlines()]
+    assert [(r["type"], r.get("alert"), r.get("reason")) for r in records if r["type"] != "track"] == [
+        ("start", None, None), ("alert", RAISED, REASON_FAKE), ("source", None, None),
+        ("alert", CLEARED, REASON_SOURCE), ("alert", RAISED, REASON_FAKE), ("alert", CLEARED, REASON_END),
+        ("summary", None, None)]
+    assert all(set(r) == PAYLOAD_FIELDS for r in records if r["type"] == "alert")
+    raised = [r for r in records if r.get("alert") == RAISED]
+    assert [(r["track_id"], r["stream_time_s"]) for r in raised] == [(1, 0.1), (2, 0.3)]
 
 
 # --- webhook ---------------------------------------------------------------------------------------
@@ -313,7 +338,8 @@ def always_fake_model(tmp_path_factory: pytest.TempPathFactory):
     return spec.folder
 
 
-def test_pipeline_alerts_each_fake_face_once_end_to_end(receiver_factory, two_faces_clip, always_fake_model) -> None:
+def test_pipeline_alerts_each_fake_face_once_end_to_end(receiver_factory, two_faces_clip, always_fake_model,
+                                                        tmp_path) -> None:
     from stream_guard.config import (
         ModelOptions,
         OutputOptions,
@@ -324,7 +350,8 @@ def test_pipeline_alerts_each_fake_face_once_end_to_end(receiver_factory, two_fa
 
     receiver = receiver_factory()
     config = RunConfig(source=SourceOptions(str(two_faces_clip)), model=ModelOptions(model_dir=always_fake_model),
-                       outputs=OutputOptions(webhooks=(receiver.url,), alerts=AlertOptions(raise_windows=3)))
+                       outputs=OutputOptions(webhooks=(receiver.url,), alerts=AlertOptions(raise_windows=3),
+                                             events_path=tmp_path / "events.jsonl"))
     summary = Pipeline(config).run()
     assert summary.failed_outputs == () and len(summary.tracks) == 2
     by_track: dict[int, list[dict]] = {}
@@ -336,3 +363,8 @@ def test_pipeline_alerts_each_fake_face_once_end_to_end(receiver_factory, two_fa
         assert bodies[0]["verdict"] == "fake" and bodies[0]["score"] > 0.9
         assert bodies[1]["reason"] in ("gone", "end_of_stream")
         assert two_faces_clip.name in bodies[0]["source"]
+    # the events log the same alerts (each output decides them on its own, from the same frames)
+    logged = [json.loads(line) for line in (tmp_path / "events.jsonl").read_text().splitlines()]
+    logged = [r for r in logged if r["type"] == "alert"]
+    assert sorted([{**r, "wall_time": 0} for r in logged], key=json.dumps) == sorted(
+        [{**b, "wall_time": 0} for b in receiver.bodies], key=json.dumps)

@@ -7,7 +7,8 @@ fake, and ``cleared`` after ``clear_windows`` consecutive scored windows whose v
 real; a track has at most one open alert. A track with an open alert that is not seen for
 ``gone_after_s`` seconds of stream time is cleared with reason ``gone``.
 
-:class:`AlertSink` is the base of the outputs that act on alerts (webhook, speech).
+:class:`AlertSink` is the base of the outputs that act on alerts (webhook, speech, snapshots,
+clips); the JSON Lines events run a machine of their own and log its alerts.
 """
 from __future__ import annotations
 
@@ -123,6 +124,16 @@ class AlertStateMachine:
                     alerts.append(self._alert(CLEARED, tid, st, st.last_seen_s, REASON_GONE))
         return alerts
 
+    def on_record(self, record: dict[str, Any]) -> list[Alert]:
+        """The alerts a non-frame event closes: a live source that drops forgets its faces
+        (``source_reset``); the summary ends the run (``end_of_stream``)."""
+        kind = record.get("type")
+        if kind == "source" and record.get("state") in ("reconnecting", "failed"):
+            return self.clear_all(REASON_SOURCE)
+        if kind == "summary":
+            return self.clear_all(REASON_END)
+        return []
+
     def clear_all(self, reason: str) -> list[Alert]:
         """Close every open alert (the source dropped, the run ended) and forget all tracks."""
         alerts = [self._alert(CLEARED, tid, st, self._now_s, reason) for tid, st in self._tracks.items() if st.open]
@@ -166,14 +177,7 @@ class AlertSink:
 
     def event(self, record: dict[str, Any]) -> None:
         """A live source that drops forgets its faces: close their alerts; the summary ends the run."""
-        kind = record.get("type")
-        if kind == "source" and record.get("state") in ("reconnecting", "failed"):
-            alerts = self.machine.clear_all(REASON_SOURCE)
-        elif kind == "summary":
-            alerts = self.machine.clear_all(REASON_END)
-        else:
-            return
-        for alert in alerts:
+        for alert in self.machine.on_record(record):
             self.on_alert(alert)
 
     def on_alert(self, alert: Alert) -> None:

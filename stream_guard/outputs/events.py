@@ -1,5 +1,5 @@
-"""JSON Lines events: one record per scored face update, per verdict change, per
-source state change, and a summary at the end."""
+"""JSON Lines events: one record per scored face update, per verdict change, per alert
+raised or cleared, per source state change, and a summary at the end."""
 from __future__ import annotations
 
 import json
@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from stream_guard.errors import OutputError
+from stream_guard.outputs.alerts import AlertOptions, AlertStateMachine
 from stream_guard.types import FaceResult, FrameResult, StreamInfo
 
 
@@ -42,15 +43,18 @@ def frame_events(result: FrameResult) -> list[dict[str, Any]]:
 
 
 class JsonlEventSink:
-    """Appends events to a ``.jsonl`` file (or a text stream such as stdout), flushed per frame."""
+    """Appends events to a ``.jsonl`` file (or a text stream such as stdout), flushed per frame.
+    Alerts are decided as for the webhook (``alerts``: the run's raise/clear options) and logged
+    as ``alert`` records with the webhook's payload."""
 
     name = "events"
     lossless = True
 
-    def __init__(self, target: str | Path | IO[str]) -> None:
+    def __init__(self, target: str | Path | IO[str], alerts: AlertOptions = AlertOptions()) -> None:
         self._target = target
         self._fh: IO[str] | None = None
         self._owns = False
+        self._alerts = AlertStateMachine(alerts)
 
     def open(self, info: StreamInfo) -> None:
         if isinstance(self._target, (str, Path)):
@@ -62,19 +66,27 @@ class JsonlEventSink:
             self._owns = True
         else:
             self._fh = self._target
-        self.event({"type": "start", "wall_time": time.time(), "source": info.source_id, "width": info.width,
-                   "height": info.height, "fps": info.fps, "live": info.is_live})
+        self._write_all([{"type": "start", "wall_time": time.time(), "source": info.source_id, "width": info.width,
+                          "height": info.height, "fps": info.fps, "live": info.is_live}])
 
     def event(self, record: dict[str, Any]) -> None:
-        if self._fh is not None:
-            self._fh.write(json.dumps(record, separators=(",", ":")) + "\n")
+        """A non-frame record, with the alerts it closes: after a source record (the cause comes
+        first), before the summary (which stays the last line)."""
+        closed = [alert.to_json() for alert in self._alerts.on_record(record)]
+        if record.get("type") == "summary":
+            self._write_all(closed + [record])
+        else:
+            self._write_all([record] + closed)
 
     def write(self, result: FrameResult) -> None:
-        records = frame_events(result)
+        self._write_all(frame_events(result) + [alert.to_json() for alert in self._alerts.update(result)])
+
+    def _write_all(self, records: list[dict[str, Any]]) -> None:
+        if self._fh is None or not records:
+            return
         for record in records:
-            self.event(record)
-        if records and self._fh is not None:
-            self._fh.flush()
+            self._fh.write(json.dumps(record, separators=(",", ":")) + "\n")
+        self._fh.flush()
 
     def close(self) -> None:
         fh, self._fh = self._fh, None
