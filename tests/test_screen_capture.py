@@ -12,6 +12,7 @@ import pytest
 from stream_guard.config import ModelOptions, OutputOptions, RunConfig, SourceOptions
 from stream_guard.pipeline import Pipeline
 from stream_guard.types import FrameResult
+from tests.conftest import run_cli
 
 # A second process shows the astronaut's head in a Tk window at a fixed place on the screen.
 FACE_WINDOW = textwrap.dedent("""
@@ -59,3 +60,24 @@ def test_screen_capture_with_window_output_in_one_process(face_on_screen: int, p
              if 1300 <= (f.box[0] + f.box[2]) / 2 <= 1560 and 640 <= (f.box[1] + f.box[3]) / 2 <= 940]
     assert len(found) >= 5
     assert len({f.track_id for f in found}) == 1
+
+
+def test_a_screen_region_is_captured_and_faces_are_placed_in_it(face_on_screen: int, placeholder_model: Path) -> None:
+    """Only the region is read: frames have its size and the face (head at +1300+640 on the
+    screen) is found at its place within the region."""
+    results: list[FrameResult] = []
+    config = RunConfig(source=SourceOptions(f"screen::{face_on_screen}@640x480+960+520", max_frames=30),
+                       model=ModelOptions(model_dir=placeholder_model))
+    summary = Pipeline(config, on_result=results.append).run()
+    assert summary.error is None and summary.frames_read == 30
+    assert (results[0].frame.width, results[0].frame.height) == (640, 480)
+    centres = [((f.box[0] + f.box[2]) / 2, (f.box[1] + f.box[3]) / 2) for r in results[-10:] for f in r.faces]
+    assert len(centres) >= 5
+    # the head's centre on the screen is (1430, 790): in the region, (470, 270)
+    assert all(abs(x - 470) < 40 and abs(y - 270) < 50 for x, y in centres)
+
+
+def test_a_region_off_the_screen_is_one_clear_error(xvfb: int) -> None:
+    result = run_cli("watch", f"screen::{xvfb}@640x480+1200+800", "--max-frames", "3")
+    assert result.returncode == 3 and len(result.stderr_lines) == 1
+    assert "640x480+1200+800" in result.stderr and "inside the screen" in result.stderr

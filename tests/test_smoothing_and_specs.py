@@ -100,6 +100,26 @@ def test_screen_per_platform(platform: str, fmt: str, url: str) -> None:
     assert (spec.format, spec.url, spec.kind) == (fmt, url, "screen")
 
 
+def test_a_screen_region_is_captured_natively_where_the_platform_can() -> None:
+    x11 = parse_source("screen::7@640x480+960+520", platform="linux")
+    assert (x11.url, x11.options["video_size"], x11.display_name) == (":7+960,520", "640x480", "screen :7 640x480+960+520")
+    gdi = parse_source("screen@640x480+960+520", platform="win32")
+    assert (gdi.url, gdi.options["offset_x"], gdi.options["offset_y"], gdi.options["video_size"]) == (
+        "desktop", "960", "520", "640x480")
+    assert "video_size" not in parse_source("screen::7", platform="linux").options
+    with pytest.raises(ConfigError, match="not supported on macOS"):
+        parse_source("screen@640x480+0+0", platform="darwin")
+
+
+@pytest.mark.parametrize("text,problem", [("screen::7@640x480", "is not WIDTHxHEIGHT"),
+                                          ("screen::7@640x480-5+0", "is not WIDTHxHEIGHT"),
+                                          ("screen::7@", "is not WIDTHxHEIGHT"),
+                                          ("screen::7@16x480+0+0", "too small")])
+def test_bad_screen_regions_are_named(text: str, problem: str) -> None:
+    with pytest.raises(ConfigError, match=problem):
+        parse_source(text, platform="linux")
+
+
 @pytest.mark.parametrize("platform,fmt,url", [("win32", "dshow", "video=Integrated Camera"),
                                               ("darwin", "avfoundation", "0:none")])
 def test_webcam_per_platform(platform: str, fmt: str, url: str) -> None:

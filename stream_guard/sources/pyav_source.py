@@ -67,6 +67,8 @@ def _wrap_open_error(spec: SourceSpec, e: Exception) -> SourceError:
         return SourceUnreachableError(f"{name}: cannot connect ({_reason(e)})")
     if spec.kind == "network":
         return SourceUnreachableError(f"{name}: cannot open stream ({_reason(e)})")
+    if spec.region is not None:
+        return SourceError(f"{name}: cannot capture this region ({_reason(e)}): is all of it inside the screen?")
     return SourceError(f"{name}: cannot open ({_reason(e)})")
 
 

@@ -1,4 +1,4 @@
-"""Turn what the user typed (a path, a URL, ``webcam:0``, ``screen``, ``demo``) into
+"""Turn what the user typed (a path, a URL, ``webcam:0``, ``screen``, ``screen@1280x720+0+0``, ``demo``) into
 the arguments PyAV needs to open it on this platform."""
 from __future__ import annotations
 
@@ -25,6 +25,7 @@ class SourceSpec:
     display_name: str
     format: str | None = None
     options: dict[str, str] = field(default_factory=dict)
+    region: ScreenRegion | None = None  # a screen source's captured rectangle (None: the whole screen)
 
     @property
     def is_live(self) -> bool:
@@ -55,16 +56,59 @@ def _webcam_spec(device: str, platform: str) -> SourceSpec:
     raise ConfigError(f"webcam capture is not supported on platform {platform!r}")
 
 
-def _screen_spec(display: str | None, platform: str) -> SourceSpec:
+# WxH+X+Y, X11's geometry notation (what `xwininfo` prints after -geometry)
+_REGION = re.compile(r"^(\d+)x(\d+)\+(\d+)\+(\d+)$")
+MIN_REGION_SIDE = 32
+
+
+@dataclass(frozen=True, slots=True)
+class ScreenRegion:
+    """A rectangle of the screen to capture, in screen pixels."""
+
+    width: int
+    height: int
+    x: int
+    y: int
+
+    def __str__(self) -> str:
+        return f"{self.width}x{self.height}+{self.x}+{self.y}"
+
+
+def parse_region(text: str) -> ScreenRegion:
+    """``WxH+X+Y`` -> :class:`ScreenRegion`; anything else is a :class:`ConfigError`."""
+    match = _REGION.match(text)
+    if match is None:
+        raise ConfigError(f"screen region '{text}' is not WIDTHxHEIGHT+X+Y (e.g. screen@1280x720+0+0)")
+    region = ScreenRegion(*(int(v) for v in match.groups()))
+    if min(region.width, region.height) < MIN_REGION_SIDE:
+        raise ConfigError(f"screen region {region}: too small (at least {MIN_REGION_SIDE} pixels a side)")
+    return region
+
+
+def _screen_spec(text: str, platform: str) -> SourceSpec:
+    """``[DISPLAY][@WxH+X+Y]``: which display (or screen) and, optionally, which part of it."""
+    display, at, region_text = text.partition("@")
+    region = parse_region(region_text) if at else None
+    name = "screen" if region is None else f"screen {region}"
     if platform.startswith("linux"):
-        display = display or os.environ.get("DISPLAY")
+        display = display or os.environ.get("DISPLAY", "")
         if not display:
             raise ConfigError("screen capture needs an X display: use screen:DISPLAY (e.g. screen::0) or set DISPLAY")
-        return SourceSpec("screen", display, f"screen {display}", "x11grab", {"framerate": "30", "draw_mouse": "0"})
+        options = {"framerate": "30", "draw_mouse": "0"}
+        if region is None:
+            return SourceSpec("screen", display, f"screen {display}", "x11grab", options)
+        return SourceSpec("screen", f"{display}+{region.x},{region.y}", f"screen {display} {region}", "x11grab",
+                          {**options, "video_size": f"{region.width}x{region.height}"}, region)
     if platform == "darwin":
-        return SourceSpec("screen", f"{display or 'Capture screen 0'}:none", "screen", "avfoundation", {"framerate": "30"})
+        if region is not None:
+            raise ConfigError("a screen region is not supported on macOS (avfoundation captures whole screens)")
+        return SourceSpec("screen", f"{display or 'Capture screen 0'}:none", name, "avfoundation", {"framerate": "30"})
     if platform.startswith("win"):
-        return SourceSpec("screen", display or "desktop", "screen", "gdigrab", {"framerate": "30"})
+        options = {"framerate": "30"}
+        if region is not None:
+            options |= {"offset_x": str(region.x), "offset_y": str(region.y),
+                        "video_size": f"{region.width}x{region.height}"}
+        return SourceSpec("screen", display or "desktop", name, "gdigrab", options, region)
     raise ConfigError(f"screen capture is not supported on platform {platform!r}")
 
 
@@ -75,8 +119,8 @@ def parse_source(text: str, platform: str = sys.platform) -> SourceSpec:
         raise ConfigError("empty source: give a file, a URL, webcam:N, screen or demo")
     if text == "demo":
         return SourceSpec("demo", "demo", "demo")
-    if text == "screen" or text.startswith("screen:"):
-        return _screen_spec(text[len("screen:"):] or None, platform)
+    if text == "screen" or text.startswith(("screen:", "screen@")):
+        return _screen_spec(text[len("screen:"):] if text.startswith("screen:") else text[len("screen"):], platform)
     if text.startswith("webcam:") or re.fullmatch(r"/dev/video\d+", text):
         return _webcam_spec(text.split(":", 1)[1] if text.startswith("webcam:") else text, platform)
     scheme = re.match(r"^([a-zA-Z][a-zA-Z0-9+.-]*)://", text)
