@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import shlex
 import signal
 import sys
 from pathlib import Path
@@ -101,8 +102,21 @@ def _add_serve_options(p: argparse.ArgumentParser) -> None:
                    help="file whose first line is the token every --serve request must carry")
 
 
+class _Parser(argparse.ArgumentParser):
+    """Reads ``@FILE`` arguments as options files: shell-like words, any number a line, ``#`` comments."""
+
+    def convert_arg_line_to_args(self, arg_line: str) -> list[str]:
+        try:
+            return shlex.split(arg_line, comments=True)
+        except ValueError as e:  # an unclosed quote
+            self.error(f"options file line {arg_line.strip()!r}: {e}")
+
+
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="stream-guard", description="Live deepfake monitor for video streams.")
+    parser = _Parser(prog="stream-guard", description="Live deepfake monitor for video streams.",
+                     fromfile_prefix_chars="@",
+                     epilog="@FILE anywhere on the command line stands for the options in FILE (shell-like words, "
+                            "# comments); later options override earlier ones.")
     parser.add_argument("--version", action="version", version=f"stream_guard {__version__}")
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output (-vv for debug)")
     # -v is accepted after the command too; SUPPRESS keeps the subcommand from resetting it to 0
