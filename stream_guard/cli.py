@@ -71,7 +71,7 @@ def _clip_pad(text: str) -> float:
 
 
 def _add_alert_options(p: argparse.ArgumentParser) -> None:
-    """Alerts and the virtual camera (``watch`` and ``demo``)."""
+    """Alerts and the virtual camera (``watch``, ``demo`` and ``gui``)."""
     p.add_argument("--webhook", action="append", default=[], metavar="URL",
                    help="POST each alert as JSON to this http(s) URL (repeatable)")
     p.add_argument("--alert-raise", type=_count, default=3, metavar="N",
@@ -194,6 +194,7 @@ def _add_scan_and_gui(sub, common: argparse.ArgumentParser) -> None:
     gui.add_argument("source", nargs="?", default="", metavar="SOURCE")
     gui.add_argument("--start", action="store_true", help="start analysing SOURCE right away")
     _add_model_options(gui)
+    _add_alert_options(gui)
 
 
 def _setup_logging(verbosity: int) -> None:
@@ -350,9 +351,10 @@ def cmd_scan(args: argparse.Namespace) -> int:
 
 
 def cmd_gui(args: argparse.Namespace) -> int:
+    from stream_guard.config import OutputOptions
     from stream_guard.gui.app import run_gui
 
-    return run_gui(args)
+    return run_gui(args, OutputOptions(**_alert_outputs(args)))
 
 
 def cmd_bench(args: argparse.Namespace) -> int:

@@ -114,6 +114,34 @@ def test_app_shows_live_view_and_faces_then_stops(app: StreamGuardApp, xvfb: int
 
 
 @linux_only
+def test_speak_alerts_box_adds_spoken_alerts_to_the_next_start(xvfb: int, monkeypatch: pytest.MonkeyPatch,
+                                                                placeholder_model: Path) -> None:
+    """The old Tkinter app spoke its verdict; this one says each alert when "speak alerts" is ticked.
+    Threshold 0 makes every scored face fake, so the demo raises alerts at once."""
+    monkeypatch.setenv("DISPLAY", f":{xvfb}")
+    root = tk.Tk(className="stream_guard_test")
+    config = RunConfig(source=SourceOptions(spec="demo"), model=ModelOptions(model_dir=placeholder_model,
+                                                                               threshold=0.0))
+    app = StreamGuardApp(root, config, show_dialogs=False)
+    try:
+        def speech_sinks() -> list:
+            thread = app.pipeline_thread
+            return [] if thread is None else [w.sink for w in thread.pipeline.workers if w.sink.name == "speech"]
+
+        app.set_source("demo")
+        assert app.start() and pump_until(app, lambda: app.frames_shown > 0)
+        assert speech_sinks() == []  # unticked: no speech
+        assert app.stop()
+        app.set_speak(True)
+        assert app.start(), app.last_error
+        assert pump_until(app, lambda: any(sink.machine.open_tracks for sink in speech_sinks()), timeout=60), \
+            app.status_text
+        assert app.stop()
+    finally:
+        app.close()
+
+
+@linux_only
 def test_source_errors_show_in_the_status_bar(app: StreamGuardApp, tmp_path: Path) -> None:
     app.set_source(str(tmp_path / "missing.mp4"))
     assert not app.start()

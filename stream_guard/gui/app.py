@@ -18,7 +18,7 @@ from tkinter import filedialog, messagebox, ttk
 import cv2
 import numpy as np
 
-from stream_guard.config import ModelOptions, RunConfig, SourceOptions
+from stream_guard.config import ModelOptions, OutputOptions, RunConfig, SourceOptions
 from stream_guard.errors import OutputError, StreamGuardError
 from stream_guard.faces.detector import DetectorOptions
 from stream_guard.gui.bridge import LatestResultSink, PipelineThread
@@ -88,6 +88,8 @@ class StreamGuardApp:
         ttk.Button(bar, text="Open file…", command=self._choose_file).pack(side="left", padx=2)
         self.realtime_var = tk.BooleanVar(master=root, value=True)
         ttk.Checkbutton(bar, text="real-time", variable=self.realtime_var).pack(side="left", padx=6)
+        self.speak_var = tk.BooleanVar(master=root, value=self.config.outputs.speak)
+        ttk.Checkbutton(bar, text="speak alerts", variable=self.speak_var).pack(side="left", padx=6)
         self.start_button = ttk.Button(bar, text="Start", command=self.start)
         self.start_button.pack(side="left", padx=2)
         self.stop_button = ttk.Button(bar, text="Stop", command=self.stop, state="disabled")
@@ -134,6 +136,10 @@ class StreamGuardApp:
     def set_realtime(self, on: bool) -> None:
         self.realtime_var.set(on)
 
+    def set_speak(self, on: bool) -> None:
+        """Say alerts aloud from the next Start (the "speak alerts" box)."""
+        self.speak_var.set(on)
+
     def view_geometry(self) -> tuple[int, int, int, int]:
         """Screen position and size ``(x, y, width, height)`` of the video view."""
         v = self.view
@@ -147,8 +153,9 @@ class StreamGuardApp:
         text = self.source_var.get().strip()
         try:
             parse_source(text)  # a typo shows at once, before any thread starts
-            config = dataclasses.replace(self.config, source=SourceOptions(spec=text,
-                                                                           realtime=bool(self.realtime_var.get())))
+            config = dataclasses.replace(
+                self.config, source=SourceOptions(spec=text, realtime=bool(self.realtime_var.get())),
+                outputs=dataclasses.replace(self.config.outputs, speak=bool(self.speak_var.get())))
             self.spec = load_model(config)
         except StreamGuardError as e:
             self._show_error(str(e))
@@ -280,11 +287,11 @@ class StreamGuardApp:
             self.set_source(path)
 
 
-def gui_config(args: argparse.Namespace) -> RunConfig:
-    """The base configuration (model and detector); the source is set at each Start."""
+def gui_config(args: argparse.Namespace, outputs: OutputOptions = OutputOptions()) -> RunConfig:
+    """The base configuration (model, detector, alert outputs); the source is set at each Start."""
     return RunConfig(source=SourceOptions(spec="demo"),
                      model=ModelOptions(model_dir=args.model, provider=args.provider, threshold=args.threshold),
-                     detector=DetectorOptions(model=args.detector))
+                     detector=DetectorOptions(model=args.detector), outputs=outputs)
 
 
 def open_root() -> tk.Tk:
@@ -297,9 +304,10 @@ def open_root() -> tk.Tk:
         raise OutputError(f"no display: cannot open a window ({e})") from e
 
 
-def run_gui(args: argparse.Namespace) -> int:
-    """``stream-guard gui [SOURCE] [--start]``: run the app until its window is closed."""
-    config = gui_config(args)
+def run_gui(args: argparse.Namespace, outputs: OutputOptions = OutputOptions()) -> int:
+    """``stream-guard gui [SOURCE] [--start]``: run the app until its window is closed; ``outputs``
+    (alerts: webhook, speech, snapshots, clips, virtual camera) apply to every Start."""
+    config = gui_config(args, outputs)
     load_model(config)  # a bad --model is one line on the terminal, before a window opens
     root = open_root()
     app = StreamGuardApp(root, config)
