@@ -71,7 +71,7 @@ def _clip_pad(text: str) -> float:
 
 
 def _add_alert_options(p: argparse.ArgumentParser) -> None:
-    """Alerts and the virtual camera (``watch``, ``demo`` and ``gui``)."""
+    """Alerts, the virtual camera and the pushed stream (``watch``, ``demo`` and ``gui``)."""
     p.add_argument("--webhook", action="append", default=[], metavar="URL",
                    help="POST each alert as JSON to this http(s) URL (repeatable)")
     p.add_argument("--alert-raise", type=_count, default=3, metavar="N",
@@ -91,6 +91,9 @@ def _add_alert_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--clip-keep", type=_count, metavar="N", help="keep the newest N clips in DIR (default 100)")
     p.add_argument("--virtual-cam", action="store_true",
                    help="send the annotated video to a virtual camera (pip install 'stream-guard[virtualcam]')")
+    p.add_argument("--stream-to", metavar="URL",
+                   help="push the annotated video live to a streaming server: rtmp(s)://, rtsp:// (RECORD) or "
+                        "udp:// (MPEG-TS)")
 
 
 def _add_serve_options(p: argparse.ArgumentParser) -> None:
@@ -236,7 +239,15 @@ def _alert_outputs(args: argparse.Namespace) -> dict:
     return {"webhooks": tuple(validate_webhook_url(u) for u in args.webhook),
             "alerts": AlertOptions(raise_windows=args.alert_raise, clear_windows=args.alert_clear),
             "speak": args.speak, "virtual_cam": args.virtual_cam, "snapshots": args.snapshots, "clips": args.clips,
-            **evidence}
+            "stream_to": None if args.stream_to is None else _stream_url(args.stream_to), **evidence}
+
+
+def _stream_url(url: str) -> str:
+    """``--stream-to``'s URL, checked at start-up (a bad scheme is one line, exit 2)."""
+    from stream_guard.outputs.live_stream import stream_target
+
+    stream_target(url)
+    return url
 
 
 def _dependent_options(args: argparse.Namespace, main: str, **flags: str) -> dict:

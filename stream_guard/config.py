@@ -55,6 +55,7 @@ class OutputOptions:
     clip_pad_s: float = CLIP_PAD_S
     clip_keep: int = CLIP_KEEP  # the newest clips kept
     virtual_cam: bool = False  # send the annotated video to a virtual camera (pyvirtualcam)
+    stream_to: str | None = None  # push the annotated video to this rtmp(s)/rtsp/udp URL
     serve: ServeOptions | None = None  # --serve: the HTTP live view (dashboard, overlay, metrics)
 
 

@@ -151,6 +151,10 @@ def build_sinks(config: RunConfig, info: StreamInfo, model: ModelSpec, threshold
         from stream_guard.outputs.virtual_camera import VirtualCameraSink
 
         sinks.append(VirtualCameraSink())
+    if out.stream_to is not None:
+        from stream_guard.outputs.live_stream import LiveStreamSink
+
+        sinks.append(LiveStreamSink(out.stream_to))
     if out.serve is not None:
         from stream_guard.outputs.http.sink import LiveViewSink
         from stream_guard.outputs.http.state import ModelInfo

@@ -31,7 +31,7 @@ import numpy as np
 from stream_guard.errors import ConfigError
 from stream_guard.outputs.alerts import RAISED, Alert, AlertOptions, AlertSink
 from stream_guard.outputs.evidence import STEM_PATTERN, NewestKept, append_record, evidence_stem, open_evidence_log
-from stream_guard.outputs.video_file import h264_options
+from stream_guard.outputs.video_file import fit_to_encoder, h264_options
 from stream_guard.types import FrameResult, StreamInfo
 
 log = logging.getLogger(__name__)
@@ -88,7 +88,6 @@ class ClipWriter:
         self.first_s: float | None = None
         self.last_s: float | None = None
         self.frames = 0
-        self._size = (height, width)
         self._last_ms = -1
         self._partial = path.with_name(path.name + ".part")
         self._container = av.open(str(self._partial), mode="w", format="mp4")
@@ -107,12 +106,8 @@ class ClipWriter:
         ms = round((pts_s - self.first_s) * 1000)
         if ms <= self._last_ms:
             return
-        w, h = self._stream.width, self._stream.height
-        if rgb.shape[:2] == self._size:
-            rgb = rgb[:h, :w]  # H.264 needs even sides
-        else:
-            rgb = cv2.resize(rgb, (w, h), interpolation=cv2.INTER_AREA)
-        frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb), format="rgb24")
+        frame = av.VideoFrame.from_ndarray(fit_to_encoder(rgb, self._stream.width, self._stream.height),
+                                           format="rgb24")
         frame.pts, frame.time_base = ms, Fraction(1, 1000)
         self._container.mux(self._stream.encode(frame))
         self._last_ms, self.last_s = ms, pts_s

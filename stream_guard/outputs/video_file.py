@@ -5,6 +5,8 @@ from fractions import Fraction
 from pathlib import Path
 
 import av
+import cv2
+import numpy as np
 
 from stream_guard.errors import OutputError
 from stream_guard.types import FrameResult, StreamInfo
@@ -20,6 +22,17 @@ def h264_options(crf: int = 23, preset: str = "superfast", tune: str | None = "z
     larger at the same crf, PSNR 0.2-0.4 dB higher; on 2 cores the encoder competes with the CNN.
     """
     return {"crf": str(crf), "preset": preset, "threads": str(threads), **({"tune": tune} if tune else {})}
+
+
+def fit_to_encoder(rgb: np.ndarray, width: int, height: int) -> np.ndarray:
+    """The frame at the encoder's size: a frame one pixel larger (odd sides, rounded down to even
+    for 4:2:0) loses its last row or column; one of another size (a source that changed
+    resolution) is scaled."""
+    if rgb.shape[:2] == (height, width):
+        return rgb
+    if 0 <= rgb.shape[0] - height <= 1 and 0 <= rgb.shape[1] - width <= 1:
+        return np.ascontiguousarray(rgb[:height, :width])
+    return cv2.resize(rgb, (width, height), interpolation=cv2.INTER_AREA)
 
 
 _CODECS = {".mp4": "libx264", ".mkv": "libx264", ".mov": "libx264", ".webm": "libvpx-vp9", ".avi": "mpeg4"}
@@ -67,10 +80,7 @@ class VideoFileSink:
 
     def write(self, result: FrameResult) -> None:
         assert self._container is not None and self._stream is not None
-        image = result.annotated
-        w, h = self._stream.width, self._stream.height
-        if image.shape[1] != w or image.shape[0] != h:
-            image = image[:h, :w]
+        image = fit_to_encoder(result.annotated, self._stream.width, self._stream.height)
         frame = av.VideoFrame.from_ndarray(image, format="rgb24")
         frame.pts = self.frames_written
         self._container.mux(self._stream.encode(frame))

@@ -1,0 +1,148 @@
+"""Live re-streaming (``--stream-to URL``): the annotated video pushed to a streaming server.
+
+RTMP(S) (FLV: nginx-rtmp, MediaMTX, OBS's media source via a server, YouTube and Twitch ingest),
+RTSP (pushed with RECORD over TCP, as MediaMTX accepts) or UDP (MPEG-TS, for a player or a
+receiver on the network). Video only, H.264 with a keyframe every ``gop_s`` seconds so that a
+viewer who joins late starts within that time.
+
+The output is lossy: it is handed the newest frame when it falls behind, and frames are stamped
+with the wall-clock time they are sent, so a slow network lowers the frame rate, never the
+analysis. A connection that fails (the server is not up yet, restarts or drops us) is retried
+with back-off while the run goes on; frames in between are not sent. URLs are logged as scheme and
+host only, since stream keys travel in the path.
+"""
+from __future__ import annotations
+
+import contextlib
+import logging
+import random
+import time
+from fractions import Fraction
+from typing import Callable
+from urllib.parse import urlsplit
+
+import av
+import numpy as np
+
+from stream_guard.errors import ConfigError
+from stream_guard.outputs.video_file import fit_to_encoder, h264_options
+from stream_guard.outputs.webhook import redact
+from stream_guard.sources.capture import ReconnectPolicy
+from stream_guard.types import FrameResult, StreamInfo
+
+log = logging.getLogger(__name__)
+
+# scheme -> (muxer, its options)
+_TARGETS: dict[str, tuple[str, dict[str, str]]] = {
+    "rtmp": ("flv", {}), "rtmps": ("flv", {}),
+    "rtsp": ("rtsp", {"rtsp_transport": "tcp"}),
+    "udp": ("mpegts", {}),
+}
+RETRY = ReconnectPolicy(initial_s=1.0, max_s=10.0)
+GOP_S = 2.0
+_MS = Fraction(1, 1000)
+
+
+def stream_target(url: str) -> tuple[str, dict[str, str]]:
+    """The muxer and its options for ``url``; an unsupported scheme is a :class:`ConfigError`."""
+    scheme = urlsplit(url).scheme.lower()
+    if scheme in _TARGETS and urlsplit(url).hostname:
+        return _TARGETS[scheme]
+    if scheme == "srt":
+        raise ConfigError("--stream-to: SRT is not in PyAV's FFmpeg build; use rtmp://, rtsp:// or udp://")
+    raise ConfigError(f"--stream-to {redact(url)}: give an rtmp://, rtmps://, rtsp:// or udp:// URL with a host")
+
+
+class LiveStreamSink:
+    """Pushes ``result.annotated`` to ``url``; reconnects with ``retry`` back-off when sending fails."""
+
+    name = "stream-out"
+    lossless = False
+
+    def __init__(self, url: str, retry: ReconnectPolicy = RETRY, gop_s: float = GOP_S,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.url = url
+        self.muxer, self.muxer_options = stream_target(url)
+        self.retry = retry
+        self.gop_s = gop_s
+        self.frames_sent = 0
+        self.connections = 0
+        self._clock = clock
+        self._rng = random.Random()
+        self._fps = 30.0
+        self._size = (0, 0)  # (width, height), even
+        self._container: av.container.OutputContainer | None = None
+        self._stream = None
+        self._t0 = 0.0
+        self._last_ms = -1
+        self._fresh = False  # connected, and no frame sent on this connection yet
+        self._failures = 0  # consecutive failed connections
+        self._retry_at = 0.0
+
+    def open(self, info: StreamInfo) -> None:
+        self._fps = info.fps if info.fps and info.fps > 0 else 30.0
+        self._size = (info.width - info.width % 2, info.height - info.height % 2)
+
+    def write(self, result: FrameResult) -> None:
+        now = self._clock()
+        try:
+            if self._container is None:
+                if now < self._retry_at:
+                    return
+                self._connect(now)
+            self._send(result.annotated, now)
+        except (av.error.FFmpegError, OSError) as e:
+            self._lost(e, now)
+
+    def close(self) -> None:
+        container, self._container = self._container, None
+        if container is None:
+            return
+        try:
+            container.mux(self._stream.encode(None))
+            container.close()
+        except (av.error.FFmpegError, OSError) as e:
+            log.debug("stream-to %s: closing: %s", redact(self.url), e)
+        log.info("stream-to %s: %d frames sent over %d connection(s)", redact(self.url), self.frames_sent,
+                 self.connections)
+
+    def _connect(self, now: float) -> None:
+        """A new container and encoder; FFmpeg connects when the first frame is sent."""
+        container = av.open(self.url, mode="w", format=self.muxer, options=self.muxer_options)
+        stream = container.add_stream("libx264", rate=Fraction(self._fps).limit_denominator(1001))
+        stream.width, stream.height = self._size
+        stream.pix_fmt = "yuv420p"
+        stream.codec_context.time_base = _MS
+        stream.options = {**h264_options(), "g": str(max(1, round(self._fps * self.gop_s)))}
+        self._container, self._stream = container, stream
+        self._t0, self._last_ms, self._fresh = now, -1, True
+
+    def _send(self, rgb: np.ndarray, now: float) -> None:
+        ms = round((now - self._t0) * 1000)
+        if ms <= self._last_ms:
+            return  # two frames within a millisecond: keep the first
+        frame = av.VideoFrame.from_ndarray(fit_to_encoder(rgb, *self._size), format="rgb24")
+        frame.pts, frame.time_base = ms, _MS
+        assert self._container is not None and self._stream is not None
+        self._container.mux(self._stream.encode(frame))
+        self._last_ms = ms
+        self.frames_sent += 1
+        if self._fresh:  # the first frame of a connection went out: it is up
+            self._fresh = False
+            self.connections += 1
+            if self._failures:
+                log.warning("stream-to %s: sending again after %d failed attempt(s)", redact(self.url), self._failures)
+            self._failures = 0
+
+    def _lost(self, error: Exception, now: float) -> None:
+        """Drop the connection and schedule the next attempt."""
+        container, self._container = self._container, None
+        if container is not None:
+            with contextlib.suppress(av.error.FFmpegError, OSError):  # the connection is gone already
+                container.close()
+        self._failures += 1
+        delay = self.retry.delay(self._failures, self._rng)
+        self._retry_at = now + delay
+        level = logging.WARNING if self._failures == 1 else logging.DEBUG
+        log.log(level, "stream-to %s: cannot send (%s); retrying in %.1f s, then with back-off up to %g s",
+                redact(self.url), getattr(error, "strerror", None) or error, delay, self.retry.max_s)
