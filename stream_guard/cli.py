@@ -86,7 +86,7 @@ def _add_alert_options(p: argparse.ArgumentParser) -> None:
                    help="keep the pictures of the newest N alerts in DIR (default 1000)")
     p.add_argument("--clips", type=Path, metavar="DIR",
                    help="save an MP4 of the video around each fake alert in DIR, each clip in DIR/clips.jsonl")
-    p.add_argument("--clip-pad", type=_clip_pad, metavar="S",
+    p.add_argument("--clip-pad", dest="clip_pad_s", type=_clip_pad, metavar="S",
                    help="seconds of video kept before an alert and after it clears (default 5, at most 60)")
     p.add_argument("--clip-keep", type=_count, metavar="N", help="keep the newest N clips in DIR (default 100)")
     p.add_argument("--virtual-cam", action="store_true",
@@ -233,9 +233,7 @@ def _alert_outputs(args: argparse.Namespace) -> dict:
     from stream_guard.outputs.webhook import validate_webhook_url
 
     evidence = {**_dependent_options(args, "snapshots", snapshot_keep="--snapshot-keep"),
-                **_dependent_options(args, "clips", clip_pad="--clip-pad", clip_keep="--clip-keep")}
-    if "clip_pad" in evidence:
-        evidence["clip_pad_s"] = evidence.pop("clip_pad")
+                **_dependent_options(args, "clips", clip_pad_s="--clip-pad", clip_keep="--clip-keep")}
     return {"webhooks": tuple(validate_webhook_url(u) for u in args.webhook),
             "alerts": AlertOptions(raise_windows=args.alert_raise, clear_windows=args.alert_clear),
             "speak": args.speak, "virtual_cam": args.virtual_cam, "snapshots": args.snapshots, "clips": args.clips,

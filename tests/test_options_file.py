@@ -23,7 +23,7 @@ def test_an_options_file_is_read_as_command_line_words(tmp_path: Path) -> None:
     args = _parser().parse_args([f"@{options}", "--alert-raise", "6"])  # later options override the file's
     assert args.command == "watch" and args.source == "rtsp://viewer:p@ss word@door.local/stream"
     assert args.webhook == ["https://hooks.example.com/a", "https://hooks.example.com/b"]
-    assert args.clips == Path("/srv/stream guard/clips") and args.clip_pad == 8.0
+    assert args.clips == Path("/srv/stream guard/clips") and args.clip_pad_s == 8.0
     assert args.alert_raise == 6
 
 
