@@ -16,6 +16,24 @@ NETWORK_SCHEMES = frozenset({"rtsp", "rtsps", "rtmp", "rtmps", "http", "https", 
 _LIVE_OPTIONS = {"probesize": "32768", "analyzeduration": "0", "flags": "low_delay"}
 
 
+# WxH+X+Y, X11's geometry notation (what `xwininfo` prints after -geometry)
+_REGION = re.compile(r"^(\d+)x(\d+)\+(\d+)\+(\d+)$")
+MIN_REGION_SIDE = 32
+
+
+@dataclass(frozen=True, slots=True)
+class ScreenRegion:
+    """A rectangle of the screen to capture, in screen pixels."""
+
+    width: int
+    height: int
+    x: int
+    y: int
+
+    def __str__(self) -> str:
+        return f"{self.width}x{self.height}+{self.x}+{self.y}"
+
+
 @dataclass(frozen=True, slots=True)
 class SourceSpec:
     """How to open one source with ``av.open``."""
@@ -54,24 +72,6 @@ def _webcam_spec(device: str, platform: str) -> SourceSpec:
         # dshow opens devices by name ("webcam:Integrated Camera"); list them with `stream-guard doctor`.
         return SourceSpec("webcam", f"video={device}", f"webcam {device}", "dshow", {})
     raise ConfigError(f"webcam capture is not supported on platform {platform!r}")
-
-
-# WxH+X+Y, X11's geometry notation (what `xwininfo` prints after -geometry)
-_REGION = re.compile(r"^(\d+)x(\d+)\+(\d+)\+(\d+)$")
-MIN_REGION_SIDE = 32
-
-
-@dataclass(frozen=True, slots=True)
-class ScreenRegion:
-    """A rectangle of the screen to capture, in screen pixels."""
-
-    width: int
-    height: int
-    x: int
-    y: int
-
-    def __str__(self) -> str:
-        return f"{self.width}x{self.height}+{self.x}+{self.y}"
 
 
 def parse_region(text: str) -> ScreenRegion:
