@@ -156,10 +156,11 @@ def build_sinks(config: RunConfig, info: StreamInfo, model: ModelSpec, threshold
 
         sinks.append(LiveStreamSink(out.stream_to))
     if out.serve is not None:
-        from stream_guard.outputs.http.sink import LiveViewSink
+        from stream_guard.outputs.http.sink import LiveAlertFeed, LiveViewSink
         from stream_guard.outputs.http.state import ModelInfo
 
-        sinks.append(LiveViewSink(out.serve, ModelInfo(model.name, model.trained, threshold)))
+        live = LiveViewSink(out.serve, ModelInfo(model.name, model.trained, threshold))
+        sinks += [live, LiveAlertFeed(live, out.alerts)]
     return sinks
 
 

@@ -30,7 +30,8 @@ START_TIMEOUT_S = 120  # model load and warm-up on a busy 2-core machine
 WAIT_MS = 60_000  # what a page may take to show something (generous: no timing is tested)
 METRICS = {"stream_guard_fps", "stream_guard_latency_seconds", "stream_guard_faces", "stream_guard_frames",
            "stream_guard_frames_dropped", "stream_guard_verdict_changes", "stream_guard_stage_seconds",
-           "stream_guard_source_state", "stream_guard_model_info", "stream_guard_uptime_seconds"}
+           "stream_guard_source_state", "stream_guard_model_info", "stream_guard_uptime_seconds",
+           "stream_guard_alerts", "stream_guard_open_alerts"}
 
 
 class LiveRun:
@@ -184,6 +185,40 @@ def test_dashboard_overlay_api_and_metrics_in_chromium(long_clip: Path, placehol
     assert not errors, errors
     assert "Traceback" not in run.stderr
     print(f"screenshots: {tmp_path / 'dashboard.png'} {shot}")
+
+
+def test_dashboard_shows_open_alerts_and_metrics_count_them(long_clip: Path, placeholder_model: Path, browser,
+                                                           tmp_path: Path) -> None:
+    """Threshold 0 makes every scored face fake: both faces raise an alert, which the page shows as a
+    banner, a highlighted card and a log row; a page opened afterwards gets them from the replay."""
+    errors: list[str] = []
+    with LiveRun("watch", str(long_clip), "--realtime", "--model", str(placeholder_model), "--threshold", "0",
+                 "--serve", "127.0.0.1:0") as run:
+        base = run.wait_for_url()
+        dash = browser.new_page(viewport={"width": 1280, "height": 800})
+        dash.on("pageerror", lambda e: errors.append(str(e)))
+        dash.goto(f"{base}/")
+        dash.wait_for_function("window.sgStats && window.sgStats.alerts >= 2", timeout=WAIT_MS)
+        dash.wait_for_function("document.querySelectorAll('.face-card.alerting').length === 2", timeout=WAIT_MS)
+        banner = dash.inner_text("#alerts")
+        assert dash.is_visible("#alerts") and len(re.findall(r"ALERT: face #\d+ looks fake", banner)) == 2, banner
+        assert len(dash.query_selector_all("#log-body tr.alert")) == 2
+        dash.screenshot(path=str(tmp_path / "alerts.png"))
+
+        late = browser.new_page()
+        late.on("pageerror", lambda e: errors.append(str(e)))
+        late.goto(f"{base}/")
+        late.wait_for_function("document.querySelectorAll('#log-body tr.alert').length === 2", timeout=WAIT_MS)
+
+        families = {f.name: f for f in text_string_to_metric_families(get(f"{base}/metrics")[1].decode())}
+        raised = [x.value for x in families["stream_guard_alerts"].samples
+                  if x.name == "stream_guard_alerts_total" and x.labels["alert"] == "fake"]
+        assert raised == [2.0]
+        assert [x.value for x in families["stream_guard_open_alerts"].samples] == [2.0]
+        dash.close()
+        late.close()
+    assert not errors, errors
+    print(f"screenshot: {tmp_path / 'alerts.png'}")
 
 
 def test_demo_serves_and_finishes(tmp_path: Path) -> None:

@@ -8,6 +8,7 @@ from typing import Any
 from prometheus_client import CollectorRegistry, Counter, Enum, Gauge, Histogram, Info, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
+from stream_guard.outputs.alerts import CLEARED, RAISED
 from stream_guard.types import FrameResult, StageTimes, Verdict
 
 SOURCE_STATES = ["connected", "reconnecting", "failed", "ended"]
@@ -30,6 +31,9 @@ class LiveMetrics:
         self.dropped = Counter("stream_guard_frames_dropped", "Frames dropped by the live capture queue", registry=r)
         self.verdicts = Counter("stream_guard_verdict_changes", "Face verdict changes, by the new verdict",
                                 ["verdict"], registry=r)
+        self.alerts = Counter("stream_guard_alerts", "Alerts, by kind (fake = raised, cleared)", ["alert"],
+                              registry=r)
+        self.open_alerts = Gauge("stream_guard_open_alerts", "Faces with an open fake alert", registry=r)
         self.stage = Counter("stream_guard_stage_seconds", "Time spent per analysis stage", ["stage"], registry=r)
         self.source_state = Enum("stream_guard_source_state", "State of the video source", states=SOURCE_STATES,
                                  registry=r)
@@ -42,6 +46,8 @@ class LiveMetrics:
             self.verdicts.labels(v.value)
         for s in STAGES:
             self.stage.labels(s)
+        for kind in (RAISED, CLEARED):
+            self.alerts.labels(kind)
         self._dropped_seen = 0
 
     def observe(self, result: FrameResult) -> None:
@@ -62,11 +68,18 @@ class LiveMetrics:
                 self.verdicts.labels(face.verdict.value).inc()
 
     def record(self, record: dict[str, Any]) -> None:
-        """Follow source state changes and the end of the run."""
-        if record.get("type") == "source" and record.get("state") in SOURCE_STATES:
+        """Follow source state changes, alerts and the end of the run."""
+        kind = record.get("type")
+        if kind == "source" and record.get("state") in SOURCE_STATES:
             self.source_state.state(record["state"])
-        elif record.get("type") == "summary":
+        elif kind == "summary":
             self.source_state.state("ended")
+        elif kind == "alert" and record.get("alert") in (RAISED, CLEARED):
+            self.alerts.labels(record["alert"]).inc()
+            if record["alert"] == RAISED:
+                self.open_alerts.inc()
+            else:
+                self.open_alerts.dec()
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)

@@ -8,6 +8,7 @@ from typing import IO, Any
 
 import cv2
 
+from stream_guard.outputs.alerts import Alert, AlertOptions, AlertSink
 from stream_guard.outputs.events import frame_events
 from stream_guard.outputs.http.metrics import LiveMetrics
 from stream_guard.outputs.http.options import ServeOptions
@@ -85,7 +86,31 @@ class LiveViewSink:
         self._metrics.record(record)
         self.server.publish_events([_dumps(record)])
 
+    def publish_alert(self, record: dict[str, Any]) -> None:
+        """An alert from :class:`LiveAlertFeed` (its own thread): listed on the page, counted in the
+        metrics, sent to every event stream client."""
+        if self.state is None or self._metrics is None or self.server is None:
+            return
+        record = redact_record(record)
+        self.state.add_records([record])
+        self._metrics.record(record)
+        self.server.publish_events([_dumps(record)])
+
     def close(self) -> None:
         server, self.server = self.server, None
         if server is not None:
             server.stop()
+
+
+class LiveAlertFeed(AlertSink):
+    """The live view's alerts. The live view itself is lossy, so a dropped frame could hide the
+    window that raises an alert; this lossless output sees every frame and hands the alerts over."""
+
+    name = "live-view-alerts"
+
+    def __init__(self, live: LiveViewSink, alerts: AlertOptions) -> None:
+        super().__init__(alerts)
+        self.live = live
+
+    def on_alert(self, alert: Alert) -> None:
+        self.live.publish_alert(alert.to_json())

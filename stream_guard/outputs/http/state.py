@@ -107,11 +107,11 @@ class LiveState:
                 del self._faces[tid]
 
     def add_records(self, records: list[dict[str, Any]]) -> None:
-        """Remember verdict changes, source state and the summary (sink thread)."""
+        """Remember verdict changes, alerts, source state and the summary (sink threads)."""
         with self._lock:
             for r in records:
                 kind = r.get("type")
-                if kind == "verdict":
+                if kind in ("verdict", "alert"):
                     self._log.append(r)
                 elif kind == "source":
                     self._source_state = str(r.get("state"))
@@ -146,7 +146,8 @@ class LiveState:
         return {"tracks": faces}
 
     def replay(self) -> list[dict[str, Any]]:
-        """Records a page that connects now needs first: start, source state, recent verdicts, summary."""
+        """Records a page that connects now needs first: start, source state, recent verdicts and
+        alerts, summary."""
         with self._lock:
             out = [self.start_record]
             if self._source_record is not None:

@@ -1,12 +1,14 @@
-// stream_guard dashboard: live video (MJPEG), one card per face with its score over the last
-// minute, and the verdict log, all fed by the server-sent event stream (/events).
+// stream_guard dashboard: live video (MJPEG), a banner while fake alerts are open, one card per face
+// with its score over the last minute, and the log of verdicts and alerts, all fed by the server-sent
+// event stream (/events).
 "use strict";
 (function () {
   var TOKEN = new URLSearchParams(location.search).get("token");
   var HISTORY_S = 60, STALE_S = 2, GONE_S = 10, LOG_ROWS = 200;
   var faces = new Map();  // track id -> {card, canvas, verdictEl, scoreEl, history: [[wall, score]], seen}
   var threshold = null;
-  window.sgStats = {events: 0, tracks: 0, verdicts: 0, sources: 0, summary: false};
+  var openAlerts = new Map();  // track id -> the alert record that raised it
+  window.sgStats = {events: 0, tracks: 0, verdicts: 0, alerts: 0, sources: 0, summary: false};
 
   function withToken(path) {
     return TOKEN ? path + (path.indexOf("?") < 0 ? "?" : "&") + "token=" + encodeURIComponent(TOKEN) : path;
@@ -61,7 +63,7 @@
   function onFace(r) {
     var f = card(r.track_id);
     f.seen = Date.now();
-    f.card.className = "face-card " + r.verdict;
+    f.card.className = "face-card " + r.verdict + (openAlerts.has(r.track_id) ? " alerting" : "");
     f.verdictEl.className = "verdict " + r.verdict;
     f.verdictEl.textContent = r.verdict;
     f.scoreEl.textContent = "score " + fmt(r.score);
@@ -83,12 +85,32 @@
     faces.clear();
     updateEmpty();
   }
+  function showAlerts() {
+    var banner = document.getElementById("alerts");
+    banner.textContent = "";
+    openAlerts.forEach(function (a, id) {
+      banner.appendChild(el("div", "", "ALERT: face #" + id + " looks fake (score " + fmt(a.score) + ", at " +
+                                       Number(a.stream_time_s).toFixed(1) + " s)"));
+    });
+    banner.style.display = openAlerts.size ? "" : "none";
+    faces.forEach(function (f, id) { f.card.classList.toggle("alerting", openAlerts.has(id)); });
+  }
+  function onAlert(r) {
+    window.sgStats.alerts++;
+    if (r.alert === "fake") openAlerts.set(r.track_id, r); else openAlerts.delete(r.track_id);
+    logRow([Number(r.stream_time_s).toFixed(1) + " s", "#" + r.track_id,
+            r.alert === "fake" ? "ALERT raised" : "alert cleared (" + r.reason.replace(/_/g, " ") + ")",
+            fmt(r.score)], r.alert === "fake" ? "alert" : "info");
+    showAlerts();
+  }
   function onRecord(r) {
     window.sgStats.events++;
     if (r.type === "track") { window.sgStats.tracks++; onFace(r); }
     else if (r.type === "verdict") {
       window.sgStats.verdicts++; onFace(r);
       logRow([Number(r.stream_time_s).toFixed(1) + " s", "#" + r.track_id, r.verdict, fmt(r.score)], r.verdict);
+    } else if (r.type === "alert") {
+      onAlert(r);
     } else if (r.type === "source") {
       window.sgStats.sources++;
       if (r.state !== "connected") clearFaces();
