@@ -78,17 +78,8 @@ class LiveViewSink:
                 self.server.publish_frame(buf.tobytes())
 
     def event(self, record: dict[str, Any]) -> None:
-        """Source state changes and the summary: shown on the pages, counted in the metrics."""
-        if self.state is None or self._metrics is None or self.server is None:
-            return
-        record = redact_record(record)
-        self.state.add_records([record])
-        self._metrics.record(record)
-        self.server.publish_events([_dumps(record)])
-
-    def publish_alert(self, record: dict[str, Any]) -> None:
-        """An alert from :class:`LiveAlertFeed` (its own thread): listed on the page, counted in the
-        metrics, sent to every event stream client."""
+        """Source state changes, the summary and (from :class:`LiveAlertFeed`'s thread: all that is
+        done here is thread-safe) alerts: shown on the pages, counted in the metrics."""
         if self.state is None or self._metrics is None or self.server is None:
             return
         record = redact_record(record)
@@ -113,4 +104,4 @@ class LiveAlertFeed(AlertSink):
         self.live = live
 
     def on_alert(self, alert: Alert) -> None:
-        self.live.publish_alert(alert.to_json())
+        self.live.event(alert.to_json())
