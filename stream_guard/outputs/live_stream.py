@@ -96,13 +96,12 @@ class LiveStreamSink:
 
     def close(self) -> None:
         container, self._container = self._container, None
-        if container is None:
-            return
-        try:
-            container.mux(self._stream.encode(None))
-            container.close()
-        except (av.error.FFmpegError, OSError) as e:
-            log.debug("stream-to %s: closing: %s", redact(self.url), e)
+        if container is not None:
+            try:
+                container.mux(self._stream.encode(None))
+                container.close()
+            except (av.error.FFmpegError, OSError) as e:
+                log.debug("stream-to %s: closing: %s", redact(self.url), e)
         log.info("stream-to %s: %d frames sent over %d connection(s)", redact(self.url), self.frames_sent,
                  self.connections)
 
