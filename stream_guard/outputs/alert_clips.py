@@ -20,7 +20,6 @@ import os
 import time
 from collections import deque
 from dataclasses import dataclass, field
-from fractions import Fraction
 from pathlib import Path
 from typing import IO, Any, Iterator
 
@@ -31,7 +30,7 @@ import numpy as np
 from stream_guard.errors import ConfigError
 from stream_guard.outputs.alerts import RAISED, Alert, AlertOptions, AlertSink
 from stream_guard.outputs.evidence import STEM_PATTERN, NewestKept, append_record, evidence_stem, open_evidence_log
-from stream_guard.outputs.video_file import fit_to_encoder, h264_options
+from stream_guard.outputs.video_file import MS, add_timed_h264_stream, mux_at_ms
 from stream_guard.types import FrameResult, StreamInfo
 
 log = logging.getLogger(__name__)
@@ -57,9 +56,6 @@ class PrerollBuffer:
     def __init__(self, seconds: float) -> None:
         self.seconds = seconds
         self._frames: deque[tuple[float, np.ndarray]] = deque(maxlen=int(seconds * _PREROLL_MAX_FPS) + 2)
-
-    def __len__(self) -> int:
-        return len(self._frames)
 
     def push(self, pts_s: float, rgb: np.ndarray) -> None:
         ok, data = cv2.imencode(".jpg", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR),
@@ -91,13 +87,8 @@ class ClipWriter:
         self._last_ms = -1
         self._partial = path.with_name(path.name + ".part")
         self._container = av.open(str(self._partial), mode="w", format="mp4")
-        stream = self._container.add_stream("libx264", rate=Fraction(fps or 30.0).limit_denominator(1001))
-        stream.width, stream.height = width - width % 2, height - height % 2
-        stream.pix_fmt = "yuv420p"
-        stream.codec_context.time_base = Fraction(1, 1000)
-        stream.time_base = Fraction(1, 1000)
-        stream.options = h264_options()
-        self._stream = stream
+        self._stream = add_timed_h264_stream(self._container, fps or 30.0, width, height)
+        self._stream.time_base = MS
 
     def add(self, rgb: np.ndarray, pts_s: float) -> None:
         """Append a frame; one that would not advance the clip's millisecond clock is skipped."""
@@ -106,10 +97,7 @@ class ClipWriter:
         ms = round((pts_s - self.first_s) * 1000)
         if ms <= self._last_ms:
             return
-        frame = av.VideoFrame.from_ndarray(fit_to_encoder(rgb, self._stream.width, self._stream.height),
-                                           format="rgb24")
-        frame.pts, frame.time_base = ms, Fraction(1, 1000)
-        self._container.mux(self._stream.encode(frame))
+        mux_at_ms(self._container, self._stream, rgb, ms)
         self._last_ms, self.last_s = ms, pts_s
         self.frames += 1
 

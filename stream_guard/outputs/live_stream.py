@@ -17,7 +17,6 @@ import contextlib
 import logging
 import random
 import time
-from fractions import Fraction
 from typing import Callable
 from urllib.parse import urlsplit
 
@@ -25,7 +24,7 @@ import av
 import numpy as np
 
 from stream_guard.errors import ConfigError
-from stream_guard.outputs.video_file import fit_to_encoder, h264_options
+from stream_guard.outputs.video_file import add_timed_h264_stream, mux_at_ms
 from stream_guard.outputs.webhook import redact
 from stream_guard.sources.capture import ReconnectPolicy
 from stream_guard.types import FrameResult, StreamInfo
@@ -40,7 +39,6 @@ _TARGETS: dict[str, tuple[str, dict[str, str]]] = {
 }
 RETRY = ReconnectPolicy(initial_s=1.0, max_s=10.0)
 GOP_S = 2.0
-_MS = Fraction(1, 1000)
 
 
 def stream_target(url: str) -> tuple[str, dict[str, str]]:
@@ -70,7 +68,7 @@ class LiveStreamSink:
         self._clock = clock
         self._rng = random.Random()
         self._fps = 30.0
-        self._size = (0, 0)  # (width, height), even
+        self._size = (0, 0)  # (width, height)
         self._container: av.container.OutputContainer | None = None
         self._stream = None
         self._t0 = 0.0
@@ -108,22 +106,17 @@ class LiveStreamSink:
     def _connect(self, now: float) -> None:
         """A new container and encoder; FFmpeg connects when the first frame is sent."""
         container = av.open(self.url, mode="w", format=self.muxer, options=self.muxer_options)
-        stream = container.add_stream("libx264", rate=Fraction(self._fps).limit_denominator(1001))
-        stream.width, stream.height = self._size
-        stream.pix_fmt = "yuv420p"
-        stream.codec_context.time_base = _MS
-        stream.options = {**h264_options(), "g": str(max(1, round(self._fps * self.gop_s)))}
-        self._container, self._stream = container, stream
+        self._stream = add_timed_h264_stream(container, self._fps, *self._size,
+                                             g=str(max(1, round(self._fps * self.gop_s))))
+        self._container = container
         self._t0, self._last_ms, self._fresh = now, -1, True
 
     def _send(self, rgb: np.ndarray, now: float) -> None:
         ms = round((now - self._t0) * 1000)
         if ms <= self._last_ms:
             return  # two frames within a millisecond: keep the first
-        frame = av.VideoFrame.from_ndarray(fit_to_encoder(rgb, *self._size), format="rgb24")
-        frame.pts, frame.time_base = ms, _MS
         assert self._container is not None and self._stream is not None
-        self._container.mux(self._stream.encode(frame))
+        mux_at_ms(self._container, self._stream, rgb, ms)
         self._last_ms = ms
         self.frames_sent += 1
         if self._fresh:  # the first frame of a connection went out: it is up

@@ -35,6 +35,28 @@ def fit_to_encoder(rgb: np.ndarray, width: int, height: int) -> np.ndarray:
     return cv2.resize(rgb, (width, height), interpolation=cv2.INTER_AREA)
 
 
+MS = Fraction(1, 1000)
+
+
+def add_timed_h264_stream(container: av.container.OutputContainer, fps: float, width: int, height: int,
+                          **options: str) -> av.VideoStream:
+    """A libx264 stream (``h264_options`` plus ``options``) whose frames are stamped in milliseconds
+    of their own time, for outputs whose frames do not come at a steady rate (clips, pushed streams)."""
+    stream = container.add_stream("libx264", rate=Fraction(fps).limit_denominator(1001))
+    stream.width, stream.height = width - width % 2, height - height % 2
+    stream.pix_fmt = "yuv420p"
+    stream.codec_context.time_base = MS
+    stream.options = {**h264_options(), **options}
+    return stream
+
+
+def mux_at_ms(container: av.container.OutputContainer, stream: av.VideoStream, rgb: np.ndarray, ms: int) -> None:
+    """Encode ``rgb`` (fitted to the stream's size) stamped ``ms`` and write its packets."""
+    frame = av.VideoFrame.from_ndarray(fit_to_encoder(rgb, stream.width, stream.height), format="rgb24")
+    frame.pts, frame.time_base = ms, MS
+    container.mux(stream.encode(frame))
+
+
 _CODECS = {".mp4": "libx264", ".mkv": "libx264", ".mov": "libx264", ".webm": "libvpx-vp9", ".avi": "mpeg4"}
 
 
