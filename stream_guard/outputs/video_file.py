@@ -59,10 +59,29 @@ def mux_at_ms(container: av.container.OutputContainer, stream: av.VideoStream, r
 
 _CODECS = {".mp4": "libx264", ".mkv": "libx264", ".mov": "libx264", ".webm": "libvpx-vp9", ".avi": "mpeg4"}
 
+LIVE_KEYFRAME_S = 2.0  # keyframe interval of a live recording: the most a killed run loses
+_FRAGMENTED_MP4 = {"movflags": "+frag_keyframe+empty_moov+default_base_moof", "flush_packets": "1"}
+_SHORT_CLUSTERS = {"cluster_time_limit": "1000", "flush_packets": "1"}  # Matroska: a cluster a second
+# Container options that write a live recording as it goes, so a run that is killed (kill -9, out of
+# memory, power loss) leaves a file that plays up to its last keyframe. A plain MP4 keeps its index
+# in memory until the end and is unreadable without it.
+_WRITE_AS_YOU_GO = {".mp4": _FRAGMENTED_MP4, ".mov": _FRAGMENTED_MP4, ".mkv": _SHORT_CLUSTERS,
+                    ".webm": _SHORT_CLUSTERS, ".avi": {"flush_packets": "1"}}
+
+# VP9's default holds 25 frames back to look ahead and encodes at "good" speed, which a live
+# run on a few cores cannot keep up with
+_LIVE_VP9 = {"deadline": "realtime", "cpu-used": "8", "lag-in-frames": "0", "row-mt": "1"}
+
 
 class VideoFileSink:
-    """Encodes ``result.annotated`` (H.264 for .mp4/.mkv/.mov). Frames are stamped by
-    index at the source's rate, so the output has exactly the frames it was given."""
+    """Encodes ``result.annotated`` (H.264 for .mp4/.mkv/.mov), every frame it is given.
+
+    From a file, frames are stamped by index at the source's rate. From a live source, where
+    frames the analysis could not keep up with were skipped, each is stamped by when it arrived,
+    so the recording plays at the speed it happened (a dropped stream shows as a still), and the
+    file is written as it goes (fragmented MP4, short Matroska clusters, a keyframe every
+    :data:`LIVE_KEYFRAME_S`), so a killed run keeps all but its last seconds.
+    """
 
     name = "file"
     lossless = True
@@ -78,6 +97,9 @@ class VideoFileSink:
         self.frames_written = 0
         self._container: av.container.OutputContainer | None = None
         self._stream = None
+        self._live = False
+        self._first_arrival: float | None = None
+        self._last_pts = -1
 
     def open(self, info: StreamInfo) -> None:
         suffix = self.path.suffix.lower()
@@ -85,28 +107,47 @@ class VideoFileSink:
             raise OutputError(f"--out {self.path}: unsupported extension (use {', '.join(_CODECS)})")
         if not self.path.parent.exists():
             raise OutputError(f"--out {self.path}: folder {self.path.parent} does not exist")
+        self._live = info.is_live
         fps = self.fps or info.fps or 30.0
         rate = Fraction(fps).limit_denominator(1001)
         try:
-            self._container = av.open(str(self.path), mode="w")
+            self._container = av.open(str(self.path), mode="w", options=_WRITE_AS_YOU_GO[suffix] if self._live else {})
             stream = self._container.add_stream(_CODECS[suffix], rate=rate)
         except (av.error.FFmpegError, OSError) as e:
             raise OutputError(f"--out {self.path}: cannot create ({e})") from e
         stream.width = info.width - info.width % 2
         stream.height = info.height - info.height % 2
         stream.pix_fmt = "yuv420p"
-        stream.time_base = 1 / rate
+        if self._live:  # AVI has one fixed frame rate: live frames go to the nearest tick of it
+            stream.codec_context.time_base = 1 / rate if suffix == ".avi" else MS
+        else:
+            stream.time_base = 1 / rate
+        options = {"g": str(max(1, round(LIVE_KEYFRAME_S * fps)))} if self._live else {}
         if _CODECS[suffix] == "libx264":
-            stream.options = h264_options(self.crf, self.preset, self.tune, self.threads)
+            options.update(h264_options(self.crf, self.preset, self.tune, self.threads))
+        elif _CODECS[suffix] == "libvpx-vp9" and self._live:
+            options.update(_LIVE_VP9)
+        stream.options = options
         self._stream = stream
 
     def write(self, result: FrameResult) -> None:
         assert self._container is not None and self._stream is not None
         image = fit_to_encoder(result.annotated, self._stream.width, self._stream.height)
         frame = av.VideoFrame.from_ndarray(image, format="rgb24")
-        frame.pts = self.frames_written
+        if self._live:
+            frame.pts, frame.time_base = self._arrival_pts(result.frame.wallclock_s), self._stream.codec_context.time_base
+        else:
+            frame.pts = self.frames_written
         self._container.mux(self._stream.encode(frame))
         self.frames_written += 1
+
+    def _arrival_pts(self, arrived_s: float) -> int:
+        """The frame's arrival since the first frame's, in stream ticks, always after the last one."""
+        if self._first_arrival is None:
+            self._first_arrival = arrived_s
+        ticks = round((arrived_s - self._first_arrival) / self._stream.codec_context.time_base)
+        self._last_pts = max(ticks, self._last_pts + 1)
+        return self._last_pts
 
     def close(self) -> None:
         container, self._container = self._container, None

@@ -1,0 +1,142 @@
+"""`--out` recordings: a file's frames at its own rate; a live source's frames at the times they
+arrived, written as they go so that a killed run keeps all but its last seconds."""
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+
+from stream_guard.outputs.video_file import LIVE_KEYFRAME_S, VideoFileSink
+from stream_guard.types import FrameResult
+from tests.conftest import REPO
+from tests.support.alert_frames import INFO, result
+from tests.support.rtsp_fixture import RtspServerProcess
+
+SHADE = 4  # grey levels between frames: the encoder may move a flat grey by a level or two
+
+
+def grey_frame(index: int, arrived_s: float) -> FrameResult:
+    """Frame ``index`` as grey ``SHADE * index``, received at ``arrived_s`` on the monotonic clock."""
+    item = result(index, ())
+    image = np.full_like(item.annotated, SHADE * index % 256)
+    return replace(item, frame=replace(item.frame, image=image, wallclock_s=arrived_s), annotated=image)
+
+
+def decoded(path: Path) -> list[tuple[float, int]]:
+    """(time in the file, index of the grey frame it shows) for every frame."""
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        return [(float(f.pts * stream.time_base), round(float(f.to_ndarray(format="gray").mean()) / SHADE))
+                for f in container.decode(stream)]
+
+
+def record(path: Path, arrivals: list[float], live: bool) -> None:
+    sink = VideoFileSink(path)
+    sink.open(replace(INFO, is_live=live))
+    try:
+        for i, t in enumerate(arrivals):
+            sink.write(grey_frame(i, t))
+    finally:
+        sink.close()
+
+
+def test_a_file_recording_has_every_frame_at_the_source_rate(tmp_path: Path) -> None:
+    out = tmp_path / "file.mp4"
+    record(out, [100.0] * 12, live=False)  # arrival times do not matter for a file
+    assert decoded(out) == [(pytest.approx(i / INFO.fps), i) for i in range(12)]
+
+
+@pytest.mark.parametrize("suffix", [".mp4", ".mkv", ".mov", ".webm"])
+def test_a_live_recording_plays_at_the_speed_it_arrived(tmp_path: Path, suffix: str) -> None:
+    """Skipped frames (0.3 s apart), a 3 s outage and two frames in the same millisecond:
+    each frame is where it arrived, to the millisecond, and none is lost."""
+    arrivals = [50.0, 50.1, 50.2, 50.5, 50.8, 53.8, 53.9, 53.9, 54.0]
+    out = tmp_path / f"live{suffix}"
+    record(out, arrivals, live=True)
+    frames = decoded(out)
+    assert [index for _, index in frames] == list(range(len(arrivals)))
+    expected = [round(t - arrivals[0], 3) for t in arrivals]
+    expected[7] += 0.001  # the second frame of a millisecond goes one tick later
+    assert [t for t, _ in frames] == pytest.approx(expected, abs=0.0015)
+
+
+def test_a_live_avi_goes_to_the_nearest_frame_tick(tmp_path: Path) -> None:
+    arrivals = [7.0, 7.1, 7.42, 9.0, 9.0]
+    out = tmp_path / "live.avi"
+    record(out, arrivals, live=True)
+    frames = decoded(out)
+    assert [t for t, _ in frames] == pytest.approx([0.0, 0.1, 0.4, 2.0, 2.1])  # ticks of 1/10 s
+    greys = [index for _, index in frames]  # MPEG-4 part 2 keeps a flat grey only roughly
+    assert greys == sorted(greys) and greys[-1] - greys[0] >= 3
+
+
+KILLED_WRITER = """
+import os, signal, sys
+from dataclasses import replace
+sys.path.insert(0, {repo!r})
+from stream_guard.outputs.video_file import VideoFileSink
+from tests.support.alert_frames import INFO
+from tests.test_video_file import grey_frame
+sink = VideoFileSink({path!r})
+sink.open(replace(INFO, is_live=True))
+for i in range({frames}):
+    sink.write(grey_frame(i, i / INFO.fps))
+os.kill(os.getpid(), signal.SIGKILL)
+"""
+
+
+@pytest.mark.parametrize("suffix", [".mp4", ".mkv", ".mov", ".webm", ".avi"])
+def test_a_killed_live_recording_keeps_all_but_its_last_keyframe_interval(tmp_path: Path, suffix: str) -> None:
+    out = tmp_path / f"killed{suffix}"
+    n = 60  # 6 s at 10 fps (grey levels up to 240)
+    code = KILLED_WRITER.format(repo=str(REPO), path=str(out), frames=n)
+    proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr
+    frames = decoded(out)
+    lost_at_most = round(LIVE_KEYFRAME_S * INFO.fps) + 1
+    assert n - lost_at_most <= len(frames) <= n  # AVI, written frame by frame, loses none
+    greys = [index for _, index in frames]
+    assert greys == sorted(greys) and abs(greys[-1] - (len(frames) - 1)) <= 1
+
+
+def test_a_live_run_killed_mid_stream_leaves_a_playable_recording(two_faces_clip: Path, placeholder_model: Path,
+                                                                  tmp_path: Path) -> None:
+    """The real command on a real RTSP stream, killed with SIGKILL: the recording plays, holds
+    the frames the run had analysed up to its last keyframe interval, and at the stream's pace."""
+    out, events = tmp_path / "rec.mp4", tmp_path / "events.jsonl"
+    with RtspServerProcess(two_faces_clip, live=True) as server:
+        proc = subprocess.Popen([sys.executable, "-m", "stream_guard", "watch", server.url, "--model",
+                                 str(placeholder_model), "--out", str(out), "--events", str(events)],
+                                cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        try:
+            analysed = wait_for_frames(events, proc, at_least=150)  # 5 s of the 30 fps stream
+            proc.send_signal(signal.SIGKILL)
+            proc.wait(timeout=30)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+    frames = decoded(out)
+    assert len(frames) >= analysed - round(LIVE_KEYFRAME_S * 30) - 5
+    span = frames[-1][0] - frames[0][0]
+    assert span == pytest.approx((len(frames) - 1) / 30, rel=0.2)  # paced by the server at 30 fps
+
+
+def wait_for_frames(events: Path, proc: subprocess.Popen, at_least: int, timeout: float = 90) -> int:
+    """Wait until the events show that frame ``at_least`` was analysed; the highest frame index seen."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
+        lines = events.read_text().splitlines(keepends=True) if events.exists() else []
+        seen = [json.loads(line).get("frame_index", 0) for line in lines if line.endswith("\n")]
+        if seen and max(seen) >= at_least:
+            return max(seen)
+        time.sleep(0.2)
+    raise AssertionError(f"fewer than {at_least} frames analysed in {timeout} s")
