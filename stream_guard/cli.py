@@ -70,6 +70,13 @@ def _clip_pad(text: str) -> float:
     return value
 
 
+def _segment_seconds(text: str) -> float:
+    value = float(text)
+    if not value >= 1.0:
+        raise argparse.ArgumentTypeError("must be at least 1 second")
+    return value
+
+
 def _add_alert_options(p: argparse.ArgumentParser) -> None:
     """Alerts, the virtual camera and the pushed stream (``watch``, ``demo`` and ``gui``)."""
     p.add_argument("--webhook", action="append", default=[], metavar="URL",
@@ -131,7 +138,11 @@ def _parser() -> argparse.ArgumentParser:
                            description="SOURCE: a video file, rtsp:// rtmp:// http(s):// URL, webcam:N, "
                                        "screen[:DISPLAY] or demo.")
     watch.add_argument("source", metavar="SOURCE")
-    watch.add_argument("--out", type=Path, metavar="FILE", help="write the annotated video (.mp4 .mkv .mov .webm)")
+    watch.add_argument("--out", type=Path, metavar="FILE",
+                       help="write the annotated video (.mp4 .mkv .mov .webm .avi)")
+    watch.add_argument("--out-segment", dest="out_segment_s", type=_segment_seconds, metavar="S",
+                       help="split --out into files of S seconds, each named after FILE and its UTC start time")
+    watch.add_argument("--out-keep", type=_count, metavar="N", help="keep the newest N --out-segment files")
     watch.add_argument("--events", type=Path, metavar="FILE", help="write JSON Lines events ('-' for stdout)")
     watch.add_argument("--realtime", action="store_true", help="pace a file to its frame rate, like a live stream")
     watch.add_argument("--max-frames", type=int, metavar="N", help="stop after N frames")
@@ -220,9 +231,21 @@ def _config(args: argparse.Namespace, source: str, out: Path | None, events: Pat
         model=ModelOptions(model_dir=args.model, provider=args.provider, threshold=args.threshold),
         detector=DetectorOptions(model=args.detector),
         analysis=AnalysisOptions(detect_every=args.detect_every),
-        outputs=OutputOptions(out_path=out, events_path=events, show=args.show, **_alert_outputs(args),
-                              **_serve_outputs(args)),
+        outputs=OutputOptions(out_path=out, events_path=events, show=args.show, **_recording_outputs(args),
+                              **_alert_outputs(args), **_serve_outputs(args)),
     )
+
+
+def _recording_outputs(args: argparse.Namespace) -> dict:
+    """OutputOptions fields of ``--out-segment`` and ``--out-keep`` (``watch`` only)."""
+    if not hasattr(args, "out_segment_s"):
+        return {}
+    given = _dependent_options(args, "out", out_segment_s="--out-segment", out_keep="--out-keep")
+    if "out_keep" in given and "out_segment_s" not in given:
+        from stream_guard.errors import ConfigError
+
+        raise ConfigError("--out-keep needs --out-segment")
+    return given
 
 
 def _alert_outputs(args: argparse.Namespace) -> dict:

@@ -44,6 +44,8 @@ class ModelOptions:
 @dataclass(frozen=True, slots=True)
 class OutputOptions:
     out_path: Path | None = None
+    out_segment_s: float | None = None  # split --out into files of this many seconds of video
+    out_keep: int | None = None  # keep the newest N segment files (None: all)
     events_path: Path | None = None
     show: bool = False
     webhooks: tuple[str, ...] = ()  # http(s) URLs that get each alert as a JSON POST

@@ -124,7 +124,7 @@ def build_sinks(config: RunConfig, info: StreamInfo, model: ModelSpec, threshold
     sinks: list[Sink] = []
     out = config.outputs
     if out.out_path is not None:
-        sinks.append(VideoFileSink(out.out_path, fps=info.fps))
+        sinks.append(VideoFileSink(out.out_path, fps=info.fps, segment_s=out.out_segment_s, keep=out.out_keep))
     if out.events_path is not None:
         sinks.append(JsonlEventSink(out.events_path, out.alerts))
     if out.show:

@@ -3,6 +3,7 @@ arrived, written as they go so that a killed run keeps all but its last seconds.
 from __future__ import annotations
 
 import json
+import re
 import signal
 import subprocess
 import sys
@@ -16,7 +17,7 @@ import pytest
 
 from stream_guard.outputs.video_file import LIVE_KEYFRAME_S, VideoFileSink
 from stream_guard.types import FrameResult
-from tests.conftest import REPO
+from tests.conftest import REPO, run_cli
 from tests.support.alert_frames import INFO, result
 from tests.support.rtsp_fixture import RtspServerProcess
 
@@ -140,3 +141,58 @@ def wait_for_frames(events: Path, proc: subprocess.Popen, at_least: int, timeout
             return max(seen)
         time.sleep(0.2)
     raise AssertionError(f"fewer than {at_least} frames analysed in {timeout} s")
+
+
+def record_segments(path: Path, arrivals: list[float], live: bool, segment_s: float,
+                    keep: int | None = None) -> VideoFileSink:
+    sink = VideoFileSink(path, segment_s=segment_s, keep=keep)
+    sink.open(replace(INFO, is_live=live))
+    try:
+        for i, t in enumerate(arrivals):
+            sink.write(grey_frame(i, t))
+    finally:
+        sink.close()
+    return sink
+
+
+def test_a_file_recording_splits_into_segments_of_whole_frames(tmp_path: Path) -> None:
+    sink = record_segments(tmp_path / "rec.mp4", [0.0] * 35, live=False, segment_s=1.0)
+    files = sorted(tmp_path.glob("rec_*.mp4"))
+    assert files == sorted(sink.files) and len(files) == 4  # names sort in the order they were written
+    assert all(re.fullmatch(r"rec_\d{8}T\d{6}\.\d{3}Z\.mp4", f.name) for f in files)
+    pieces = [decoded(f) for f in files]
+    assert [len(p) for p in pieces] == [10, 10, 10, 5]
+    assert [index for piece in pieces for _, index in piece] == list(range(35))  # none lost or repeated
+    assert all(piece[0][0] == 0.0 for piece in pieces)
+
+
+def test_a_live_recording_splits_on_the_arrival_clock(tmp_path: Path) -> None:
+    """Segments of 2 s: the 0.5 s gap stays inside the first, the 4 s outage ends it."""
+    arrivals = [10.0, 10.5, 11.0, 11.9, 12.0, 16.0, 16.1]
+    sink = record_segments(tmp_path / "cam.mkv", arrivals, live=True, segment_s=2.0)
+    pieces = [decoded(f) for f in sink.files]
+    assert [[index for _, index in p] for p in pieces] == [[0, 1, 2, 3], [4], [5, 6]]
+    assert [t for t, _ in pieces[0]] == pytest.approx([0.0, 0.5, 1.0, 1.9], abs=0.0015)
+    assert [t for t, _ in pieces[2]] == pytest.approx([0.0, 0.1], abs=0.0015)
+
+
+def test_only_the_newest_segments_are_kept(tmp_path: Path) -> None:
+    """Segments of an earlier run count; files not named as this recording's are never touched."""
+    earlier = [tmp_path / "rec_20200101T000000.000Z.mp4", tmp_path / "rec_20200101T000100.000Z.mp4"]
+    others = [tmp_path / "rec.mp4", tmp_path / "other_20200101T000000.000Z.mp4", tmp_path / "rec_notes.mp4",
+              tmp_path / "rec_20200101T000000.000Z.mkv"]
+    for path in earlier + others:
+        path.write_bytes(b"x")
+    sink = record_segments(tmp_path / "rec.mp4", [0.0] * 30, live=False, segment_s=1.0, keep=2)
+    assert sorted(p for p in tmp_path.iterdir() if p not in others) == sink.files[-2:]
+    assert all(p.read_bytes() == b"x" for p in others)
+    assert [len(decoded(f)) for f in sink.files[-2:]] == [10, 10]
+
+
+def test_segment_options_need_out_and_each_other(tmp_path: Path) -> None:
+    for args, message in [(["--out-segment", "60"], "--out-segment needs --out"),
+                          (["--out", str(tmp_path / "r.mp4"), "--out-keep", "3"], "--out-keep needs --out-segment")]:
+        result = run_cli("watch", "demo", *args)
+        assert result.returncode == 2 and result.stderr_lines == [f"stream-guard: error: {message}"]
+    short = run_cli("watch", "demo", "--out", str(tmp_path / "r.mp4"), "--out-segment", "0.5")
+    assert short.returncode == 2 and "must be at least 1 second" in short.stderr_lines[-1]

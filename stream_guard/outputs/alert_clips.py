@@ -29,7 +29,8 @@ import numpy as np
 
 from stream_guard.errors import ConfigError
 from stream_guard.outputs.alerts import RAISED, Alert, AlertOptions, AlertSink
-from stream_guard.outputs.evidence import STEM_PATTERN, NewestKept, append_record, evidence_stem, open_evidence_log
+from stream_guard.outputs.evidence import (STEM_PATTERN, NewestKept, append_record, evidence_stem, open_evidence_log,
+                                           unused_name)
 from stream_guard.outputs.video_file import MS, add_timed_h264_stream, mux_at_ms
 from stream_guard.types import FrameResult, StreamInfo
 
@@ -216,12 +217,9 @@ class ClipSink(AlertSink):
         """Open a clip named after the first of ``track_ids``; with ``preroll`` it begins with the
         buffered frames (the current one included), otherwise with the next frame."""
         assert self._info is not None and self._current is not None
-        stem = evidence_stem(wall_time, track_ids[0])
-        while (self.folder / f"{stem}.mp4").exists():  # a continuation within the same millisecond
-            wall_time += 0.001
-            stem = evidence_stem(wall_time, track_ids[0])
+        file_name, wall_time = unused_name(self.folder, wall_time, lambda t: f"{evidence_stem(t, track_ids[0])}.mp4")
         image = self._current.annotated
-        writer = ClipWriter(self.folder / f"{stem}.mp4", image.shape[1], image.shape[0], self._info.fps)
+        writer = ClipWriter(self.folder / file_name, image.shape[1], image.shape[0], self._info.fps)
         self._clip = _OpenClip(writer, self._current.frame.source_id, wall_time, list(track_ids))
         if preroll:
             for pts_s, rgb in self._preroll.frames():

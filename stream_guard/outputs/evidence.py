@@ -11,13 +11,27 @@ from typing import IO, Any, Callable
 
 from stream_guard.errors import OutputError
 
-STEM_PATTERN = r"\d{8}T\d{6}\.\d{3}Z_face\d+"
+STAMP_PATTERN = r"\d{8}T\d{6}\.\d{3}Z"
+STEM_PATTERN = rf"{STAMP_PATTERN}_face\d+"
+
+
+def utc_stamp(wall_time: float) -> str:
+    """``20261204T232741.123Z``: a UTC time to the millisecond, so names sort in time order."""
+    stamp = datetime.fromtimestamp(wall_time, timezone.utc)
+    return f"{stamp:%Y%m%dT%H%M%S}.{stamp.microsecond // 1000:03d}Z"
 
 
 def evidence_stem(wall_time: float, track_id: int) -> str:
-    """``20261204T232741.123Z_face3``: a UTC time (names sort in time order) and the face's id."""
-    stamp = datetime.fromtimestamp(wall_time, timezone.utc)
-    return f"{stamp:%Y%m%dT%H%M%S}.{stamp.microsecond // 1000:03d}Z_face{track_id}"
+    """``20261204T232741.123Z_face3``: the time (:func:`utc_stamp`) and the face's id."""
+    return f"{utc_stamp(wall_time)}_face{track_id}"
+
+
+def unused_name(folder: Path, wall_time: float, name: Callable[[float], str]) -> tuple[str, float]:
+    """``name(t)`` for the first millisecond ``t`` from ``wall_time`` on whose file is not in ``folder``
+    (two items started within one millisecond), and that ``t``."""
+    while (folder / name(wall_time)).exists():
+        wall_time += 0.001
+    return name(wall_time), wall_time
 
 
 def open_evidence_log(folder: Path, log_name: str, option: str) -> IO[str]:

@@ -1,6 +1,8 @@
 """Annotated video written with PyAV: one output frame per input frame."""
 from __future__ import annotations
 
+import re
+import time
 from fractions import Fraction
 from pathlib import Path
 
@@ -9,6 +11,7 @@ import cv2
 import numpy as np
 
 from stream_guard.errors import OutputError
+from stream_guard.outputs.evidence import STAMP_PATTERN, NewestKept, unused_name, utc_stamp
 from stream_guard.types import FrameResult, StreamInfo
 
 def h264_options(crf: int = 23, preset: str = "superfast", tune: str | None = "zerolatency",
@@ -81,25 +84,41 @@ class VideoFileSink:
     so the recording plays at the speed it happened (a dropped stream shows as a still), and the
     file is written as it goes (fragmented MP4, short Matroska clusters, a keyframe every
     :data:`LIVE_KEYFRAME_S`), so a killed run keeps all but its last seconds.
+
+    With ``segment_s`` the recording is split into files of that many seconds of video, each
+    named after ``path`` and the UTC time it was started (``rec_20261205T021530.123Z.mp4``); with
+    ``keep`` only the newest ``keep`` of them stay (earlier runs' included).
     """
 
     name = "file"
     lossless = True
 
     def __init__(self, path: str | Path, fps: float | None = None, crf: int = 23, preset: str = "superfast",
-                 tune: str | None = "zerolatency", threads: int = 2) -> None:
+                 tune: str | None = "zerolatency", threads: int = 2, segment_s: float | None = None,
+                 keep: int | None = None) -> None:
         self.path = Path(path)
         self.fps = fps
         self.crf = crf
         self.preset = preset
         self.tune = tune
         self.threads = threads
+        self.segment_s = segment_s
         self.frames_written = 0
+        self.files: list[Path] = []  # every file this run wrote, the open one last
+        self._kept = None if keep is None else NewestKept(
+            self.path.parent, rf"^({re.escape(self.path.stem)}_{STAMP_PATTERN}){re.escape(self.path.suffix)}$",
+            lambda stem: (self.path.with_name(stem + self.path.suffix),), keep)
+        self._info: StreamInfo | None = None
+        self._fps = 30.0
         self._container: av.container.OutputContainer | None = None
         self._stream = None
-        self._live = False
-        self._first_arrival: float | None = None
+        self._first_t: float | None = None  # the open file's first frame, on the recording's clock
+        self._first_index = 0  # frames_written at the open file's first frame
         self._last_pts = -1
+
+    @property
+    def _live(self) -> bool:
+        return self._info is not None and self._info.is_live
 
     def open(self, info: StreamInfo) -> None:
         suffix = self.path.suffix.lower()
@@ -107,49 +126,72 @@ class VideoFileSink:
             raise OutputError(f"--out {self.path}: unsupported extension (use {', '.join(_CODECS)})")
         if not self.path.parent.exists():
             raise OutputError(f"--out {self.path}: folder {self.path.parent} does not exist")
-        self._live = info.is_live
-        fps = self.fps or info.fps or 30.0
-        rate = Fraction(fps).limit_denominator(1001)
+        self._info = info
+        self._fps = self.fps or info.fps or 30.0
+        if self._kept is not None:
+            self._kept.scan()
+        self._open_file()
+
+    def write(self, result: FrameResult) -> None:
+        # the recording's clock: when the frame arrived (live), its place in the stream (file)
+        t = result.frame.wallclock_s if self._live else self.frames_written / self._fps
+        if self._first_t is None:
+            self._first_t = t
+        elif self.segment_s is not None and t - self._first_t >= self.segment_s:
+            self._close_file()
+            self._open_file()
+            self._first_t = t
+        assert self._container is not None and self._stream is not None
+        image = fit_to_encoder(result.annotated, self._stream.width, self._stream.height)
+        frame = av.VideoFrame.from_ndarray(image, format="rgb24")
+        if self._live:
+            frame.pts, frame.time_base = self._arrival_pts(t - self._first_t), self._stream.codec_context.time_base
+        else:
+            frame.pts = self.frames_written - self._first_index
+        self._container.mux(self._stream.encode(frame))
+        self.frames_written += 1
+
+    def _arrival_pts(self, since_first_s: float) -> int:
+        """Stream ticks since the file's first frame arrived, always after the last frame's."""
+        self._last_pts = max(round(since_first_s / self._stream.codec_context.time_base), self._last_pts + 1)
+        return self._last_pts
+
+    def _file_path(self) -> Path:
+        if self.segment_s is None:
+            return self.path
+        name, _ = unused_name(self.path.parent, time.time(),
+                              lambda t: f"{self.path.stem}_{utc_stamp(t)}{self.path.suffix}")
+        return self.path.with_name(name)
+
+    def _open_file(self) -> None:
+        assert self._info is not None
+        path, suffix = self._file_path(), self.path.suffix.lower()
+        rate = Fraction(self._fps).limit_denominator(1001)
         try:
-            self._container = av.open(str(self.path), mode="w", options=_WRITE_AS_YOU_GO[suffix] if self._live else {})
+            self._container = av.open(str(path), mode="w", options=_WRITE_AS_YOU_GO[suffix] if self._live else {})
             stream = self._container.add_stream(_CODECS[suffix], rate=rate)
         except (av.error.FFmpegError, OSError) as e:
-            raise OutputError(f"--out {self.path}: cannot create ({e})") from e
-        stream.width = info.width - info.width % 2
-        stream.height = info.height - info.height % 2
+            raise OutputError(f"--out {path}: cannot create ({e})") from e
+        self.files.append(path)
+        if self._kept is not None:
+            self._kept.add(path.stem)
+        stream.width = self._info.width - self._info.width % 2
+        stream.height = self._info.height - self._info.height % 2
         stream.pix_fmt = "yuv420p"
         if self._live:  # AVI has one fixed frame rate: live frames go to the nearest tick of it
             stream.codec_context.time_base = 1 / rate if suffix == ".avi" else MS
         else:
             stream.time_base = 1 / rate
-        options = {"g": str(max(1, round(LIVE_KEYFRAME_S * fps)))} if self._live else {}
+        options = {"g": str(max(1, round(LIVE_KEYFRAME_S * self._fps)))} if self._live else {}
         if _CODECS[suffix] == "libx264":
             options.update(h264_options(self.crf, self.preset, self.tune, self.threads))
         elif _CODECS[suffix] == "libvpx-vp9" and self._live:
             options.update(_LIVE_VP9)
         stream.options = options
         self._stream = stream
+        self._first_t, self._first_index, self._last_pts = None, self.frames_written, -1
 
-    def write(self, result: FrameResult) -> None:
-        assert self._container is not None and self._stream is not None
-        image = fit_to_encoder(result.annotated, self._stream.width, self._stream.height)
-        frame = av.VideoFrame.from_ndarray(image, format="rgb24")
-        if self._live:
-            frame.pts, frame.time_base = self._arrival_pts(result.frame.wallclock_s), self._stream.codec_context.time_base
-        else:
-            frame.pts = self.frames_written
-        self._container.mux(self._stream.encode(frame))
-        self.frames_written += 1
-
-    def _arrival_pts(self, arrived_s: float) -> int:
-        """The frame's arrival since the first frame's, in stream ticks, always after the last one."""
-        if self._first_arrival is None:
-            self._first_arrival = arrived_s
-        ticks = round((arrived_s - self._first_arrival) / self._stream.codec_context.time_base)
-        self._last_pts = max(ticks, self._last_pts + 1)
-        return self._last_pts
-
-    def close(self) -> None:
+    def _close_file(self) -> None:
         container, self._container = self._container, None
         if container is None:
             return
@@ -158,3 +200,6 @@ class VideoFileSink:
                 container.mux(self._stream.encode(None))
         finally:
             container.close()
+
+    def close(self) -> None:
+        self._close_file()
