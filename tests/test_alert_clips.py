@@ -3,6 +3,9 @@ flat grey of its index, so a decoded frame tells which one it was) and end to en
 from __future__ import annotations
 
 import json
+import signal
+import subprocess
+import sys
 import threading
 from dataclasses import replace
 from pathlib import Path
@@ -20,7 +23,8 @@ from stream_guard.outputs.snapshots import ALERT_LOG
 from stream_guard.pipeline import Pipeline
 from stream_guard.sources.capture import ReconnectPolicy
 from stream_guard.types import FrameResult
-from tests.conftest import run_cli
+from stream_guard.outputs.video_file import LIVE_KEYFRAME_S
+from tests.conftest import REPO, run_cli
 from tests.support.rtsp_fixture import RtspServerProcess, restart_on
 from tests.support.alert_frames import INFO, NOISY_FAKE_THEN_REAL, face, result, verdict_sequence
 
@@ -224,3 +228,30 @@ def test_a_live_stream_that_drops_ends_its_clip_and_the_next_starts_after_the_ga
     for record in records:
         with av.open(str(tmp_path / record["clip"])) as container:
             assert sum(1 for _ in container.decode(video=0)) == record["frames"] > 0
+
+
+KILLED_CLIP_WRITER = """
+import os, signal, sys
+sys.path.insert(0, {repo!r})
+from pathlib import Path
+from stream_guard.outputs.alert_clips import ClipSink
+from tests.support.alert_frames import INFO
+from tests.test_alert_clips import OPTIONS, frames_of, shaded
+sink = ClipSink(Path({folder!r}), OPTIONS, pad_s=0.5, keep=10)
+sink.open(INFO)
+for r in frames_of(["fake"] * {frames}):
+    sink.write(shaded(r))
+os.kill(os.getpid(), signal.SIGKILL)
+"""
+
+
+def test_the_clip_of_a_killed_live_run_still_plays(tmp_path: Path) -> None:
+    """A run killed while an alert's clip is open leaves ``NAME.mp4.part``, written as it went:
+    it holds the clip up to its last keyframe interval (INFO is a live 10 fps stream)."""
+    n = 60  # the alert is raised at frame 2; greys up to 236
+    code = KILLED_CLIP_WRITER.format(repo=str(REPO), folder=str(tmp_path), frames=n)
+    proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr
+    (part,) = tmp_path.glob("*_face1.mp4.part")
+    shown = [index for _, index in decoded(part)]
+    assert shown == list(range(len(shown))) and len(shown) >= n - round(LIVE_KEYFRAME_S * INFO.fps) - 1

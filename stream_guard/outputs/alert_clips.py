@@ -11,7 +11,8 @@ the frames after the gap belong to another stretch of video.
 Frames keep their own stream times (a variable-rate MP4, milliseconds), so a live source that
 skipped frames plays back at the right speed. Clips are named by the UTC time and face of the
 alert that opened them, written under a temporary name and renamed when complete, and each is
-logged in ``DIR/clips.jsonl``. Only the newest ``keep`` clips are kept.
+logged in ``DIR/clips.jsonl``. Only the newest ``keep`` clips are kept. From a live source a clip
+is written as it goes, so the ``NAME.mp4.part`` that a killed run leaves behind still plays.
 """
 from __future__ import annotations
 
@@ -31,7 +32,8 @@ from stream_guard.errors import ConfigError
 from stream_guard.outputs.alerts import RAISED, Alert, AlertOptions, AlertSink
 from stream_guard.outputs.evidence import (STEM_PATTERN, NewestKept, append_record, evidence_stem, open_evidence_log,
                                            unused_name)
-from stream_guard.outputs.video_file import MS, add_timed_h264_stream, mux_at_ms
+from stream_guard.outputs.video_file import (FRAGMENTED_MP4, LIVE_KEYFRAME_S, MS, add_timed_h264_stream,
+                                            keyframe_every, mux_at_ms)
 from stream_guard.types import FrameResult, StreamInfo
 
 log = logging.getLogger(__name__)
@@ -78,17 +80,20 @@ class PrerollBuffer:
 
 class ClipWriter:
     """One H.264 MP4 whose frames carry their stream times, written as ``NAME.part`` and renamed
-    to ``path`` by :meth:`close`. Frames of another size are scaled to the clip's."""
+    to ``path`` by :meth:`close`. Frames of another size are scaled to the clip's. A ``live``
+    clip is written as it goes (fragmented, a keyframe every ``LIVE_KEYFRAME_S``), as ``--out``
+    is, so the ``.part`` of a run that was killed plays up to its last fragment."""
 
-    def __init__(self, path: Path, width: int, height: int, fps: float | None) -> None:
+    def __init__(self, path: Path, width: int, height: int, fps: float | None, live: bool = False) -> None:
         self.path = path
         self.first_s: float | None = None
         self.last_s: float | None = None
         self.frames = 0
         self._last_ms = -1
         self._partial = path.with_name(path.name + ".part")
-        self._container = av.open(str(self._partial), mode="w", format="mp4")
-        self._stream = add_timed_h264_stream(self._container, fps or 30.0, width, height)
+        self._container = av.open(str(self._partial), mode="w", format="mp4", options=FRAGMENTED_MP4 if live else {})
+        keyframes = keyframe_every(LIVE_KEYFRAME_S, fps or 30.0) if live else {}
+        self._stream = add_timed_h264_stream(self._container, fps or 30.0, width, height, **keyframes)
         self._stream.time_base = MS
 
     def add(self, rgb: np.ndarray, pts_s: float) -> None:
@@ -219,7 +224,8 @@ class ClipSink(AlertSink):
         assert self._info is not None and self._current is not None
         file_name, wall_time = unused_name(self.folder, wall_time, lambda t: f"{evidence_stem(t, track_ids[0])}.mp4")
         image = self._current.annotated
-        writer = ClipWriter(self.folder / file_name, image.shape[1], image.shape[0], self._info.fps)
+        writer = ClipWriter(self.folder / file_name, image.shape[1], image.shape[0], self._info.fps,
+                            live=self._info.is_live)
         self._clip = _OpenClip(writer, self._current.frame.source_id, wall_time, list(track_ids))
         if preroll:
             for pts_s, rgb in self._preroll.frames():

@@ -24,7 +24,7 @@ import av
 import numpy as np
 
 from stream_guard.errors import ConfigError
-from stream_guard.outputs.video_file import add_timed_h264_stream, mux_at_ms
+from stream_guard.outputs.video_file import add_timed_h264_stream, keyframe_every, mux_at_ms
 from stream_guard.outputs.webhook import redact
 from stream_guard.sources.capture import ReconnectPolicy
 from stream_guard.types import FrameResult, StreamInfo
@@ -107,7 +107,7 @@ class LiveStreamSink:
         """A new container and encoder; FFmpeg connects when the first frame is sent."""
         container = av.open(self.url, mode="w", format=self.muxer, options=self.muxer_options)
         self._stream = add_timed_h264_stream(container, self._fps, *self._size,
-                                             g=str(max(1, round(self._fps * self.gop_s))))
+                                             **keyframe_every(self.gop_s, self._fps))
         self._container = container
         self._t0, self._last_ms, self._fresh = now, -1, True
 

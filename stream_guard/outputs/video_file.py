@@ -41,6 +41,11 @@ def fit_to_encoder(rgb: np.ndarray, width: int, height: int) -> np.ndarray:
 MS = Fraction(1, 1000)
 
 
+def keyframe_every(seconds: float, fps: float) -> dict[str, str]:
+    """The encoder option for a keyframe every ``seconds`` at ``fps``."""
+    return {"g": str(max(1, round(seconds * fps)))}
+
+
 def add_timed_h264_stream(container: av.container.OutputContainer, fps: float, width: int, height: int,
                           **options: str) -> av.VideoStream:
     """A libx264 stream (``h264_options`` plus ``options``) whose frames are stamped in milliseconds
@@ -63,12 +68,12 @@ def mux_at_ms(container: av.container.OutputContainer, stream: av.VideoStream, r
 _CODECS = {".mp4": "libx264", ".mkv": "libx264", ".mov": "libx264", ".webm": "libvpx-vp9", ".avi": "mpeg4"}
 
 LIVE_KEYFRAME_S = 2.0  # keyframe interval of a live recording: the most a killed run loses
-_FRAGMENTED_MP4 = {"movflags": "+frag_keyframe+empty_moov+default_base_moof", "flush_packets": "1"}
+FRAGMENTED_MP4 = {"movflags": "+frag_keyframe+empty_moov+default_base_moof", "flush_packets": "1"}
 _SHORT_CLUSTERS = {"cluster_time_limit": "1000", "flush_packets": "1"}  # Matroska: a cluster a second
 # Container options that write a live recording as it goes, so a run that is killed (kill -9, out of
 # memory, power loss) leaves a file that plays up to its last keyframe. A plain MP4 keeps its index
 # in memory until the end and is unreadable without it.
-_WRITE_AS_YOU_GO = {".mp4": _FRAGMENTED_MP4, ".mov": _FRAGMENTED_MP4, ".mkv": _SHORT_CLUSTERS,
+_WRITE_AS_YOU_GO = {".mp4": FRAGMENTED_MP4, ".mov": FRAGMENTED_MP4, ".mkv": _SHORT_CLUSTERS,
                     ".webm": _SHORT_CLUSTERS, ".avi": {"flush_packets": "1"}}
 
 # VP9's default holds 25 frames back to look ahead and encodes at "good" speed, which a live
@@ -182,7 +187,7 @@ class VideoFileSink:
             stream.codec_context.time_base = 1 / rate if suffix == ".avi" else MS
         else:
             stream.time_base = 1 / rate
-        options = {"g": str(max(1, round(LIVE_KEYFRAME_S * self._fps)))} if self._live else {}
+        options = keyframe_every(LIVE_KEYFRAME_S, self._fps) if self._live else {}
         if _CODECS[suffix] == "libx264":
             options.update(h264_options(self.crf, self.preset, self.tune, self.threads))
         elif _CODECS[suffix] == "libvpx-vp9" and self._live:
