@@ -338,6 +338,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     out_dir: Path = args.out_dir
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
+        (out_dir / "events.jsonl").unlink(missing_ok=True)  # the folder holds this run's outputs only
     except OSError as e:
         raise StreamGuardError(f"--out-dir {out_dir}: cannot create ({e.strerror})") from e
     config = _config(args, "demo", out_dir / "demo.mp4", out_dir / "events.jsonl", demo_seconds=args.seconds,

@@ -45,6 +45,15 @@ def test_cli_watch_file_writes_every_frame_and_events(two_faces_clip: Path, plac
     assert summary["frames_processed"] == 90 and summary["frames_dropped"] == 0
     assert "UNTRAINED" in result.stderr
 
+    # again with the same names: the events are a log and get a second run; a file's video is made anew
+    again = run_cli("watch", str(two_faces_clip), "--out", str(out), "--events", str(events),
+                    "--model", str(placeholder_model))
+    assert again.returncode == 0, again.stderr
+    both = _events(events)
+    assert both[:len(records)] == records and len(both) > len(records)
+    assert both[len(records)]["type"] == "start" and both[-1]["type"] == "summary"
+    assert _count_frames(out) == 90 and sorted(p.name for p in tmp_path.iterdir()) == ["ev.jsonl", "out.mp4"]
+
 
 def test_two_moving_faces_keep_two_stable_ids(two_faces_clip: Path, placeholder_model: Path) -> None:
     seen: dict[int, list[tuple[int, float, float]]] = defaultdict(list)
@@ -107,6 +116,10 @@ def test_demo_command_writes_its_outputs(tmp_path: Path) -> None:
     assert summary["frames_processed"] == 60
     assert len(summary["tracks"]) == 2  # the original face and its self-blended copy
     assert str(out_dir.resolve()) in result.stderr
+    again = run_cli("demo", "--seconds", "1", "--out-dir", str(out_dir))
+    assert again.returncode == 0, again.stderr
+    records = _events(out_dir / "events.jsonl")  # the demo's folder holds its latest run only
+    assert [r["type"] for r in records].count("start") == 1 and records[-1]["frames_processed"] == 30
 
 
 def test_realtime_pacing_follows_timestamps(two_faces_clip: Path, placeholder_model: Path) -> None:

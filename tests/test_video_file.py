@@ -3,6 +3,7 @@ arrived, written as they go so that a killed run keeps all but its last seconds.
 from __future__ import annotations
 
 import json
+import os
 import re
 import signal
 import subprocess
@@ -196,3 +197,16 @@ def test_segment_options_need_out_and_each_other(tmp_path: Path) -> None:
         assert result.returncode == 2 and result.stderr_lines == [f"stream-guard: error: {message}"]
     short = run_cli("watch", "demo", "--out", str(tmp_path / "r.mp4"), "--out-segment", "0.5")
     assert short.returncode == 2 and "must be at least 1 second" in short.stderr_lines[-1]
+
+
+def test_a_live_run_keeps_the_recording_it_finds_under_its_name(tmp_path: Path) -> None:
+    """A monitor restarted after a crash: the killed run's file is moved aside (named by its
+    modification time), not overwritten. A file run makes its video anew."""
+    out = tmp_path / "rec.mp4"
+    out.write_bytes(b"earlier run")
+    os.utime(out, (1_700_000_000.25, 1_700_000_000.25))
+    record(out, [1.0, 1.1], live=True)
+    assert (tmp_path / "rec_20231114T221320.250Z.mp4").read_bytes() == b"earlier run"
+    assert len(decoded(out)) == 2
+    record(out, [0.0] * 3, live=False)
+    assert len(decoded(out)) == 3 and len(list(tmp_path.iterdir())) == 2

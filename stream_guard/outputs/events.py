@@ -43,7 +43,8 @@ def frame_events(result: FrameResult) -> list[dict[str, Any]]:
 
 
 class JsonlEventSink:
-    """Appends events to a ``.jsonl`` file (or a text stream such as stdout), flushed per frame.
+    """Appends events to a ``.jsonl`` file (or a text stream such as stdout), flushed per frame;
+    each run's records go from its ``start`` to its ``summary``.
     Alerts are decided as for the webhook (``alerts``: the run's raise/clear options) and logged
     as ``alert`` records with the webhook's payload."""
 
@@ -60,7 +61,7 @@ class JsonlEventSink:
         if isinstance(self._target, (str, Path)):
             path = Path(self._target)
             try:
-                self._fh = path.open("w", encoding="utf-8")
+                self._fh = path.open("a", encoding="utf-8")  # a log: a restarted monitor keeps the last run's
             except OSError as e:
                 raise OutputError(f"--events {path}: cannot write ({e.strerror})") from e
             self._owns = True

@@ -1,6 +1,7 @@
 """Annotated video written with PyAV: one output frame per input frame."""
 from __future__ import annotations
 
+import logging
 import re
 import time
 from fractions import Fraction
@@ -13,6 +14,8 @@ import numpy as np
 from stream_guard.errors import OutputError
 from stream_guard.outputs.evidence import STAMP_PATTERN, NewestKept, unused_name, utc_stamp
 from stream_guard.types import FrameResult, StreamInfo
+
+log = logging.getLogger(__name__)
 
 def h264_options(crf: int = 23, preset: str = "superfast", tune: str | None = "zerolatency",
                  threads: int = 2) -> dict[str, str]:
@@ -161,16 +164,29 @@ class VideoFileSink:
         self._last_pts = max(round(since_first_s / self._stream.codec_context.time_base), self._last_pts + 1)
         return self._last_pts
 
-    def _file_path(self) -> Path:
-        if self.segment_s is None:
-            return self.path
-        name, _ = unused_name(self.path.parent, time.time(),
+    def _stamped(self, wall_time: float) -> Path:
+        """``path`` with a UTC time in its name (``rec_20261205T021530.123Z.mp4``), not yet taken."""
+        name, _ = unused_name(self.path.parent, wall_time,
                               lambda t: f"{self.path.stem}_{utc_stamp(t)}{self.path.suffix}")
         return self.path.with_name(name)
 
+    def _file_path(self) -> Path:
+        if self.segment_s is not None:
+            return self._stamped(time.time())
+        if self._live and self.path.is_file() and self.path.stat().st_size > 0:
+            # a monitor restarted after a crash must not overwrite what the killed run recorded
+            aside = self._stamped(self.path.stat().st_mtime)
+            self.path.rename(aside)
+            log.warning("--out %s existed: the earlier recording is kept as %s", self.path, aside.name)
+        return self.path
+
     def _open_file(self) -> None:
         assert self._info is not None
-        path, suffix = self._file_path(), self.path.suffix.lower()
+        suffix = self.path.suffix.lower()
+        try:
+            path = self._file_path()
+        except OSError as e:
+            raise OutputError(f"--out {self.path}: cannot move the earlier recording aside ({e.strerror or e})") from e
         rate = Fraction(self._fps).limit_denominator(1001)
         try:
             self._container = av.open(str(path), mode="w", options=_WRITE_AS_YOU_GO[suffix] if self._live else {})
