@@ -77,14 +77,19 @@ def _segment_seconds(text: str) -> float:
     return value
 
 
-def _add_alert_options(p: argparse.ArgumentParser) -> None:
-    """Alerts, the virtual camera and the pushed stream (``watch``, ``demo`` and ``gui``)."""
-    p.add_argument("--webhook", action="append", default=[], metavar="URL",
-                   help="POST each alert as JSON to this http(s) URL (repeatable)")
+def _add_alert_rule_options(p: argparse.ArgumentParser) -> None:
+    """When alerts are raised and cleared (the alert outputs, and ``evaluate``'s live replay)."""
     p.add_argument("--alert-raise", type=_count, default=3, metavar="N",
                    help="raise a fake alert after N consecutive fake windows of a face (default 3)")
     p.add_argument("--alert-clear", type=_count, default=5, metavar="N",
                    help="clear it after N consecutive real windows (default 5)")
+
+
+def _add_alert_options(p: argparse.ArgumentParser) -> None:
+    """Alerts, the virtual camera and the pushed stream (``watch``, ``demo`` and ``gui``)."""
+    p.add_argument("--webhook", action="append", default=[], metavar="URL",
+                   help="POST each alert as JSON to this http(s) URL (repeatable)")
+    _add_alert_rule_options(p)
     p.add_argument("--speak", action="store_true", help="say alerts aloud (espeak-ng or pyttsx3)")
     p.add_argument("--snapshots", type=Path, metavar="DIR",
                    help="save the frame and the face of each fake alert as JPEGs in DIR, every alert in "
@@ -167,6 +172,7 @@ def _parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--json", type=Path, metavar="OUT", help="write the full report as JSON")
     evaluate.add_argument("--max-frames", type=int, metavar="N", help="analyse at most N frames per file")
     _add_run_options(evaluate)
+    _add_alert_rule_options(evaluate)
 
     compare = sub.add_parser("compare", parents=[common], help="is model A better than model B on the same clips?",
                              description="A, B: 'stream-guard evaluate --json' reports of the same manifest, one "
@@ -249,16 +255,19 @@ def _recording_outputs(args: argparse.Namespace) -> dict:
 
 
 def _alert_outputs(args: argparse.Namespace) -> dict:
-    """OutputOptions fields of ``_add_alert_options`` (absent for commands without them)."""
-    if not hasattr(args, "webhook"):
-        return {}
+    """OutputOptions fields of ``_add_alert_options`` and ``_add_alert_rule_options`` (absent for
+    commands without them)."""
     from stream_guard.outputs.alerts import AlertOptions
+
+    rule = {"alerts": AlertOptions(raise_windows=args.alert_raise, clear_windows=args.alert_clear)} \
+        if hasattr(args, "alert_raise") else {}
+    if not hasattr(args, "webhook"):
+        return rule
     from stream_guard.outputs.webhook import validate_webhook_url
 
     evidence = {**_dependent_options(args, "snapshots", snapshot_keep="--snapshot-keep"),
                 **_dependent_options(args, "clips", clip_pad_s="--clip-pad", clip_keep="--clip-keep")}
-    return {"webhooks": tuple(validate_webhook_url(u) for u in args.webhook),
-            "alerts": AlertOptions(raise_windows=args.alert_raise, clear_windows=args.alert_clear),
+    return {**rule, "webhooks": tuple(validate_webhook_url(u) for u in args.webhook),
             "speak": args.speak, "virtual_cam": args.virtual_cam, "snapshots": args.snapshots, "clips": args.clips,
             "stream_to": None if args.stream_to is None else _stream_url(args.stream_to), **evidence}
 

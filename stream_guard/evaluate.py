@@ -13,6 +13,11 @@ How often a detector raises false alarms depends on the footage (camera, lightin
 encoding), so the report also gives, from the manifest's real files, the thresholds that
 would have flagged at most 1 %, 5 % and 10 % of them (``false_alarm_thresholds``): a manifest
 of a site's own real footage sets ``--threshold`` for that site.
+
+What a person watching live sees is alerts, not file scores, so ``live_alerts`` (pooled and per
+family) replays each file through the live alert rule (``--alert-raise``, ``--alert-clear``): how
+many fake files raised an alert and how soon, how many real files did, and the false alerts per
+hour of real video.
 """
 from __future__ import annotations
 
@@ -20,6 +25,7 @@ import csv
 import json
 import logging
 import math
+import statistics
 import sys
 import tempfile
 from dataclasses import dataclass
@@ -89,7 +95,9 @@ def evaluate(manifest: str | Path, config: RunConfig, progress: Callable[[int, i
                 continue
             threshold, model = analysis.threshold, analysis.model
             entry = {"file": str(row.path), "label": row.label, "family": row.family, "score": analysis.score,
-                     "faces": sum(1 for t in analysis.tracks if t.scores), "frames": analysis.frames}
+                     "faces": sum(1 for t in analysis.tracks if t.scores), "frames": analysis.frames,
+                     "duration_s": round(analysis.duration_s, 3), "alerts": analysis.alerts,
+                     "first_alert_s": analysis.first_alert_s}
             (results if analysis.has_face else no_face).append(entry)
     labels, scores = [LABELS[r["label"]] for r in results], [r["score"] for r in results]
     report = metrics(labels, scores, threshold, AUC_INTERVAL_RESAMPLES)
@@ -98,12 +106,31 @@ def evaluate(manifest: str | Path, config: RunConfig, progress: Callable[[int, i
                                            AUC_INTERVAL_RESAMPLES)
     for name in families:
         report["families"][name]["no_face"] = sum(1 for r in no_face if r["family"] == name)
+        report["families"][name]["live_alerts"] = live_alert_summary([r for r in results if r["family"] == name])
+    report["live_alerts"] = {"raise_windows": config.outputs.alerts.raise_windows,
+                             "clear_windows": config.outputs.alerts.clear_windows, **live_alert_summary(results)}
     report["false_alarm_thresholds"] = false_alarm_thresholds(labels, scores)
     report.update({"threshold": threshold, "model": model, "manifest": str(manifest),
                    "n_files": len(rows), "n_no_face": len(no_face), "no_face": no_face,
                    "n_failed": len(failed), "failed": failed, "files": results,
                    "video_score": "max over faces (with >= 3 windows) of the mean window probability"})
     return report
+
+
+def live_alert_summary(files: list[dict]) -> dict:
+    """The live alert rule's outcome over ``files`` (``evaluate``'s entries, with a face): fake
+    files alerted and the median time to their first alert; real files alerted, their false
+    alerts and the false alerts per hour of real video."""
+    fakes = [f for f in files if f["label"] == "fake"]
+    reals = [f for f in files if f["label"] == "real"]
+    firsts = [f["first_alert_s"] for f in fakes if f["first_alert_s"] is not None]
+    real_hours = sum(f["duration_s"] for f in reals) / 3600.0
+    false_alerts = sum(f["alerts"] for f in reals)
+    return {"fake_files": len(fakes), "fake_files_alerted": len(firsts),
+            "median_first_alert_s": round(statistics.median(firsts), 3) if firsts else None,
+            "real_files": len(reals), "real_files_alerted": sum(1 for f in reals if f["alerts"]),
+            "false_alerts": false_alerts, "real_video_hours": round(real_hours, 4),
+            "false_alerts_per_hour": round(false_alerts / real_hours, 1) if real_hours > 0 else None}
 
 
 def _fmt(value: float | None) -> str:
@@ -130,6 +157,14 @@ def print_table(report: dict, out: TextIO = sys.stdout) -> None:
         caught = "" if row["fakes_caught"] is None else f", catches {row['fakes_caught']:.0%} of these fakes"
         print(f"to flag at most {row['target']:.0%} of these {report['n_real']} real files: --threshold "
               f"{row['threshold']:.3f} (flags {row['reals_flagged']:.0%}{caught})", file=out)
+    live = report.get("live_alerts")
+    if live:
+        soon = "" if live["median_first_alert_s"] is None else f", the first after {live['median_first_alert_s']:.1f} s (median)"
+        per_hour = "" if live["false_alerts_per_hour"] is None else f" ({live['false_alerts_per_hour']:.1f} per hour of real video)"
+        print(f"watched live (alert after {live['raise_windows']} fake windows, cleared after {live['clear_windows']} "
+              f"real): {live['fake_files_alerted']} of {live['fake_files']} fake files raised an alert{soon}; "
+              f"{live['real_files_alerted']} of {live['real_files']} real files raised {live['false_alerts']} "
+              f"false alert(s){per_hour}", file=out)
     for entry in report["no_face"]:
         print(f"no face found: {entry['file']}", file=out)
     for entry in report["failed"]:

@@ -8,6 +8,10 @@ Used by ``stream-guard evaluate`` and ``stream-guard scan``. How scores combine:
 * **file score**: the highest face score among faces with at least ``min_windows`` scored
   windows (a file is as fake as its most suspicious face); if no face has that many, the
   highest score of any face. A file in which no face was found has no score.
+
+Beside the scores, each file is also watched as a live run would watch it: the same alert rule
+(:class:`~stream_guard.outputs.alerts.AlertStateMachine`, the run's ``--alert-raise`` and
+``--alert-clear``) counts the fake alerts a monitor would have raised and when the first came.
 """
 from __future__ import annotations
 
@@ -21,6 +25,7 @@ import numpy as np
 from stream_guard.config import RunConfig, SourceOptions
 from stream_guard.errors import NotAVideoError, SourceNotFoundError
 from stream_guard.faces.crop import crop_face
+from stream_guard.outputs.alerts import RAISED, AlertOptions, AlertStateMachine
 from stream_guard.pipeline import Pipeline
 from stream_guard.types import FrameResult
 
@@ -61,6 +66,8 @@ class FileAnalysis:
     score: float | None
     threshold: float
     model: str
+    alerts: int = 0  # fake alerts the live alert rule raised
+    first_alert_s: float | None = None  # stream time of the first
 
     @property
     def has_face(self) -> bool:
@@ -75,6 +82,7 @@ class FileAnalysis:
     def to_json(self) -> dict:
         return {"file": str(self.path), "frames": self.frames, "duration_s": round(self.duration_s, 3),
                 "score": self.score, "verdict": self.verdict, "threshold": self.threshold, "model": self.model,
+                "alerts": self.alerts, "first_alert_s": self.first_alert_s,
                 "tracks": [t.to_json() for t in self.tracks if t.scores]}
 
 
@@ -90,15 +98,18 @@ def file_score(tracks: list[TrackSeries] | tuple[TrackSeries, ...], min_windows:
 class _Collector:
     """Receives every FrameResult on the analysis thread and keeps per-track series."""
 
-    def __init__(self, crop_size: int = 160) -> None:
+    def __init__(self, alerts: AlertOptions, crop_size: int = 160) -> None:
         self.tracks: dict[int, TrackSeries] = {}
         self.frames = 0
         self.last_pts = 0.0
         self.crop_size = crop_size
+        self.alert_rule = AlertStateMachine(alerts)
+        self.alert_times: list[float] = []
 
     def __call__(self, result: FrameResult) -> None:
         self.frames += 1
         self.last_pts = result.frame.pts_s
+        self.alert_times += [a.stream_time_s for a in self.alert_rule.update(result) if a.kind == RAISED]
         for face in result.faces:
             if not face.scored or face.raw_score is None:
                 continue
@@ -150,10 +161,12 @@ def analyse_file(path: str | Path, config: RunConfig, max_frames: int | None = N
     run_config = dataclasses.replace(
         config, source=SourceOptions(str(source), max_frames=max_frames),
         outputs=dataclasses.replace(config.outputs, show=False, out_path=None, events_path=None))
-    collector = _Collector()
+    collector = _Collector(config.outputs.alerts)
     pipeline = Pipeline(run_config, on_result=collector)
     summary = pipeline.run()
     tracks = tuple(sorted(collector.tracks.values(), key=lambda t: t.track_id))
     threshold = pipeline.threshold if pipeline.threshold is not None else 0.5
     return FileAnalysis(path=path, frames=collector.frames, duration_s=collector.last_pts, tracks=tracks,
-                        score=file_score(tracks), threshold=threshold, model=summary.model)
+                        score=file_score(tracks), threshold=threshold, model=summary.model,
+                        alerts=len(collector.alert_times),
+                        first_alert_s=collector.alert_times[0] if collector.alert_times else None)

@@ -8,7 +8,7 @@ import cv2
 import pytest
 
 from stream_guard.errors import ConfigError
-from stream_guard.evaluate import false_alarm_thresholds, family_of, metrics, read_manifest
+from stream_guard.evaluate import false_alarm_thresholds, family_of, live_alert_summary, metrics, read_manifest
 from stream_guard.file_analysis import TrackSeries, file_score
 from tests.conftest import run_cli
 from tests.support.faces import astronaut_head, one_face_moving, two_faces_passing
@@ -100,3 +100,36 @@ def test_family_and_score_rules() -> None:
     assert file_score([]) is None
     m = metrics([0, 0, 1, 1], [0.1, 0.4, 0.35, 0.8], 0.5)
     assert m["auc"] == pytest.approx(0.75) and m["accuracy"] == pytest.approx(0.75)
+
+
+def test_evaluate_replays_the_live_alert_rule(manifest: Path, placeholder_model: Path, tmp_path: Path) -> None:
+    """At threshold 0 every scored window is fake: each face raises an alert once the rule's
+    count of windows is reached, on real files too, and the report counts them per file and hour."""
+    out = tmp_path / "report.json"
+    result = run_cli("evaluate", "--manifest", str(manifest), "--json", str(out), "--model", str(placeholder_model),
+                     "--threshold", "0", "--alert-raise", "2")
+    assert result.returncode == 0, result.stderr
+    report = json.loads(out.read_text())
+    files = {Path(f["file"]).name: f for f in report["files"]}
+    assert files["cam_b_2.mp4"]["alerts"] == 2 and files["cam_a_1.mp4"]["alerts"] == 1  # one per face
+    assert all(f["first_alert_s"] is not None and 0 < f["first_alert_s"] < f["duration_s"] for f in files.values())
+    live = report["live_alerts"]
+    real_hours = (files["cam_a_1.mp4"]["duration_s"] + files["cam_b_2.mp4"]["duration_s"]) / 3600
+    assert (live["raise_windows"], live["clear_windows"]) == (2, 5)
+    assert (live["fake_files"], live["fake_files_alerted"], live["real_files"], live["real_files_alerted"]) == (2, 2, 2, 2)
+    assert live["false_alerts"] == 3 and live["false_alerts_per_hour"] == pytest.approx(3 / real_hours, abs=0.1)
+    assert report["families"]["cam"]["live_alerts"]["false_alerts"] == 3
+    assert report["families"]["swap"]["live_alerts"]["fake_files_alerted"] == 1
+    assert "2 of 2 fake files raised an alert" in result.stdout and "raised 3 false alert(s)" in result.stdout
+
+
+def test_live_alert_summary_counts_files_and_hours() -> None:
+    files = [{"label": "fake", "alerts": 2, "first_alert_s": 4.0, "duration_s": 10.0},
+             {"label": "fake", "alerts": 0, "first_alert_s": None, "duration_s": 10.0},
+             {"label": "fake", "alerts": 1, "first_alert_s": 1.0, "duration_s": 10.0},
+             {"label": "real", "alerts": 0, "first_alert_s": None, "duration_s": 1800.0},
+             {"label": "real", "alerts": 3, "first_alert_s": 7.0, "duration_s": 1800.0}]
+    assert live_alert_summary(files) == {
+        "fake_files": 3, "fake_files_alerted": 2, "median_first_alert_s": 2.5, "real_files": 2,
+        "real_files_alerted": 1, "false_alerts": 3, "real_video_hours": 1.0, "false_alerts_per_hour": 3.0}
+    assert live_alert_summary(files[:3])["false_alerts_per_hour"] is None  # no real video to count on

@@ -1,13 +1,15 @@
 """Soak test: run the live pipeline for N minutes and watch for leaks.
 
-    python -m tools.soak --minutes 10 [--interval 30] [--restart-every 120] [--out-dir DIR]
+    python -m tools.soak --minutes 10 [--interval 30] [--restart-every 120] [--out-dir DIR] [--out-segment S]
 
 The source is the repository's RTSP test server (tests/support) looping a synthetic
 640x360 face clip, read through the normal live path (drop-oldest queue, reconnect).
 Every ``--interval`` seconds it prints RSS, thread count, queue depths and frame
 counters; at the end one verdict line: RSS growth after warm-up (%) and whether the
 thread count stayed constant. Exit code 0 when RSS growth <= ``--max-growth`` and the
-thread count is constant, 1 otherwise. Not part of the default test run.
+thread count is constant, 1 otherwise. With ``--out-segment S`` the recording is split as
+``watch --out-segment`` splits it, and a second line reports the segment files: how many, their
+frames, and the video time they hold against the run's wall time. Not part of the default test run.
 """
 from __future__ import annotations
 
@@ -98,6 +100,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-growth", type=float, default=5.0, help="RSS growth limit in %% (default 5)")
     parser.add_argument("--model", type=Path, default=None, help="model folder (default: the shipped model)")
     parser.add_argument("--out-dir", type=Path, default=None, help="keep soak.mp4 and events.jsonl here")
+    parser.add_argument("--out-segment", type=float, default=None, metavar="S",
+                        help="record in files of S seconds (soak_<UTC time>.mp4) and report them")
     args = parser.parse_args(argv)
 
     from tests.support.faces import one_face_moving
@@ -115,7 +119,7 @@ def main(argv: list[str] | None = None) -> int:
         restarts: list[str] = []
         with RtspServerProcess(clip) as server:
             config = RunConfig(source=SourceOptions(server.url), model=ModelOptions(model_dir=args.model),
-                               outputs=OutputOptions(out_path=out_dir / "soak.mp4",
+                               outputs=OutputOptions(out_path=out_dir / "soak.mp4", out_segment_s=args.out_segment,
                                                      events_path=out_dir / "events.jsonl"))
             pipeline = Pipeline(config)
             done = threading.Event()
@@ -149,7 +153,24 @@ def main(argv: list[str] | None = None) -> int:
               f"{len(pipeline.stats.source_events)} source events, {len(restarts)} server restarts", flush=True)
         ok, line = verdict(samples, warmup_s, args.max_growth)
         print(line, flush=True)
+        if args.out_segment is not None:
+            print(segments_line(sorted(out_dir.glob("soak_*.mp4")), time.monotonic() - started), flush=True)
         return 0 if ok else 1
+
+
+def segments_line(files: list[Path], wall_s: float) -> str:
+    """How many segment files, their frames, and the video time they hold against the wall time."""
+    import av
+
+    frames, video_s = 0, 0.0
+    for path in files:
+        with av.open(str(path)) as container:
+            stream = container.streams.video[0]
+            times = [float(p.pts * stream.time_base) for p in container.demux(stream) if p.pts is not None]
+        frames += len(times)
+        video_s += max(times) - min(times) if times else 0.0
+    return (f"segments: {len(files)} files, {frames} frames, {video_s:.1f} s of video in {wall_s:.1f} s of run "
+            f"(the gaps between files, one frame each, and the start-up are not in the files)")
 
 
 if __name__ == "__main__":
