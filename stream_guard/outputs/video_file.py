@@ -143,11 +143,10 @@ class VideoFileSink:
     def write(self, result: FrameResult) -> None:
         # the recording's clock: when the frame arrived (live), its place in the stream (file)
         t = result.frame.wallclock_s if self._live else self.frames_written / self._fps
-        if self._first_t is None:
-            self._first_t = t
-        elif self.segment_s is not None and t - self._first_t >= self.segment_s:
-            self._close_file()
+        if self.segment_s is not None and self._first_t is not None and t - self._first_t >= self.segment_s:
+            self.close()
             self._open_file()
+        if self._first_t is None:
             self._first_t = t
         assert self._container is not None and self._stream is not None
         image = fit_to_encoder(result.annotated, self._stream.width, self._stream.height)
@@ -212,7 +211,7 @@ class VideoFileSink:
         self._stream = stream
         self._first_t, self._first_index, self._last_pts = None, self.frames_written, -1
 
-    def _close_file(self) -> None:
+    def close(self) -> None:
         container, self._container = self._container, None
         if container is None:
             return
@@ -221,6 +220,3 @@ class VideoFileSink:
                 container.mux(self._stream.encode(None))
         finally:
             container.close()
-
-    def close(self) -> None:
-        self._close_file()
