@@ -159,12 +159,13 @@ def print_table(report: dict, out: TextIO = sys.stdout) -> None:
               f"{row['threshold']:.3f} (flags {row['reals_flagged']:.0%}{caught})", file=out)
     live = report.get("live_alerts")
     if live:
-        soon = "" if live["median_first_alert_s"] is None else f", the first after {live['median_first_alert_s']:.1f} s (median)"
-        per_hour = "" if live["false_alerts_per_hour"] is None else f" ({live['false_alerts_per_hour']:.1f} per hour of real video)"
+        first, per_hour = live["median_first_alert_s"], live["false_alerts_per_hour"]
+        soon = "" if first is None else f", the first after {first:.1f} s (median)"
+        rate = "" if per_hour is None else f" ({per_hour:.1f} per hour of real video)"
         print(f"watched live (alert after {live['raise_windows']} fake windows, cleared after {live['clear_windows']} "
               f"real): {live['fake_files_alerted']} of {live['fake_files']} fake files raised an alert{soon}; "
               f"{live['real_files_alerted']} of {live['real_files']} real files raised {live['false_alerts']} "
-              f"false alert(s){per_hour}", file=out)
+              f"false alert(s){rate}", file=out)
     for entry in report["no_face"]:
         print(f"no face found: {entry['file']}", file=out)
     for entry in report["failed"]:

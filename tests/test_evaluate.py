@@ -116,7 +116,8 @@ def test_evaluate_replays_the_live_alert_rule(manifest: Path, placeholder_model:
     live = report["live_alerts"]
     real_hours = (files["cam_a_1.mp4"]["duration_s"] + files["cam_b_2.mp4"]["duration_s"]) / 3600
     assert (live["raise_windows"], live["clear_windows"]) == (2, 5)
-    assert (live["fake_files"], live["fake_files_alerted"], live["real_files"], live["real_files_alerted"]) == (2, 2, 2, 2)
+    counts = (live["fake_files"], live["fake_files_alerted"], live["real_files"], live["real_files_alerted"])
+    assert counts == (2, 2, 2, 2)
     assert live["false_alerts"] == 3 and live["false_alerts_per_hour"] == pytest.approx(3 / real_hours, abs=0.1)
     assert report["families"]["cam"]["live_alerts"]["false_alerts"] == 3
     assert report["families"]["swap"]["live_alerts"]["fake_files_alerted"] == 1
