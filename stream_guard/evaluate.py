@@ -129,8 +129,26 @@ def live_alert_summary(files: list[dict]) -> dict:
     return {"fake_files": len(fakes), "fake_files_alerted": len(firsts),
             "median_first_alert_s": round(statistics.median(firsts), 3) if firsts else None,
             "real_files": len(reals), "real_files_alerted": sum(1 for f in reals if f["alerts"]),
-            "false_alerts": false_alerts, "real_video_hours": round(real_hours, 4),
+            "false_alerts": false_alerts, "real_video_hours": round(real_hours, 6),
             "false_alerts_per_hour": round(false_alerts / real_hours, 1) if real_hours > 0 else None}
+
+
+def _span(hours: float) -> str:
+    seconds = hours * 3600
+    return f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.1f} minutes" if seconds < 7200 else f"{hours:.1f} hours"
+
+
+def _live_alert_text(live: dict) -> str:
+    parts = []
+    if live["fake_files"]:
+        first = live["median_first_alert_s"]
+        soon = "" if first is None else f", the first after {first:.1f} s (median)"
+        parts.append(f"{live['fake_files_alerted']} of {live['fake_files']} fake files raised an alert{soon}")
+    if live["real_files"]:
+        parts.append(f"{live['real_files_alerted']} of {live['real_files']} real files raised "
+                     f"{live['false_alerts']} false alert(s) in {_span(live['real_video_hours'])} of video "
+                     f"({live['false_alerts_per_hour']:.1f} per hour)")
+    return "; ".join(parts)
 
 
 def _fmt(value: float | None) -> str:
@@ -158,14 +176,9 @@ def print_table(report: dict, out: TextIO = sys.stdout) -> None:
         print(f"to flag at most {row['target']:.0%} of these {report['n_real']} real files: --threshold "
               f"{row['threshold']:.3f} (flags {row['reals_flagged']:.0%}{caught})", file=out)
     live = report.get("live_alerts")
-    if live:
-        first, per_hour = live["median_first_alert_s"], live["false_alerts_per_hour"]
-        soon = "" if first is None else f", the first after {first:.1f} s (median)"
-        rate = "" if per_hour is None else f" ({per_hour:.1f} per hour of real video)"
-        print(f"watched live (alert after {live['raise_windows']} fake windows, cleared after {live['clear_windows']} "
-              f"real): {live['fake_files_alerted']} of {live['fake_files']} fake files raised an alert{soon}; "
-              f"{live['real_files_alerted']} of {live['real_files']} real files raised {live['false_alerts']} "
-              f"false alert(s){rate}", file=out)
+    if live and (live["fake_files"] or live["real_files"]):
+        print(f"watched live (alert after {live['raise_windows']} fake windows, cleared after "
+              f"{live['clear_windows']} real): {_live_alert_text(live)}", file=out)
     for entry in report["no_face"]:
         print(f"no face found: {entry['file']}", file=out)
     for entry in report["failed"]:

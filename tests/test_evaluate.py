@@ -8,7 +8,8 @@ import cv2
 import pytest
 
 from stream_guard.errors import ConfigError
-from stream_guard.evaluate import false_alarm_thresholds, family_of, live_alert_summary, metrics, read_manifest
+from stream_guard.evaluate import (_live_alert_text, false_alarm_thresholds, family_of, live_alert_summary,
+                                   metrics, read_manifest)
 from stream_guard.file_analysis import TrackSeries, file_score
 from tests.conftest import run_cli
 from tests.support.faces import astronaut_head, one_face_moving, two_faces_passing
@@ -121,7 +122,8 @@ def test_evaluate_replays_the_live_alert_rule(manifest: Path, placeholder_model:
     assert live["false_alerts"] == 3 and live["false_alerts_per_hour"] == pytest.approx(3 / real_hours, abs=0.1)
     assert report["families"]["cam"]["live_alerts"]["false_alerts"] == 3
     assert report["families"]["swap"]["live_alerts"]["fake_files_alerted"] == 1
-    assert "2 of 2 fake files raised an alert" in result.stdout and "raised 3 false alert(s)" in result.stdout
+    assert "2 of 2 fake files raised an alert" in result.stdout and "raised 3 false alert(s) in 3 s of video" \
+        in result.stdout
 
 
 def test_live_alert_summary_counts_files_and_hours() -> None:
@@ -134,3 +136,5 @@ def test_live_alert_summary_counts_files_and_hours() -> None:
         "fake_files": 3, "fake_files_alerted": 2, "median_first_alert_s": 2.5, "real_files": 2,
         "real_files_alerted": 1, "false_alerts": 3, "real_video_hours": 1.0, "false_alerts_per_hour": 3.0}
     assert live_alert_summary(files[:3])["false_alerts_per_hour"] is None  # no real video to count on
+    only_reals = {"raise_windows": 3, "clear_windows": 5, **live_alert_summary(files[3:])}
+    assert _live_alert_text(only_reals) == "1 of 2 real files raised 3 false alert(s) in 60.0 minutes of video (3.0 per hour)"
