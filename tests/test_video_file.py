@@ -40,14 +40,17 @@ def decoded(path: Path) -> list[tuple[float, int]]:
                 for f in container.decode(stream)]
 
 
-def record(path: Path, arrivals: list[float], live: bool) -> None:
-    sink = VideoFileSink(path)
+def record(path: Path, arrivals: list[float], live: bool, segment_s: float | None = None,
+           keep: int | None = None) -> VideoFileSink:
+    """Frame ``i`` (grey ``SHADE * i``) arriving at ``arrivals[i]``, through a whole run of the sink."""
+    sink = VideoFileSink(path, segment_s=segment_s, keep=keep)
     sink.open(replace(INFO, is_live=live))
     try:
         for i, t in enumerate(arrivals):
             sink.write(grey_frame(i, t))
     finally:
         sink.close()
+    return sink
 
 
 def test_a_file_recording_has_every_frame_at_the_source_rate(tmp_path: Path) -> None:
@@ -144,20 +147,8 @@ def wait_for_frames(events: Path, proc: subprocess.Popen, at_least: int, timeout
     raise AssertionError(f"fewer than {at_least} frames analysed in {timeout} s")
 
 
-def record_segments(path: Path, arrivals: list[float], live: bool, segment_s: float,
-                    keep: int | None = None) -> VideoFileSink:
-    sink = VideoFileSink(path, segment_s=segment_s, keep=keep)
-    sink.open(replace(INFO, is_live=live))
-    try:
-        for i, t in enumerate(arrivals):
-            sink.write(grey_frame(i, t))
-    finally:
-        sink.close()
-    return sink
-
-
 def test_a_file_recording_splits_into_segments_of_whole_frames(tmp_path: Path) -> None:
-    sink = record_segments(tmp_path / "rec.mp4", [0.0] * 35, live=False, segment_s=1.0)
+    sink = record(tmp_path / "rec.mp4", [0.0] * 35, live=False, segment_s=1.0)
     files = sorted(tmp_path.glob("rec_*.mp4"))
     assert files == sorted(sink.files) and len(files) == 4  # names sort in the order they were written
     assert all(re.fullmatch(r"rec_\d{8}T\d{6}\.\d{3}Z\.mp4", f.name) for f in files)
@@ -170,7 +161,7 @@ def test_a_file_recording_splits_into_segments_of_whole_frames(tmp_path: Path) -
 def test_a_live_recording_splits_on_the_arrival_clock(tmp_path: Path) -> None:
     """Segments of 2 s: the 0.5 s gap stays inside the first, the 4 s outage ends it."""
     arrivals = [10.0, 10.5, 11.0, 11.9, 12.0, 16.0, 16.1]
-    sink = record_segments(tmp_path / "cam.mkv", arrivals, live=True, segment_s=2.0)
+    sink = record(tmp_path / "cam.mkv", arrivals, live=True, segment_s=2.0)
     pieces = [decoded(f) for f in sink.files]
     assert [[index for _, index in p] for p in pieces] == [[0, 1, 2, 3], [4], [5, 6]]
     assert [t for t, _ in pieces[0]] == pytest.approx([0.0, 0.5, 1.0, 1.9], abs=0.0015)
@@ -184,7 +175,7 @@ def test_only_the_newest_segments_are_kept(tmp_path: Path) -> None:
               tmp_path / "rec_20200101T000000.000Z.mkv"]
     for path in earlier + others:
         path.write_bytes(b"x")
-    sink = record_segments(tmp_path / "rec.mp4", [0.0] * 30, live=False, segment_s=1.0, keep=2)
+    sink = record(tmp_path / "rec.mp4", [0.0] * 30, live=False, segment_s=1.0, keep=2)
     assert sorted(p for p in tmp_path.iterdir() if p not in others) == sink.files[-2:]
     assert all(p.read_bytes() == b"x" for p in others)
     assert [len(decoded(f)) for f in sink.files[-2:]] == [10, 10]
