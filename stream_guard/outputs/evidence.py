@@ -1,5 +1,6 @@
-"""What the alert-evidence outputs (``--snapshots``, ``--clips``) share: file names that sort in
-time order, a JSON Lines log in the folder, and keeping only the newest N items."""
+"""What the alert-evidence outputs (``--snapshots``, ``--clips``) share, and ``--out-segment`` with
+them: file names that sort in time order, a JSON Lines log in the folder, and keeping only the
+newest N items."""
 from __future__ import annotations
 
 import json
