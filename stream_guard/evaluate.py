@@ -28,13 +28,14 @@ import math
 import statistics
 import sys
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, TextIO
 
 from stream_guard.config import RunConfig
 from stream_guard.errors import ConfigError, StreamGuardError
 from stream_guard.file_analysis import analyse_file
+from stream_guard.outputs.alerts import AlertOptions
 from stream_guard.scoring import (  # noqa: F401 (re-exported: evaluate's public API)
     AUC_INTERVAL_LEVEL, AUC_INTERVAL_RESAMPLES, FALSE_ALARM_TARGETS, LABELS, eer, false_alarm_thresholds,
     family_of, metrics, metrics_by_family)
@@ -77,12 +78,41 @@ def read_manifest(path: str | Path) -> list[ManifestRow]:
     return rows
 
 
-def evaluate(manifest: str | Path, config: RunConfig, progress: Callable[[int, int, str], None] | None = None,
-             max_frames: int | None = None) -> dict:
-    """Score every file of the manifest and compute the report (see module docstring)."""
-    rows = read_manifest(manifest)
-    results, no_face, failed = [], [], []
-    threshold, model = 0.5, ""
+@dataclass
+class ScoredFiles:
+    """Every file of a run: ``files`` with a face (each an entry of the report's ``files``), those
+    with none, those that could not be read, and the model and threshold that scored them."""
+
+    files: list[dict] = field(default_factory=list)
+    no_face: list[dict] = field(default_factory=list)
+    failed: list[dict] = field(default_factory=list)
+    threshold: float = 0.5
+    model: str = ""
+
+    def extend(self, other: ScoredFiles) -> None:
+        """Add ``other``'s files (another model's run over other files); its model and threshold
+        are kept when this holds no file yet."""
+        if not (self.files or self.no_face or self.failed):
+            self.threshold, self.model = other.threshold, other.model
+        self.files += other.files
+        self.no_face += other.no_face
+        self.failed += other.failed
+
+    @property
+    def count(self) -> int:
+        return len(self.files) + len(self.no_face) + len(self.failed)
+
+    def only(self, keep: Callable[[dict], bool]) -> ScoredFiles:
+        """The files (entries with ``file``, ``label`` and ``family``) that ``keep`` accepts."""
+        return ScoredFiles([f for f in self.files if keep(f)], [f for f in self.no_face if keep(f)],
+                           [f for f in self.failed if keep(f)], self.threshold, self.model)
+
+
+def score_files(rows: list[ManifestRow], config: RunConfig,
+                progress: Callable[[int, int, str], None] | None = None,
+                max_frames: int | None = None) -> ScoredFiles:
+    """Run every row's file through the pipeline with ``config``'s model."""
+    scored = ScoredFiles()
     with tempfile.TemporaryDirectory() as scratch:
         for i, row in enumerate(rows):
             if progress:
@@ -91,30 +121,45 @@ def evaluate(manifest: str | Path, config: RunConfig, progress: Callable[[int, i
                 analysis = analyse_file(row.path, config, max_frames=max_frames, scratch=Path(scratch))
             except StreamGuardError as e:
                 log.warning("%s", e)
-                failed.append({"file": str(row.path), "label": row.label, "error": str(e)})
+                scored.failed.append({"file": str(row.path), "label": row.label, "family": row.family,
+                                      "error": str(e)})
                 continue
-            threshold, model = analysis.threshold, analysis.model
+            scored.threshold, scored.model = analysis.threshold, analysis.model
             entry = {"file": str(row.path), "label": row.label, "family": row.family, "score": analysis.score,
                      "faces": sum(1 for t in analysis.tracks if t.scores), "frames": analysis.frames,
                      "duration_s": round(analysis.duration_s, 3), "alerts": analysis.alerts,
                      "first_alert_s": analysis.first_alert_s}
-            (results if analysis.has_face else no_face).append(entry)
+            (scored.files if analysis.has_face else scored.no_face).append(entry)
+    return scored
+
+
+def build_report(scored: ScoredFiles, alerts: AlertOptions, manifest: str, n_files: int) -> dict:
+    """The report's figures (see module docstring) over ``scored``, at its threshold."""
+    results, no_face = scored.files, scored.no_face
     labels, scores = [LABELS[r["label"]] for r in results], [r["score"] for r in results]
-    report = metrics(labels, scores, threshold, AUC_INTERVAL_RESAMPLES)
+    report = metrics(labels, scores, scored.threshold, AUC_INTERVAL_RESAMPLES)
     families = sorted({r["family"] for r in results} | {r["family"] for r in no_face})
-    report["families"] = metrics_by_family(labels, scores, [r["family"] for r in results], threshold, families,
-                                           AUC_INTERVAL_RESAMPLES)
+    report["families"] = metrics_by_family(labels, scores, [r["family"] for r in results], scored.threshold,
+                                           families, AUC_INTERVAL_RESAMPLES)
     for name in families:
         report["families"][name]["no_face"] = sum(1 for r in no_face if r["family"] == name)
         report["families"][name]["live_alerts"] = live_alert_summary([r for r in results if r["family"] == name])
-    report["live_alerts"] = {"raise_windows": config.outputs.alerts.raise_windows,
-                             "clear_windows": config.outputs.alerts.clear_windows, **live_alert_summary(results)}
+    report["live_alerts"] = {"raise_windows": alerts.raise_windows, "clear_windows": alerts.clear_windows,
+                             **live_alert_summary(results)}
     report["false_alarm_thresholds"] = false_alarm_thresholds(labels, scores)
-    report.update({"threshold": threshold, "model": model, "manifest": str(manifest),
-                   "n_files": len(rows), "n_no_face": len(no_face), "no_face": no_face,
-                   "n_failed": len(failed), "failed": failed, "files": results,
+    report.update({"threshold": scored.threshold, "model": scored.model, "manifest": manifest,
+                   "n_files": n_files, "n_no_face": len(no_face), "no_face": no_face,
+                   "n_failed": len(scored.failed), "failed": scored.failed, "files": results,
                    "video_score": "max over faces (with >= 3 windows) of the mean window probability"})
     return report
+
+
+def evaluate(manifest: str | Path, config: RunConfig, progress: Callable[[int, int, str], None] | None = None,
+             max_frames: int | None = None) -> dict:
+    """Score every file of the manifest and compute the report (see module docstring)."""
+    rows = read_manifest(manifest)
+    scored = score_files(rows, config, progress, max_frames)
+    return build_report(scored, config.outputs.alerts, str(manifest), scored.count)
 
 
 def live_alert_summary(files: list[dict]) -> dict:
@@ -138,7 +183,8 @@ def _span(hours: float) -> str:
     return f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.1f} minutes" if seconds < 7200 else f"{hours:.1f} hours"
 
 
-def _live_alert_text(live: dict) -> str:
+def live_alert_text(live: dict) -> str:
+    """One line of :func:`live_alert_summary`'s figures, as ``evaluate`` prints them."""
     parts = []
     if live["fake_files"]:
         first = live["median_first_alert_s"]
@@ -178,7 +224,7 @@ def print_table(report: dict, out: TextIO = sys.stdout) -> None:
     live = report.get("live_alerts")
     if live and (live["fake_files"] or live["real_files"]):
         print(f"watched live (alert after {live['raise_windows']} fake windows, cleared after "
-              f"{live['clear_windows']} real): {_live_alert_text(live)}", file=out)
+              f"{live['clear_windows']} real): {live_alert_text(live)}", file=out)
     for entry in report["no_face"]:
         print(f"no face found: {entry['file']}", file=out)
     for entry in report["failed"]:
