@@ -59,9 +59,13 @@ def export_graphs(enc: torch.nn.Module, head: torch.nn.Module, size: int, window
     """Write encoder.onnx and temporal.onnx with dynamic batch (and time) axes. ``regions``: for an
     encoder that also takes region masks, ``(R, s)`` per mask input, ``regions_s [N, R, s, s]``."""
     export_encoder(enc, size, out / "encoder.onnx", regions)
+    export_temporal(head, window, dim, out / "temporal.onnx")
+
+
+def export_temporal(head: torch.nn.Module, window: int, dim: int, path: Path) -> None:
+    """Write ``head`` (``embeddings [N, T, D] -> logits [N, 1]``) as ONNX, dynamic N and T."""
     seq = torch.randn(2, window, dim)
-    torch.onnx.export(head.eval(), (seq,), str(out / "temporal.onnx"), input_names=["embeddings"],
-                      output_names=["logits"],
+    torch.onnx.export(head.eval(), (seq,), str(path), input_names=["embeddings"], output_names=["logits"],
                       dynamic_axes={"embeddings": {0: "batch", 1: "time"}, "logits": {0: "batch"}},
                       opset_version=17, dynamo=False)
 

@@ -1,6 +1,7 @@
 """The two graphs of the model contract: CNN encoder and recurrent temporal head."""
 from __future__ import annotations
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -49,6 +50,17 @@ class TemporalHead(nn.Module):
         self.out = nn.Linear(hidden, 1)
         nn.init.zeros_(self.out.weight)
         nn.init.zeros_(self.out.bias)
+
+    @classmethod
+    def frame_average(cls, weights: np.ndarray, bias: float) -> TemporalHead:
+        """A head whose window logit is the mean frame logit ``weights . x + bias`` (GRU correction
+        zero). Its unused GRU weights come from seed 0, so the same weights export the same bytes."""
+        torch.manual_seed(0)
+        head = cls(dim=len(weights)).eval()
+        with torch.no_grad():
+            head.frame.weight.copy_(torch.from_numpy(np.asarray(weights, np.float32))[None])
+            head.frame.bias.fill_(bias)
+        return head
 
     def frame_logits(self, emb: torch.Tensor) -> torch.Tensor:
         """Per-frame logits ``[..., D] -> [...]``."""
