@@ -54,6 +54,9 @@ until at most that share of the out-of-fold real videos is above it too). With
 ``--leave-family-out`` each family is also scored by models that never saw it.
 The final classifier is fitted on everything and exported in the model contract; the
 recurrent head's correction is zero, so a window's logit is the mean of its frames'.
+With ``--fold-models DIR`` each fold's classifier is exported too, as a model folder with the
+release's calibration and threshold (:mod:`tools.sbi.fold_models`), so
+:mod:`tools.sbi.live_out_of_fold` can run every clip through the pipeline out of fold.
 
 With ``--e2e weights.pt --e2e-oof oof.json`` (from :mod:`tools.sbi.finetune_cv` on the
 same folds), the exported model also carries that fine-tuned CNN: every out-of-fold score,
@@ -91,6 +94,8 @@ from tools.sbi.swap_blend import ShapeIndex
 from tools.sbi.ensemble import ScoreMix, ensemble, load_oof
 from tools.sbi.export import (FP16_LOGIT_TOL, export_graphs, onnx_frame_logits, parity, parity_exit_code,
                               store_weights_fp16)
+from tools.sbi.fold_models import LOGIT_TOL as FOLD_LOGIT_TOL
+from tools.sbi.fold_models import FoldSource, clip_logits_through_onnx, write_fold_model, write_folds_file
 from tools.sbi.folds import grouped_folds, identity_groups
 from tools.sbi.landmark_regions import LandmarkContrastGraph, crop_regions
 from tools.sbi.metrics import calibrate
@@ -327,16 +332,45 @@ def report(scores: dict[str, float], labels: dict[str, int], threshold: float) -
     return out
 
 
+def fit_without_fold(clf: FrameClassifier, lab: FeatureSet, sbi: FeatureSet | None, test: set[str],
+                     exclude_family: str | None = None) -> FrameClassifier:
+    """``clf`` fitted on every labelled clip but ``test``'s (and ``exclude_family``'s), and on the
+    pseudo-fake pairs not made from ``test``'s videos."""
+    keep = ~np.isin(lab.files, list(test))
+    if exclude_family is not None:
+        keep &= np.array([family_of(f) for f in lab.files]) != exclude_family
+    sbi_keep = None if sbi is None else ~np.isin(sbi.files, list(test))
+    return clf.fit(lab, keep, sbi, sbi_keep)
+
+
+def fold_sources(labelled: list[Clip], reals: list[Clip]) -> dict[str, FoldSource]:
+    """Each cross-validated file's name (as ``crossval.json`` gives it) and where it came from."""
+    sources = {c.file: FoldSource(c.file, "labelled", c.label) for c in labelled}
+    return sources | {real_video_key(c.file): FoldSource(c.file, "real", "real") for c in reals if c.kind == "video"}
+
+
+def write_fold_models(out: Path, release: ModelSpec, clf: FrameClassifier, lab: FeatureSet, sbi: FeatureSet | None,
+                      folds: list[set[str]], oof: dict[str, float], sources: dict[str, FoldSource]) -> float:
+    """Every fold's model under ``out`` (:mod:`tools.sbi.fold_models`); returns how far, at most, a
+    file's mean frame logit through its fold's ONNX graph is from its cross-validated logit."""
+    worst = 0.0
+    for k, test in enumerate(folds):
+        fitted = fit_without_fold(clf, lab, sbi, test)
+        spec = write_fold_model(out, release, k, *fitted.folded())
+        rows = np.isin(lab.files, list(test))
+        through = clip_logits_through_onnx(spec, lab.x[rows], lab.files[rows])
+        worst = max([worst] + [abs(v - oof[f]) for f, v in through.items()])
+    write_folds_file(out, release, folds, sources, worst)
+    return worst
+
+
 def cross_validate(clf: FrameClassifier, lab: FeatureSet, sbi: FeatureSet | None, folds: list[set[str]],
                    labels: dict[str, int], exclude_family: str | None = None) -> dict[str, float]:
     """Out-of-fold clip logits (training also drops ``exclude_family`` when given)."""
     scores: dict[str, float] = {}
-    fam = np.array([family_of(f) for f in lab.files])
     for test in folds:
         is_test = np.isin(lab.files, list(test))
-        keep = ~is_test & (fam != exclude_family)
-        sbi_keep = None if sbi is None else ~np.isin(sbi.files, list(test))  # pairs made from test videos
-        s = clip_logits(clf.fit(lab, keep, sbi, sbi_keep), lab, np.where(is_test)[0])
+        s = clip_logits(fit_without_fold(clf, lab, sbi, test, exclude_family), lab, np.where(is_test)[0])
         scores.update(s if exclude_family is None else
                       {f: v for f, v in s.items() if family_of(f) == exclude_family or not labels[f]})
     return scores
@@ -581,6 +615,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--e2e-lofo", type=parse_lofo, action="append", default=[], metavar="FAMILIES=OOF",
                     help="oof.json of finetune_cv --exclude-family FAMILIES (same folds), for the mix's "
                          "leave-family-out figures; repeat until every fake family is covered")
+    ap.add_argument("--fold-models", type=Path, metavar="DIR",
+                    help="also write each fold's model (the seed-0 folds of crossval.json) and DIR/folds.json, "
+                         "to score every clip out of fold through the pipeline (tools.sbi.live_out_of_fold)")
     ap.add_argument("--fp16-weights", action="store_true",
                     help="store the encoder's weights as float16 (half the file; checked against float32)")
     ap.add_argument("--name", default="regionstats-effnetlite0")
@@ -590,6 +627,8 @@ def main(argv: list[str] | None = None) -> int:
         ap.error("--e2e and --e2e-oof go together")
     if args.e2e and args.landmark_regions:
         ap.error("--e2e mixes do not take --landmark-regions yet")
+    if args.fold_models and args.e2e:
+        ap.error("--fold-models does not take --e2e mixes")
     if args.e2e_lofo and not (args.e2e_oof and args.leave_family_out):
         ap.error("--e2e-lofo needs --e2e, --e2e-oof and --leave-family-out")
     learned = None
@@ -693,11 +732,7 @@ def main(argv: list[str] | None = None) -> int:
 
     clf.fit(lab, np.ones(len(lab.x), bool), sbi)
     w, bias = clf.folded()
-    torch.manual_seed(0)  # the unused GRU weights: same bytes on every run
-    head = TemporalHead(dim=enc.dim).eval()
-    with torch.no_grad():
-        head.frame.weight.copy_(torch.from_numpy(w)[None])
-        head.frame.bias.fill_(bias)
+    head = TemporalHead.frame_average(w, bias)
     description = ("Frozen ImageNet EfficientNet-Lite0 region statistics (inner face vs surround) + a "
                    "logistic frame classifier fitted on labelled clips and self-blended pseudo-fakes")
     if enc.groups != REGION_GROUPS:
@@ -765,6 +800,15 @@ def main(argv: list[str] | None = None) -> int:
                "seconds": round(time.time() - t0, 1), "config": {k: str(v) for k, v in vars(args).items()}})
     (args.out / "crossval.json").write_text(json.dumps(cv, indent=2) + "\n")
     print(json.dumps({"auc": cv["auc"], "parity_max_abs": diff, "threshold": threshold}))
+    if args.fold_models is not None:
+        diff_folds = write_fold_models(args.fold_models, spec, clf, lab, sbi, folds, oof,
+                                       fold_sources(labelled, reals))
+        print(f"{len(folds)} fold models -> {args.fold_models}; their clip logits through ONNX Runtime are within "
+              f"{diff_folds:.2g} of the cross-validated ones", flush=True)
+        if diff_folds > FOLD_LOGIT_TOL:
+            print(f"FOLD MODELS FAILED: clip logits {diff_folds:.4f} from the cross-validated ones > {FOLD_LOGIT_TOL}",
+                  file=sys.stderr)
+            return 1
     if fp16 is not None and fp16["max_frame_logit_change"] > FP16_LOGIT_TOL:
         print(f"FP16 WEIGHTS FAILED: frame logits moved {fp16['max_frame_logit_change']:.4f} > {FP16_LOGIT_TOL}",
               file=sys.stderr)
