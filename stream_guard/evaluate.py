@@ -17,7 +17,9 @@ of a site's own real footage sets ``--threshold`` for that site.
 What a person watching live sees is alerts, not file scores, so ``live_alerts`` (pooled and per
 family) replays each file through the live alert rule (``--alert-raise``, ``--alert-clear``): how
 many fake files raised an alert and how soon, how many real files did, and the false alerts per
-hour of real video.
+hour of real video. ``live_alert_thresholds`` replays the rule at other thresholds
+(:mod:`stream_guard.alert_replay`): the lowest ``--threshold`` at which the real files raise at
+most 60, 10 and 1 false alerts an hour, and how many fake files still raise an alert there.
 """
 from __future__ import annotations
 
@@ -32,9 +34,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, TextIO
 
+from stream_guard.alert_replay import AlertTrace, false_alert_thresholds
 from stream_guard.config import RunConfig
 from stream_guard.errors import ConfigError, StreamGuardError
 from stream_guard.file_analysis import analyse_file
+from stream_guard.model.smoothing import SmoothingOptions
 from stream_guard.outputs.alerts import AlertOptions
 from stream_guard.scoring import (  # noqa: F401 (re-exported: evaluate's public API)
     AUC_INTERVAL_LEVEL, AUC_INTERVAL_RESAMPLES, FALSE_ALARM_TARGETS, LABELS, eer, false_alarm_thresholds,
@@ -88,6 +92,7 @@ class ScoredFiles:
     failed: list[dict] = field(default_factory=list)
     threshold: float = 0.5
     model: str = ""
+    traces: dict[str, AlertTrace] = field(default_factory=dict)  # by file, to replay alerts at other thresholds
 
     def extend(self, other: ScoredFiles) -> None:
         """Add ``other``'s files (another model's run over other files); its model and threshold
@@ -97,6 +102,7 @@ class ScoredFiles:
         self.files += other.files
         self.no_face += other.no_face
         self.failed += other.failed
+        self.traces |= other.traces
 
     @property
     def count(self) -> int:
@@ -104,8 +110,9 @@ class ScoredFiles:
 
     def only(self, keep: Callable[[dict], bool]) -> ScoredFiles:
         """The files (entries with ``file``, ``label`` and ``family``) that ``keep`` accepts."""
-        return ScoredFiles([f for f in self.files if keep(f)], [f for f in self.no_face if keep(f)],
-                           [f for f in self.failed if keep(f)], self.threshold, self.model)
+        files = [f for f in self.files if keep(f)]
+        return ScoredFiles(files, [f for f in self.no_face if keep(f)], [f for f in self.failed if keep(f)],
+                           self.threshold, self.model, {f["file"]: self.traces[f["file"]] for f in files})
 
 
 def score_files(rows: list[ManifestRow], config: RunConfig,
@@ -130,10 +137,13 @@ def score_files(rows: list[ManifestRow], config: RunConfig,
                      "duration_s": round(analysis.duration_s, 3), "alerts": analysis.alerts,
                      "first_alert_s": analysis.first_alert_s}
             (scored.files if analysis.has_face else scored.no_face).append(entry)
+            if analysis.has_face:
+                scored.traces[entry["file"]] = analysis.trace
     return scored
 
 
-def build_report(scored: ScoredFiles, alerts: AlertOptions, manifest: str, n_files: int) -> dict:
+def build_report(scored: ScoredFiles, alerts: AlertOptions, manifest: str, n_files: int,
+                 smoothing: SmoothingOptions = SmoothingOptions()) -> dict:
     """The report's figures (see module docstring) over ``scored``, at its threshold."""
     results, no_face = scored.files, scored.no_face
     labels, scores = [LABELS[r["label"]] for r in results], [r["score"] for r in results]
@@ -146,6 +156,9 @@ def build_report(scored: ScoredFiles, alerts: AlertOptions, manifest: str, n_fil
         report["families"][name]["live_alerts"] = live_alert_summary([r for r in results if r["family"] == name])
     report["live_alerts"] = {"raise_windows": alerts.raise_windows, "clear_windows": alerts.clear_windows,
                              **live_alert_summary(results)}
+    report["live_alert_thresholds"] = false_alert_thresholds(
+        [(scored.traces[r["file"]], r["duration_s"]) for r in results if r["label"] == "real"],
+        [scored.traces[r["file"]] for r in results if r["label"] == "fake"], alerts, smoothing)
     report["false_alarm_thresholds"] = false_alarm_thresholds(labels, scores)
     report.update({"threshold": scored.threshold, "model": scored.model, "manifest": manifest,
                    "n_files": n_files, "n_no_face": len(no_face), "no_face": no_face,
@@ -159,7 +172,7 @@ def evaluate(manifest: str | Path, config: RunConfig, progress: Callable[[int, i
     """Score every file of the manifest and compute the report (see module docstring)."""
     rows = read_manifest(manifest)
     scored = score_files(rows, config, progress, max_frames)
-    return build_report(scored, config.outputs.alerts, str(manifest), scored.count)
+    return build_report(scored, config.outputs.alerts, str(manifest), scored.count, config.model.smoothing)
 
 
 def live_alert_summary(files: list[dict]) -> dict:
@@ -197,6 +210,18 @@ def live_alert_text(live: dict) -> str:
     return "; ".join(parts)
 
 
+def live_threshold_text(row: dict, n_real: int, hours: float) -> str:
+    """One line of a :func:`~stream_guard.alert_replay.false_alert_thresholds` row."""
+    target = f"at most {row['target_per_hour']:g} false alert(s) per hour on these {n_real} real files " \
+             f"({_span(hours)} of video)"
+    if row["threshold"] is None:
+        return f"no threshold up to 0.999 keeps {target}"
+    caught = "" if not row["fake_files"] else \
+        f"; {row['fake_files_alerted']} of {row['fake_files']} fake files still raise an alert"
+    return (f"to raise {target}: --threshold {row['threshold']:.3f} ({row['false_alerts_per_hour']:.1f} per hour, "
+            f"{row['false_alert_share']:.1%} of the time under a false alert{caught})")
+
+
 def _fmt(value: float | None) -> str:
     return "  -  " if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.3f}"
 
@@ -225,6 +250,8 @@ def print_table(report: dict, out: TextIO = sys.stdout) -> None:
     if live and (live["fake_files"] or live["real_files"]):
         print(f"watched live (alert after {live['raise_windows']} fake windows, cleared after "
               f"{live['clear_windows']} real): {live_alert_text(live)}", file=out)
+    for row in report.get("live_alert_thresholds", []):
+        print(live_threshold_text(row, report["n_real"], live["real_video_hours"]), file=out)
     for entry in report["no_face"]:
         print(f"no face found: {entry['file']}", file=out)
     for entry in report["failed"]:

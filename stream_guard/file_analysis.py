@@ -11,7 +11,9 @@ Used by ``stream-guard evaluate`` and ``stream-guard scan``. How scores combine:
 
 Beside the scores, each file is also watched as a live run would watch it: the same alert rule
 (:class:`~stream_guard.outputs.alerts.AlertStateMachine`, the run's ``--alert-raise`` and
-``--alert-clear``) counts the fake alerts a monitor would have raised and when the first came.
+``--alert-clear``) counts the fake alerts a monitor would have raised and when the first came,
+and its window scores are kept (:class:`~stream_guard.alert_replay.AlertTrace`) to replay the rule
+at other thresholds.
 """
 from __future__ import annotations
 
@@ -22,6 +24,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from stream_guard.alert_replay import AlertTrace
 from stream_guard.config import RunConfig, SourceOptions
 from stream_guard.errors import NotAVideoError, SourceNotFoundError
 from stream_guard.faces.crop import crop_face
@@ -68,6 +71,7 @@ class FileAnalysis:
     model: str
     alerts: int = 0  # fake alerts the live alert rule raised
     first_alert_s: float | None = None  # stream time of the first
+    trace: AlertTrace = field(default_factory=AlertTrace)  # to replay the alert rule at other thresholds
 
     @property
     def has_face(self) -> bool:
@@ -105,11 +109,13 @@ class _Collector:
         self.crop_size = crop_size
         self.alert_rule = AlertStateMachine(alerts)
         self.alert_times: list[float] = []
+        self.trace = AlertTrace()
 
     def __call__(self, result: FrameResult) -> None:
         self.frames += 1
         self.last_pts = result.frame.pts_s
         self.alert_times += [a.stream_time_s for a in self.alert_rule.update(result) if a.kind == RAISED]
+        self.trace.add(result)
         for face in result.faces:
             if not face.scored or face.raw_score is None:
                 continue
@@ -169,4 +175,5 @@ def analyse_file(path: str | Path, config: RunConfig, max_frames: int | None = N
     return FileAnalysis(path=path, frames=collector.frames, duration_s=collector.last_pts, tracks=tracks,
                         score=file_score(tracks), threshold=threshold, model=summary.model,
                         alerts=len(collector.alert_times),
-                        first_alert_s=collector.alert_times[0] if collector.alert_times else None)
+                        first_alert_s=collector.alert_times[0] if collector.alert_times else None,
+                        trace=collector.trace)

@@ -126,6 +126,34 @@ def test_evaluate_replays_the_live_alert_rule(manifest: Path, placeholder_model:
         in result.stdout
 
 
+def test_evaluate_suggests_thresholds_for_false_alert_rates(manifest: Path, placeholder_model: Path,
+                                                            tmp_path: Path) -> None:
+    """The suggested --threshold, run for real, raises no false alert on these 3 s of real video
+    (any alert is over 60 an hour), and the grid's next threshold below it does."""
+    from stream_guard.alert_replay import THRESHOLD_GRID
+
+    def run(*extra: str) -> tuple[dict, str]:
+        out = tmp_path / "report.json"
+        result = run_cli("evaluate", "--manifest", str(manifest), "--json", str(out), "--model",
+                         str(placeholder_model), "--alert-raise", "2", *extra)
+        assert result.returncode == 0, result.stderr
+        return json.loads(out.read_text()), result.stdout
+
+    report, stdout = run("--threshold", "0")
+    rows = report["live_alert_thresholds"]
+    assert [r["target_per_hour"] for r in rows] == [60, 10, 1]
+    suggested = rows[0]["threshold"]
+    assert suggested is not None and suggested > THRESHOLD_GRID[0] and all(r["threshold"] == suggested for r in rows)
+    assert rows[0]["false_alerts_per_hour"] == 0 and rows[0]["false_alert_share"] == 0
+    assert f"--threshold {suggested:.3f}" in stdout and "at most 60 false alert(s) per hour on these 2 real files" \
+        in stdout
+    at_suggested, _ = run("--threshold", str(suggested))
+    assert at_suggested["live_alerts"]["false_alerts"] == 0
+    assert at_suggested["live_alerts"]["fake_files_alerted"] == rows[0]["fake_files_alerted"]
+    below, _ = run("--threshold", str(THRESHOLD_GRID[THRESHOLD_GRID.index(suggested) - 1]))
+    assert below["live_alerts"]["false_alerts"] > 0
+
+
 def test_live_alert_summary_counts_files_and_hours() -> None:
     files = [{"label": "fake", "alerts": 2, "first_alert_s": 4.0, "duration_s": 10.0},
              {"label": "fake", "alerts": 0, "first_alert_s": None, "duration_s": 10.0},
