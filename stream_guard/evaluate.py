@@ -233,10 +233,11 @@ def _fmt_interval(interval: list[float] | None) -> str:
 def print_table(report: dict, out: TextIO = sys.stdout) -> None:
     """A per-family table plus the pooled line."""
     ci_head = f"AUC {AUC_INTERVAL_LEVEL:.0%} CI"
-    print(f"{'family':<16} {'real':>5} {'fake':>5} {'no-face':>7} {'AUC':>6} {ci_head:>11} {'EER':>6} {'acc':>6}",
+    width = max([16, *map(len, report["families"])])
+    print(f"{'family':<{width}} {'real':>5} {'fake':>5} {'no-face':>7} {'AUC':>6} {ci_head:>11} {'EER':>6} {'acc':>6}",
           file=out)
     for name, m in [*report["families"].items(), ("POOLED", {**report, "no_face": report["n_no_face"]})]:
-        print(f"{name:<16} {m['n_real']:>5} {m['n_fake']:>5} {m['no_face']:>7} {_fmt(m['auc']):>6} "
+        print(f"{name:<{width}} {m['n_real']:>5} {m['n_fake']:>5} {m['no_face']:>7} {_fmt(m['auc']):>6} "
               f"{_fmt_interval(m.get('auc_ci')):>11} {_fmt(m['eer']):>6} {_fmt(m['accuracy']):>6}", file=out)
     print(f"model {report['model']}, threshold {report['threshold']:.3f}; accuracy at that threshold; "
           f"AUC interval: bootstrap over files", file=out)
