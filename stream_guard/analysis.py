@@ -57,7 +57,7 @@ class Analyzer:
         self._fps = 0.0
         self._last_pts: float | None = None
         self._frame_period_s = 1.0 / 30.0  # running estimate from stream timestamps
-        self._tracking = threading.Event()  # set while any face is tracked; read by wants_detection()
+        self._tracking = threading.Event()  # set while any face is tracked; read by the detection thread
 
     def warm_up(self, width: int, height: int) -> None:
         """Run every model once on blank input so the first real frame is not slowed
@@ -158,11 +158,19 @@ class Analyzer:
         tile_above = self.detector.options.tile_above
         return AUTO_TILED_DETECT_EVERY if tile_above and max(width, height) >= tile_above else 1
 
+    def on_schedule(self, frame: Frame) -> bool:
+        """Whether ``frame`` is one of the detector's scheduled frames (:meth:`detect_interval`)."""
+        return frame.index % self.detect_interval(frame.width, frame.height) == 0
+
+    def tracking(self) -> bool:
+        """Whether any face is tracked, as of the last frame the tracker took. Safe to call from a
+        detection thread running ahead: it reads only a flag."""
+        return self._tracking.is_set()
+
     def wants_detection(self, frame: Frame) -> bool:
         """Whether the detector should run on ``frame``: on the schedule, and on every frame
-        while no face is tracked. Safe to call from a detection thread running ahead: it reads
-        only a flag, so it may see the tracker as of a frame or two before."""
-        return frame.index % self.detect_interval(frame.width, frame.height) == 0 or not self._tracking.is_set()
+        while no face is tracked."""
+        return self.on_schedule(frame) or not self.tracking()
 
     def process(self, frame: Frame, frames_dropped: int = 0, detections: FaceDetections | None | object = DETECT_HERE,
                 detect_ms: float = 0.0) -> FrameResult:

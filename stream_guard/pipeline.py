@@ -240,8 +240,8 @@ class Pipeline:
             log.warning("model '%s' is UNTRAINED (random weights): its scores are meaningless", model.name)
         capture = CaptureThread(source, frames, self.stop_event, live=info.is_live,
                                 reconnect=self.config.source.reconnect, max_frames=self.config.source.max_frames)
-        ahead = DetectAheadThread(analyzer.detector, analyzer.wants_detection, frames, capture, self.stop_event,
-                                  out_size=1 if live_queue else 4, grace_s=STOP_GRACE_S)
+        ahead = DetectAheadThread(analyzer.detector, analyzer, frames, capture, self.stop_event,
+                                  out_size=1 if live_queue else 4, grace_s=STOP_GRACE_S, schedule_only=not live_queue)
         self.detected = ahead.out
         error: StreamGuardError | None = None
         interrupted = False

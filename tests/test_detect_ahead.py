@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import threading
 import time
+from typing import Callable
 
 import numpy as np
 import pytest
@@ -37,10 +38,26 @@ def _finished_thread() -> threading.Thread:
     return t
 
 
-def _start(inbox: FrameQueue, stop: threading.Event, detector=None, wants=lambda f: f.index % 2 == 0,
-           capture: threading.Thread | None = None) -> DetectAheadThread:
-    ahead = DetectAheadThread(detector or FaceDetector(), wants, inbox, capture or _finished_thread(), stop,
-                              out_size=2, grace_s=0.5)
+class _Schedule:
+    """Scheduled frames as ``scheduled`` says; ``tracked``: whether a face is tracked (if not, a live
+    run searches the other frames too)."""
+
+    def __init__(self, scheduled: Callable[[Frame], bool] = lambda f: f.index % 2 == 0, tracked: bool = True) -> None:
+        self.scheduled = scheduled
+        self.tracked = tracked
+
+    def on_schedule(self, frame: Frame) -> bool:
+        return self.scheduled(frame)
+
+    def tracking(self) -> bool:
+        return self.tracked
+
+
+def _start(inbox: FrameQueue, stop: threading.Event, detector=None, schedule=None,
+           capture: threading.Thread | None = None, schedule_only: bool = False) -> DetectAheadThread:
+    ahead = DetectAheadThread(detector or FaceDetector(), schedule or _Schedule(), inbox,
+                              capture or _finished_thread(), stop, out_size=2, grace_s=0.5,
+                              schedule_only=schedule_only)
     ahead.start()
     return ahead
 
@@ -98,7 +115,7 @@ def test_a_crash_is_handed_to_the_analysis_thread() -> None:
     stop = threading.Event()
     inbox = FrameQueue(4, DropPolicy.BLOCK, stop)
     inbox.put(_frame(0))
-    items = _drain(_start(inbox, stop, detector=_BrokenDetector(), wants=lambda f: True))
+    items = _drain(_start(inbox, stop, detector=_BrokenDetector(), schedule=_Schedule(lambda f: True)))
     assert isinstance(items[-1], AheadDone)
     with pytest.raises(RuntimeError, match="exploded"):
         raise items[-1].error
@@ -109,9 +126,25 @@ def test_a_consumer_that_quits_unblocks_a_full_queue() -> None:
     inbox = FrameQueue(16, DropPolicy.BLOCK, stop)
     for i in range(8):
         inbox.put(_frame(i))
-    ahead = _start(inbox, stop, wants=lambda f: False)
+    ahead = _start(inbox, stop, schedule=_Schedule(lambda f: False))
     time.sleep(0.3)  # out (2 items) is full; the thread waits for room
     assert ahead.is_alive()
     ahead.closed.set()
     ahead.join(timeout=5)
     assert not ahead.is_alive()
+
+
+
+@pytest.mark.parametrize(("schedule_only", "expected"), [
+    (True, [True, False, False, True, False, False, True]),  # a file: the schedule alone, the same every run
+    (False, [True] * 7),  # live: every frame while no face is tracked, to find a new face at once
+])
+def test_frames_off_the_schedule_are_searched_only_live(schedule_only: bool, expected: list[bool]) -> None:
+    stop = threading.Event()
+    inbox = FrameQueue(16, DropPolicy.BLOCK, stop)
+    for i in range(7):
+        inbox.put(_frame(i))
+    inbox.put(EndOfStream())
+    nothing_tracked = _Schedule(lambda f: f.index % 3 == 0, tracked=False)
+    items = _drain(_start(inbox, stop, schedule=nothing_tracked, schedule_only=schedule_only))
+    assert [i.detections is not None for i in items if isinstance(i, DetectedFrame)] == expected

@@ -129,3 +129,39 @@ def test_realtime_pacing_follows_timestamps(two_faces_clip: Path, placeholder_mo
     Pipeline(config, on_result=lambda r: arrivals.append(r.frame.wallclock_s)).run()
     # 31 frames at 30 fps span 1 s of stream time: paced, they cannot arrive faster
     assert len(arrivals) == 31 and arrivals[-1] - arrivals[0] >= 0.98
+
+
+def test_a_file_gives_the_same_results_however_fast_it_is_consumed(placeholder_model: Path, tmp_path: Path) -> None:
+    """A frame large enough to be searched in tiles is detected every 3rd frame; a live run also searches the
+    others while no face is tracked, which depends on timing. A file's results must not: a slow analysis stage
+    (here a slow result consumer) changes nothing."""
+    import time
+
+    from tests.support.faces import one_face_moving
+    from tests.support.synth_video import make_test_clip
+
+    face = one_face_moving(1600, 900, face_px=300)
+
+    def comes_and_goes(i: int) -> np.ndarray:  # a face for 12 frames, none for 12, ...: tracking starts and ends
+        frame = face(i)
+        if (i // 12) % 2:
+            frame[:] = 70
+        return frame
+
+    clip = make_test_clip(tmp_path / "tiled.mp4", seconds=2.0, width=1600, height=900, fps=30, draw=comes_and_goes)
+    runs = []
+    for delay_s in (0.0, 0.04):
+        results = []
+
+        def keep(result, delay_s=delay_s, results=results) -> None:
+            results.append((result.frame.index, result.detected,
+                            tuple((f.track_id, f.raw_score if f.scored else None) for f in result.faces)))
+            time.sleep(delay_s)
+
+        config = RunConfig(source=SourceOptions(str(clip)), model=ModelOptions(model_dir=placeholder_model))
+        Pipeline(config, on_result=keep).run()
+        runs.append(results)
+    fast, slow = runs
+    assert len(fast) == 60 and any(faces for _, _, faces in fast)
+    assert fast == slow
+    assert [index for index, detected, _ in fast if detected] == list(range(0, 60, 3))
