@@ -21,7 +21,7 @@ from stream_guard.types import FaceResult, Frame, FrameResult, TrackState
 # false alerts per hour of real video a user may accept: one a minute, ten an hour, one an hour
 FALSE_ALERT_TARGETS_PER_HOUR = (60.0, 10.0, 1.0)
 # the thresholds tried: every hundredth from 0.05 to 0.99, and two above
-THRESHOLD_GRID = tuple(round(t, 3) for t in np.r_[np.arange(5, 100) / 100.0, 0.995, 0.999])
+THRESHOLD_GRID = tuple(round(float(t), 3) for t in np.r_[np.arange(5, 100) / 100.0, 0.995, 0.999])
 
 _NO_PIXELS = np.zeros((1, 1, 3), np.uint8)
 _NO_BOX = np.zeros(4, np.float32)

@@ -9,7 +9,9 @@ two behind, and so depends on timing. From a file (``schedule_only``) only the s
 are searched, so a file gives the same detections, and the same scores, on every run. (Deciding
 an unscheduled frame as of the frame before instead means waiting for the analysis to have
 tracked it: a quarter slower on 1080p files, measured. A face that appears in a file is found
-at most ``detect_interval - 1`` frames later.) What travels on: every capture item in order, each :class:`Frame` wrapped in a
+at most ``detect_interval - 1`` frames later.)
+
+What travels on: every capture item in order, each :class:`Frame` wrapped in a
 :class:`DetectedFrame` (its detections, or None when the schedule skipped it), and last of
 all one :class:`AheadDone`.
 """

@@ -125,7 +125,8 @@ def score_files(rows: list[ManifestRow], config: RunConfig,
             if progress:
                 progress(i, len(rows), str(row.path))
             try:
-                analysis = analyse_file(row.path, config, max_frames=max_frames, scratch=Path(scratch))
+                analysis = analyse_file(row.path, config, max_frames=max_frames, scratch=Path(scratch),
+                                        keep_trace=True)
             except StreamGuardError as e:
                 log.warning("%s", e)
                 scored.failed.append({"file": str(row.path), "label": row.label, "family": row.family,
@@ -137,7 +138,7 @@ def score_files(rows: list[ManifestRow], config: RunConfig,
                      "duration_s": round(analysis.duration_s, 3), "alerts": analysis.alerts,
                      "first_alert_s": analysis.first_alert_s}
             (scored.files if analysis.has_face else scored.no_face).append(entry)
-            if analysis.has_face:
+            if analysis.has_face and analysis.trace is not None:
                 scored.traces[entry["file"]] = analysis.trace
     return scored
 

@@ -12,8 +12,8 @@ Used by ``stream-guard evaluate`` and ``stream-guard scan``. How scores combine:
 Beside the scores, each file is also watched as a live run would watch it: the same alert rule
 (:class:`~stream_guard.outputs.alerts.AlertStateMachine`, the run's ``--alert-raise`` and
 ``--alert-clear``) counts the fake alerts a monitor would have raised and when the first came,
-and its window scores are kept (:class:`~stream_guard.alert_replay.AlertTrace`) to replay the rule
-at other thresholds.
+and, when asked (``keep_trace``), its window scores are kept
+(:class:`~stream_guard.alert_replay.AlertTrace`) to replay the rule at other thresholds.
 """
 from __future__ import annotations
 
@@ -71,7 +71,7 @@ class FileAnalysis:
     model: str
     alerts: int = 0  # fake alerts the live alert rule raised
     first_alert_s: float | None = None  # stream time of the first
-    trace: AlertTrace = field(default_factory=AlertTrace)  # to replay the alert rule at other thresholds
+    trace: AlertTrace | None = None  # with keep_trace: to replay the alert rule at other thresholds
 
     @property
     def has_face(self) -> bool:
@@ -102,20 +102,21 @@ def file_score(tracks: list[TrackSeries] | tuple[TrackSeries, ...], min_windows:
 class _Collector:
     """Receives every FrameResult on the analysis thread and keeps per-track series."""
 
-    def __init__(self, alerts: AlertOptions, crop_size: int = 160) -> None:
+    def __init__(self, alerts: AlertOptions, crop_size: int = 160, keep_trace: bool = False) -> None:
         self.tracks: dict[int, TrackSeries] = {}
         self.frames = 0
         self.last_pts = 0.0
         self.crop_size = crop_size
         self.alert_rule = AlertStateMachine(alerts)
         self.alert_times: list[float] = []
-        self.trace = AlertTrace()
+        self.trace = AlertTrace() if keep_trace else None
 
     def __call__(self, result: FrameResult) -> None:
         self.frames += 1
         self.last_pts = result.frame.pts_s
         self.alert_times += [a.stream_time_s for a in self.alert_rule.update(result) if a.kind == RAISED]
-        self.trace.add(result)
+        if self.trace is not None:
+            self.trace.add(result)
         for face in result.faces:
             if not face.scored or face.raw_score is None:
                 continue
@@ -153,9 +154,10 @@ def _image_as_clip(path: Path, folder: Path, frames: int) -> Path:
 
 
 def analyse_file(path: str | Path, config: RunConfig, max_frames: int | None = None,
-                 scratch: Path | None = None) -> FileAnalysis:
+                 scratch: Path | None = None, keep_trace: bool = False) -> FileAnalysis:
     """Run the real pipeline over one file (every frame, no pacing) and summarise it.
-    Images are scored as a one-second still clip; ``scratch`` is a folder for that clip."""
+    Images are scored as a one-second still clip; ``scratch`` is a folder for that clip.
+    ``keep_trace``: keep every frame's window scores (``trace``), about 20 MB an hour of 30 fps video with one face."""
     path = Path(path)
     if not path.is_file():
         raise SourceNotFoundError(f"no such file: {path}")
@@ -167,7 +169,7 @@ def analyse_file(path: str | Path, config: RunConfig, max_frames: int | None = N
     run_config = dataclasses.replace(
         config, source=SourceOptions(str(source), max_frames=max_frames),
         outputs=dataclasses.replace(config.outputs, show=False, out_path=None, events_path=None))
-    collector = _Collector(config.outputs.alerts)
+    collector = _Collector(config.outputs.alerts, keep_trace=keep_trace)
     pipeline = Pipeline(run_config, on_result=collector)
     summary = pipeline.run()
     tracks = tuple(sorted(collector.tracks.values(), key=lambda t: t.track_id))

@@ -23,14 +23,14 @@ def _steady_face(probabilities: list[float], every_s: float = 0.1) -> AlertTrace
 def test_replay_matches_the_pipeline_at_every_threshold(two_faces_clip: Path, placeholder_model: Path) -> None:
     """Replaying one run's scores at a threshold raises exactly the alerts a run at that threshold raised."""
     base = RunConfig(source=SourceOptions("-"), model=ModelOptions(model_dir=placeholder_model))
-    first = analyse_file(two_faces_clip, base)
+    first = analyse_file(two_faces_clip, base, keep_trace=True)
     probabilities = sorted(p for _, faces in first.trace.frames for _, p in faces if p is not None)
     assert len(probabilities) > 20
     alerted = []
     for threshold in (probabilities[0] * 0.9, probabilities[len(probabilities) // 2],
                       min(0.999, probabilities[-1] * 1.05)):
         config = dataclasses.replace(base, model=dataclasses.replace(base.model, threshold=threshold))
-        run = analyse_file(two_faces_clip, config)
+        run = analyse_file(two_faces_clip, config, keep_trace=True)
         for trace in (first.trace, run.trace):
             times = replay_alert_times(trace, threshold, AlertOptions())
             assert len(times) == run.alerts

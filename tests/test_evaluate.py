@@ -165,4 +165,5 @@ def test_live_alert_summary_counts_files_and_hours() -> None:
         "real_files_alerted": 1, "false_alerts": 3, "real_video_hours": 1.0, "false_alerts_per_hour": 3.0}
     assert live_alert_summary(files[:3])["false_alerts_per_hour"] is None  # no real video to count on
     only_reals = {"raise_windows": 3, "clear_windows": 5, **live_alert_summary(files[3:])}
-    assert live_alert_text(only_reals) == "1 of 2 real files raised 3 false alert(s) in 60.0 minutes of video (3.0 per hour)"
+    assert live_alert_text(only_reals) == \
+        "1 of 2 real files raised 3 false alert(s) in 60.0 minutes of video (3.0 per hour)"

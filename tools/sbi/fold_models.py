@@ -3,9 +3,10 @@ labelled clip and real video out of fold (``fit_head --fold-models DIR``).
 
 ``DIR/foldK/`` holds the model fitted without fold K: a copy of the release's encoder, a
 temporal graph with that fold's frame classifier, and the release's calibration and threshold,
-which were fitted on exactly these models' out-of-fold scores. ``DIR/folds.json`` lists each fold's files: the name ``crossval.json`` gives it, its path
-relative to the data folder its face cache was prepared from (``labelled`` for ``--labelled``,
-``real`` for ``--real``) and its label. :mod:`tools.sbi.live_out_of_fold` runs them.
+which were fitted on exactly these models' out-of-fold scores. ``DIR/folds.json`` lists each
+fold's files: the name ``crossval.json`` gives it, its path relative to the data folder its face
+cache was prepared from (``labelled`` for ``--labelled``, ``real`` for ``--real``) and its label.
+:mod:`tools.sbi.live_out_of_fold` runs them.
 """
 from __future__ import annotations
 
