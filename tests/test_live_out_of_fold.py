@@ -3,6 +3,7 @@ pipeline by the fold model that never saw it."""
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -56,7 +57,7 @@ def test_fold_models_are_the_cross_validated_fits(fitted: Path) -> None:
 
 
 def test_each_file_is_scored_by_its_own_fold_model(fitted: Path, tmp_path: Path) -> None:
-    folds = fitted / "folds"
+    folds = Path(shutil.copytree(fitted / "folds", tmp_path / "folds"))  # its folds.json is cut down below
     doc = json.loads((folds / "folds.json").read_text())
     labelled, real = tmp_path / "dev", tmp_path / "train_real"
     kept = []  # one real and one fake clip of each fold, and one real video: enough to show the routing
@@ -103,7 +104,16 @@ def test_each_file_is_scored_by_its_own_fold_model(fitted: Path, tmp_path: Path)
         assert own != other
 
 
-def test_missing_folds_file_is_one_error_line(tmp_path: Path) -> None:
-    proc = subprocess.run([sys.executable, "-m", "tools.sbi.live_out_of_fold", str(tmp_path), "--labelled-data",
-                           str(tmp_path)], cwd=ROOT, capture_output=True, text=True, timeout=60)
+@pytest.mark.parametrize(("case", "message"), [
+    ("no folds file", "folds.json"),
+    ("no data folder", "no such data folder"),
+    ("bad alert rule", "--alert-raise must be at least 1"),
+])
+def test_bad_input_is_one_error_line(fitted: Path, tmp_path: Path, case: str, message: str) -> None:
+    folds = tmp_path if case == "no folds file" else fitted / "folds"
+    data = tmp_path / "missing" if case == "no data folder" else tmp_path
+    extra = ["--alert-raise", "0"] if case == "bad alert rule" else []
+    proc = subprocess.run([sys.executable, "-m", "tools.sbi.live_out_of_fold", str(folds), "--labelled-data",
+                           str(data), *extra], cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert proc.returncode == 2 and proc.stderr.startswith("error:") and len(proc.stderr.splitlines()) == 1
+    assert message in proc.stderr

@@ -89,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
         doc = json.loads((args.folds / FOLDS_FILE).read_text())
         crossval = json.loads(args.crossval.read_text())["scores"] if args.crossval else {}
         alerts = AlertOptions(raise_windows=args.alert_raise, clear_windows=args.alert_clear)
-    except (OSError, ValueError, KeyError) as e:
+    except (OSError, ValueError, KeyError, ConfigError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     for root in (args.labelled_data, args.real_data):
