@@ -11,13 +11,14 @@ from dataclasses import replace
 from pathlib import Path
 
 import av
+import cv2
 import numpy as np
 import pytest
 
 from stream_guard.config import ModelOptions, OutputOptions, RunConfig, SourceOptions
 from stream_guard.errors import OutputError
 from stream_guard.outputs.alert_clips import (CLIP_LOG, END_CLEARED, END_MAX_LENGTH, END_OF_STREAM,
-                                              END_SOURCE_RESET, END_TIME_RESET, ClipSink)
+                                              END_SOURCE_RESET, END_TIME_RESET, ClipSink, PrerollBuffer)
 from stream_guard.outputs.alerts import CLEARED, RAISED, AlertOptions, AlertStateMachine
 from stream_guard.outputs.snapshots import ALERT_LOG
 from stream_guard.pipeline import Pipeline
@@ -255,3 +256,28 @@ def test_the_clip_of_a_killed_live_run_still_plays(tmp_path: Path) -> None:
     (part,) = tmp_path.glob("*_face1.mp4.part")
     shown = [index for _, index in decoded(part)]
     assert shown == list(range(len(shown))) and len(shown) >= n - round(LIVE_KEYFRAME_S * INFO.fps) - 1
+
+
+def test_the_preroll_keeps_its_newest_frame_exact_and_compresses_only_older_ones(monkeypatch) -> None:
+    rng = np.random.default_rng(0)
+    ramp = np.linspace(0, 200, 64)[None, :, None]
+    images = [np.clip(ramp + rng.normal(0, 8, (48, 64, 3)), 0, 255).astype(np.uint8)  # noise: JPEG changes it
+              for _ in range(12)]
+    preroll = PrerollBuffer(0.25)
+    for i, image in enumerate(images):
+        preroll.push(i / 10, image)
+    kept = list(preroll.frames())
+    assert [t for t, _ in kept] == pytest.approx([0.9, 1.0, 1.1])  # the last 0.25 s of stream time
+    assert kept[-1][1] is images[-1]
+    assert all(0 < np.abs(rgb.astype(int) - images[9 + k]).mean() < 12 for k, (_, rgb) in enumerate(kept[:-1]))
+
+    def no_compression(*args):
+        raise AssertionError("a pre-roll of 0 s compressed a frame")
+
+    monkeypatch.setattr(cv2, "imencode", no_compression)
+    preroll = PrerollBuffer(0.0)
+    for i, image in enumerate(images):
+        preroll.push(i / 10, image)
+    assert [(t, rgb is images[-1]) for t, rgb in preroll.frames()] == [(pytest.approx(1.1), True)]
+    preroll.clear()
+    assert list(preroll.frames()) == []

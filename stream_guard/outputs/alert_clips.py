@@ -54,28 +54,41 @@ END_OF_STREAM = "end_of_stream"
 
 
 class PrerollBuffer:
-    """The last ``seconds`` of stream time of annotated frames, JPEG-compressed."""
+    """The last ``seconds`` of stream time of annotated frames. The newest frame is kept as it is
+    (a clip that starts on it gets it at full quality); older ones are JPEG-compressed, so with
+    ``seconds`` 0 no frame is ever compressed."""
 
     def __init__(self, seconds: float) -> None:
         self.seconds = seconds
         self._frames: deque[tuple[float, np.ndarray]] = deque(maxlen=int(seconds * _PREROLL_MAX_FPS) + 2)
+        self._newest: tuple[float, np.ndarray] | None = None
 
     def push(self, pts_s: float, rgb: np.ndarray) -> None:
-        ok, data = cv2.imencode(".jpg", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR),
-                                [cv2.IMWRITE_JPEG_QUALITY, PREROLL_JPEG_QUALITY])
-        if not ok:
-            raise OSError("could not compress a frame for the clip pre-roll")
-        self._frames.append((pts_s, data))
+        """Add the newest frame (the buffer holds a reference: the caller must not change it)."""
+        if self._newest is not None and self._newest[0] >= pts_s - self.seconds:
+            self._frames.append((self._newest[0], _compressed(self._newest[1])))
+        self._newest = (pts_s, rgb)
         while self._frames and self._frames[0][0] < pts_s - self.seconds:
             self._frames.popleft()
 
     def frames(self) -> Iterator[tuple[float, np.ndarray]]:
-        """The buffered frames, oldest first, decoded to RGB."""
+        """The buffered frames, oldest first, as RGB."""
         for pts_s, data in self._frames:
             yield pts_s, cv2.cvtColor(cv2.imdecode(data, cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
+        if self._newest is not None:
+            yield self._newest
 
     def clear(self) -> None:
         self._frames.clear()
+        self._newest = None
+
+
+def _compressed(rgb: np.ndarray) -> np.ndarray:
+    ok, data = cv2.imencode(".jpg", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR),
+                            [cv2.IMWRITE_JPEG_QUALITY, PREROLL_JPEG_QUALITY])
+    if not ok:
+        raise OSError("could not compress a frame for the clip pre-roll")
+    return data
 
 
 class ClipWriter:
