@@ -42,7 +42,8 @@ class Analyzer:
     the tracker and every face's memory belong to the thread that calls ``process``."""
 
     def __init__(self, detector: FaceDetector, tracker: FaceTracker[TrackMemory], scorer: FaceScorer,
-                 detect_every: int = 1, max_summaries: int = 1000, regions: FaceRegions | None = None) -> None:
+                 detect_every: int = 1, max_summaries: int = 1000, regions: FaceRegions | None = None,
+                 min_face_px: float = 0.0) -> None:
         if scorer.spec.regions and regions is None:
             raise ValueError(f"model {scorer.spec.name} takes face-region masks: pass regions (a FaceRegions)")
         self.detector = detector
@@ -50,6 +51,7 @@ class Analyzer:
         self.scorer = scorer
         self.regions = regions if scorer.spec.regions else None
         self.detect_every = max(0, detect_every)  # 0 = auto (see detect_interval)
+        self.min_face_px = max(0.0, min_face_px)  # shorter faces are not sampled (see too_small)
         self.summaries: dict[int, TrackSummary] = {}
         self.max_summaries = max_summaries
         self.status = ""
@@ -101,9 +103,13 @@ class Analyzer:
             frames *= (every - 1) / every
         return max(1, math.ceil(n_faces / max(1.0, frames)))
 
+    def too_small(self, track: Track[TrackMemory]) -> bool:
+        """Whether the face's box is shorter than the minimum face size (it is then not judged)."""
+        return float(track.box[3] - track.box[1]) < self.min_face_px
+
     def _score(self, frame: Frame, tracks: list[Track[TrackMemory]],
                every: int = 1) -> tuple[set[int], set[int], float, float]:
-        live = [t for t in tracks if t.state is TrackState.CONFIRMED and t.misses == 0]
+        live = [t for t in tracks if t.state is TrackState.CONFIRMED and t.misses == 0 and not self.too_small(t)]
         due = [t for t in live if self.scorer.due(t.memory, frame.pts_s)]
         # most overdue first (never-sampled faces first of all)
         due.sort(key=lambda t: -1e9 if t.memory.last_sample_pts is None else t.memory.last_sample_pts)
@@ -131,6 +137,7 @@ class Analyzer:
             track_id=track.id, state=track.state, box=track.box.copy(), detection_score=float(track.detection_score),
             keypoints=track.keypoints.copy(), raw_score=m.raw_score, score=m.smoother.score,
             verdict=m.smoother.verdict, scored=scored, verdict_changed=changed, samples=m.n_scores,
+            too_small=self.too_small(track),
         )
 
     def _remember(self, face: FaceResult, track: Track[TrackMemory], pts_s: float) -> None:

@@ -41,6 +41,13 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--show", action="store_true", help="show the annotated video in a window")
 
 
+def _min_face(text: str) -> float:
+    value = float(text)
+    if not 0.0 <= value <= 10000.0:
+        raise argparse.ArgumentTypeError("must be a face height in pixels, 0 or more")
+    return value
+
+
 def _detect_every(text: str) -> int:
     """``auto`` (0) or a positive frame count."""
     if text == "auto":
@@ -198,6 +205,9 @@ def _add_model_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threshold", type=_threshold, metavar="T", help="fake threshold 0..1 (default: the model's)")
     p.add_argument("--detector", choices=("full", "short"), default="full",
                    help="face detector: full-range (far faces, default) or short-range (faces near the camera)")
+    p.add_argument("--min-face", dest="min_face_px", type=_min_face, metavar="PX",
+                   help="judge only faces whose box is at least PX pixels high; smaller ones are tracked and "
+                        "marked 'too small' (default 40; 0 judges every face)")
 
 
 def _add_scan_and_gui(sub, common: argparse.ArgumentParser) -> None:
@@ -224,8 +234,7 @@ def _setup_logging(verbosity: int) -> None:
 
 def _config(args: argparse.Namespace, source: str, out: Path | None, events: Path | None,
             realtime: bool = False, max_frames: int | None = None, demo_seconds: float = 20.0):
-    from stream_guard.config import (AnalysisOptions, ModelOptions, OutputOptions, RunConfig,
-                                     SourceOptions)
+    from stream_guard.config import ModelOptions, OutputOptions, RunConfig, SourceOptions, analysis_options
     from stream_guard.faces.detector import DetectorOptions
 
     if args.detect_every < 0:
@@ -236,7 +245,7 @@ def _config(args: argparse.Namespace, source: str, out: Path | None, events: Pat
                                 if getattr(args, "max_megapixels", None) else {})),
         model=ModelOptions(model_dir=args.model, provider=args.provider, threshold=args.threshold),
         detector=DetectorOptions(model=args.detector),
-        analysis=AnalysisOptions(detect_every=args.detect_every),
+        analysis=analysis_options(args.detect_every, args.min_face_px),
         outputs=OutputOptions(out_path=out, events_path=events, show=args.show, **_recording_outputs(args),
                               **_alert_outputs(args), **_serve_outputs(args)),
     )

@@ -15,6 +15,9 @@ from stream_guard.sources.probe import DEFAULT_MAX_MEGAPIXELS
 SNAPSHOT_KEEP = 1000  # --snapshot-keep's default
 CLIP_PAD_S = 5.0  # --clip-pad's default: seconds of video kept before an alert and after it clears
 CLIP_KEEP = 100  # --clip-keep's default
+# --min-face's default: faces whose box is shorter (source pixels) are tracked but not judged. Out of fold,
+# below it the shipped model ranks fakes at chance and flags most real faces (models/MODEL_CARD.md).
+MIN_FACE_PX = 40.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,9 +67,16 @@ class OutputOptions:
 @dataclass(frozen=True, slots=True)
 class AnalysisOptions:
     """``detect_every``: run the detector on every n-th frame and track in between;
-    0 = auto (every frame, every 3rd for frames large enough to be searched in tiles)."""
+    0 = auto (every frame, every 3rd for frames large enough to be searched in tiles).
+    ``min_face_px``: faces whose box is shorter are tracked but not judged (0: judge every face)."""
 
     detect_every: int = 0
+    min_face_px: float = MIN_FACE_PX
+
+
+def analysis_options(detect_every: int = 0, min_face_px: float | None = None) -> AnalysisOptions:
+    """Analysis options from command-line values (``min_face_px`` None: the default)."""
+    return AnalysisOptions(detect_every, MIN_FACE_PX if min_face_px is None else min_face_px)
 
 
 @dataclass(frozen=True, slots=True)

@@ -136,7 +136,7 @@ def score_files(rows: list[ManifestRow], config: RunConfig,
             entry = {"file": str(row.path), "label": row.label, "family": row.family, "score": analysis.score,
                      "faces": sum(1 for t in analysis.tracks if t.scores), "frames": analysis.frames,
                      "duration_s": round(analysis.duration_s, 3), "alerts": analysis.alerts,
-                     "first_alert_s": analysis.first_alert_s}
+                     "first_alert_s": analysis.first_alert_s, "faces_too_small": analysis.faces_too_small}
             (scored.files if analysis.has_face else scored.no_face).append(entry)
             if analysis.has_face and analysis.trace is not None:
                 scored.traces[entry["file"]] = analysis.trace
@@ -255,7 +255,9 @@ def print_table(report: dict, out: TextIO = sys.stdout) -> None:
     for row in report.get("live_alert_thresholds", []):
         print(live_threshold_text(row, report["n_real"], live["real_video_hours"]), file=out)
     for entry in report["no_face"]:
-        print(f"no face found: {entry['file']}", file=out)
+        small = entry.get("faces_too_small", 0)
+        print(f"no face large enough to judge ({small} below --min-face): {entry['file']}" if small
+              else f"no face found: {entry['file']}", file=out)
     for entry in report["failed"]:
         print(f"could not read: {entry['file']}: {entry['error']}", file=out)
 

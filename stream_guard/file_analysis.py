@@ -7,7 +7,8 @@ Used by ``stream-guard evaluate`` and ``stream-guard scan``. How scores combine:
 * **face (track) score**: the mean of its window scores.
 * **file score**: the highest face score among faces with at least ``min_windows`` scored
   windows (a file is as fake as its most suspicious face); if no face has that many, the
-  highest score of any face. A file in which no face was found has no score.
+  highest score of any face. A file in which no face was found has no score, nor one whose
+  faces were all below the run's minimum face size (``faces_too_small`` counts them).
 
 Beside the scores, each file is also watched as a live run would watch it: the same alert rule
 (:class:`~stream_guard.outputs.alerts.AlertStateMachine`, the run's ``--alert-raise`` and
@@ -30,7 +31,7 @@ from stream_guard.errors import NotAVideoError, SourceNotFoundError
 from stream_guard.faces.crop import crop_face
 from stream_guard.outputs.alerts import RAISED, AlertOptions, AlertStateMachine
 from stream_guard.pipeline import Pipeline
-from stream_guard.types import FrameResult
+from stream_guard.types import FrameResult, TrackState
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"})
 VIDEO_SUFFIXES = frozenset({".mp4", ".mkv", ".mov", ".avi", ".webm", ".m4v", ".mpg", ".mpeg", ".ts", ".flv", ".wmv"})
@@ -72,6 +73,7 @@ class FileAnalysis:
     alerts: int = 0  # fake alerts the live alert rule raised
     first_alert_s: float | None = None  # stream time of the first
     trace: AlertTrace | None = None  # with keep_trace: to replay the alert rule at other thresholds
+    faces_too_small: int = 0  # faces seen only below the minimum face size (tracked, never judged)
 
     @property
     def has_face(self) -> bool:
@@ -86,7 +88,7 @@ class FileAnalysis:
     def to_json(self) -> dict:
         return {"file": str(self.path), "frames": self.frames, "duration_s": round(self.duration_s, 3),
                 "score": self.score, "verdict": self.verdict, "threshold": self.threshold, "model": self.model,
-                "alerts": self.alerts, "first_alert_s": self.first_alert_s,
+                "alerts": self.alerts, "first_alert_s": self.first_alert_s, "faces_too_small": self.faces_too_small,
                 "tracks": [t.to_json() for t in self.tracks if t.scores]}
 
 
@@ -110,6 +112,7 @@ class _Collector:
         self.alert_rule = AlertStateMachine(alerts)
         self.alert_times: list[float] = []
         self.trace = AlertTrace() if keep_trace else None
+        self.small_faces: set[int] = set()  # faces seen below the minimum face size
 
     def __call__(self, result: FrameResult) -> None:
         self.frames += 1
@@ -118,6 +121,8 @@ class _Collector:
         if self.trace is not None:
             self.trace.add(result)
         for face in result.faces:
+            if face.too_small and face.state is TrackState.CONFIRMED:
+                self.small_faces.add(face.track_id)
             if not face.scored or face.raw_score is None:
                 continue
             series = self.tracks.setdefault(face.track_id, TrackSeries(face.track_id))
@@ -178,4 +183,5 @@ def analyse_file(path: str | Path, config: RunConfig, max_frames: int | None = N
                         score=file_score(tracks), threshold=threshold, model=summary.model,
                         alerts=len(collector.alert_times),
                         first_alert_s=collector.alert_times[0] if collector.alert_times else None,
-                        trace=collector.trace)
+                        trace=collector.trace,
+                        faces_too_small=len(collector.small_faces - {t.track_id for t in tracks if t.scores}))

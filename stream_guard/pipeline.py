@@ -198,7 +198,8 @@ class Pipeline:
         if spec.regions:
             mesh = FaceMesh(bundled_model(FACE_MESH_MODEL), providers, self.config.model.intra_op_threads)
             regions = FaceRegions(mesh, spec.regions, spec.region_sizes, spec.input_size, spec.crop_margin)
-        return Analyzer(detector, tracker, scorer, self.config.analysis.detect_every, regions=regions)
+        return Analyzer(detector, tracker, scorer, self.config.analysis.detect_every, regions=regions,
+                        min_face_px=self.config.analysis.min_face_px)
 
     def _start_workers(self, sinks: list[Sink], info: StreamInfo) -> list[SinkWorker]:
         workers = [SinkWorker(s, info) for s in sinks]

@@ -96,6 +96,8 @@ class FaceResult:
     ``raw_score`` is the latest model probability (None before the first
     window is scored), ``score`` the smoothed probability the verdict uses, and
     ``scored`` tells whether the model ran for this face on this frame.
+    ``too_small``: the face is below the run's minimum face size, so it is
+    tracked but not sampled (its score and verdict stay as they were).
     """
 
     track_id: int
@@ -109,6 +111,7 @@ class FaceResult:
     scored: bool
     verdict_changed: bool
     samples: int
+    too_small: bool = False
 
 
 @dataclass(frozen=True, slots=True)

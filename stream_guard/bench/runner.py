@@ -38,7 +38,7 @@ SCENARIOS = MappingProxyType({s.name: s for s in (
     Scenario("live-1080p-4faces", 1920, 1080, 30, 4, True, True,
              "1080p30 live (paced, drop-oldest), 4 faces, --out encode"),
     Scenario("file-720p", 1280, 720, 30, 1, False, False, "720p file as fast as possible, 1 face, no video out"),
-    Scenario("smoke", 320, 240, 30, 1, False, True, "tiny 240p file, 1 face (for tests)"),
+    Scenario("smoke", 360, 480, 30, 1, False, True, "tiny 360x480 file, 1 face (for tests)"),
 )})
 DEFAULT_SCENARIOS = ("live-720p", "live-1080p-4faces", "file-720p")
 

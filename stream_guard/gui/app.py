@@ -18,7 +18,7 @@ from tkinter import filedialog, messagebox, ttk
 import cv2
 import numpy as np
 
-from stream_guard.config import ModelOptions, OutputOptions, RunConfig, SourceOptions
+from stream_guard.config import ModelOptions, OutputOptions, RunConfig, SourceOptions, analysis_options
 from stream_guard.errors import OutputError, StreamGuardError
 from stream_guard.faces.detector import DetectorOptions
 from stream_guard.gui.bridge import LatestResultSink, PipelineThread
@@ -291,7 +291,8 @@ def gui_config(args: argparse.Namespace, outputs: OutputOptions = OutputOptions(
     """The base configuration (model, detector, alert outputs); the source is set at each Start."""
     return RunConfig(source=SourceOptions(spec="demo"),
                      model=ModelOptions(model_dir=args.model, provider=args.provider, threshold=args.threshold),
-                     detector=DetectorOptions(model=args.detector), outputs=outputs)
+                     detector=DetectorOptions(model=args.detector), outputs=outputs,
+                     analysis=analysis_options(min_face_px=args.min_face_px))
 
 
 def open_root() -> tk.Tk:

@@ -12,7 +12,7 @@ from typing import TextIO
 from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
-from stream_guard.config import ModelOptions, RunConfig, SourceOptions
+from stream_guard.config import ModelOptions, RunConfig, SourceOptions, analysis_options
 from stream_guard.faces.detector import DetectorOptions
 from stream_guard.pipeline import load_model
 from stream_guard.scan.collect import collect_files
@@ -33,7 +33,8 @@ def scan_config(args: argparse.Namespace) -> RunConfig:
     """The run configuration shared by every file of the scan."""
     return RunConfig(source=SourceOptions(spec="demo"),
                      model=ModelOptions(model_dir=args.model, provider=args.provider, threshold=args.threshold),
-                     detector=DetectorOptions(model=args.detector))
+                     detector=DetectorOptions(model=args.detector),
+                     analysis=analysis_options(min_face_px=args.min_face_px))
 
 
 def outcome_line(outcome: FileOutcome) -> str:

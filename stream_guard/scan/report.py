@@ -56,7 +56,7 @@ def _file_json(index: int, outcome: FileOutcome, name: str) -> dict:
                    "error": outcome.error, "seconds": round(outcome.seconds, 3)}
     a = outcome.analysis
     if a is not None:
-        entry.update({"frames": a.frames, "duration_s": round(a.duration_s, 3),
+        entry.update({"frames": a.frames, "duration_s": round(a.duration_s, 3), "faces_too_small": a.faces_too_small,
                       "tracks": [_track_json(index, t, t.peak_crop is not None) for t in a.tracks if t.scores]})
     else:
         entry["tracks"] = []
@@ -141,7 +141,9 @@ def _file_section(i: int, f: dict) -> str:
     info = (f'<p>score {_fmt(f["score"])}, {f["frames"]} frames, {f["duration_s"]:.1f} s, '
             f'analysed in {f["seconds"]:.1f} s</p>')
     if not f["tracks"]:
-        return head + info + "<p>no face found</p></section>"
+        small = f.get("faces_too_small", 0)
+        found = f"no face large enough to judge ({small} below --min-face)" if small else "no face found"
+        return head + info + f"<p>{found}</p></section>"
     return head + info + "".join(_track_block(t) for t in f["tracks"]) + "</section>"
 
 

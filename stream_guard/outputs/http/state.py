@@ -40,12 +40,13 @@ class FaceView:
     stream_time_s: float
     wall_time: float
     seen: float  # time.monotonic() when last seen
+    too_small: bool = False  # below the minimum face size: tracked, not judged
     history: deque = field(default_factory=deque)  # (wall_time, score)
 
     def to_json(self, with_history: bool = True) -> dict[str, Any]:
         d: dict[str, Any] = {"track_id": self.track_id, "score": self.score, "verdict": self.verdict,
                              "track_state": self.state, "box": self.box, "last_seen_stream_s": self.stream_time_s,
-                             "last_seen_wall_time": self.wall_time}
+                             "last_seen_wall_time": self.wall_time, "too_small": self.too_small}
         if with_history:
             d["history"] = [[round(t, 3), s] for t, s in self.history]
         return d
@@ -95,6 +96,7 @@ class LiveState:
                     view = self._faces[face.track_id] = FaceView(face.track_id, box, None, face.verdict.value,
                                                                   face.state.value, 0.0, wall, now)
                 view.box, view.verdict, view.state = box, face.verdict.value, face.state.value
+                view.too_small = face.too_small
                 view.stream_time_s, view.wall_time, view.seen = round(result.frame.pts_s, 4), wall, now
                 if face.score is not None:
                     view.score = round(face.score, 4)
