@@ -20,6 +20,9 @@ many fake files raised an alert and how soon, how many real files did, and the f
 hour of real video. ``live_alert_thresholds`` replays the rule at other thresholds
 (:mod:`stream_guard.alert_replay`): the lowest ``--threshold`` at which the real files raise at
 most 60, 10 and 1 false alerts an hour, and how many fake files still raise an alert there.
+
+Small faces score lower and rank worse, so ``by_face_size`` repeats AUC and accuracy per band of
+``face_px`` (the median box height of the face whose score is the file's).
 """
 from __future__ import annotations
 
@@ -136,11 +139,26 @@ def score_files(rows: list[ManifestRow], config: RunConfig,
             entry = {"file": str(row.path), "label": row.label, "family": row.family, "score": analysis.score,
                      "faces": sum(1 for t in analysis.tracks if t.scores), "frames": analysis.frames,
                      "duration_s": round(analysis.duration_s, 3), "alerts": analysis.alerts,
-                     "first_alert_s": analysis.first_alert_s, "faces_too_small": analysis.faces_too_small}
+                     "first_alert_s": analysis.first_alert_s, "faces_too_small": analysis.faces_too_small,
+                     "face_px": None if analysis.face_px is None else round(analysis.face_px, 1)}
             (scored.files if analysis.has_face else scored.no_face).append(entry)
             if analysis.has_face and analysis.trace is not None:
                 scored.traces[entry["file"]] = analysis.trace
     return scored
+
+
+FACE_SIZE_BANDS = (0.0, 40.0, 60.0, 80.0, 120.0, 200.0, math.inf)  # px edges of by_face_size
+
+
+def metrics_by_face_size(files: list[dict], threshold: float) -> list[dict]:
+    """:func:`~stream_guard.scoring.metrics` of the ``files`` in each band of ``face_px`` that has any."""
+    bands = []
+    for low, high in zip(FACE_SIZE_BANDS, FACE_SIZE_BANDS[1:]):
+        inside = [f for f in files if f["face_px"] is not None and low <= f["face_px"] < high]
+        if inside:
+            bands.append({"min_px": low, "max_px": None if math.isinf(high) else high,
+                          **metrics([LABELS[f["label"]] for f in inside], [f["score"] for f in inside], threshold)})
+    return bands
 
 
 def build_report(scored: ScoredFiles, alerts: AlertOptions, manifest: str, n_files: int,
@@ -161,6 +179,7 @@ def build_report(scored: ScoredFiles, alerts: AlertOptions, manifest: str, n_fil
         [(scored.traces[r["file"]], r["duration_s"]) for r in results if r["label"] == "real"],
         [scored.traces[r["file"]] for r in results if r["label"] == "fake"], alerts, smoothing)
     report["false_alarm_thresholds"] = false_alarm_thresholds(labels, scores)
+    report["by_face_size"] = metrics_by_face_size(results, scored.threshold)
     report.update({"threshold": scored.threshold, "model": scored.model, "manifest": manifest,
                    "n_files": n_files, "n_no_face": len(no_face), "no_face": no_face,
                    "n_failed": len(scored.failed), "failed": scored.failed, "files": results,
@@ -254,6 +273,13 @@ def print_table(report: dict, out: TextIO = sys.stdout) -> None:
               f"{live['clear_windows']} real): {live_alert_text(live)}", file=out)
     for row in report.get("live_alert_thresholds", []):
         print(live_threshold_text(row, report["n_real"], live["real_video_hours"]), file=out)
+    bands = [f"{b['min_px']:g}-{b['max_px']:g} px" if b["max_px"] else f"{b['min_px']:g}+ px" for b in
+             report.get("by_face_size", [])]
+    if bands:
+        print("by face size (median box height of the scored face): " + "; ".join(
+            f"{name}: {b['n_real']} real / {b['n_fake']} fake, AUC {_fmt(b['auc']).strip()}, "
+            f"accuracy {_fmt(b['accuracy']).strip()}"
+            for name, b in zip(bands, report["by_face_size"])), file=out)
     for entry in report["no_face"]:
         small = entry.get("faces_too_small", 0)
         print(f"no face large enough to judge ({small} below --min-face): {entry['file']}" if small

@@ -45,6 +45,7 @@ class TrackSeries:
     times_s: list[float] = field(default_factory=list)
     scores: list[float] = field(default_factory=list)
     smoothed: list[float] = field(default_factory=list)
+    heights: list[float] = field(default_factory=list)  # the face's box height (px) at each scored window
     verdict: str = "uncertain"
     peak_score: float = -1.0
     peak_time_s: float = 0.0
@@ -54,9 +55,15 @@ class TrackSeries:
     def score(self) -> float | None:
         return float(np.mean(self.scores)) if self.scores else None
 
+    @property
+    def face_px(self) -> float | None:
+        """The face's median box height (px) over its scored windows."""
+        return float(np.median(self.heights)) if self.heights else None
+
     def to_json(self) -> dict:
         return {"track_id": self.track_id, "score": self.score, "verdict": self.verdict,
                 "windows": len(self.scores), "peak_score": self.peak_score if self.scores else None,
+                "face_px": None if self.face_px is None else round(self.face_px, 1),
                 "peak_time_s": self.peak_time_s, "times_s": [round(t, 3) for t in self.times_s],
                 "scores": [round(s, 4) for s in self.scores]}
 
@@ -80,6 +87,12 @@ class FileAnalysis:
         return any(t.scores for t in self.tracks)
 
     @property
+    def face_px(self) -> float | None:
+        """The median box height (px) of the face whose score is the file's."""
+        track = scoring_track(self.tracks)
+        return None if track is None else track.face_px
+
+    @property
     def verdict(self) -> str:
         if self.score is None:
             return "no-face"
@@ -92,13 +105,19 @@ class FileAnalysis:
                 "tracks": [t.to_json() for t in self.tracks if t.scores]}
 
 
-def file_score(tracks: list[TrackSeries] | tuple[TrackSeries, ...], min_windows: int = 3) -> float | None:
-    """See the module docstring."""
+def scoring_track(tracks: list[TrackSeries] | tuple[TrackSeries, ...], min_windows: int = 3) -> TrackSeries | None:
+    """The face whose score is the file's (see the module docstring)."""
     scored = [t for t in tracks if t.scores]
     if not scored:
         return None
     steady = [t for t in scored if len(t.scores) >= min_windows] or scored
-    return max(t.score for t in steady)  # type: ignore[type-var]
+    return max(steady, key=lambda t: t.score)  # type: ignore[arg-type,return-value]
+
+
+def file_score(tracks: list[TrackSeries] | tuple[TrackSeries, ...], min_windows: int = 3) -> float | None:
+    """See the module docstring."""
+    track = scoring_track(tracks, min_windows)
+    return None if track is None else track.score
 
 
 class _Collector:
@@ -129,6 +148,7 @@ class _Collector:
             series.times_s.append(result.frame.pts_s)
             series.scores.append(face.raw_score)
             series.smoothed.append(face.score if face.score is not None else face.raw_score)
+            series.heights.append(float(face.box[3] - face.box[1]))
             series.verdict = face.verdict.value
             if face.raw_score > series.peak_score:
                 series.peak_score = face.raw_score

@@ -167,3 +167,21 @@ def test_live_alert_summary_counts_files_and_hours() -> None:
     only_reals = {"raise_windows": 3, "clear_windows": 5, **live_alert_summary(files[3:])}
     assert live_alert_text(only_reals) == \
         "1 of 2 real files raised 3 false alert(s) in 60.0 minutes of video (3.0 per hour)"
+
+
+def test_evaluate_reports_by_face_size(manifest: Path, placeholder_model: Path, tmp_path: Path) -> None:
+    out = tmp_path / "report.json"
+    result = run_cli("evaluate", "--manifest", str(manifest), "--json", str(out), "--model", str(placeholder_model))
+    assert result.returncode == 0, result.stderr
+    report = json.loads(out.read_text())
+    files, bands = report["files"], report["by_face_size"]
+    assert all(f["face_px"] > 0 for f in files)
+    for band in bands:  # each file counted once, in the band its face size falls into
+        inside = [f for f in files if band["min_px"] <= f["face_px"] < (band["max_px"] or float("inf"))]
+        assert (band["n_real"], band["n_fake"]) == (sum(f["label"] == "real" for f in inside),
+                                                    sum(f["label"] == "fake" for f in inside)) != (0, 0)
+    assert sum(b["n_real"] + b["n_fake"] for b in bands) == len(files)
+    assert "by face size (median box height of the scored face): " in result.stdout
+    cam_a = next(f for f in files if f["file"].endswith("cam_a_1.mp4"))
+    swap = next(f for f in files if f["file"].endswith("swap_c_3.mp4"))
+    assert cam_a["face_px"] > swap["face_px"]  # a 200 px head has a larger face box than a 180 px one
