@@ -250,6 +250,13 @@ def _fmt_interval(interval: list[float] | None) -> str:
     return "     -     " if interval is None else f"{interval[0]:.2f}-{interval[1]:.2f}"
 
 
+def _face_size_text(band: dict) -> str:
+    """``40-60 px: 3 real / 2 fake, AUC 0.620, accuracy 0.600`` (the last band has no upper edge)."""
+    edges = f"{band['min_px']:g}-{band['max_px']:g}" if band["max_px"] else f"{band['min_px']:g}+"
+    return (f"{edges} px: {band['n_real']} real / {band['n_fake']} fake, AUC {_fmt(band['auc']).strip()}, "
+            f"accuracy {_fmt(band['accuracy']).strip()}")
+
+
 def print_table(report: dict, out: TextIO = sys.stdout) -> None:
     """A per-family table plus the pooled line."""
     ci_head = f"AUC {AUC_INTERVAL_LEVEL:.0%} CI"
@@ -273,13 +280,9 @@ def print_table(report: dict, out: TextIO = sys.stdout) -> None:
               f"{live['clear_windows']} real): {live_alert_text(live)}", file=out)
     for row in report.get("live_alert_thresholds", []):
         print(live_threshold_text(row, report["n_real"], live["real_video_hours"]), file=out)
-    bands = [f"{b['min_px']:g}-{b['max_px']:g} px" if b["max_px"] else f"{b['min_px']:g}+ px" for b in
-             report.get("by_face_size", [])]
-    if bands:
-        print("by face size (median box height of the scored face): " + "; ".join(
-            f"{name}: {b['n_real']} real / {b['n_fake']} fake, AUC {_fmt(b['auc']).strip()}, "
-            f"accuracy {_fmt(b['accuracy']).strip()}"
-            for name, b in zip(bands, report["by_face_size"])), file=out)
+    if report.get("by_face_size"):
+        print("by face size (median box height of the scored face): "
+              + "; ".join(_face_size_text(b) for b in report["by_face_size"]), file=out)
     for entry in report["no_face"]:
         small = entry.get("faces_too_small", 0)
         print(f"no face large enough to judge ({small} below --min-face): {entry['file']}" if small
