@@ -29,6 +29,7 @@ from stream_guard.outputs.events import JsonlEventSink
 from stream_guard.outputs.video_file import VideoFileSink
 from stream_guard.outputs.worker import SinkWorker
 from stream_guard.paths import bundled_model, models_dir
+from stream_guard.service import ServiceHeartbeat
 from stream_guard.sources import DropPolicy, open_source, parse_source
 from stream_guard.sources.capture import CaptureThread, EndOfStream, FrameQueue, SourceEvent
 from stream_guard.sources.probe import check_frame_size
@@ -165,13 +166,19 @@ def build_sinks(config: RunConfig, info: StreamInfo, model: ModelSpec, threshold
 
 
 class Pipeline:
-    """One stream, end to end. ``run()`` blocks until the stream ends or ``stop()``."""
+    """One stream, end to end. ``run()`` blocks until the stream ends or ``stop()``.
+
+    ``service``: tell a service manager (systemd) when the run is ready, how it is doing, and that it
+    is still making progress (its watchdog).
+    """
 
     def __init__(self, config: RunConfig, extra_sinks: Sequence[Sink] = (),
-                 on_result: Callable[[FrameResult], None] | None = None) -> None:
+                 on_result: Callable[[FrameResult], None] | None = None,
+                 service: ServiceHeartbeat | None = None) -> None:
         self.config = config
         self.extra_sinks = list(extra_sinks)
         self.on_result = on_result
+        self.service = service
         self.stop_event = threading.Event()
         self.stats = RunStats()
         self._ended = False
@@ -248,11 +255,15 @@ class Pipeline:
         interrupted = False
         capture.start()
         ahead.start()
+        if self.service is not None:
+            self.service.ready(source_spec.display_name)
         try:
             error = self._analyse(ahead, analyzer, workers)
         except KeyboardInterrupt:
             interrupted = True
         finally:
+            if self.service is not None:
+                self.service.stopping()
             # a requested stop is an interruption even if the capture thread's end-of-stream won the race
             interrupted = interrupted or (error is None and (self._stop_requested or (
                 self.stop_event.is_set() and not self._ended)))
@@ -298,6 +309,8 @@ class Pipeline:
                 self.on_result(result)
             for w in workers:
                 w.submit(result)
+            if self.service is not None:
+                self.service.frame(result)
 
     def _on_source_event(self, event: SourceEvent, analyzer: Analyzer, workers: list[SinkWorker]) -> None:
         record = {"type": "source", "source": event.source, "state": event.state, "wall_time": event.wall_time,
@@ -311,6 +324,8 @@ class Pipeline:
             analyzer.reset(status="source failed")
         for w in workers:
             w.submit(record)
+        if self.service is not None:
+            self.service.source_event(record)
 
     def _summary(self, source: str, capture: CaptureThread, frames: FrameQueue, analyzer: Analyzer,
                  model: ModelSpec, interrupted: bool, error: StreamGuardError | None,
