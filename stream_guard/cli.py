@@ -193,6 +193,14 @@ def _parser() -> argparse.ArgumentParser:
 
     add_bench_parser(sub, common)
     sub.add_parser("doctor", parents=[common], help="report versions, providers, devices and what is missing")
+    unit = sub.add_parser("systemd-unit", parents=[common], help="print a systemd unit that runs this installation",
+                          description="Prints a template unit, stream-guard@.service: instance NAME runs the "
+                                      "options in ARGS_DIR/NAME.args with a watchdog and restarts. Save it as "
+                                      "/etc/systemd/system/stream-guard@.service.")
+    from stream_guard.systemd_unit import DEFAULT_ARGS_DIR
+
+    unit.add_argument("--args-dir", type=Path, default=DEFAULT_ARGS_DIR, metavar="DIR",
+                      help="folder of the instances' options files (default /etc/stream-guard)")
     return parser
 
 
@@ -315,8 +323,10 @@ def _serve_outputs(args: argparse.Namespace) -> dict:
 def _run_with_signals(config, extra_sinks: Sequence = ()):
     """Run a pipeline; SIGINT/SIGTERM ask it to stop cleanly (outputs are finalised)."""
     from stream_guard.pipeline import Pipeline
+    from stream_guard.service import ServiceHeartbeat
 
-    pipeline = Pipeline(config, extra_sinks)
+    service = ServiceHeartbeat.from_environment()  # started by systemd (Type=notify)
+    pipeline = Pipeline(config, extra_sinks, service=service)
     handler: Callable = lambda signum, frame: pipeline.stop()  # noqa: E731
     previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
@@ -324,6 +334,8 @@ def _run_with_signals(config, extra_sinks: Sequence = ()):
     finally:
         for s, h in previous.items():
             signal.signal(s, h)
+        if service is not None:
+            service.close()
 
 
 def _print_summary(summary, stream=sys.stderr) -> None:
@@ -420,8 +432,20 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     return run_doctor(sys.stdout)
 
 
+def cmd_systemd_unit(args: argparse.Namespace) -> int:
+    from stream_guard.systemd_unit import write_unit
+
+    if not args.args_dir.is_absolute():
+        from stream_guard.errors import ConfigError
+
+        raise ConfigError(f"--args-dir {args.args_dir}: must be an absolute path (systemd needs one)")
+    write_unit(sys.stdout, args.args_dir)
+    return EXIT_OK
+
+
 COMMANDS = {"watch": cmd_watch, "demo": cmd_demo, "evaluate": cmd_evaluate, "compare": cmd_compare,
-            "doctor": cmd_doctor, "scan": cmd_scan, "gui": cmd_gui, "bench": cmd_bench}
+            "doctor": cmd_doctor, "scan": cmd_scan, "gui": cmd_gui, "bench": cmd_bench,
+            "systemd-unit": cmd_systemd_unit}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
