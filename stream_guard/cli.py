@@ -96,6 +96,9 @@ def _add_alert_options(p: argparse.ArgumentParser) -> None:
     """Alerts, the virtual camera and the pushed stream (``watch``, ``demo`` and ``gui``)."""
     p.add_argument("--webhook", action="append", default=[], metavar="URL",
                    help="POST each alert as JSON to this http(s) URL (repeatable)")
+    p.add_argument("--mqtt", metavar="URL",
+                   help="publish alerts, a retained state and availability to an MQTT broker: "
+                        "mqtt[s]://[user:password@]host[:port][/topic-prefix] (default prefix stream_guard)")
     _add_alert_rule_options(p)
     p.add_argument("--speak", action="store_true", help="say alerts aloud (espeak-ng or pyttsx3)")
     p.add_argument("--snapshots", type=Path, metavar="DIR",
@@ -280,13 +283,15 @@ def _alert_outputs(args: argparse.Namespace) -> dict:
         if hasattr(args, "alert_raise") else {}
     if not hasattr(args, "webhook"):
         return rule
+    from stream_guard.outputs.mqtt import parse_mqtt_url
     from stream_guard.outputs.webhook import validate_webhook_url
 
     evidence = {**_dependent_options(args, "snapshots", snapshot_keep="--snapshot-keep"),
                 **_dependent_options(args, "clips", clip_pad_s="--clip-pad", clip_keep="--clip-keep")}
     return {**rule, "webhooks": tuple(validate_webhook_url(u) for u in args.webhook),
             "speak": args.speak, "virtual_cam": args.virtual_cam, "snapshots": args.snapshots, "clips": args.clips,
-            "stream_to": None if args.stream_to is None else _stream_url(args.stream_to), **evidence}
+            "stream_to": None if args.stream_to is None else _stream_url(args.stream_to),
+            "mqtt": None if args.mqtt is None else parse_mqtt_url(args.mqtt), **evidence}
 
 
 def _stream_url(url: str) -> str:

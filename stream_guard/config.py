@@ -9,6 +9,7 @@ from stream_guard.faces.tracker import TrackerOptions
 from stream_guard.model.smoothing import SmoothingOptions
 from stream_guard.outputs.alerts import AlertOptions
 from stream_guard.outputs.http.options import ServeOptions
+from stream_guard.outputs.mqtt import MqttTarget
 from stream_guard.sources.capture import ReconnectPolicy
 from stream_guard.sources.probe import DEFAULT_MAX_MEGAPIXELS
 
@@ -62,6 +63,7 @@ class OutputOptions:
     virtual_cam: bool = False  # send the annotated video to a virtual camera (pyvirtualcam)
     stream_to: str | None = None  # push the annotated video to this rtmp(s)/rtsp/udp URL
     serve: ServeOptions | None = None  # --serve: the HTTP live view (dashboard, overlay, metrics)
+    mqtt: MqttTarget | None = None  # --mqtt: alerts, state and availability on an MQTT broker
 
 
 @dataclass(frozen=True, slots=True)

@@ -148,6 +148,10 @@ def build_sinks(config: RunConfig, info: StreamInfo, model: ModelSpec, threshold
         from stream_guard.outputs.alert_clips import ClipSink
 
         sinks.append(ClipSink(out.clips, out.alerts, pad_s=out.clip_pad_s, keep=out.clip_keep))
+    if out.mqtt is not None:
+        from stream_guard.outputs.mqtt import MqttSink
+
+        sinks.append(MqttSink(out.mqtt, out.alerts))
     if out.virtual_cam:
         from stream_guard.outputs.virtual_camera import VirtualCameraSink
 

@@ -26,6 +26,19 @@ def placeholder_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def always_fake_model(tmp_path_factory: pytest.TempPathFactory):
+    """The placeholder network with its calibration set to a = 0, b = 6: every window scores
+    sigmoid(6) = 0.998, so every face turns fake after the smoother's first windows."""
+    import dataclasses
+
+    from tools.placeholder_model import write_placeholder_model
+
+    spec = write_placeholder_model(tmp_path_factory.mktemp("fake_model"))
+    dataclasses.replace(spec, calibration_a=0.0, calibration_b=6.0).save()
+    return spec.folder
+
+
+@pytest.fixture(scope="session")
 def two_faces_clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("clips") / "two_faces.mp4"
     return make_test_clip(path, seconds=3.0, width=640, height=360, fps=30, draw=two_faces_passing(n_frames=90))

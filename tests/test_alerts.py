@@ -325,19 +325,6 @@ def test_cli_rejects_a_bad_webhook_in_one_line(tmp_path) -> None:
     assert res.returncode == 2 and "--alert-raise" in res.stderr and "Traceback" not in res.stderr
 
 
-@pytest.fixture(scope="module")
-def always_fake_model(tmp_path_factory: pytest.TempPathFactory):
-    """The placeholder network with its calibration set to a = 0, b = 6: every window scores
-    sigmoid(6) = 0.998, so every face turns fake after the smoother's first windows."""
-    import dataclasses
-
-    from tools.placeholder_model import write_placeholder_model
-
-    spec = write_placeholder_model(tmp_path_factory.mktemp("fake_model"))
-    dataclasses.replace(spec, calibration_a=0.0, calibration_b=6.0).save()
-    return spec.folder
-
-
 def test_pipeline_alerts_each_fake_face_once_end_to_end(receiver_factory, two_faces_clip, always_fake_model,
                                                         tmp_path) -> None:
     from stream_guard.config import (

@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-APT_PACKAGES=(xvfb x11-utils espeak-ng chromium systemd)  # systemd: systemd-analyze checks the unit
+APT_PACKAGES=(xvfb x11-utils espeak-ng chromium systemd mosquitto)  # systemd-analyze checks the unit; a real MQTT broker
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do
   dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")
