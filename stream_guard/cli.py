@@ -95,7 +95,8 @@ def _add_alert_rule_options(p: argparse.ArgumentParser) -> None:
 def _add_alert_options(p: argparse.ArgumentParser) -> None:
     """Alerts, the virtual camera and the pushed stream (``watch``, ``demo`` and ``gui``)."""
     p.add_argument("--webhook", action="append", default=[], metavar="URL",
-                   help="POST each alert as JSON to this http(s) URL (repeatable)")
+                   help="POST each alert to this http(s) URL (repeatable): JSON, or a chat message for Slack, "
+                        "Google Chat, Discord and ntfy.sh URLs; [FORMAT=]URL picks json, slack, discord or text")
     p.add_argument("--mqtt", metavar="URL",
                    help="publish alerts, a retained state and availability to an MQTT broker: "
                         "mqtt[s]://[user:password@]host[:port][/topic-prefix] (default prefix stream_guard)")
@@ -284,11 +285,14 @@ def _alert_outputs(args: argparse.Namespace) -> dict:
     if not hasattr(args, "webhook"):
         return rule
     from stream_guard.outputs.mqtt import parse_mqtt_url
-    from stream_guard.outputs.webhook import validate_webhook_url
+    from stream_guard.outputs.webhook import parse_webhook
 
     evidence = {**_dependent_options(args, "snapshots", snapshot_keep="--snapshot-keep"),
                 **_dependent_options(args, "clips", clip_pad_s="--clip-pad", clip_keep="--clip-keep")}
-    return {**rule, "webhooks": tuple(validate_webhook_url(u) for u in args.webhook),
+    webhooks = tuple(args.webhook)
+    for spec in webhooks:
+        parse_webhook(spec)  # a mistake stops the run at start-up, in one line
+    return {**rule, "webhooks": webhooks,
             "speak": args.speak, "virtual_cam": args.virtual_cam, "snapshots": args.snapshots, "clips": args.clips,
             "stream_to": None if args.stream_to is None else _stream_url(args.stream_to),
             "mqtt": None if args.mqtt is None else parse_mqtt_url(args.mqtt), **evidence}

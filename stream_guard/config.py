@@ -52,7 +52,7 @@ class OutputOptions:
     out_keep: int | None = None  # keep the newest N segment files (None: all)
     events_path: Path | None = None
     show: bool = False
-    webhooks: tuple[str, ...] = ()  # http(s) URLs that get each alert as a JSON POST
+    webhooks: tuple[str, ...] = ()  # --webhook [FORMAT=]URL: each gets every alert as a POST
     alerts: AlertOptions = field(default_factory=AlertOptions)  # when alerts are raised/cleared
     speak: bool = False  # say alerts aloud (espeak-ng or pyttsx3)
     snapshots: Path | None = None  # save the frame and the face of each raised alert here

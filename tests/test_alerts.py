@@ -4,6 +4,7 @@ from __future__ import annotations
 import io
 import json
 import logging
+import re
 import socket
 import threading
 import time
@@ -30,9 +31,11 @@ from stream_guard.outputs.events import JsonlEventSink
 from stream_guard.outputs.webhook import (
     DeliveryOptions,
     WebhookSink,
+    parse_webhook,
     redact,
     validate_webhook_url,
 )
+from stream_guard.outputs.webhook_formats import detect_format
 from tests.conftest import run_cli
 from tests.support.alert_frames import (
     INFO,
@@ -154,7 +157,8 @@ class Receiver:
 
     def __init__(self, statuses: list[int] | None = None) -> None:
         self.statuses = list(statuses or [])
-        self.bodies: list[dict] = []
+        self.bodies: list[dict] = []  # the JSON ones
+        self.raw: list[tuple[str, bytes]] = []  # (content type, body) of every delivered request
         self.requests = 0
         self.gets = 0  # a redirected POST that a client turned into a GET
         self.changed = threading.Condition()
@@ -167,7 +171,9 @@ class Receiver:
                     receiver.requests += 1
                     status = receiver.statuses.pop(0) if receiver.statuses else 200
                     if status == 200:
-                        receiver.bodies.append(json.loads(body))
+                        receiver.raw.append((self.headers["Content-Type"], body))
+                        if self.headers["Content-Type"] == "application/json":
+                            receiver.bodies.append(json.loads(body))
                     receiver.changed.notify_all()
                 self.send_response(status)
                 if 300 <= status < 400:
@@ -316,11 +322,53 @@ def test_webhook_urls_are_validated_at_start_up() -> None:
     assert redact("https://user:pw@hooks.example.com:8443/services/T0/B0/secret") == "https://hooks.example.com:8443/..."
 
 
+def test_chat_formats_are_delivered_as_each_service_wants(receiver_factory) -> None:
+    """Slack (and Google Chat) take {"text": ...}, Discord {"content": ...}, ntfy plain text; a person reads them."""
+    slack, discord, text, plain = (receiver_factory() for _ in range(4))
+    sink = WebhookSink([f"slack={slack.url}", f"discord={discord.url}", f"text={text.url}", plain.url],
+                       AlertOptions(raise_windows=3, clear_windows=5), FAST)
+    sink.open(INFO)
+    try:
+        for r in verdict_sequence(NOISY_FAKE_THEN_REAL):
+            sink.write(r)
+    finally:
+        sink.close()
+    raised, cleared = [json.loads(body)["text"] for _, body in slack.raw]
+    assert re.fullmatch(r"stream_guard: face 3 looks fake \(score 0\.\d\d\) in test-stream at \d+\.\d s", raised)
+    assert re.fullmatch(r"stream_guard: face 3 alert cleared, it looks real again \(in test-stream at \d+\.\d s\)",
+                        cleared)
+    assert [ct for ct, _ in slack.raw + discord.raw] == ["application/json"] * 4
+    assert [json.loads(body) for _, body in discord.raw] == [{"content": raised}, {"content": cleared}]
+    assert text.raw == [("text/plain; charset=utf-8", raised.encode()), ("text/plain; charset=utf-8", cleared.encode())]
+    assert [b["alert"] for b in plain.bodies] == ["fake", "cleared"]  # a URL of no known service: the JSON
+
+
+def test_webhook_formats_follow_the_url_unless_given() -> None:
+    assert detect_format("https://hooks.slack.com/services/T0/B0/x") == "slack"
+    assert detect_format("https://chat.googleapis.com/v1/spaces/A/messages?key=k&token=t") == "slack"
+    assert detect_format("https://discord.com/api/webhooks/1/abc") == "discord"
+    assert detect_format("https://discord.com/channels/1/2") == "json"
+    assert detect_format("https://ntfy.sh/my-door-alerts") == "text"
+    assert detect_format("https://hooks.example.com/sg?token=a=b") == "json"
+    assert parse_webhook("https://hooks.example.com/x?token=a=b").format == "json"  # '=' in a URL is no prefix
+    target = parse_webhook("slack=https://chat.example.com/hooks/abc")  # Mattermost takes Slack's payload
+    assert (target.url, target.format) == ("https://chat.example.com/hooks/abc", "slack")
+    assert parse_webhook("json=https://hooks.slack.com/services/x").format == "json"
+    with pytest.raises(ConfigError, match=r"unknown format 'teams' \(choose from json, slack, discord, text\)"):
+        parse_webhook("teams=https://example.com/hook")
+    with pytest.raises(ConfigError, match="only http"):
+        parse_webhook("slack=ftp://example.com/hook")
+
+
 def test_cli_rejects_a_bad_webhook_in_one_line(tmp_path) -> None:
     res = run_cli("watch", "demo", "--webhook", "ftp://example.com/hook", "--max-frames", "1")
     assert res.returncode == 2
     assert res.stderr_lines == ["stream-guard: error: --webhook ftp://example.com/...: "
                                 "only http:// and https:// URLs are supported"]
+    res = run_cli("watch", "demo", "--webhook", "teams=https://example.com/hook", "--max-frames", "1")
+    assert res.returncode == 2
+    assert res.stderr_lines == ["stream-guard: error: --webhook teams=...: unknown format 'teams' "
+                                "(choose from json, slack, discord, text)"]
     res = run_cli("watch", "demo", "--alert-raise", "0")
     assert res.returncode == 2 and "--alert-raise" in res.stderr and "Traceback" not in res.stderr
 

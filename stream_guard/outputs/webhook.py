@@ -12,10 +12,10 @@ alert should only ever reach the URL the user gave.
 """
 from __future__ import annotations
 
-import json
 import logging
 import queue
 import random
+import re
 import threading
 import urllib.error
 import urllib.parse
@@ -27,11 +27,13 @@ from urllib.parse import urlsplit
 from stream_guard import __version__
 from stream_guard.errors import ConfigError
 from stream_guard.outputs.alerts import Alert, AlertOptions, AlertSink
+from stream_guard.outputs.webhook_formats import FORMATS, WebhookTarget, detect_format, render
 from stream_guard.types import StreamInfo
 
 log = logging.getLogger(__name__)
 _STOP = object()
 RETRY_STATUS = frozenset({408, 425, 429, 500, 502, 503, 504})
+_FORMAT_PREFIX = re.compile(r"([a-z]+)=(.*)", re.DOTALL)  # FORMAT=URL: a URL never starts so
 
 
 class _RefuseRedirects(urllib.request.HTTPRedirectHandler):
@@ -54,6 +56,18 @@ def validate_webhook_url(url: str) -> str:
     if not host:
         raise ConfigError(f"--webhook {redact(url)}: the URL has no host")
     return url
+
+
+def parse_webhook(spec: str) -> WebhookTarget:
+    """``--webhook [FORMAT=]URL``: FORMAT is json, slack, discord or text; without it the URL decides
+    (Slack, Google Chat and Discord webhooks get a chat message, ntfy.sh plain text, others JSON)."""
+    match = _FORMAT_PREFIX.fullmatch(spec)
+    if match is None:
+        return WebhookTarget(validate_webhook_url(spec), detect_format(spec))
+    fmt, url = match.groups()
+    if fmt not in FORMATS:
+        raise ConfigError(f"--webhook {fmt}=...: unknown format '{fmt}' (choose from {', '.join(FORMATS)})")
+    return WebhookTarget(validate_webhook_url(url), fmt)
 
 
 def redact(url: str) -> str:
@@ -82,11 +96,12 @@ class DeliveryOptions:
 
 
 class WebhookSender(threading.Thread):
-    """Delivers queued payloads to one URL on its own thread."""
+    """Delivers queued alerts to one URL, in its format, on its own thread."""
 
-    def __init__(self, url: str, options: DeliveryOptions = DeliveryOptions()) -> None:
-        super().__init__(name=f"webhook-{redact(url)}", daemon=True)
-        self.url = url
+    def __init__(self, target: WebhookTarget, options: DeliveryOptions = DeliveryOptions()) -> None:
+        super().__init__(name=f"webhook-{redact(target.url)}", daemon=True)
+        self.url = target.url
+        self.format = target.format
         self.options = options
         self._q: queue.Queue[Any] = queue.Queue(maxsize=options.queue_size)
         self._abort = threading.Event()
@@ -96,10 +111,10 @@ class WebhookSender(threading.Thread):
         self.failed = 0
         self.dropped = 0
 
-    def submit(self, payload: dict[str, Any]) -> bool:
-        """Queue one payload; never blocks. False (and counted) when the queue is full."""
+    def submit(self, alert: Alert) -> bool:
+        """Queue one alert; never blocks. False (and counted) when the queue is full."""
         try:
-            self._q.put_nowait(payload)
+            self._q.put_nowait(alert)
             return True
         except queue.Full:
             self.dropped += 1
@@ -153,10 +168,10 @@ class WebhookSender(threading.Thread):
             if item is not _STOP:
                 self.failed += 1
 
-    def _deliver(self, payload: dict[str, Any]) -> bool:
-        body = json.dumps(payload, separators=(",", ":")).encode()
+    def _deliver(self, alert: Alert) -> bool:
+        body, content_type = render(alert, self.format)
         for attempt in range(1, self.options.tries + 1):
-            retry, detail = self._post(body)
+            retry, detail = self._post(body, content_type)
             if detail is None:
                 return True
             if not retry or attempt == self.options.tries:
@@ -168,10 +183,10 @@ class WebhookSender(threading.Thread):
                 return False
         return False
 
-    def _post(self, body: bytes) -> tuple[bool, str | None]:
+    def _post(self, body: bytes, content_type: str) -> tuple[bool, str | None]:
         """One POST. Returns (worth retrying, error detail or None on success)."""
         request = urllib.request.Request(self.url, data=body, method="POST", headers={
-            "Content-Type": "application/json", "User-Agent": f"stream-guard/{__version__}"})
+            "Content-Type": content_type, "User-Agent": f"stream-guard/{__version__}"})
         try:
             with self._opener.open(request, timeout=self.options.timeout_s) as response:
                 response.read(65536)
@@ -188,26 +203,25 @@ class WebhookSender(threading.Thread):
 
 
 class WebhookSink(AlertSink):
-    """Sends every alert to each URL (see the README for the payload schema)."""
+    """Sends every alert to each ``--webhook`` (``[FORMAT=]URL``; see the README for the payloads)."""
 
     name = "webhook"
 
-    def __init__(self, urls: tuple[str, ...] | list[str], alerts: AlertOptions = AlertOptions(),
+    def __init__(self, webhooks: tuple[str, ...] | list[str], alerts: AlertOptions = AlertOptions(),
                  delivery: DeliveryOptions = DeliveryOptions()) -> None:
         super().__init__(alerts)
-        self.urls = tuple(validate_webhook_url(u) for u in urls)
+        self.targets = tuple(parse_webhook(w) for w in webhooks)
         self.delivery = delivery
         self.senders: list[WebhookSender] = []
 
     def open(self, info: StreamInfo) -> None:
-        self.senders = [WebhookSender(u, self.delivery) for u in self.urls]
+        self.senders = [WebhookSender(t, self.delivery) for t in self.targets]
         for s in self.senders:
             s.start()
 
     def on_alert(self, alert: Alert) -> None:
-        payload = alert.to_json()
         for s in self.senders:
-            s.submit(payload)
+            s.submit(alert)
 
     def close(self) -> None:
         for s in self.senders:
