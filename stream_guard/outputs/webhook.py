@@ -1,4 +1,4 @@
-"""Webhook output: POST each alert as JSON to one or more URLs.
+"""Webhook output: POST each alert (JSON, or a chat message: see ``webhook_formats``) to one or more URLs.
 
 The sink's ``write`` only runs the alert state machine and queues the payload; a sender
 thread per URL delivers it with a timeout and retries (exponential back-off with jitter).
