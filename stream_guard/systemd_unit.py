@@ -11,6 +11,7 @@ DEFAULT_ARGS_DIR = Path("/etc/stream-guard")
 
 UNIT_TEMPLATE = """\
 # stream_guard as a systemd service, one instance per camera or stream (written by `stream-guard systemd-unit`).
+# Needs systemd 248 or newer (%d, the credentials folder).
 #   {args_dir}/NAME.args   the options of one run, as for `stream-guard @FILE`, e.g.
 #                          watch rtsp://user:pass@camera.local/stream --clips clips --serve 8080
 #   systemctl daemon-reload && systemctl enable --now stream-guard@NAME
