@@ -97,11 +97,14 @@ def unreadable_by_others(path: Path) -> Path | None:
     return None
 
 
-def write_unit(out: TextIO, args_dir: Path = DEFAULT_ARGS_DIR, warn: TextIO = sys.stderr) -> None:
-    """Write the unit for the Python running this command (its virtual environment, if any)."""
-    python = Path(sys.executable)
+def write_unit(out: TextIO, args_dir: Path = DEFAULT_ARGS_DIR, warn: TextIO = sys.stderr,
+               python: Path = Path(sys.executable)) -> None:
+    """Write the unit for ``python``: by default the one running this command (its virtual environment, if any)."""
     out.write(unit_text(python, args_dir))
     blocked = unreadable_by_others(python)
     if blocked is not None:
+        target = python.resolve()
+        runs = python if blocked in python.absolute().parents else f"{python} (a link to {target})"
         print(f"stream-guard: warning: {blocked} is closed to other users, so the service's own user cannot "
-              f"run {python}: install stream_guard somewhere readable, such as /opt/stream-guard", file=warn)
+              f"run {runs}: install stream_guard and its Python somewhere readable, such as /opt/stream-guard",
+              file=warn)

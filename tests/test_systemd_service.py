@@ -2,6 +2,7 @@
 progress (through a camera outage, not through a blocked output), and a unit file systemd accepts."""
 from __future__ import annotations
 
+import io
 import os
 import shutil
 import signal
@@ -19,7 +20,7 @@ import pytest
 from stream_guard.config import ModelOptions, RunConfig, SourceOptions
 from stream_guard.pipeline import Pipeline
 from stream_guard.service import ServiceHeartbeat, SystemdNotifier, watchdog_timeout_s
-from stream_guard.systemd_unit import unit_text, unreadable_by_others
+from stream_guard.systemd_unit import unit_text, unreadable_by_others, write_unit
 from stream_guard.types import FrameResult, StreamInfo
 from tests.conftest import REPO, run_cli
 from tests.support.faces import two_faces_passing
@@ -306,5 +307,31 @@ def test_installation_closed_to_other_users_is_named() -> None:
         assert unreadable_by_others(python) == closed
         closed.chmod(0o755)
         assert unreadable_by_others(python) is None
+    finally:
+        shutil.rmtree(top, ignore_errors=True)
+
+
+def test_a_venv_whose_python_links_into_a_closed_folder_is_warned_about() -> None:
+    """A venv in /opt is readable, but its python may link into /root (pyenv): the warning names the link."""
+    top = Path(tempfile.mkdtemp(prefix="sg-unit-", dir="/tmp"))
+    real = top / "home" / "pyenv" / "python3.11"
+    venv_python = top / "opt" / "venv" / "bin" / "python3"
+    real.parent.mkdir(parents=True)
+    real.touch()
+    venv_python.parent.mkdir(parents=True)
+    venv_python.symlink_to(real)
+    top.chmod(0o755)
+    (top / "home").chmod(0o700)
+    try:
+        out, warn = io.StringIO(), io.StringIO()
+        write_unit(out, python=venv_python, warn=warn)
+        assert f"ExecStart={venv_python} -m stream_guard" in out.getvalue()
+        assert warn.getvalue() == (f"stream-guard: warning: {top / 'home'} is closed to other users, so the "
+                                   f"service's own user cannot run {venv_python} (a link to {real}): install "
+                                   f"stream_guard and its Python somewhere readable, such as /opt/stream-guard\n")
+        (top / "home").chmod(0o755)
+        warn = io.StringIO()
+        write_unit(io.StringIO(), python=venv_python, warn=warn)
+        assert warn.getvalue() == ""
     finally:
         shutil.rmtree(top, ignore_errors=True)
