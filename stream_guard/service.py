@@ -11,7 +11,7 @@ import socket
 import time
 from typing import Any, Callable, Mapping
 
-from stream_guard.outputs.http.state import redact_text
+from stream_guard.sources.spec import redact_text
 from stream_guard.types import FrameResult, Verdict
 
 log = logging.getLogger(__name__)

@@ -23,6 +23,7 @@ from urllib.parse import unquote, urlsplit
 
 from stream_guard.errors import ConfigError, OutputError
 from stream_guard.outputs.alerts import RAISED, Alert, AlertOptions, AlertSink
+from stream_guard.sources.spec import redact_text
 from stream_guard.types import StreamInfo
 
 log = logging.getLogger(__name__)
@@ -100,8 +101,6 @@ class MqttSink(AlertSink):
     def open(self, info: StreamInfo) -> None:
         import paho.mqtt.client as mqtt
         from paho.mqtt.enums import CallbackAPIVersion
-
-        from stream_guard.outputs.http.state import redact_text
 
         self._source = redact_text(info.source_id)
         client = mqtt.Client(CallbackAPIVersion.VERSION2)

@@ -60,6 +60,15 @@ def redact_url(url: str) -> str:
     return _USERINFO.sub(r"\1***@", url, count=1)
 
 
+# scheme://USERINFO@ anywhere in a text (an error message can quote a URL)
+_URL_USERINFO = re.compile(r"([a-zA-Z][a-zA-Z0-9+.-]*://)[^/\s?#@]*@")
+
+
+def redact_text(text: str) -> str:
+    """Mask the user and password of every ``scheme://user:pass@host`` in ``text``."""
+    return _URL_USERINFO.sub(r"\1***@", text)
+
+
 def _webcam_spec(device: str, platform: str) -> SourceSpec:
     if platform.startswith("linux"):
         path = device if device.startswith("/dev/") else f"/dev/video{device}"

@@ -1,27 +1,18 @@
 """What the live view knows about the run, written by the sink thread, read by the server."""
 from __future__ import annotations
 
-import re
 import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
+from stream_guard.sources.spec import redact_text
 from stream_guard.types import FrameResult, StreamInfo
 
 HISTORY_S = 60.0  # score history kept per face (the dashboard's chart)
 FORGET_S = 60.0  # a face not seen for this long is forgotten
 LOG_SIZE = 200  # verdict records kept for pages that connect later
-
-# scheme://USERINFO@ anywhere in a text (an error message can quote a URL)
-_URL_USERINFO = re.compile(r"([a-zA-Z][a-zA-Z0-9+.-]*://)[^/\s?#@]*@")
-
-
-def redact_text(text: str) -> str:
-    """Mask the user and password of every ``scheme://user:pass@host`` in ``text``."""
-    return _URL_USERINFO.sub(r"\1***@", text)
-
 
 def redact_record(record: dict[str, Any]) -> dict[str, Any]:
     """A copy of an event record whose top-level texts carry no URL credentials."""
