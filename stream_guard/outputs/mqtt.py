@@ -123,6 +123,7 @@ class MqttSink(AlertSink):
         if not self._answered.wait(FIRST_CONNECT_WAIT_S):
             log.warning("MQTT broker %s is not answering yet; alerts wait for it (retrying in the background)",
                         self.target.display)
+        self._answered.set()  # from now on a refusal is logged and retried, not fatal
         if self._refused is not None:
             client.loop_stop()
             raise OutputError(f"--mqtt {self.target.display}: the broker refused the connection ({self._refused})")
@@ -145,10 +146,10 @@ class MqttSink(AlertSink):
             self._publish_state()
 
     def close(self) -> None:
-        client, self._client = self._client, None
+        client = self._client
         if client is None:
             return
-        self._publish_state(client)
+        self._publish_state()
         last = client.publish(self.target.topic("availability"), "offline", qos=1, retain=True)
         if self._connected:
             try:
@@ -157,6 +158,7 @@ class MqttSink(AlertSink):
                 pass  # the connection went while waiting: the broker's last will says the same
         client.disconnect()
         client.loop_stop()
+        self._client = None
 
     def state(self) -> dict[str, Any]:
         """The retained ``PREFIX/state`` payload."""
@@ -166,14 +168,13 @@ class MqttSink(AlertSink):
             return {"fake": bool(open_alerts), "open_alerts": open_alerts, "source": self._source,
                     "source_state": self._source_state, "wall_time": time.time()}
 
-    def _publish_state(self, client: Any = None) -> None:
-        self._publish("state", json.dumps(self.state()), retain=True, client=client)
+    def _publish_state(self) -> None:
+        self._publish("state", json.dumps(self.state()), retain=True)
 
-    def _publish(self, name: str, payload: str, retain: bool, client: Any = None) -> None:
-        client = client or self._client
-        if client is None:
+    def _publish(self, name: str, payload: str, retain: bool) -> None:
+        if self._client is None:
             return
-        info = client.publish(self.target.topic(name), payload, qos=1, retain=retain)
+        info = self._client.publish(self.target.topic(name), payload, qos=1, retain=retain)
         if info.rc not in (0, 4):  # 4: not connected now, queued until the broker is back
             self.dropped += 1
             if self.dropped == 1 or self.dropped % 100 == 0:
@@ -182,7 +183,7 @@ class MqttSink(AlertSink):
     # paho's network thread
     def _on_connect(self, client: Any, userdata: Any, flags: Any, reason: Any, properties: Any) -> None:
         if reason.is_failure:
-            if str(reason) in REFUSED_FOR_GOOD and not self._answered.is_set():
+            if str(reason) in REFUSED_FOR_GOOD and not self._answered.is_set():  # open() is still waiting
                 self._refused = str(reason)
             else:
                 log.warning("MQTT broker %s refused the connection: %s", self.target.display, reason)
