@@ -100,6 +100,8 @@ def _add_alert_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--mqtt", metavar="URL",
                    help="publish alerts, a retained state and availability to an MQTT broker: "
                         "mqtt[s]://[user:password@]host[:port][/topic-prefix] (default prefix stream_guard)")
+    p.add_argument("--mqtt-discovery", action="store_true", default=None,
+                   help="with --mqtt: announce a 'Deepfake on screen' sensor to Home Assistant (MQTT discovery)")
     _add_alert_rule_options(p)
     p.add_argument("--speak", action="store_true", help="say alerts aloud (espeak-ng or pyttsx3)")
     p.add_argument("--snapshots", type=Path, metavar="DIR",
@@ -295,7 +297,8 @@ def _alert_outputs(args: argparse.Namespace) -> dict:
     return {**rule, "webhooks": webhooks,
             "speak": args.speak, "virtual_cam": args.virtual_cam, "snapshots": args.snapshots, "clips": args.clips,
             "stream_to": None if args.stream_to is None else _stream_url(args.stream_to),
-            "mqtt": None if args.mqtt is None else parse_mqtt_url(args.mqtt), **evidence}
+            "mqtt": None if args.mqtt is None else parse_mqtt_url(args.mqtt), **evidence,
+            **_dependent_options(args, "mqtt", mqtt_discovery="--mqtt-discovery")}
 
 
 def _stream_url(url: str) -> str:

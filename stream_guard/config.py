@@ -64,6 +64,7 @@ class OutputOptions:
     stream_to: str | None = None  # push the annotated video to this rtmp(s)/rtsp/udp URL
     serve: ServeOptions | None = None  # --serve: the HTTP live view (dashboard, overlay, metrics)
     mqtt: MqttTarget | None = None  # --mqtt: alerts, state and availability on an MQTT broker
+    mqtt_discovery: bool = False  # --mqtt-discovery: announce a binary sensor to Home Assistant
 
 
 @dataclass(frozen=True, slots=True)

@@ -151,7 +151,7 @@ def build_sinks(config: RunConfig, info: StreamInfo, model: ModelSpec, threshold
     if out.mqtt is not None:
         from stream_guard.outputs.mqtt import MqttSink
 
-        sinks.append(MqttSink(out.mqtt, out.alerts))
+        sinks.append(MqttSink(out.mqtt, out.alerts, discovery=out.mqtt_discovery))
     if out.virtual_cam:
         from stream_guard.outputs.virtual_camera import VirtualCameraSink
 

@@ -77,6 +77,38 @@ def test_alerts_state_and_availability_end_to_end(two_faces_clip: Path, always_f
     assert json.loads(retained["sg/door/state"][0])["fake"] is False and retained["sg/door/state"][1] is True
 
 
+def test_home_assistant_discovery_announces_a_sensor_that_reads_the_state(two_faces_clip: Path,
+                                                                           always_fake_model: Path) -> None:
+    """``--mqtt-discovery``: a retained Home Assistant config for a binary sensor whose topics and template
+    fit what the run publishes: rendered on the states it sent, it reads ON while a fake face is on screen."""
+    jinja2 = pytest.importorskip("jinja2")
+    with MosquittoBroker() as broker:
+        ha = Subscriber(broker, "homeassistant")
+        sub = Subscriber(broker, "home/door cam")
+        proc = _watch(two_faces_clip, always_fake_model, "--mqtt", f"{broker.url}/home/door%20cam", "--mqtt-discovery")
+        _, stderr = proc.communicate(timeout=180)
+        assert proc.returncode == 0, stderr
+        sub.wait_for(lambda: sub.on("home/door cam/availability")[-1:] == ["offline"], "the run's end")
+        ha.wait_for(lambda: len(ha.messages) >= 1, "the discovery message")
+        (_, topic, payload, _), = ha.messages
+        ha.close()
+        sub.close()
+    assert topic == "homeassistant/binary_sensor/stream_guard_home_door_cam/fake/config"
+    config = json.loads(payload)
+    assert config["state_topic"] == config["json_attributes_topic"] == "home/door cam/state"
+    assert config["availability_topic"] == "home/door cam/availability"
+    assert (config["payload_available"], config["payload_not_available"]) == ("online", "offline")
+    assert config["unique_id"] == "stream_guard_home_door_cam_fake"
+    template = jinja2.Template(config["value_template"])
+    readings = [template.render(value_json=state) for state in sub.json_on("home/door cam/state")]
+    assert readings[0] == "OFF" and "ON" in readings and readings[-1] == "OFF"
+
+
+def test_discovery_needs_mqtt() -> None:
+    result = run_cli("watch", "demo", "--mqtt-discovery", "--max-frames", "1")
+    assert result.returncode == 2 and result.stderr_lines == ["stream-guard: error: --mqtt-discovery needs --mqtt"]
+
+
 def test_a_killed_run_is_announced_offline_by_the_broker(long_clip: Path, placeholder_model: Path) -> None:
     """SIGKILL leaves no chance to say goodbye: the broker publishes the run's last will."""
     with MosquittoBroker() as broker:

@@ -7,6 +7,8 @@ prefix (default ``stream_guard``):
   broker publishes ``offline`` itself (the last will) if the run dies or loses its connection.
 - ``PREFIX/alert``: each alert raised or cleared, the webhook's JSON payload, QoS 1.
 - ``PREFIX/state``: retained JSON: whether a fake face is on screen now, its open alerts, the source's state.
+- with ``--mqtt-discovery``, ``homeassistant/binary_sensor/NODE/fake/config``: Home Assistant's MQTT discovery
+  message, so a "Deepfake on screen" sensor appears there without configuration.
 
 The network runs on paho-mqtt's own thread, which reconnects with back-off; messages published while the
 broker is away wait in a bounded queue (QoS 1), so a broker that goes down never slows the pipeline.
@@ -15,12 +17,14 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import threading
 import time
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
+from stream_guard import __version__
 from stream_guard.errors import ConfigError, OutputError
 from stream_guard.outputs.alerts import RAISED, Alert, AlertOptions, AlertSink
 from stream_guard.sources.spec import redact_text
@@ -34,6 +38,7 @@ KEEPALIVE_S = 30
 FIRST_CONNECT_WAIT_S = 3.0  # at start, how long to wait for the broker's answer before going on without it
 QUEUE_LIMIT = 1000  # messages kept while the broker is away
 CLOSE_WAIT_S = 2.0  # at the end, how long to wait for the last messages to reach the broker
+DISCOVERY_PREFIX = "homeassistant"  # Home Assistant's default discovery prefix
 REFUSED_FOR_GOOD = ("Bad user name or password", "Not authorized", "Client identifier not valid",
                     "Unsupported protocol version")
 
@@ -56,6 +61,26 @@ class MqttTarget:
 
     def topic(self, name: str) -> str:
         return f"{self.prefix}/{name}"
+
+    @property
+    def node_id(self) -> str:
+        """This monitor's id in Home Assistant: the prefix with anything but letters and digits as '_'."""
+        return "stream_guard_" + re.sub(r"[^A-Za-z0-9]+", "_", self.prefix).strip("_").lower()
+
+
+def discovery_message(target: MqttTarget) -> tuple[str, str]:
+    """Home Assistant's MQTT discovery topic and config for a binary sensor "Deepfake on screen"."""
+    node = target.node_id
+    config = {
+        "name": "Deepfake on screen", "unique_id": f"{node}_fake", "object_id": f"{node}_fake",
+        "state_topic": target.topic("state"), "value_template": "{{ 'ON' if value_json.fake else 'OFF' }}",
+        "json_attributes_topic": target.topic("state"),
+        "availability_topic": target.topic("availability"),
+        "payload_available": "online", "payload_not_available": "offline",
+        "device": {"identifiers": [node], "name": f"stream_guard {target.prefix}", "manufacturer": "stream_guard",
+                   "model": "live deepfake monitor", "sw_version": __version__},
+    }
+    return f"{DISCOVERY_PREFIX}/binary_sensor/{node}/fake/config", json.dumps(config)
 
 
 def parse_mqtt_url(url: str) -> MqttTarget:
@@ -85,9 +110,10 @@ class MqttSink(AlertSink):
 
     name = "mqtt"
 
-    def __init__(self, target: MqttTarget, alerts: AlertOptions) -> None:
+    def __init__(self, target: MqttTarget, alerts: AlertOptions, discovery: bool = False) -> None:
         super().__init__(alerts)
         self.target = target
+        self.discovery = discovery
         self.dropped = 0
         self._client: Any = None
         self._answered = threading.Event()
@@ -192,6 +218,8 @@ class MqttSink(AlertSink):
         self._connected = True
         self._answered.set()
         log.info("MQTT broker %s: connected", self.target.display)
+        if self.discovery:  # before the state, so Home Assistant knows the sensor when its state arrives
+            client.publish(*discovery_message(self.target), qos=1, retain=True)
         client.publish(self.target.topic("availability"), "online", qos=1, retain=True)
         client.publish(self.target.topic("state"), json.dumps(self.state()), qos=1, retain=True)
 
