@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import errno
+import logging
 import os
 import socket
 import time
@@ -11,9 +12,12 @@ from urllib.parse import urlsplit
 import av
 
 from stream_guard.errors import NotAVideoError, SourceError, SourceNotFoundError, SourceUnreachableError
+from stream_guard.sources.orientation import UPRIGHT, Orientation, frame_orientation
 from stream_guard.sources.probe import iso_truncation
 from stream_guard.sources.spec import SourceSpec
 from stream_guard.types import Frame, StreamInfo
+
+log = logging.getLogger(__name__)
 
 # (open, read) timeouts in seconds for network sources.
 NETWORK_TIMEOUT_S = (5.0, 5.0)
@@ -101,7 +105,12 @@ class _StreamClock:
 
 
 class PyAVSource:
-    """A :class:`FrameSource` over ``av.open``; decodes the first video stream to RGB."""
+    """A :class:`FrameSource` over ``av.open``; decodes the first video stream to RGB, upright.
+
+    ``open()`` decodes the first frame: its display matrix (a phone's portrait video is stored
+    sideways) sets the orientation every frame is turned to and the size :class:`StreamInfo`
+    reports. A failure to decode it is raised by ``frames()``, as any later one would be.
+    """
 
     def __init__(self, spec: SourceSpec) -> None:
         self.spec = spec
@@ -110,6 +119,11 @@ class PyAVSource:
         self._stream: av.video.stream.VideoStream | None = None
         self._info: StreamInfo | None = None
         self._truncated: str | None = None  # why the file looks cut short, if it does
+        self._decoder: Iterator[av.VideoFrame] | None = None
+        self._clock = _StreamClock(1.0 / 30.0)
+        self._orientation: Orientation = UPRIGHT
+        self._first: Frame | None = None  # decoded by open(), yielded first by frames()
+        self._first_error: Exception | None = None  # raised by frames()
 
     def _check_file(self) -> None:
         """Fail early, with a precise reason, on an empty file; note a truncated MP4/MOV."""
@@ -158,28 +172,61 @@ class PyAVSource:
         self._stream = stream
         fps = float(stream.average_rate) if stream.average_rate else (float(stream.guessed_rate) if stream.guessed_rate else None)
         frames = int(stream.frames) if stream.frames and not self.spec.is_live else None
+        self._clock = _StreamClock(1.0 / (fps or 30.0))
+        self._decode_first_frame()
+        width, height = self._orientation.display_size(stream.codec_context.width, stream.codec_context.height)
         self._info = StreamInfo(
             source_id=self.source_id,
-            width=stream.codec_context.width,
-            height=stream.codec_context.height,
+            width=width,
+            height=height,
             fps=fps,
             frame_count=frames,
             is_live=self.spec.is_live,
         )
         return self._info
 
+    def _decode_first_frame(self) -> None:
+        """Decode frame 0 now, for its orientation; keep it (or its error) for ``frames()``."""
+        self._decoder = self._container.decode(self._stream)
+        self._first, self._first_error, self._orientation = None, None, UPRIGHT
+        started = time.perf_counter()
+        try:
+            raw = next(self._decoder, None)
+        except (av.error.FFmpegError, OSError, ValueError) as e:
+            self._first_error = e
+            return
+        if raw is not None:
+            self._orientation = frame_orientation(raw)
+            if not self._orientation.is_upright:
+                log.info("%s: the video's display matrix shows it %s: frames are turned to match",
+                         self.source_id, self._orientation.describe())
+            self._first = self._to_frame(raw, 0, started)
+
+    def _to_frame(self, raw: av.VideoFrame, index: int, started: float) -> Frame:
+        image = self._orientation.apply(raw.to_ndarray(format="rgb24"))
+        decode_ms = (time.perf_counter() - started) * 1e3
+        return Frame(image, index, self._clock.pts_s(raw.time), time.monotonic(), self.source_id, decode_ms)
+
+    @property
+    def orientation(self) -> Orientation:
+        """How stored frames are turned upright (from the first frame's display matrix)."""
+        return self._orientation
+
     def frames(self) -> Iterator[Frame]:
-        if self._container is None or self._stream is None:
+        if self._container is None or self._stream is None or self._decoder is None:
             raise SourceError(f"{self.source_id}: frames() before open()")
         index = 0
-        period = 1.0 / ((self._info.fps if self._info else None) or 30.0)
-        clock = _StreamClock(period)
         try:
+            if self._first_error is not None:
+                error, self._first_error = self._first_error, None
+                raise error
+            if self._first is not None:
+                first, self._first = self._first, None
+                yield first
+                index = 1
             started = time.perf_counter()
-            for frame in self._container.decode(self._stream):
-                image = frame.to_ndarray(format="rgb24")
-                decode_ms = (time.perf_counter() - started) * 1e3
-                yield Frame(image, index, clock.pts_s(frame.time), time.monotonic(), self.source_id, decode_ms)
+            for raw in self._decoder:
+                yield self._to_frame(raw, index, started)
                 index += 1
                 started = time.perf_counter()  # the consumer's time (queue waits) is not decode time
         except av.error.EOFError:
@@ -196,6 +243,7 @@ class PyAVSource:
                               f"({self._truncated})")
 
     def close(self) -> None:
+        self._decoder, self._first, self._first_error = None, None, None
         container, self._container = self._container, None
         if container is not None:
             try:

@@ -77,10 +77,14 @@ def make_test_clip(
     height: int = 360,
     fps: int = 30,
     draw: Optional[DrawFn] = None,
+    display_rotation: int = 0,
+    display_hflip: bool = False,
 ) -> Path:
     """Encode ``round(seconds * fps)`` frames from ``draw(i) -> HxWx3 uint8 RGB`` into an
     H.264 MP4 at ``path`` (libx264, yuv420p, keyframe every ``fps`` frames, no B-frames,
-    zerolatency tuning). Returns the path."""
+    zerolatency tuning). ``display_rotation`` (degrees anticlockwise) and ``display_hflip``
+    go into the track's display matrix, as a phone writes them: the frames are stored as
+    drawn. Returns the path."""
     if width % 2 or height % 2:
         raise ValueError("yuv420p needs even width and height")
     path = Path(path)
@@ -88,6 +92,8 @@ def make_test_clip(
     n_frames = max(1, round(seconds * fps))
     with av.open(str(path), mode="w") as container:
         stream = _add_h264_stream(container, width, height, fps)
+        if display_rotation or display_hflip:
+            stream.set_display_rotation(display_rotation, hflip=display_hflip)
         for i in range(n_frames):
             frame = _to_video_frame(draw(i), width, height)
             frame.pts = i

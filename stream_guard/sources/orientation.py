@@ -1,0 +1,92 @@
+"""Display orientation: the turn and mirror a video's display matrix asks players to apply.
+
+Phones record portrait video as landscape pictures plus a display matrix (the MP4/MOV track
+header's ``tkhd`` matrix, FFmpeg's ``DISPLAYMATRIX`` side data) that says "show this turned
+90 degrees". Players obey it; decoded frames come out as stored. A face lying on its side is
+not found by the face detector, and a recording of it would be sideways, so every frame is
+turned upright before anything else sees it.
+
+The matrix maps a stored pixel ``(x, y)`` to the displayed ``(a*x + c*y + tx, b*x + d*y + ty)``
+(ISO/IEC 14496-12, y pointing down; ``a b c d`` in 16.16 fixed point). Only the eight
+right-angle orientations (four turns, each optionally mirrored) are applied; a matrix that
+turns by another angle is left alone, as most players do.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import av
+import cv2
+import numpy as np
+
+# Off-axis terms below this share of the on-axis ones count as zero (rounding in the writer).
+_RIGHT_ANGLE_TOLERANCE = 0.02
+
+
+@dataclass(frozen=True, slots=True)
+class Orientation:
+    """How to turn a stored picture into the displayed one: transpose first, then flip."""
+
+    transpose: bool = False
+    flip_horizontal: bool = False
+    flip_vertical: bool = False
+
+    @property
+    def is_upright(self) -> bool:
+        """True when stored and displayed pictures are the same."""
+        return not (self.transpose or self.flip_horizontal or self.flip_vertical)
+
+    def display_size(self, width: int, height: int) -> tuple[int, int]:
+        """``(width, height)`` of the displayed picture for a stored one of ``width x height``."""
+        return (height, width) if self.transpose else (width, height)
+
+    def apply(self, image: np.ndarray) -> np.ndarray:
+        """The displayed picture of a stored ``HxWxC`` image (a new C-contiguous array unless upright)."""
+        out = cv2.transpose(image) if self.transpose else image
+        if self.flip_horizontal and self.flip_vertical:
+            return cv2.flip(out, -1)
+        if self.flip_horizontal:
+            return cv2.flip(out, 1)
+        if self.flip_vertical:
+            return cv2.flip(out, 0)
+        return out
+
+    def describe(self) -> str:
+        """In words, e.g. ``"turned 90 degrees clockwise"`` (for logs)."""
+        turns = {
+            (False, False, False): "upright",
+            (True, True, False): "turned 90 degrees clockwise",
+            (True, False, True): "turned 90 degrees anticlockwise",
+            (False, True, True): "turned 180 degrees",
+            (False, True, False): "mirrored left to right",
+            (False, False, True): "mirrored top to bottom",
+            (True, False, False): "mirrored across the main diagonal",
+            (True, True, True): "mirrored across the anti-diagonal",
+        }
+        return turns[(self.transpose, self.flip_horizontal, self.flip_vertical)]
+
+
+UPRIGHT = Orientation()
+
+
+def orientation_from_matrix(matrix: np.ndarray | list[int]) -> Orientation:
+    """The orientation of a 3x3 display matrix given as its 9 int32 values, row by row."""
+    a, b, c, d = (float(matrix[i]) for i in (0, 1, 3, 4))
+    on_axis, off_axis = abs(a) + abs(d), abs(b) + abs(c)
+    if on_axis > 0 and off_axis <= _RIGHT_ANGLE_TOLERANCE * on_axis and a != 0 and d != 0:
+        # x' = a*x, y' = d*y
+        return Orientation(False, a < 0, d < 0)
+    if off_axis > 0 and on_axis <= _RIGHT_ANGLE_TOLERANCE * off_axis and b != 0 and c != 0:
+        # x' = c*y, y' = b*x: displayed rows follow stored columns (a transpose), then the signs flip
+        return Orientation(True, c < 0, b < 0)
+    return UPRIGHT  # degenerate, or not a right angle
+
+
+def frame_orientation(frame: av.VideoFrame) -> Orientation:
+    """The orientation a decoded frame's display matrix asks for (upright when it has none)."""
+    for side_data in frame.side_data:
+        if side_data.type == av.sidedata.sidedata.Type.DISPLAYMATRIX:
+            values = np.frombuffer(bytes(side_data), dtype=np.int32)
+            if values.size >= 9:
+                return orientation_from_matrix(values)
+    return UPRIGHT

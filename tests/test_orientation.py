@@ -1,0 +1,117 @@
+"""Videos with a display matrix (a phone's portrait clip is stored sideways) are read upright."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+
+from stream_guard.sources import PyAVSource, parse_source
+from stream_guard.sources.orientation import UPRIGHT, Orientation, orientation_from_matrix
+from tests.conftest import run_cli
+from tests.support.faces import one_face_moving
+from tests.support.synth_video import make_test_clip
+
+WIDTH, HEIGHT = 96, 64
+
+
+def _blocks(i: int) -> np.ndarray:
+    """A picture no turn or mirror leaves unchanged: four coloured blocks of different sizes."""
+    rgb = np.full((HEIGHT, WIDTH, 3), 40, np.uint8)
+    rgb[:16, :32] = (250, 30, 30)
+    rgb[:16, 32:] = (30, 250, 30)
+    rgb[40:, :48] = (30, 30, 250)
+    rgb[16:48, 80:] = (230, 230, 230)
+    return rgb
+
+
+def _displayed(stored: np.ndarray, degrees: int, hflip: bool) -> np.ndarray:
+    """What a player shows: turned ``degrees`` anticlockwise, then mirrored left to right."""
+    shown = np.rot90(stored, k=(degrees // 90) % 4)
+    return shown[:, ::-1] if hflip else shown
+
+
+def _read_all(path: Path) -> tuple[tuple[int, int], list[np.ndarray], Orientation]:
+    source = PyAVSource(parse_source(str(path)))
+    info = source.open()
+    try:
+        return (info.width, info.height), [f.image for f in source.frames()], source.orientation
+    finally:
+        source.close()
+
+
+@pytest.mark.parametrize("degrees", [0, 90, 180, 270])
+@pytest.mark.parametrize("hflip", [False, True])
+def test_frames_are_turned_as_a_player_shows_them(tmp_path: Path, degrees: int, hflip: bool) -> None:
+    clip = make_test_clip(tmp_path / "c.mp4", seconds=0.5, width=WIDTH, height=HEIGHT, fps=10, draw=_blocks,
+                          display_rotation=degrees, display_hflip=hflip)
+    size, images, orientation = _read_all(clip)
+    expected = _displayed(_blocks(0), degrees, hflip)
+    assert size == (expected.shape[1], expected.shape[0])
+    assert orientation.is_upright == (degrees == 0 and not hflip)
+    assert len(images) == 5
+    for image in images:
+        assert image.shape == expected.shape and image.flags.c_contiguous
+        assert np.abs(image.astype(int) - expected).mean() < 6  # lossy yuv420p: small error only
+    if not orientation.is_upright:  # the check can fail: the stored picture is far from the shown one
+        stored = _blocks(0)
+        assert stored.shape != expected.shape or np.abs(stored.astype(int) - expected).mean() > 30
+
+
+@pytest.mark.parametrize("matrix", [
+    [0, 0, 0, 0, 0, 0, 0, 0, 1 << 30],  # all zero: degenerate
+    [56756, 32768, 0, -32768, 56756, 0, 0, 0, 1 << 30],  # turned 30 degrees: not a right angle
+])
+def test_other_matrices_leave_frames_as_stored(matrix: list[int]) -> None:
+    assert orientation_from_matrix(matrix) == UPRIGHT
+
+
+def test_portrait_phone_clip_is_watched_and_recorded_upright(tmp_path: Path) -> None:
+    """A portrait recording stored as landscape with a 90-degree display matrix: the run sees
+    and writes it portrait, and the face (upright only once turned) is judged in every window."""
+    upright = one_face_moving(width=360, height=640, face_px=200)
+    clip = make_test_clip(tmp_path / "phone.mp4", seconds=2.0, width=640, height=360, fps=15,
+                          draw=lambda i: np.ascontiguousarray(np.rot90(upright(i), k=1)), display_rotation=-90)
+    out, events = tmp_path / "out.mp4", tmp_path / "events.jsonl"
+    result = run_cli("watch", str(clip), "--out", str(out), "--events", str(events))
+    assert result.returncode == 0, result.stderr
+    records = [json.loads(line) for line in events.read_text().splitlines()]
+    start = records[0]
+    assert (start["type"], start["width"], start["height"]) == ("start", 360, 640)
+    assert sum(r["type"] == "track" for r in records) >= 14  # 15 sampled frames; stored sideways: 6
+    with av.open(str(out)) as container:
+        frames = list(container.decode(container.streams.video[0]))
+    assert len(frames) == 30
+    assert {(f.width, f.height) for f in frames} == {(360, 640)}
+    assert all(f.rotation == 0 for f in frames)  # written upright, no matrix left to apply twice
+
+
+def test_training_faces_are_read_upright_too(tmp_path: Path) -> None:
+    """``prepare_faces`` must crop what the pipeline sees, so it turns frames the same way."""
+    from tools.sbi.prepare_faces import video_frames
+
+    clip = make_test_clip(tmp_path / "c.mp4", seconds=0.5, width=WIDTH, height=HEIGHT, fps=10, draw=_blocks,
+                          display_rotation=-90)
+    frames = list(video_frames(clip, hz=10.0, max_frames=10))
+    expected = _displayed(_blocks(0), -90, False)
+    assert len(frames) == 5
+    assert all(np.abs(rgb.astype(int) - expected).mean() < 6 for _, rgb in frames)
+
+
+def test_photos_are_turned_by_their_exif_orientation(tmp_path: Path) -> None:
+    """A phone photo stored sideways with EXIF orientation 6 ("turn 90 degrees clockwise")."""
+    from PIL import Image
+
+    from stream_guard.file_analysis import _image_as_clip
+
+    stored = np.ascontiguousarray(np.rot90(_blocks(0), k=1))  # 64 wide, 96 high
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    Image.fromarray(stored).save(tmp_path / "photo.jpg", exif=exif.tobytes(), quality=95)
+    clip = _image_as_clip(tmp_path / "photo.jpg", tmp_path, frames=2)
+    _, images, _ = _read_all(clip)
+    expected = np.rot90(stored, k=-1)  # clockwise: back to the blocks as drawn
+    assert images[0].shape == expected.shape
+    assert np.abs(images[0].astype(int) - expected).mean() < 6
