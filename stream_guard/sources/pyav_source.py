@@ -12,7 +12,7 @@ from urllib.parse import urlsplit
 import av
 
 from stream_guard.errors import NotAVideoError, SourceError, SourceNotFoundError, SourceUnreachableError
-from stream_guard.sources.orientation import UPRIGHT, Orientation, frame_orientation
+from stream_guard.sources.display import DisplayTransform, stream_display
 from stream_guard.sources.probe import iso_truncation
 from stream_guard.sources.spec import SourceSpec
 from stream_guard.types import Frame, StreamInfo
@@ -105,11 +105,12 @@ class _StreamClock:
 
 
 class PyAVSource:
-    """A :class:`FrameSource` over ``av.open``; decodes the first video stream to RGB, upright.
+    """A :class:`FrameSource` over ``av.open``; decodes the first video stream to RGB, as displayed.
 
-    ``open()`` decodes the first frame: its display matrix (a phone's portrait video is stored
-    sideways) sets the orientation every frame is turned to and the size :class:`StreamInfo`
-    reports. A failure to decode it is raised by ``frames()``, as any later one would be.
+    Frames are stretched to square pixels (the stream's sample aspect ratio) and turned as
+    the first frame's display matrix says (a phone's portrait video is stored sideways), so
+    :class:`StreamInfo` reports the displayed size. ``open()`` decodes that first frame; a
+    failure to decode it is raised by ``frames()``, as any later one would be.
     """
 
     def __init__(self, spec: SourceSpec) -> None:
@@ -121,7 +122,7 @@ class PyAVSource:
         self._truncated: str | None = None  # why the file looks cut short, if it does
         self._decoder: Iterator[av.VideoFrame] | None = None
         self._clock = _StreamClock(1.0 / 30.0)
-        self._orientation: Orientation = UPRIGHT
+        self._display = DisplayTransform()
         self._first: Frame | None = None  # decoded by open(), yielded first by frames()
         self._first_error: Exception | None = None  # raised by frames()
 
@@ -174,7 +175,7 @@ class PyAVSource:
         frames = int(stream.frames) if stream.frames and not self.spec.is_live else None
         self._clock = _StreamClock(1.0 / (fps or 30.0))
         self._decode_first_frame()
-        width, height = self._orientation.display_size(stream.codec_context.width, stream.codec_context.height)
+        width, height = self._display.display_size(stream.codec_context.width, stream.codec_context.height)
         self._info = StreamInfo(
             source_id=self.source_id,
             width=width,
@@ -186,31 +187,30 @@ class PyAVSource:
         return self._info
 
     def _decode_first_frame(self) -> None:
-        """Decode frame 0 now, for its orientation; keep it (or its error) for ``frames()``."""
+        """Decode frame 0 now, for its display matrix; keep it (or its error) for ``frames()``."""
         self._decoder = self._container.decode(self._stream)
-        self._first, self._first_error, self._orientation = None, None, UPRIGHT
+        self._first, self._first_error = None, None
         started = time.perf_counter()
         try:
             raw = next(self._decoder, None)
         except (av.error.FFmpegError, OSError, ValueError) as e:
             self._first_error = e
-            return
+            raw = None
+        self._display = stream_display(self._stream, raw)
         if raw is not None:
-            self._orientation = frame_orientation(raw)
-            if not self._orientation.is_upright:
-                log.info("%s: the video's display matrix shows it %s: frames are turned to match",
-                         self.source_id, self._orientation.describe())
             self._first = self._to_frame(raw, 0, started)
+        if not self._display.is_identity:
+            log.info("%s: frames are %s, as players show them", self.source_id, self._display.describe())
 
     def _to_frame(self, raw: av.VideoFrame, index: int, started: float) -> Frame:
-        image = self._orientation.apply(raw.to_ndarray(format="rgb24"))
+        image = self._display.apply(raw.to_ndarray(format="rgb24"))
         decode_ms = (time.perf_counter() - started) * 1e3
         return Frame(image, index, self._clock.pts_s(raw.time), time.monotonic(), self.source_id, decode_ms)
 
     @property
-    def orientation(self) -> Orientation:
-        """How stored frames are turned upright (from the first frame's display matrix)."""
-        return self._orientation
+    def display(self) -> DisplayTransform:
+        """How stored frames become displayed ones (valid after ``open()``)."""
+        return self._display
 
     def frames(self) -> Iterator[Frame]:
         if self._container is None or self._stream is None or self._decoder is None:

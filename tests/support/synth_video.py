@@ -79,12 +79,13 @@ def make_test_clip(
     draw: Optional[DrawFn] = None,
     display_rotation: int = 0,
     display_hflip: bool = False,
+    sample_aspect: Optional[Fraction] = None,
 ) -> Path:
     """Encode ``round(seconds * fps)`` frames from ``draw(i) -> HxWx3 uint8 RGB`` into an
     H.264 MP4 at ``path`` (libx264, yuv420p, keyframe every ``fps`` frames, no B-frames,
     zerolatency tuning). ``display_rotation`` (degrees anticlockwise) and ``display_hflip``
-    go into the track's display matrix, as a phone writes them: the frames are stored as
-    drawn. Returns the path."""
+    go into the track's display matrix, as a phone writes them, and ``sample_aspect`` is the
+    pixels' shape (anamorphic video): the frames are stored as drawn. Returns the path."""
     if width % 2 or height % 2:
         raise ValueError("yuv420p needs even width and height")
     path = Path(path)
@@ -94,6 +95,8 @@ def make_test_clip(
         stream = _add_h264_stream(container, width, height, fps)
         if display_rotation or display_hflip:
             stream.set_display_rotation(display_rotation, hflip=display_hflip)
+        if sample_aspect is not None:
+            stream.codec_context.sample_aspect_ratio = sample_aspect
         for i in range(n_frames):
             frame = _to_video_frame(draw(i), width, height)
             frame.pts = i

@@ -28,7 +28,7 @@ from stream_guard.faces.crop import crop_face, crop_matrix, transform_points
 from stream_guard.faces.landmarks import MODEL_FILE as FACE_MESH_MODEL
 from stream_guard.faces.landmarks import FaceMesh
 from stream_guard.paths import bundled_model
-from stream_guard.sources.orientation import frame_orientation
+from stream_guard.sources.display import stream_display
 
 # method_notes marking photos altered on purpose (data README): not natural real faces.
 ALTERED = re.compile(r"converted to grayscale|collage|strongly (motion-)?blurred", re.IGNORECASE)
@@ -64,21 +64,21 @@ def read_manifest(folder: Path) -> list[dict[str, str]]:
 
 
 def video_frames(path: Path, hz: float, max_frames: int) -> Iterator[tuple[float, np.ndarray]]:
-    """``(time_s, rgb)`` frames sampled at about ``hz`` per second, turned upright as the
-    pipeline turns them (the first frame's display matrix)."""
+    """``(time_s, rgb)`` frames sampled at about ``hz`` per second, as displayed: square pixels
+    and upright, as the pipeline reads them."""
     with av.open(str(path)) as container:
         stream = container.streams.video[0]
         next_t = 0.0
         count = 0
-        orientation = None
+        display = None
         for frame in container.decode(stream):
-            if orientation is None:
-                orientation = frame_orientation(frame)
+            if display is None:
+                display = stream_display(stream, frame)
             t = float(frame.time) if frame.time is not None else count / hz
             if t + 1e-6 < next_t:
                 continue
             next_t = t + 1.0 / hz
-            yield t, orientation.apply(frame.to_ndarray(format="rgb24"))
+            yield t, display.apply(frame.to_ndarray(format="rgb24"))
             count += 1
             if count >= max_frames:
                 return

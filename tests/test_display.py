@@ -1,15 +1,18 @@
-"""Videos with a display matrix (a phone's portrait clip is stored sideways) are read upright."""
+"""Videos are read as players show them: upright (a phone's portrait clip is stored sideways
+with a display matrix) and with square pixels (anamorphic video)."""
 from __future__ import annotations
 
 import json
+from fractions import Fraction
 from pathlib import Path
 
 import av
+import cv2
 import numpy as np
 import pytest
 
 from stream_guard.sources import PyAVSource, parse_source
-from stream_guard.sources.orientation import UPRIGHT, Orientation, orientation_from_matrix
+from stream_guard.sources.display import UPRIGHT, DisplayTransform, orientation_from_matrix, square_pixel_size
 from tests.conftest import run_cli
 from tests.support.faces import one_face_moving
 from tests.support.synth_video import make_test_clip
@@ -33,11 +36,11 @@ def _displayed(stored: np.ndarray, degrees: int, hflip: bool) -> np.ndarray:
     return shown[:, ::-1] if hflip else shown
 
 
-def _read_all(path: Path) -> tuple[tuple[int, int], list[np.ndarray], Orientation]:
+def _read_all(path: Path) -> tuple[tuple[int, int], list[np.ndarray], DisplayTransform]:
     source = PyAVSource(parse_source(str(path)))
     info = source.open()
     try:
-        return (info.width, info.height), [f.image for f in source.frames()], source.orientation
+        return (info.width, info.height), [f.image for f in source.frames()], source.display
     finally:
         source.close()
 
@@ -47,7 +50,8 @@ def _read_all(path: Path) -> tuple[tuple[int, int], list[np.ndarray], Orientatio
 def test_frames_are_turned_as_a_player_shows_them(tmp_path: Path, degrees: int, hflip: bool) -> None:
     clip = make_test_clip(tmp_path / "c.mp4", seconds=0.5, width=WIDTH, height=HEIGHT, fps=10, draw=_blocks,
                           display_rotation=degrees, display_hflip=hflip)
-    size, images, orientation = _read_all(clip)
+    size, images, display = _read_all(clip)
+    orientation = display.orientation
     expected = _displayed(_blocks(0), degrees, hflip)
     assert size == (expected.shape[1], expected.shape[0])
     assert orientation.is_upright == (degrees == 0 and not hflip)
@@ -115,3 +119,35 @@ def test_photos_are_turned_by_their_exif_orientation(tmp_path: Path) -> None:
     expected = np.rot90(stored, k=-1)  # clockwise: back to the blocks as drawn
     assert images[0].shape == expected.shape
     assert np.abs(images[0].astype(int) - expected).mean() < 6
+
+
+@pytest.mark.parametrize(("aspect", "size"), [(Fraction(3, 2), (144, 64)), (Fraction(2, 3), (96, 96))])
+def test_anamorphic_frames_are_stretched_to_square_pixels(tmp_path: Path, aspect: Fraction,
+                                                          size: tuple[int, int]) -> None:
+    """Wide pixels widen the picture, tall ones heighten it (never shrunk: no detail lost)."""
+    clip = make_test_clip(tmp_path / "c.mp4", seconds=0.3, width=WIDTH, height=HEIGHT, fps=10, draw=_blocks,
+                          sample_aspect=aspect)
+    read_size, images, _ = _read_all(clip)
+    expected = cv2.resize(_blocks(0), size, interpolation=cv2.INTER_LINEAR)
+    assert read_size == size
+    assert all(image.shape == expected.shape and np.abs(image.astype(int) - expected).mean() < 6 for image in images)
+
+
+def test_stretch_comes_before_the_turn(tmp_path: Path) -> None:
+    """Pixel shape is a property of the stored picture: stretch it, then turn it."""
+    clip = make_test_clip(tmp_path / "c.mp4", seconds=0.3, width=WIDTH, height=HEIGHT, fps=10, draw=_blocks,
+                          sample_aspect=Fraction(3, 2), display_rotation=-90)
+    read_size, images, _ = _read_all(clip)
+    expected = np.rot90(cv2.resize(_blocks(0), (144, 64), interpolation=cv2.INTER_LINEAR), k=-1)
+    assert read_size == (64, 144)
+    assert np.abs(images[0].astype(int) - expected).mean() < 6
+
+
+@pytest.mark.parametrize("aspect", [None, Fraction(1, 1), Fraction(1, 10), Fraction(9, 1)])
+def test_square_unknown_or_implausible_aspects_leave_the_size(aspect: Fraction | None) -> None:
+    assert square_pixel_size(720, 576, aspect) == (720, 576)
+
+
+def test_pal_widescreen_is_shown_at_sixteen_by_nine() -> None:
+    assert square_pixel_size(720, 576, Fraction(64, 45)) == (1024, 576)
+    assert square_pixel_size(1440, 1080, Fraction(4, 3)) == (1920, 1080)

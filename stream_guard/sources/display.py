@@ -1,6 +1,11 @@
-"""Display orientation: the turn and mirror a video's display matrix asks players to apply.
+"""How a stored picture is displayed: stretched to square pixels, then turned and mirrored.
 
-Phones record portrait video as landscape pictures plus a display matrix (the MP4/MOV track
+**Pixel shape.** Anamorphic video (DVB and DVD standard definition, HDV) stores pictures whose
+pixels are not square: a 16:9 PAL broadcast is 720x576 pixels with a sample aspect ratio of
+64:45, shown 1024x576. Faces read from the stored picture are squeezed, so frames are stretched
+to square pixels first (never shrunk: the shorter side grows).
+
+**Orientation.** Phones record portrait video as landscape pictures plus a display matrix (the MP4/MOV track
 header's ``tkhd`` matrix, FFmpeg's ``DISPLAYMATRIX`` side data) that says "show this turned
 90 degrees". Players obey it; decoded frames come out as stored. A face lying on its side is
 not found by the face detector, and a recording of it would be sideways, so every frame is
@@ -14,11 +19,14 @@ turns by another angle is left alone, as most players do.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from fractions import Fraction
 
 import av
 import cv2
 import numpy as np
 
+# Sample aspect ratios outside this range are taken as damaged metadata and ignored.
+_SANE_ASPECT = (Fraction(1, 4), Fraction(4, 1))
 # Off-axis terms below this share of the on-axis ones count as zero (rounding in the writer).
 _RIGHT_ANGLE_TOLERANCE = 0.02
 
@@ -90,3 +98,55 @@ def frame_orientation(frame: av.VideoFrame) -> Orientation:
             if values.size >= 9:
                 return orientation_from_matrix(values)
     return UPRIGHT
+
+
+def square_pixel_size(width: int, height: int, sample_aspect: Fraction | None) -> tuple[int, int]:
+    """``(width, height)`` of a ``width x height`` picture stretched to square pixels (even sides).
+
+    Wide pixels (aspect > 1) widen the picture, tall ones heighten it; unknown, square or
+    implausible aspects leave the size as it is."""
+    if not sample_aspect or sample_aspect == 1 or not _SANE_ASPECT[0] <= sample_aspect <= _SANE_ASPECT[1]:
+        return width, height
+    if sample_aspect > 1:
+        return 2 * max(1, round(width * sample_aspect / 2)), height
+    return width, 2 * max(1, round(height / sample_aspect / 2))
+
+
+@dataclass(frozen=True, slots=True)
+class DisplayTransform:
+    """Stored picture -> displayed picture: stretched to square pixels, then oriented."""
+
+    sample_aspect: Fraction | None = None
+    orientation: Orientation = UPRIGHT
+
+    @property
+    def is_identity(self) -> bool:
+        """True when frames are used as decoded."""
+        return self.orientation.is_upright and square_pixel_size(2, 2, self.sample_aspect) == (2, 2)
+
+    def display_size(self, width: int, height: int) -> tuple[int, int]:
+        """``(width, height)`` displayed for a stored ``width x height`` picture."""
+        return self.orientation.display_size(*square_pixel_size(width, height, self.sample_aspect))
+
+    def apply(self, image: np.ndarray) -> np.ndarray:
+        """The displayed picture of a stored ``HxWxC`` image."""
+        height, width = image.shape[:2]
+        size = square_pixel_size(width, height, self.sample_aspect)
+        if size != (width, height):
+            image = cv2.resize(image, size, interpolation=cv2.INTER_LINEAR)
+        return self.orientation.apply(image)
+
+    def describe(self) -> str:
+        """In words, for logs: what is done to each frame."""
+        steps = []
+        if square_pixel_size(2, 2, self.sample_aspect) != (2, 2):
+            steps.append(f"stretched to square pixels (sample aspect ratio {self.sample_aspect})")
+        if not self.orientation.is_upright:
+            steps.append(self.orientation.describe() + " (display matrix)")
+        return ", then ".join(steps) or "used as stored"
+
+
+def stream_display(stream: av.video.stream.VideoStream, first_frame: av.VideoFrame | None) -> DisplayTransform:
+    """The transform for a stream: its sample aspect ratio, and the first frame's display matrix."""
+    sample_aspect = stream.sample_aspect_ratio or stream.codec_context.sample_aspect_ratio
+    return DisplayTransform(sample_aspect, frame_orientation(first_frame) if first_frame is not None else UPRIGHT)
