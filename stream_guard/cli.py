@@ -166,6 +166,10 @@ def _parser() -> argparse.ArgumentParser:
     watch.add_argument("--max-frames", type=int, metavar="N", help="stop after N frames")
     watch.add_argument("--max-megapixels", type=_megapixels, metavar="M",
                        help="refuse frames larger than M megapixels (default 9, up to 4K; 8K needs 34)")
+    watch.add_argument("--deinterlace", choices=("auto", "always", "off"), default="auto",
+                       help="deinterlace (bwdif) the frames the stream flags as interlaced (auto, default), "
+                            "every frame (always: a source that sends interlaced video flagged progressive), "
+                            "or none (off)")
     _add_run_options(watch)
     _add_alert_options(watch)
     _add_serve_options(watch)
@@ -255,6 +259,7 @@ def _config(args: argparse.Namespace, source: str, out: Path | None, events: Pat
         raise StreamGuardError("--detect-every must be 'auto' or at least 1")
     return RunConfig(
         source=SourceOptions(spec=source, realtime=realtime, max_frames=max_frames, demo_seconds=demo_seconds,
+                             deinterlace=getattr(args, "deinterlace", "auto"),
                              **({"max_megapixels": args.max_megapixels}
                                 if getattr(args, "max_megapixels", None) else {})),
         model=ModelOptions(model_dir=args.model, provider=args.provider, threshold=args.threshold),

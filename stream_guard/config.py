@@ -32,6 +32,7 @@ class SourceOptions:
     demo_seconds: float = 20.0
     drop_oldest: bool = False  # queue frames like a live source (keep the newest) even for a paced file
     max_megapixels: float = DEFAULT_MAX_MEGAPIXELS  # larger frames are refused (memory: queues hold frames)
+    deinterlace: str = "auto"  # "auto" (frames flagged interlaced) | "always" | "off"
 
 
 @dataclass(frozen=True, slots=True)

@@ -46,15 +46,16 @@ class PacedSource:
         self.close()
 
 
-def open_source(spec: SourceSpec, realtime: bool = False, demo_seconds: float = 20.0) -> FrameSource:
-    """Build (not yet open) the source for a parsed spec."""
+def open_source(spec: SourceSpec, realtime: bool = False, demo_seconds: float = 20.0,
+                deinterlace: str = "auto") -> FrameSource:
+    """Build (not yet open) the source for a parsed spec; ``deinterlace``: auto, always or off."""
     source: FrameSource
     if spec.kind == "demo":
         from stream_guard.sources.demo import DemoSource
 
         source = DemoSource(seconds=demo_seconds)
     else:
-        source = PyAVSource(spec)
+        source = PyAVSource(spec, deinterlace=deinterlace)
     if realtime and not spec.is_live:
         source = PacedSource(source)
     return source

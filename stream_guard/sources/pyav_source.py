@@ -6,12 +6,15 @@ import logging
 import os
 import socket
 import time
+from itertools import chain
 from typing import Iterator
 from urllib.parse import urlsplit
 
 import av
 
 from stream_guard.errors import NotAVideoError, SourceError, SourceNotFoundError, SourceUnreachableError
+from stream_guard.sources.deinterlace import MODES as DEINTERLACE_MODES
+from stream_guard.sources.deinterlace import Deinterlacer
 from stream_guard.sources.display import DisplayTransform, stream_display
 from stream_guard.sources.probe import iso_truncation
 from stream_guard.sources.spec import SourceSpec
@@ -107,14 +110,18 @@ class _StreamClock:
 class PyAVSource:
     """A :class:`FrameSource` over ``av.open``; decodes the first video stream to RGB, as displayed.
 
-    Frames are stretched to square pixels (the stream's sample aspect ratio) and turned as
-    the first frame's display matrix says (a phone's portrait video is stored sideways), so
-    :class:`StreamInfo` reports the displayed size. ``open()`` decodes that first frame; a
-    failure to decode it is raised by ``frames()``, as any later one would be.
+    Interlaced frames are deinterlaced (``deinterlace``: ``auto`` = the frames the stream flags,
+    ``always``, ``off``), then stretched to square pixels (the stream's sample aspect ratio) and
+    turned as the first frame's display matrix says (a phone's portrait video is stored
+    sideways), so :class:`StreamInfo` reports the displayed size. ``open()`` decodes that first
+    frame; a failure to decode it is raised by ``frames()``, as any later one would be.
     """
 
-    def __init__(self, spec: SourceSpec) -> None:
+    def __init__(self, spec: SourceSpec, deinterlace: str = "auto") -> None:
+        if deinterlace not in DEINTERLACE_MODES:
+            raise ValueError(f"deinterlace must be one of {DEINTERLACE_MODES}, not {deinterlace!r}")
         self.spec = spec
+        self.deinterlace = deinterlace
         self.source_id = spec.display_name
         self._container: av.container.InputContainer | None = None
         self._stream: av.video.stream.VideoStream | None = None
@@ -123,8 +130,9 @@ class PyAVSource:
         self._decoder: Iterator[av.VideoFrame] | None = None
         self._clock = _StreamClock(1.0 / 30.0)
         self._display = DisplayTransform()
-        self._first: Frame | None = None  # decoded by open(), yielded first by frames()
+        self._first: av.VideoFrame | None = None  # decoded by open(), yielded first by frames()
         self._first_error: Exception | None = None  # raised by frames()
+        self._deinterlacer: Deinterlacer | None = None
 
     def _check_file(self) -> None:
         """Fail early, with a precise reason, on an empty file; note a truncated MP4/MOV."""
@@ -189,18 +197,42 @@ class PyAVSource:
     def _decode_first_frame(self) -> None:
         """Decode frame 0 now, for its display matrix; keep it (or its error) for ``frames()``."""
         self._decoder = self._container.decode(self._stream)
-        self._first, self._first_error = None, None
-        started = time.perf_counter()
+        self._first, self._first_error, self._deinterlacer = None, None, None
         try:
-            raw = next(self._decoder, None)
+            self._first = next(self._decoder, None)
         except (av.error.FFmpegError, OSError, ValueError) as e:
             self._first_error = e
-            raw = None
-        self._display = stream_display(self._stream, raw)
-        if raw is not None:
-            self._first = self._to_frame(raw, 0, started)
+        self._display = stream_display(self._stream, self._first)
         if not self._display.is_identity:
             log.info("%s: frames are %s, as players show them", self.source_id, self._display.describe())
+        if self.deinterlace == "always":
+            self._start_deinterlacing("every frame (--deinterlace always)")
+
+    def _start_deinterlacing(self, why: str) -> None:
+        self._deinterlacer = Deinterlacer(self._stream.time_base, every_frame=self.deinterlace == "always")
+        log.info("%s: deinterlacing %s", self.source_id, why)
+
+    def _decoded_frames(self) -> Iterator[av.VideoFrame]:
+        """Decoded frames in order, the one ``open()`` decoded first, deinterlaced where needed.
+        Whatever the deinterlacer still holds comes out before the stream's end or error."""
+        if self._first_error is not None:
+            error, self._first_error = self._first_error, None
+            raise error
+        first, self._first = self._first, None
+        try:
+            for raw in chain([first] if first is not None else [], self._decoder):
+                if self._deinterlacer is None and self.deinterlace == "auto" and raw.interlaced_frame:
+                    self._start_deinterlacing("the frames the stream flags as interlaced")
+                if self._deinterlacer is None:
+                    yield raw
+                else:
+                    yield from self._deinterlacer.push(raw)
+        except (av.error.FFmpegError, OSError, ValueError):
+            if self._deinterlacer is not None:
+                yield from self._deinterlacer.flush()
+            raise
+        if self._deinterlacer is not None:
+            yield from self._deinterlacer.flush()
 
     def _to_frame(self, raw: av.VideoFrame, index: int, started: float) -> Frame:
         image = self._display.apply(raw.to_ndarray(format="rgb24"))
@@ -217,15 +249,8 @@ class PyAVSource:
             raise SourceError(f"{self.source_id}: frames() before open()")
         index = 0
         try:
-            if self._first_error is not None:
-                error, self._first_error = self._first_error, None
-                raise error
-            if self._first is not None:
-                first, self._first = self._first, None
-                yield first
-                index = 1
             started = time.perf_counter()
-            for raw in self._decoder:
+            for raw in self._decoded_frames():
                 yield self._to_frame(raw, index, started)
                 index += 1
                 started = time.perf_counter()  # the consumer's time (queue waits) is not decode time
@@ -243,7 +268,7 @@ class PyAVSource:
                               f"({self._truncated})")
 
     def close(self) -> None:
-        self._decoder, self._first, self._first_error = None, None, None
+        self._decoder, self._first, self._first_error, self._deinterlacer = None, None, None, None
         container, self._container = self._container, None
         if container is not None:
             try:

@@ -80,19 +80,21 @@ def make_test_clip(
     display_rotation: int = 0,
     display_hflip: bool = False,
     sample_aspect: Optional[Fraction] = None,
+    interlaced: bool = False,
 ) -> Path:
     """Encode ``round(seconds * fps)`` frames from ``draw(i) -> HxWx3 uint8 RGB`` into an
     H.264 MP4 at ``path`` (libx264, yuv420p, keyframe every ``fps`` frames, no B-frames,
     zerolatency tuning). ``display_rotation`` (degrees anticlockwise) and ``display_hflip``
     go into the track's display matrix, as a phone writes them, and ``sample_aspect`` is the
-    pixels' shape (anamorphic video): the frames are stored as drawn. Returns the path."""
+    pixels' shape (anamorphic video): the frames are stored as drawn. ``interlaced`` codes
+    them as interlaced (top field first), so decoded frames are flagged so. Returns the path."""
     if width % 2 or height % 2:
         raise ValueError("yuv420p needs even width and height")
     path = Path(path)
     draw = draw or moving_pattern(width, height)
     n_frames = max(1, round(seconds * fps))
     with av.open(str(path), mode="w") as container:
-        stream = _add_h264_stream(container, width, height, fps)
+        stream = _add_h264_stream(container, width, height, fps, interlaced)
         if display_rotation or display_hflip:
             stream.set_display_rotation(display_rotation, hflip=display_hflip)
         if sample_aspect is not None:
@@ -106,7 +108,8 @@ def make_test_clip(
     return path
 
 
-def _add_h264_stream(container: av.container.OutputContainer, width: int, height: int, fps: int) -> av.VideoStream:
+def _add_h264_stream(container: av.container.OutputContainer, width: int, height: int, fps: int,
+                     interlaced: bool = False) -> av.VideoStream:
     """A libx264 stream set for live-style decoding (fixed 1 s GOP, no B-frames)."""
     stream = container.add_stream("libx264", rate=fps)
     stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
@@ -116,7 +119,7 @@ def _add_h264_stream(container: av.container.OutputContainer, width: int, height
     stream.codec_context.options = {
         "preset": "veryfast",
         "tune": "zerolatency",
-        "x264-params": f"keyint={fps}:min-keyint={fps}:scenecut=0:bframes=0",
+        "x264-params": f"keyint={fps}:min-keyint={fps}:scenecut=0:bframes=0" + (":tff=1" if interlaced else ""),
     }
     return stream
 
