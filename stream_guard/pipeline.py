@@ -230,7 +230,8 @@ class Pipeline:
         source_spec = parse_source(spec_text)
         model = load_model(self.config)
         source = open_source(source_spec, realtime=self.config.source.realtime,
-                             demo_seconds=self.config.source.demo_seconds, deinterlace=self.config.source.deinterlace)
+                             demo_seconds=self.config.source.demo_seconds, deinterlace=self.config.source.deinterlace,
+                             max_megapixels=self.config.source.max_megapixels)
         info = source.open()
         try:
             check_frame_size(info.source_id, info.width, info.height, self.config.source.max_megapixels)

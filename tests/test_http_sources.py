@@ -1,6 +1,7 @@
 """HTTP sources: an HLS playlist served on 127.0.0.1, read through the pipeline."""
 from __future__ import annotations
 
+import contextlib
 import functools
 import http.server
 import threading
@@ -12,10 +13,13 @@ import pytest
 
 from stream_guard.config import ModelOptions, RunConfig, SourceOptions
 from stream_guard.pipeline import Pipeline
+from stream_guard.sources import PyAVSource, parse_source
+from tests.support.synth_video import make_test_clip
 
 
 def _write_hls(clip: Path, folder: Path) -> Path:
     """Re-mux an H.264 clip into an HLS playlist with 1 s segments (real FFmpeg hls muxer)."""
+    folder.mkdir(parents=True, exist_ok=True)
     playlist = folder / "index.m3u8"
     with av.open(str(clip)) as src, av.open(str(playlist), "w", format="hls",
                                             options={"hls_time": "1", "hls_list_size": "0"}) as dst:
@@ -28,20 +32,30 @@ def _write_hls(clip: Path, folder: Path) -> Path:
     return playlist
 
 
-@pytest.fixture
-def hls_url(two_faces_clip: Path, tmp_path: Path) -> Iterator[str]:
-    _write_hls(two_faces_clip, tmp_path)
-    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(tmp_path))
-    handler.log_message = lambda *a, **k: None  # type: ignore[attr-defined]
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+@contextlib.contextmanager
+def _served(folder: Path, requests: list[str] | None = None) -> Iterator[str]:
+    """``folder`` over HTTP on 127.0.0.1: the base URL; each requested path is appended to ``requests``."""
+    class Handler(http.server.SimpleHTTPRequestHandler):
+        def log_message(self, *args: object) -> None:
+            if requests is not None:
+                requests.append(self.path)
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Handler, directory=str(folder)))
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
-        yield f"http://127.0.0.1:{server.server_address[1]}/index.m3u8"
+        yield f"http://127.0.0.1:{server.server_address[1]}"
     finally:
         server.shutdown()
         server.server_close()
         thread.join(5)
+
+
+@pytest.fixture
+def hls_url(two_faces_clip: Path, tmp_path: Path) -> Iterator[str]:
+    _write_hls(two_faces_clip, tmp_path)
+    with _served(tmp_path) as base:
+        yield f"{base}/index.m3u8"
 
 
 def test_hls_stream_is_read_and_analysed(hls_url: str, placeholder_model: Path) -> None:
@@ -54,3 +68,29 @@ def test_hls_stream_is_read_and_analysed(hls_url: str, placeholder_model: Path) 
     # both faces are found; the source is read as fast as it downloads, so a busy machine
     # drops frames and tracks may split (id stability is tested on files, where nothing drops)
     assert len(seen) >= 2
+
+
+@pytest.mark.parametrize(("max_megapixels", "expected"), [(9.0, (1280, 720)), (0.5, (640, 360))])
+def test_master_playlist_gives_the_largest_variant_within_the_limit(
+        tmp_path: Path, max_megapixels: float, expected: tuple[int, int]) -> None:
+    """A master playlist lists its smallest variant first; FFmpeg offers a stream per variant.
+    The largest one within --max-megapixels is analysed, and only its segments are fetched."""
+    for name, (w, h) in {"low": (640, 360), "high": (1280, 720)}.items():
+        _write_hls(make_test_clip(tmp_path / f"{name}.mp4", seconds=4.0, width=w, height=h, fps=15), tmp_path / name)
+    (tmp_path / "master.m3u8").write_text(
+        "#EXTM3U\n"
+        "#EXT-X-STREAM-INF:BANDWIDTH=400000,RESOLUTION=640x360\nlow/index.m3u8\n"
+        "#EXT-X-STREAM-INF:BANDWIDTH=1500000,RESOLUTION=1280x720\nhigh/index.m3u8\n")
+    requests: list[str] = []
+    with _served(tmp_path, requests) as base:
+        source = PyAVSource(parse_source(f"{base}/master.m3u8"), max_megapixels=max_megapixels)
+        info = source.open()
+        try:
+            frames = [f.image.shape for f in source.frames()]
+        finally:
+            source.close()
+    assert (info.width, info.height) == expected
+    assert len(frames) == 60 and set(frames) == {(expected[1], expected[0], 3)}
+    other = "low" if expected[0] == 1280 else "high"
+    # probing reads each variant's first segment; the rest come only from the variant analysed
+    assert len([r for r in requests if r.startswith(f"/{other}/") and r.endswith(".ts")]) <= 1, requests

@@ -6,6 +6,7 @@ import time
 from typing import Iterator
 
 from stream_guard.sources.base import DropPolicy, FrameSource
+from stream_guard.sources.probe import DEFAULT_MAX_MEGAPIXELS
 from stream_guard.sources.pyav_source import PyAVSource
 from stream_guard.sources.spec import SourceSpec, parse_source, redact_url
 from stream_guard.types import Frame, StreamInfo
@@ -47,15 +48,16 @@ class PacedSource:
 
 
 def open_source(spec: SourceSpec, realtime: bool = False, demo_seconds: float = 20.0,
-                deinterlace: str = "auto") -> FrameSource:
-    """Build (not yet open) the source for a parsed spec; ``deinterlace``: auto, always or off."""
+                deinterlace: str = "auto", max_megapixels: float = DEFAULT_MAX_MEGAPIXELS) -> FrameSource:
+    """Build (not yet open) the source for a parsed spec; ``deinterlace``: auto, always or off;
+    ``max_megapixels`` picks the largest stream within it when there are several (HLS variants)."""
     source: FrameSource
     if spec.kind == "demo":
         from stream_guard.sources.demo import DemoSource
 
         source = DemoSource(seconds=demo_seconds)
     else:
-        source = PyAVSource(spec, deinterlace=deinterlace)
+        source = PyAVSource(spec, deinterlace=deinterlace, max_megapixels=max_megapixels)
     if realtime and not spec.is_live:
         source = PacedSource(source)
     return source

@@ -16,7 +16,7 @@ from stream_guard.errors import NotAVideoError, SourceError, SourceNotFoundError
 from stream_guard.sources.deinterlace import MODES as DEINTERLACE_MODES
 from stream_guard.sources.deinterlace import Deinterlacer
 from stream_guard.sources.display import DisplayTransform, stream_display
-from stream_guard.sources.probe import iso_truncation
+from stream_guard.sources.probe import DEFAULT_MAX_MEGAPIXELS, iso_truncation
 from stream_guard.sources.spec import SourceSpec
 from stream_guard.types import Frame, StreamInfo
 
@@ -79,6 +79,20 @@ def _wrap_open_error(spec: SourceSpec, e: Exception) -> SourceError:
     return SourceError(f"{name}: cannot open ({_reason(e)})")
 
 
+def pick_video_stream(videos: list[av.video.stream.VideoStream],
+                      max_megapixels: float = DEFAULT_MAX_MEGAPIXELS) -> av.video.stream.VideoStream:
+    """The video stream to analyse: not a cover picture, and the most pixels within the limit
+    (an HLS master playlist offers a stream per variant, in the playlist's order); the first
+    of equals. When every stream is over the limit, the smallest (the size check refuses it)."""
+    moving = [s for s in videos if not s.disposition & av.stream.Disposition.attached_pic] or list(videos)
+
+    def pixels(stream: av.video.stream.VideoStream) -> int:
+        return stream.codec_context.width * stream.codec_context.height
+
+    within = [s for s in moving if pixels(s) <= max_megapixels * 1e6]
+    return max(within, key=pixels) if within else min(moving, key=pixels)
+
+
 def _reason(e: Exception) -> str:
     return getattr(e, "strerror", None) or str(e) or type(e).__name__
 
@@ -117,11 +131,13 @@ class PyAVSource:
     frame; a failure to decode it is raised by ``frames()``, as any later one would be.
     """
 
-    def __init__(self, spec: SourceSpec, deinterlace: str = "auto") -> None:
+    def __init__(self, spec: SourceSpec, deinterlace: str = "auto",
+                 max_megapixels: float = DEFAULT_MAX_MEGAPIXELS) -> None:
         if deinterlace not in DEINTERLACE_MODES:
             raise ValueError(f"deinterlace must be one of {DEINTERLACE_MODES}, not {deinterlace!r}")
         self.spec = spec
         self.deinterlace = deinterlace
+        self.max_megapixels = max_megapixels  # picks among several video streams (HLS variants)
         self.source_id = spec.display_name
         self._container: av.container.InputContainer | None = None
         self._stream: av.video.stream.VideoStream | None = None
@@ -174,7 +190,13 @@ class PyAVSource:
             self.close()
             raise NotAVideoError(f"{self.spec.display_name}: is a still image ({fmt.removesuffix('_pipe')}), "
                                  "not a video")
-        stream = videos[0]
+        stream = pick_video_stream(list(videos), self.max_megapixels)
+        if len(videos) > 1:
+            log.info("%s: %d video streams; analysing #%d (%dx%d)", self.source_id, len(videos), stream.index,
+                     stream.codec_context.width, stream.codec_context.height)
+        for other in self._container.streams:
+            if other is not stream:  # not even fetched: an HLS variant or audio rendition costs no bandwidth
+                other.discard = av.stream.Discard.all
         if not stream.codec_context or stream.codec_context.width <= 0:
             self.close()
             raise NotAVideoError(f"{self.spec.display_name}: video stream has no decodable picture")
