@@ -125,7 +125,9 @@ def build_sinks(config: RunConfig, info: StreamInfo, model: ModelSpec, threshold
     sinks: list[Sink] = []
     out = config.outputs
     if out.out_path is not None:
-        sinks.append(VideoFileSink(out.out_path, fps=info.fps, segment_s=out.out_segment_s, keep=out.out_keep))
+        source = parse_source(config.source.spec)
+        sinks.append(VideoFileSink(out.out_path, fps=info.fps, segment_s=out.out_segment_s, keep=out.out_keep,
+                                   audio_from=source.url if source.kind == "file" and not info.is_live else None))
     if out.events_path is not None:
         sinks.append(JsonlEventSink(out.events_path, out.alerts))
     if out.show:

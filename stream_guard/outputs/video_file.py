@@ -12,6 +12,7 @@ import cv2
 import numpy as np
 
 from stream_guard.errors import OutputError
+from stream_guard.outputs.audio_track import AudioTrack
 from stream_guard.outputs.evidence import STAMP_PATTERN, NewestKept, unused_name, utc_stamp
 from stream_guard.types import FrameResult, StreamInfo
 
@@ -96,6 +97,9 @@ class VideoFileSink:
     With ``segment_s`` the recording is split into files of that many seconds of video, each
     named after ``path`` and the UTC time it was started (``rec_20261205T021530.123Z.mp4``); with
     ``keep`` only the newest ``keep`` of them stay (earlier runs' included).
+
+    ``audio_from`` (the source file, for a file run written to one file) carries the source's
+    sound into the recording (:class:`~stream_guard.outputs.audio_track.AudioTrack`).
     """
 
     name = "file"
@@ -103,8 +107,9 @@ class VideoFileSink:
 
     def __init__(self, path: str | Path, fps: float | None = None, crf: int = 23, preset: str = "superfast",
                  tune: str | None = "zerolatency", threads: int = 2, segment_s: float | None = None,
-                 keep: int | None = None) -> None:
+                 keep: int | None = None, audio_from: str | Path | None = None) -> None:
         self.path = Path(path)
+        self.audio_from = audio_from
         self.fps = fps
         self.crf = crf
         self.preset = preset
@@ -123,6 +128,7 @@ class VideoFileSink:
         self._first_t: float | None = None  # the open file's first frame, on the recording's clock
         self._first_index = 0  # frames_written at the open file's first frame
         self._last_pts = -1
+        self._audio: AudioTrack | None = None
 
     @property
     def _live(self) -> bool:
@@ -157,6 +163,8 @@ class VideoFileSink:
             frame.pts = self.frames_written - self._first_index
         self._container.mux(self._stream.encode(frame))
         self.frames_written += 1
+        if self._audio is not None:  # the sound up to the end of this frame
+            self._audio.write_until(self.frames_written / self._fps)
 
     def _arrival_pts(self, since_first_s: float) -> int:
         """Stream ticks since the file's first frame arrived, always after the last frame's."""
@@ -210,13 +218,18 @@ class VideoFileSink:
         stream.options = options
         self._stream = stream
         self._first_t, self._first_index, self._last_pts = None, self.frames_written, -1
+        if self.audio_from is not None and not self._live and self.segment_s is None:
+            self._audio = AudioTrack.open(self.audio_from, self._container, suffix)
 
     def close(self) -> None:
         container, self._container = self._container, None
         if container is None:
             return
+        audio, self._audio = self._audio, None
         try:
             if self._stream is not None:
                 container.mux(self._stream.encode(None))
+            if audio is not None:
+                audio.finish(end_s=self.frames_written / self._fps)
         finally:
             container.close()

@@ -130,3 +130,50 @@ def _to_video_frame(rgb: np.ndarray, width: int, height: int) -> av.VideoFrame:
     if rgb.shape != (height, width, 3):
         raise ValueError(f"draw() returned shape {rgb.shape}, expected {(height, width, 3)}")
     return av.VideoFrame.from_ndarray(rgb, format="rgb24").reformat(format="yuv420p")
+
+
+def make_clip_with_sound(
+    path: Union[str, Path],
+    seconds: float = 2.0,
+    fps: int = 25,
+    audio_codec: str = "aac",
+    tone_hz: float = 440.0,
+    burst: tuple[float, float] | None = None,
+    width: int = 320,
+    height: int = 240,
+) -> Path:
+    """A clip with the default moving pattern and a mono sine tone at 48 kHz (``audio_codec``:
+    aac, pcm_s16le, libopus, libmp3lame...). ``burst=(start_s, end_s)`` sounds the tone only
+    then, silence elsewhere, so a test can find when it starts."""
+    path = Path(path)
+    draw = moving_pattern(width, height)
+    rate, block = 48000, 960
+    n_frames = max(1, round(seconds * fps))
+    with av.open(str(path), mode="w") as container:
+        video = _add_h264_stream(container, width, height, fps)
+        audio = container.add_stream(audio_codec, rate=rate)
+        audio.layout = "mono"
+        resampler = av.AudioResampler(format=audio.codec_context.format, layout="mono", rate=rate,
+                                      frame_size=audio.codec_context.frame_size or None)
+        samples = np.arange(round(seconds * rate))
+        wave = 0.5 * np.sin(2 * np.pi * tone_hz * samples / rate)
+        if burst is not None:
+            wave[(samples < burst[0] * rate) | (samples >= burst[1] * rate)] = 0.0
+        next_audio = 0
+        for i in range(n_frames):
+            frame = _to_video_frame(draw(i), width, height)
+            frame.pts = i
+            frame.time_base = Fraction(1, fps)
+            container.mux(video.encode(frame))
+            while next_audio < min(len(wave), round((i + 1) / fps * rate)):
+                chunk = wave[next_audio:next_audio + block].astype(np.float32)[None, :]
+                aframe = av.AudioFrame.from_ndarray(chunk, format="flt", layout="mono")
+                aframe.sample_rate, aframe.pts, aframe.time_base = rate, next_audio, Fraction(1, rate)
+                for converted in resampler.resample(aframe):
+                    container.mux(audio.encode(converted))
+                next_audio += chunk.shape[1]
+        for converted in resampler.resample(None):
+            container.mux(audio.encode(converted))
+        container.mux(audio.encode(None))
+        container.mux(video.encode(None))
+    return path

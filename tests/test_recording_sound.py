@@ -1,0 +1,76 @@
+"""A file run's recording keeps the source's sound, in sync with the pictures."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+
+from tests.conftest import run_cli
+from tests.support.synth_video import make_clip_with_sound, make_test_clip
+
+SECONDS, FPS, BURST = 2.0, 25, (1.0, 1.5)
+
+
+def _sound(path: Path) -> tuple[str, float, float, float] | None:
+    """(codec, end time s, when the tone starts s, its frequency Hz) of the first audio stream, or None."""
+    with av.open(str(path)) as container:
+        if not container.streams.audio:
+            return None
+        stream = container.streams.audio[0]
+        start, chunks = None, []
+        for frame in container.decode(stream):
+            if start is None:
+                start = float(frame.pts * frame.time_base)
+            chunks.append(frame.to_ndarray().reshape(-1, frame.samples)[0].astype(np.float32))
+        rate = stream.codec_context.sample_rate
+        codec = stream.codec_context.name
+    wave = np.concatenate(chunks)
+    if wave.dtype.kind == "f" and np.abs(wave).max() > 2:  # integer PCM
+        wave = wave / 32768.0
+    onset = start + np.argmax(np.abs(wave) > 0.1) / rate
+    tone = np.argmax(np.abs(np.fft.rfft(wave))) * rate / len(wave)
+    return codec, start + len(wave) / rate, onset, tone
+
+
+def _frames(path: Path) -> int:
+    with av.open(str(path)) as container:
+        return sum(1 for _ in container.decode(video=0))
+
+
+@pytest.mark.parametrize(("source", "codec", "out", "written_as"), [
+    ("clip.mp4", "aac", "out.mp4", {"aac"}),            # copied
+    ("clip.mkv", "pcm_s16le", "out.mp4", {"aac"}),      # MP4 holds no PCM: re-encoded
+    ("clip.mp4", "aac", "out.webm", {"opus", "libopus"}),  # WebM holds Opus or Vorbis only
+    ("clip.ts", "aac", "out.mkv", {"aac"}),             # MPEG-TS timestamps do not start at 0
+])
+def test_recording_keeps_the_sound_in_sync(tmp_path: Path, source: str, codec: str, out: str,
+                                           written_as: set[str]) -> None:
+    clip = make_clip_with_sound(tmp_path / source, seconds=SECONDS, fps=FPS, audio_codec=codec, burst=BURST)
+    result = run_cli("watch", str(clip), "--out", str(tmp_path / out))
+    assert result.returncode == 0, result.stderr
+    assert _frames(tmp_path / out) == SECONDS * FPS
+    sound = _sound(tmp_path / out)
+    assert sound is not None, "the recording is silent"
+    written, end_s, onset_s, tone_hz = sound
+    assert written in written_as
+    assert abs(tone_hz - 440) < 5
+    assert abs(onset_s - BURST[0]) < 1 / FPS  # in sync within a frame
+    assert abs(end_s - SECONDS) < 0.06
+
+
+def test_sound_stops_where_the_pictures_stop(tmp_path: Path) -> None:
+    clip = make_clip_with_sound(tmp_path / "clip.mp4", seconds=SECONDS, fps=FPS, burst=(0.0, SECONDS))
+    result = run_cli("watch", str(clip), "--out", str(tmp_path / "out.mp4"), "--max-frames", "25")
+    assert result.returncode == 0, result.stderr
+    assert _frames(tmp_path / "out.mp4") == 25
+    _, end_s, _, _ = _sound(tmp_path / "out.mp4")
+    assert 0.95 <= end_s <= 1.05
+
+
+def test_a_silent_source_gives_a_silent_recording(tmp_path: Path) -> None:
+    clip = make_test_clip(tmp_path / "clip.mp4", seconds=1.0, width=320, height=240, fps=FPS)
+    result = run_cli("watch", str(clip), "--out", str(tmp_path / "out.mp4"))
+    assert result.returncode == 0, result.stderr
+    assert _sound(tmp_path / "out.mp4") is None and _frames(tmp_path / "out.mp4") == FPS
