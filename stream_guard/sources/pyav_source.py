@@ -24,6 +24,8 @@ log = logging.getLogger(__name__)
 
 # (open, read) timeouts in seconds for network sources.
 NETWORK_TIMEOUT_S = (5.0, 5.0)
+# Transfer characteristics of HDR video (AVColorTransferCharacteristic): frames are not tone-mapped.
+_HDR_TRANSFERS = {16: "PQ (HDR10)", 18: "HLG"}
 # FFmpeg demuxers that read one picture: a still image opened as a "video" of one frame.
 _STILL_IMAGE_FORMATS = frozenset({"image2", "webp", "svg"})
 # Demuxers that render text (ANSI art) as video: FFmpeg's fallback for plain text files.
@@ -225,6 +227,10 @@ class PyAVSource:
         except (av.error.FFmpegError, OSError, ValueError) as e:
             self._first_error = e
         self._display = stream_display(self._stream, self._first)
+        hdr = _HDR_TRANSFERS.get(self._first.color_trc) if self._first is not None else None
+        if hdr is not None:
+            log.warning("%s: HDR video (%s transfer): frames are converted to 8-bit colour without tone mapping, "
+                        "so they look flat and the scores are not validated on HDR", self.source_id, hdr)
         if not self._display.is_identity:
             log.info("%s: frames are %s, as players show them", self.source_id, self._display.describe())
         if self.deinterlace == "always":
