@@ -151,6 +151,7 @@ class PyAVSource:
         self._first: av.VideoFrame | None = None  # decoded by open(), yielded first by frames()
         self._first_error: Exception | None = None  # raised by frames()
         self._deinterlacer: Deinterlacer | None = None
+        self._hdr_warned = False
 
     def _check_file(self) -> None:
         """Fail early, with a precise reason, on an empty file; note a truncated MP4/MOV."""
@@ -228,7 +229,8 @@ class PyAVSource:
             self._first_error = e
         self._display = stream_display(self._stream, self._first)
         hdr = _HDR_TRANSFERS.get(self._first.color_trc) if self._first is not None else None
-        if hdr is not None:
+        if hdr is not None and not self._hdr_warned:  # once, not at every reconnect
+            self._hdr_warned = True
             log.warning("%s: HDR video (%s transfer): frames are converted to 8-bit colour without tone mapping, "
                         "so they look flat and the scores are not validated on HDR", self.source_id, hdr)
         if not self._display.is_identity:
