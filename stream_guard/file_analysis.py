@@ -34,7 +34,10 @@ from stream_guard.pipeline import Pipeline
 from stream_guard.types import FrameResult, TrackState
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"})
-VIDEO_SUFFIXES = frozenset({".mp4", ".mkv", ".mov", ".avi", ".webm", ".m4v", ".mpg", ".mpeg", ".ts", ".flv", ".wmv"})
+VIDEO_SUFFIXES = frozenset({".mp4", ".mkv", ".mov", ".avi", ".webm", ".m4v", ".mpg", ".mpeg", ".ts", ".flv", ".wmv",
+                            ".3gp", ".3g2",  # older phones
+                            ".mts", ".m2ts", ".vob", ".mxf", ".dv",  # camcorders (AVCHD), DVDs, broadcast
+                            ".ogv"})
 
 
 @dataclass

@@ -162,3 +162,10 @@ def test_report_renders_in_headless_chromium(clips: Path, placeholder_model: Pat
     # the plot's red threshold line (matplotlib's #d62728) is on screen: the images loaded
     red = (np.abs(image.astype(np.int16) - np.array([0x28, 0x27, 0xd6])).max(axis=2) < 40).sum()
     assert red > 50, f"no plot visible; see {shot}"
+
+
+def test_camcorder_and_old_phone_files_are_found_whatever_their_case(tmp_path: Path) -> None:
+    """AVCHD camcorders write .MTS, older phones .3gp, cameras upper-case suffixes."""
+    for name in ("00001.MTS", "clip.3gp", "trip.M2TS", "IMG_0001.MOV", "notes.txt"):
+        (tmp_path / name).write_bytes(b"x")
+    assert sorted(p.name for p in collect_files([tmp_path])) == ["00001.MTS", "IMG_0001.MOV", "clip.3gp", "trip.M2TS"]

@@ -21,6 +21,7 @@ import numpy as np
 from stream_guard.config import ModelOptions, OutputOptions, RunConfig, SourceOptions, analysis_options
 from stream_guard.errors import OutputError, StreamGuardError
 from stream_guard.faces.detector import DetectorOptions
+from stream_guard.file_analysis import IMAGE_SUFFIXES, VIDEO_SUFFIXES
 from stream_guard.gui.bridge import LatestResultSink, PipelineThread
 from stream_guard.gui.panel import FacePanel
 from stream_guard.gui.sources import source_choices
@@ -34,7 +35,9 @@ log = logging.getLogger(__name__)
 
 VIEW_SIZE = (960, 540)
 POLL_MS = 30
-FILE_TYPES = [("Videos and images", "*.mp4 *.mkv *.mov *.avi *.webm *.m4v *.ts *.flv *.jpg *.jpeg *.png"),
+# Tk's patterns are case-sensitive on Linux, and cameras write .MOV, .MTS, .JPG
+FILE_TYPES = [("Videos and images", " ".join(f"*{suffix} *{suffix.upper()}"
+                                             for suffix in sorted(VIDEO_SUFFIXES | IMAGE_SUFFIXES))),
               ("All files", "*")]
 
 
