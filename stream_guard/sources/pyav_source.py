@@ -124,7 +124,8 @@ class _StreamClock:
 
 
 class PyAVSource:
-    """A :class:`FrameSource` over ``av.open``; decodes the first video stream to RGB, as displayed.
+    """A :class:`FrameSource` over ``av.open``; decodes one video stream (:func:`pick_video_stream`)
+    to RGB, as displayed.
 
     Interlaced frames are deinterlaced (``deinterlace``: ``auto`` = the frames the stream flags,
     ``always``, ``off``), then stretched to square pixels (the stream's sample aspect ratio) and
