@@ -39,6 +39,7 @@ class AudioTrack:
         self._start_s = start_s
         copyable = _COPYABLE[suffix]
         self.copied = copyable is None or audio.codec_context.name in copyable
+        self._resampler: av.AudioResampler | None = None  # made at the first re-encoded frame
         if self.copied:
             self._out = container.add_stream_from_template(audio)
         else:
@@ -47,7 +48,6 @@ class AudioTrack:
                 rate = 48000  # Opus runs at 48 kHz
             self._out = container.add_stream(_ENCODERS[suffix], rate=rate)
             self._out.layout = "stereo" if audio.codec_context.channels >= 2 else "mono"
-            self._resampler: av.AudioResampler | None = None
         self._container = container
         self._packets: Iterator[av.Packet] = source.demux(audio)
         self._pending: av.Packet | None = None
