@@ -120,9 +120,14 @@ class DisplayTransform:
     orientation: Orientation = UPRIGHT
 
     @property
+    def stretches(self) -> bool:
+        """True when the pixels are not square (and the aspect is plausible): frames are resized."""
+        return square_pixel_size(2, 2, self.sample_aspect) != (2, 2)
+
+    @property
     def is_identity(self) -> bool:
         """True when frames are used as decoded."""
-        return self.orientation.is_upright and square_pixel_size(2, 2, self.sample_aspect) == (2, 2)
+        return self.orientation.is_upright and not self.stretches
 
     def display_size(self, width: int, height: int) -> tuple[int, int]:
         """``(width, height)`` displayed for a stored ``width x height`` picture."""
@@ -139,7 +144,7 @@ class DisplayTransform:
     def describe(self) -> str:
         """In words, for logs: what is done to each frame."""
         steps = []
-        if square_pixel_size(2, 2, self.sample_aspect) != (2, 2):
+        if self.stretches:
             steps.append(f"stretched to square pixels (sample aspect ratio {self.sample_aspect})")
         if not self.orientation.is_upright:
             steps.append(self.orientation.describe() + " (display matrix)")
