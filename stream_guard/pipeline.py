@@ -30,7 +30,8 @@ from stream_guard.outputs.video_file import VideoFileSink
 from stream_guard.outputs.worker import SinkWorker
 from stream_guard.paths import bundled_model, models_dir
 from stream_guard.service import ServiceHeartbeat
-from stream_guard.sources import DropPolicy, open_source, parse_source
+from stream_guard.sound_bus import SoundBus
+from stream_guard.sources import DropPolicy, SourceSpec, open_source, parse_source
 from stream_guard.sources.capture import CaptureThread, EndOfStream, FrameQueue, SourceEvent
 from stream_guard.sources.probe import check_frame_size
 from stream_guard.types import FrameResult, StreamInfo
@@ -119,15 +120,25 @@ class RunSummary:
         return {"type": "summary", "wall_time": time.time(), **d}
 
 
+def sound_wanted(config: RunConfig, spec: SourceSpec) -> bool:
+    """Whether an output carries the source's sound as it comes: ``--stream-to`` from a live or
+    paced source, and ``--out`` from a live one (a file's recording reads the file's sound itself)."""
+    paced = spec.is_live or config.source.realtime
+    return (config.outputs.stream_to is not None and paced) or (config.outputs.out_path is not None and spec.is_live)
+
+
 def build_sinks(config: RunConfig, info: StreamInfo, model: ModelSpec, threshold: float,
-                on_close: Callable[[], None]) -> list[Sink]:
-    """The outputs named in ``config``; ``model`` and ``threshold`` are the ones in effect (for the live view)."""
+                on_close: Callable[[], None], sound: SoundBus | None = None) -> list[Sink]:
+    """The outputs named in ``config``; ``model`` and ``threshold`` are the ones in effect (for the live view).
+    ``sound``: the bus the source publishes its sound on, if it does (``info.has_sound``)."""
     sinks: list[Sink] = []
     out = config.outputs
+    sound = sound if info.has_sound else None
     if out.out_path is not None:
         source = parse_source(config.source.spec)
         sinks.append(VideoFileSink(out.out_path, fps=info.fps, segment_s=out.out_segment_s, keep=out.out_keep,
-                                   audio_from=source.url if source.kind == "file" and not info.is_live else None))
+                                   audio_from=source.url if source.kind == "file" and not info.is_live else None,
+                                   sound=sound.subscribe("--out") if sound is not None and info.is_live else None))
     if out.events_path is not None:
         sinks.append(JsonlEventSink(out.events_path, out.alerts))
     if out.show:
@@ -161,7 +172,7 @@ def build_sinks(config: RunConfig, info: StreamInfo, model: ModelSpec, threshold
     if out.stream_to is not None:
         from stream_guard.outputs.live_stream import LiveStreamSink
 
-        sinks.append(LiveStreamSink(out.stream_to))
+        sinks.append(LiveStreamSink(out.stream_to, sound=None if sound is None else sound.subscribe("--stream-to")))
     if out.serve is not None:
         from stream_guard.outputs.http.sink import LiveAlertFeed, LiveViewSink
         from stream_guard.outputs.http.state import ModelInfo
@@ -231,9 +242,11 @@ class Pipeline:
         spec_text = self.config.source.spec
         source_spec = parse_source(spec_text)
         model = load_model(self.config)
+        sound = SoundBus() if sound_wanted(self.config, source_spec) else None
         source = open_source(source_spec, realtime=self.config.source.realtime,
                              demo_seconds=self.config.source.demo_seconds, deinterlace=self.config.source.deinterlace,
-                             max_megapixels=self.config.source.max_megapixels)
+                             max_megapixels=self.config.source.max_megapixels,
+                             sound=None if sound is None else sound.publish)
         info = source.open()
         try:
             check_frame_size(info.source_id, info.width, info.height, self.config.source.max_megapixels)
@@ -245,7 +258,7 @@ class Pipeline:
         live_queue = info.is_live or self.config.source.drop_oldest
         policy = DropPolicy.DROP_OLDEST if live_queue else DropPolicy.BLOCK
         frames = self.frames = FrameQueue(2 if live_queue else 8, policy, self.stop_event)
-        sinks = build_sinks(self.config, info, model, analyzer.scorer.threshold, self.stop) + self.extra_sinks
+        sinks = build_sinks(self.config, info, model, analyzer.scorer.threshold, self.stop, sound) + self.extra_sinks
         try:
             workers = self.workers = self._start_workers(sinks, info)
         except BaseException:

@@ -47,6 +47,27 @@ class StreamInfo:
     fps: float | None
     frame_count: int | None
     is_live: bool
+    has_sound: bool = False  # the source publishes its sound (SoundChunk) for the outputs that carry it
+
+
+SOUND_RATE = 48_000  # the sound passed between stages: 48 kHz stereo float, whatever the source had
+SOUND_CHANNELS = 2
+
+
+@dataclass(frozen=True, slots=True)
+class SoundChunk:
+    """A run of the source's sound, converted to :data:`SOUND_RATE` stereo.
+
+    ``samples`` is ``(2, N)`` float32 in -1..1; ``pts_s`` is the first sample's time on the
+    same clock as the video frames' :attr:`Frame.pts_s` (so sound and pictures line up).
+    """
+
+    samples: np.ndarray
+    pts_s: float
+
+    @property
+    def duration_s(self) -> float:
+        return self.samples.shape[1] / SOUND_RATE
 
 
 @dataclass(frozen=True, slots=True)

@@ -2,8 +2,9 @@
 
 RTMP(S) (FLV: nginx-rtmp, MediaMTX, OBS's media source via a server, YouTube and Twitch ingest),
 RTSP (pushed with RECORD over TCP, as MediaMTX accepts) or UDP (MPEG-TS, for a player or a
-receiver on the network). Video only, H.264 with a keyframe every ``gop_s`` seconds so that a
-viewer who joins late starts within that time.
+receiver on the network). H.264 with a keyframe every ``gop_s`` seconds so that a viewer who
+joins late starts within that time, and, given a ``sound`` feed, the source's sound as AAC
+(:class:`~stream_guard.outputs.live_sound.LiveSound`).
 
 The output is lossy: it is handed the newest frame when it falls behind, and frames are stamped
 with the wall-clock time they are sent, so a slow network lowers the frame rate, never the
@@ -21,11 +22,12 @@ from typing import Callable
 from urllib.parse import urlsplit
 
 import av
-import numpy as np
 
 from stream_guard.errors import ConfigError
+from stream_guard.outputs.live_sound import SOUND_CODECS, LiveSound
 from stream_guard.outputs.video_file import add_timed_h264_stream, keyframe_every, mux_at_ms
 from stream_guard.outputs.webhook import redact
+from stream_guard.sound_bus import SoundFeed
 from stream_guard.sources.capture import ReconnectPolicy
 from stream_guard.types import FrameResult, StreamInfo
 
@@ -58,8 +60,9 @@ class LiveStreamSink:
     lossless = False
 
     def __init__(self, url: str, retry: ReconnectPolicy = RETRY, gop_s: float = GOP_S,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic, sound: SoundFeed | None = None) -> None:
         self.url = url
+        self.sound = sound
         self.muxer, self.muxer_options = stream_target(url)
         self.retry = retry
         self.gop_s = gop_s
@@ -71,6 +74,7 @@ class LiveStreamSink:
         self._size = (0, 0)  # (width, height)
         self._container: av.container.OutputContainer | None = None
         self._stream = None
+        self._sound: LiveSound | None = None
         self._t0 = 0.0
         self._last_ms = -1
         self._fresh = False  # connected, and no frame sent on this connection yet
@@ -88,7 +92,7 @@ class LiveStreamSink:
                 if now < self._retry_at:
                     return
                 self._connect(now)
-            self._send(result.annotated, now)
+            self._send(result, now)
         except (av.error.FFmpegError, OSError) as e:
             self._lost(e, now)
 
@@ -97,6 +101,8 @@ class LiveStreamSink:
         if container is not None:
             try:
                 container.mux(self._stream.encode(None))
+                if self._sound is not None:
+                    self._sound.close()
                 container.close()
             except (av.error.FFmpegError, OSError) as e:
                 log.debug("stream-to %s: closing: %s", redact(self.url), e)
@@ -108,15 +114,18 @@ class LiveStreamSink:
         container = av.open(self.url, mode="w", format=self.muxer, options=self.muxer_options)
         self._stream = add_timed_h264_stream(container, self._fps, *self._size,
                                              **keyframe_every(self.gop_s, self._fps))
+        self._sound = None if self.sound is None else LiveSound(container, SOUND_CODECS[self.muxer], self.sound)
         self._container = container
         self._t0, self._last_ms, self._fresh = now, -1, True
 
-    def _send(self, rgb: np.ndarray, now: float) -> None:
+    def _send(self, result: FrameResult, now: float) -> None:
         ms = round((now - self._t0) * 1000)
         if ms <= self._last_ms:
             return  # two frames within a millisecond: keep the first
         assert self._container is not None and self._stream is not None
-        mux_at_ms(self._container, self._stream, rgb, ms)
+        mux_at_ms(self._container, self._stream, result.annotated, ms)
+        if self._sound is not None:
+            self._sound.follow(result.frame.pts_s, ms / 1000)
         self._last_ms = ms
         self.frames_sent += 1
         if self._fresh:  # the first frame of a connection went out: it is up
@@ -129,6 +138,7 @@ class LiveStreamSink:
     def _lost(self, error: Exception, now: float) -> None:
         """Drop the connection and schedule the next attempt."""
         container, self._container = self._container, None
+        self._sound = None
         if container is not None:
             with contextlib.suppress(av.error.FFmpegError, OSError):  # the connection is gone already
                 container.close()

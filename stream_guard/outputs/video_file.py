@@ -14,6 +14,8 @@ import numpy as np
 from stream_guard.errors import OutputError
 from stream_guard.outputs.audio_track import AudioTrack
 from stream_guard.outputs.evidence import STAMP_PATTERN, NewestKept, unused_name, utc_stamp
+from stream_guard.outputs.live_sound import SOUND_CODECS, LiveSound
+from stream_guard.sound_bus import SoundFeed
 from stream_guard.types import FrameResult, StreamInfo
 
 log = logging.getLogger(__name__)
@@ -99,7 +101,9 @@ class VideoFileSink:
     ``keep`` only the newest ``keep`` of them stay (earlier runs' included).
 
     ``audio_from`` (the source file, for a file run written to one file) carries the source's
-    sound into the recording (:class:`~stream_guard.outputs.audio_track.AudioTrack`).
+    sound into the recording (:class:`~stream_guard.outputs.audio_track.AudioTrack`); ``sound``
+    (a live source's sound feed) carries it into a live recording, every segment included
+    (:class:`~stream_guard.outputs.live_sound.LiveSound`).
     """
 
     name = "file"
@@ -107,9 +111,11 @@ class VideoFileSink:
 
     def __init__(self, path: str | Path, fps: float | None = None, crf: int = 23, preset: str = "superfast",
                  tune: str | None = "zerolatency", threads: int = 2, segment_s: float | None = None,
-                 keep: int | None = None, audio_from: str | Path | None = None) -> None:
+                 keep: int | None = None, audio_from: str | Path | None = None,
+                 sound: SoundFeed | None = None) -> None:
         self.path = Path(path)
         self.audio_from = audio_from
+        self.sound = sound
         self.fps = fps
         self.crf = crf
         self.preset = preset
@@ -129,6 +135,7 @@ class VideoFileSink:
         self._first_index = 0  # frames_written at the open file's first frame
         self._last_pts = -1
         self._audio: AudioTrack | None = None
+        self._live_sound: LiveSound | None = None
 
     @property
     def _live(self) -> bool:
@@ -163,6 +170,8 @@ class VideoFileSink:
             frame.pts = self.frames_written - self._first_index
         self._container.mux(self._stream.encode(frame))
         self.frames_written += 1
+        if self._live_sound is not None:
+            self._live_sound.follow(result.frame.pts_s, float(frame.pts * frame.time_base))
         if self._audio is not None:  # the sound up to the end of this frame
             self._audio.write_until(self.frames_written / self._fps)
 
@@ -220,16 +229,21 @@ class VideoFileSink:
         self._first_t, self._first_index, self._last_pts = None, self.frames_written, -1
         if self.audio_from is not None and not self._live and self.segment_s is None:
             self._audio = AudioTrack.open(self.audio_from, self._container, suffix)
+        if self.sound is not None and self._live:
+            self._live_sound = LiveSound(self._container, SOUND_CODECS[suffix], self.sound)
 
     def close(self) -> None:
         container, self._container = self._container, None
         if container is None:
             return
         audio, self._audio = self._audio, None
+        live_sound, self._live_sound = self._live_sound, None
         try:
             if self._stream is not None:
                 container.mux(self._stream.encode(None))
             if audio is not None:
                 audio.finish(end_s=self.frames_written / self._fps)
+            if live_sound is not None:
+                live_sound.close()
         finally:
             container.close()

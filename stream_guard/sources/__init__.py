@@ -3,13 +3,13 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from typing import Iterator
+from typing import Callable, Iterator
 
 from stream_guard.sources.base import DropPolicy, FrameSource
 from stream_guard.sources.probe import DEFAULT_MAX_MEGAPIXELS
 from stream_guard.sources.pyav_source import PyAVSource
 from stream_guard.sources.spec import SourceSpec, parse_source, redact_url
-from stream_guard.types import Frame, StreamInfo
+from stream_guard.types import Frame, SoundChunk, StreamInfo
 
 __all__ = ["DropPolicy", "FrameSource", "PacedSource", "SourceSpec", "open_source", "parse_source", "redact_url"]
 
@@ -48,16 +48,18 @@ class PacedSource:
 
 
 def open_source(spec: SourceSpec, realtime: bool = False, demo_seconds: float = 20.0,
-                deinterlace: str = "auto", max_megapixels: float = DEFAULT_MAX_MEGAPIXELS) -> FrameSource:
+                deinterlace: str = "auto", max_megapixels: float = DEFAULT_MAX_MEGAPIXELS,
+                sound: Callable[[SoundChunk], None] | None = None) -> FrameSource:
     """Build (not yet open) the source for a parsed spec; ``deinterlace``: auto, always or off;
-    ``max_megapixels`` picks the largest stream within it when there are several (HLS variants)."""
+    ``max_megapixels`` picks the largest stream within it when there are several (HLS variants);
+    ``sound`` receives the source's decoded sound, if it has any (the demo has none)."""
     source: FrameSource
     if spec.kind == "demo":
         from stream_guard.sources.demo import DemoSource
 
         source = DemoSource(seconds=demo_seconds)
     else:
-        source = PyAVSource(spec, deinterlace=deinterlace, max_megapixels=max_megapixels)
+        source = PyAVSource(spec, deinterlace=deinterlace, max_megapixels=max_megapixels, sound=sound)
     if realtime and not spec.is_live:
         source = PacedSource(source)
     return source

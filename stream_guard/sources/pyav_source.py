@@ -7,7 +7,7 @@ import os
 import socket
 import time
 from itertools import chain
-from typing import Iterator
+from typing import Callable, Iterator
 from urllib.parse import urlsplit
 
 import av
@@ -17,8 +17,9 @@ from stream_guard.sources.deinterlace import MODES as DEINTERLACE_MODES
 from stream_guard.sources.deinterlace import Deinterlacer
 from stream_guard.sources.display import DisplayTransform, stream_display
 from stream_guard.sources.probe import DEFAULT_MAX_MEGAPIXELS, iso_truncation
+from stream_guard.sources.sound_decoder import SoundDecoder
 from stream_guard.sources.spec import SourceSpec
-from stream_guard.types import Frame, StreamInfo
+from stream_guard.types import Frame, SoundChunk, StreamInfo
 
 log = logging.getLogger(__name__)
 
@@ -122,6 +123,11 @@ class _StreamClock:
         self._last = t
         return t
 
+    def stream_s(self, time_s: float) -> float | None:
+        """``time_s`` (another stream of the same container: the sound) on this clock, or None
+        before the first frame set it. Not clamped: sound has its own order."""
+        return None if self._base is None else time_s - self._base
+
 
 class PyAVSource:
     """A :class:`FrameSource` over ``av.open``; decodes one video stream (:func:`pick_video_stream`)
@@ -132,10 +138,15 @@ class PyAVSource:
     turned as the first frame's display matrix says (a phone's portrait video is stored
     sideways), so :class:`StreamInfo` reports the displayed size. ``open()`` decodes that first
     frame; a failure to decode it is raised by ``frames()``, as any later one would be.
+
+    With ``sound``, the source's best audio stream is decoded too, as it is demuxed, and each
+    :class:`SoundChunk` is handed to ``sound`` on the reading thread; otherwise, as every stream
+    other than the one analysed, it is not even fetched.
     """
 
     def __init__(self, spec: SourceSpec, deinterlace: str = "auto",
-                 max_megapixels: float = DEFAULT_MAX_MEGAPIXELS) -> None:
+                 max_megapixels: float = DEFAULT_MAX_MEGAPIXELS,
+                 sound: Callable[[SoundChunk], None] | None = None) -> None:
         if deinterlace not in DEINTERLACE_MODES:
             raise ValueError(f"deinterlace must be one of {DEINTERLACE_MODES}, not {deinterlace!r}")
         self.spec = spec
@@ -153,6 +164,8 @@ class PyAVSource:
         self._first_error: Exception | None = None  # raised by frames()
         self._deinterlacer: Deinterlacer | None = None
         self._hdr_warned = False
+        self._sound_out = sound
+        self._sound: SoundDecoder | None = None
 
     def _check_file(self) -> None:
         """Fail early, with a precise reason, on an empty file; note a truncated MP4/MOV."""
@@ -198,8 +211,9 @@ class PyAVSource:
         if len(videos) > 1:
             log.info("%s: %d video streams; analysing #%d (%dx%d)", self.source_id, len(videos), stream.index,
                      stream.codec_context.width, stream.codec_context.height)
+        audio = self._container.streams.best("audio") if self._sound_out is not None else None
         for other in self._container.streams:
-            if other is not stream:  # not even fetched: an HLS variant or audio rendition costs no bandwidth
+            if other is not stream and other is not audio:  # not even fetched: costs no bandwidth
                 other.discard = av.stream.Discard.all
         if not stream.codec_context or stream.codec_context.width <= 0:
             self.close()
@@ -208,6 +222,8 @@ class PyAVSource:
         fps = float(stream.average_rate) if stream.average_rate else (float(stream.guessed_rate) if stream.guessed_rate else None)
         frames = int(stream.frames) if stream.frames and not self.spec.is_live else None
         self._clock = _StreamClock(1.0 / (fps or 30.0))
+        self._sound = None if audio is None or self._sound_out is None else SoundDecoder(
+            audio, self._sound_out, self._clock.stream_s)
         self._decode_first_frame()
         width, height = self._display.display_size(stream.codec_context.width, stream.codec_context.height)
         self._info = StreamInfo(
@@ -217,12 +233,13 @@ class PyAVSource:
             fps=fps,
             frame_count=frames,
             is_live=self.spec.is_live,
+            has_sound=self._sound is not None,
         )
         return self._info
 
     def _decode_first_frame(self) -> None:
         """Decode frame 0 now, for its display matrix; keep it (or its error) for ``frames()``."""
-        self._decoder = self._container.decode(self._stream)
+        self._decoder = self._container.decode(self._stream) if self._sound is None else self._demuxed_pictures()
         self._first, self._first_error, self._deinterlacer = None, None, None
         try:
             self._first = next(self._decoder, None)
@@ -238,6 +255,15 @@ class PyAVSource:
             log.info("%s: frames are %s, as players show them", self.source_id, self._display.describe())
         if self.deinterlace == "always":
             self._start_deinterlacing("every frame (--deinterlace always)")
+
+    def _demuxed_pictures(self) -> Iterator[av.VideoFrame]:
+        """The video stream's decoded frames, the sound's packets going to its decoder on the way."""
+        assert self._container is not None and self._stream is not None and self._sound is not None
+        for packet in self._container.demux(self._stream, self._sound.stream):
+            if packet.stream is self._sound.stream:
+                self._sound.push(packet)
+            else:
+                yield from packet.decode()
 
     def _start_deinterlacing(self, why: str) -> None:
         self._deinterlacer = Deinterlacer(self._stream.time_base, every_frame=self.deinterlace == "always")

@@ -141,12 +141,20 @@ def make_clip_with_sound(
     burst: tuple[float, float] | None = None,
     width: int = 320,
     height: int = 240,
+    flash: bool = False,
 ) -> Path:
     """A clip with the default moving pattern and a mono sine tone at 48 kHz (``audio_codec``:
     aac, pcm_s16le, libopus, libmp3lame...). ``burst=(start_s, end_s)`` sounds the tone only
-    then, silence elsewhere, so a test can find when it starts."""
+    then, silence elsewhere, so a test can find when it starts; with ``flash`` the pictures of
+    the burst are white too, so a test can tell whether sound and pictures still meet."""
     path = Path(path)
-    draw = moving_pattern(width, height)
+    pattern = moving_pattern(width, height)
+
+    def draw(i: int) -> np.ndarray:
+        if flash and burst is not None and burst[0] <= i / fps < burst[1]:
+            return np.full((height, width, 3), 255, np.uint8)
+        return pattern(i)
+
     rate, block = 48000, 960
     n_frames = max(1, round(seconds * fps))
     with av.open(str(path), mode="w") as container:
