@@ -121,10 +121,11 @@ class RunSummary:
 
 
 def sound_wanted(config: RunConfig, spec: SourceSpec) -> bool:
-    """Whether an output carries the source's sound as it comes: ``--stream-to`` from a live or
-    paced source, and ``--out`` from a live one (a file's recording reads the file's sound itself)."""
+    """Whether an output carries the source's sound as it comes: ``--clips``, ``--stream-to`` from a
+    live or paced source, and ``--out`` from a live one (a file's recording reads the file's sound itself)."""
+    out = config.outputs
     paced = spec.is_live or config.source.realtime
-    return (config.outputs.stream_to is not None and paced) or (config.outputs.out_path is not None and spec.is_live)
+    return out.clips is not None or (out.stream_to is not None and paced) or (out.out_path is not None and spec.is_live)
 
 
 def build_sinks(config: RunConfig, info: StreamInfo, model: ModelSpec, threshold: float,
@@ -160,7 +161,8 @@ def build_sinks(config: RunConfig, info: StreamInfo, model: ModelSpec, threshold
     if out.clips is not None:
         from stream_guard.outputs.alert_clips import ClipSink
 
-        sinks.append(ClipSink(out.clips, out.alerts, pad_s=out.clip_pad_s, keep=out.clip_keep))
+        sinks.append(ClipSink(out.clips, out.alerts, pad_s=out.clip_pad_s, keep=out.clip_keep,
+                              sound=None if sound is None else sound.subscribe("--clips")))
     if out.mqtt is not None:
         from stream_guard.outputs.mqtt import MqttSink
 

@@ -23,7 +23,8 @@ from stream_guard.outputs.alerts import CLEARED, RAISED, AlertOptions, AlertStat
 from stream_guard.outputs.snapshots import ALERT_LOG
 from stream_guard.pipeline import Pipeline
 from stream_guard.sources.capture import ReconnectPolicy
-from stream_guard.types import FrameResult
+from stream_guard.sound_bus import SoundFeed
+from stream_guard.types import SOUND_RATE, FrameResult, SoundChunk
 from stream_guard.outputs.video_file import LIVE_KEYFRAME_S
 from tests.conftest import REPO, run_cli
 from tests.support.rtsp_fixture import RtspServerProcess, restart_on
@@ -89,6 +90,34 @@ def test_a_clip_runs_from_pad_before_the_alert_to_pad_after_it_clears(tmp_path: 
     assert [t for t, _ in shown] == pytest.approx([(i - expected[0]) / 10 for i in expected], abs=1e-3)
     assert record["frames"] == len(expected)
     assert (record["start_stream_s"], record["end_stream_s"]) == pytest.approx((expected[0] / 10, expected[-1] / 10))
+
+
+def test_a_clip_carries_the_sound_of_its_pictures_preroll_included(tmp_path: Path) -> None:
+    results = verdict_sequence(NOISY_FAKE_THEN_REAL + ["-"] * 10)
+    machine = AlertStateMachine(OPTIONS)
+    (raised,) = [a for r in results for a in machine.update(r) if a.kind == RAISED]
+    beep_at = raised.stream_time_s - 0.3  # in the pre-roll
+    sound = SoundFeed("--clips")
+    sink = ClipSink(tmp_path / "clips", OPTIONS, pad_s=0.45, keep=10, sound=sound)
+    sink.open(INFO)
+    try:
+        for r in results:  # the capture thread publishes a picture's sound before the picture is analysed
+            t = np.arange(round(0.1 * SOUND_RATE)) / SOUND_RATE + r.frame.pts_s
+            wave = np.where((t >= beep_at) & (t < beep_at + 0.05), 0.5 * np.sin(2 * np.pi * 440 * t), 0.0)
+            sound.put(SoundChunk(np.stack([wave, wave]).astype(np.float32), r.frame.pts_s))
+            sink.write(shaded(r))
+    finally:
+        sink.close()
+    (record,) = clip_log(tmp_path / "clips")
+    with av.open(str(tmp_path / "clips" / record["clip"])) as container:
+        audio = container.streams.audio[0]
+        assert audio.codec_context.name == "aac"
+        chunks = [f.to_ndarray()[0] for f in container.decode(audio)]
+    wave = np.concatenate(chunks)
+    onset = np.flatnonzero(np.abs(wave) > 0.1)[0] / SOUND_RATE
+    assert onset == pytest.approx(beep_at - record["start_stream_s"], abs=0.03)
+    length = record["end_stream_s"] - record["start_stream_s"] + 0.1  # the last picture lasts a frame
+    assert len(wave) / SOUND_RATE == pytest.approx(length, abs=0.12)
 
 
 def test_overlapping_and_close_alerts_share_one_clip(tmp_path: Path) -> None:

@@ -13,6 +13,9 @@ skipped frames plays back at the right speed. Clips are named by the UTC time an
 alert that opened them, written under a temporary name and renamed when complete, and each is
 logged in ``DIR/clips.jsonl``. Only the newest ``keep`` clips are kept. From a live source a clip
 is written as it goes, so the ``NAME.mp4.part`` that a killed run leaves behind still plays.
+
+Given the source's sound (a :class:`SoundFeed`), clips carry it as AAC, the pre-roll's included:
+the sink keeps the last ``pad`` seconds of sound as it keeps the pictures.
 """
 from __future__ import annotations
 
@@ -32,9 +35,11 @@ from stream_guard.errors import ConfigError
 from stream_guard.outputs.alerts import RAISED, Alert, AlertOptions, AlertSink
 from stream_guard.outputs.evidence import (STEM_PATTERN, NewestKept, append_record, evidence_stem, open_evidence_log,
                                            unused_name)
+from stream_guard.outputs.live_sound import LEAD_S, LiveSound
 from stream_guard.outputs.video_file import (FRAGMENTED_MP4, LIVE_KEYFRAME_S, MS, add_timed_h264_stream,
                                             keyframe_every, mux_at_ms)
-from stream_guard.types import FrameResult, StreamInfo
+from stream_guard.sound_bus import FEED_SECONDS, SoundFeed
+from stream_guard.types import FrameResult, SoundChunk, StreamInfo
 
 log = logging.getLogger(__name__)
 
@@ -91,13 +96,38 @@ def _compressed(rgb: np.ndarray) -> np.ndarray:
     return data
 
 
+class PrerollSound:
+    """The last ``seconds`` of sound before the newest picture, for a clip's pre-roll."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self._chunks: deque[SoundChunk] = deque()
+
+    def push(self, chunk: SoundChunk, now_s: float) -> None:
+        self._chunks.append(chunk)
+        while self._chunks and self._chunks[0].pts_s + self._chunks[0].duration_s < now_s - self.seconds - LEAD_S:
+            self._chunks.popleft()
+
+    def feed(self, name: str) -> SoundFeed:
+        """A new feed that starts with the buffered sound."""
+        feed = SoundFeed(name, max_seconds=self.seconds + FEED_SECONDS)
+        for chunk in self._chunks:
+            feed.put(chunk)
+        return feed
+
+    def clear(self) -> None:
+        self._chunks.clear()
+
+
 class ClipWriter:
     """One H.264 MP4 whose frames carry their stream times, written as ``NAME.part`` and renamed
     to ``path`` by :meth:`close`. Frames of another size are scaled to the clip's. A ``live``
     clip is written as it goes (fragmented, a keyframe every ``LIVE_KEYFRAME_S``), as ``--out``
-    is, so the ``.part`` of a run that was killed plays up to its last fragment."""
+    is, so the ``.part`` of a run that was killed plays up to its last fragment. With ``sound``
+    the clip carries it (AAC) on the pictures' clock."""
 
-    def __init__(self, path: Path, width: int, height: int, fps: float | None, live: bool = False) -> None:
+    def __init__(self, path: Path, width: int, height: int, fps: float | None, live: bool = False,
+                 sound: SoundFeed | None = None) -> None:
         self.path = path
         self.first_s: float | None = None
         self.last_s: float | None = None
@@ -108,6 +138,8 @@ class ClipWriter:
         keyframes = keyframe_every(LIVE_KEYFRAME_S, fps or 30.0) if live else {}
         self._stream = add_timed_h264_stream(self._container, fps or 30.0, width, height, **keyframes)
         self._stream.time_base = MS
+        self.sound = sound
+        self._sound = None if sound is None else LiveSound(self._container, "aac", sound)
 
     def add(self, rgb: np.ndarray, pts_s: float) -> None:
         """Append a frame; one that would not advance the clip's millisecond clock is skipped."""
@@ -117,6 +149,8 @@ class ClipWriter:
         if ms <= self._last_ms:
             return
         mux_at_ms(self._container, self._stream, rgb, ms)
+        if self._sound is not None:
+            self._sound.follow(pts_s, ms / 1000)
         self._last_ms, self.last_s = ms, pts_s
         self.frames += 1
 
@@ -129,6 +163,8 @@ class ClipWriter:
             return False
         try:
             self._container.mux(self._stream.encode(None))
+            if self._sound is not None:
+                self._sound.close()
         finally:
             self._container.close()
         os.replace(self._partial, self.path)
@@ -150,7 +186,7 @@ class ClipSink(AlertSink):
     name = "clips"
 
     def __init__(self, folder: Path, alerts: AlertOptions, pad_s: float, keep: int,
-                 max_s: float = MAX_CLIP_S) -> None:
+                 max_s: float = MAX_CLIP_S, sound: SoundFeed | None = None) -> None:
         super().__init__(alerts)
         if keep < 1:
             raise ConfigError("--clip-keep must be at least 1")
@@ -160,6 +196,8 @@ class ClipSink(AlertSink):
         self.pad_s = pad_s
         self.max_s = max_s
         self._preroll = PrerollBuffer(pad_s)
+        self.sound = sound
+        self._preroll_sound = PrerollSound(pad_s)
         self._kept = NewestKept(self.folder, _CLIP, lambda stem: (self.folder / f"{stem}.mp4",), keep)
         self._log: IO[str] | None = None
         self._info: StreamInfo | None = None
@@ -181,8 +219,10 @@ class ClipSink(AlertSink):
             go_on_with = self._alerting_tracks()
             self._finish(END_TIME_RESET)
             self._preroll.clear()
+            self._preroll_sound.clear()
         self._last_s = now
         self._preroll.push(now, result.annotated)
+        self._take_sound(now)
         if go_on_with:
             self._start(go_on_with, time.time(), preroll=True)
         super().write(result)  # a raised alert opens a clip from the pre-roll, this frame included
@@ -215,6 +255,7 @@ class ClipSink(AlertSink):
         if record.get("type") == "source" and record.get("state") in ("reconnecting", "failed"):
             self._finish(END_SOURCE_RESET)
             self._preroll.clear()
+            self._preroll_sound.clear()
             self._last_s = None
 
     def close(self) -> None:
@@ -224,6 +265,16 @@ class ClipSink(AlertSink):
             log_file, self._log = self._log, None
             if log_file is not None:
                 log_file.close()
+
+    def _take_sound(self, now: float) -> None:
+        """Move the sound up to just past this picture into the pre-roll and the open clip."""
+        if self.sound is None:
+            return
+        clip_sound = self._clip.writer.sound if self._clip is not None else None
+        for chunk in self.sound.take_until(now + LEAD_S):
+            self._preroll_sound.push(chunk, now)
+            if clip_sound is not None:
+                clip_sound.put(chunk)
 
     def _alerting_tracks(self) -> list[int]:
         """The faces whose alerts keep the open clip going (none once it is only waiting out the pad)."""
@@ -238,7 +289,8 @@ class ClipSink(AlertSink):
         file_name, wall_time = unused_name(self.folder, wall_time, lambda t: f"{evidence_stem(t, track_ids[0])}.mp4")
         image = self._current.annotated
         writer = ClipWriter(self.folder / file_name, image.shape[1], image.shape[0], self._info.fps,
-                            live=self._info.is_live)
+                            live=self._info.is_live,
+                            sound=None if self.sound is None else self._preroll_sound.feed(file_name))
         self._clip = _OpenClip(writer, self._current.frame.source_id, wall_time, list(track_ids))
         if preroll:
             for pts_s, rgb in self._preroll.frames():
