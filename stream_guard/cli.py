@@ -61,6 +61,13 @@ def _detect_every(text: str) -> int:
     return value
 
 
+def _input_option(text: str) -> tuple[str, str]:
+    key, equals, value = text.partition("=")
+    if not equals or not key.strip() or key != key.strip():
+        raise argparse.ArgumentTypeError(f"'{text}' is not KEY=VALUE (e.g. video_size=1280x720)")
+    return key, value
+
+
 def _count(text: str) -> int:
     value = int(text)
     if value < 1:
@@ -170,6 +177,10 @@ def _parser() -> argparse.ArgumentParser:
                        help="deinterlace (bwdif) the frames the stream flags as interlaced (auto, default), "
                             "every frame (always: a source that sends interlaced video flagged progressive), "
                             "or none (off)")
+    watch.add_argument("--input-option", dest="input_options", type=_input_option, action="append", default=[],
+                       metavar="KEY=VALUE",
+                       help="an FFmpeg option for opening SOURCE, repeatable: a webcam's video_size=1280x720, "
+                            "framerate=30 or input_format=yuyv422; rtsp_transport=udp; user_agent=...")
     _add_run_options(watch)
     _add_alert_options(watch)
     _add_serve_options(watch)
@@ -260,6 +271,7 @@ def _config(args: argparse.Namespace, source: str, out: Path | None, events: Pat
     return RunConfig(
         source=SourceOptions(spec=source, realtime=realtime, max_frames=max_frames, demo_seconds=demo_seconds,
                              deinterlace=getattr(args, "deinterlace", "auto"),
+                             input_options=tuple(getattr(args, "input_options", ())),
                              **({"max_megapixels": args.max_megapixels}
                                 if getattr(args, "max_megapixels", None) else {})),
         model=ModelOptions(model_dir=args.model, provider=args.provider, threshold=args.threshold),

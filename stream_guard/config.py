@@ -33,6 +33,7 @@ class SourceOptions:
     drop_oldest: bool = False  # queue frames like a live source (keep the newest) even for a paced file
     max_megapixels: float = DEFAULT_MAX_MEGAPIXELS  # larger frames are refused (memory: queues hold frames)
     deinterlace: str = "auto"  # "auto" (frames flagged interlaced) | "always" | "off"
+    input_options: tuple[tuple[str, str], ...] = ()  # FFmpeg options for opening the source (--input-option)
 
 
 @dataclass(frozen=True, slots=True)

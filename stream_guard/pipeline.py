@@ -15,7 +15,7 @@ import numpy as np
 from stream_guard.analysis import Analyzer
 from stream_guard.config import RunConfig
 from stream_guard.detect_ahead import AheadDone, DetectAheadThread, DetectedFrame
-from stream_guard.errors import ModelError, StreamGuardError
+from stream_guard.errors import ModelError, SourceError, StreamGuardError
 from stream_guard.faces.detector import FaceDetector
 from stream_guard.faces.landmarks import MODEL_FILE as FACE_MESH_MODEL
 from stream_guard.faces.landmarks import FaceMesh
@@ -31,7 +31,7 @@ from stream_guard.outputs.worker import SinkWorker
 from stream_guard.paths import bundled_model, models_dir
 from stream_guard.service import ServiceHeartbeat
 from stream_guard.sound_bus import SoundBus
-from stream_guard.sources import DropPolicy, SourceSpec, open_source, parse_source
+from stream_guard.sources import DropPolicy, FrameSource, SourceSpec, open_source, parse_source, with_input_options
 from stream_guard.sources.capture import CaptureThread, EndOfStream, FrameQueue, SourceEvent
 from stream_guard.sources.probe import check_frame_size
 from stream_guard.types import FrameResult, StreamInfo
@@ -184,6 +184,18 @@ def build_sinks(config: RunConfig, info: StreamInfo, model: ModelSpec, threshold
     return sinks
 
 
+def _open_with_hint(source: FrameSource, input_options: Sequence[tuple[str, str]]) -> StreamInfo:
+    """``source.open()``; a failure names the user's ``--input-option`` keys, a likely cause (not
+    their values, which may hold credentials)."""
+    try:
+        return source.open()
+    except SourceError as e:
+        if not input_options:
+            raise
+        keys = ", ".join(dict.fromkeys(key for key, _ in input_options))
+        raise type(e)(f"{e}; check --input-option {keys}") from e
+
+
 class Pipeline:
     """One stream, end to end. ``run()`` blocks until the stream ends or ``stop()``.
 
@@ -242,14 +254,14 @@ class Pipeline:
 
     def run(self) -> RunSummary:
         spec_text = self.config.source.spec
-        source_spec = parse_source(spec_text)
+        source_spec = with_input_options(parse_source(spec_text), self.config.source.input_options)
         model = load_model(self.config)
         sound = SoundBus() if sound_wanted(self.config, source_spec) else None
         source = open_source(source_spec, realtime=self.config.source.realtime,
                              demo_seconds=self.config.source.demo_seconds, deinterlace=self.config.source.deinterlace,
                              max_megapixels=self.config.source.max_megapixels,
                              sound=None if sound is None else sound.publish)
-        info = source.open()
+        info = _open_with_hint(source, self.config.source.input_options)
         try:
             check_frame_size(info.source_id, info.width, info.height, self.config.source.max_megapixels)
             analyzer = self._build_analyzer(model)

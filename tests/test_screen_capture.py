@@ -1,6 +1,7 @@
 """Screen capture (PyAV x11grab on a real Xvfb) and the Tk window output in the same process."""
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import textwrap
@@ -81,3 +82,29 @@ def test_a_region_off_the_screen_is_one_clear_error(xvfb: int) -> None:
     result = run_cli("watch", f"screen::{xvfb}@640x480+1200+800", "--max-frames", "3")
     assert result.returncode == 3 and len(result.stderr_lines) == 1
     assert "640x480+1200+800" in result.stderr and "inside the screen" in result.stderr
+
+
+def test_input_options_reach_ffmpeg_and_win_over_ours(xvfb: int, placeholder_model: Path) -> None:
+    """x11grab at 30 fps and the whole screen, unless told otherwise with --input-option."""
+    result = run_cli("watch", f"screen::{xvfb}", "--model", str(placeholder_model), "--max-frames", "3",
+                     "--events", "-", "--input-option", "framerate=10", "--input-option", "video_size=320x240")
+    assert result.returncode == 0, result.stderr
+    start = json.loads(result.stdout.splitlines()[0])
+    assert (start["type"], start["fps"], start["width"], start["height"]) == ("start", 10.0, 320, 240)
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--input-option", "framerate"], "is not KEY=VALUE"),
+    (["--input-option", "=10"], "is not KEY=VALUE"),
+    (["--input-option", "framerate=abc"], "cannot open (Invalid argument); check --input-option framerate"),
+])
+def test_bad_input_options_are_one_line(xvfb: int, args: list[str], message: str) -> None:
+    result = run_cli("watch", f"screen::{xvfb}", "--max-frames", "3", *args)
+    # argparse's usage lines come first for a malformed option; the error is the last line
+    assert result.returncode in (2, 3) and message in result.stderr_lines[-1], result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_the_demo_takes_no_input_options() -> None:
+    result = run_cli("watch", "demo", "--max-frames", "3", "--input-option", "framerate=10")
+    assert result.returncode == 2 and "does not apply to the demo" in result.stderr and len(result.stderr_lines) == 1

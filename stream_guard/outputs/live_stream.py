@@ -90,6 +90,8 @@ class LiveStreamSink:
         try:
             if self._container is None:
                 if now < self._retry_at:
+                    if self.sound is not None:  # nothing to send it with: drop it, it would be stale
+                        self.sound.take_until(result.frame.pts_s)
                     return
                 self._connect(now)
             self._send(result, now)

@@ -8,10 +8,11 @@ from typing import Callable, Iterator
 from stream_guard.sources.base import DropPolicy, FrameSource
 from stream_guard.sources.probe import DEFAULT_MAX_MEGAPIXELS
 from stream_guard.sources.pyav_source import PyAVSource
-from stream_guard.sources.spec import SourceSpec, parse_source, redact_url
+from stream_guard.sources.spec import SourceSpec, parse_source, redact_url, with_input_options
 from stream_guard.types import Frame, SoundChunk, StreamInfo
 
-__all__ = ["DropPolicy", "FrameSource", "PacedSource", "SourceSpec", "open_source", "parse_source", "redact_url"]
+__all__ = ["DropPolicy", "FrameSource", "PacedSource", "SourceSpec", "open_source", "parse_source", "redact_url",
+           "with_input_options"]
 
 
 class PacedSource:

@@ -2,11 +2,13 @@
 the arguments PyAV needs to open it on this platform."""
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Sequence
 
 from stream_guard.errors import ConfigError, SourceNotFoundError
 
@@ -119,6 +121,16 @@ def _screen_spec(text: str, platform: str) -> SourceSpec:
                         "video_size": f"{region.width}x{region.height}"}
         return SourceSpec("screen", display or "desktop", name, "gdigrab", options, region)
     raise ConfigError(f"screen capture is not supported on platform {platform!r}")
+
+
+def with_input_options(spec: SourceSpec, options: Sequence[tuple[str, str]]) -> SourceSpec:
+    """``spec`` opened with the user's FFmpeg ``options`` too (``--input-option``), which win over
+    ours; the demo is not opened by FFmpeg, so it takes none."""
+    if not options:
+        return spec
+    if spec.kind == "demo":
+        raise ConfigError("--input-option does not apply to the demo (FFmpeg does not open it)")
+    return dataclasses.replace(spec, options={**spec.options, **dict(options)})
 
 
 def parse_source(text: str, platform: str = sys.platform) -> SourceSpec:
