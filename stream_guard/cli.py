@@ -177,6 +177,9 @@ def _parser() -> argparse.ArgumentParser:
                        help="deinterlace (bwdif) the frames the stream flags as interlaced (auto, default), "
                             "every frame (always: a source that sends interlaced video flagged progressive), "
                             "or none (off)")
+    watch.add_argument("--tone-map", choices=("auto", "off"), default="auto",
+                       help="map HDR video (PQ, HLG: phones record it) to SDR for analysis (auto, default), "
+                            "or read it as it is (off: dim and flat, faster)")
     watch.add_argument("--input-option", dest="input_options", type=_input_option, action="append", default=[],
                        metavar="KEY=VALUE",
                        help="an FFmpeg option for opening SOURCE, repeatable: a webcam's video_size=1280x720, "
@@ -272,6 +275,7 @@ def _config(args: argparse.Namespace, source: str, out: Path | None, events: Pat
         source=SourceOptions(spec=source, realtime=realtime, max_frames=max_frames, demo_seconds=demo_seconds,
                              deinterlace=getattr(args, "deinterlace", "auto"),
                              input_options=tuple(getattr(args, "input_options", ())),
+                             tone_map=getattr(args, "tone_map", "auto") == "auto",
                              **({"max_megapixels": args.max_megapixels}
                                 if getattr(args, "max_megapixels", None) else {})),
         model=ModelOptions(model_dir=args.model, provider=args.provider, threshold=args.threshold),

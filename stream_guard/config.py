@@ -34,6 +34,7 @@ class SourceOptions:
     max_megapixels: float = DEFAULT_MAX_MEGAPIXELS  # larger frames are refused (memory: queues hold frames)
     deinterlace: str = "auto"  # "auto" (frames flagged interlaced) | "always" | "off"
     input_options: tuple[tuple[str, str], ...] = ()  # FFmpeg options for opening the source (--input-option)
+    tone_map: bool = True  # HDR (PQ, HLG) mapped to SDR; False: read as it is (--tone-map off)
 
 
 @dataclass(frozen=True, slots=True)

@@ -152,20 +152,3 @@ def test_pal_widescreen_is_shown_at_sixteen_by_nine() -> None:
     assert square_pixel_size(720, 576, Fraction(64, 45)) == (1024, 576)
     assert square_pixel_size(1440, 1080, Fraction(4, 3)) == (1920, 1080)
 
-
-def test_hdr_video_is_read_with_a_warning_that_it_is_not_tone_mapped(tmp_path: Path) -> None:
-    """An HLG clip (a phone's HDR video) is analysed, and the user is told its colours are not mapped."""
-    path = tmp_path / "hlg.mp4"
-    with av.open(str(path), "w") as container:
-        stream = container.add_stream("libx264", rate=10)
-        stream.width, stream.height, stream.pix_fmt = WIDTH, HEIGHT, "yuv420p10le"
-        stream.codec_context.color_trc, stream.codec_context.color_primaries = 18, 9  # HLG, BT.2020
-        for i in range(5):
-            container.mux(stream.encode(av.VideoFrame.from_ndarray(_blocks(i), format="rgb24")))
-        container.mux(stream.encode(None))
-    result = run_cli("watch", str(path), "--out", str(tmp_path / "out.mp4"))
-    assert result.returncode == 0, result.stderr
-    assert any("HDR video (HLG transfer)" in line and "without tone mapping" in line for line in result.stderr_lines)
-    plain = run_cli("watch", str(make_test_clip(tmp_path / "sdr.mp4", seconds=0.5, width=WIDTH, height=HEIGHT,
-                                                fps=10, draw=_blocks)))
-    assert plain.returncode == 0 and "HDR" not in plain.stderr

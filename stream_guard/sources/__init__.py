@@ -50,17 +50,19 @@ class PacedSource:
 
 def open_source(spec: SourceSpec, realtime: bool = False, demo_seconds: float = 20.0,
                 deinterlace: str = "auto", max_megapixels: float = DEFAULT_MAX_MEGAPIXELS,
-                sound: Callable[[SoundChunk], None] | None = None) -> FrameSource:
+                sound: Callable[[SoundChunk], None] | None = None, tone_map: bool = True) -> FrameSource:
     """Build (not yet open) the source for a parsed spec; ``deinterlace``: auto, always or off;
     ``max_megapixels`` picks the largest stream within it when there are several (HLS variants);
-    ``sound`` receives the source's decoded sound, if it has any (the demo has none)."""
+    ``sound`` receives the source's decoded sound, if it has any (the demo has none); ``tone_map``
+    False reads HDR video as it is, without mapping it to SDR."""
     source: FrameSource
     if spec.kind == "demo":
         from stream_guard.sources.demo import DemoSource
 
         source = DemoSource(seconds=demo_seconds)
     else:
-        source = PyAVSource(spec, deinterlace=deinterlace, max_megapixels=max_megapixels, sound=sound)
+        source = PyAVSource(spec, deinterlace=deinterlace, max_megapixels=max_megapixels, sound=sound,
+                            tone_map=tone_map)
     if realtime and not spec.is_live:
         source = PacedSource(source)
     return source

@@ -19,14 +19,13 @@ from stream_guard.sources.display import DisplayTransform, stream_display
 from stream_guard.sources.probe import DEFAULT_MAX_MEGAPIXELS, iso_truncation
 from stream_guard.sources.sound_decoder import SoundDecoder
 from stream_guard.sources.spec import SourceSpec
+from stream_guard.sources.tone_map import HDR_TRANSFERS, ToneMapper, rgb_picture
 from stream_guard.types import Frame, SoundChunk, StreamInfo
 
 log = logging.getLogger(__name__)
 
 # (open, read) timeouts in seconds for network sources.
 NETWORK_TIMEOUT_S = (5.0, 5.0)
-# Transfer characteristics of HDR video (AVColorTransferCharacteristic): frames are not tone-mapped.
-_HDR_TRANSFERS = {16: "PQ (HDR10)", 18: "HLG"}
 # FFmpeg demuxers that read one picture: a still image opened as a "video" of one frame.
 _STILL_IMAGE_FORMATS = frozenset({"image2", "webp", "svg"})
 # Demuxers that render text (ANSI art) as video: FFmpeg's fallback for plain text files.
@@ -136,7 +135,8 @@ class PyAVSource:
     Interlaced frames are deinterlaced (``deinterlace``: ``auto`` = the frames the stream flags,
     ``always``, ``off``), then stretched to square pixels (the stream's sample aspect ratio) and
     turned as the first frame's display matrix says (a phone's portrait video is stored
-    sideways), so :class:`StreamInfo` reports the displayed size. ``open()`` decodes that first
+    sideways), so :class:`StreamInfo` reports the displayed size. HDR video (PQ or HLG) is
+    tone-mapped to SDR (:class:`ToneMapper`) unless ``tone_map`` is False. ``open()`` decodes that first
     frame; a failure to decode it is raised by ``frames()``, as any later one would be.
 
     With ``sound``, the source's best audio stream is decoded too, as it is demuxed, and each
@@ -146,7 +146,7 @@ class PyAVSource:
 
     def __init__(self, spec: SourceSpec, deinterlace: str = "auto",
                  max_megapixels: float = DEFAULT_MAX_MEGAPIXELS,
-                 sound: Callable[[SoundChunk], None] | None = None) -> None:
+                 sound: Callable[[SoundChunk], None] | None = None, tone_map: bool = True) -> None:
         if deinterlace not in DEINTERLACE_MODES:
             raise ValueError(f"deinterlace must be one of {DEINTERLACE_MODES}, not {deinterlace!r}")
         self.spec = spec
@@ -163,7 +163,9 @@ class PyAVSource:
         self._first: av.VideoFrame | None = None  # decoded by open(), yielded first by frames()
         self._first_error: Exception | None = None  # raised by frames()
         self._deinterlacer: Deinterlacer | None = None
-        self._hdr_warned = False
+        self._hdr_told = False
+        self.tone_map = tone_map
+        self._tone_map: ToneMapper | None = None
         self._sound_out = sound
         self._sound: SoundDecoder | None = None
 
@@ -246,11 +248,15 @@ class PyAVSource:
         except (av.error.FFmpegError, OSError, ValueError) as e:
             self._first_error = e
         self._display = stream_display(self._stream, self._first)
-        hdr = _HDR_TRANSFERS.get(self._first.color_trc) if self._first is not None else None
-        if hdr is not None and not self._hdr_warned:  # once, not at every reconnect
-            self._hdr_warned = True
-            log.warning("%s: HDR video (%s transfer): frames are converted to 8-bit colour without tone mapping, "
-                        "so they look flat and the scores are not validated on HDR", self.source_id, hdr)
+        hdr = HDR_TRANSFERS.get(self._first.color_trc) if self._first is not None else None
+        self._tone_map = ToneMapper.for_frame(self._first) if hdr is not None and self.tone_map else None
+        if hdr is not None and not self._hdr_told:  # once, not at every reconnect
+            self._hdr_told = True
+            if self._tone_map is not None:
+                log.info("%s: HDR video (%s transfer): tone-mapped to SDR for analysis", self.source_id, hdr)
+            else:
+                log.warning("%s: HDR video (%s transfer) read without tone mapping (--tone-map off): frames look "
+                            "dim and flat, and scores on them are not validated", self.source_id, hdr)
         if not self._display.is_identity:
             log.info("%s: frames are %s, as players show them", self.source_id, self._display.describe())
         if self.deinterlace == "always":
@@ -292,7 +298,7 @@ class PyAVSource:
             yield from self._deinterlacer.flush()
 
     def _to_frame(self, raw: av.VideoFrame, index: int, started: float) -> Frame:
-        image = self._display.apply(raw.to_ndarray(format="rgb24"))
+        image = self._display.apply(rgb_picture(raw, self._tone_map))
         decode_ms = (time.perf_counter() - started) * 1e3
         return Frame(image, index, self._clock.pts_s(raw.time), time.monotonic(), self.source_id, decode_ms)
 

@@ -29,6 +29,7 @@ from stream_guard.faces.landmarks import MODEL_FILE as FACE_MESH_MODEL
 from stream_guard.faces.landmarks import FaceMesh
 from stream_guard.paths import bundled_model
 from stream_guard.sources.display import stream_display
+from stream_guard.sources.tone_map import ToneMapper, rgb_picture
 
 # method_notes marking photos altered on purpose (data README): not natural real faces.
 ALTERED = re.compile(r"converted to grayscale|collage|strongly (motion-)?blurred", re.IGNORECASE)
@@ -64,8 +65,8 @@ def read_manifest(folder: Path) -> list[dict[str, str]]:
 
 
 def video_frames(path: Path, hz: float, max_frames: int) -> Iterator[tuple[float, np.ndarray]]:
-    """``(time_s, rgb)`` frames sampled at about ``hz`` per second, as displayed: square pixels
-    and upright, as the pipeline reads them."""
+    """``(time_s, rgb)`` frames sampled at about ``hz`` per second, as displayed: square pixels,
+    upright and HDR tone-mapped, as the pipeline reads them."""
     with av.open(str(path)) as container:
         stream = container.streams.video[0]
         next_t = 0.0
@@ -73,12 +74,12 @@ def video_frames(path: Path, hz: float, max_frames: int) -> Iterator[tuple[float
         display = None
         for frame in container.decode(stream):
             if display is None:
-                display = stream_display(stream, frame)
+                display, tone_map = stream_display(stream, frame), ToneMapper.for_frame(frame)
             t = float(frame.time) if frame.time is not None else count / hz
             if t + 1e-6 < next_t:
                 continue
             next_t = t + 1.0 / hz
-            yield t, display.apply(frame.to_ndarray(format="rgb24"))
+            yield t, display.apply(rgb_picture(frame, tone_map))
             count += 1
             if count >= max_frames:
                 return
