@@ -201,3 +201,21 @@ def test_a_live_run_keeps_the_recording_it_finds_under_its_name(tmp_path: Path) 
     assert len(decoded(out)) == 2
     record(out, [0.0] * 3, live=False)
     assert len(decoded(out)) == 3 and len(list(tmp_path.iterdir())) == 2
+
+
+def test_a_source_that_changes_shape_is_letterboxed_not_stretched(tmp_path: Path) -> None:
+    """INFO is 64x48 (4:3); the source then sends 48x48 white squares: they stay square, between black bars."""
+    sink = VideoFileSink(tmp_path / "out.mp4")
+    sink.open(INFO)
+    try:
+        sink.write(grey_frame(0, 0.0))
+        square = np.full((48, 48, 3), 255, np.uint8)
+        item = result(1, ())
+        sink.write(replace(item, frame=replace(item.frame, image=square), annotated=square))
+    finally:
+        sink.close()
+    with av.open(str(tmp_path / "out.mp4")) as container:
+        last = [f.to_ndarray(format="gray") for f in container.decode(video=0)][-1]
+    assert last.shape == (48, 64)
+    assert last[:, :6].max() < 30 and last[:, -6:].max() < 30  # 8-pixel bars left and right
+    assert last[4:-4, 12:-12].min() > 225

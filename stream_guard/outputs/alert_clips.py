@@ -139,7 +139,7 @@ class ClipWriter:
         self._stream = add_timed_h264_stream(self._container, fps or 30.0, width, height, **keyframes)
         self._stream.time_base = MS
         self.sound = sound
-        self._sound = None if sound is None else LiveSound(self._container, "aac", sound)
+        self._live_sound = None if sound is None else LiveSound(self._container, "aac", sound)
 
     def add(self, rgb: np.ndarray, pts_s: float) -> None:
         """Append a frame; one that would not advance the clip's millisecond clock is skipped."""
@@ -149,8 +149,8 @@ class ClipWriter:
         if ms <= self._last_ms:
             return
         mux_at_ms(self._container, self._stream, rgb, ms)
-        if self._sound is not None:
-            self._sound.follow(pts_s, ms / 1000)
+        if self._live_sound is not None:
+            self._live_sound.follow(pts_s, ms / 1000)
         self._last_ms, self.last_s = ms, pts_s
         self.frames += 1
 
@@ -163,8 +163,8 @@ class ClipWriter:
             return False
         try:
             self._container.mux(self._stream.encode(None))
-            if self._sound is not None:
-                self._sound.close()
+            if self._live_sound is not None:
+                self._live_sound.close()
         finally:
             self._container.close()
         os.replace(self._partial, self.path)

@@ -74,7 +74,7 @@ class LiveStreamSink:
         self._size = (0, 0)  # (width, height)
         self._container: av.container.OutputContainer | None = None
         self._stream = None
-        self._sound: LiveSound | None = None
+        self._live_sound: LiveSound | None = None
         self._t0 = 0.0
         self._last_ms = -1
         self._fresh = False  # connected, and no frame sent on this connection yet
@@ -103,8 +103,8 @@ class LiveStreamSink:
         if container is not None:
             try:
                 container.mux(self._stream.encode(None))
-                if self._sound is not None:
-                    self._sound.close()
+                if self._live_sound is not None:
+                    self._live_sound.close()
                 container.close()
             except (av.error.FFmpegError, OSError) as e:
                 log.debug("stream-to %s: closing: %s", redact(self.url), e)
@@ -116,7 +116,7 @@ class LiveStreamSink:
         container = av.open(self.url, mode="w", format=self.muxer, options=self.muxer_options)
         self._stream = add_timed_h264_stream(container, self._fps, *self._size,
                                              **keyframe_every(self.gop_s, self._fps))
-        self._sound = None if self.sound is None else LiveSound(container, SOUND_CODECS[self.muxer], self.sound)
+        self._live_sound = None if self.sound is None else LiveSound(container, SOUND_CODECS[self.muxer], self.sound)
         self._container = container
         self._t0, self._last_ms, self._fresh = now, -1, True
 
@@ -126,8 +126,8 @@ class LiveStreamSink:
             return  # two frames within a millisecond: keep the first
         assert self._container is not None and self._stream is not None
         mux_at_ms(self._container, self._stream, result.annotated, ms)
-        if self._sound is not None:
-            self._sound.follow(result.frame.pts_s, ms / 1000)
+        if self._live_sound is not None:
+            self._live_sound.follow(result.frame.pts_s, ms / 1000)
         self._last_ms = ms
         self.frames_sent += 1
         if self._fresh:  # the first frame of a connection went out: it is up
@@ -140,7 +140,7 @@ class LiveStreamSink:
     def _lost(self, error: Exception, now: float) -> None:
         """Drop the connection and schedule the next attempt."""
         container, self._container = self._container, None
-        self._sound = None
+        self._live_sound = None
         if container is not None:
             with contextlib.suppress(av.error.FFmpegError, OSError):  # the connection is gone already
                 container.close()

@@ -34,14 +34,24 @@ def h264_options(crf: int = 23, preset: str = "superfast", tune: str | None = "z
 
 
 def fit_to_encoder(rgb: np.ndarray, width: int, height: int) -> np.ndarray:
-    """The frame at the encoder's size: a frame one pixel larger (odd sides, rounded down to even
-    for 4:2:0) loses its last row or column; one of another size (a source that changed
-    resolution) is scaled."""
-    if rgb.shape[:2] == (height, width):
+    """The frame at a fixed-size output's size: a frame one pixel larger (odd sides, rounded down
+    to even for 4:2:0) loses its last row or column; one of another size (a source that changed
+    resolution) is scaled to fit, and one of another shape is letterboxed (black bars), never
+    stretched, so faces keep their proportions."""
+    h, w = rgb.shape[:2]
+    if (h, w) == (height, width):
         return rgb
-    if 0 <= rgb.shape[0] - height <= 1 and 0 <= rgb.shape[1] - width <= 1:
+    if 0 <= h - height <= 1 and 0 <= w - width <= 1:
         return np.ascontiguousarray(rgb[:height, :width])
-    return cv2.resize(rgb, (width, height), interpolation=cv2.INTER_AREA)
+    scale = min(width / w, height / h)
+    fit_w, fit_h = round(w * scale), round(h * scale)
+    interpolation = cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR
+    if abs(fit_w - width) <= 1 and abs(fit_h - height) <= 1:  # the same shape, give or take rounding
+        return cv2.resize(rgb, (width, height), interpolation=interpolation)
+    canvas = np.zeros((height, width, 3), np.uint8)
+    top, left = (height - fit_h) // 2, (width - fit_w) // 2
+    canvas[top:top + fit_h, left:left + fit_w] = cv2.resize(rgb, (fit_w, fit_h), interpolation=interpolation)
+    return canvas
 
 
 MS = Fraction(1, 1000)

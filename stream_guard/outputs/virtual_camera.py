@@ -12,10 +12,10 @@ import logging
 import sys
 from typing import Any
 
-import cv2
 import numpy as np
 
 from stream_guard.errors import OutputError
+from stream_guard.outputs.video_file import fit_to_encoder
 from stream_guard.types import FrameResult, StreamInfo
 
 log = logging.getLogger(__name__)
@@ -68,10 +68,7 @@ class VirtualCameraSink:
     def write(self, result: FrameResult) -> None:
         if self._cam is None or self.size is None:
             return
-        image = result.annotated
-        width, height = self.size
-        if image.shape[1] != width or image.shape[0] != height:
-            image = cv2.resize(image, (width, height), interpolation=cv2.INTER_AREA)
+        image = fit_to_encoder(result.annotated, *self.size)
         self._cam.send(np.ascontiguousarray(image, dtype=np.uint8))
         self.frames_sent += 1
         self._cam.sleep_until_next_frame()
