@@ -40,7 +40,8 @@ class SoundFeed:
                 self._samples -= old.samples.shape[1]
                 dropped += old.duration_s
             if dropped and self.dropped_s == 0.0:
-                log.warning("%s: its sound is not being written fast enough; the oldest is dropped", self.name)
+                log.warning("%s: sound is coming without pictures to place it by, or faster than it is written; "
+                            "the oldest is dropped", self.name)
             self.dropped_s += dropped
 
     def take_until(self, pts_s: float) -> list[SoundChunk]:

@@ -10,7 +10,8 @@ import av
 import numpy as np
 import pytest
 
-from stream_guard.outputs.live_sound import LiveSound
+from stream_guard.outputs.live_sound import MAX_LAG_S, LiveSound
+from stream_guard.outputs.video_file import FRAGMENTED_MP4
 from stream_guard.sound_bus import SoundBus, SoundFeed
 from stream_guard.sources import PyAVSource, parse_source
 from stream_guard.types import SOUND_RATE, SoundChunk
@@ -213,6 +214,28 @@ def test_sound_from_before_the_first_picture_is_left_out(tmp_path: Path) -> None
     sound = _written(tmp_path, [_tone(0.0, 1.0), _tone(1.0, 1.0), *((1.5 + i / FPS, i / FPS) for i in range(FPS))])
     _, wave, start_s = _sound(tmp_path / "s.mkv")
     assert abs(start_s) < 0.03 and abs(len(wave) / SOUND_RATE - 0.5) < 0.05 and sound.silence_s == 0.0
+
+
+def test_a_silent_audio_stream_does_not_hold_the_pictures_back(tmp_path: Path) -> None:
+    """A source that declares sound and sends none: silence is made up as the pictures go, so the
+    muxer, which interleaves by time, keeps writing a live recording instead of holding it all."""
+    path = tmp_path / "live.mp4"
+    sizes = []
+    with av.open(str(path), "w", options=FRAGMENTED_MP4) as container:
+        video = container.add_stream("libx264", rate=FPS, options={"g": str(FPS), "tune": "zerolatency"})
+        video.width, video.height, video.pix_fmt = 64, 64, "yuv420p"
+        video.codec_context.time_base = Fraction(1, 1000)
+        sound = LiveSound(container, "aac", SoundFeed("test"))
+        for i in range(5 * FPS):
+            frame = av.VideoFrame.from_ndarray(np.full((64, 64, 3), i % 256, np.uint8), format="rgb24")
+            frame.pts, frame.time_base = i * 1000 // FPS, Fraction(1, 1000)
+            container.mux(video.encode(frame))
+            sound.follow(i / FPS, i / FPS)
+            sizes.append(path.stat().st_size)
+        assert sizes[-1] > 4 * sizes[FPS]  # written as it goes, not held until the end
+        sound.close()
+    _, wave, _ = _sound(path)
+    assert abs(len(wave) / SOUND_RATE - (5 - MAX_LAG_S)) < 0.1 and np.abs(wave).max() < 0.01
 
 
 def test_a_feed_keeps_the_newest_sound_when_not_drained() -> None:

@@ -10,7 +10,10 @@ drifted from it for a while (:data:`DRIFT_S` in the median of the last :data:`DR
 or at once when they jump (:data:`JUMP_S`: a reconnected source's clock restarting).
 
 Sound lost on the way (a stalled output, a network gap) becomes silence of the same length, up
-to :data:`MAX_FILL_S`; a longer gap leaves the sound stream with a gap of its own.
+to :data:`MAX_FILL_S`; a longer gap leaves the sound stream with a gap of its own. Sound that
+falls more than :data:`MAX_LAG_S` behind the pictures (a source whose audio stream sends
+nothing) is made up with silence as the pictures go: muxers interleave by time and would
+otherwise hold every picture back waiting for it.
 """
 from __future__ import annotations
 
@@ -32,6 +35,7 @@ DRIFT_FRAMES = 15
 JUMP_S = 2.0
 MAX_FILL_S = 3.0
 LEAD_S = 0.2  # sound written this far past the latest picture (its offset is known by then)
+MAX_LAG_S = 1.0
 _TOLERANCE = 0.02  # closer than this to where the sound left off counts as continuous
 _LAYOUT = {1: "mono", 2: "stereo"}[SOUND_CHANNELS]
 
@@ -65,6 +69,11 @@ class LiveSound:
         self._place(out_s - pts_s)
         for chunk in self._feed.take_until(pts_s + LEAD_S):
             self._write(chunk)
+        lag = round((out_s - MAX_LAG_S) * SOUND_RATE) - (self._next or 0)
+        if lag > 0:
+            self._next = self._next or 0
+            self._append(np.zeros((SOUND_CHANNELS, lag), np.float32))
+            self.silence_s += lag / SOUND_RATE
 
     def close(self) -> None:
         """Encode what the codec still holds (the sound left in the feed belongs to later pictures)."""
