@@ -52,6 +52,7 @@ class StreamInfo:
 
 SOUND_RATE = 48_000  # the sound passed between stages: 48 kHz stereo float, whatever the source had
 SOUND_CHANNELS = 2
+SOUND_LAYOUT = "stereo"
 
 
 @dataclass(frozen=True, slots=True)

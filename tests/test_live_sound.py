@@ -238,6 +238,16 @@ def test_a_silent_audio_stream_does_not_hold_the_pictures_back(tmp_path: Path) -
     assert abs(len(wave) / SOUND_RATE - (5 - MAX_LAG_S)) < 0.1 and np.abs(wave).max() < 0.01
 
 
+def test_a_long_outage_leaves_a_gap_not_minutes_of_silence(tmp_path: Path) -> None:
+    # the source comes back a minute later, its sound still missing: the wait is not filled
+    before = [_tone(0.0, 1.0), *((i / FPS, i / FPS) for i in range(FPS))]
+    after = [(i / FPS, 60.0 + i / FPS) for i in range(2 * FPS)]
+    sound = _written(tmp_path, before + after)
+    assert sound.silence_s < 2.0  # made up under the 2 s of pictures after it, not the 59 s before
+    _, wave, _ = _sound(tmp_path / "s.mkv")
+    assert len(wave) / SOUND_RATE < 3.1
+
+
 def test_a_feed_keeps_the_newest_sound_when_not_drained() -> None:
     feed = SoundFeed("slow output", max_seconds=2.0)
     for i in range(50):

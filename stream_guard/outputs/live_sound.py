@@ -26,7 +26,7 @@ import av
 import numpy as np
 
 from stream_guard.sound_bus import SoundFeed
-from stream_guard.types import SOUND_CHANNELS, SOUND_RATE, SoundChunk
+from stream_guard.types import SOUND_CHANNELS, SOUND_LAYOUT, SOUND_RATE, SoundChunk
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +37,6 @@ MAX_FILL_S = 3.0
 LEAD_S = 0.2  # sound written this far past the latest picture (its offset is known by then)
 MAX_LAG_S = 1.0
 _TOLERANCE = 0.02  # closer than this to where the sound left off counts as continuous
-_LAYOUT = {1: "mono", 2: "stereo"}[SOUND_CHANNELS]
 
 # the sound codec each live container carries
 SOUND_CODECS = {".mp4": "aac", ".mov": "aac", ".mkv": "aac", ".webm": "libopus", ".avi": "libmp3lame",
@@ -51,7 +50,7 @@ class LiveSound:
         self._container = container
         self._feed = feed
         self._out = container.add_stream(codec, rate=SOUND_RATE)
-        self._out.layout = _LAYOUT
+        self._out.layout = SOUND_LAYOUT
         self._out.codec_context.time_base = Fraction(1, SOUND_RATE)
         if codec == "aac":  # FFmpeg's default (twoloop) costs 1.7x the CPU of fast (0.73 against 0.44 s per 10 s)
             self._out.options = {"aac_coder": "fast"}
@@ -69,11 +68,7 @@ class LiveSound:
         self._place(out_s - pts_s)
         for chunk in self._feed.take_until(pts_s + LEAD_S):
             self._write(chunk)
-        lag = round((out_s - MAX_LAG_S) * SOUND_RATE) - (self._next or 0)
-        if lag > 0:
-            self._next = self._next or 0
-            self._append(np.zeros((SOUND_CHANNELS, lag), np.float32))
-            self.silence_s += lag / SOUND_RATE
+        self._keep_up(round((out_s - MAX_LAG_S) * SOUND_RATE))
 
     def close(self) -> None:
         """Encode what the codec still holds (the sound left in the feed belongs to later pictures)."""
@@ -81,6 +76,20 @@ class LiveSound:
             for frame in self._resampler.resample(None):
                 self._encode(frame)
         self._container.mux(self._out.encode(None))
+
+    def _keep_up(self, target: int) -> None:
+        """Silence up to sample ``target`` where the sound has not reached it (a longer wait than
+        :data:`MAX_FILL_S` is left as a gap)."""
+        if self._next is None:
+            if target <= 0:
+                return
+            self._next = 0
+        lag = target - self._next
+        if lag > MAX_FILL_S * SOUND_RATE:
+            self._restart_at(target)
+        elif lag > 0:
+            self._append(np.zeros((SOUND_CHANNELS, lag), np.float32))
+            self.silence_s += lag / SOUND_RATE
 
     def _place(self, offset: float) -> None:
         self._recent.append(offset)
@@ -130,7 +139,8 @@ class LiveSound:
 
     def _append(self, samples: np.ndarray) -> None:
         assert self._next is not None
-        frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(samples, np.float32), format="fltp", layout=_LAYOUT)
+        frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(samples, np.float32), format="fltp",
+                                           layout=SOUND_LAYOUT)
         frame.sample_rate = SOUND_RATE
         frame.pts, frame.time_base = self._next, Fraction(1, SOUND_RATE)
         self._next += samples.shape[1]

@@ -6,11 +6,9 @@ from typing import Callable
 
 import av
 
-from stream_guard.types import SOUND_CHANNELS, SOUND_RATE, SoundChunk
+from stream_guard.types import SOUND_LAYOUT, SOUND_RATE, SoundChunk
 
 log = logging.getLogger(__name__)
-
-_LAYOUT = {1: "mono", 2: "stereo"}[SOUND_CHANNELS]
 
 
 class SoundDecoder:
@@ -24,7 +22,7 @@ class SoundDecoder:
         self.stream = stream
         self._publish = publish
         self._stream_s = stream_s
-        self._resampler = av.AudioResampler(format="fltp", layout=_LAYOUT, rate=SOUND_RATE)
+        self._resampler = av.AudioResampler(format="fltp", layout=SOUND_LAYOUT, rate=SOUND_RATE)
         self._errors = 0
         self.chunks = 0
 
