@@ -165,7 +165,7 @@ class PyAVSource:
         self._deinterlacer: Deinterlacer | None = None
         self._hdr_told = False
         self.tone_map = tone_map
-        self._tone_map: ToneMapper | None = None
+        self._tone_mapper: ToneMapper | None = None
         self._sound_out = sound
         self._sound: SoundDecoder | None = None
 
@@ -249,10 +249,10 @@ class PyAVSource:
             self._first_error = e
         self._display = stream_display(self._stream, self._first)
         hdr = HDR_TRANSFERS.get(self._first.color_trc) if self._first is not None else None
-        self._tone_map = ToneMapper.for_frame(self._first) if hdr is not None and self.tone_map else None
+        self._tone_mapper = ToneMapper.for_frame(self._first) if hdr is not None and self.tone_map else None
         if hdr is not None and not self._hdr_told:  # once, not at every reconnect
             self._hdr_told = True
-            if self._tone_map is not None:
+            if self._tone_mapper is not None:
                 log.info("%s: HDR video (%s transfer): tone-mapped to SDR for analysis", self.source_id, hdr)
             else:
                 log.warning("%s: HDR video (%s transfer) read without tone mapping (--tone-map off): frames look "
@@ -298,7 +298,7 @@ class PyAVSource:
             yield from self._deinterlacer.flush()
 
     def _to_frame(self, raw: av.VideoFrame, index: int, started: float) -> Frame:
-        image = self._display.apply(rgb_picture(raw, self._tone_map))
+        image = self._display.apply(rgb_picture(raw, self._tone_mapper))
         decode_ms = (time.perf_counter() - started) * 1e3
         return Frame(image, index, self._clock.pts_s(raw.time), time.monotonic(), self.source_id, decode_ms)
 
