@@ -58,7 +58,6 @@ class LiveSound:
         self._offset: float | None = None  # output seconds minus stream seconds
         self._recent: deque[float] = deque(maxlen=DRIFT_FRAMES)
         self._next: int | None = None  # the next sample's place on the output clock
-        self.samples_written = 0
         self.silence_s = 0.0  # silence put in for sound that never came
         self.resyncs = 0
 
@@ -153,4 +152,3 @@ class LiveSound:
 
     def _encode(self, frame: av.AudioFrame) -> None:
         self._container.mux(self._out.encode(frame))
-        self.samples_written += frame.samples

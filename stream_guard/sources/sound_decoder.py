@@ -24,7 +24,6 @@ class SoundDecoder:
         self._stream_s = stream_s
         self._resampler = av.AudioResampler(format="fltp", layout=SOUND_LAYOUT, rate=SOUND_RATE)
         self._errors = 0
-        self.chunks = 0
 
     def push(self, packet: av.Packet) -> None:
         try:
@@ -43,4 +42,3 @@ class SoundDecoder:
         if pts_s is None:
             return
         self._publish(SoundChunk(frame.to_ndarray(), pts_s))
-        self.chunks += 1

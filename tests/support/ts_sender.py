@@ -18,7 +18,6 @@ class UdpTsSender(threading.Thread):
         self.clip = clip
         self.url = f"udp://127.0.0.1:{port}"
         self._stopping = threading.Event()
-        self.loops = 0
 
     def stop(self) -> None:
         self._stopping.set()
@@ -31,7 +30,6 @@ class UdpTsSender(threading.Thread):
             started, offset_s = time.monotonic(), 0.0
             while not self._stopping.is_set():
                 offset_s += self._send_once(out, streams, started, offset_s)
-                self.loops += 1
 
     def _send_once(self, out: av.container.OutputContainer, streams: dict, started: float,
                    offset_s: float) -> float:
