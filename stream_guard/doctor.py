@@ -24,6 +24,19 @@ def _opencv_builds() -> list[str]:
     return [f"{n} {_version(n)}" for n in names if _version(n)]
 
 
+def _screen_capture_row() -> tuple[str, str, str]:
+    """How ``screen`` would be captured here: the desktop portal on Wayland, x11grab on X11."""
+    from stream_guard.sources.portal_screen import portal_readiness
+    from stream_guard.sources.screencast_portal import wayland_session
+
+    if wayland_session():
+        ready, detail = portal_readiness()
+        return (OK if ready else WARN), "screen capture", f"Wayland session: {detail}"
+    display = os.environ.get("DISPLAY")
+    return ((OK, "screen capture", f"X11 display {display} (x11grab)") if display
+            else (WARN, "screen capture", "no DISPLAY and no Wayland session: only screen:DISPLAY or screen:portal"))
+
+
 def _checks() -> list[tuple[str, str, str]]:
     rows: list[tuple[str, str, str]] = []
     rows.append((OK, "python", f"{platform.python_version()} on {sys.platform} ({platform.machine()})"))
@@ -49,6 +62,8 @@ def _checks() -> list[tuple[str, str, str]]:
                      "tkinter ok" + ("" if display else "; DISPLAY not set, no window possible")))
     except ImportError:
         rows.append((MISSING, "window (--show)", "tkinter not installed (e.g. apt install python3-tk)"))
+    if sys.platform.startswith("linux"):
+        rows.append(_screen_capture_row())
     cams = sorted(glob.glob("/dev/video*")) if sys.platform.startswith("linux") else []
     rows.append((OK if cams else WARN, "webcams", ", ".join(cams) if cams else "no /dev/video* devices"))
     from stream_guard.paths import bundled_model

@@ -32,6 +32,11 @@ class SourceUnreachableError(SourceError):
     """A network source did not answer."""
 
 
+class SourceEnded(SourceError):
+    """A live source was ended on purpose (the user stopped or declined screen sharing): the run
+    ends as a file's does, and the source is not reopened."""
+
+
 class NotAVideoError(SourceError):
     """The input exists but holds no decodable video stream."""
 

@@ -4,7 +4,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-APT_PACKAGES=(xvfb x11-utils espeak-ng chromium systemd mosquitto)  # systemd-analyze checks the unit; a real MQTT broker
+# systemd-analyze checks the unit; a real MQTT broker; D-Bus, PipeWire and GStreamer for Wayland screen capture
+APT_PACKAGES=(xvfb x11-utils espeak-ng chromium systemd mosquitto dbus pipewire wireplumber pipewire-bin
+              gstreamer1.0-tools gstreamer1.0-pipewire gstreamer1.0-plugins-base gstreamer1.0-plugins-good)
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do
   # "installed", not merely known: a removed package whose config files remain is not

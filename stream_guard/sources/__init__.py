@@ -8,7 +8,7 @@ from typing import Callable, Iterator
 from stream_guard.sources.base import DropPolicy, FrameSource
 from stream_guard.sources.probe import DEFAULT_MAX_MEGAPIXELS
 from stream_guard.sources.pyav_source import PyAVSource
-from stream_guard.sources.spec import SourceSpec, parse_source, redact_url, with_input_options
+from stream_guard.sources.spec import PORTAL_FORMAT, SourceSpec, parse_source, redact_url, with_input_options
 from stream_guard.types import Frame, SoundChunk, StreamInfo
 
 __all__ = ["DropPolicy", "FrameSource", "PacedSource", "SourceSpec", "open_source", "parse_source", "redact_url",
@@ -60,6 +60,10 @@ def open_source(spec: SourceSpec, realtime: bool = False, demo_seconds: float = 
         from stream_guard.sources.demo import DemoSource
 
         source = DemoSource(seconds=demo_seconds)
+    elif spec.format == PORTAL_FORMAT:
+        from stream_guard.sources.portal_screen import PortalScreenSource
+
+        source = PortalScreenSource(spec, deinterlace=deinterlace, max_megapixels=max_megapixels, tone_map=tone_map)
     else:
         source = PyAVSource(spec, deinterlace=deinterlace, max_megapixels=max_megapixels, sound=sound,
                             tone_map=tone_map)

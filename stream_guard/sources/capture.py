@@ -15,7 +15,7 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Callable, Union
 
-from stream_guard.errors import SourceError, StreamGuardError
+from stream_guard.errors import SourceEnded, SourceError, StreamGuardError
 from stream_guard.sources.base import DropPolicy, FrameSource
 from stream_guard.types import Frame, StreamInfo
 
@@ -178,6 +178,8 @@ class CaptureThread(threading.Thread):
             self.source.close()
             try:
                 info = self.source.open()
+            except SourceEnded:
+                raise
             except SourceError as e:
                 log.debug("reopen attempt %d failed: %s", attempt, e)
                 reason = str(e)
@@ -198,13 +200,21 @@ class CaptureThread(threading.Thread):
                     if not self.live or self.stop.is_set() or self.stop_reading:
                         break
                     detail = "stream ended"
+                except SourceEnded as e:
+                    log.info("source %s ended: %s", self.source.source_id, e)
+                    break
                 except SourceError as e:
                     if not self.live:
                         error = e
                         break
                     detail = str(e)
                 log.warning("source %s dropped: %s", self.source.source_id, detail)
-                if self._reopen(detail) is None:
+                try:
+                    reopened = self._reopen(detail)
+                except SourceEnded as e:
+                    log.info("source %s ended: %s", self.source.source_id, e)
+                    break
+                if reopened is None:
                     if not self.stop.is_set():
                         error = SourceError(f"{self.source.source_id}: gave up reconnecting")
                         self._emit(SourceEvent("failed", time.time(), detail=str(error)))

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Sequence
 
 from stream_guard.errors import ConfigError, SourceNotFoundError
+from stream_guard.sources.screencast_portal import wayland_session
 
 NETWORK_SCHEMES = frozenset({"rtsp", "rtsps", "rtmp", "rtmps", "http", "https", "udp", "tcp", "srt", "rtp"})
 # Low-latency demuxer options for live network streams: tiny probe so the stream opens
@@ -21,6 +22,10 @@ _LIVE_OPTIONS = {"probesize": "32768", "analyzeduration": "0", "flags": "low_del
 # WxH+X+Y, X11's geometry notation (what `xwininfo` prints after -geometry)
 _REGION = re.compile(r"^(\d+)x(\d+)\+(\d+)\+(\d+)$")
 MIN_REGION_SIDE = 32
+# The screen shared through xdg-desktop-portal and read from PipeWire (Wayland desktops): the
+# "format" of its SourceSpec, and the one FFmpeg-like option it takes.
+PORTAL_FORMAT = "xdg-desktop-portal"
+PORTAL_OPTIONS = frozenset({"framerate"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,6 +107,13 @@ def _screen_spec(text: str, platform: str) -> SourceSpec:
     region = parse_region(region_text) if at else None
     name = "screen" if region is None else f"screen {region}"
     if platform.startswith("linux"):
+        if display == "portal" or (not display and wayland_session()):
+            # X11 capture of a Wayland desktop sees only black: the portal asks the user to share instead
+            if region is not None:
+                raise ConfigError("a screen region cannot be captured through the desktop portal (Wayland): "
+                                  "share just the window you want in the desktop's dialog instead")
+            return SourceSpec("screen", PORTAL_FORMAT, "screen (shared through the desktop portal)", PORTAL_FORMAT,
+                              {"framerate": "30"})
         display = display or os.environ.get("DISPLAY", "")
         if not display:
             raise ConfigError("screen capture needs an X display: use screen:DISPLAY (e.g. screen::0) or set DISPLAY")
@@ -130,6 +142,8 @@ def with_input_options(spec: SourceSpec, options: Sequence[tuple[str, str]]) -> 
         return spec
     if spec.kind == "demo":
         raise ConfigError("--input-option does not apply to the demo (FFmpeg does not open it)")
+    if spec.format == PORTAL_FORMAT and not {key for key, _ in options} <= PORTAL_OPTIONS:
+        raise ConfigError("a screen shared through the desktop portal takes only --input-option framerate=N")
     return dataclasses.replace(spec, options={**spec.options, **dict(options)})
 
 
