@@ -356,6 +356,8 @@ class Pipeline:
             analyzer.reset(status="")
         elif event.state == "failed":
             analyzer.reset(status="source failed")
+        elif event.state == "blank":
+            analyzer.reset(status="blank picture")
         for w in workers:
             w.submit(record)
         if self.service is not None:

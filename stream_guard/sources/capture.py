@@ -1,8 +1,8 @@
 """The capture thread: reads a source into a bounded queue, reconnecting live sources.
 
 What travels through the queue: :class:`Frame` items, :class:`SourceEvent` items
-(connected / reconnecting / failed: the analysis thread resets tracks across a
-gap), and finally exactly one :class:`EndOfStream` (carrying the error, if any).
+(connected / reconnecting / failed, and blank while a live picture is one flat
+colour: the analysis thread resets tracks across a gap), and finally exactly one :class:`EndOfStream` (carrying the error, if any).
 """
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ from typing import Callable, Union
 
 from stream_guard.errors import SourceEnded, SourceError, StreamGuardError
 from stream_guard.sources.base import DropPolicy, FrameSource
+from stream_guard.sources.blank_picture import BlankPictureWatch
 from stream_guard.types import Frame, StreamInfo
 
 log = logging.getLogger(__name__)
@@ -26,7 +27,7 @@ log = logging.getLogger(__name__)
 class SourceEvent:
     """A change in the source's connection state."""
 
-    state: str  # "connected" | "reconnecting" | "failed"
+    state: str  # "connected" | "reconnecting" | "failed" | "blank" (connected, but the picture is one flat colour)
     wall_time: float
     detail: str = ""
     attempt: int = 0  # 0 for the first connection, then the reconnect attempt number
@@ -145,10 +146,12 @@ class CaptureThread(threading.Thread):
         self.frames_read = 0
         self.stop_reading = False
         self._rng = random.Random()
+        self._blank = BlankPictureWatch() if live else None  # files may well fade to black
 
     def _emit(self, event: SourceEvent) -> None:
         event = dataclasses.replace(event, source=self.source.source_id)
-        log.info("source %s: %s %s", self.source.source_id, event.state, event.detail)
+        log.log(logging.WARNING if event.state == "blank" else logging.INFO, "source %s: %s %s",
+                self.source.source_id, event.state, event.detail)
         if self.on_event:
             self.on_event(event)
         self.out.put(event)
@@ -159,10 +162,22 @@ class CaptureThread(threading.Thread):
                 return
             if not self.out.put(frame):
                 return
+            if self._blank is not None:
+                self._note_blank_picture(frame)
             self.frames_read += 1
             if self.max_frames is not None and self.frames_read >= self.max_frames:
                 self.stop_reading = True
                 return
+
+    def _note_blank_picture(self, frame: Frame) -> None:
+        assert self._blank is not None
+        change = self._blank.update(frame)
+        if change == "blank":
+            self._emit(SourceEvent("blank", time.time(), detail=f"the picture has been one flat colour for "
+                                   f"{self._blank.after_s:.0f} s (covered lens, no signal, or a black screen)"))
+        elif change == "back":
+            self._emit(SourceEvent("connected", time.time(), detail="the picture is back",
+                                   downtime_s=round(self._blank.blank_for_s, 3)))
 
     def _reopen(self, reason: str) -> StreamInfo | None:
         """Reopen with back-off until it works, the policy gives up (None) or stop is set (None)."""
@@ -184,6 +199,8 @@ class CaptureThread(threading.Thread):
                 log.debug("reopen attempt %d failed: %s", attempt, e)
                 reason = str(e)
                 continue
+            if self._blank is not None:
+                self._blank.reset()
             self._emit(SourceEvent("connected", time.time(), attempt=attempt,
                                    downtime_s=round(time.monotonic() - dropped_at, 3)))
             return info

@@ -11,7 +11,7 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from stream_guard.outputs.alerts import CLEARED, RAISED
 from stream_guard.types import FrameResult, StageTimes, Verdict
 
-SOURCE_STATES = ["connected", "reconnecting", "failed", "ended"]
+SOURCE_STATES = ["connected", "reconnecting", "failed", "blank", "ended"]
 LATENCY_BUCKETS = (0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0)
 STAGES = [f.name.removesuffix("_ms") for f in fields(StageTimes)]
 CONTENT_TYPE = CONTENT_TYPE_LATEST
