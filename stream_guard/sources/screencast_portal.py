@@ -30,6 +30,7 @@ CALL_TIMEOUT_S = 10.0
 _RESPONSE_CANCELLED = 1
 _NEEDS = ("xdg-desktop-portal with the desktop's backend (xdg-desktop-portal-gnome, -kde or -wlr) "
           "and PipeWire running in this session")
+_NO_PORTAL = f"no screen-cast portal on this desktop's D-Bus: screen capture through it needs {_NEEDS}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,8 +91,7 @@ class ScreenCastPortal:
         except DBusErrorResponse as e:
             if e.name in ("org.freedesktop.DBus.Error.ServiceUnknown", "org.freedesktop.DBus.Error.UnknownMethod",
                           "org.freedesktop.DBus.Error.UnknownInterface", "org.freedesktop.DBus.Error.UnknownObject"):
-                raise SourceError(f"no screen-cast portal on this desktop's D-Bus: screen capture on Wayland "
-                                  f"needs {_NEEDS}") from e
+                raise SourceError(_NO_PORTAL) from e
             raise SourceError(f"the screen-cast portal refused {method}: {e.name}: {' '.join(map(str, e.data))}") from e
         except (TimeoutError, OSError) as e:
             raise SourceError(f"the screen-cast portal did not answer {method} ({e or type(e).__name__})") from e
@@ -113,7 +113,7 @@ class ScreenCastPortal:
         """The portal's ScreenCast interface version (raises :class:`SourceError` without a portal)."""
         version = self._property("version")
         if version is None:
-            raise SourceError(f"no screen-cast portal on this desktop's D-Bus: it needs {_NEEDS}")
+            raise SourceError(_NO_PORTAL)
         return int(version)
 
     def _request(self, method: str, signature: str, *args: object, options: dict,
