@@ -138,6 +138,13 @@ def test_screen_on_wayland_goes_through_the_portal(monkeypatch: pytest.MonkeyPat
     assert parse_source("screen:portal", platform="linux").format == PORTAL_FORMAT  # GNOME on Xorg has it too
 
 
+def test_the_pointer_is_shown_when_asked_for(session: Session, screen: int) -> None:
+    spec = with_input_options(parse_source("screen:portal", platform="linux"), [("draw_mouse", "1")])
+    with StandInPortal(session, screen, SCREEN) as portal, open_source(spec):
+        pass
+    assert portal.select_options[0]["cursor_mode"] == 2  # embedded in the picture
+
+
 def test_a_portal_screen_takes_a_frame_rate_and_no_other_input_option() -> None:
     spec = parse_source("screen:portal", platform="linux")
     assert open_source(with_input_options(spec, [("framerate", "12")])).rate == 12

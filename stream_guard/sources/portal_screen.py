@@ -80,7 +80,7 @@ class PortalScreenSource:
         self.spec = spec
         self.source_id = spec.display_name
         self.rate = _frame_rate(spec.options.get("framerate", "30"))
-        self._portal = portal or ScreenCastPortal()
+        self._portal = portal or ScreenCastPortal(cursor=spec.options.get("draw_mouse", "0") not in ("0", ""))
         self._pyav_options = pyav_options
         self._process: subprocess.Popen[bytes] | None = None
         self._errors: IO[bytes] | None = None  # the child's stderr, read when it fails

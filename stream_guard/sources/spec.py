@@ -23,9 +23,9 @@ _LIVE_OPTIONS = {"probesize": "32768", "analyzeduration": "0", "flags": "low_del
 _REGION = re.compile(r"^(\d+)x(\d+)\+(\d+)\+(\d+)$")
 MIN_REGION_SIDE = 32
 # The screen shared through xdg-desktop-portal and read from PipeWire (Wayland desktops): the
-# "format" of its SourceSpec, and the one FFmpeg-like option it takes.
+# "format" of its SourceSpec, and the FFmpeg-like options it takes (x11grab's names).
 PORTAL_FORMAT = "xdg-desktop-portal"
-PORTAL_OPTIONS = frozenset({"framerate"})
+PORTAL_OPTIONS = frozenset({"framerate", "draw_mouse"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,7 +143,8 @@ def with_input_options(spec: SourceSpec, options: Sequence[tuple[str, str]]) -> 
     if spec.kind == "demo":
         raise ConfigError("--input-option does not apply to the demo (FFmpeg does not open it)")
     if spec.format == PORTAL_FORMAT and not {key for key, _ in options} <= PORTAL_OPTIONS:
-        raise ConfigError("a screen shared through the desktop portal takes only --input-option framerate=N")
+        raise ConfigError("a screen shared through the desktop portal takes only --input-option framerate=N "
+                          "and draw_mouse=1")
     return dataclasses.replace(spec, options={**spec.options, **dict(options)})
 
 
