@@ -2,7 +2,8 @@
 
 What travels through the queue: :class:`Frame` items, :class:`SourceEvent` items
 (connected / reconnecting / failed, and blank while a live picture is one flat
-colour: the analysis thread resets tracks across a gap), and finally exactly one :class:`EndOfStream` (carrying the error, if any).
+colour: the analysis thread resets tracks across a gap), and finally exactly one
+:class:`EndOfStream` (carrying the error, if any).
 """
 from __future__ import annotations
 
@@ -217,25 +218,21 @@ class CaptureThread(threading.Thread):
                     if not self.live or self.stop.is_set() or self.stop_reading:
                         break
                     detail = "stream ended"
-                except SourceEnded as e:
-                    log.info("source %s ended: %s", self.source.source_id, e)
-                    break
+                except SourceEnded:
+                    raise
                 except SourceError as e:
                     if not self.live:
                         error = e
                         break
                     detail = str(e)
                 log.warning("source %s dropped: %s", self.source.source_id, detail)
-                try:
-                    reopened = self._reopen(detail)
-                except SourceEnded as e:
-                    log.info("source %s ended: %s", self.source.source_id, e)
-                    break
-                if reopened is None:
+                if self._reopen(detail) is None:
                     if not self.stop.is_set():
                         error = SourceError(f"{self.source.source_id}: gave up reconnecting")
                         self._emit(SourceEvent("failed", time.time(), detail=str(error)))
                     break
+        except SourceEnded as e:  # on purpose (the user stopped sharing): the end, as a file's
+            log.info("source %s ended: %s", self.source.source_id, e)
         except StreamGuardError as e:
             error = e
         except Exception as e:  # noqa: BLE001 - a bug in a source must still end the stream

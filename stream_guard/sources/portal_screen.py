@@ -9,7 +9,6 @@ repeats the last picture when the compositor sends none.
 """
 from __future__ import annotations
 
-import logging
 import os
 import select
 import shutil
@@ -23,8 +22,6 @@ from stream_guard.sources.pyav_source import PyAVSource
 from stream_guard.sources.screencast_portal import ScreenCastPortal, SharedStream
 from stream_guard.sources.spec import SourceSpec
 from stream_guard.types import Frame, StreamInfo
-
-log = logging.getLogger(__name__)
 
 GST_LAUNCH = "gst-launch-1.0"
 GST_PACKAGES = "Debian/Ubuntu: sudo apt install gstreamer1.0-tools gstreamer1.0-pipewire gstreamer1.0-plugins-good"
@@ -76,11 +73,11 @@ class PortalScreenSource:
     :class:`SourceEnded` and the run ends; any other break is reopened as for every live source,
     restoring the same share without asking again."""
 
-    def __init__(self, spec: SourceSpec, portal: ScreenCastPortal | None = None, **pyav_options: object) -> None:
+    def __init__(self, spec: SourceSpec, **pyav_options: object) -> None:
         self.spec = spec
         self.source_id = spec.display_name
         self.rate = _frame_rate(spec.options.get("framerate", "30"))
-        self._portal = portal or ScreenCastPortal(cursor=spec.options.get("draw_mouse", "0") not in ("0", ""))
+        self._portal = ScreenCastPortal(cursor=spec.options.get("draw_mouse", "0") not in ("0", ""))
         self._pyav_options = pyav_options
         self._process: subprocess.Popen[bytes] | None = None
         self._errors: IO[bytes] | None = None  # the child's stderr, read when it fails
