@@ -88,6 +88,7 @@ class ServiceHeartbeat:
         self._last_ping = -float("inf")
         self._last_status = -float("inf")
         self._source = ""
+        self._blank_since: float | None = None  # wall time the live picture went blank, while it is
 
     @classmethod
     def from_environment(cls, environ: Mapping[str, str] = os.environ) -> ServiceHeartbeat | None:
@@ -105,18 +106,26 @@ class ServiceHeartbeat:
         now = self._clock()
         if now - self._last_status >= STATUS_EVERY_S:
             self._last_status = now
-            self.notifier.send(STATUS=f"{self._source}: {result.fps:.1f} fps, {_faces_text(result)}, "
-                                      f"{result.frames_dropped} frames dropped")
+            text = f"{result.fps:.1f} fps, {_faces_text(result)}, {result.frames_dropped} frames dropped"
+            if self._blank_since is not None:  # frames still flow, but the periodic line must not hide it
+                text += f", picture blank since {_clock_text(self._blank_since)}"
+            self.notifier.send(STATUS=f"{self._source}: {text}")
         self._progress(now)
 
     def source_event(self, record: dict[str, Any]) -> None:
         """The source dropped, is being reopened, or is back (the pipeline's ``source`` record)."""
         now = self._clock()
         state = record.get("state")
+        if state == "blank":
+            self._blank_since = record.get("wall_time", time.time())
+        elif state in ("connected", "reconnecting", "failed"):
+            self._blank_since = None  # a reopened source starts its blank watch anew
         if state == "reconnecting":
             text = f"reconnecting (attempt {record.get('attempt')}): {record.get('detail') or ''}".rstrip(": ")
         elif state == "failed":
             text = f"failed: {record.get('detail') or ''}".rstrip(": ")
+        elif state == "blank":
+            text = f"picture blank: {record.get('detail') or ''}".rstrip(": ")
         else:
             text = str(state)
         self._last_status = now
@@ -134,6 +143,13 @@ class ServiceHeartbeat:
         if self._ping_every is not None and now - self._last_ping >= self._ping_every:
             self._last_ping = now
             self.notifier.send(WATCHDOG=1)
+
+
+def _clock_text(wall_time: float) -> str:
+    """``wall_time`` as the local time of day, with the date when it is not today."""
+    moment = time.localtime(wall_time)
+    same_day = time.localtime()[:3] == moment[:3]
+    return time.strftime("%H:%M:%S" if same_day else "%Y-%m-%d %H:%M:%S", moment)
 
 
 def _faces_text(result: FrameResult) -> str:

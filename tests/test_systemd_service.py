@@ -15,13 +15,14 @@ import time
 from pathlib import Path
 from typing import Callable, Iterator
 
+import numpy as np
 import pytest
 
 from stream_guard.config import ModelOptions, RunConfig, SourceOptions
 from stream_guard.pipeline import Pipeline
 from stream_guard.service import ServiceHeartbeat, SystemdNotifier, watchdog_timeout_s
 from stream_guard.systemd_unit import unit_text, unreadable_by_others, write_unit
-from stream_guard.types import FrameResult, StreamInfo
+from stream_guard.types import Frame, FrameResult, StreamInfo
 from tests.conftest import REPO, run_cli
 from tests.support.faces import two_faces_passing
 from tests.support.rtsp_fixture import RtspServerProcess
@@ -230,6 +231,33 @@ def test_heartbeat_pings_at_most_four_times_a_timeout_and_only_on_progress() -> 
     assert [m for m in sent if "WATCHDOG" in m] == [{"WATCHDOG": 1}]
     assert sent[0] == {"READY": 1, "STATUS": "rtsp://***@cam/stream: started"}
     assert sent[1]["STATUS"] == "rtsp://***@cam/stream: reconnecting (attempt 3): cannot connect (Connection refused)"
+
+
+def test_status_line_keeps_saying_the_picture_is_blank_until_it_is_back() -> None:
+    sent: list[dict] = []
+
+    class Recorder(SystemdNotifier):
+        def send(self, **fields: object) -> bool:
+            sent.append(fields)
+            return True
+
+    now = [100.0]
+    beat = ServiceHeartbeat(Recorder("/nowhere"), watchdog_s=None, clock=lambda: now[0])
+    beat.ready("door")
+    frame = Frame(image=np.zeros((8, 8, 3), np.uint8), index=0, pts_s=0.0, wallclock_s=0.0, source_id="door")
+    result = FrameResult(frame=frame, annotated=frame.image, faces=(), detected=False, latency_ms=1.0, fps=25.0)
+    went_blank = time.time()
+    beat.source_event({"state": "blank", "wall_time": went_blank, "detail": "one flat colour for 5 s"})
+    since = time.strftime("%H:%M:%S", time.localtime(went_blank))
+    assert sent[-1]["STATUS"] == "door: picture blank: one flat colour for 5 s"
+    for _ in range(3):  # frames keep coming; every periodic line still says so
+        now[0] += 6.0
+        beat.frame(result)
+        assert sent[-1]["STATUS"] == f"door: 25.0 fps, 0 faces, 0 frames dropped, picture blank since {since}"
+    beat.source_event({"state": "connected", "detail": "the picture is back", "wall_time": time.time()})
+    now[0] += 6.0
+    beat.frame(result)
+    assert sent[-1]["STATUS"] == "door: 25.0 fps, 0 faces, 0 frames dropped"
 
 
 def test_notifier_environment() -> None:
