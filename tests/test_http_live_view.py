@@ -127,11 +127,17 @@ def test_dashboard_overlay_api_and_metrics_in_chromium(long_clip: Path, placehol
         dash = browser.new_page(viewport={"width": 1280, "height": 800})
         dash.on("pageerror", lambda e: errors.append(str(e)))
         dash.goto(f"{base}/")
-        # live events arrive, a card per face with a drawn chart, the log, and MJPEG frames
+        # live events arrive, a card per face with a drawn chart, the log, and H.264 video playing
         dash.wait_for_function("window.sgStats && window.sgStats.tracks >= 40", timeout=WAIT_MS)  # ~2 s per face
         dash.wait_for_function("document.querySelectorAll('.face-card').length === 2", timeout=WAIT_MS)
         dash.wait_for_function("document.querySelectorAll('#log-body tr').length >= 2", timeout=WAIT_MS)
-        dash.wait_for_function("document.getElementById('stream').naturalWidth === 640", timeout=WAIT_MS)
+        dash.wait_for_function("window.sgVideo.mode === 'h264' && "
+                               "document.getElementById('live-video').videoWidth === 640 && "
+                               "document.getElementById('live-video').getVideoPlaybackQuality().totalVideoFrames > 10",
+                               timeout=WAIT_MS)
+        played = dash.evaluate("document.getElementById('live-video').currentTime")
+        dash.wait_for_function(f"document.getElementById('live-video').currentTime > {played} + 1", timeout=WAIT_MS)
+        assert dash.evaluate("window.sgVideo.lag_s") < 1.5  # kept near live
         dash.wait_for_function("document.getElementById('status').textContent.includes('untrained-placeholder')",
                                timeout=WAIT_MS)
         inked = dash.evaluate("""() => Array.from(document.querySelectorAll('.face-card canvas')).map(c => {
@@ -142,6 +148,13 @@ def test_dashboard_overlay_api_and_metrics_in_chromium(long_clip: Path, placehol
         assert len(inked) == 2 and all(n > 20 for n in inked), inked
         assert "UNTRAINED" in dash.inner_text("#status")
         dash.screenshot(path=str(tmp_path / "dashboard.png"))
+
+        mjpeg = browser.new_page()  # the MJPEG fallback, as a browser without MSE would get it
+        mjpeg.on("pageerror", lambda e: errors.append(str(e)))
+        mjpeg.goto(f"{base}/?video=mjpeg")
+        mjpeg.wait_for_function("document.getElementById('stream').naturalWidth === 640", timeout=WAIT_MS)
+        assert mjpeg.evaluate("window.sgVideo.mode") == "mjpeg"
+        mjpeg.close()
 
         overlay = browser.new_page(viewport={"width": 1280, "height": 720})  # twice the stream's size
         overlay.on("pageerror", lambda e: errors.append(str(e)))

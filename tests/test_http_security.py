@@ -99,7 +99,7 @@ def test_token_guards_every_request_and_is_never_shown(placeholder_model: Path, 
             status, body, _ = get(f"{base}{route}?token={TOKEN}")
             assert status == 200, route
             seen += body
-        for stream in ("/events", "/stream.mjpg"):
+        for stream in ("/events", "/stream.mjpg", "/stream.mp4"):
             assert get(base + stream, timeout=10)[0] == 401
             req = urllib.request.Request(f"{base}{stream}?token={TOKEN}")
             with urllib.request.urlopen(req, timeout=30) as r:
@@ -210,7 +210,7 @@ def test_a_client_that_never_reads_does_not_block_the_sink() -> None:
     with _Sink("clip.mp4") as s:
         port = s.sink.port
         stalled = []
-        for path in ("/stream.mjpg", "/events"):
+        for path in ("/stream.mjpg", "/stream.mp4", "/events"):
             c = socket.create_connection(("127.0.0.1", port), timeout=30)
             c.sendall(f"GET {path} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
             stalled.append(c)

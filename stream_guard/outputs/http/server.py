@@ -1,8 +1,8 @@
 """The live view HTTP server: aiohttp on its own asyncio loop, in its own thread.
 
-The sink thread hands it JPEG frames and event texts through ``publish_*`` (thread-safe,
-never blocking); each client gets the newest frame and its own bounded event queue, so a
-slow browser only slows itself.
+The sink thread hands it JPEG frames, H.264 fragments and event texts through ``publish_*``
+(thread-safe, never blocking); each client gets the newest frame, or its own bounded queue of
+fragments or events, so a slow browser only slows itself.
 """
 from __future__ import annotations
 
@@ -20,7 +20,9 @@ from typing import Awaitable, Callable
 from aiohttp import web
 
 from stream_guard.errors import OutputError
+from stream_guard.outputs.http.live_mp4 import Mp4Fragment
 from stream_guard.outputs.http.metrics import CONTENT_TYPE, LiveMetrics
+from stream_guard.outputs.http.mp4_relay import Mp4Relay
 from stream_guard.outputs.http.options import ServeOptions
 from stream_guard.outputs.http.state import LiveState
 
@@ -29,6 +31,7 @@ log = logging.getLogger(__name__)
 KEEPALIVE_S = 15.0  # SSE comment this often so proxies keep the connection
 CLIENT_QUEUE = 512  # event records buffered per SSE client; a client further behind is disconnected
 START_TIMEOUT_S = 10.0
+VIDEO_WAIT_S = 30.0  # how long /stream.mp4 waits for a first frame before answering 503
 STOP_TIMEOUT_S = 10.0
 PAGES = {"/": "index.html", "/overlay": "overlay.html"}
 SECURITY_HEADERS = {"X-Content-Type-Options": "nosniff", "Referrer-Policy": "no-referrer",
@@ -62,6 +65,8 @@ class LiveServer:
         self._jpeg_seq = 0
         self._frame_event: asyncio.Event | None = None
         self.mjpeg_clients = 0  # read by the sink thread to decide whether to encode
+        self.mp4_clients = 0  # the same for H.264: viewers connected or waiting for a first frame
+        self._mp4: Mp4Relay | None = None
         self.port: int | None = None
 
     # ---- lifecycle (sink thread) ----
@@ -93,6 +98,24 @@ class LiveServer:
         """Make ``jpeg`` the newest frame (thread-safe)."""
         if self._loop is not None and not self._closing:
             self._loop.call_soon_threadsafe(self._set_frame, jpeg)
+
+    def publish_mp4_start(self, init: bytes, codec: str) -> None:
+        """A new H.264 encoding began: its init segment and RFC 6381 codec name (thread-safe)."""
+        self._call_soon(lambda relay: relay.start(init, codec))
+
+    def publish_mp4_fragments(self, fragments: list[Mp4Fragment]) -> None:
+        """Fragments of the current encoding, in order (thread-safe)."""
+        if fragments:
+            self._call_soon(lambda relay: [relay.add(f) for f in fragments])
+
+    def publish_mp4_end(self) -> None:
+        """The H.264 encoding stopped: its viewers' streams end (thread-safe)."""
+        self._call_soon(lambda relay: relay.end())
+
+    def _call_soon(self, action: Callable[[Mp4Relay], object]) -> None:
+        if self._loop is not None and not self._closing and self._mp4 is not None:
+            relay = self._mp4
+            self._loop.call_soon_threadsafe(action, relay)
 
     def publish_events(self, texts: list[str]) -> None:
         """Send JSON event texts to every SSE client (thread-safe)."""
@@ -131,11 +154,13 @@ class LiveServer:
 
     async def _start(self) -> None:
         self._frame_event = asyncio.Event()
+        self._mp4 = Mp4Relay()
         app = web.Application(middlewares=[self._guard])
         app.router.add_get("/", self._page)
         app.router.add_get("/overlay", self._page)
         app.router.add_get("/static/{name}", self._static)
         app.router.add_get("/stream.mjpg", self._mjpeg)
+        app.router.add_get("/stream.mp4", self._h264)
         app.router.add_get("/events", self._events)
         app.router.add_get("/api/status", self._status)
         app.router.add_get("/api/tracks", self._tracks)
@@ -153,6 +178,8 @@ class LiveServer:
         for q in list(self._subscribers):
             self._close_queue(q)
         self._set_frame(None)
+        if self._mp4 is not None:
+            self._mp4.end()
         if self._runner is not None:
             await self._runner.cleanup()
 
@@ -276,6 +303,27 @@ class LiveServer:
         finally:
             self.mjpeg_clients -= 1
         return response
+
+    async def _h264(self, request: web.Request) -> web.StreamResponse:
+        assert self._mp4 is not None
+        self.mp4_clients += 1  # the sink starts encoding when it sees a viewer
+        try:
+            joined = await self._mp4.join(VIDEO_WAIT_S)
+            if joined is None:
+                raise web.HTTPServiceUnavailable(text="503: no video yet (the source is not sending frames)\n")
+            q, codec = joined
+            response = web.StreamResponse(headers={"Content-Type": f'video/mp4; codecs="{codec}"', **SECURITY_HEADERS})
+            try:
+                await response.prepare(request)
+                while (data := await q.get()) is not None:
+                    await response.write(data)
+            except (ConnectionResetError, ConnectionError):
+                pass
+            finally:
+                self._mp4.leave(q)
+            return response
+        finally:
+            self.mp4_clients -= 1
 
 
 def _sse(text: str) -> bytes:

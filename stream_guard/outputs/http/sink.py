@@ -2,19 +2,24 @@
 from __future__ import annotations
 
 import json
+import logging
 import sys
 import time
 from typing import IO, Any
 
+import av
 import cv2
 
 from stream_guard.outputs.alerts import Alert, AlertOptions, AlertSink
 from stream_guard.outputs.events import frame_events
+from stream_guard.outputs.http.live_mp4 import LiveMp4Encoder
 from stream_guard.outputs.http.metrics import LiveMetrics
 from stream_guard.outputs.http.options import ServeOptions
 from stream_guard.outputs.http.server import LiveServer, describe
 from stream_guard.outputs.http.state import LiveState, ModelInfo, redact_record
 from stream_guard.types import FrameResult, StreamInfo
+
+log = logging.getLogger(__name__)
 
 JPEG_QUALITY = 80
 FALLBACK_FPS = 30.0  # MJPEG rate cap when the source does not say its frame rate
@@ -25,11 +30,12 @@ def _dumps(record: dict[str, Any]) -> str:
 
 
 class LiveViewSink:
-    """``--serve``: dashboard, OBS overlay, MJPEG, SSE events, JSON API and Prometheus metrics.
+    """``--serve``: dashboard, OBS overlay, H.264 and MJPEG video, SSE events, JSON API and Prometheus metrics.
 
     Lossy (``lossless = False``): the pipeline hands it only the newest frame when it falls
-    behind, and nothing here waits on a browser. Frames are JPEG-encoded only while an MJPEG
-    client is connected, and at most at the stream's frame rate.
+    behind, and nothing here waits on a browser. Frames are encoded only while a client of that
+    video is connected (JPEG for MJPEG, one H.264 encoder shared by every MP4 viewer), and at
+    most at the stream's frame rate.
     """
 
     name = "live-view"
@@ -43,7 +49,9 @@ class LiveViewSink:
         self.state: LiveState | None = None
         self._metrics: LiveMetrics | None = None
         self._min_interval = 1.0 / FALLBACK_FPS
-        self._last_jpeg = 0.0
+        self._last_frame = 0.0
+        self._h264: LiveMp4Encoder | None = None
+        self._fps = FALLBACK_FPS
 
     @property
     def port(self) -> int | None:
@@ -53,7 +61,7 @@ class LiveViewSink:
     def open(self, info: StreamInfo) -> None:
         self.state = LiveState(info, self.model)
         self._metrics = LiveMetrics(self.model.name, self.model.trained)
-        fps = info.fps if info.fps and info.fps > 0 else FALLBACK_FPS
+        fps = self._fps = info.fps if info.fps and info.fps > 0 else FALLBACK_FPS
         self._min_interval = 0.9 / fps  # a little slack so jitter does not halve the rate
         server = LiveServer(self.options, self.state, self._metrics)
         server.start()
@@ -69,13 +77,52 @@ class LiveViewSink:
         if records:
             self.state.add_records(records)
             self.server.publish_events([_dumps(r) for r in records])
+        if self.server.mp4_clients == 0 and self._h264 is not None:
+            self._stop_h264()
         now = time.monotonic()
-        if self.server.mjpeg_clients > 0 and now - self._last_jpeg >= self._min_interval:
-            self._last_jpeg = now
+        if now - self._last_frame < self._min_interval:
+            return
+        if self.server.mjpeg_clients > 0:
+            self._last_frame = now
             bgr = cv2.cvtColor(result.annotated, cv2.COLOR_RGB2BGR)
             ok, buf = cv2.imencode(".jpg", bgr, [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY])
             if ok:
                 self.server.publish_frame(buf.tobytes())
+        if self.server.mp4_clients > 0:
+            self._last_frame = now
+            self._send_h264(result)
+
+    def _send_h264(self, result: FrameResult) -> None:
+        assert self.server is not None
+        height, width = result.annotated.shape[:2]
+        encoder = self._h264
+        if encoder is not None and (encoder.width, encoder.height) != (width - width % 2, height - height % 2):
+            self._stop_h264()  # a source that changed size: viewers reconnect to a new encoding
+            encoder = None
+        try:
+            if encoder is None:
+                encoder = self._h264 = LiveMp4Encoder(width, height, self._fps)
+            announced = encoder.init is not None
+            fragments = encoder.encode(result.annotated, result.frame.wallclock_s)
+        except (av.error.FFmpegError, ValueError) as e:  # never stop the run for the live view
+            log.warning("live view: H.264 encoding failed (%s); MP4 viewers are disconnected", e)
+            self._stop_h264()
+            return
+        if not announced and encoder.init is not None and encoder.codec is not None:
+            self.server.publish_mp4_start(encoder.init, encoder.codec)
+        self.server.publish_mp4_fragments(fragments)
+
+    def _stop_h264(self) -> None:
+        """No one watches the H.264 video any more (or its size changed, or the run ends)."""
+        encoder, self._h264 = self._h264, None
+        if encoder is None:
+            return
+        if self.server is not None:
+            self.server.publish_mp4_end()
+        try:
+            encoder.close()
+        except (av.error.FFmpegError, ValueError) as e:
+            log.debug("live view: closing the H.264 encoder: %s", e)
 
     def event(self, record: dict[str, Any]) -> None:
         """Source state changes, the summary and (from :class:`LiveAlertFeed`'s thread: all that is
@@ -88,6 +135,7 @@ class LiveViewSink:
         self.server.publish_events([_dumps(record)])
 
     def close(self) -> None:
+        self._stop_h264()
         server, self.server = self.server, None
         if server is not None:
             server.stop()

@@ -1,6 +1,6 @@
-// stream_guard dashboard: live video (MJPEG), a banner while fake alerts are open, one card per face
-// with its score over the last minute, and the log of verdicts and alerts, all fed by the server-sent
-// event stream (/events).
+// stream_guard dashboard: a banner while fake alerts are open, one card per face with its score over
+// the last minute, and the log of verdicts and alerts, all fed by the server-sent event stream
+// (/events). The video is video.js's.
 "use strict";
 (function () {
   var TOKEN = new URLSearchParams(location.search).get("token");
@@ -156,7 +156,6 @@
     }).catch(function () {});
   }
 
-  document.getElementById("stream").src = withToken("/stream.mjpg");
   seed();
   var source = new EventSource(withToken("/events"));
   source.onmessage = function (m) { onRecord(JSON.parse(m.data)); };
