@@ -99,19 +99,19 @@ def test_relay_gives_a_joining_viewer_the_init_and_everything_since_the_last_key
         waiting = asyncio.ensure_future(relay.join(5.0))  # a viewer who came first waits for the start
         await asyncio.sleep(0)
         relay.start(b"INIT", "avc1.42e01e")
-        relay.add(Mp4Fragment(b"K1", True))
-        relay.add(Mp4Fragment(b"P1", False))
+        relay.add([Mp4Fragment(b"K1", True)])
+        relay.add([Mp4Fragment(b"P1", False)])
         first = await waiting
         assert first is not None and first[1] == "avc1.42e01e"
-        relay.add(Mp4Fragment(b"K2", True))
-        relay.add(Mp4Fragment(b"P2", False))
+        relay.add([Mp4Fragment(b"K2", True)])
+        relay.add([Mp4Fragment(b"P2", False)])
         late = await relay.join(1.0)
         assert late is not None
         assert [late[0].get_nowait() for _ in range(late[0].qsize())] == [b"INIT", b"K2", b"P2"]
         assert [first[0].get_nowait() for _ in range(first[0].qsize())] == [b"INIT", b"K1", b"P1", b"K2", b"P2"]
 
         for i in range(CLIENT_QUEUE + 10):  # the late viewer stopped reading: it is ended, not waited for
-            relay.add(Mp4Fragment(b"P", False))
+            relay.add([Mp4Fragment(b"P", False)])
             if i < CLIENT_QUEUE:
                 first[0].get_nowait()
         assert [late[0].get_nowait() for _ in range(late[0].qsize())] == [None]

@@ -30,18 +30,20 @@ class Mp4Relay:
         self.init, self.codec = init, codec
         self._started.set()
 
-    def add(self, fragment: Mp4Fragment) -> None:
+    def add(self, fragments: list[Mp4Fragment]) -> None:
+        """The encoding's next fragments, in order: to every viewer, and kept for those who join."""
         if self.init is None:
             return
-        if fragment.keyframe:
-            self._backlog = []
-        if fragment.keyframe or len(self._backlog) < BACKLOG_MAX:
-            self._backlog.append(fragment.data)
-        for q in list(self._viewers):
-            try:
-                q.put_nowait(fragment.data)
-            except asyncio.QueueFull:
-                self._drop(q)
+        for fragment in fragments:
+            if fragment.keyframe:
+                self._backlog = []
+            if fragment.keyframe or len(self._backlog) < BACKLOG_MAX:
+                self._backlog.append(fragment.data)
+            for q in list(self._viewers):
+                try:
+                    q.put_nowait(fragment.data)
+                except asyncio.QueueFull:
+                    self._drop(q)
 
     def end(self) -> None:
         """The encoding stopped (no viewers left, or the run ends): end every viewer's stream."""

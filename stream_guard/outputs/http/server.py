@@ -101,21 +101,22 @@ class LiveServer:
 
     def publish_mp4_start(self, init: bytes, codec: str) -> None:
         """A new H.264 encoding began: its init segment and RFC 6381 codec name (thread-safe)."""
-        self._call_soon(lambda relay: relay.start(init, codec))
+        if self._mp4 is not None:
+            self._on_loop(self._mp4.start, init, codec)
 
     def publish_mp4_fragments(self, fragments: list[Mp4Fragment]) -> None:
         """Fragments of the current encoding, in order (thread-safe)."""
-        if fragments:
-            self._call_soon(lambda relay: [relay.add(f) for f in fragments])
+        if fragments and self._mp4 is not None:
+            self._on_loop(self._mp4.add, fragments)
 
     def publish_mp4_end(self) -> None:
         """The H.264 encoding stopped: its viewers' streams end (thread-safe)."""
-        self._call_soon(lambda relay: relay.end())
+        if self._mp4 is not None:
+            self._on_loop(self._mp4.end)
 
-    def _call_soon(self, action: Callable[[Mp4Relay], object]) -> None:
-        if self._loop is not None and not self._closing and self._mp4 is not None:
-            relay = self._mp4
-            self._loop.call_soon_threadsafe(action, relay)
+    def _on_loop(self, call: Callable[..., object], *args: object) -> None:
+        if self._loop is not None and not self._closing:
+            self._loop.call_soon_threadsafe(call, *args)
 
     def publish_events(self, texts: list[str]) -> None:
         """Send JSON event texts to every SSE client (thread-safe)."""

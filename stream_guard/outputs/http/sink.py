@@ -22,7 +22,7 @@ from stream_guard.types import FrameResult, StreamInfo
 log = logging.getLogger(__name__)
 
 JPEG_QUALITY = 80
-FALLBACK_FPS = 30.0  # MJPEG rate cap when the source does not say its frame rate
+FALLBACK_FPS = 30.0  # the videos' rate cap when the source does not say its frame rate
 
 
 def _dumps(record: dict[str, Any]) -> str:
