@@ -209,16 +209,22 @@ def test_a_blocked_output_starves_the_watchdog(listener: NotifyListener, two_fac
     assert outcome["summary"].frames_processed == sink.frames == 90
 
 
+class RecordingNotifier(SystemdNotifier):
+    """Keeps what would be sent to systemd in ``sent``."""
+
+    def __init__(self, sent: list[dict]) -> None:
+        super().__init__("/nowhere")
+        self.sent = sent
+
+    def send(self, **fields: object) -> bool:
+        self.sent.append(fields)
+        return True
+
+
 def test_heartbeat_pings_at_most_four_times_a_timeout_and_only_on_progress() -> None:
     sent: list[dict] = []
-
-    class Recorder(SystemdNotifier):
-        def send(self, **fields: object) -> bool:
-            sent.append(fields)
-            return True
-
     now = [100.0]
-    beat = ServiceHeartbeat(Recorder("/nowhere"), watchdog_s=2.0, clock=lambda: now[0])
+    beat = ServiceHeartbeat(RecordingNotifier(sent), watchdog_s=2.0, clock=lambda: now[0])
     beat.ready("rtsp://***@cam/stream")
     record = {"state": "reconnecting", "attempt": 3, "detail": "cannot connect (Connection refused)"}
     for _ in range(20):  # 20 events in 0.4 s: one ping at most
@@ -235,14 +241,8 @@ def test_heartbeat_pings_at_most_four_times_a_timeout_and_only_on_progress() -> 
 
 def test_status_line_keeps_saying_the_picture_is_blank_until_it_is_back() -> None:
     sent: list[dict] = []
-
-    class Recorder(SystemdNotifier):
-        def send(self, **fields: object) -> bool:
-            sent.append(fields)
-            return True
-
     now = [100.0]
-    beat = ServiceHeartbeat(Recorder("/nowhere"), watchdog_s=None, clock=lambda: now[0])
+    beat = ServiceHeartbeat(RecordingNotifier(sent), watchdog_s=None, clock=lambda: now[0])
     beat.ready("door")
     frame = Frame(image=np.zeros((8, 8, 3), np.uint8), index=0, pts_s=0.0, wallclock_s=0.0, source_id="door")
     result = FrameResult(frame=frame, annotated=frame.image, faces=(), detected=False, latency_ms=1.0, fps=25.0)
