@@ -31,7 +31,8 @@ WAIT_MS = 60_000  # what a page may take to show something (generous: no timing 
 METRICS = {"stream_guard_fps", "stream_guard_latency_seconds", "stream_guard_faces", "stream_guard_frames",
            "stream_guard_frames_dropped", "stream_guard_verdict_changes", "stream_guard_stage_seconds",
            "stream_guard_source_state", "stream_guard_model_info", "stream_guard_uptime_seconds",
-           "stream_guard_alerts", "stream_guard_open_alerts"}
+           "stream_guard_alerts", "stream_guard_open_alerts", "stream_guard_live_viewers",
+           "stream_guard_live_video_bytes"}
 
 
 class LiveRun:
@@ -188,6 +189,11 @@ def test_dashboard_overlay_api_and_metrics_in_chromium(long_clip: Path, placehol
         frames = [s.value for s in families["stream_guard_frames"].samples if s.name == "stream_guard_frames_total"]
         assert frames and frames[0] > 0
         verdicts = {s.labels["verdict"] for s in families["stream_guard_verdict_changes"].samples}
+        viewers = {s.labels["video"]: s.value for s in families["stream_guard_live_viewers"].samples}
+        assert viewers["h264"] >= 1 and "mjpeg" in viewers  # the dashboard is still open
+        sent = {s.labels["video"]: s.value for s in families["stream_guard_live_video_bytes"].samples
+                if s.name.endswith("_total")}
+        assert sent["h264"] > 0 and sent["mjpeg"] > 0
         assert verdicts == {"real", "fake", "uncertain"}
 
         rc = run.stop()  # boxes go when faces are no longer reported (the run ends: summary, then nothing)

@@ -16,6 +16,7 @@ from typing import Iterator
 import av
 import numpy as np
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from stream_guard.outputs.http import server as server_module
 from stream_guard.outputs.http.live_mp4 import LiveMp4Encoder, Mp4Fragment, avc_codec_string
@@ -172,6 +173,14 @@ def live_view() -> Iterator[FedLiveView]:
     view.close()
 
 
+def live_metric(view: FedLiveView, name: str, video: str) -> float:
+    """One sample of the live view's ``/metrics``, by its ``video`` label."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{view.sink.port}/metrics", timeout=30) as response:
+        families = text_string_to_metric_families(response.read().decode())
+        return next(sample.value for family in families for sample in family.samples
+                    if sample.name == name and sample.labels.get("video") == video)
+
+
 def read_stream(url: str, seconds: float) -> tuple[str, bytes]:
     """What ``url`` sends in ``seconds`` (or until it ends), and its content type."""
     with urllib.request.urlopen(url, timeout=30) as response:
@@ -197,10 +206,14 @@ def test_viewers_joining_at_any_time_get_a_stream_that_decodes(live_view: FedLiv
                for n in ("a", "b")]
     for t in threads:
         t.start()
+    time.sleep(0.7)
+    assert live_metric(live_view, "stream_guard_live_viewers", "h264") == 2
     for t in threads:
         t.join(30)
     for data in both.values():
         assert len(decode(data)) >= 15
+    assert live_metric(live_view, "stream_guard_live_video_bytes_total", "h264") >= \
+        len(first) + sum(len(d) for d in both.values())
 
     deadline = time.monotonic() + 10  # nobody watches: the encoder is stopped
     while live_view.sink._h264 is not None and time.monotonic() < deadline:

@@ -67,6 +67,8 @@ class LiveServer:
         self.mjpeg_clients = 0  # read by the sink thread to decide whether to encode
         self.mp4_clients = 0  # the same for H.264: viewers connected or waiting for a first frame
         self._mp4: Mp4Relay | None = None
+        metrics.viewers.labels("h264").set_function(lambda: self.mp4_clients)
+        metrics.viewers.labels("mjpeg").set_function(lambda: self.mjpeg_clients)
         self.port: int | None = None
 
     # ---- lifecycle (sink thread) ----
@@ -299,6 +301,7 @@ class LiveServer:
                 sent, jpeg = self._jpeg_seq, self._jpeg
                 await response.write(b"--frame\r\nContent-Type: image/jpeg\r\nContent-Length: %d\r\n\r\n"
                                      % len(jpeg) + jpeg + b"\r\n")
+                self.metrics.video_bytes.labels("mjpeg").inc(len(jpeg))
         except (ConnectionResetError, ConnectionError):
             pass
         finally:
@@ -318,6 +321,7 @@ class LiveServer:
                 await response.prepare(request)
                 while (data := await q.get()) is not None:
                     await response.write(data)
+                    self.metrics.video_bytes.labels("h264").inc(len(data))
             except (ConnectionResetError, ConnectionError):
                 pass
             finally:
