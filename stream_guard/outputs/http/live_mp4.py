@@ -75,6 +75,10 @@ class LiveMp4Encoder:
         self._t0: float | None = None
         self._last_ms = -1
 
+    def fits(self, width: int, height: int) -> bool:
+        """Whether frames of this size are this encoder's (odd sides lose their last row or column)."""
+        return (self.width, self.height) == (width - width % 2, height - height % 2)
+
     def encode(self, rgb: np.ndarray, t_s: float) -> list[Mp4Fragment]:
         """Encode ``rgb`` (fitted to the stream's size), taken at ``t_s`` seconds (any monotonic clock)."""
         if self._t0 is None:

@@ -14,6 +14,13 @@ BACKLOG_MAX = 300  # fragments kept since the last keyframe (a keyframe every se
 CLIENT_QUEUE = 120  # fragments a viewer may lag before it is ended: a few seconds of video
 
 
+def end_stream(q: asyncio.Queue) -> None:
+    """End a client's stream: what it has not taken yet is dropped, then ``None`` tells it to stop."""
+    while not q.empty():
+        q.get_nowait()
+    q.put_nowait(None)
+
+
 class Mp4Relay:
     """The current encoding (init segment, codec, fragments since its last keyframe) and its viewers."""
 
@@ -74,6 +81,4 @@ class Mp4Relay:
 
     def _drop(self, q: asyncio.Queue[bytes | None]) -> None:
         self._viewers.discard(q)
-        while not q.empty():
-            q.get_nowait()
-        q.put_nowait(None)
+        end_stream(q)

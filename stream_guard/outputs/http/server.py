@@ -22,7 +22,7 @@ from aiohttp import web
 from stream_guard.errors import OutputError
 from stream_guard.outputs.http.live_mp4 import Mp4Fragment
 from stream_guard.outputs.http.metrics import CONTENT_TYPE, LiveMetrics
-from stream_guard.outputs.http.mp4_relay import Mp4Relay
+from stream_guard.outputs.http.mp4_relay import Mp4Relay, end_stream
 from stream_guard.outputs.http.options import ServeOptions
 from stream_guard.outputs.http.state import LiveState
 
@@ -205,9 +205,7 @@ class LiveServer:
 
     def _close_queue(self, q: asyncio.Queue) -> None:
         self._subscribers.discard(q)
-        while not q.empty():
-            q.get_nowait()
-        q.put_nowait(None)
+        end_stream(q)
 
     @web.middleware
     async def _guard(self, request: web.Request, handler: Handler) -> web.StreamResponse:

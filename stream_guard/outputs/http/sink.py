@@ -96,7 +96,7 @@ class LiveViewSink:
         assert self.server is not None
         height, width = result.annotated.shape[:2]
         encoder = self._h264
-        if encoder is not None and (encoder.width, encoder.height) != (width - width % 2, height - height % 2):
+        if encoder is not None and not encoder.fits(width, height):
             self._stop_h264()  # a source that changed size: viewers reconnect to a new encoding
             encoder = None
         try:
