@@ -121,11 +121,13 @@ class RunSummary:
 
 
 def sound_wanted(config: RunConfig, spec: SourceSpec) -> bool:
-    """Whether an output carries the source's sound as it comes: ``--clips``, ``--stream-to`` from a
-    live or paced source, and ``--out`` from a live one (a file's recording reads the file's sound itself)."""
+    """Whether an output carries the source's sound as it comes: ``--clips``, ``--stream-to`` and
+    ``--serve`` from a live or paced source, and ``--out`` from a live one (a file's recording reads
+    the file's sound itself)."""
     out = config.outputs
     paced = spec.is_live or config.source.realtime
-    return out.clips is not None or (out.stream_to is not None and paced) or (out.out_path is not None and spec.is_live)
+    return (out.clips is not None or ((out.stream_to is not None or out.serve is not None) and paced)
+            or (out.out_path is not None and spec.is_live))
 
 
 def build_sinks(config: RunConfig, info: StreamInfo, model: ModelSpec, threshold: float,
@@ -179,7 +181,9 @@ def build_sinks(config: RunConfig, info: StreamInfo, model: ModelSpec, threshold
         from stream_guard.outputs.http.sink import LiveAlertFeed, LiveViewSink
         from stream_guard.outputs.http.state import ModelInfo
 
-        live = LiveViewSink(out.serve, ModelInfo(model.name, model.trained, threshold))
+        paced = info.is_live or config.source.realtime
+        live = LiveViewSink(out.serve, ModelInfo(model.name, model.trained, threshold),
+                            sound=sound.subscribe("--serve") if sound is not None and paced else None)
         sinks += [live, LiveAlertFeed(live, out.alerts)]
     return sinks
 

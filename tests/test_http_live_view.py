@@ -4,14 +4,12 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
 import signal
 import subprocess
 import sys
 import threading
 import urllib.request
 from pathlib import Path
-from typing import Iterator
 
 import cv2
 import numpy as np
@@ -22,9 +20,6 @@ from tests.conftest import REPO, run_cli
 from tests.support.faces import two_faces_passing
 from tests.support.synth_video import make_test_clip
 
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-                 "--disable-sync", "--no-first-run"]
 URL_LINE = re.compile(r"live view at (http://\S+?):(\d+)/")
 START_TIMEOUT_S = 120  # model load and warm-up on a busy 2-core machine
 WAIT_MS = 60_000  # what a page may take to show something (generous: no timing is tested)
@@ -101,19 +96,6 @@ def long_clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
     stops the run itself once it has seen what it needs)."""
     path = tmp_path_factory.mktemp("live") / "two_faces_long.mp4"
     return make_test_clip(path, seconds=40.0, width=640, height=360, fps=10, draw=two_faces_passing(n_frames=400))
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[object]:
-    if CHROMIUM is None:
-        pytest.skip("chromium is not installed (Debian: apt-get install chromium); tools/run_tests.sh installs it")
-    sync_api = pytest.importorskip("playwright.sync_api")
-    with sync_api.sync_playwright() as pw:
-        b = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        try:
-            yield b
-        finally:
-            b.close()
 
 
 def test_dashboard_overlay_api_and_metrics_in_chromium(long_clip: Path, placeholder_model: Path, browser,

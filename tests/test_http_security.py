@@ -105,6 +105,7 @@ def test_token_guards_every_request_and_is_never_shown(placeholder_model: Path, 
             with urllib.request.urlopen(req, timeout=30) as r:
                 assert r.status == 200
                 seen += r.read(4096 if stream == "/events" else 10)
+        assert get(base + "/sound.mp4")[0] == 401  # without the token, not even whether the run has sound
         for path in TRAVERSALS:
             status, body = raw_get(port, path, {"Authorization": f"Bearer {TOKEN}"})
             assert status == 404, (path, status)

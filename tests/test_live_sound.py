@@ -1,8 +1,12 @@
 """A live source's sound, carried to the live outputs (--out, --stream-to) in sync with the pictures."""
 from __future__ import annotations
 
+import io
+import os
 import socket
 import threading
+import time
+import urllib.request
 from fractions import Fraction
 from pathlib import Path
 
@@ -10,12 +14,17 @@ import av
 import numpy as np
 import pytest
 
+from stream_guard.outputs.http.live_sound_mp4 import LiveSoundMp4Encoder
+from stream_guard.outputs.http.options import ServeOptions
+from stream_guard.outputs.http.sink import LiveViewSink
+from stream_guard.outputs.http.state import ModelInfo
 from stream_guard.outputs.live_sound import MAX_LAG_S, LiveSound
 from stream_guard.outputs.video_file import FRAGMENTED_MP4
 from stream_guard.sound_bus import SoundBus, SoundFeed
 from stream_guard.sources import PyAVSource, parse_source
-from stream_guard.types import SOUND_RATE, SoundChunk
+from stream_guard.types import SOUND_RATE, Frame, FrameResult, SoundChunk, StreamInfo
 from tests.conftest import run_cli
+from tests.test_http_live_view import LiveRun, get
 from tests.support.stream_receiver import free_port
 from tests.support.synth_video import make_clip_with_sound, make_test_clip
 from tests.support.ts_sender import UdpTsSender
@@ -119,6 +128,79 @@ def test_the_stream_sent_on_carries_the_sound_in_sync(live_source: str, tmp_path
         receiver.close()
     assert result.returncode == 0, result.stderr
     _assert_in_sync(received)
+
+
+def _read_for(url: str, seconds: float, into: dict[str, bytes], key: str) -> None:
+    with urllib.request.urlopen(url, timeout=60) as response:
+        into[key + " type"] = response.headers["Content-Type"].encode()
+        into[key + " sound"] = (response.headers["X-Sound"] or "").encode()
+        data, until = b"", time.monotonic() + seconds
+        while time.monotonic() < until and (chunk := response.read1(65536)):
+            data += chunk
+        into[key] = data
+
+
+def test_the_live_view_sends_the_sound_beside_its_video_in_sync(live_source: str, tmp_path: Path,
+                                                              placeholder_model: Path) -> None:
+    """``/stream.mp4`` and ``/sound.mp4``, read at once as a page does, decoded: each beep plays with its flash."""
+    with LiveRun("watch", live_source, "--model", str(placeholder_model), "--serve", "127.0.0.1:0") as run:
+        base = run.wait_for_url()
+        got: dict[str, bytes] = {}
+        video = threading.Thread(target=_read_for, args=(f"{base}/stream.mp4", 7.0, got, "video"))
+        video.start()
+        time.sleep(0.3)  # the page asks for the sound once the video's headers say there is some
+        _read_for(f"{base}/sound.mp4", 6.5, got, "sound")
+        video.join(60)
+    assert got["video sound"] == b'audio/mp4; codecs="mp4a.40.2"'
+    assert got["sound type"] == b'audio/mp4; codecs="mp4a.40.2"'
+    (tmp_path / "video.mp4").write_bytes(got["video"])
+    (tmp_path / "sound.mp4").write_bytes(got["sound"])
+    flashes = _flashes(tmp_path / "video.mp4")
+    sound = _sound(tmp_path / "sound.mp4")
+    assert sound is not None
+    codec, wave, start_s = sound
+    beeps = _beeps(wave, start_s)
+    assert codec == "aac" and len(flashes) >= 1 and beeps, (flashes, beeps)
+    # the sound joined later than the video: pair each beep with the flash nearest it
+    for beep in beeps:
+        assert min(abs(beep - flash) for flash in flashes) < SYNC_TOLERANCE_S, (flashes, beeps)
+    assert len(beeps) >= len([f for f in flashes if f >= start_s + 0.1]), (flashes, beeps, start_s)
+
+
+def test_the_dashboard_plays_the_sound_with_the_video_in_chromium(live_source: str, placeholder_model: Path,
+                                                                  browser) -> None:
+    errors: list[str] = []
+    with LiveRun("watch", live_source, "--model", str(placeholder_model), "--serve", "127.0.0.1:0") as run:
+        page = browser.new_page()
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        page.goto(f"{run.wait_for_url()}/")
+        page.wait_for_function("window.sgVideo.mode === 'h264' && window.sgVideo.sound === true", timeout=60_000)
+        button = page.locator("#sound-toggle")
+        assert button.is_visible() and page.evaluate("document.getElementById('live-video').muted")
+        button.click()  # a person asks for the sound
+        page.wait_for_function("(() => { const v = document.getElementById('live-video');"
+                               " return !v.muted && v.currentTime > 2 && v.webkitAudioDecodedByteCount > 0 &&"
+                               " v.webkitVideoDecodedByteCount > 0; })()", timeout=60_000)
+        before = page.evaluate("[document.getElementById('live-video').currentTime, window.sgVideo]")
+        time.sleep(1.0)
+        later = page.evaluate("document.getElementById('live-video').currentTime")
+        label = button.text_content()
+    played, state = before
+    assert state["buffers"] == 2 and label == "Sound off", (state, label)
+    assert later > played + 0.5, "the video stopped playing with its sound"
+    assert state["lag_s"] < 1.5, state  # behind the newest moment both sound and pictures have reached
+    assert not errors, errors
+
+
+def test_a_live_view_without_sound_says_so(tmp_path: Path, placeholder_model: Path) -> None:
+    clip = make_test_clip(tmp_path / "silent.mp4", seconds=20.0, width=320, height=240, fps=FPS)
+    with LiveRun("watch", str(clip), "--realtime", "--model", str(placeholder_model), "--serve", "127.0.0.1:0") as run:
+        base = run.wait_for_url()
+        got: dict[str, bytes] = {}
+        _read_for(f"{base}/stream.mp4", 1.0, got, "video")
+        status, _, _ = get(f"{base}/sound.mp4")
+    assert got["video"] and got["video sound"] == b""
+    assert status == 404
 
 
 def test_a_live_source_without_sound_gives_a_silent_recording(tmp_path: Path, placeholder_model: Path) -> None:
@@ -264,3 +346,42 @@ def test_the_bus_gives_every_output_all_the_sound() -> None:
     bus.publish(_tone(0.0, 0.1))
     assert bus.wanted and len(a) == len(b) == 1
     assert a.take_until(0.0) == [] and len(a.take_until(0.05)) == 1
+
+
+
+def test_the_live_views_sound_track_starts_at_its_videos_first_frame_to_the_sample() -> None:
+    """A fragmented MP4 has no edit list: the AAC priming and the muxer's move of the first packet
+    to time 0 would shift every sound unless the track starts where the video does."""
+    feed = SoundFeed("--serve")
+    encoder = LiveSoundMp4Encoder(feed, t0_s=100.0)  # the video's first frame came at 100 s (monotonic)
+    beep = np.zeros((2, SOUND_RATE), np.float32)
+    beep[:, SOUND_RATE // 2:SOUND_RATE // 2 + 2400] = 0.5  # at stream time 5.5 s
+    feed.put(SoundChunk(beep, 5.0))
+    data: list[bytes] = []
+    for k in range(40):  # pictures of stream time 5.0 + k/25 came 0.3 s after the first one, and on
+        data += [f.data for f in encoder.follow(5.0 + k / FPS, 100.3 + k / FPS)]
+    data += [f.data for f in encoder.close()]
+    assert encoder.init is not None and encoder.codec == "mp4a.40.2"
+    with av.open(io.BytesIO(encoder.init + b"".join(data))) as container:
+        wave = np.concatenate([f.to_ndarray()[0] for f in container.decode(audio=0)])
+    onset = np.flatnonzero(np.abs(wave) > 0.1)[0] / SOUND_RATE
+    assert abs(onset - 0.8) < 0.003, onset  # the beep plays 0.3 + 0.5 s after the video's first frame
+
+
+def test_the_live_view_drops_the_sound_while_nobody_watches_its_video() -> None:
+    """Nothing is encoded then, but the sound is taken as the pictures go, never left to pile up."""
+    feed = SoundFeed("--serve")
+    sink = LiveViewSink(ServeOptions(host="127.0.0.1", port=0), ModelInfo("m", False, 0.5),
+                        announce=open(os.devnull, "w"), sound=feed)
+    sink.open(StreamInfo("cam", 64, 64, FPS, None, True, has_sound=True))
+    try:
+        image = np.zeros((64, 64, 3), np.uint8)
+        for k in range(15 * FPS):  # 15 s: more than the feed holds
+            feed.put(_tone(k / FPS, 1 / FPS))
+            frame = Frame(image=image, index=k, pts_s=k / FPS, wallclock_s=k / FPS, source_id="cam")
+            sink.write(FrameResult(frame=frame, annotated=image, faces=(), detected=False, latency_ms=1.0, fps=FPS))
+        assert feed.dropped_s == 0 and len(feed) <= 6  # the sound within LEAD_S of the newest picture
+        assert sink._sound_mp4 is None
+    finally:
+        sink.close()
+        sink._announce.close()

@@ -46,7 +46,10 @@ SOUND_CODECS = {".mp4": "aac", ".mov": "aac", ".mkv": "aac", ".webm": "libopus",
 class LiveSound:
     """A sound stream in ``container`` (``codec``), fed from ``feed`` as pictures are written."""
 
-    def __init__(self, container: av.container.OutputContainer, codec: str, feed: SoundFeed) -> None:
+    def __init__(self, container: av.container.OutputContainer, codec: str, feed: SoundFeed,
+                 first_sample: int | None = None) -> None:
+        """``first_sample``: where the sound starts on the output's clock, silence until the first
+        sound comes (for a muxer that moves a track's first packet to time 0); None: at the first sound."""
         self._container = container
         self._feed = feed
         self._out = container.add_stream(codec, rate=SOUND_RATE)
@@ -58,6 +61,7 @@ class LiveSound:
         self._offset: float | None = None  # output seconds minus stream seconds
         self._recent: deque[float] = deque(maxlen=DRIFT_FRAMES)
         self._next: int | None = None  # the next sample's place on the output clock
+        self._first_sample = first_sample
         self.silence_s = 0.0  # silence put in for sound that never came
         self.resyncs = 0
 
@@ -65,6 +69,8 @@ class LiveSound:
         """The picture of stream time ``pts_s`` was written at ``out_s`` on the output's clock:
         write the sound up to just past it."""
         self._place(out_s - pts_s)
+        if self._next is None and self._first_sample is not None:
+            self._next = self._first_sample
         for chunk in self._feed.take_until(pts_s + LEAD_S):
             self._write(chunk)
         self._keep_up(round((out_s - MAX_LAG_S) * SOUND_RATE))

@@ -45,6 +45,35 @@ class _Written(io.RawIOBase):
         return len(data)
 
 
+class FragmentedMp4Output:
+    """An MP4 muxer that writes to memory, a fragment per packet: :attr:`container` to add streams
+    to and mux into, :meth:`take` for what it wrote. :attr:`init` (``ftyp`` + ``moov``) is set once
+    the first packet is muxed."""
+
+    def __init__(self) -> None:
+        self._written = _Written()
+        self.container = av.open(self._written, mode="w", format="mp4", options=FRAGMENT_EVERY_FRAME)
+        self.init: bytes | None = None
+
+    def take(self) -> list[bytes]:
+        """The fragments (``moof`` + ``mdat``) completed since the last call; a partial box is kept."""
+        buffer, at, fragments = self._written.buffer, 0, []
+        start = 0  # where the current ftyp+moov or moof+mdat group began
+        while at + _BOX_HEADER.size <= len(buffer):
+            size, kind = _BOX_HEADER.unpack_from(buffer, at)
+            if size < _BOX_HEADER.size or at + size > len(buffer):
+                break  # 64-bit sizes never occur at a packet per fragment; a short box is still being written
+            at += size
+            if kind == b"moov":
+                self.init = bytes(buffer[start:at])
+                start = at
+            elif kind == b"mdat":
+                fragments.append(bytes(buffer[start:at]))
+                start = at
+        del buffer[:start]
+        return fragments
+
+
 def avc_codec_string(init: bytes) -> str:
     """The RFC 6381 codec name (``avc1.PPCCLL``) MSE needs, from the init segment's ``avcC`` record."""
     at = init.find(b"avcC")
@@ -65,15 +94,18 @@ class LiveMp4Encoder:
 
     def __init__(self, width: int, height: int, fps: float, gop_s: float = GOP_S) -> None:
         self.width, self.height = width - width % 2, height - height % 2
-        self._written = _Written()
-        self._container = av.open(self._written, mode="w", format="mp4", options=FRAGMENT_EVERY_FRAME)
+        self._out = FragmentedMp4Output()
+        self._container = self._out.container
         self._stream = add_timed_h264_stream(self._container, fps, self.width, self.height,
                                              **keyframe_every(gop_s, fps))
-        self.init: bytes | None = None
         self.codec: str | None = None
         self._keyframes: collections.deque[bool] = collections.deque()  # of packets muxed, not yet seen written
         self._t0: float | None = None
         self._last_ms = -1
+
+    @property
+    def init(self) -> bytes | None:
+        return self._out.init
 
     def fits(self, width: int, height: int) -> bool:
         """Whether frames of this size are this encoder's (odd sides lose their last row or column)."""
@@ -106,20 +138,7 @@ class LiveMp4Encoder:
         return fragments
 
     def _take(self) -> list[Mp4Fragment]:
-        """Split what was written into the init segment and whole fragments; keep any partial box."""
-        buffer, at, fragments = self._written.buffer, 0, []
-        start = 0  # where the current ftyp+moov or moof+mdat group began
-        while at + _BOX_HEADER.size <= len(buffer):
-            size, kind = _BOX_HEADER.unpack_from(buffer, at)
-            if size < _BOX_HEADER.size or at + size > len(buffer):
-                break  # 64-bit sizes never occur at a frame per fragment; a short box is still being written
-            at += size
-            if kind == b"moov":
-                self.init = bytes(buffer[start:at])
-                self.codec = avc_codec_string(self.init)
-                start = at
-            elif kind == b"mdat":
-                fragments.append(Mp4Fragment(bytes(buffer[start:at]), self._keyframes.popleft()))
-                start = at
-        del buffer[:start]
+        fragments = [Mp4Fragment(data, self._keyframes.popleft()) for data in self._out.take()]
+        if self.codec is None and self._out.init is not None:
+            self.codec = avc_codec_string(self._out.init)
         return fragments

@@ -16,6 +16,7 @@ LATENCY_BUCKETS = (0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0)
 STAGES = [f.name.removesuffix("_ms") for f in fields(StageTimes)]
 CONTENT_TYPE = CONTENT_TYPE_LATEST
 VIDEOS = ["h264", "mjpeg"]  # the live view's two videos, as the viewer metrics label them
+SOUND = "aac"  # the sound sent with the H.264 video, counted in the bytes sent beside the videos
 
 
 class LiveMetrics:
@@ -42,8 +43,8 @@ class LiveMetrics:
         self.uptime = Gauge("stream_guard_uptime_seconds", "Seconds since the live view started", registry=r)
         self.viewers = Gauge("stream_guard_live_viewers", "Clients watching the live view's video, by video",
                              ["video"], registry=r)
-        self.video_bytes = Counter("stream_guard_live_video_bytes", "Bytes of live view video sent, by video",
-                                   ["video"], registry=r)
+        self.video_bytes = Counter("stream_guard_live_video_bytes", "Bytes of live view video sent, by video "
+                                   "(and of its sound, as aac)", ["video"], registry=r)
         started = time.monotonic()
         self.uptime.set_function(lambda: time.monotonic() - started)
         self.model.info({"name": model_name, "trained": str(trained).lower()})
@@ -53,7 +54,7 @@ class LiveMetrics:
             self.stage.labels(s)
         for kind in (RAISED, CLEARED):
             self.alerts.labels(kind)
-        for video in VIDEOS:
+        for video in [*VIDEOS, SOUND]:
             self.video_bytes.labels(video)
         self._dropped_seen = 0
 

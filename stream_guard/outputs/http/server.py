@@ -21,7 +21,7 @@ from aiohttp import web
 
 from stream_guard.errors import OutputError
 from stream_guard.outputs.http.live_mp4 import Mp4Fragment
-from stream_guard.outputs.http.metrics import CONTENT_TYPE, LiveMetrics
+from stream_guard.outputs.http.metrics import CONTENT_TYPE, SOUND, LiveMetrics
 from stream_guard.outputs.http.mp4_relay import Mp4Relay, end_stream
 from stream_guard.outputs.http.options import ServeOptions
 from stream_guard.outputs.http.state import LiveState
@@ -48,7 +48,10 @@ def static_files() -> dict[str, Path]:
 class LiveServer:
     """Serves pages, MJPEG, SSE, JSON and metrics for one run."""
 
-    def __init__(self, options: ServeOptions, state: LiveState, metrics: LiveMetrics) -> None:
+    def __init__(self, options: ServeOptions, state: LiveState, metrics: LiveMetrics,
+                 sound_codec: str | None = None) -> None:
+        """``sound_codec``: the RFC 6381 name of the sound sent beside the H.264 video
+        (``/sound.mp4``), None when there is none."""
         self.options = options
         self.state = state
         self.metrics = metrics
@@ -66,7 +69,8 @@ class LiveServer:
         self._frame_event: asyncio.Event | None = None
         self.mjpeg_clients = 0  # read by the sink thread to decide whether to encode
         self.mp4_clients = 0  # the same for H.264: viewers connected or waiting for a first frame
-        self._mp4: Mp4Relay | None = None
+        self.sound_codec = sound_codec
+        self._mp4: dict[str, Mp4Relay] = {}  # "video", "sound": made on the loop
         metrics.viewers.labels("h264").set_function(lambda: self.mp4_clients)
         metrics.viewers.labels("mjpeg").set_function(lambda: self.mjpeg_clients)
         self.port: int | None = None
@@ -101,24 +105,27 @@ class LiveServer:
         if self._loop is not None and not self._closing:
             self._loop.call_soon_threadsafe(self._set_frame, jpeg)
 
-    def publish_mp4_start(self, init: bytes, codec: str) -> None:
-        """A new H.264 encoding began: its init segment and RFC 6381 codec name (thread-safe)."""
-        if self._mp4 is not None:
-            self._on_loop(self._mp4.start, init, codec)
+    def publish_mp4_start(self, init: bytes, codec: str, track: str = "video") -> None:
+        """A new encoding of ``track`` (``video``: H.264, ``sound``) began: its init segment and
+        RFC 6381 codec name (thread-safe)."""
+        self._on_loop(lambda: self._mp4[track].start(init, codec))
 
-    def publish_mp4_fragments(self, fragments: list[Mp4Fragment]) -> None:
-        """Fragments of the current encoding, in order (thread-safe)."""
-        if fragments and self._mp4 is not None:
-            self._on_loop(self._mp4.add, fragments)
+    def publish_mp4_fragments(self, fragments: list[Mp4Fragment], track: str = "video") -> None:
+        """Fragments of ``track``'s current encoding, in order (thread-safe)."""
+        if fragments:
+            self._on_loop(lambda: self._mp4[track].add(fragments))
 
     def publish_mp4_end(self) -> None:
-        """The H.264 encoding stopped: its viewers' streams end (thread-safe)."""
-        if self._mp4 is not None:
-            self._on_loop(self._mp4.end)
+        """The H.264 encoding, and the sound with it, stopped: their viewers' streams end (thread-safe)."""
+        self._on_loop(self._end_mp4)
 
-    def _on_loop(self, call: Callable[..., object], *args: object) -> None:
+    def _end_mp4(self) -> None:
+        for relay in self._mp4.values():
+            relay.end()
+
+    def _on_loop(self, call: Callable[[], object]) -> None:
         if self._loop is not None and not self._closing:
-            self._loop.call_soon_threadsafe(call, *args)
+            self._loop.call_soon_threadsafe(call)
 
     def publish_events(self, texts: list[str]) -> None:
         """Send JSON event texts to every SSE client (thread-safe)."""
@@ -157,13 +164,14 @@ class LiveServer:
 
     async def _start(self) -> None:
         self._frame_event = asyncio.Event()
-        self._mp4 = Mp4Relay()
+        self._mp4 = {"video": Mp4Relay(), "sound": Mp4Relay()}
         app = web.Application(middlewares=[self._guard])
         app.router.add_get("/", self._page)
         app.router.add_get("/overlay", self._page)
         app.router.add_get("/static/{name}", self._static)
         app.router.add_get("/stream.mjpg", self._mjpeg)
         app.router.add_get("/stream.mp4", self._h264)
+        app.router.add_get("/sound.mp4", self._sound)
         app.router.add_get("/events", self._events)
         app.router.add_get("/api/status", self._status)
         app.router.add_get("/api/tracks", self._tracks)
@@ -181,8 +189,7 @@ class LiveServer:
         for q in list(self._subscribers):
             self._close_queue(q)
         self._set_frame(None)
-        if self._mp4 is not None:
-            self._mp4.end()
+        self._end_mp4()
         if self._runner is not None:
             await self._runner.cleanup()
 
@@ -307,26 +314,40 @@ class LiveServer:
         return response
 
     async def _h264(self, request: web.Request) -> web.StreamResponse:
-        assert self._mp4 is not None
         self.mp4_clients += 1  # the sink starts encoding when it sees a viewer
         try:
-            joined = await self._mp4.join(VIDEO_WAIT_S)
-            if joined is None:
-                raise web.HTTPServiceUnavailable(text="503: no video yet (the source is not sending frames)\n")
-            q, codec = joined
-            response = web.StreamResponse(headers={"Content-Type": f'video/mp4; codecs="{codec}"', **SECURITY_HEADERS})
-            try:
-                await response.prepare(request)
-                while (data := await q.get()) is not None:
-                    await response.write(data)
-                    self.metrics.video_bytes.labels("h264").inc(len(data))
-            except (ConnectionResetError, ConnectionError):
-                pass
-            finally:
-                self._mp4.leave(q)
-            return response
+            # the page learns here, before it sets up its decoders, whether a sound stream goes with the video
+            sound = {} if self.sound_codec is None else {"X-Sound": f'audio/mp4; codecs="{self.sound_codec}"'}
+            return await self._send_mp4(request, "video", "h264", sound)
         finally:
             self.mp4_clients -= 1
+
+    async def _sound(self, request: web.Request) -> web.StreamResponse:
+        """The source's sound, for a page that also plays ``/stream.mp4`` (it comes only while the video is watched)."""
+        if self.sound_codec is None:
+            raise web.HTTPNotFound(text="404: this run has no sound (the source has none, or it is not paced)\n")
+        return await self._send_mp4(request, "sound", SOUND)
+
+    async def _send_mp4(self, request: web.Request, track: str, counted_as: str,
+                        headers: dict[str, str] | None = None) -> web.StreamResponse:
+        relay = self._mp4[track]
+        joined = await relay.join(VIDEO_WAIT_S)
+        if joined is None:
+            raise web.HTTPServiceUnavailable(text="503: no video yet (the source is not sending frames)\n")
+        q, codec = joined
+        kind = "video" if track == "video" else "audio"
+        response = web.StreamResponse(headers={"Content-Type": f'{kind}/mp4; codecs="{codec}"', **(headers or {}),
+                                               **SECURITY_HEADERS})
+        try:
+            await response.prepare(request)
+            while (data := await q.get()) is not None:
+                await response.write(data)
+                self.metrics.video_bytes.labels(counted_as).inc(len(data))
+        except (ConnectionResetError, ConnectionError):
+            pass
+        finally:
+            relay.leave(q)
+        return response
 
 
 def _sse(text: str) -> bytes:

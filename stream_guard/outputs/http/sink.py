@@ -13,10 +13,13 @@ import cv2
 from stream_guard.outputs.alerts import Alert, AlertOptions, AlertSink
 from stream_guard.outputs.events import frame_events
 from stream_guard.outputs.http.live_mp4 import LiveMp4Encoder
+from stream_guard.outputs.http.live_sound_mp4 import AAC_CODEC, LiveSoundMp4Encoder
 from stream_guard.outputs.http.metrics import LiveMetrics
 from stream_guard.outputs.http.options import ServeOptions
 from stream_guard.outputs.http.server import LiveServer, describe
 from stream_guard.outputs.http.state import LiveState, ModelInfo, redact_record
+from stream_guard.outputs.live_sound import LEAD_S
+from stream_guard.sound_bus import SoundFeed
 from stream_guard.types import FrameResult, StreamInfo
 
 log = logging.getLogger(__name__)
@@ -35,13 +38,15 @@ class LiveViewSink:
     Lossy (``lossless = False``): the pipeline hands it only the newest frame when it falls
     behind, and nothing here waits on a browser. Frames are encoded only while a client of that
     video is connected (JPEG for MJPEG, one H.264 encoder shared by every MP4 viewer), and at
-    most at the stream's frame rate.
+    most at the stream's frame rate. Given the source's ``sound``, the H.264 video has it beside
+    it (``/sound.mp4``), encoded while the video is and on its clock.
     """
 
     name = "live-view"
     lossless = False
 
-    def __init__(self, options: ServeOptions, model: ModelInfo, announce: IO[str] | None = None) -> None:
+    def __init__(self, options: ServeOptions, model: ModelInfo, announce: IO[str] | None = None,
+                 sound: SoundFeed | None = None) -> None:
         self.options = options
         self.model = model
         self._announce = announce if announce is not None else sys.stderr
@@ -51,6 +56,8 @@ class LiveViewSink:
         self._min_interval = 1.0 / FALLBACK_FPS
         self._last_frame = 0.0
         self._h264: LiveMp4Encoder | None = None
+        self._sound = sound
+        self._sound_mp4: LiveSoundMp4Encoder | None = None
         self._fps = FALLBACK_FPS
 
     @property
@@ -63,7 +70,8 @@ class LiveViewSink:
         self._metrics = LiveMetrics(self.model.name, self.model.trained)
         fps = self._fps = info.fps if info.fps and info.fps > 0 else FALLBACK_FPS
         self._min_interval = 0.9 / fps  # a little slack so jitter does not halve the rate
-        server = LiveServer(self.options, self.state, self._metrics)
+        server = LiveServer(self.options, self.state, self._metrics,
+                            sound_codec=None if self._sound is None else AAC_CODEC)
         server.start()
         self.server = server
         print(describe(self.options, server.port or self.options.port), file=self._announce, flush=True)
@@ -91,6 +99,7 @@ class LiveViewSink:
         if self.server.mp4_clients > 0:
             self._last_frame = now
             self._send_h264(result)
+        self._send_sound(result)
 
     def _send_h264(self, result: FrameResult) -> None:
         assert self.server is not None
@@ -102,6 +111,8 @@ class LiveViewSink:
         try:
             if encoder is None:
                 encoder = self._h264 = LiveMp4Encoder(width, height, self._fps)
+                if self._sound is not None:  # on the clock of the video, which starts at this frame
+                    self._sound_mp4 = LiveSoundMp4Encoder(self._sound, result.frame.wallclock_s)
             announced = encoder.init is not None
             fragments = encoder.encode(result.annotated, result.frame.wallclock_s)
         except (av.error.FFmpegError, ValueError) as e:  # never stop the run for the live view
@@ -112,17 +123,39 @@ class LiveViewSink:
             self.server.publish_mp4_start(encoder.init, encoder.codec)
         self.server.publish_mp4_fragments(fragments)
 
-    def _stop_h264(self) -> None:
-        """No one watches the H.264 video any more (or its size changed, or the run ends)."""
-        encoder, self._h264 = self._h264, None
+    def _send_sound(self, result: FrameResult) -> None:
+        """The sound up to this picture: to the sound's viewers while the video is encoded, else dropped."""
+        if self._sound is None or self.server is None:
+            return
+        encoder = self._sound_mp4
         if encoder is None:
+            self._sound.take_until(result.frame.pts_s + LEAD_S)
+            return
+        announced = encoder.init is not None
+        try:
+            fragments = encoder.follow(result.frame.pts_s, result.frame.wallclock_s)
+        except (av.error.FFmpegError, ValueError) as e:
+            log.warning("live view: sound encoding failed (%s); the video goes on without sound", e)
+            self._sound = self.server.sound_codec = None  # pages that reconnect ask for no sound
+            self._stop_h264()
+            return
+        if not announced and encoder.init is not None:
+            self.server.publish_mp4_start(encoder.init, encoder.codec, track="sound")
+        self.server.publish_mp4_fragments(fragments, track="sound")
+
+    def _stop_h264(self) -> None:
+        """No one watches the H.264 video any more (or its size changed, or the run ends): it and its sound stop."""
+        encoders, self._h264, self._sound_mp4 = (self._h264, self._sound_mp4), None, None
+        if encoders == (None, None):
             return
         if self.server is not None:
             self.server.publish_mp4_end()
-        try:
-            encoder.close()
-        except (av.error.FFmpegError, ValueError) as e:
-            log.debug("live view: closing the H.264 encoder: %s", e)
+        for encoder in encoders:
+            try:
+                if encoder is not None:
+                    encoder.close()
+            except (av.error.FFmpegError, ValueError) as e:
+                log.debug("live view: closing an encoder: %s", e)
 
     def event(self, record: dict[str, Any]) -> None:
         """Source state changes, the summary and (from :class:`LiveAlertFeed`'s thread: all that is
