@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import io
 import os
+import re
 import struct
 import threading
 import time
@@ -25,7 +26,7 @@ from stream_guard.outputs.http.options import ServeOptions
 from stream_guard.outputs.http.sink import LiveViewSink
 from stream_guard.outputs.http.state import ModelInfo
 from stream_guard.types import Frame, FrameResult, StreamInfo
-from tests.support.synth_video import make_test_clip
+from tests.support.synth_video import make_clip_with_sound, make_test_clip
 from tools.bench_live_view import main as bench_live_view
 
 FPS = 25.0
@@ -247,6 +248,17 @@ def test_no_frames_is_a_503_not_a_hang(live_view: FedLiveView, monkeypatch: pyte
 def test_bench_live_view_prints_both_videos_costs(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     clip = make_test_clip(tmp_path / "clip.mp4", seconds=1.0, width=320, height=240, fps=25)
     bench_live_view([str(clip), "--heights", "120", "240", "--seconds", "1"])
-    rows = [line.split() for line in capsys.readouterr().out.splitlines()[2:]]
+    lines = capsys.readouterr().out.splitlines()
+    rows = [line.split() for line in lines[2:-1]]
     assert [(r[0], r[1]) for r in rows] == [("120", "MJPEG"), ("120", "H.264"), ("240", "MJPEG"), ("240", "H.264")]
     assert all(float(r[2]) > 0 and float(r[3]) > 0 for r in rows)
+    assert lines[-1] == "sound: the clip has none"
+
+
+def test_bench_live_view_prints_what_the_sound_adds(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    clip = make_clip_with_sound(tmp_path / "clip.mp4", seconds=2.0, fps=25)
+    bench_live_view([str(clip), "--heights", "120", "--seconds", "2"])
+    sound = capsys.readouterr().out.splitlines()[-1]
+    m = re.fullmatch(r"sound  AAC  ([\d.]+) ms of CPU per second, (\d+) kbit/s", sound)
+    assert m, sound
+    assert float(m.group(1)) > 0 and 30 < int(m.group(2)) < 400  # a tone as AAC plus a fragment header per packet

@@ -1,11 +1,13 @@
-"""What the live view's two videos cost: encoding time per frame and bit rate, MJPEG against H.264.
+"""What the live view's two videos cost: encoding time per frame and bit rate, MJPEG against H.264,
+and what its sound (/sound.mp4) adds when the clip has some.
 
     python -m tools.bench_live_view CLIP [--heights 720 1080] [--seconds 10]
 
 Reads CLIP's frames (scaled to each height), encodes each one as the live view does (a JPEG at
 quality 80 for /stream.mjpg; fragmented-MP4 H.264 for /stream.mp4), stamped at the clip's frame
 rate, and prints milliseconds per frame (one process, the encoders' own threads) and megabits per
-second of video sent to each viewer.
+second of video sent to each viewer. The clip's sound, decoded as a live source's is, is encoded as
+the live view does beside those frames: CPU milliseconds per second of sound and kilobits per second.
 """
 from __future__ import annotations
 
@@ -18,7 +20,10 @@ import cv2
 import numpy as np
 
 from stream_guard.outputs.http.live_mp4 import LiveMp4Encoder
+from stream_guard.outputs.http.live_sound_mp4 import LiveSoundMp4Encoder
 from stream_guard.outputs.http.sink import JPEG_QUALITY
+from stream_guard.sound_bus import SoundFeed
+from stream_guard.sources.sound_decoder import SoundDecoder
 
 
 def read_frames(clip: Path, seconds: float) -> tuple[list[np.ndarray], float]:
@@ -32,6 +37,30 @@ def read_frames(clip: Path, seconds: float) -> tuple[list[np.ndarray], float]:
             if len(frames) >= seconds * fps:
                 break
     return frames, fps
+
+
+def read_sound(clip: Path, seconds: float) -> SoundFeed | None:
+    """The clip's first ``seconds`` of sound, as the capture thread hands it on; None when it has none."""
+    with av.open(str(clip)) as container:
+        if not container.streams.audio:
+            return None
+        feed = SoundFeed("bench", max_seconds=seconds + 1)
+        decoder = SoundDecoder(container.streams.audio[0], feed.put, lambda t: t)
+        for packet in container.demux(container.streams.audio[0]):
+            if packet.pts is not None and float(packet.pts * packet.time_base) > seconds:
+                break
+            decoder.push(packet)
+    return feed
+
+
+def bench_sound(feed: SoundFeed, n_frames: int, fps: float) -> tuple[float, int]:
+    """CPU seconds and bytes sent for the sound beside ``n_frames`` pictures."""
+    encoder = LiveSoundMp4Encoder(feed, t0_s=0.0)
+    sent, start = 0, time.process_time()
+    for i in range(n_frames):
+        sent += sum(len(f.data) for f in encoder.follow(i / fps, i / fps))
+    sent += sum(len(f.data) for f in encoder.close()) + len(encoder.init or b"")
+    return time.process_time() - start, sent
 
 
 def scaled(frames: list[np.ndarray], height: int) -> list[np.ndarray]:
@@ -72,6 +101,12 @@ def main(argv: list[str] | None = None) -> None:
         sized = scaled(frames, height)
         for name, (ms, sent) in (("MJPEG", bench_mjpeg(sized)), ("H.264", bench_h264(sized, fps))):
             print(f"{height:6d}  {name:5s}  {ms:8.1f}  {sent * 8 / duration / 1e6:6.2f}")
+    sound = read_sound(args.clip, duration)
+    if sound is None:
+        print("sound: the clip has none")
+    else:
+        cpu_s, sent = bench_sound(sound, len(frames), fps)
+        print(f"sound  AAC  {cpu_s / duration * 1000:.1f} ms of CPU per second, {sent * 8 / duration / 1e3:.0f} kbit/s")
 
 
 if __name__ == "__main__":

@@ -120,6 +120,7 @@
       if (over) { r.body.cancel(); return; }
       track(soundType, r.body.getReader());
     });
+    if (sound) sound.catch(finish);  // the sound's request failed: start afresh (the next may have none)
     source.addEventListener("sourceopen", function () {
       URL.revokeObjectURL(url);
       // every SourceBuffer must exist before the first data is appended to any of them
