@@ -21,7 +21,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from stream_guard.outputs.http import server as server_module
 from stream_guard.outputs.http.live_mp4 import LiveMp4Encoder, Mp4Fragment, avc_codec_string
-from stream_guard.outputs.http.mp4_relay import CLIENT_QUEUE, Mp4Relay
+from stream_guard.outputs.http.mp4_relay import CLIENT_QUEUE, SOUND_CLIENT_QUEUE, Mp4Relay
 from stream_guard.outputs.http.options import ServeOptions
 from stream_guard.outputs.http.sink import LiveViewSink
 from stream_guard.outputs.http.state import ModelInfo
@@ -123,6 +123,21 @@ def test_relay_gives_a_joining_viewer_the_init_and_everything_since_the_last_key
         assert first[0].get_nowait() is None
         relay.end()
         assert relay.init is None and await relay.join(0.05) is None
+
+    asyncio.run(scenario())
+
+
+def test_a_relay_of_smaller_fragments_lets_a_viewer_lag_by_more_of_them() -> None:
+    async def scenario() -> None:
+        relay = Mp4Relay(client_queue=SOUND_CLIENT_QUEUE)
+        relay.start(b"INIT", "mp4a.40.2")
+        joined = await relay.join(1.0)
+        assert joined is not None
+        for _ in range(SOUND_CLIENT_QUEUE):  # every sound fragment is a keyframe: the backlog is the newest
+            relay.add([Mp4Fragment(b"A", True)])
+        assert joined[0].qsize() == 1 + SOUND_CLIENT_QUEUE  # the init, then all of them: not ended yet
+        relay.add([Mp4Fragment(b"A", True)])
+        assert joined[0].qsize() == 1 and joined[0].get_nowait() is None
 
     asyncio.run(scenario())
 

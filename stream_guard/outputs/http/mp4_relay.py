@@ -12,6 +12,7 @@ from stream_guard.outputs.http.live_mp4 import Mp4Fragment
 
 BACKLOG_MAX = 300  # fragments kept since the last keyframe (a keyframe every second: never reached)
 CLIENT_QUEUE = 120  # fragments a viewer may lag before it is ended: a few seconds of video
+SOUND_CLIENT_QUEUE = 240  # the same for the sound, whose fragments are one 21 ms AAC packet each: 5 s
 
 
 def end_stream(q: asyncio.Queue) -> None:
@@ -24,12 +25,14 @@ def end_stream(q: asyncio.Queue) -> None:
 class Mp4Relay:
     """The current encoding (init segment, codec, fragments since its last keyframe) and its viewers."""
 
-    def __init__(self) -> None:
+    def __init__(self, client_queue: int = CLIENT_QUEUE) -> None:
+        """``client_queue``: the fragments a viewer may lag before it is ended."""
         self.init: bytes | None = None
         self.codec = ""
         self._backlog: list[bytes] = []
         self._viewers: set[asyncio.Queue[bytes | None]] = set()
         self._started = asyncio.Event()
+        self._client_queue = client_queue
 
     def start(self, init: bytes, codec: str) -> None:
         """A new encoding began (the first, or a new size): viewers of the old one are ended."""
@@ -69,7 +72,7 @@ class Mp4Relay:
                 return None
         if self.init is None:  # started and ended while waiting
             return None
-        q: asyncio.Queue[bytes | None] = asyncio.Queue(CLIENT_QUEUE + len(self._backlog) + 1)
+        q: asyncio.Queue[bytes | None] = asyncio.Queue(self._client_queue + len(self._backlog) + 1)
         q.put_nowait(self.init)
         for data in self._backlog:
             q.put_nowait(data)

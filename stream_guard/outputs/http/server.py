@@ -22,7 +22,7 @@ from aiohttp import web
 from stream_guard.errors import OutputError
 from stream_guard.outputs.http.live_mp4 import Mp4Fragment
 from stream_guard.outputs.http.metrics import CONTENT_TYPE, SOUND, LiveMetrics
-from stream_guard.outputs.http.mp4_relay import Mp4Relay, end_stream
+from stream_guard.outputs.http.mp4_relay import SOUND_CLIENT_QUEUE, Mp4Relay, end_stream
 from stream_guard.outputs.http.options import ServeOptions
 from stream_guard.outputs.http.state import LiveState
 
@@ -164,7 +164,7 @@ class LiveServer:
 
     async def _start(self) -> None:
         self._frame_event = asyncio.Event()
-        self._mp4 = {"video": Mp4Relay(), "sound": Mp4Relay()}
+        self._mp4 = {"video": Mp4Relay(), "sound": Mp4Relay(SOUND_CLIENT_QUEUE)}
         app = web.Application(middlewares=[self._guard])
         app.router.add_get("/", self._page)
         app.router.add_get("/overlay", self._page)
