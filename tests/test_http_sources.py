@@ -9,25 +9,26 @@ from pathlib import Path
 from typing import Iterator
 
 import av
+import numpy as np
 import pytest
 
 from stream_guard.config import ModelOptions, RunConfig, SourceOptions
 from stream_guard.pipeline import Pipeline
 from stream_guard.sources import PyAVSource, parse_source
-from tests.support.synth_video import make_test_clip
+from tests.support.synth_video import make_clip_with_sound, make_test_clip
 
 
 def _write_hls(clip: Path, folder: Path) -> Path:
-    """Re-mux an H.264 clip into an HLS playlist with 1 s segments (real FFmpeg hls muxer)."""
+    """Re-mux a clip (H.264, and its sound if any) into an HLS playlist with 1 s segments (real FFmpeg hls muxer)."""
     folder.mkdir(parents=True, exist_ok=True)
     playlist = folder / "index.m3u8"
     with av.open(str(clip)) as src, av.open(str(playlist), "w", format="hls",
                                             options={"hls_time": "1", "hls_list_size": "0"}) as dst:
-        stream = dst.add_stream_from_template(src.streams.video[0])
-        for packet in src.demux(src.streams.video[0]):
+        streams = {s.index: dst.add_stream_from_template(s) for s in src.streams}
+        for packet in src.demux():
             if packet.dts is None:
                 continue
-            packet.stream = stream
+            packet.stream = streams[packet.stream.index]
             dst.mux(packet)
     return playlist
 
@@ -93,4 +94,36 @@ def test_master_playlist_gives_the_largest_variant_within_the_limit(
     assert len(frames) == 60 and set(frames) == {(expected[1], expected[0], 3)}
     other = "low" if expected[0] == 1280 else "high"
     # probing reads each variant's first segment; the rest come only from the variant analysed
+    assert len([r for r in requests if r.startswith(f"/{other}/") and r.endswith(".ts")]) <= 1, requests
+
+
+def _tone_hz(chunks: list) -> float:
+    """The strongest frequency in the first second of the left channel."""
+    samples = np.concatenate([c.samples[0] for c in chunks])[:48000]
+    return float(np.argmax(np.abs(np.fft.rfft(samples)))) * 48000 / len(samples)
+
+
+@pytest.mark.parametrize(("max_megapixels", "expected_hz"), [(9.0, 1500.0), (0.5, 440.0)])
+def test_sound_comes_from_the_variant_analysed(tmp_path: Path, max_megapixels: float, expected_hz: float) -> None:
+    """Each variant carries its own sound (here a different tone); the sound heard is the one
+    of the pictures analysed, and the other variant is not downloaded for it."""
+    for name, (w, h, hz) in {"low": (640, 360, 440.0), "high": (1280, 720, 1500.0)}.items():
+        clip = make_clip_with_sound(tmp_path / f"{name}.mp4", seconds=4.0, width=w, height=h, tone_hz=hz)
+        _write_hls(clip, tmp_path / name)
+    (tmp_path / "master.m3u8").write_text(
+        "#EXTM3U\n"
+        "#EXT-X-STREAM-INF:BANDWIDTH=400000,RESOLUTION=640x360\nlow/index.m3u8\n"
+        "#EXT-X-STREAM-INF:BANDWIDTH=1500000,RESOLUTION=1280x720\nhigh/index.m3u8\n")
+    requests: list[str] = []
+    chunks: list = []
+    with _served(tmp_path, requests) as base:
+        source = PyAVSource(parse_source(f"{base}/master.m3u8"), max_megapixels=max_megapixels, sound=chunks.append)
+        info = source.open()
+        try:
+            frames = sum(1 for _ in source.frames())
+        finally:
+            source.close()
+    assert info.has_sound and frames == 100
+    assert abs(_tone_hz(chunks) - expected_hz) < 5
+    other = "low" if expected_hz > 1000 else "high"
     assert len([r for r in requests if r.startswith(f"/{other}/") and r.endswith(".ts")]) <= 1, requests

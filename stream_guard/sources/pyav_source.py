@@ -139,7 +139,8 @@ class PyAVSource:
     tone-mapped to SDR (:class:`ToneMapper`) unless ``tone_map`` is False. ``open()`` decodes that first
     frame; a failure to decode it is raised by ``frames()``, as any later one would be.
 
-    With ``sound``, the source's best audio stream is decoded too, as it is demuxed, and each
+    With ``sound``, the best audio stream of the analysed picture's program (HLS variant, MPEG-TS
+    service) is decoded too, as it is demuxed, and each
     :class:`SoundChunk` is handed to ``sound`` on the reading thread; otherwise, as every stream
     other than the one analysed, it is not even fetched.
     """
@@ -213,7 +214,8 @@ class PyAVSource:
         if len(videos) > 1:
             log.info("%s: %d video streams; analysing #%d (%dx%d)", self.source_id, len(videos), stream.index,
                      stream.codec_context.width, stream.codec_context.height)
-        audio = self._container.streams.best("audio") if self._sound_out is not None else None
+        # the sound of the same program (HLS variant, MPEG-TS service) as the pictures
+        audio = self._container.streams.best("audio", related=stream) if self._sound_out is not None else None
         for other in self._container.streams:
             if other is not stream and other is not audio:  # not even fetched: costs no bandwidth
                 other.discard = av.stream.Discard.all
