@@ -26,6 +26,15 @@ def _megapixels(text: str) -> float:
     return value
 
 
+def _stream_id(text: str) -> int:
+    from stream_guard.sources.video_stream_choice import parse_stream_id
+
+    try:
+        return parse_stream_id(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError("must be a stream ID: a number such as 2, or 0x100") from None
+
+
 def _threshold(text: str) -> float:
     value = float(text)
     if not 0.0 <= value <= 1.0:
@@ -174,6 +183,10 @@ def _parser() -> argparse.ArgumentParser:
     watch.add_argument("--max-frames", type=int, metavar="N", help="stop after N frames")
     watch.add_argument("--max-megapixels", type=_megapixels, metavar="M",
                        help="refuse frames larger than M megapixels (default 9, up to 4K; 8K needs 34)")
+    watch.add_argument("--video-stream", type=_stream_id, metavar="ID",
+                       help="analyse this video stream when SOURCE has several: its PID in an MPEG-TS with "
+                            "several programs (0x100), its variant in an HLS playlist (0 = the first listed), its "
+                            "track ID in MP4; default: the largest within --max-megapixels")
     watch.add_argument("--deinterlace", choices=("auto", "always", "off"), default="auto",
                        help="deinterlace (bwdif) the frames the stream flags as interlaced (auto, default), "
                             "every frame (always: a source that sends interlaced video flagged progressive), "
@@ -277,6 +290,7 @@ def _config(args: argparse.Namespace, source: str, out: Path | None, events: Pat
                              deinterlace=getattr(args, "deinterlace", "auto"),
                              input_options=tuple(getattr(args, "input_options", ())),
                              tone_map=getattr(args, "tone_map", "auto") == "auto",
+                             video_stream=getattr(args, "video_stream", None),
                              **({"max_megapixels": args.max_megapixels}
                                 if getattr(args, "max_megapixels", None) else {})),
         model=ModelOptions(model_dir=args.model, provider=args.provider, threshold=args.threshold),

@@ -35,6 +35,7 @@ class SourceOptions:
     deinterlace: str = "auto"  # "auto" (frames flagged interlaced) | "always" | "off"
     input_options: tuple[tuple[str, str], ...] = ()  # FFmpeg options for opening the source (--input-option)
     tone_map: bool = True  # HDR (PQ, HLG) mapped to SDR; False: read as it is (--tone-map off)
+    video_stream: int | None = None  # the ID of the video stream to analyse (--video-stream); None: the largest
 
 
 @dataclass(frozen=True, slots=True)

@@ -264,7 +264,8 @@ class Pipeline:
         source = open_source(source_spec, realtime=self.config.source.realtime,
                              demo_seconds=self.config.source.demo_seconds, deinterlace=self.config.source.deinterlace,
                              max_megapixels=self.config.source.max_megapixels,
-                             sound=None if sound is None else sound.publish, tone_map=self.config.source.tone_map)
+                             sound=None if sound is None else sound.publish, tone_map=self.config.source.tone_map,
+                             video_stream=self.config.source.video_stream)
         info = _open_with_hint(source, self.config.source.input_options)
         try:
             check_frame_size(info.source_id, info.width, info.height, self.config.source.max_megapixels)

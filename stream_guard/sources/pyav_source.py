@@ -20,6 +20,8 @@ from stream_guard.sources.probe import DEFAULT_MAX_MEGAPIXELS, iso_truncation
 from stream_guard.sources.sound_decoder import SoundDecoder
 from stream_guard.sources.spec import SourceSpec
 from stream_guard.sources.tone_map import HDR_TRANSFERS, ToneMapper, rgb_picture
+from stream_guard.sources.video_stream_choice import (describe_video_streams, format_stream_id,
+                                                       is_cover_picture, pick_video_stream, stream_ids)
 from stream_guard.types import Frame, SoundChunk, StreamInfo
 
 log = logging.getLogger(__name__)
@@ -28,6 +30,12 @@ log = logging.getLogger(__name__)
 NETWORK_TIMEOUT_S = (5.0, 5.0)
 # FFmpeg demuxers that read one picture: a still image opened as a "video" of one frame.
 _STILL_IMAGE_FORMATS = frozenset({"image2", "webp", "svg"})
+# How long a live stream joined between keyframes may send undecodable pictures before its first keyframe.
+KEYFRAME_WAIT_S = 20.0
+# Demuxers whose stream IDs are MPEG-TS PIDs, written in hex.
+_PID_FORMATS = frozenset({"mpegts", "mpegtsraw"})
+# Demuxers whose video streams are variants of one picture (HLS): the automatic choice is the right one.
+_VARIANT_FORMATS = frozenset({"hls", "dash"})
 # Demuxers that render text (ANSI art) as video: FFmpeg's fallback for plain text files.
 _TEXT_FORMATS = frozenset({"tty", "bin", "xbin", "adf", "idf"})
 
@@ -79,20 +87,6 @@ def _wrap_open_error(spec: SourceSpec, e: Exception) -> SourceError:
     if spec.region is not None:
         return SourceError(f"{name}: cannot capture this region ({_reason(e)}): is all of it inside the screen?")
     return SourceError(f"{name}: cannot open ({_reason(e)})")
-
-
-def pick_video_stream(videos: list[av.video.stream.VideoStream],
-                      max_megapixels: float = DEFAULT_MAX_MEGAPIXELS) -> av.video.stream.VideoStream:
-    """The video stream to analyse: not a cover picture, and the most pixels within the limit
-    (an HLS master playlist offers a stream per variant, in the playlist's order); the first
-    of equals. When every stream is over the limit, the smallest (the size check refuses it)."""
-    moving = [s for s in videos if not s.disposition & av.stream.Disposition.attached_pic] or list(videos)
-
-    def pixels(stream: av.video.stream.VideoStream) -> int:
-        return stream.codec_context.width * stream.codec_context.height
-
-    within = [s for s in moving if pixels(s) <= max_megapixels * 1e6]
-    return max(within, key=pixels) if within else min(moving, key=pixels)
 
 
 def _reason(e: Exception) -> str:
@@ -147,12 +141,15 @@ class PyAVSource:
 
     def __init__(self, spec: SourceSpec, deinterlace: str = "auto",
                  max_megapixels: float = DEFAULT_MAX_MEGAPIXELS,
-                 sound: Callable[[SoundChunk], None] | None = None, tone_map: bool = True) -> None:
+                 sound: Callable[[SoundChunk], None] | None = None, tone_map: bool = True,
+                 video_stream: int | None = None) -> None:
         if deinterlace not in DEINTERLACE_MODES:
             raise ValueError(f"deinterlace must be one of {DEINTERLACE_MODES}, not {deinterlace!r}")
         self.spec = spec
         self.deinterlace = deinterlace
         self.max_megapixels = max_megapixels  # picks among several video streams (HLS variants)
+        self.video_stream = video_stream  # the ID of the one to analyse (--video-stream), if the user chose
+        self._streams_told = False
         self.source_id = spec.display_name
         self._container: av.container.InputContainer | None = None
         self._stream: av.video.stream.VideoStream | None = None
@@ -210,16 +207,22 @@ class PyAVSource:
             self.close()
             raise NotAVideoError(f"{self.spec.display_name}: is a still image ({fmt.removesuffix('_pipe')}), "
                                  "not a video")
-        stream = pick_video_stream(list(videos), self.max_megapixels)
-        if len(videos) > 1:
-            log.info("%s: %d video streams; analysing #%d (%dx%d)", self.source_id, len(videos), stream.index,
-                     stream.codec_context.width, stream.codec_context.height)
+        hex_ids = fmt in _PID_FORMATS
+        try:
+            stream = pick_video_stream(list(videos), self.max_megapixels, self.video_stream, self.source_id, hex_ids)
+        except SourceError:
+            self.close()
+            raise
+        if sum(not is_cover_picture(s) for s in videos) > 1:
+            self._tell_streams(list(videos), stream, hex_ids, fmt in _VARIANT_FORMATS)
         # the sound of the same program (HLS variant, MPEG-TS service) as the pictures
         audio = self._container.streams.best("audio", related=stream) if self._sound_out is not None else None
         for other in self._container.streams:
             if other is not stream and other is not audio:  # not even fetched: costs no bandwidth
                 other.discard = av.stream.Discard.all
-        if not stream.codec_context or stream.codec_context.width <= 0:
+        # A live stream joined between keyframes has no picture size yet (it comes with the next
+        # keyframe): decoding waits for that keyframe. A file's stream without one has no picture.
+        if not stream.codec_context or (stream.codec_context.width <= 0 and not self.spec.is_live):
             self.close()
             raise NotAVideoError(f"{self.spec.display_name}: video stream has no decodable picture")
         self._stream = stream
@@ -229,7 +232,16 @@ class PyAVSource:
         self._sound = None if audio is None or self._sound_out is None else SoundDecoder(
             audio, self._sound_out, self._clock.stream_s)
         self._decode_first_frame()
-        width, height = self._display.display_size(stream.codec_context.width, stream.codec_context.height)
+        if self._first is not None:
+            stored_width, stored_height = self._first.width, self._first.height
+        else:
+            stored_width, stored_height = stream.codec_context.width, stream.codec_context.height
+        if stored_width <= 0:  # a live stream that ended or failed before its first picture
+            error = self._first_error
+            self.close()
+            raise NotAVideoError(f"{self.spec.display_name}: video stream has no decodable picture"
+                                 + (f" ({_reason(error)})" if error is not None else "")) from error
+        width, height = self._display.display_size(stored_width, stored_height)
         self._info = StreamInfo(
             source_id=self.source_id,
             width=width,
@@ -241,9 +253,22 @@ class PyAVSource:
         )
         return self._info
 
+    def _tell_streams(self, videos: list[av.video.stream.VideoStream], chosen: av.video.stream.VideoStream,
+                      hex_ids: bool, variants: bool) -> None:
+        """Say which of several video streams is analysed: a warning (once) where they may be different
+        pictures (an MPEG-TS with several programs) and the user did not choose."""
+        chosen_id = format_stream_id(stream_ids(videos)[videos.index(chosen)], hex_ids)
+        message = (f"%s: %d video streams (%s); analysing {chosen_id}"
+                   + ("" if variants or self.video_stream is not None else ": choose another with --video-stream ID"))
+        quiet = variants or self.video_stream is not None or self._streams_told
+        log.log(logging.INFO if quiet else logging.WARNING, message, self.source_id,
+                sum(not is_cover_picture(s) for s in videos),
+                describe_video_streams(videos, hex_ids))
+        self._streams_told = True
+
     def _decode_first_frame(self) -> None:
         """Decode frame 0 now, for its display matrix; keep it (or its error) for ``frames()``."""
-        self._decoder = self._container.decode(self._stream) if self._sound is None else self._demuxed_pictures()
+        self._decoder = self._demuxed_pictures()
         self._first, self._first_error, self._deinterlacer = None, None, None
         try:
             self._first = next(self._decoder, None)
@@ -265,13 +290,28 @@ class PyAVSource:
             self._start_deinterlacing("every frame (--deinterlace always)")
 
     def _demuxed_pictures(self) -> Iterator[av.VideoFrame]:
-        """The video stream's decoded frames, the sound's packets going to its decoder on the way."""
-        assert self._container is not None and self._stream is not None and self._sound is not None
-        for packet in self._container.demux(self._stream, self._sound.stream):
-            if packet.stream is self._sound.stream:
-                self._sound.push(packet)
-            else:
-                yield from packet.decode()
+        """The video stream's decoded frames, the sound's packets (if any) going to its decoder on the way.
+
+        A live stream joined between keyframes starts with packets that cannot be decoded (H.264
+        without its parameter sets): they are skipped until the first picture, for at most
+        :data:`KEYFRAME_WAIT_S`. After it, a decoding error is the stream's failure, as in a file."""
+        assert self._container is not None and self._stream is not None
+        sound = self._sound
+        streams = (self._stream,) if sound is None else (self._stream, sound.stream)
+        waiting_since = time.monotonic() if self.spec.is_live else None
+        for packet in self._container.demux(*streams):
+            if sound is not None and packet.stream is sound.stream:
+                sound.push(packet)
+                continue
+            try:
+                pictures = packet.decode()
+            except av.error.InvalidDataError:
+                if waiting_since is None or time.monotonic() - waiting_since > KEYFRAME_WAIT_S:
+                    raise
+                continue
+            if pictures:
+                waiting_since = None
+            yield from pictures
 
     def _start_deinterlacing(self, why: str) -> None:
         self._deinterlacer = Deinterlacer(self._stream.time_base, every_frame=self.deinterlace == "always")

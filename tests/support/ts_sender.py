@@ -1,8 +1,10 @@
 """A live MPEG-TS stream over UDP for tests, like a camera or encoder pushing to a receiver:
 a clip's packets re-muxed (real FFmpeg mpegts muxer) and sent at their own pace, the clip
-looping with its timestamps running on, until stopped."""
+looping with its timestamps running on, until stopped; or a TS file's own bytes, sent as they
+are (:class:`RawUdpTsSender`: a multiplex, a stream joined between keyframes)."""
 from __future__ import annotations
 
+import socket
 import threading
 import time
 from pathlib import Path
@@ -50,3 +52,36 @@ class UdpTsSender(threading.Thread):
                 packet.stream = streams[packet.stream.index]
                 out.mux(packet)
         return length + 0.04  # a gap between loops, so no stream's timestamps repeat (priming, flush)
+
+
+class RawUdpTsSender(threading.Thread):
+    """Sends the bytes of an MPEG-TS file (``data``: whole 188-byte packets) to
+    ``udp://127.0.0.1:port`` at the file's mean bit rate over ``seconds``, seven packets a datagram,
+    looping, as a head-end or an encoder does; the receiver joins wherever the stream is when it
+    starts listening. Sending starts ``delay_s`` after :meth:`start`, from byte ``offset``."""
+
+    def __init__(self, data: bytes, seconds: float, port: int, offset: int = 0, delay_s: float = 0.0) -> None:
+        super().__init__(name="raw-ts-sender", daemon=True)
+        self.data, self.offset, self.delay_s = data, offset - offset % 188, delay_s
+        self.bytes_per_s = len(data) / seconds
+        self.url = f"udp://127.0.0.1:{port}"
+        self._port = port
+        self._stopping = threading.Event()
+
+    def stop(self) -> None:
+        self._stopping.set()
+        self.join(10)
+
+    def run(self) -> None:
+        if self._stopping.wait(self.delay_s):
+            return
+        sent, started = 0, time.monotonic()
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+            while not self._stopping.is_set():
+                at = (self.offset + sent) % len(self.data)
+                datagram = self.data[at:at + 7 * 188]
+                sock.sendto(datagram, ("127.0.0.1", self._port))
+                sent += len(datagram)
+                wait = started + sent / self.bytes_per_s - time.monotonic()
+                if wait > 0:
+                    time.sleep(wait)

@@ -1,0 +1,102 @@
+"""A live MPEG-TS over UDP is joined wherever it is: between keyframes, in a multiplex of several programs."""
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+
+from stream_guard.errors import NotAVideoError
+from stream_guard.sources import PyAVSource, parse_source
+from stream_guard.sources import pyav_source
+from stream_guard.types import SoundChunk
+from tests.support.multi_program_ts import Program, make_multi_program_ts
+from tests.support.stream_receiver import free_port
+from tests.support.synth_video import make_clip_with_sound
+from tests.support.ts_sender import RawUdpTsSender
+
+SECONDS = 4.0  # each clip; make_clip_with_sound puts a keyframe every second
+
+
+def _mid_gop_offset(ts: Path, at_s: float = 0.5) -> int:
+    """The byte where the first video packet at or after ``at_s`` starts: between two keyframes."""
+    with av.open(str(ts)) as container:
+        for packet in container.demux(container.streams.video[0]):
+            if packet.pts is not None and packet.pts * packet.time_base >= at_s:
+                assert not packet.is_keyframe
+                return packet.pos
+    raise AssertionError("no packet that late")
+
+
+def _read(url: str, frames: int, video_stream: int | None = None) -> tuple[tuple[int, int], int, list[SoundChunk]]:
+    """Open ``url`` (the sender is about to start), read ``frames`` pictures: (size, frames read, sound)."""
+    sound: list[SoundChunk] = []
+    source = PyAVSource(parse_source(url), sound=sound.append, video_stream=video_stream)
+    info = source.open()
+    try:
+        read = 0
+        for _ in source.frames():
+            read += 1
+            if read == frames:
+                break
+    finally:
+        source.close()
+    return (info.width, info.height), read, sound
+
+
+@pytest.fixture(scope="module")
+def single_program(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = tmp_path_factory.mktemp("single")
+    clip = make_clip_with_sound(folder / "clip.mp4", seconds=SECONDS, width=320, height=240)
+    return make_multi_program_ts(folder / "single.ts", [Program(clip, number=1, first_pid=0x100)])
+
+
+def test_a_stream_joined_between_keyframes_waits_for_the_next(single_program: Path) -> None:
+    """Before, its picture size was unknown when the stream was opened between keyframes, and the
+    source was refused as having no decodable picture (3 opens in 8 at random moments)."""
+    port = free_port(socket.SOCK_DGRAM)
+    sender = RawUdpTsSender(single_program.read_bytes(), SECONDS, port, offset=_mid_gop_offset(single_program),
+                            delay_s=0.5)
+    sender.start()
+    try:
+        size, read, _ = _read(sender.url, frames=30)
+    finally:
+        sender.stop()
+    assert size == (320, 240) and read == 30
+
+
+def test_a_stream_that_never_sends_a_keyframe_is_refused(
+        single_program: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(pyav_source, "KEYFRAME_WAIT_S", 1.0)
+    start = _mid_gop_offset(single_program, 0.3)
+    end = _mid_gop_offset(single_program, 0.9)  # loops over the middle of one GOP: never a keyframe
+    data = single_program.read_bytes()
+    port = free_port(socket.SOCK_DGRAM)
+    sender = RawUdpTsSender(data[start - start % 188:end - end % 188], 0.6, port, delay_s=0.5)
+    sender.start()
+    try:
+        with pytest.raises(NotAVideoError, match="video stream has no decodable picture"):
+            _read(sender.url, frames=5)
+    finally:
+        sender.stop()
+
+
+@pytest.mark.parametrize(("pid", "size", "tone_hz"), [(0x100, (640, 360), 440.0), (0x200, (480, 270), 1500.0)])
+def test_a_program_of_a_live_multiplex_is_read_with_its_sound(
+        tmp_path: Path, pid: int, size: tuple[int, int], tone_hz: float) -> None:
+    programs = [Program(make_clip_with_sound(tmp_path / f"{p:#x}.mp4", seconds=SECONDS, width=w, height=h, tone_hz=hz),
+                        number=n, first_pid=p)
+                for n, (p, (w, h), hz) in enumerate([(0x100, (640, 360), 440.0), (0x200, (480, 270), 1500.0)], 1)]
+    multiplex = make_multi_program_ts(tmp_path / "multiplex.ts", programs)
+    port = free_port(socket.SOCK_DGRAM)
+    sender = RawUdpTsSender(multiplex.read_bytes(), SECONDS, port, offset=_mid_gop_offset(multiplex), delay_s=0.5)
+    sender.start()
+    try:
+        got_size, read, sound = _read(sender.url, frames=50, video_stream=pid)
+    finally:
+        sender.stop()
+    assert got_size == size and read == 50
+    samples = np.concatenate([c.samples[0] for c in sound])[:24000]
+    assert abs(float(np.argmax(np.abs(np.fft.rfft(samples)))) * 48000 / len(samples) - tone_hz) < 5
