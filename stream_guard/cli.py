@@ -197,7 +197,9 @@ def _parser() -> argparse.ArgumentParser:
     watch.add_argument("--input-option", dest="input_options", type=_input_option, action="append", default=[],
                        metavar="KEY=VALUE",
                        help="an FFmpeg option for opening SOURCE, repeatable: a webcam's video_size=1280x720, "
-                            "framerate=30 or input_format=yuyv422; rtsp_transport=udp; user_agent=...")
+                            "framerate=30 or input_format=yuyv422; rtsp_transport=udp; user_agent=...; "
+                            "format=NAME reads SOURCE as that format (FFmpeg's -f; udp:// and srt:// are read "
+                            "as mpegts unless format=auto)")
     _add_run_options(watch)
     _add_alert_options(watch)
     _add_serve_options(watch)

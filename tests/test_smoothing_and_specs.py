@@ -10,7 +10,7 @@ from stream_guard.model.providers import resolve_providers
 from stream_guard.model.smoothing import SmoothingOptions, VerdictSmoother
 from stream_guard.paths import bundled_model
 from stream_guard.pipeline import default_model_dir, model_folder
-from stream_guard.sources.spec import parse_source, redact_url
+from stream_guard.sources.spec import parse_source, redact_url, with_input_options
 from stream_guard.types import Verdict
 
 
@@ -80,10 +80,26 @@ def test_providers_auto_and_explicit() -> None:
     ("rtsp://cam.local/stream", "network", None),
     ("https://example.org/live.m3u8", "network", None),
     ("rtmp://127.0.0.1/live/key", "network", None),
+    ("udp://239.0.0.1:1234", "network", "mpegts"),  # not guessed: see tests/test_udp_join.py
+    ("srt://127.0.0.1:9000", "network", "mpegts"),
 ])
 def test_parse_source_kinds(text: str, kind: str, fmt: str | None) -> None:
     spec = parse_source(text)
     assert spec.kind == kind and spec.format == fmt
+
+
+@pytest.mark.parametrize(("text", "option", "fmt"), [
+    ("udp://127.0.0.1:1234", "h264", "h264"), ("udp://127.0.0.1:1234", "auto", None),
+    ("tcp://127.0.0.1:1234", "mpegts", "mpegts")])
+def test_the_input_format_can_be_chosen(text: str, option: str, fmt: str | None) -> None:
+    spec = with_input_options(parse_source(text), [("format", option), ("fflags", "nobuffer")])
+    assert spec.format == fmt and spec.options["fflags"] == "nobuffer" and "format" not in spec.options
+
+
+@pytest.mark.parametrize("name", ["nope", "ipod"])  # ipod: a muxer only
+def test_an_unknown_input_format_is_a_config_error(name: str) -> None:
+    with pytest.raises(ConfigError, match=f"format={name}: FFmpeg has no such input format"):
+        with_input_options(parse_source("udp://127.0.0.1:1234"), [("format", name)])
 
 
 def test_rtsp_defaults_to_tcp_and_low_latency() -> None:

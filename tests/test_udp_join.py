@@ -100,3 +100,23 @@ def test_a_program_of_a_live_multiplex_is_read_with_its_sound(
     assert got_size == size and read == 50
     samples = np.concatenate([c.samples[0] for c in sound])[:24000]
     assert abs(float(np.argmax(np.abs(np.fft.rfft(samples)))) * 48000 / len(samples) - tone_hz) < 5
+
+
+@pytest.mark.parametrize("packets_in", [1, 2, 3])
+def test_a_stream_joined_at_a_keyframe_is_read_as_mpeg_ts(single_program: Path, packets_in: int) -> None:
+    """Joined a few transport packets into the first keyframe (the encoder's SEI, SPS, PPS and IDR
+    slice), the first 2 KB read look like raw H.264 to FFmpeg's format guess, which took the stream
+    for raw H.264, without its sound (each of these three joins, before ``udp://`` was read as MPEG-TS)."""
+    with av.open(str(single_program)) as container:
+        keyframe = next(p.pos for p in container.demux(container.streams.video[0]) if p.is_keyframe)
+    port = free_port(socket.SOCK_DGRAM)
+    sender = RawUdpTsSender(single_program.read_bytes(), SECONDS, port, offset=keyframe + packets_in * 188,
+                            delay_s=0.5)
+    sender.start()
+    try:
+        source = PyAVSource(parse_source(sender.url), sound=lambda chunk: None)
+        info = source.open()
+        source.close()
+    finally:
+        sender.stop()
+    assert info.has_sound and (info.width, info.height) == (320, 240)

@@ -17,6 +17,11 @@ NETWORK_SCHEMES = frozenset({"rtsp", "rtsps", "rtmp", "rtmps", "http", "https", 
 # Low-latency demuxer options for live network streams: tiny probe so the stream opens
 # fast; nobuffer is left out on purpose (it delays the first frame to the next keyframe).
 _LIVE_OPTIONS = {"probesize": "32768", "analyzeduration": "0", "flags": "low_delay"}
+# Schemes that carry MPEG-TS, read as such: FFmpeg guesses a format from the first 2 KB it gets, and a
+# stream joined a few packets into a keyframe (SEI, SPS, PPS, IDR slice) looks to it like raw H.264
+# (tests/test_udp_join.py). ``--input-option format=NAME`` reads another format; ``format=auto`` guesses.
+_MPEG_TS_SCHEMES = frozenset({"udp", "srt"})
+FORMAT_OPTION = "format"
 
 
 # WxH+X+Y, X11's geometry notation (what `xwininfo` prints after -geometry)
@@ -137,7 +142,8 @@ def _screen_spec(text: str, platform: str) -> SourceSpec:
 
 def with_input_options(spec: SourceSpec, options: Sequence[tuple[str, str]]) -> SourceSpec:
     """``spec`` opened with the user's FFmpeg ``options`` too (``--input-option``), which win over
-    ours; the demo is not opened by FFmpeg, so it takes none."""
+    ours; the demo is not opened by FFmpeg, so it takes none. ``format=NAME`` is FFmpeg's ``-f``: the
+    demuxer to read with (``auto``: FFmpeg guesses)."""
     if not options:
         return spec
     if spec.kind == "demo":
@@ -145,7 +151,19 @@ def with_input_options(spec: SourceSpec, options: Sequence[tuple[str, str]]) -> 
     if spec.format == PORTAL_FORMAT and not {key for key, _ in options} <= PORTAL_OPTIONS:
         raise ConfigError("a screen shared through the desktop portal takes only --input-option framerate=N "
                           "and draw_mouse=1")
-    return dataclasses.replace(spec, options={**spec.options, **dict(options)})
+    import av  # here, not at import: parsing a source must stay cheap
+
+    chosen = dict(options)
+    demuxer = chosen.pop(FORMAT_OPTION, None)
+    if demuxer is not None and demuxer != "auto":
+        try:
+            if not av.format.ContainerFormat(demuxer).is_input:
+                raise ValueError(demuxer)
+        except ValueError:
+            raise ConfigError(f"--input-option format={demuxer}: FFmpeg has no such input format "
+                              "(e.g. mpegts, h264, flv; auto lets FFmpeg guess)") from None
+    fmt = spec.format if demuxer is None else (None if demuxer == "auto" else demuxer)
+    return dataclasses.replace(spec, format=fmt, options={**spec.options, **chosen})
 
 
 def parse_source(text: str, platform: str = sys.platform) -> SourceSpec:
@@ -170,7 +188,7 @@ def parse_source(text: str, platform: str = sys.platform) -> SourceSpec:
         options = dict(_LIVE_OPTIONS)
         if name in ("rtsp", "rtsps"):
             options["rtsp_transport"] = "tcp"
-        return SourceSpec("network", text, redact_url(text), None, options)
+        return SourceSpec("network", text, redact_url(text), "mpegts" if name in _MPEG_TS_SCHEMES else None, options)
     try:
         path = Path(text).expanduser()
     except RuntimeError:  # "~user" with no such user: take it literally
