@@ -4,9 +4,12 @@ from __future__ import annotations
 import socket
 from pathlib import Path
 
+import av
 import pytest
 
 from tests.conftest import run_cli
+
+HAS_SRT = "--enable-libsrt" in av._core.library_meta["libavformat"]["configuration"]
 
 
 def _closed_port() -> int:
@@ -44,6 +47,14 @@ def test_unreachable_rtsp_url() -> None:
     url = f"rtsp://127.0.0.1:{_closed_port()}/live"
     result = run_cli("watch", url, timeout=60)
     _assert_one_clear_line(result, "127.0.0.1")
+    assert result.returncode == 3
+
+
+@pytest.mark.skipif(HAS_SRT, reason="this FFmpeg build reads SRT")
+def test_an_srt_source_without_srt_in_ffmpeg_says_what_to_do() -> None:
+    """PyAV's wheels are built without libsrt: FFmpeg's bare 'Protocol not found' becomes advice."""
+    result = run_cli("watch", f"srt://127.0.0.1:{_closed_port()}", timeout=60)
+    _assert_one_clear_line(result, "cannot read srt:// streams", "relay the stream to udp://")
     assert result.returncode == 3
 
 

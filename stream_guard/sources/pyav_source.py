@@ -61,6 +61,10 @@ def _wrap_open_error(spec: SourceSpec, e: Exception) -> SourceError:
     name = spec.display_name
     if isinstance(e, av.error.FileNotFoundError):
         return SourceNotFoundError(f"no such file or device: {name}")
+    if isinstance(e, av.error.ProtocolNotFoundError):  # SRT: PyAV's wheels are built without libsrt
+        scheme = spec.url.split("://", 1)[0]
+        return SourceError(f"{name}: this FFmpeg build (PyAV's) cannot read {scheme}:// streams; relay the stream "
+                           f"to udp:// (e.g. srt-live-transmit {scheme}://... udp://127.0.0.1:1234) and watch that")
     if spec.kind == "network" and not isinstance(e, (av.error.HTTPUnauthorizedError, av.error.HTTPForbiddenError)):
         host = _unresolvable_host(spec.url)
         if host is not None:
