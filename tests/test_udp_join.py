@@ -1,7 +1,9 @@
-"""A live MPEG-TS over UDP is joined wherever it is: between keyframes, in a multiplex of several programs."""
+"""A live MPEG-TS over UDP is joined wherever it is (between keyframes, inside one, in a multiplex of
+several programs) and kept when its reader falls behind."""
 from __future__ import annotations
 
 import socket
+import time
 from pathlib import Path
 
 import av
@@ -9,8 +11,7 @@ import numpy as np
 import pytest
 
 from stream_guard.errors import NotAVideoError
-from stream_guard.sources import PyAVSource, parse_source
-from stream_guard.sources import pyav_source
+from stream_guard.sources import PyAVSource, parse_source, pyav_source, with_input_options
 from stream_guard.types import SoundChunk
 from tests.support.multi_program_ts import Program, make_multi_program_ts
 from tests.support.stream_receiver import free_port
@@ -120,3 +121,29 @@ def test_a_stream_joined_at_a_keyframe_is_read_as_mpeg_ts(single_program: Path, 
     finally:
         sender.stop()
     assert info.has_sound and (info.width, info.height) == (320, 240)
+
+
+def test_a_reader_slower_than_the_stream_loses_data_but_not_the_stream(single_program: Path) -> None:
+    """The receive buffer (made small here: 2,000 packets) overruns when the reader falls behind; by
+    default FFmpeg then failed the stream with an I/O error (after 106 frames at 16 Mbit/s and the
+    default buffer). Null packets pad the stream to about 8 Mbit/s, as a constant-rate multiplex is."""
+    null_packet = bytes([0x47, 0x1F, 0xFF, 0x10]) + b"\xff" * 184
+    data = single_program.read_bytes()
+    padded = b"".join(data[i:i + 188] + null_packet * 15 for i in range(0, len(data), 188))
+    port = free_port(socket.SOCK_DGRAM)
+    sender = RawUdpTsSender(padded, SECONDS, port, delay_s=0.5)
+    sender.start()
+    spec = with_input_options(parse_source(sender.url), [("fifo_size", "2000")])
+    source = PyAVSource(spec)
+    read, started = 0, time.monotonic()
+    try:
+        source.open()
+        for _ in source.frames():  # 12 frames a second from a 25 fps stream
+            read += 1
+            time.sleep(0.08)
+            if time.monotonic() - started > 5:
+                break
+    finally:
+        source.close()
+        sender.stop()
+    assert read >= 40

@@ -188,6 +188,11 @@ def parse_source(text: str, platform: str = sys.platform) -> SourceSpec:
         options = dict(_LIVE_OPTIONS)
         if name in ("rtsp", "rtsps"):
             options["rtsp_transport"] = "tcp"
+        if name == "udp":
+            # A reader that falls behind (a 4K stream on two cores) overruns FFmpeg's receive buffer, which
+            # by default fails the stream (a reconnect every few seconds); losing the overrun, as a lost
+            # datagram is lost, keeps it going (tests/test_udp_join.py).
+            options["overrun_nonfatal"] = "1"
         return SourceSpec("network", text, redact_url(text), "mpegts" if name in _MPEG_TS_SCHEMES else None, options)
     try:
         path = Path(text).expanduser()
