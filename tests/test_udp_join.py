@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import socket
 import time
+from fractions import Fraction
 from pathlib import Path
 
 import av
+import cv2
 import numpy as np
 import pytest
+from skimage import data as skimage_data
 
 from stream_guard.errors import NotAVideoError
 from stream_guard.sources import PyAVSource, parse_source, pyav_source, with_input_options
@@ -127,9 +130,7 @@ def test_a_reader_slower_than_the_stream_loses_data_but_not_the_stream(single_pr
     """The receive buffer (made small here: 2,000 packets) overruns when the reader falls behind; by
     default FFmpeg then failed the stream with an I/O error (after 106 frames at 16 Mbit/s and the
     default buffer). Null packets pad the stream to about 8 Mbit/s, as a constant-rate multiplex is."""
-    null_packet = bytes([0x47, 0x1F, 0xFF, 0x10]) + b"\xff" * 184
-    data = single_program.read_bytes()
-    padded = b"".join(data[i:i + 188] + null_packet * 15 for i in range(0, len(data), 188))
+    padded = _padded(single_program.read_bytes(), 15)
     port = free_port(socket.SOCK_DGRAM)
     sender = RawUdpTsSender(padded, SECONDS, port, delay_s=0.5)
     sender.start()
@@ -147,3 +148,44 @@ def test_a_reader_slower_than_the_stream_loses_data_but_not_the_stream(single_pr
         source.close()
         sender.stop()
     assert read >= 40
+
+
+def _padded(data: bytes, nulls_per_packet: int) -> bytes:
+    """``data`` with null packets after each packet, as a constant-rate multiplex pads its stream."""
+    null_packet = bytes([0x47, 0x1F, 0xFF, 0x10]) + b"\xff" * 184
+    return b"".join(data[i:i + 188] + null_packet * nulls_per_packet for i in range(0, len(data), 188))
+
+
+def _busy_stream(path: Path) -> Path:
+    """1 s of 720p at 30 fps, grainy and panning, coded at 20 Mbit/s with B-frames (x264 veryfast), as an
+    encoder feeding a contribution link does: its packets are large and its tables far apart in bytes."""
+    base = cv2.resize(skimage_data.astronaut(), (1280, 720))
+    rng = np.random.default_rng(0)
+    with av.open(str(path), "w", format="mpegts") as container:
+        stream = container.add_stream("libx264", rate=30)
+        stream.width, stream.height, stream.pix_fmt = 1280, 720, "yuv420p"
+        stream.codec_context.options = {"preset": "veryfast", "x264-params": "keyint=30:min-keyint=30:scenecut=0"}
+        stream.codec_context.bit_rate = 20_000_000
+        for i in range(30):
+            grainy = np.roll(base, 7 * i, axis=1) + rng.integers(-20, 20, base.shape)
+            frame = av.VideoFrame.from_ndarray(np.clip(grainy, 0, 255).astype(np.uint8), format="rgb24")
+            frame.pts, frame.time_base = i, Fraction(1, 30)
+            container.mux(stream.encode(frame.reformat(format="yuv420p")))
+        container.mux(stream.encode(None))
+    return path
+
+
+def test_a_busy_stream_joined_between_its_tables_is_probed_again(tmp_path: Path) -> None:
+    """Joined far from its program tables, 32 KB of such a stream (the low-latency probe) told FFmpeg
+    nothing of its video: "has no video stream (only unknown)" at every join 200-1200 packets in
+    (and 2 opens in 8 of a 20 Mbit/s 4K stream). The source is opened again with a longer probe."""
+    stream = _busy_stream(tmp_path / "busy.ts")
+    port = free_port(socket.SOCK_DGRAM)
+    # sent over 3 s rather than 1 (7 Mbit/s instead of 20): what FFmpeg's probe sees is the same bytes
+    sender = RawUdpTsSender(stream.read_bytes(), 3.0, port, offset=600 * 188, delay_s=0.5)
+    sender.start()
+    try:
+        size, read, _ = _read(sender.url, frames=10)
+    finally:
+        sender.stop()
+    assert size == (1280, 720) and read == 10

@@ -32,6 +32,8 @@ NETWORK_TIMEOUT_S = (5.0, 5.0)
 _STILL_IMAGE_FORMATS = frozenset({"image2", "webp", "svg"})
 # How long a live stream joined between keyframes may send undecodable pictures before its first keyframe.
 KEYFRAME_WAIT_S = 20.0
+# A live MPEG-TS whose tables were not in the low-latency probe is opened again with this much (0.8 s of 20 Mbit/s).
+TS_PROBE_AGAIN_BYTES = 2_000_000
 # Demuxers whose stream IDs are MPEG-TS PIDs, written in hex.
 _PID_FORMATS = frozenset({"mpegts", "mpegtsraw"})
 # Demuxers whose video streams are variants of one picture (HLS): the automatic choice is the right one.
@@ -190,14 +192,15 @@ class PyAVSource:
             kwargs["format"] = self.spec.format
         if self.spec.kind == "network":
             kwargs["timeout"] = NETWORK_TIMEOUT_S
-        try:
-            self._container = av.open(self.spec.url, mode="r", **kwargs)
-        except (av.error.FFmpegError, OSError, ValueError) as e:  # ValueError: PyAV's own checks
-            if self._truncated:
-                raise NotAVideoError(f"{self.spec.display_name}: truncated ({self._truncated}): "
-                                     "no frame can be decoded") from e
-            raise _wrap_open_error(self.spec, e) from e
+        self._container = self._open_container(kwargs)
         videos = self._container.streams.video
+        if self._tables_missed(list(videos), kwargs["options"]):
+            log.info("%s: the first %s bytes of this MPEG-TS lacked its video's tables: probing %d bytes",
+                     self.source_id, kwargs["options"].get("probesize", "?"), TS_PROBE_AGAIN_BYTES)
+            self.close()
+            kwargs["options"]["probesize"] = str(TS_PROBE_AGAIN_BYTES)
+            self._container = self._open_container(kwargs)
+            videos = self._container.streams.video
         if not videos:
             others = sorted({s.type for s in self._container.streams})
             self.close()
@@ -256,6 +259,29 @@ class PyAVSource:
             has_sound=self._sound is not None,
         )
         return self._info
+
+    def _open_container(self, kwargs: dict) -> av.container.InputContainer:
+        try:
+            return av.open(self.spec.url, mode="r", **kwargs)
+        except (av.error.FFmpegError, OSError, ValueError) as e:  # ValueError: PyAV's own checks
+            if self._truncated:
+                raise NotAVideoError(f"{self.spec.display_name}: truncated ({self._truncated}): "
+                                     "no frame can be decoded") from e
+            raise _wrap_open_error(self.spec, e) from e
+
+    def _tables_missed(self, videos: list[av.video.stream.VideoStream], options: dict[str, str]) -> bool:
+        """True when a live MPEG-TS was probed too briefly to see the program table (PMT) of its video,
+        or of the video stream asked for: a fast stream sends its tables every 100 ms or so, and 32 KB
+        of a 20 Mbit/s stream is 13 ms of it."""
+        assert self._container is not None
+        if not self.spec.is_live or self._container.format.name not in _PID_FORMATS:
+            return False
+        try:
+            if int(options.get("probesize", 0)) >= TS_PROBE_AGAIN_BYTES:
+                return False
+        except ValueError:
+            return False
+        return not videos or (self.video_stream is not None and self.video_stream not in stream_ids(videos))
 
     def _tell_streams(self, videos: list[av.video.stream.VideoStream], chosen: av.video.stream.VideoStream,
                       hex_ids: bool, variants: bool) -> None:
