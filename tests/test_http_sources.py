@@ -8,28 +8,20 @@ import threading
 from pathlib import Path
 from typing import Iterator
 
-import av
 import numpy as np
 import pytest
 
 from stream_guard.config import ModelOptions, RunConfig, SourceOptions
 from stream_guard.pipeline import Pipeline
 from stream_guard.sources import PyAVSource, parse_source
-from tests.support.synth_video import make_clip_with_sound, make_test_clip
+from tests.support.synth_video import make_clip_with_sound, make_test_clip, remux
 
 
 def _write_hls(clip: Path, folder: Path) -> Path:
     """Re-mux a clip (H.264, and its sound if any) into an HLS playlist with 1 s segments (real FFmpeg hls muxer)."""
     folder.mkdir(parents=True, exist_ok=True)
     playlist = folder / "index.m3u8"
-    with av.open(str(clip)) as src, av.open(str(playlist), "w", format="hls",
-                                            options={"hls_time": "1", "hls_list_size": "0"}) as dst:
-        streams = {s.index: dst.add_stream_from_template(s) for s in src.streams}
-        for packet in src.demux():
-            if packet.dts is None:
-                continue
-            packet.stream = streams[packet.stream.index]
-            dst.mux(packet)
+    remux(clip, playlist, "hls", {"hls_time": "1", "hls_list_size": "0"})
     return playlist
 
 

@@ -2,10 +2,12 @@
 several programs) and kept when its reader falls behind."""
 from __future__ import annotations
 
+import contextlib
 import socket
 import time
 from fractions import Fraction
 from pathlib import Path
+from typing import Iterator
 
 import av
 import cv2
@@ -34,6 +36,18 @@ def _mid_gop_offset(ts: Path, at_s: float = 0.5) -> int:
     raise AssertionError("no packet that late")
 
 
+@contextlib.contextmanager
+def _sending(data: bytes, seconds: float, offset: int = 0) -> Iterator[str]:
+    """``data`` sent to a free UDP port from byte ``offset`` on, half a second after the receiver
+    is told its URL (so it joins exactly there): the URL."""
+    sender = RawUdpTsSender(data, seconds, free_port(socket.SOCK_DGRAM), offset=offset, delay_s=0.5)
+    sender.start()
+    try:
+        yield sender.url
+    finally:
+        sender.stop()
+
+
 def _read(url: str, frames: int, video_stream: int | None = None) -> tuple[tuple[int, int], int, list[SoundChunk]]:
     """Open ``url`` (the sender is about to start), read ``frames`` pictures: (size, frames read, sound)."""
     sound: list[SoundChunk] = []
@@ -60,14 +74,8 @@ def single_program(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_a_stream_joined_between_keyframes_waits_for_the_next(single_program: Path) -> None:
     """Before, its picture size was unknown when the stream was opened between keyframes, and the
     source was refused as having no decodable picture (3 opens in 8 at random moments)."""
-    port = free_port(socket.SOCK_DGRAM)
-    sender = RawUdpTsSender(single_program.read_bytes(), SECONDS, port, offset=_mid_gop_offset(single_program),
-                            delay_s=0.5)
-    sender.start()
-    try:
-        size, read, _ = _read(sender.url, frames=30)
-    finally:
-        sender.stop()
+    with _sending(single_program.read_bytes(), SECONDS, offset=_mid_gop_offset(single_program)) as url:
+        size, read, _ = _read(url, frames=30)
     assert size == (320, 240) and read == 30
 
 
@@ -77,14 +85,9 @@ def test_a_stream_that_never_sends_a_keyframe_is_refused(
     start = _mid_gop_offset(single_program, 0.3)
     end = _mid_gop_offset(single_program, 0.9)  # loops over the middle of one GOP: never a keyframe
     data = single_program.read_bytes()
-    port = free_port(socket.SOCK_DGRAM)
-    sender = RawUdpTsSender(data[start - start % 188:end - end % 188], 0.6, port, delay_s=0.5)
-    sender.start()
-    try:
+    with _sending(data[start - start % 188:end - end % 188], 0.6) as url:
         with pytest.raises(NotAVideoError, match="video stream has no decodable picture"):
-            _read(sender.url, frames=5)
-    finally:
-        sender.stop()
+            _read(url, frames=5)
 
 
 @pytest.mark.parametrize(("pid", "size", "tone_hz"), [(0x100, (640, 360), 440.0), (0x200, (480, 270), 1500.0)])
@@ -94,13 +97,8 @@ def test_a_program_of_a_live_multiplex_is_read_with_its_sound(
                         number=n, first_pid=p)
                 for n, (p, (w, h), hz) in enumerate([(0x100, (640, 360), 440.0), (0x200, (480, 270), 1500.0)], 1)]
     multiplex = make_multi_program_ts(tmp_path / "multiplex.ts", programs)
-    port = free_port(socket.SOCK_DGRAM)
-    sender = RawUdpTsSender(multiplex.read_bytes(), SECONDS, port, offset=_mid_gop_offset(multiplex), delay_s=0.5)
-    sender.start()
-    try:
-        got_size, read, sound = _read(sender.url, frames=50, video_stream=pid)
-    finally:
-        sender.stop()
+    with _sending(multiplex.read_bytes(), SECONDS, offset=_mid_gop_offset(multiplex)) as url:
+        got_size, read, sound = _read(url, frames=50, video_stream=pid)
     assert got_size == size and read == 50
     samples = np.concatenate([c.samples[0] for c in sound])[:24000]
     assert abs(float(np.argmax(np.abs(np.fft.rfft(samples)))) * 48000 / len(samples) - tone_hz) < 5
@@ -113,16 +111,10 @@ def test_a_stream_joined_at_a_keyframe_is_read_as_mpeg_ts(single_program: Path, 
     for raw H.264, without its sound (each of these three joins, before ``udp://`` was read as MPEG-TS)."""
     with av.open(str(single_program)) as container:
         keyframe = next(p.pos for p in container.demux(container.streams.video[0]) if p.is_keyframe)
-    port = free_port(socket.SOCK_DGRAM)
-    sender = RawUdpTsSender(single_program.read_bytes(), SECONDS, port, offset=keyframe + packets_in * 188,
-                            delay_s=0.5)
-    sender.start()
-    try:
-        source = PyAVSource(parse_source(sender.url), sound=lambda chunk: None)
+    with _sending(single_program.read_bytes(), SECONDS, offset=keyframe + packets_in * 188) as url:
+        source = PyAVSource(parse_source(url), sound=lambda chunk: None)
         info = source.open()
         source.close()
-    finally:
-        sender.stop()
     assert info.has_sound and (info.width, info.height) == (320, 240)
 
 
@@ -131,22 +123,18 @@ def test_a_reader_slower_than_the_stream_loses_data_but_not_the_stream(single_pr
     default FFmpeg then failed the stream with an I/O error (after 106 frames at 16 Mbit/s and the
     default buffer). Null packets pad the stream to about 8 Mbit/s, as a constant-rate multiplex is."""
     padded = _padded(single_program.read_bytes(), 15)
-    port = free_port(socket.SOCK_DGRAM)
-    sender = RawUdpTsSender(padded, SECONDS, port, delay_s=0.5)
-    sender.start()
-    spec = with_input_options(parse_source(sender.url), [("fifo_size", "2000")])
-    source = PyAVSource(spec)
-    read, started = 0, time.monotonic()
-    try:
-        source.open()
-        for _ in source.frames():  # 12 frames a second from a 25 fps stream
-            read += 1
-            time.sleep(0.08)
-            if time.monotonic() - started > 5:
-                break
-    finally:
-        source.close()
-        sender.stop()
+    with _sending(padded, SECONDS) as url:
+        source = PyAVSource(with_input_options(parse_source(url), [("fifo_size", "2000")]))
+        read, started = 0, time.monotonic()
+        try:
+            source.open()
+            for _ in source.frames():  # 12 frames a second from a 25 fps stream
+                read += 1
+                time.sleep(0.08)
+                if time.monotonic() - started > 5:
+                    break
+        finally:
+            source.close()
     assert read >= 40
 
 
@@ -180,12 +168,7 @@ def test_a_busy_stream_joined_between_its_tables_is_probed_again(tmp_path: Path)
     nothing of its video: "has no video stream (only unknown)" at every join 200-1200 packets in
     (and 2 opens in 8 of a 20 Mbit/s 4K stream). The source is opened again with a longer probe."""
     stream = _busy_stream(tmp_path / "busy.ts")
-    port = free_port(socket.SOCK_DGRAM)
     # sent over 3 s rather than 1 (7 Mbit/s instead of 20): what FFmpeg's probe sees is the same bytes
-    sender = RawUdpTsSender(stream.read_bytes(), 3.0, port, offset=600 * 188, delay_s=0.5)
-    sender.start()
-    try:
-        size, read, _ = _read(sender.url, frames=10)
-    finally:
-        sender.stop()
+    with _sending(stream.read_bytes(), 3.0, offset=600 * 188) as url:
+        size, read, _ = _read(url, frames=10)
     assert size == (1280, 720) and read == 10

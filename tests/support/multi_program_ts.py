@@ -7,7 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-import av
+from tests.support.synth_video import remux
 
 TS_PACKET = 188
 PAT_PID, SDT_PID = 0x0000, 0x0011
@@ -43,13 +43,7 @@ def _pat_packet(programs: list[Program], continuity: int) -> bytes:
 def _single_program_ts(program: Program, out: Path) -> list[bytes]:
     options = {"mpegts_service_id": str(program.number), "mpegts_start_pid": str(program.first_pid),
                "mpegts_pmt_start_pid": str(program.first_pid + 0x1000)}
-    with av.open(str(program.clip)) as src, av.open(str(out), "w", format="mpegts", options=options) as dst:
-        streams = {s.index: dst.add_stream_from_template(s) for s in src.streams}
-        for packet in src.demux():
-            if packet.dts is None:
-                continue
-            packet.stream = streams[packet.stream.index]
-            dst.mux(packet)
+    remux(program.clip, out, "mpegts", options)
     data = out.read_bytes()
     return [data[i:i + TS_PACKET] for i in range(0, len(data), TS_PACKET)]
 

@@ -185,3 +185,15 @@ def make_clip_with_sound(
         container.mux(audio.encode(None))
         container.mux(video.encode(None))
     return path
+
+
+def remux(clip: Union[str, Path], out: Union[str, Path], format: str, options: dict[str, str] | None = None) -> None:
+    """Copy every stream of ``clip`` into ``out``, written by FFmpeg's ``format`` muxer with ``options``
+    (nothing re-encoded)."""
+    with av.open(str(clip)) as src, av.open(str(out), "w", format=format, options=options or {}) as dst:
+        streams = {s.index: dst.add_stream_from_template(s) for s in src.streams}
+        for packet in src.demux():
+            if packet.dts is None:
+                continue
+            packet.stream = streams[packet.stream.index]
+            dst.mux(packet)
