@@ -193,14 +193,14 @@ class PyAVSource:
         if self.spec.kind == "network":
             kwargs["timeout"] = NETWORK_TIMEOUT_S
         self._container = self._open_container(kwargs)
-        videos = self._container.streams.video
-        if self._tables_missed(list(videos), kwargs["options"]):
+        videos = list(self._container.streams.video)
+        if self._tables_missed(videos, kwargs["options"]):
             log.info("%s: the first %s bytes of this MPEG-TS lacked its video's tables: probing %d bytes",
                      self.source_id, kwargs["options"].get("probesize", "?"), TS_PROBE_AGAIN_BYTES)
             self.close()
             kwargs["options"]["probesize"] = str(TS_PROBE_AGAIN_BYTES)
             self._container = self._open_container(kwargs)
-            videos = self._container.streams.video
+            videos = list(self._container.streams.video)
         if not videos:
             others = sorted({s.type for s in self._container.streams})
             self.close()
@@ -216,12 +216,11 @@ class PyAVSource:
                                  "not a video")
         hex_ids = fmt in _PID_FORMATS
         try:
-            stream = pick_video_stream(list(videos), self.max_megapixels, self.video_stream, self.source_id, hex_ids)
+            stream = pick_video_stream(videos, self.max_megapixels, self.video_stream, self.source_id, hex_ids)
         except SourceError:
             self.close()
             raise
-        if sum(not is_cover_picture(s) for s in videos) > 1:
-            self._tell_streams(list(videos), stream, hex_ids, fmt in _VARIANT_FORMATS)
+        self._tell_streams(videos, stream, hex_ids, fmt in _VARIANT_FORMATS)
         # the sound of the same program (HLS variant, MPEG-TS service) as the pictures
         audio = self._container.streams.best("audio", related=stream) if self._sound_out is not None else None
         for other in self._container.streams:
@@ -285,14 +284,16 @@ class PyAVSource:
 
     def _tell_streams(self, videos: list[av.video.stream.VideoStream], chosen: av.video.stream.VideoStream,
                       hex_ids: bool, variants: bool) -> None:
-        """Say which of several video streams is analysed: a warning (once) where they may be different
-        pictures (an MPEG-TS with several programs) and the user did not choose."""
+        """Say which of several moving video streams is analysed: a warning (once) where they may be
+        different pictures (an MPEG-TS with several programs) and the user did not choose."""
+        moving = sum(not is_cover_picture(s) for s in videos)
+        if moving < 2:
+            return
         chosen_id = format_stream_id(stream_ids(videos)[videos.index(chosen)], hex_ids)
         message = (f"%s: %d video streams (%s); analysing {chosen_id}"
                    + ("" if variants or self.video_stream is not None else ": choose another with --video-stream ID"))
         quiet = variants or self.video_stream is not None or self._streams_told
-        log.log(logging.INFO if quiet else logging.WARNING, message, self.source_id,
-                sum(not is_cover_picture(s) for s in videos),
+        log.log(logging.INFO if quiet else logging.WARNING, message, self.source_id, moving,
                 describe_video_streams(videos, hex_ids))
         self._streams_told = True
 
