@@ -4,18 +4,24 @@ in it, reconnects that restore the share without asking, and the user's "cancel"
 sharing". The portal backend is a stand-in (tests/support/pipewire_session.py says why)."""
 from __future__ import annotations
 
+import os
 import subprocess
 import threading
 import time
+from fractions import Fraction
 from pathlib import Path
 from typing import Iterator
 
+import av
+import cv2
+import numpy as np
 import pytest
 
 from stream_guard.config import ModelOptions, RunConfig, SourceOptions
 from stream_guard.errors import ConfigError
 from stream_guard.pipeline import Pipeline
-from stream_guard.sources import open_source, parse_source, with_input_options
+from stream_guard.sources import open_source, parse_source, portal_screen, with_input_options
+from stream_guard.sources.portal_screen import ResizeWatch, gstreamer_command, stream_sizes
 from stream_guard.sources.spec import PORTAL_FORMAT
 from stream_guard.types import FrameResult
 from tests.conftest import run_cli
@@ -152,3 +158,105 @@ def test_a_portal_screen_takes_a_frame_rate_and_no_other_input_option() -> None:
         with_input_options(spec, [("video_size", "640x480")])
     with pytest.raises(ConfigError, match="not a frame rate"):
         open_source(with_input_options(spec, [("framerate", "fast")]))
+
+
+# A window being resized. PipeWire 0.3.65's pipewiresink (the stand-in compositor above) cannot
+# change its size mid-stream, so a GStreamer source that does stands in for the shared stream:
+# a picture of SMALL, then one of WIDE, each repeated, one after the other (concat), at the pace
+# of the clock as a screen's would be.
+SMALL, WIDE = (320, 240), (400, 200)
+GREY, WHITE_SQUARE = 90, (40, 30, 140, 130)  # the square's corners in either picture
+
+
+def _window_pictures(folder: Path) -> dict[tuple[int, int], Path]:
+    paths = {}
+    for width, height in (SMALL, WIDE):
+        picture = np.full((height, width, 3), GREY, np.uint8)
+        cv2.rectangle(picture, WHITE_SQUARE[:2], WHITE_SQUARE[2:], (255, 255, 255), -1)
+        paths[(width, height)] = folder / f"window_{width}x{height}.png"
+        cv2.imwrite(str(paths[(width, height)]), picture)
+    return paths
+
+
+def _resized_window(pictures: dict[tuple[int, int], Path], small_frames: int) -> list[str]:
+    """Source elements: SMALL for ``small_frames`` frames (none: WIDE at once), then WIDE for a minute."""
+    def still(size: tuple[int, int], frames: int) -> list[str]:
+        return ["filesrc", f"location={pictures[size]}", "!", "pngdec", "!", "imagefreeze", f"num-buffers={frames}",
+                "!", "video/x-raw,framerate=30/1", "!", "joined."]
+    first = still(SMALL, small_frames) if small_frames else []
+    return [*first, *still(WIDE, 1800), "concat", "name=joined", "!", "clocksync"]
+
+
+def _looks_like_the_window(image: np.ndarray) -> bool:
+    """The picture, whole (grey, or black where it is letterboxed, around a white square): not garbage."""
+    h, w = image.shape[:2]
+    corners = [image[2, 2], image[2, w - 3], image[h - 3, 2], image[h - 3, w - 3]]
+    around = all(abs(int(c.mean()) - GREY) < 8 or int(c.max()) < 8 for c in corners)
+    inside = image[90, 90].min() > 240 if (w, h) != SMALL else image[80, 90].min() > 240
+    return around and inside and np.ptp(image[:, :, 0] - image[:, :, 2]) < 40  # grey: no colour garbage
+
+
+def test_a_picture_that_changes_size_is_scaled_into_the_first_size_not_garbled(tmp_path: Path) -> None:
+    """YUV4MPEG states one size: new sizes are fitted into it (letterboxed), and the child says what
+    size the stream took."""
+    read_fd, write_fd = os.pipe()
+    with (tmp_path / "verbose.txt").open("wb") as verbose:
+        child = subprocess.Popen(gstreamer_command(_resized_window(_window_pictures(tmp_path), 15), Fraction(30),
+                                                   write_fd, SMALL), pass_fds=(write_fd,), stdout=verbose,
+                                 stderr=subprocess.DEVNULL)
+        os.close(write_fd)
+        images = []
+        try:
+            with av.open(f"pipe:{read_fd}", format="yuv4mpegpipe") as container:
+                for frame in container.decode(video=0):
+                    images.append(frame.to_ndarray(format="rgb24"))
+                    if len(images) == 45:
+                        break
+        finally:
+            child.kill()
+            child.wait()
+            os.close(read_fd)
+    assert len(images) == 45 and all(i.shape == (SMALL[1], SMALL[0], 3) for i in images)
+    assert all(_looks_like_the_window(i) for i in images)
+    last = images[-1]  # WIDE scaled by 0.8 to 320x160, with 40 black rows above and below
+    assert last[:38].max() < 8 and last[-38:].max() < 8 and abs(int(last[45:195].mean()) - GREY) < 40
+    assert stream_sizes((tmp_path / "verbose.txt").read_bytes())[-2:] == [SMALL, WIDE]
+
+
+def test_a_share_that_settles_at_a_new_size_is_read_again_at_that_size(
+        session: Session, screen: int, placeholder_model: Path, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    pictures = _window_pictures(tmp_path)
+    launched: list[int] = []
+
+    def window(_stream: object) -> list[str]:  # the first share's look and reader: resized after 0.5 s
+        launched.append(1)
+        return _resized_window(pictures, 15 if len(launched) <= 2 else 0)
+
+    monkeypatch.setattr(portal_screen, "pipewire_elements", window)
+    results: list[FrameResult] = []
+    config = RunConfig(source=SourceOptions("screen:portal", max_frames=120),
+                       model=ModelOptions(model_dir=placeholder_model))
+    with StandInPortal(session, screen, SCREEN) as portal:
+        pipeline = Pipeline(config, on_result=results.append)
+        summary = pipeline.run()
+    assert summary.error is None and summary.frames_read == 120
+    sizes = [(r.frame.width, r.frame.height) for r in results]
+    switch = sizes.index(WIDE)
+    assert set(sizes[:switch]) == {SMALL} and set(sizes[switch:]) == {WIDE} and len(sizes) - switch > 20
+    assert all(_looks_like_the_window(r.frame.image) for r in results)
+    reopened = [e for e in pipeline.stats.source_events if e["state"] == "reconnecting"]
+    assert len(reopened) == 1 and "is now 400x200: reading it again at that size" in reopened[0]["detail"]
+    assert portal.starts == 2 and portal.select_options[1]["restore_token"] == "restore-1"  # not asked again
+
+
+def test_a_resize_is_acted_on_once_the_window_stops_changing_size() -> None:
+    watch = ResizeWatch(read_at=(640, 480), settle_s=1.0)
+    watch.note((640, 480), 0.0)
+    assert watch.settled_size(5.0) is None
+    for step in range(10):  # dragged larger, a size every 0.1 s
+        watch.note((650 + 10 * step, 480 + 5 * step), 6.0 + 0.1 * step)
+        assert watch.settled_size(6.05 + 0.1 * step) is None
+    assert watch.settled_size(7.8) is None and watch.settled_size(7.95) == (740, 525)
+    watch.note((640, 480), 8.0)  # and back before it settled elsewhere: nothing to do
+    assert watch.settled_size(20.0) is None

@@ -178,11 +178,23 @@ class ScreenCastPortal:
         node_id, properties = streams[0]
         size = properties.get("size", (None, None))[1]
         source_type = properties.get("source_type", ("u", MONITOR))[1]
-        (remote,) = self._call("OpenPipeWireRemote", "oa{sv}", self._session, {})
-        fd = remote.to_raw_fd()
+        fd = self.open_remote()
         log.info("screen cast: sharing %s %s as PipeWire node %d", "a window" if source_type == WINDOW else "a screen",
                  f"{size[0]}x{size[1]}" if size else "", node_id)
         return SharedStream(int(node_id), fd, int(source_type), tuple(size) if size else None)
+
+    def open_remote(self) -> int:
+        """A new PipeWire connection (a file descriptor, the caller's to close) that may read the
+        current share: each reader of the stream needs its own."""
+        if self._session is None:
+            raise SourceError("no screen share to read: start() one first")
+        (remote,) = self._call("OpenPipeWireRemote", "oa{sv}", self._session, {})
+        return remote.to_raw_fd()
+
+    @property
+    def restorable(self) -> bool:
+        """Whether the next :meth:`start` restores the share without asking (portal version 4 and later)."""
+        return self._restore_token is not None
 
     def ended_by_user(self, wait_s: float = 0.3) -> bool:
         """Whether the desktop closed the share (the user pressed its stop button), as far as the
