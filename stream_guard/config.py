@@ -23,7 +23,7 @@ MIN_FACE_PX = 40.0
 
 @dataclass(frozen=True, slots=True)
 class SourceOptions:
-    """``spec`` is what the user typed: a path, a URL, ``webcam:N``, ``screen[:DISPLAY]`` or ``demo``."""
+    """``spec`` is what the user typed: a path, a URL, ``webcam:N``, ``screen[:DISPLAY]``, ``window:TITLE`` or ``demo``."""
 
     spec: str
     realtime: bool = False

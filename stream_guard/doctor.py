@@ -33,8 +33,16 @@ def _screen_capture_row() -> tuple[str, str, str]:
         ready, detail = portal_readiness()
         return (OK if ready else WARN), "screen capture", f"Wayland session: {detail}"
     display = os.environ.get("DISPLAY")
-    return ((OK, "screen capture", f"X11 display {display} (x11grab)") if display
-            else (WARN, "screen capture", "no DISPLAY and no Wayland session: only screen:DISPLAY or screen:portal"))
+    if not display:
+        return WARN, "screen capture", "no DISPLAY and no Wayland session: only screen:DISPLAY or screen:portal"
+    from stream_guard.errors import SourceError
+    from stream_guard.sources.x11_window import list_windows
+
+    try:
+        windows = f"window:TITLE sees {len(list_windows(display))} application window(s)"
+    except (SourceError, ImportError) as e:
+        return WARN, "screen capture", f"X11 display {display} (x11grab); window:TITLE cannot list its windows ({e})"
+    return OK, "screen capture", f"X11 display {display} (x11grab); {windows}"
 
 
 def _checks() -> list[tuple[str, str, str]]:

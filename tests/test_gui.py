@@ -182,7 +182,7 @@ def test_webcam_list_and_choices(tmp_path: Path) -> None:
     assert list_webcams("linux", tmp_path) == ["webcam:0", "webcam:2", "webcam:10"]
     assert list_webcams("linux", tmp_path / "absent") == []
     assert list_webcams("win32") == ["webcam:0"]
-    assert source_choices("linux", tmp_path)[-2:] == ["screen", "demo"]
+    assert source_choices("linux", tmp_path)[:5] == ["webcam:0", "webcam:2", "webcam:10", "screen", "demo"]
 
 
 def test_sink_keeps_only_the_newest_result() -> None:

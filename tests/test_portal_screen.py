@@ -21,7 +21,8 @@ from stream_guard.config import ModelOptions, RunConfig, SourceOptions
 from stream_guard.errors import ConfigError
 from stream_guard.pipeline import Pipeline
 from stream_guard.sources import open_source, parse_source, portal_screen, with_input_options
-from stream_guard.sources.portal_screen import ResizeWatch, gstreamer_command, stream_sizes
+from stream_guard.sources.portal_screen import gstreamer_command, stream_sizes
+from stream_guard.sources.resize_watch import ResizeWatch
 from stream_guard.sources.spec import PORTAL_FORMAT
 from stream_guard.types import FrameResult
 from tests.conftest import run_cli

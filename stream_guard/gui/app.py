@@ -33,6 +33,7 @@ from stream_guard.types import FrameResult
 
 log = logging.getLogger(__name__)
 
+APP_TITLE = "stream_guard"
 VIEW_SIZE = (960, 540)
 POLL_MS = 30
 # Tk's patterns are case-sensitive on Linux, and cameras write .MOV, .MTS, .JPG
@@ -80,12 +81,13 @@ class StreamGuardApp:
     # ----- layout
     def _build(self) -> None:
         root = self.root
-        root.title("stream_guard")
+        root.title(APP_TITLE)
         bar = ttk.Frame(root, padding=6)
         bar.pack(side="top", fill="x")
         ttk.Label(bar, text="Source:").pack(side="left")
         self.source_var = tk.StringVar(master=root)
-        self.source_box = ttk.Combobox(bar, textvariable=self.source_var, values=source_choices(), width=48)
+        self.source_box = ttk.Combobox(bar, textvariable=self.source_var, values=source_choices(leave_out=APP_TITLE),
+                                       width=48, postcommand=self._list_sources)
         self.source_box.pack(side="left", padx=4)
         self.source_box.bind("<Return>", lambda _e: self.start())
         ttk.Button(bar, text="Open file…", command=self._choose_file).pack(side="left", padx=2)
@@ -283,6 +285,10 @@ class StreamGuardApp:
             return
         self._show_model(self.spec)
         self._set_status(f"idle | model {self.spec.name} | choose a source and press Start")
+
+    def _list_sources(self) -> None:
+        """Refresh the drop-down as it opens: windows come and go."""
+        self.source_box.configure(values=source_choices(leave_out=APP_TITLE))
 
     def _choose_file(self) -> None:
         path = filedialog.askopenfilename(parent=self.root, title="Open a video or image", filetypes=FILE_TYPES)

@@ -12,8 +12,8 @@ of the new size. YUV4MPEG states the picture size once, in its header, so the re
 the new pictures at the old size: garbage. So the pictures are always scaled (keeping their
 shape, black borders around) to one fixed size, that of the first picture, which a short first
 look at the stream finds. The child reports every size the stream takes (``gst-launch -v``); once
-a new size has held for :data:`RESIZE_SETTLE_S`, the source fails with a message saying so and
-the run reopens it, as it does any broken live source: the share is restored without asking
+a new size has held for a second (:class:`ResizeWatch`), the source fails with a message saying so
+and the run reopens it, as it does any broken live source: the share is restored without asking
 and read at its new size. A portal that cannot restore a share (before version 4) would ask
 the user again, so there the picture stays scaled into the first size.
 """
@@ -33,6 +33,7 @@ from typing import IO, Iterator, Sequence
 
 from stream_guard.errors import ConfigError, SourceEnded, SourceError
 from stream_guard.sources.pyav_source import PyAVSource
+from stream_guard.sources.resize_watch import ResizeWatch
 from stream_guard.sources.screencast_portal import ScreenCastPortal, SharedStream
 from stream_guard.sources.spec import SourceSpec
 from stream_guard.types import Frame, StreamInfo
@@ -41,7 +42,6 @@ GST_LAUNCH = "gst-launch-1.0"
 GST_PACKAGES = "Debian/Ubuntu: sudo apt install gstreamer1.0-tools gstreamer1.0-pipewire gstreamer1.0-plugins-good"
 FIRST_PICTURE_TIMEOUT_S = 10.0
 KEEPALIVE_MS = 100  # a static screen is repeated this often (the compositor sends frames only on change)
-RESIZE_SETTLE_S = 1.0  # a window being dragged larger changes size many times a second: wait for the last
 _PACER = "pace"  # the first element after the source: its input caps are the shared stream's
 _STREAM_CAPS = re.compile(rb":" + _PACER.encode() + rb"\.GstPad:sink: caps = (video/x-raw.*)")
 _WIDTH, _HEIGHT = re.compile(rb"\bwidth=\(int\)(\d+)"), re.compile(rb"\bheight=\(int\)(\d+)")
@@ -101,26 +101,6 @@ def y4m_picture_size(header: bytes) -> tuple[int, int] | None:
         return int(sizes[b"W"]), int(sizes[b"H"])
     except (KeyError, ValueError):
         return None
-
-
-@dataclasses.dataclass
-class ResizeWatch:
-    """Tells when a shared stream has settled at a size other than the one it is read at."""
-
-    read_at: tuple[int, int]
-    settle_s: float = RESIZE_SETTLE_S
-    latest: tuple[int, int] | None = None
-    changed_at: float = 0.0
-
-    def note(self, size: tuple[int, int], now: float) -> None:
-        if size != self.latest:
-            self.latest, self.changed_at = size, now
-
-    def settled_size(self, now: float) -> tuple[int, int] | None:
-        """The stream's new size, once it has held for ``settle_s``; None while it is read at its size."""
-        if self.latest is None or self.latest == self.read_at or now - self.changed_at < self.settle_s:
-            return None
-        return self.latest
 
 
 def portal_readiness() -> tuple[bool, str]:

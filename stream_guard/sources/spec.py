@@ -56,6 +56,7 @@ class SourceSpec:
     format: str | None = None
     options: dict[str, str] = field(default_factory=dict)
     region: ScreenRegion | None = None  # a screen source's captured rectangle (None: the whole screen)
+    window: str | None = None  # the title (or part of it, or the id) of the one window captured, if any
 
     @property
     def is_live(self) -> bool:
@@ -140,6 +141,25 @@ def _screen_spec(text: str, platform: str) -> SourceSpec:
     raise ConfigError(f"screen capture is not supported on platform {platform!r}")
 
 
+def _window_spec(wanted: str, platform: str) -> SourceSpec:
+    """``window:TITLE``: one application window, by (part of) its title, or ``window:0xID``."""
+    if not wanted:
+        raise ConfigError("window: needs the window's title, or part of it (window:TITLE), or its id (window:0x...)")
+    name = f"window '{wanted}'"
+    options = {"framerate": "30", "draw_mouse": "0"}
+    if platform.startswith("linux"):
+        if wayland_session():
+            raise ConfigError("on Wayland, X11 cannot see other applications' windows: use `screen` and pick the "
+                              "window in the desktop's share dialog")
+        display = os.environ.get("DISPLAY", "")
+        if not display:
+            raise ConfigError("window capture needs an X display: set DISPLAY (e.g. DISPLAY=:0)")
+        return SourceSpec("screen", display, name, "x11grab", options, window=wanted)
+    if platform.startswith("win"):  # gdigrab finds the window by its whole title itself
+        return SourceSpec("screen", f"title={wanted}", name, "gdigrab", {"framerate": "30"})
+    raise ConfigError(f"window capture is not supported on platform {platform!r} (macOS: use screen)")
+
+
 def with_input_options(spec: SourceSpec, options: Sequence[tuple[str, str]]) -> SourceSpec:
     """``spec`` opened with the user's FFmpeg ``options`` too (``--input-option``), which win over
     ours; the demo is not opened by FFmpeg, so it takes none. ``format=NAME`` is FFmpeg's ``-f``: the
@@ -170,11 +190,13 @@ def parse_source(text: str, platform: str = sys.platform) -> SourceSpec:
     """Parse a source argument; raise a :class:`StreamGuardError` naming the problem."""
     text = text.strip()
     if not text:
-        raise ConfigError("empty source: give a file, a URL, webcam:N, screen or demo")
+        raise ConfigError("empty source: give a file, a URL, webcam:N, screen, window:TITLE or demo")
     if text == "demo":
         return SourceSpec("demo", "demo", "demo")
     if text == "screen" or text.startswith(("screen:", "screen@")):
         return _screen_spec(text[len("screen:"):] if text.startswith("screen:") else text[len("screen"):], platform)
+    if text.startswith("window:"):
+        return _window_spec(text[len("window:"):].strip(), platform)
     if text.startswith("webcam:") or re.fullmatch(r"/dev/video\d+", text):
         return _webcam_spec(text.split(":", 1)[1] if text.startswith("webcam:") else text, platform)
     scheme = re.match(r"^([a-zA-Z][a-zA-Z0-9+.-]*)://", text)
