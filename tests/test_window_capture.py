@@ -68,6 +68,7 @@ def test_a_window_found_by_part_of_its_title_is_captured_wherever_it_is_moved(
 def test_a_resized_window_is_read_again_at_its_new_size(display: str, placeholder_model: Path) -> None:
     with TkWindow("Call with Alice", "640x480+100+50") as window:
         summary, results, events = _run("window:Call with Alice", placeholder_model, 150, window,
+                                        (0.5, "title Call with Bob"),  # the same window, whatever its title
                                         (1.0, "geometry 800x560"), (3.0, "geometry 560x400"))
     assert summary.error is None and summary.frames_read == 150
     sizes = [(r.frame.width, r.frame.height) for r in results]

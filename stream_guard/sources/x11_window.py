@@ -8,8 +8,9 @@ it changes nothing. What it cannot follow:
   its size is watched, and once a new size has held for a second (:class:`ResizeWatch`) the
   source fails saying so and the run reopens it at the new size;
 - **shrunk** below the captured size, **minimised** or **closed**, FFmpeg fails: the run reopens
-  the source, which looks for the window by its title again (an application that makes a new
-  window gets a new id), for as long as a live source is retried.
+  the source, which takes the same window while it is still there, whatever its title has become,
+  else looks for the window by its title again (an application that makes a new window gets a
+  new id), for as long as a live source is retried.
 
 Windows are listed with python-xlib: the window manager's list of application windows
 (``_NET_CLIENT_LIST``, EWMH) where there is one, else the top-level windows.
@@ -173,6 +174,12 @@ class X11WindowSource:
         self._fps = 30.0
 
     def _find(self, display: _Display) -> X11Window:
+        """The window captured before, while it is still there (its title may have changed since: a
+        browser's follows its tab); else the window the user named."""
+        if self._window is not None:
+            again = display.window(self._window.id)
+            if again is not None and again.viewable:
+                return again
         wanted = self.spec.window or ""
         if _WINDOW_ID.fullmatch(wanted):
             window = display.window(int(wanted, 0))

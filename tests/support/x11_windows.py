@@ -27,7 +27,7 @@ _APP = textwrap.dedent("""
             root.destroy()
             return
         {"geometry": lambda: root.geometry(words[1]), "minimise": root.withdraw,
-         "restore": root.deiconify}[words[0]]()
+         "restore": root.deiconify, "title": lambda: root.title(" ".join(words[1:]))}[words[0]]()
         root.update()
         print("ok", flush=True)
 
@@ -58,7 +58,7 @@ class TkWindow:
         assert line == word, f"the test window said {line!r}, not {word!r}"
 
     def do(self, command: str) -> None:
-        """``geometry WxH+X+Y`` (or ``+X+Y``, ``WxH``), ``minimise``, ``restore``; or ``close``."""
+        """``geometry WxH+X+Y`` (or ``+X+Y``, ``WxH``), ``title TEXT``, ``minimise``, ``restore``; or ``close``."""
         assert self._proc is not None and self._proc.stdin is not None
         self._proc.stdin.write(command + "\n")
         self._proc.stdin.flush()
