@@ -3,7 +3,10 @@ python-xlib and captured by PyAV's x11grab, followed when it moves, read again w
 resized, waited for when it is closed; and the errors a user sees."""
 from __future__ import annotations
 
+import shutil
+import subprocess
 import threading
+import time
 from pathlib import Path
 from typing import Iterator
 
@@ -18,6 +21,7 @@ from stream_guard.sources.x11_window import X11Window, choose_window
 from stream_guard.types import FrameResult
 from tests.conftest import run_cli
 from tests.support.x11_windows import HEAD_AT, TkWindow
+from tests.support.xvfb import running_xvfb
 
 HEAD_CENTRE = (HEAD_AT[0] + 130, HEAD_AT[1] + 150)
 
@@ -28,6 +32,33 @@ def display(xvfb: int, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
     monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)
     monkeypatch.delenv("XDG_SESSION_TYPE", raising=False)
     yield f":{xvfb}"
+
+
+@pytest.fixture
+def managed_display(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """A display of its own with a window manager (openbox: reparenting, EWMH), as on a desktop."""
+    if shutil.which("openbox") is None or shutil.which("Xvfb") is None:
+        pytest.skip("not installed: openbox or Xvfb (tools/run_tests.sh installs them)")
+    from Xlib import display as xdisplay
+
+    with running_xvfb(tmp_path / "xvfb.log") as number:
+        name = f":{number}"
+        monkeypatch.setenv("DISPLAY", name)
+        monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)
+        monkeypatch.delenv("XDG_SESSION_TYPE", raising=False)
+        manager = subprocess.Popen(["openbox", "--sm-disable"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        x = xdisplay.Display(name)
+        try:
+            check = x.intern_atom("_NET_SUPPORTING_WM_CHECK")
+            deadline = time.monotonic() + 15
+            while x.screen().root.get_full_property(check, 0) is None:
+                assert time.monotonic() < deadline, "openbox did not start"
+                time.sleep(0.1)
+            yield name
+        finally:
+            x.close()
+            manager.terminate()
+            manager.wait(timeout=10)
 
 
 def _run(source: str, model: Path, frames: int, window: TkWindow, *steps: tuple[float, str]
@@ -62,6 +93,18 @@ def test_a_window_found_by_part_of_its_title_is_captured_wherever_it_is_moved(
         summary, results, _ = _run("window:alice", placeholder_model, 75, window, (1.0, "geometry +700+420"))
     assert summary.error is None and summary.frames_read == 75
     assert {(r.frame.width, r.frame.height) for r in results} == {(640, 480)}
+    assert _near_the_head(_face_centres(results[:15])) and _near_the_head(_face_centres(results[-15:]))
+
+
+def test_under_a_window_manager_the_window_is_followed_and_waited_for_when_minimised(
+        managed_display: str, placeholder_model: Path) -> None:
+    with TkWindow("Weekly call with Alice - Meet", "640x480+100+50") as window:
+        summary, results, events = _run("window:alice", placeholder_model, 90, window, (0.7, "geometry +600+300"),
+                                        (1.4, "minimise"), (2.4, "restore"))
+    assert summary.error is None and summary.frames_read == 90
+    assert {(r.frame.width, r.frame.height) for r in results} == {(640, 480)}  # the window, not its frame
+    details = [e["detail"] for e in events if e["state"] == "reconnecting"]
+    assert details and details[0].endswith(": the window was minimised or hidden")
     assert _near_the_head(_face_centres(results[:15])) and _near_the_head(_face_centres(results[-15:]))
 
 

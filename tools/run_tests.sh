@@ -4,9 +4,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# systemd-analyze checks the unit; a real MQTT broker; D-Bus, PipeWire and GStreamer for Wayland screen capture
+# systemd-analyze checks the unit; a real MQTT broker; D-Bus, PipeWire and GStreamer for Wayland screen capture;
+# a window manager (openbox) for window capture as on a desktop
 APT_PACKAGES=(xvfb x11-utils espeak-ng chromium systemd mosquitto dbus pipewire wireplumber pipewire-bin
-              gstreamer1.0-tools gstreamer1.0-pipewire gstreamer1.0-plugins-base gstreamer1.0-plugins-good)
+              gstreamer1.0-tools gstreamer1.0-pipewire gstreamer1.0-plugins-base gstreamer1.0-plugins-good openbox)
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do
   # "installed", not merely known: a removed package whose config files remain is not
