@@ -180,7 +180,8 @@ def test_a_window_is_also_found_by_its_id(display: str, placeholder_model: Path)
             x.close()
         result = run_cli("watch", f"window:{window.id:#x}", "--model", str(placeholder_model), "--max-frames", "3")
         gone = run_cli("watch", "window:0x7ffffff", "--model", str(placeholder_model), "--max-frames", "3")
-    assert result.returncode == 0, result.stderr
+        decimal = run_cli("watch", f"window:0{window.id}", "--model", str(placeholder_model), "--max-frames", "3")
+    assert result.returncode == 0 and decimal.returncode == 0, result.stderr + decimal.stderr  # as xdotool prints it
     assert gone.returncode == 3 and gone.stderr.strip().splitlines()[-1] == \
         f"stream-guard: error: no window 0x7ffffff on X display {display}"
 

@@ -25,9 +25,9 @@ import os
 import re
 import select
 import shutil
-import time
 import subprocess
 import tempfile
+import time
 from fractions import Fraction
 from typing import IO, Iterator, Sequence
 

@@ -182,7 +182,7 @@ class X11WindowSource:
                 return again
         wanted = self.spec.window or ""
         if _WINDOW_ID.fullmatch(wanted):
-            window = display.window(int(wanted, 0))
+            window = display.window(int(wanted, 16) if wanted.lower().startswith("0x") else int(wanted))
             if window is None:
                 raise SourceNotFoundError(f"no window {wanted} on X display {display.name}")
             return window
