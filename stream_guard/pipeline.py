@@ -12,6 +12,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
+from stream_guard import WINDOW_TITLE
 from stream_guard.analysis import Analyzer
 from stream_guard.config import RunConfig
 from stream_guard.detect_ahead import AheadDone, DetectAheadThread, DetectedFrame
@@ -147,7 +148,7 @@ def build_sinks(config: RunConfig, info: StreamInfo, model: ModelSpec, threshold
     if out.show:
         from stream_guard.outputs.window import TkWindowSink
 
-        sinks.append(TkWindowSink(title=f"stream_guard - {info.source_id}", on_close=on_close))
+        sinks.append(TkWindowSink(title=f"{WINDOW_TITLE} - {info.source_id}", on_close=on_close))
     if out.webhooks:
         from stream_guard.outputs.webhook import WebhookSink
 

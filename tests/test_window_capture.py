@@ -12,7 +12,7 @@ from typing import Iterator
 
 import pytest
 
-from stream_guard.config import ModelOptions, RunConfig, SourceOptions
+from stream_guard.config import ModelOptions, OutputOptions, RunConfig, SourceOptions
 from stream_guard.errors import ConfigError, SourceNotFoundError
 from stream_guard.gui.sources import source_choices
 from stream_guard.pipeline import Pipeline, RunSummary
@@ -61,12 +61,12 @@ def managed_display(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator
             manager.wait(timeout=10)
 
 
-def _run(source: str, model: Path, frames: int, window: TkWindow, *steps: tuple[float, str]
+def _run(source: str, model: Path, frames: int, window: TkWindow, *steps: tuple[float, str], show: bool = False
          ) -> tuple[RunSummary, list[FrameResult], list[dict]]:
     """Watch ``source`` for ``frames`` frames, doing each ``(seconds, command)`` to the window meanwhile."""
     results: list[FrameResult] = []
-    pipeline = Pipeline(RunConfig(source=SourceOptions(source, max_frames=frames),
-                                  model=ModelOptions(model_dir=model)), on_result=results.append)
+    pipeline = Pipeline(RunConfig(source=SourceOptions(source, max_frames=frames), model=ModelOptions(model_dir=model),
+                                  outputs=OutputOptions(show=show)), on_result=results.append)
     timers = [threading.Timer(at, window.do, (command,)) for at, command in steps]
     for timer in timers:
         timer.start()
@@ -143,6 +143,25 @@ def test_a_closed_window_is_waited_for_and_captured_again_when_it_is_back(
     assert any("no window titled like 'alice'" in d and '"Terminal" 300x200' in d for d in details[1:])
 
 
+def test_the_runs_own_window_is_never_taken_for_the_one_watched(display: str, placeholder_model: Path) -> None:
+    """``--show``'s window is titled "stream_guard - window 'alice'": once the call's window is closed,
+    it must not be captured instead (a picture of itself, ever deeper)."""
+    back = TkWindow("Call with Alice", "600x440+200+100")
+    opener = threading.Timer(3.0, back.__enter__)
+    with TkWindow("Call with Alice", "640x480+100+50") as first:
+        opener.start()
+        try:
+            summary, results, events = _run("window:alice", placeholder_model, 90, first, (1.0, "close"), show=True)
+        finally:
+            opener.join()
+            back.__exit__()
+    assert summary.error is None and summary.frames_read == 90
+    sizes = [(r.frame.width, r.frame.height) for r in results]
+    switch = sizes.index((600, 440))
+    assert set(sizes[:switch]) == {(640, 480)} and set(sizes[switch:]) == {(600, 440)}
+    assert sum(e["state"] == "connected" for e in events) == 2  # the start, then the window that came back
+
+
 def test_a_minimised_window_is_waited_for(display: str, placeholder_model: Path) -> None:
     with TkWindow("Call with Alice", "640x480+100+50") as window:
         summary, results, events = _run("window:alice", placeholder_model, 60, window,
@@ -189,7 +208,7 @@ def test_a_window_is_also_found_by_its_id(display: str, placeholder_model: Path)
 def test_the_desktop_app_offers_the_open_windows(display: str, tmp_path: Path) -> None:
     with (TkWindow("Call with Alice", "320x240+0+0"), TkWindow("Notes", "200x200+400+0"),
           TkWindow("Notes", "200x200+700+0"), TkWindow("stream_guard", "300x200+0+500")):
-        choices = source_choices("linux", tmp_path, leave_out="stream_guard")  # not its own window
+        choices = source_choices("linux", tmp_path)  # not the app's own window
     assert choices[:3] == ["screen", "demo", "window:Call with Alice"]
     assert len(choices) == 5 and all(c.startswith("window:0x") for c in choices[3:])  # one title, two windows
     assert source_choices("win32", tmp_path) == ["webcam:0", "screen", "demo"]

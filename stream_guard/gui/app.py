@@ -18,6 +18,7 @@ from tkinter import filedialog, messagebox, ttk
 import cv2
 import numpy as np
 
+from stream_guard import WINDOW_TITLE
 from stream_guard.config import ModelOptions, OutputOptions, RunConfig, SourceOptions, analysis_options
 from stream_guard.errors import OutputError, StreamGuardError
 from stream_guard.faces.detector import DetectorOptions
@@ -33,7 +34,6 @@ from stream_guard.types import FrameResult
 
 log = logging.getLogger(__name__)
 
-APP_TITLE = "stream_guard"
 VIEW_SIZE = (960, 540)
 POLL_MS = 30
 # Tk's patterns are case-sensitive on Linux, and cameras write .MOV, .MTS, .JPG
@@ -81,12 +81,12 @@ class StreamGuardApp:
     # ----- layout
     def _build(self) -> None:
         root = self.root
-        root.title(APP_TITLE)
+        root.title(WINDOW_TITLE)
         bar = ttk.Frame(root, padding=6)
         bar.pack(side="top", fill="x")
         ttk.Label(bar, text="Source:").pack(side="left")
         self.source_var = tk.StringVar(master=root)
-        self.source_box = ttk.Combobox(bar, textvariable=self.source_var, values=source_choices(leave_out=APP_TITLE),
+        self.source_box = ttk.Combobox(bar, textvariable=self.source_var, values=source_choices(),
                                        width=48, postcommand=self._list_sources)
         self.source_box.pack(side="left", padx=4)
         self.source_box.bind("<Return>", lambda _e: self.start())
@@ -288,7 +288,7 @@ class StreamGuardApp:
 
     def _list_sources(self) -> None:
         """Refresh the drop-down as it opens: windows come and go."""
-        self.source_box.configure(values=source_choices(leave_out=APP_TITLE))
+        self.source_box.configure(values=source_choices())
 
     def _choose_file(self) -> None:
         path = filedialog.askopenfilename(parent=self.root, title="Open a video or image", filetypes=FILE_TYPES)

@@ -25,20 +25,19 @@ def list_webcams(platform: str = sys.platform, dev: Path = Path("/dev")) -> list
     return [f"webcam:{n}" for n in numbers]
 
 
-def list_window_sources(platform: str = sys.platform, leave_out: str = "") -> list[str]:
+def list_window_sources(platform: str = sys.platform) -> list[str]:
     """``window:TITLE`` for each application window of the X display (Linux with X11; none elsewhere,
-    nor on Wayland, where ``screen`` lets the user pick a window), but the one titled ``leave_out``."""
+    nor on Wayland, where ``screen`` lets the user pick a window)."""
     if not platform.startswith("linux") or wayland_session() or not os.environ.get("DISPLAY"):
         return []
     from stream_guard.sources.x11_window import list_windows, window_sources
 
     try:
-        return window_sources(list_windows(os.environ["DISPLAY"]), leave_out)
+        return window_sources(list_windows(os.environ["DISPLAY"]))
     except SourceError:
         return []
 
 
-def source_choices(platform: str = sys.platform, dev: Path = Path("/dev"), leave_out: str = "") -> list[str]:
-    """What the source drop-down lists: webcams, the screen, the embedded demo, then the open
-    windows (but the one titled ``leave_out``: the app's own)."""
-    return [*list_webcams(platform, dev), "screen", "demo", *list_window_sources(platform, leave_out)]
+def source_choices(platform: str = sys.platform, dev: Path = Path("/dev")) -> list[str]:
+    """What the source drop-down lists: webcams, the screen, the embedded demo, then the open windows."""
+    return [*list_webcams(platform, dev), "screen", "demo", *list_window_sources(platform)]

@@ -18,6 +18,7 @@ from typing import Callable
 import cv2
 import numpy as np
 
+from stream_guard import WINDOW_TITLE
 from stream_guard.errors import OutputError
 from stream_guard.types import FrameResult, StreamInfo
 
@@ -36,7 +37,7 @@ class TkWindowSink:
 
     def __init__(
         self,
-        title: str = "stream_guard",
+        title: str = WINDOW_TITLE,
         on_close: Callable[[], None] | None = None,
         max_size: tuple[int, int] = (1280, 720),
     ) -> None:

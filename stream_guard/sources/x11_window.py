@@ -23,6 +23,7 @@ import time
 from dataclasses import dataclass, replace
 from typing import Iterator
 
+from stream_guard import WINDOW_TITLE
 from stream_guard.errors import SourceError, SourceNotFoundError
 from stream_guard.sources.pyav_source import PyAVSource
 from stream_guard.sources.resize_watch import ResizeWatch
@@ -48,6 +49,11 @@ class X11Window:
 
     def __str__(self) -> str:
         return f'{self.id:#x} "{self.title}" {self.width}x{self.height}'
+
+
+def is_own_window(title: str) -> bool:
+    """Whether a window of this title is one that stream_guard opened (the desktop app, ``--show``)."""
+    return title == WINDOW_TITLE or title.startswith(f"{WINDOW_TITLE} - ")
 
 
 class _Display:
@@ -81,7 +87,8 @@ class _Display:
         return tops + [child for top in tops for child in top.query_tree().children]  # under a frame
 
     def windows(self) -> list[X11Window]:
-        """The viewable application windows that have a title, top-level ones first."""
+        """The viewable application windows that have a title, top-level ones first; not this app's
+        own (``--show``'s is titled after the source: capturing it would be a loop)."""
         from Xlib import X, error
 
         found: list[X11Window] = []
@@ -99,7 +106,7 @@ class _Display:
                 continue
             except error.ConnectionClosedError as e:
                 raise SourceError(f"X display {self.name} closed the connection ({e})") from e
-            if title:
+            if title and not is_own_window(title):
                 found.append(X11Window(window.id, title, geometry.width, geometry.height))
         return found
 
@@ -130,11 +137,10 @@ def list_windows(display: str) -> list[X11Window]:
         x.close()
 
 
-def window_sources(windows: list[X11Window], leave_out: str = "") -> list[str]:
-    """``window:TITLE`` for each window (``window:0xID`` where two share a title), but those titled ``leave_out``."""
+def window_sources(windows: list[X11Window]) -> list[str]:
+    """``window:TITLE`` for each window (``window:0xID`` where two share a title)."""
     titles = [w.title for w in windows]
-    return [f"window:{w.title}" if titles.count(w.title) == 1 else f"window:{w.id:#x}"
-            for w in windows if w.title != leave_out]
+    return [f"window:{w.title}" if titles.count(w.title) == 1 else f"window:{w.id:#x}" for w in windows]
 
 
 def _listing(windows: list[X11Window]) -> str:
