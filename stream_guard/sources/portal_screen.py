@@ -111,7 +111,7 @@ def portal_readiness() -> tuple[bool, str]:
     except SourceError as e:
         return False, str(e)
     finally:
-        portal.close()
+        portal.disconnect()
     if shutil.which(GST_LAUNCH) is None:
         return False, f"screen-cast portal v{version}, but no {GST_LAUNCH} ({GST_PACKAGES})"
     probe = subprocess.run(["gst-inspect-1.0", "pipewiresrc"], capture_output=True, timeout=20)

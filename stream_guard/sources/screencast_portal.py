@@ -12,6 +12,7 @@ import logging
 import os
 import secrets
 import time
+import weakref
 from collections import deque
 from dataclasses import dataclass
 
@@ -53,8 +54,10 @@ class ScreenCastPortal:
     """Asks the desktop to share a screen or window (:meth:`start`) and ends the share (:meth:`close`).
 
     The first :meth:`start` shows the desktop's dialog; later ones (a reconnect) pass the restore
-    token the portal gave, so the same screen comes back without asking while we run. A share the
-    user ended from the desktop (:meth:`ended_by_user`) is not restarted."""
+    token the portal gave, so the same screen comes back without asking while we run. The portal
+    keeps that token for the D-Bus connection it gave it to (xdg-desktop-portal keys transient
+    tokens by sender), so the connection lasts as long as this object, not just one share. A share
+    the user ended from the desktop (:meth:`ended_by_user`) is not restarted."""
 
     def __init__(self, cursor: bool = False, choice_timeout_s: float = CHOICE_TIMEOUT_S) -> None:
         self.cursor = cursor
@@ -64,6 +67,7 @@ class ScreenCastPortal:
         self._closed_signals: deque = deque(maxlen=1)
         self._closed_filter = None
         self._restore_token: str | None = None
+        self._disconnect: weakref.finalize | None = None
 
     def _connect(self):
         from jeepney.io.blocking import open_dbus_connection  # Linux only: imported where it is used
@@ -78,6 +82,7 @@ class ScreenCastPortal:
             except (OSError, TimeoutError, ValueError) as e:
                 raise SourceError(f"cannot reach this desktop session's D-Bus ({e or type(e).__name__}): screen "
                                   f"capture through the desktop portal needs {_NEEDS}") from e
+            self._disconnect = weakref.finalize(self, self._conn.close)
         return self._conn
 
     def _call(self, method: str, signature: str, *args: object) -> tuple:
@@ -226,8 +231,14 @@ class ScreenCastPortal:
             pass
 
     def close(self) -> None:
-        """End the share and disconnect from D-Bus."""
+        """End the share. The D-Bus connection stays, so that a later :meth:`start` can restore the
+        share without asking; it closes with this object, or at :meth:`disconnect`."""
         self.close_session()
-        conn, self._conn = self._conn, None
-        if conn is not None:
-            conn.close()
+
+    def disconnect(self) -> None:
+        """End the share and the D-Bus connection (a restore token is then worthless)."""
+        self.close_session()
+        self._conn, disconnect, self._disconnect = None, self._disconnect, None
+        self._restore_token = None
+        if disconnect is not None:
+            disconnect()

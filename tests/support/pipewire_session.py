@@ -148,8 +148,12 @@ def shared_picture(session: Session, picture: np.ndarray, size: tuple[int, int],
 class StandInPortal(threading.Thread):
     """``org.freedesktop.portal.ScreenCast`` on the session bus, answering as a desktop whose
     user shares ``node`` (``answer="share"``) or cancels the dialog (``"cancel"``). Records the
-    options of each ``SelectSources`` and the sessions closed; :meth:`stop_sharing` does what the
-    desktop's stop button does."""
+    options of each ``SelectSources``, the sessions closed and how often the user was asked
+    (``dialogs``); :meth:`stop_sharing` does what the desktop's stop button does.
+
+    Restore tokens work as xdg-desktop-portal's transient ones do (``persist_mode`` 1): kept per
+    D-Bus *sender*, so only the connection that was given one can restore the share without a
+    dialog; a new connection is asked again."""
 
     def __init__(self, session: Session, node: int, size: tuple[int, int], answer: str = "share") -> None:
         super().__init__(name="stand-in-portal", daemon=True)
@@ -157,6 +161,9 @@ class StandInPortal(threading.Thread):
         self.select_options: list[dict] = []
         self.closed_sessions: list[str] = []
         self.starts = 0
+        self.dialogs = 0
+        self._tokens: dict[str, str] = {}  # restore token -> the sender it was given to
+        self._restoring: set[str] = set()  # sessions whose SelectSources brought a valid token
         self._open_sessions: list[str] = []
         self._halt = threading.Event()
         self._conn = open_dbus_connection(session.bus_address, enable_fds=True)
@@ -219,13 +226,19 @@ class StandInPortal(threading.Thread):
             self._respond(request, 0, {"session_handle": ("s", handle)})
         elif member == "SelectSources":
             self.select_options.append({key: value[1] for key, value in options.items() if key != "handle_token"})
+            token = options.get("restore_token", ("s", ""))[1]
+            if self._tokens.get(token) == sender:
+                self._restoring.add(msg.body[0])
             self._respond(request, 0, {})
         elif member == "Start":
             self.starts += 1
+            if msg.body[0] not in self._restoring:
+                self.dialogs += 1  # the desktop shows its share dialog
             if self.answer == "cancel":
                 self._respond(request, 1, {})
                 return
             stream = (self.node, {"size": ("(ii)", self.size), "source_type": ("u", 1)})
+            self._tokens[f"restore-{self.starts}"] = sender
             self._respond(request, 0, {"streams": ("a(ua{sv})", [stream]),
                                        "restore_token": ("s", f"restore-{self.starts}")})
 
