@@ -78,37 +78,24 @@ class _Display:
         legacy = window.get_wm_name()
         return legacy.decode("latin-1") if isinstance(legacy, bytes) else (legacy or "")
 
-    def _candidates(self) -> list:
+    def _candidate_ids(self) -> list[int]:
         root = self.x.screen().root
         clients = root.get_full_property(self._net_client_list, 0)  # 0: AnyPropertyType
         if clients is not None and len(clients.value):
-            return [self.x.create_resource_object("window", int(w)) for w in clients.value]
+            return [int(w) for w in clients.value]
         tops = root.query_tree().children
-        return tops + [child for top in tops for child in top.query_tree().children]  # under a frame
+        return [w.id for w in tops] + [child.id for top in tops for child in top.query_tree().children]  # framed
 
     def windows(self) -> list[X11Window]:
         """The viewable application windows that have a title, top-level ones first; not this app's
         own (``--show``'s is titled after the source: capturing it would be a loop)."""
-        from Xlib import X, error
+        from Xlib import error
 
-        found: list[X11Window] = []
         try:
-            candidates = self._candidates()
+            candidates = [self.window(window_id) for window_id in self._candidate_ids()]
         except error.ConnectionClosedError as e:
             raise SourceError(f"X display {self.name} closed the connection ({e})") from e
-        for window in candidates:
-            try:
-                if window.get_attributes().map_state != X.IsViewable:
-                    continue
-                title = self._title(window)
-                geometry = window.get_geometry()
-            except error.XError:  # closed while we looked
-                continue
-            except error.ConnectionClosedError as e:
-                raise SourceError(f"X display {self.name} closed the connection ({e})") from e
-            if title and not is_own_window(title):
-                found.append(X11Window(window.id, title, geometry.width, geometry.height))
-        return found
+        return [w for w in candidates if w is not None and w.viewable and w.title and not is_own_window(w.title)]
 
     def window(self, window_id: int) -> X11Window | None:
         """The window with this id, if it still exists."""
@@ -119,7 +106,7 @@ class _Display:
             geometry = window.get_geometry()
             viewable = window.get_attributes().map_state == X.IsViewable
             return X11Window(window_id, self._title(window), geometry.width, geometry.height, viewable)
-        except error.XError:
+        except error.XError:  # closed meanwhile
             return None
         except error.ConnectionClosedError as e:
             raise SourceError(f"X display {self.name} closed the connection ({e})") from e
