@@ -170,8 +170,8 @@ def _parser() -> argparse.ArgumentParser:
 
     watch = sub.add_parser("watch", parents=[common], help="analyse a file, stream, webcam or screen",
                            description="SOURCE: a video file, rtsp:// rtmp:// http(s):// URL, webcam:N, "
-                                       "screen[:DISPLAY] (on Wayland, or screen:portal: the desktop's share "
-                                       "dialog), window:TITLE (one window, X11) or demo.")
+                                       "screen[:DISPLAY][@MONITOR|@WxH+X+Y] (on Wayland, or screen:portal: the "
+                                       "desktop's share dialog), window:TITLE (one window, X11) or demo.")
     watch.add_argument("source", metavar="SOURCE")
     watch.add_argument("--out", type=Path, metavar="FILE",
                        help="write the annotated video (.mp4 .mkv .mov .webm .avi)")

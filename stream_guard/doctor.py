@@ -36,13 +36,19 @@ def _screen_capture_row() -> tuple[str, str, str]:
     if not display:
         return WARN, "screen capture", "no DISPLAY and no Wayland session: only screen:DISPLAY or screen:portal"
     from stream_guard.errors import SourceError
-    from stream_guard.sources.x11_window import list_windows
+    from stream_guard.sources.x11_display import XDisplay
 
     try:
-        windows = f"window:TITLE sees {len(list_windows(display))} application window(s)"
+        x = XDisplay(display)
+        try:
+            monitors, windows = x.monitors(), x.windows()
+        finally:
+            x.close()
     except (SourceError, ImportError) as e:
-        return WARN, "screen capture", f"X11 display {display} (x11grab); window:TITLE cannot list its windows ({e})"
-    return OK, "screen capture", f"X11 display {display} (x11grab); {windows}"
+        return WARN, "screen capture", f"X11 display {display} (x11grab); cannot list its monitors and windows ({e})"
+    names = ", ".join(m.name for m in monitors)
+    return OK, "screen capture", (f"X11 display {display} (x11grab); {len(monitors)} monitor(s) ({names}); "
+                                  f"window:TITLE sees {len(windows)} application window(s)")
 
 
 def _checks() -> list[tuple[str, str, str]]:

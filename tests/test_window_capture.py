@@ -12,15 +12,13 @@ from typing import Iterator
 
 import pytest
 
-from stream_guard.config import ModelOptions, OutputOptions, RunConfig, SourceOptions
 from stream_guard.errors import ConfigError, SourceNotFoundError
 from stream_guard.gui.sources import source_choices
-from stream_guard.pipeline import Pipeline, RunSummary
 from stream_guard.sources import parse_source
-from stream_guard.sources.x11_window import X11Window, choose_window
-from stream_guard.types import FrameResult
+from stream_guard.sources.x11_display import X11Window, XDisplay
+from stream_guard.sources.x11_targets import choose_window
 from tests.conftest import run_cli
-from tests.support.x11_windows import HEAD_AT, TkWindow
+from tests.support.x11_windows import HEAD_AT, TkWindow, face_centres, watch
 from tests.support.xvfb import running_xvfb
 
 HEAD_CENTRE = (HEAD_AT[0] + 130, HEAD_AT[1] + 150)
@@ -61,27 +59,6 @@ def managed_display(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator
             manager.wait(timeout=10)
 
 
-def _run(source: str, model: Path, frames: int, window: TkWindow, *steps: tuple[float, str], show: bool = False
-         ) -> tuple[RunSummary, list[FrameResult], list[dict]]:
-    """Watch ``source`` for ``frames`` frames, doing each ``(seconds, command)`` to the window meanwhile."""
-    results: list[FrameResult] = []
-    pipeline = Pipeline(RunConfig(source=SourceOptions(source, max_frames=frames), model=ModelOptions(model_dir=model),
-                                  outputs=OutputOptions(show=show)), on_result=results.append)
-    timers = [threading.Timer(at, window.do, (command,)) for at, command in steps]
-    for timer in timers:
-        timer.start()
-    try:
-        summary = pipeline.run()
-    finally:
-        for timer in timers:
-            timer.join()
-    return summary, results, list(pipeline.stats.source_events)
-
-
-def _face_centres(results: list[FrameResult]) -> list[tuple[float, float]]:
-    return [((f.box[0] + f.box[2]) / 2, (f.box[1] + f.box[3]) / 2) for r in results for f in r.faces]
-
-
 def _near_the_head(centres: list[tuple[float, float]]) -> bool:
     return len(centres) >= 5 and all(abs(x - HEAD_CENTRE[0]) < 40 and abs(y - HEAD_CENTRE[1]) < 50
                                      for x, y in centres)
@@ -90,27 +67,27 @@ def _near_the_head(centres: list[tuple[float, float]]) -> bool:
 def test_a_window_found_by_part_of_its_title_is_captured_wherever_it_is_moved(
         display: str, placeholder_model: Path) -> None:
     with TkWindow("Weekly call with Alice - Meet", "640x480+100+50") as window:
-        summary, results, _ = _run("window:alice", placeholder_model, 75, window, (1.0, "geometry +700+420"))
+        summary, results, _ = watch("window:alice", placeholder_model, 75, window, (1.0, "geometry +700+420"))
     assert summary.error is None and summary.frames_read == 75
     assert {(r.frame.width, r.frame.height) for r in results} == {(640, 480)}
-    assert _near_the_head(_face_centres(results[:15])) and _near_the_head(_face_centres(results[-15:]))
+    assert _near_the_head(face_centres(results[:15])) and _near_the_head(face_centres(results[-15:]))
 
 
 def test_under_a_window_manager_the_window_is_followed_and_waited_for_when_minimised(
         managed_display: str, placeholder_model: Path) -> None:
     with TkWindow("Weekly call with Alice - Meet", "640x480+100+50") as window:
-        summary, results, events = _run("window:alice", placeholder_model, 90, window, (0.7, "geometry +600+300"),
+        summary, results, events = watch("window:alice", placeholder_model, 90, window, (0.7, "geometry +600+300"),
                                         (1.4, "minimise"), (2.4, "restore"))
     assert summary.error is None and summary.frames_read == 90
     assert {(r.frame.width, r.frame.height) for r in results} == {(640, 480)}  # the window, not its frame
     details = [e["detail"] for e in events if e["state"] == "reconnecting"]
     assert details and details[0].endswith(": the window was minimised or hidden")
-    assert _near_the_head(_face_centres(results[:15])) and _near_the_head(_face_centres(results[-15:]))
+    assert _near_the_head(face_centres(results[:15])) and _near_the_head(face_centres(results[-15:]))
 
 
 def test_a_resized_window_is_read_again_at_its_new_size(display: str, placeholder_model: Path) -> None:
     with TkWindow("Call with Alice", "640x480+100+50") as window:
-        summary, results, events = _run("window:Call with Alice", placeholder_model, 150, window,
+        summary, results, events = watch("window:Call with Alice", placeholder_model, 150, window,
                                         (0.5, "title Call with Bob"),  # the same window, whatever its title
                                         (1.0, "geometry 800x560"), (3.0, "geometry 560x400"))
     assert summary.error is None and summary.frames_read == 150
@@ -121,7 +98,7 @@ def test_a_resized_window_is_read_again_at_its_new_size(display: str, placeholde
     assert len(details) == 2
     assert details[0].endswith("the window is now 800x560: reading it again at that size")  # held for a second
     assert details[1].endswith("the window shrank to 560x400: reading it again at that size")  # FFmpeg failed
-    assert _near_the_head(_face_centres(results[-15:]))
+    assert _near_the_head(face_centres(results[-15:]))
 
 
 def test_a_closed_window_is_waited_for_and_captured_again_when_it_is_back(
@@ -131,7 +108,7 @@ def test_a_closed_window_is_waited_for_and_captured_again_when_it_is_back(
     with TkWindow("Call with Alice", "640x480+100+50") as first, TkWindow("Terminal", "300x200+900+50"):
         opener.start()
         try:
-            summary, results, events = _run("window:alice", placeholder_model, 90, first, (1.0, "close"))
+            summary, results, events = watch("window:alice", placeholder_model, 90, first, (1.0, "close"))
         finally:
             opener.join()
             back.__exit__()
@@ -151,7 +128,7 @@ def test_the_runs_own_window_is_never_taken_for_the_one_watched(display: str, pl
     with TkWindow("Call with Alice", "640x480+100+50") as first:
         opener.start()
         try:
-            summary, results, events = _run("window:alice", placeholder_model, 90, first, (1.0, "close"), show=True)
+            summary, results, events = watch("window:alice", placeholder_model, 90, first, (1.0, "close"), show=True)
         finally:
             opener.join()
             back.__exit__()
@@ -164,12 +141,12 @@ def test_the_runs_own_window_is_never_taken_for_the_one_watched(display: str, pl
 
 def test_a_minimised_window_is_waited_for(display: str, placeholder_model: Path) -> None:
     with TkWindow("Call with Alice", "640x480+100+50") as window:
-        summary, results, events = _run("window:alice", placeholder_model, 60, window,
+        summary, results, events = watch("window:alice", placeholder_model, 60, window,
                                         (0.7, "minimise"), (2.0, "restore"))
     assert summary.error is None and summary.frames_read == 60
     details = [e["detail"] for e in events if e["state"] == "reconnecting"]
     assert details and details[0].endswith(": the window was minimised or hidden")
-    assert _near_the_head(_face_centres(results[-15:]))
+    assert _near_the_head(face_centres(results[-15:]))
 
 
 def test_no_window_or_several_with_that_title_is_one_clear_error(display: str, placeholder_model: Path) -> None:
@@ -189,10 +166,8 @@ def test_no_window_or_several_with_that_title_is_one_clear_error(display: str, p
 
 
 def test_a_window_is_also_found_by_its_id(display: str, placeholder_model: Path) -> None:
-    from stream_guard.sources.x11_window import _Display
-
     with TkWindow("Call with Alice", "400x300+10+10"):
-        x = _Display(display)
+        x = XDisplay(display)
         try:
             (window,) = [w for w in x.windows() if w.title == "Call with Alice"]
         finally:
@@ -217,8 +192,8 @@ def test_the_desktop_app_offers_the_open_windows(display: str, tmp_path: Path) -
 def test_doctor_counts_the_windows_it_could_capture(display: str) -> None:
     with TkWindow("Call with Alice", "320x240+0+0"), TkWindow("Notes", "200x200+400+0"):
         rows = [line for line in run_cli("doctor").stdout.splitlines() if "screen capture" in line]
-    assert rows == [f"[     ok] screen capture   X11 display {display} (x11grab); window:TITLE sees 2 application "
-                    "window(s)"]
+    assert rows == [f"[     ok] screen capture   X11 display {display} (x11grab); 1 monitor(s) (screen); "
+                    "window:TITLE sees 2 application window(s)"]
 
 
 def test_the_exact_title_wins_over_titles_that_contain_it() -> None:

@@ -26,18 +26,27 @@ def list_webcams(platform: str = sys.platform, dev: Path = Path("/dev")) -> list
 
 
 def list_window_sources(platform: str = sys.platform) -> list[str]:
-    """``window:TITLE`` for each application window of the X display (Linux with X11; none elsewhere,
-    nor on Wayland, where ``screen`` lets the user pick a window)."""
+    """``screen@MONITOR`` for each monitor (where there are several) and ``window:TITLE`` for each
+    application window of the X display (Linux with X11; none elsewhere, nor on Wayland, where
+    ``screen`` lets the user pick a monitor or a window)."""
     if not platform.startswith("linux") or wayland_session() or not os.environ.get("DISPLAY"):
         return []
-    from stream_guard.sources.x11_window import list_windows, window_sources
+    from stream_guard.sources.x11_display import XDisplay
+    from stream_guard.sources.x11_targets import monitor_sources, window_sources
 
     try:
-        return window_sources(list_windows(os.environ["DISPLAY"]))
+        display = XDisplay(os.environ["DISPLAY"])
     except SourceError:
         return []
+    try:
+        return monitor_sources(display.monitors()) + window_sources(display.windows())
+    except SourceError:
+        return []
+    finally:
+        display.close()
 
 
 def source_choices(platform: str = sys.platform, dev: Path = Path("/dev")) -> list[str]:
-    """What the source drop-down lists: webcams, the screen, the embedded demo, then the open windows."""
+    """What the source drop-down lists: webcams, the screen, the embedded demo, then the monitors
+    and the open windows."""
     return [*list_webcams(platform, dev), "screen", "demo", *list_window_sources(platform)]

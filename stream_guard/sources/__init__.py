@@ -66,10 +66,10 @@ def open_source(spec: SourceSpec, realtime: bool = False, demo_seconds: float = 
         from stream_guard.sources.portal_screen import PortalScreenSource
 
         source = PortalScreenSource(spec, deinterlace=deinterlace, max_megapixels=max_megapixels, tone_map=tone_map)
-    elif spec.window is not None:
-        from stream_guard.sources.x11_window import X11WindowSource
+    elif spec.window is not None or spec.monitor is not None:
+        from stream_guard.sources.x11_capture import X11CaptureSource
 
-        source = X11WindowSource(spec, deinterlace=deinterlace, max_megapixels=max_megapixels, tone_map=tone_map)
+        source = X11CaptureSource(spec, deinterlace=deinterlace, max_megapixels=max_megapixels, tone_map=tone_map)
     else:
         source = PyAVSource(spec, deinterlace=deinterlace, max_megapixels=max_megapixels, sound=sound,
                             tone_map=tone_map, video_stream=video_stream)

@@ -57,6 +57,7 @@ class SourceSpec:
     options: dict[str, str] = field(default_factory=dict)
     region: ScreenRegion | None = None  # a screen source's captured rectangle (None: the whole screen)
     window: str | None = None  # the title (or part of it, or the id) of the one window captured, if any
+    monitor: str | None = None  # the name (or number) of the one monitor captured, if any
 
     @property
     def is_live(self) -> bool:
@@ -107,10 +108,20 @@ def parse_region(text: str) -> ScreenRegion:
     return region
 
 
+def _is_monitor_name(text: str) -> bool:
+    """``HDMI-1``, ``1``, ``primary``: not a region (``1280x720+0+0``, or a mistyped one such as ``1280x720``)."""
+    return bool(text) and "+" not in text and not re.match(r"\d+x", text)
+
+
 def _screen_spec(text: str, platform: str) -> SourceSpec:
-    """``[DISPLAY][@WxH+X+Y]``: which display (or screen) and, optionally, which part of it."""
+    """``[DISPLAY][@WxH+X+Y|@MONITOR]``: which display (or screen) and, optionally, which part of it."""
     display, at, region_text = text.partition("@")
-    region = parse_region(region_text) if at else None
+    monitor = region_text if at and _is_monitor_name(region_text) else None
+    if monitor is not None and (not platform.startswith("linux") or display == "portal"
+                                or (not display and wayland_session())):
+        raise ConfigError(f"screen@{monitor}: a monitor is chosen by name on Linux with X11 only: elsewhere give its "
+                          "rectangle (screen@WxH+X+Y), or on Wayland pick it in the desktop's share dialog")
+    region = parse_region(region_text) if at and monitor is None else None
     name = "screen" if region is None else f"screen {region}"
     if platform.startswith("linux"):
         if display == "portal" or (not display and wayland_session()):
@@ -124,6 +135,9 @@ def _screen_spec(text: str, platform: str) -> SourceSpec:
         if not display:
             raise ConfigError("screen capture needs an X display: use screen:DISPLAY (e.g. screen::0) or set DISPLAY")
         options = {"framerate": "30", "draw_mouse": "0"}
+        if monitor is not None:
+            return SourceSpec("screen", display, f"screen {display} monitor {monitor}", "x11grab", options,
+                              monitor=monitor)
         if region is None:
             return SourceSpec("screen", display, f"screen {display}", "x11grab", options)
         return SourceSpec("screen", f"{display}+{region.x},{region.y}", f"screen {display} {region}", "x11grab",

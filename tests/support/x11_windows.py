@@ -1,11 +1,17 @@
 """An application window on a test X display: a titled Tk window showing the astronaut's head,
-which the test can move, resize, minimise, restore and close, as a user does a video call's."""
+which the test can move, resize, minimise, restore and close, as a user does a video call's; and
+a run that watches a screen source while the test does so."""
 from __future__ import annotations
 
 import subprocess
 import sys
 import textwrap
+import threading
 from pathlib import Path
+
+from stream_guard.config import ModelOptions, OutputOptions, RunConfig, SourceOptions
+from stream_guard.pipeline import Pipeline, RunSummary
+from stream_guard.types import FrameResult
 
 HEAD_AT = (190, 90)  # the head (260x300) is drawn with its top left corner here, inside the window
 
@@ -72,3 +78,25 @@ class TkWindow:
         if self._proc.poll() is None:
             self._proc.terminate()
             self._proc.wait(timeout=10)
+
+
+def watch(source: str, model: Path, frames: int, window: TkWindow, *steps: tuple[float, str], show: bool = False
+         ) -> tuple[RunSummary, list[FrameResult], list[dict]]:
+    """Watch ``source`` for ``frames`` frames, doing each ``(seconds, command)`` to the window meanwhile."""
+    results: list[FrameResult] = []
+    pipeline = Pipeline(RunConfig(source=SourceOptions(source, max_frames=frames), model=ModelOptions(model_dir=model),
+                                  outputs=OutputOptions(show=show)), on_result=results.append)
+    timers = [threading.Timer(at, window.do, (command,)) for at, command in steps]
+    for timer in timers:
+        timer.start()
+    try:
+        summary = pipeline.run()
+    finally:
+        for timer in timers:
+            timer.join()
+    return summary, results, list(pipeline.stats.source_events)
+
+
+def face_centres(results: list[FrameResult]) -> list[tuple[float, float]]:
+    """The centres of the faces found in ``results``, all frames together."""
+    return [((f.box[0] + f.box[2]) / 2, (f.box[1] + f.box[3]) / 2) for r in results for f in r.faces]

@@ -1,0 +1,164 @@
+"""What ``window:TITLE`` and ``screen@MONITOR`` name on an X display, and how x11grab reads it.
+
+A target is found when the source opens (and again at each reopen), and watched while it is read:
+its geometry may change (a window resized, a monitor's resolution or place changed), which x11grab
+does not follow by itself (:mod:`stream_guard.sources.x11_capture`).
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Protocol
+
+from stream_guard.errors import SourceNotFoundError
+from stream_guard.sources.x11_display import X11Monitor, X11Window, XDisplay
+
+_MAX_LISTED = 8
+_WINDOW_ID = re.compile(r"0x[0-9a-fA-F]+|\d+")
+
+
+@dataclass(frozen=True, slots=True)
+class Capture:
+    """How x11grab reads a target now: its input (``url``) and options, the geometry that is
+    watched for a change, and the target in words (for the log)."""
+
+    url: str
+    options: dict[str, str]
+    geometry: tuple[int, ...]
+    description: str
+
+
+class X11Target(Protocol):
+    """A window or monitor of an X display, as :class:`~stream_guard.sources.x11_capture.X11CaptureSource` reads it."""
+
+    def locate(self, display: XDisplay) -> Capture:
+        """Find the target (raises :class:`SourceNotFoundError` naming what there is)."""
+
+    def geometry(self, display: XDisplay) -> tuple[int, ...] | None:
+        """The located target's geometry now, in :attr:`Capture.geometry`'s terms; None if it is gone."""
+
+    def changed(self, geometry: tuple[int, ...]) -> str:
+        """In words: the target now has ``geometry``, and is read again so."""
+
+    def why_failed(self, display: XDisplay, read_at: tuple[int, ...]) -> str | None:
+        """In words, what happened to the target when x11grab failed to read it (None: nothing known)."""
+
+
+def _listing(items: list) -> str:
+    shown = "; ".join(str(i) for i in items[:_MAX_LISTED])
+    return shown + (f"; and {len(items) - _MAX_LISTED} more" if len(items) > _MAX_LISTED else "")
+
+
+def choose_window(windows: list[X11Window], wanted: str, display: str) -> X11Window:
+    """The one window whose title is ``wanted`` or contains it (either case), the exact title first.
+    Raises :class:`SourceNotFoundError` naming the windows there are when none or several fit."""
+    fold = wanted.casefold()
+    exact = [w for w in windows if w.title.casefold() == fold]
+    if len(exact) == 1:
+        return exact[0]
+    partial = exact or [w for w in windows if fold in w.title.casefold()]
+    if len(partial) == 1:
+        return partial[0]
+    if not partial:
+        there = f"windows there: {_listing(windows)}" if windows else "it shows no application window"
+        raise SourceNotFoundError(f"no window titled like '{wanted}' on X display {display}; {there}")
+    raise SourceNotFoundError(f"{len(partial)} windows titled like '{wanted}' on X display {display}: "
+                              f"{_listing(partial)}: give more of the title, or the window's id (window:0x...)")
+
+
+def window_sources(windows: list[X11Window]) -> list[str]:
+    """``window:TITLE`` for each window (``window:0xID`` where two share a title)."""
+    titles = [w.title for w in windows]
+    return [f"window:{w.title}" if titles.count(w.title) == 1 else f"window:{w.id:#x}" for w in windows]
+
+
+class WindowTarget:
+    """``window:TITLE`` (or ``window:0xID``): captured by its id, so it is followed when moved.
+    Reopened, it is the same window while that is still there, whatever its title has become (a
+    browser's follows its tab); else the window the user named is looked for again."""
+
+    def __init__(self, wanted: str) -> None:
+        self.wanted = wanted
+        self._id: int | None = None
+
+    def _find(self, display: XDisplay) -> X11Window:
+        if self._id is not None:
+            again = display.window(self._id)
+            if again is not None and again.viewable:
+                return again
+        if _WINDOW_ID.fullmatch(self.wanted):
+            window_id = int(self.wanted, 16) if self.wanted.lower().startswith("0x") else int(self.wanted)
+            window = display.window(window_id)
+            if window is None:
+                raise SourceNotFoundError(f"no window {self.wanted} on X display {display.name}")
+            return window
+        return choose_window(display.windows(), self.wanted, display.name)
+
+    def locate(self, display: XDisplay) -> Capture:
+        window = self._find(display)
+        self._id = window.id
+        return Capture(display.name, {"window_id": f"{window.id:#x}"}, (window.width, window.height), f"window {window}")
+
+    def geometry(self, display: XDisplay) -> tuple[int, ...] | None:
+        window = display.window(self._id) if self._id is not None else None
+        return (window.width, window.height) if window is not None and window.viewable else None
+
+    def changed(self, geometry: tuple[int, ...]) -> str:
+        return f"the window is now {geometry[0]}x{geometry[1]}: reading it again at that size"
+
+    def why_failed(self, display: XDisplay, read_at: tuple[int, ...]) -> str | None:
+        window = display.window(self._id) if self._id is not None else None
+        if window is None:
+            return "the window was closed"
+        if not window.viewable:
+            return "the window was minimised or hidden"
+        if window.width < read_at[0] or window.height < read_at[1]:
+            return f"the window shrank to {window.width}x{window.height}: reading it again at that size"
+        return None
+
+
+def choose_monitor(monitors: list[X11Monitor], wanted: str, display: str) -> X11Monitor:
+    """The monitor named ``wanted`` (any case), numbered so (0 is the first), or the primary one
+    for ``primary``. Raises :class:`SourceNotFoundError` naming the monitors there are."""
+    fold = wanted.casefold()
+    for monitor in monitors:
+        if (monitor.name.casefold() == fold or (wanted.isdigit() and monitor.number == int(wanted))
+                or (fold == "primary" and monitor.primary)):
+            return monitor
+    there = f"its monitors: {_listing(monitors)}" if monitors else "it reports no monitors (no RandR 1.5)"
+    raise SourceNotFoundError(f"no monitor '{wanted}' on X display {display}; {there}")
+
+
+def monitor_sources(monitors: list[X11Monitor]) -> list[str]:
+    """``screen@NAME`` for each monitor, where there are several (with one, ``screen`` is the same)."""
+    return [f"screen@{m.name}" for m in monitors] if len(monitors) > 1 else []
+
+
+class MonitorTarget:
+    """``screen@NAME``: the part of the screen one monitor shows, found again at each reopen."""
+
+    def __init__(self, wanted: str) -> None:
+        self.wanted = wanted
+        self._name: str | None = None
+
+    def locate(self, display: XDisplay) -> Capture:
+        monitor = choose_monitor(display.monitors(), self.wanted, display.name)
+        self._name = monitor.name
+        return Capture(f"{display.name}+{monitor.x},{monitor.y}", {"video_size": f"{monitor.width}x{monitor.height}"},
+                       (monitor.width, monitor.height, monitor.x, monitor.y), f"monitor {monitor}")
+
+    def geometry(self, display: XDisplay) -> tuple[int, ...] | None:
+        # () while it is unplugged: x11grab need not fail then (the screen may not shrink), so a
+        # monitor gone for a second is a change like any other, and the run looks for it again
+        monitor = next((m for m in display.monitors() if m.name == self._name), None)
+        return (monitor.width, monitor.height, monitor.x, monitor.y) if monitor is not None else ()
+
+    def changed(self, geometry: tuple[int, ...]) -> str:
+        if not geometry:
+            return f"monitor {self._name} was disconnected"
+        width, height, x, y = geometry
+        return f"monitor {self._name} is now {width}x{height}+{x}+{y}: reading it again there"
+
+    def why_failed(self, display: XDisplay, read_at: tuple[int, ...]) -> str | None:
+        geometry = self.geometry(display)
+        return self.changed(geometry) if geometry != read_at else None
