@@ -189,6 +189,15 @@ def build_sinks(config: RunConfig, info: StreamInfo, model: ModelSpec, threshold
     return sinks
 
 
+def _smaller_screen_hint(spec: SourceSpec, info: StreamInfo, max_megapixels: float) -> str:
+    """For a whole X11 screen over the size limit: which monitors could be captured one at a time."""
+    if spec.format != "x11grab" or info.width * info.height / 1e6 <= max_megapixels:
+        return ""
+    from stream_guard.sources.x11_targets import one_monitor_hint
+
+    return one_monitor_hint(spec)
+
+
 def _open_with_hint(source: FrameSource, input_options: Sequence[tuple[str, str]]) -> StreamInfo:
     """``source.open()``; a failure names the user's ``--input-option`` keys, a likely cause (not
     their values, which may hold credentials)."""
@@ -269,7 +278,8 @@ class Pipeline:
                              video_stream=self.config.source.video_stream)
         info = _open_with_hint(source, self.config.source.input_options)
         try:
-            check_frame_size(info.source_id, info.width, info.height, self.config.source.max_megapixels)
+            check_frame_size(info.source_id, info.width, info.height, self.config.source.max_megapixels,
+                             _smaller_screen_hint(source_spec, info, self.config.source.max_megapixels))
             analyzer = self._build_analyzer(model)
             analyzer.warm_up(info.width, info.height)
         except BaseException:

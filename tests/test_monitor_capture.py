@@ -102,6 +102,14 @@ def test_a_monitor_that_is_not_there_is_one_clear_error(two_monitors: str, place
         "0 left 800x1000+0+0; 1 right 800x1000+800+0; 2 screen 1600x1000+0+0")
 
 
+def test_a_whole_screen_over_the_size_limit_names_the_monitors_to_take_instead(
+        two_monitors: str, placeholder_model: Path) -> None:
+    result = run_cli("watch", "screen", "--model", str(placeholder_model), "--max-frames", "3", "--max-megapixels", "1")
+    assert result.returncode == 3 and result.stderr.strip().splitlines()[-1] == (
+        f"stream-guard: error: screen {two_monitors}: frame size 1600x1000 (1.6 MP) is above the limit of 1 MP (raise "
+        "it with --max-megapixels, or capture one monitor: screen@left, screen@right, screen@screen)")
+
+
 def test_the_desktop_app_offers_each_monitor(two_monitors: str, tmp_path: Path) -> None:
     assert source_choices("linux", tmp_path)[:5] == ["screen", "demo", "screen@left", "screen@right",
                                                      "screen@screen"]

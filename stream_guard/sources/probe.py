@@ -61,12 +61,13 @@ MIN_FRAME_SIDE = 16  # px: below this a frame cannot show a face the detector ca
 DEFAULT_MAX_MEGAPIXELS = 9.0  # up to DCI 4K (4096x2160 = 8.8 MP); above, each queued frame costs 100+ MB
 
 
-def check_frame_size(source: str, width: int, height: int, max_megapixels: float) -> None:
-    """Refuse frames too small to hold a face, or larger than the (raisable) limit."""
+def check_frame_size(source: str, width: int, height: int, max_megapixels: float, or_else: str = "") -> None:
+    """Refuse frames too small to hold a face, or larger than the (raisable) limit; ``or_else``: another
+    way under the limit, for the message."""
     if min(width, height) < MIN_FRAME_SIDE:
         raise SourceError(f"{source}: frame size {width}x{height} is too small to show a face "
                           f"(minimum {MIN_FRAME_SIDE}x{MIN_FRAME_SIDE})")
     megapixels = width * height / 1e6
     if megapixels > max_megapixels:
         raise SourceError(f"{source}: frame size {width}x{height} ({megapixels:.1f} MP) is above the limit of "
-                          f"{max_megapixels:g} MP (raise it with --max-megapixels)")
+                          f"{max_megapixels:g} MP (raise it with --max-megapixels{', or ' + or_else if or_else else ''})")

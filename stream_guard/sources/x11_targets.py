@@ -10,7 +10,8 @@ import re
 from dataclasses import dataclass
 from typing import Protocol
 
-from stream_guard.errors import SourceNotFoundError
+from stream_guard.errors import SourceError, SourceNotFoundError
+from stream_guard.sources.spec import SourceSpec
 from stream_guard.sources.x11_display import X11Monitor, X11Window, XDisplay
 
 _MAX_LISTED = 8
@@ -132,6 +133,23 @@ def choose_monitor(monitors: list[X11Monitor], wanted: str, display: str) -> X11
 def monitor_sources(monitors: list[X11Monitor]) -> list[str]:
     """``screen@NAME`` for each monitor, where there are several (with one, ``screen`` is the same)."""
     return [f"screen@{m.name}" for m in monitors] if len(monitors) > 1 else []
+
+
+def one_monitor_hint(spec: SourceSpec) -> str:
+    """For a whole X11 screen of several monitors: how to capture just one ("" otherwise)."""
+    if spec.format != "x11grab" or spec.region is not None or spec.monitor is not None or spec.window is not None:
+        return ""
+    try:
+        display = XDisplay(spec.url)
+    except SourceError:
+        return ""
+    try:
+        monitors = display.monitors()
+    except SourceError:
+        return ""
+    finally:
+        display.close()
+    return f"capture one monitor: {', '.join(monitor_sources(monitors))}" if len(monitors) > 1 else ""
 
 
 class MonitorTarget:
