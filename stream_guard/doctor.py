@@ -36,14 +36,10 @@ def _screen_capture_row() -> tuple[str, str, str]:
     if not display:
         return WARN, "screen capture", "no DISPLAY and no Wayland session: only screen:DISPLAY or screen:portal"
     from stream_guard.errors import SourceError
-    from stream_guard.sources.x11_display import XDisplay
+    from stream_guard.sources.x11_display import screen_contents
 
     try:
-        x = XDisplay(display)
-        try:
-            monitors, windows = x.monitors(), x.windows()
-        finally:
-            x.close()
+        monitors, windows = screen_contents(display)
     except (SourceError, ImportError) as e:
         return WARN, "screen capture", f"X11 display {display} (x11grab); cannot list its monitors and windows ({e})"
     names = ", ".join(m.name for m in monitors)

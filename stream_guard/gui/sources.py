@@ -31,19 +31,14 @@ def list_window_sources(platform: str = sys.platform) -> list[str]:
     ``screen`` lets the user pick a monitor or a window)."""
     if not platform.startswith("linux") or wayland_session() or not os.environ.get("DISPLAY"):
         return []
-    from stream_guard.sources.x11_display import XDisplay
+    from stream_guard.sources.x11_display import screen_contents
     from stream_guard.sources.x11_targets import monitor_sources, window_sources
 
     try:
-        display = XDisplay(os.environ["DISPLAY"])
+        monitors, windows = screen_contents(os.environ["DISPLAY"])
     except SourceError:
         return []
-    try:
-        return monitor_sources(display.monitors()) + window_sources(display.windows())
-    except SourceError:
-        return []
-    finally:
-        display.close()
+    return monitor_sources(monitors) + window_sources(windows)
 
 
 def source_choices(platform: str = sys.platform, dev: Path = Path("/dev")) -> list[str]:

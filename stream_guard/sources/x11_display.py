@@ -127,3 +127,11 @@ class XDisplay:
     def close(self) -> None:
         self.x.close()
 
+
+def screen_contents(display: str) -> tuple[list[X11Monitor], list[X11Window]]:
+    """The monitors and the application windows of X ``display`` (:class:`SourceError` if it cannot be read)."""
+    x = XDisplay(display)
+    try:
+        return x.monitors(), x.windows()
+    finally:
+        x.close()

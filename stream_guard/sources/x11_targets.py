@@ -12,7 +12,7 @@ from typing import Protocol
 
 from stream_guard.errors import SourceError, SourceNotFoundError
 from stream_guard.sources.spec import SourceSpec
-from stream_guard.sources.x11_display import X11Monitor, X11Window, XDisplay
+from stream_guard.sources.x11_display import X11Monitor, X11Window, XDisplay, screen_contents
 
 _MAX_LISTED = 8
 _WINDOW_ID = re.compile(r"0x[0-9a-fA-F]+|\d+")
@@ -140,15 +140,9 @@ def one_monitor_hint(spec: SourceSpec) -> str:
     if spec.format != "x11grab" or spec.region is not None or spec.monitor is not None or spec.window is not None:
         return ""
     try:
-        display = XDisplay(spec.url)
+        monitors, _ = screen_contents(spec.url)
     except SourceError:
         return ""
-    try:
-        monitors = display.monitors()
-    except SourceError:
-        return ""
-    finally:
-        display.close()
     return f"capture one monitor: {', '.join(monitor_sources(monitors))}" if len(monitors) > 1 else ""
 
 
