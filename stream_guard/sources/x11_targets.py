@@ -82,11 +82,14 @@ class WindowTarget:
         self.wanted = wanted
         self._id: int | None = None
 
+    def _current(self, display: XDisplay) -> X11Window | None:
+        """The window located last, as it is now (None before the first, or once it is closed)."""
+        return display.window(self._id) if self._id is not None else None
+
     def _find(self, display: XDisplay) -> X11Window:
-        if self._id is not None:
-            again = display.window(self._id)
-            if again is not None and again.viewable:
-                return again
+        again = self._current(display)
+        if again is not None and again.viewable:
+            return again
         if _WINDOW_ID.fullmatch(self.wanted):
             window_id = int(self.wanted, 16) if self.wanted.lower().startswith("0x") else int(self.wanted)
             window = display.window(window_id)
@@ -101,14 +104,14 @@ class WindowTarget:
         return Capture(display.name, {"window_id": f"{window.id:#x}"}, (window.width, window.height), f"window {window}")
 
     def geometry(self, display: XDisplay) -> tuple[int, ...] | None:
-        window = display.window(self._id) if self._id is not None else None
+        window = self._current(display)
         return (window.width, window.height) if window is not None and window.viewable else None
 
     def changed(self, geometry: tuple[int, ...]) -> str:
         return f"the window is now {geometry[0]}x{geometry[1]}: reading it again at that size"
 
     def why_failed(self, display: XDisplay, read_at: tuple[int, ...]) -> str | None:
-        window = display.window(self._id) if self._id is not None else None
+        window = self._current(display)
         if window is None:
             return "the window was closed"
         if not window.viewable:
