@@ -194,6 +194,11 @@ def _parser() -> argparse.ArgumentParser:
     watch.add_argument("--tone-map", choices=("auto", "off"), default="auto",
                        help="map HDR video (PQ, HLG: phones record it) to SDR for analysis (auto, default), "
                             "or read it as it is (off: dim and flat, faster)")
+    watch.add_argument("--sound", dest="sound_device", metavar="DEVICE",
+                       help="record the sound that --out, --clips, --stream-to and --serve carry from a sound device "
+                            "instead of the source (live sources; Linux, PulseAudio or PipeWire): desktop (what "
+                            "the computer plays: a call on the screen), mic (the default input) or a source's name "
+                            "(pactl list short sources)")
     watch.add_argument("--input-option", dest="input_options", type=_input_option, action="append", default=[],
                        metavar="KEY=VALUE",
                        help="an FFmpeg option for opening SOURCE, repeatable: a webcam's video_size=1280x720, "
@@ -293,6 +298,7 @@ def _config(args: argparse.Namespace, source: str, out: Path | None, events: Pat
                              input_options=tuple(getattr(args, "input_options", ())),
                              tone_map=getattr(args, "tone_map", "auto") == "auto",
                              video_stream=getattr(args, "video_stream", None),
+                             sound_device=getattr(args, "sound_device", None),
                              **({"max_megapixels": args.max_megapixels}
                                 if getattr(args, "max_megapixels", None) else {})),
         model=ModelOptions(model_dir=args.model, provider=args.provider, threshold=args.threshold),

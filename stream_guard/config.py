@@ -36,6 +36,7 @@ class SourceOptions:
     input_options: tuple[tuple[str, str], ...] = ()  # FFmpeg options for opening the source (--input-option)
     tone_map: bool = True  # HDR (PQ, HLG) mapped to SDR; False: read as it is (--tone-map off)
     video_stream: int | None = None  # the ID of the video stream to analyse (--video-stream); None: the largest
+    sound_device: str | None = None  # --sound: desktop, mic or a PulseAudio source name; None: the source's own
 
 
 @dataclass(frozen=True, slots=True)

@@ -47,6 +47,20 @@ def _screen_capture_row() -> tuple[str, str, str]:
                                   f"window:TITLE sees {len(windows)} application window(s)")
 
 
+def _sound_row() -> tuple[str, str, str]:
+    """What ``--sound`` would record here: the sound server's default output monitor and input."""
+    from stream_guard.errors import StreamGuardError
+    from stream_guard.sources.sound_device import check_sound_device_support, list_sound_sources
+
+    try:
+        check_sound_device_support()
+        sources, monitor, default_input = list_sound_sources()
+    except StreamGuardError as e:
+        return WARN, "sound (--sound)", str(e)
+    return OK, "sound (--sound)", (f"desktop = {monitor or 'none (no default output)'}; "
+                                   f"mic = {default_input or 'none (no default input)'}; {len(sources)} source(s)")
+
+
 def _checks() -> list[tuple[str, str, str]]:
     rows: list[tuple[str, str, str]] = []
     rows.append((OK, "python", f"{platform.python_version()} on {sys.platform} ({platform.machine()})"))
@@ -74,6 +88,7 @@ def _checks() -> list[tuple[str, str, str]]:
         rows.append((MISSING, "window (--show)", "tkinter not installed (e.g. apt install python3-tk)"))
     if sys.platform.startswith("linux"):
         rows.append(_screen_capture_row())
+        rows.append(_sound_row())
     cams = sorted(glob.glob("/dev/video*")) if sys.platform.startswith("linux") else []
     rows.append((OK if cams else WARN, "webcams", ", ".join(cams) if cams else "no /dev/video* devices"))
     from stream_guard.paths import bundled_model

@@ -16,7 +16,7 @@ from stream_guard import WINDOW_TITLE
 from stream_guard.analysis import Analyzer
 from stream_guard.config import RunConfig
 from stream_guard.detect_ahead import AheadDone, DetectAheadThread, DetectedFrame
-from stream_guard.errors import ModelError, SourceError, StreamGuardError
+from stream_guard.errors import ConfigError, ModelError, SourceError, StreamGuardError
 from stream_guard.faces.detector import FaceDetector
 from stream_guard.faces.landmarks import MODEL_FILE as FACE_MESH_MODEL
 from stream_guard.faces.landmarks import FaceMesh
@@ -129,6 +129,21 @@ def sound_wanted(config: RunConfig, spec: SourceSpec) -> bool:
     paced = spec.is_live or config.source.realtime
     return (out.clips is not None or ((out.stream_to is not None or out.serve is not None) and paced)
             or (out.out_path is not None and spec.is_live))
+
+
+def _check_sound_device(choice: str | None, spec: SourceSpec, carried: bool) -> None:
+    """``--sound`` is for live sources, where the sound can go somewhere and be recorded."""
+    if not choice:
+        return
+    if not spec.is_live:
+        raise ConfigError(f"--sound {choice}: {spec.display_name} is not a live source (a file brings its own "
+                          "sound); --sound is for a screen, a window, a webcam or a stream")
+    from stream_guard.sources.sound_device import check_sound_device_support
+
+    check_sound_device_support()
+    if not carried:
+        log.warning("--sound %s: no output carries sound (--out, --clips, --stream-to, --serve): not recording it",
+                    choice)
 
 
 def build_sinks(config: RunConfig, info: StreamInfo, model: ModelSpec, threshold: float,
@@ -271,11 +286,13 @@ class Pipeline:
         source_spec = with_input_options(parse_source(spec_text), self.config.source.input_options)
         model = load_model(self.config)
         sound = SoundBus() if sound_wanted(self.config, source_spec) else None
+        _check_sound_device(self.config.source.sound_device, source_spec, sound is not None)
         source = open_source(source_spec, realtime=self.config.source.realtime,
                              demo_seconds=self.config.source.demo_seconds, deinterlace=self.config.source.deinterlace,
                              max_megapixels=self.config.source.max_megapixels,
                              sound=None if sound is None else sound.publish, tone_map=self.config.source.tone_map,
-                             video_stream=self.config.source.video_stream)
+                             video_stream=self.config.source.video_stream,
+                             sound_device=self.config.source.sound_device)
         info = _open_with_hint(source, self.config.source.input_options)
         try:
             check_frame_size(info.source_id, info.width, info.height, self.config.source.max_megapixels,

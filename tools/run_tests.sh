@@ -5,9 +5,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # systemd-analyze checks the unit; a real MQTT broker; D-Bus, PipeWire and GStreamer for Wayland screen capture;
-# a window manager (openbox) for window capture as on a desktop
+# a window manager (openbox) for window capture as on a desktop; PipeWire's PulseAudio server for --sound
 APT_PACKAGES=(xvfb x11-utils espeak-ng chromium systemd mosquitto dbus pipewire wireplumber pipewire-bin
-              gstreamer1.0-tools gstreamer1.0-pipewire gstreamer1.0-plugins-base gstreamer1.0-plugins-good openbox)
+              gstreamer1.0-tools gstreamer1.0-pipewire gstreamer1.0-plugins-base gstreamer1.0-plugins-good openbox
+              pipewire-pulse)
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do
   # "installed", not merely known: a removed package whose config files remain is not

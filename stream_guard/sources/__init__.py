@@ -51,12 +51,13 @@ class PacedSource:
 def open_source(spec: SourceSpec, realtime: bool = False, demo_seconds: float = 20.0,
                 deinterlace: str = "auto", max_megapixels: float = DEFAULT_MAX_MEGAPIXELS,
                 sound: Callable[[SoundChunk], None] | None = None, tone_map: bool = True,
-                video_stream: int | None = None) -> FrameSource:
+                video_stream: int | None = None, sound_device: str | None = None) -> FrameSource:
     """Build (not yet open) the source for a parsed spec; ``deinterlace``: auto, always or off;
     ``max_megapixels`` picks the largest stream within it when there are several (HLS variants),
     unless ``video_stream`` names one (its ID: an MPEG-TS PID, an HLS variant's number...);
     ``sound`` receives the source's decoded sound, if it has any (the demo has none); ``tone_map``
-    False reads HDR video as it is, without mapping it to SDR."""
+    False reads HDR video as it is, without mapping it to SDR; ``sound_device`` (``--sound``), with
+    ``sound``: that device's sound instead of the source's own (a live source only)."""
     source: FrameSource
     if spec.kind == "demo":
         from stream_guard.sources.demo import DemoSource
@@ -71,8 +72,12 @@ def open_source(spec: SourceSpec, realtime: bool = False, demo_seconds: float = 
 
         source = X11CaptureSource(spec, deinterlace=deinterlace, max_megapixels=max_megapixels, tone_map=tone_map)
     else:
-        source = PyAVSource(spec, deinterlace=deinterlace, max_megapixels=max_megapixels, sound=sound,
-                            tone_map=tone_map, video_stream=video_stream)
+        source = PyAVSource(spec, deinterlace=deinterlace, max_megapixels=max_megapixels,
+                            sound=None if sound_device else sound, tone_map=tone_map, video_stream=video_stream)
+    if sound_device and sound is not None:
+        from stream_guard.sources.sound_device import DeviceSoundSource
+
+        source = DeviceSoundSource(source, sound_device, sound)
     if realtime and not spec.is_live:
         source = PacedSource(source)
     return source

@@ -1,0 +1,335 @@
+"""Sound from a sound device, beside a live source that has none of its own (``--sound``).
+
+A screen, a window or a webcam brings pictures only; the call on that screen is heard through the
+computer's speakers, and the person in front of the webcam through its microphone. ``--sound
+desktop`` records what the computer plays (the default output's monitor), ``--sound mic`` the
+default input, and ``--sound NAME`` any PulseAudio or PipeWire source by (part of) its name or
+description, as the sound server lists them (pulsectl). GStreamer's ``pulsesrc`` records it in a child process (PulseAudio and
+PipeWire's PulseAudio server both speak its protocol) and writes 48 kHz stereo float to a pipe.
+
+**Placing the sound by the pictures.** The device's samples carry no time the pictures share, so
+each 20 ms block is stamped on the monotonic clock by counting samples from the first block's
+arrival (steady, no jitter), re-anchored when the count and the arrival times part by more than
+the device's buffering allows (lost samples, a device clock faster than ours). :class:`PictureClock`
+maps that time to the pictures' clock from the frames' own ``pts_s`` and ``wallclock_s`` (the
+least-delayed frame of the last second), so the outputs place the sound as they place a stream's
+own.
+"""
+from __future__ import annotations
+
+import dataclasses
+import logging
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections import deque
+from typing import IO, Callable, Iterator
+
+import numpy as np
+
+from stream_guard.errors import ConfigError, SourceError
+from stream_guard.sources.base import FrameSource
+from stream_guard.types import SOUND_CHANNELS, SOUND_RATE, Frame, SoundChunk, StreamInfo
+
+log = logging.getLogger(__name__)
+
+GST_LAUNCH = "gst-launch-1.0"
+GST_PACKAGES = "Debian/Ubuntu: sudo apt install gstreamer1.0-tools gstreamer1.0-plugins-good"
+DEVICE_ALIASES = {"desktop": "@DEFAULT_MONITOR@", "mic": "@DEFAULT_SOURCE@"}
+BLOCK_SAMPLES = SOUND_RATE // 50  # 20 ms
+START_TIMEOUT_S = 5.0
+MAX_LATE_S = 0.25  # samples arriving later than this after their count says: some were lost; re-anchor
+PICTURE_GAP_S = 2.0  # no picture for this long: the source is down, its sound is not placed
+_BLOCK_BYTES = BLOCK_SAMPLES * SOUND_CHANNELS * 4
+
+
+class SoundDeviceError(SourceError):
+    """The sound device named by ``--sound`` cannot be recorded."""
+
+
+@dataclasses.dataclass(frozen=True)
+class SoundSource:
+    """A PulseAudio source (PipeWire's too) as its server lists it."""
+
+    name: str
+    description: str
+    monitor: bool  # it records what an output plays, not a microphone or line input
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.description})"
+
+
+def list_sound_sources() -> tuple[list[SoundSource], str | None, str | None]:
+    """The sound server's sources, and the names of its default output's monitor and its default input
+    (None where there is none); :class:`SoundDeviceError` when no server answers."""
+    try:
+        import pulsectl
+    except (ImportError, OSError) as e:  # OSError: libpulse itself is missing
+        raise SoundDeviceError(f"--sound needs PulseAudio's client library (libpulse0) and pulsectl ({e})") from e
+    try:
+        with pulsectl.Pulse("stream_guard") as pulse:
+            info = pulse.server_info()
+            sources = [SoundSource(s.name, s.description, s.monitor_of_sink != 0xFFFFFFFF)
+                       for s in pulse.source_list()]
+    except pulsectl.PulseError as e:
+        raise SoundDeviceError("--sound: no PulseAudio or PipeWire sound server answers for this user") from e
+    names = {s.name for s in sources}
+    monitor = f"{info.default_sink_name}.monitor" if info.default_sink_name else None
+    return (sources, monitor if monitor in names else None,
+            info.default_source_name if info.default_source_name in names else None)
+
+
+def find_sound_source(choice: str) -> SoundSource:
+    """The source ``--sound`` names: ``desktop`` (the default output's monitor), ``mic`` (the default
+    input), a source's exact name, or text that one source's name or description contains (any case)."""
+    sources, monitor, default_input = list_sound_sources()
+    listed = "; ".join(map(str, sources)) or "none"
+    wanted = {"desktop": monitor, "mic": default_input}.get(choice.lower(), choice)
+    if wanted is None:
+        what = "output" if choice.lower() == "desktop" else "input"
+        raise SoundDeviceError(f"--sound {choice}: the sound server has no default {what}; its sources: {listed}")
+    exact = [s for s in sources if s.name == wanted]
+    if exact:
+        return exact[0]
+    like = [s for s in sources if wanted.lower() in s.name.lower() or wanted.lower() in s.description.lower()]
+    if len(like) == 1:
+        return like[0]
+    if not like:
+        raise SoundDeviceError(f"--sound {choice}: no such sound source; the sound server's sources: {listed}")
+    raise SoundDeviceError(f"--sound {choice}: {len(like)} sound sources match: "
+                           f"{'; '.join(map(str, like))}: give more of the name")
+
+
+def recorded_name(choice: str, source: SoundSource) -> str:
+    """What the recorder asks the server for: ``desktop`` and ``mic`` as the server's defaults (so a
+    reconnect follows a new default output), anything else as the source found for it."""
+    return DEVICE_ALIASES.get(choice.lower(), source.name)
+
+
+def check_sound_device_support() -> None:
+    """Raise a one-line :class:`ConfigError` where ``--sound`` cannot work: not Linux, or no GStreamer
+    with ``pulsesrc``."""
+    if not sys.platform.startswith("linux"):
+        raise ConfigError("--sound records through PulseAudio or PipeWire, on Linux only; elsewhere, record the "
+                          "sound apart (OBS, Audacity) or stream the source with its sound")
+    if shutil.which(GST_LAUNCH) is None:
+        raise ConfigError(f"--sound needs GStreamer's {GST_LAUNCH} ({GST_PACKAGES})")
+
+
+def recorder_command(device: str) -> list[str]:
+    """The child that records ``device`` and writes 48 kHz stereo float32, interleaved, to stdout."""
+    return [GST_LAUNCH, "-q", "pulsesrc", f"device={device}", "client-name=stream_guard",
+            "buffer-time=100000", "latency-time=10000", "!", "audioconvert", "!", "audioresample", "!",
+            f"audio/x-raw,format=F32LE,rate={SOUND_RATE},channels={SOUND_CHANNELS},layout=interleaved", "!",
+            "fdsink", "fd=1", "sync=false"]
+
+
+def _explain(choice: str, stderr: str) -> str:
+    text = stderr.lower()
+    if "no such entity" in text:
+        return (f"--sound {choice}: no such sound device; PulseAudio/PipeWire sources are listed by "
+                f"'pactl list short sources' (or use desktop or mic)")
+    if "connection refused" in text or "failed to connect" in text:
+        return f"--sound {choice}: no PulseAudio or PipeWire sound server answers for this user"
+    if "no element" in text and "pulsesrc" in text:
+        return f"--sound needs GStreamer's pulsesrc ({GST_PACKAGES})"
+    detail = next((line.strip() for line in stderr.splitlines() if line.strip().startswith("ERROR")), "")
+    return f"--sound {choice}: cannot record ({detail or 'the recorder stopped'})"
+
+
+class PictureClock:
+    """Maps a ``time.monotonic()`` moment to the pictures' clock (:attr:`Frame.pts_s`).
+
+    Updated by the capture thread with every frame, read by the sound recorder's thread. The
+    offset is that of the least-delayed of the last second's frames: a frame's ``wallclock_s`` is
+    when it was received, late by however long it took to read and decode."""
+
+    def __init__(self) -> None:
+        self._offsets: deque[tuple[float, float]] = deque()  # (wallclock_s, pts_s - wallclock_s)
+        self._lock = threading.Lock()
+
+    def note(self, frame: Frame) -> None:
+        with self._lock:
+            self._offsets.append((frame.wallclock_s, frame.pts_s - frame.wallclock_s))
+            while self._offsets[0][0] < frame.wallclock_s - 1.0:
+                self._offsets.popleft()
+
+    def pts_at(self, monotonic_s: float) -> float | None:
+        """``monotonic_s`` on the pictures' clock; None before the first picture, or while none has
+        come for :data:`PICTURE_GAP_S` (the source is down: its sound would have nowhere to go)."""
+        with self._lock:
+            if not self._offsets or monotonic_s - self._offsets[-1][0] > PICTURE_GAP_S:
+                return None
+            return monotonic_s + max(offset for _, offset in self._offsets)
+
+
+class _SampleClock:
+    """Monotonic time of each block's first sample: counted from an anchor, re-anchored when the
+    count runs ahead of the arrivals (a faster device clock) or far behind them (lost samples)."""
+
+    def __init__(self) -> None:
+        self._anchor: float | None = None
+        self._samples = 0
+
+    def stamp(self, arrived_s: float, samples: int) -> float:
+        captured_s = arrived_s - samples / SOUND_RATE  # at the latest
+        counted_s = None if self._anchor is None else self._anchor + self._samples / SOUND_RATE
+        if counted_s is None or counted_s > captured_s or captured_s - counted_s > MAX_LATE_S:
+            self._anchor, self._samples = captured_s, 0
+            counted_s = captured_s
+        self._samples += samples
+        return counted_s
+
+
+class DeviceSoundRecorder:
+    """Records one sound device in a child process and publishes :class:`SoundChunk` items stamped
+    on the pictures' clock, from its own thread. A recorder that dies is restarted every second;
+    sound problems never stop the pictures."""
+
+    def __init__(self, choice: str, device: str, publish: Callable[[SoundChunk], None],
+                 clock: PictureClock) -> None:
+        self.choice = choice
+        self.device = device
+        self._publish = publish
+        self._clock = clock
+        self._stop = threading.Event()
+        self._proc: subprocess.Popen | None = None
+        self._thread: threading.Thread | None = None
+        self._first_block = threading.Event()
+        self._errors: IO[bytes] | None = None
+
+    def start(self) -> None:
+        """Start recording; raise :class:`SoundDeviceError` if the device gives no sound within
+        :data:`START_TIMEOUT_S` (no such device, no sound server)."""
+        self._proc = self._spawn()
+        self._thread = threading.Thread(target=self._run, name="sound-device", daemon=True)
+        self._thread.start()
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while not self._first_block.wait(0.05):
+            if self._proc.poll() is not None or time.monotonic() > deadline:
+                error = self._failure(self._proc)
+                self.stop()
+                raise SoundDeviceError(error)
+
+    def stop(self) -> None:
+        self._stop.set()
+        proc = self._proc
+        if proc is not None and proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(timeout=3)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        if self._thread is not None and self._thread is not threading.current_thread():
+            self._thread.join(timeout=3)
+
+    def _spawn(self) -> subprocess.Popen:
+        # stderr to a file, not a pipe: a pipe nobody reads would stall a long run's recorder once full
+        if self._errors is not None:
+            self._errors.close()
+        self._errors = tempfile.TemporaryFile()
+        return subprocess.Popen(recorder_command(self.device), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                stderr=self._errors)
+
+    def _failure(self, proc: subprocess.Popen) -> str:
+        if proc.poll() is None:
+            return f"--sound {self.choice}: the device gave no sound within {START_TIMEOUT_S:.0f} s"
+        assert self._errors is not None
+        self._errors.seek(0)
+        return _explain(self.choice, self._errors.read().decode(errors="replace"))
+
+    def _run(self) -> None:
+        proc = self._proc
+        while proc is not None and not self._stop.is_set():
+            self._read(proc)
+            proc.wait()
+            if self._stop.is_set() or not self._first_block.is_set():
+                return
+            log.warning("%s: the recorder stopped; trying again every second", self._failure(proc))
+            while not self._stop.wait(1.0):
+                proc = self._proc = self._spawn()
+                if proc.stdout is not None and proc.stdout.peek(1):  # type: ignore[union-attr]
+                    log.warning("--sound %s: recording again", self.choice)
+                    break
+                proc.wait()
+
+    def _read(self, proc: subprocess.Popen) -> None:
+        assert proc.stdout is not None
+        clock = _SampleClock()
+        buffer = bytearray(_BLOCK_BYTES)
+        view = memoryview(buffer)
+        while not self._stop.is_set():
+            got = 0
+            while got < _BLOCK_BYTES:
+                n = proc.stdout.readinto(view[got:])
+                if not n:
+                    return
+                got += n
+            captured_s = clock.stamp(time.monotonic(), BLOCK_SAMPLES)
+            self._first_block.set()
+            pts_s = self._clock.pts_at(captured_s)
+            if pts_s is None:
+                continue
+            samples = np.frombuffer(buffer, np.float32).reshape(BLOCK_SAMPLES, SOUND_CHANNELS).T.copy()
+            self._publish(SoundChunk(samples, pts_s))
+
+
+class DeviceSoundSource:
+    """A live :class:`FrameSource` with a sound device's sound: the pictures are ``inner``'s, the
+    sound comes from ``choice`` (``--sound``) for as long as each connection lasts. A device that
+    cannot be recorded fails the first open (a user error); on a reconnect it only costs the sound."""
+
+    def __init__(self, inner: FrameSource, choice: str, publish: Callable[[SoundChunk], None]) -> None:
+        self.inner = inner
+        self.source_id = inner.source_id
+        self.choice = choice
+        self._publish = publish
+        self._clock = PictureClock()
+        self._recorder: DeviceSoundRecorder | None = None
+        self._device: str | None = None  # found at the first open
+
+    def open(self) -> StreamInfo:
+        first = self._device is None
+        if self._device is None:
+            source = find_sound_source(self.choice)
+            self._describe(source)
+            self._device = recorded_name(self.choice, source)
+        info = self.inner.open()
+        self._clock = PictureClock()
+        recorder = DeviceSoundRecorder(self.choice, self._device, self._publish, self._clock)
+        try:
+            recorder.start()
+            self._recorder = recorder
+        except SoundDeviceError as e:
+            if first:
+                self.inner.close()
+                raise
+            log.warning("%s: this connection goes on without sound", e)
+        return dataclasses.replace(info, has_sound=True)
+
+    def _describe(self, source: SoundSource) -> None:
+        log.info("--sound %s: recording %s", self.choice, source)
+        if self.choice.lower() == "mic" and source.monitor:
+            log.warning("--sound mic: the default input is %s, which records an output, not a microphone", source)
+
+    def frames(self) -> Iterator[Frame]:
+        for frame in self.inner.frames():
+            self._clock.note(frame)
+            yield frame
+
+    def close(self) -> None:
+        if self._recorder is not None:
+            self._recorder.stop()
+            self._recorder = None
+        self.inner.close()
+
+    def __enter__(self) -> "DeviceSoundSource":
+        self.open()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

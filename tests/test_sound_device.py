@@ -1,0 +1,256 @@
+"""--sound: a sound device's sound beside a live source that has none (a screen, a window, a webcam).
+
+Real parts: Xvfb, PipeWire with its PulseAudio server and a null sink (a desktop without speakers),
+GStreamer's pulsesrc, x11grab, the encoders."""
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Iterator
+
+import av
+import numpy as np
+import pytest
+
+from stream_guard.outputs.live_sound import DRIFT_S
+from stream_guard.sources.sound_device import (PICTURE_GAP_S, DeviceSoundSource, PictureClock, SoundDeviceError,
+                                               _SampleClock, find_sound_source)
+from stream_guard.types import SOUND_RATE, Frame, SoundChunk, StreamInfo
+from tests.conftest import run_cli
+from tests.support.desktop_sound import SINK, BeepFlasher, PulseServer, beeping, pulse_server
+from tests.support.pipewire_session import Session, missing_programs, pipewire_session
+from tests.test_live_sound import _beeps, _flashes, _sound
+
+FPS = 25
+REGION = (320, 240)
+# The flash follows the beep: the flasher hears it one PipeWire period (21 ms) after it was played, and
+# x11grab sees the flash at its next grab (up to a frame later). The recording holds the sound's offset to
+# the pictures steady until they drift from it by DRIFT_S, so a placed beep leads its flash by 0-60 ms,
+# give or take DRIFT_S; misplaced by a buffer's worth (100 ms or more), it falls outside.
+FLASH_AFTER_BEEP_S = (-DRIFT_S - 0.01, 0.021 + 1 / FPS + DRIFT_S)
+
+
+@pytest.fixture(scope="module")
+def desktop(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Session, PulseServer]]:
+    missing = missing_programs() + [p for p in ("pipewire-pulse", "pw-cli") if shutil.which(p) is None]
+    if missing:
+        pytest.skip(f"not installed: {', '.join(missing)} (tools/run_tests.sh installs them)")
+    folder = tmp_path_factory.mktemp("desktop_sound")
+    with pipewire_session(folder) as session, pulse_server(session, folder) as server:
+        yield session, server
+
+
+@pytest.fixture
+def session_env(desktop: tuple[Session, PulseServer], xvfb: int, monkeypatch: pytest.MonkeyPatch) -> Session:
+    """This process and the CLI it starts reach the desktop's sound server and X display."""
+    session, _ = desktop
+    monkeypatch.setenv("XDG_RUNTIME_DIR", session.env["XDG_RUNTIME_DIR"])
+    monkeypatch.setenv("DISPLAY", f":{xvfb}")
+    return session
+
+
+def _region() -> str:
+    return f"screen@{REGION[0]}x{REGION[1]}+0+0"
+
+
+def test_a_screen_recording_carries_the_desktop_sound_in_sync(
+        desktop: tuple[Session, PulseServer], session_env: Session, xvfb: int, tmp_path: Path,
+        placeholder_model: Path) -> None:
+    sink = SINK
+    out = tmp_path / "call.mp4"
+    with BeepFlasher(session_env, sink, xvfb, REGION) as flasher, beeping(session_env, sink):
+        result = run_cli("watch", _region(), "--sound", "desktop", "--model", str(placeholder_model), "--out",
+                         str(out), "--input-option", f"framerate={FPS}", "--max-frames", str(8 * FPS), "-v")
+    assert result.returncode == 0, result.stderr
+    assert f"recording {sink}.monitor (Monitor of {sink})" in result.stderr
+    assert flasher.flashes >= 6
+    sound = _sound(out)
+    assert sound is not None, "the recording is silent"
+    codec, wave, start_s = sound
+    assert codec == "aac"
+    flashes, beeps = _flashes(out), _beeps(wave, start_s)
+    assert len(beeps) >= 5, beeps
+    # each beep has its flash just after it (a flash at the very start may have lost its beep to the start)
+    for beep in beeps:
+        lead = min((f - beep for f in flashes), key=abs)
+        assert FLASH_AFTER_BEEP_S[0] < lead < FLASH_AFTER_BEEP_S[1], (flashes, beeps)
+    with av.open(str(out)) as container:
+        video = container.streams.video[0]
+        video_s = float(video.duration * video.time_base)
+    assert abs(start_s + len(wave) / SOUND_RATE - video_s) < 0.3  # sound all along the pictures
+
+
+def test_the_sound_comes_back_after_the_sound_server_restarts(
+        desktop: tuple[Session, PulseServer], session_env: Session, tmp_path: Path, placeholder_model: Path) -> None:
+    _, server = desktop
+    out = tmp_path / "call.mp4"
+    with ThreadPoolExecutor(1) as pool:
+        with beeping(session_env, SINK):
+            run = pool.submit(run_cli, "watch", _region(), "--sound", "desktop", "--model", str(placeholder_model),
+                              "--out", str(out), "--input-option", f"framerate={FPS}", "--max-frames", str(10 * FPS))
+            deadline = time.monotonic() + 60
+            while not out.exists() and time.monotonic() < deadline:  # the run has started
+                time.sleep(0.05)
+            time.sleep(1.5)
+            server.stop()  # the player fails with it
+        time.sleep(1.5)
+        server.start()
+        with beeping(session_env, SINK):
+            result = run.result(timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert "the recorder stopped; trying again every second" in result.stderr
+    assert "--sound desktop: recording again" in result.stderr
+    sound = _sound(out)
+    assert sound is not None
+    _, wave, start_s = sound
+    beeps = _beeps(wave, start_s)
+    end_s = start_s + len(wave) / SOUND_RATE
+    assert [b for b in beeps if b < 2.0] and len([b for b in beeps if b > end_s - 4.0]) >= 2, (beeps, end_s)
+
+
+def test_a_sound_source_is_found_by_part_of_its_description(desktop: tuple[Session, PulseServer],
+                                                             session_env: Session) -> None:
+    sink = SINK
+    assert find_sound_source("desktop").name == f"{sink}.monitor"
+    assert find_sound_source("monitor of CALL").name == f"{sink}.monitor"  # any case, a part
+    assert find_sound_source(f"{sink}.monitor").monitor
+
+
+def test_doctor_names_what_desktop_and_mic_would_record(desktop: tuple[Session, PulseServer],
+                                                       session_env: Session) -> None:
+    sink = SINK
+    result = run_cli("doctor")
+    line = next(line for line in result.stdout.splitlines() if "sound (--sound)" in line)
+    assert re.match(r"^\[\s*ok\] sound \(--sound\)", line), line
+    # headless: the only source is the output's monitor, which PipeWire also makes the default input
+    assert f"desktop = {sink}.monitor; mic = {sink}.monitor; 1 source(s)" in line, line
+
+
+def test_an_unknown_sound_source_is_one_line_listing_those_there(
+        desktop: tuple[Session, PulseServer], session_env: Session, tmp_path: Path, placeholder_model: Path) -> None:
+    sink = SINK
+    result = run_cli("watch", _region(), "--sound", "headset", "--model", str(placeholder_model),
+                     "--out", str(tmp_path / "unused.mp4"), "--max-frames", "5")
+    assert result.returncode == 3
+    lines = result.stderr.strip().splitlines()
+    assert lines == [f"stream-guard: error: --sound headset: no such sound source; the sound server's sources: "
+                     f"{sink}.monitor (Monitor of {sink})"], result.stderr
+
+
+def test_no_sound_server_is_one_line_exit_3(xvfb: int, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                            placeholder_model: Path) -> None:
+    nowhere = tmp_path / "run"
+    nowhere.mkdir(mode=0o700)
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(nowhere))
+    monkeypatch.delenv("PULSE_SERVER", raising=False)
+    monkeypatch.setenv("DISPLAY", f":{xvfb}")
+    result = run_cli("watch", _region(), "--sound", "mic", "--model", str(placeholder_model),
+                     "--out", str(tmp_path / "unused.mp4"), "--max-frames", "5")
+    assert result.returncode == 3
+    assert result.stderr.strip().splitlines()[-1] == \
+        "stream-guard: error: --sound: no PulseAudio or PipeWire sound server answers for this user"
+    assert not (tmp_path / "unused.mp4").exists()
+
+
+def test_sound_for_a_file_is_a_configuration_error(tmp_path: Path, placeholder_model: Path) -> None:
+    from tests.support.synth_video import make_test_clip
+
+    clip = make_test_clip(tmp_path / "clip.mp4", seconds=0.5)
+    result = run_cli("watch", str(clip), "--sound", "desktop", "--model", str(placeholder_model),
+                     "--out", str(tmp_path / "out.mp4"))
+    assert result.returncode == 2
+    assert "--sound desktop" in result.stderr and "is not a live source" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_sound_that_no_output_carries_is_not_recorded(xvfb: int, monkeypatch: pytest.MonkeyPatch,
+                                                      placeholder_model: Path) -> None:
+    monkeypatch.setenv("DISPLAY", f":{xvfb}")
+    result = run_cli("watch", _region(), "--sound", "desktop", "--model", str(placeholder_model), "--max-frames", "3")
+    assert result.returncode == 0, result.stderr
+    assert "no output carries sound" in result.stderr
+
+
+class _Pictures:
+    """A live picture source for the sound wrapper: ``frames`` grey pictures at 25 fps, stamped now."""
+
+    source_id = "pictures"
+
+    def __init__(self, frames: int) -> None:
+        self.count, self.opens, self.closes = frames, 0, 0
+
+    def open(self) -> StreamInfo:
+        self.opens += 1
+        return StreamInfo(self.source_id, 64, 48, 25.0, None, True)
+
+    def frames(self) -> Iterator[Frame]:
+        start = time.monotonic()
+        for i in range(self.count):
+            time.sleep(0.04)
+            yield Frame(np.zeros((48, 64, 3), np.uint8), i, i * 0.04, start + i * 0.04 + 0.01, self.source_id)
+
+    def close(self) -> None:
+        self.closes += 1
+
+
+def _recorders(session: Session) -> int:
+    out = subprocess.run(["pgrep", "-fc", "pulsesrc device=@DEFAULT_MONITOR@ client-name=stream_guard"],
+                         capture_output=True, text=True)
+    return int(out.stdout.strip() or 0)
+
+
+def test_each_connection_records_and_stops_its_own_sound(desktop: tuple[Session, PulseServer],
+                                                         session_env: Session) -> None:
+    chunks: list[SoundChunk] = []
+    source = DeviceSoundSource(_Pictures(50), "desktop", chunks.append)
+    for connection in range(2):  # a reconnect closes the source and opens it again
+        info = source.open()
+        assert info.has_sound and _recorders(session_env) == 1
+        chunks.clear()
+        list(source.frames())
+        source.close()
+        assert _recorders(session_env) == 0
+        got_s = sum(c.duration_s for c in chunks)
+        assert 1.2 < got_s < 2.2, (connection, got_s)  # the 2 s of pictures, less the recorder's start
+        assert all(b.pts_s > a.pts_s for a, b in zip(chunks, chunks[1:]))
+        assert -0.1 < chunks[0].pts_s < 0.8 and chunks[-1].pts_s < 2.1
+
+
+def test_a_device_that_cannot_be_recorded_fails_the_first_open_and_frees_the_pictures(
+        desktop: tuple[Session, PulseServer], session_env: Session) -> None:
+    pictures = _Pictures(1)
+    with pytest.raises(SoundDeviceError, match="no such sound source"):
+        DeviceSoundSource(pictures, "nothing-like-this", lambda chunk: None).open()
+    assert pictures.opens == 0 or pictures.closes == pictures.opens
+
+
+def _frame(pts_s: float, received_s: float) -> Frame:
+    return Frame(np.zeros((2, 2, 3), np.uint8), 0, pts_s, received_s, "x")
+
+
+def test_the_picture_clock_uses_the_least_delayed_recent_frame() -> None:
+    clock = PictureClock()
+    assert clock.pts_at(100.0) is None  # no picture yet: nowhere to place sound
+    clock.note(_frame(0.0, 100.05))  # decoded 50 ms after it was taken
+    clock.note(_frame(0.04, 100.05))  # 10 ms
+    clock.note(_frame(0.08, 100.11))  # 30 ms
+    assert clock.pts_at(100.2) == pytest.approx(0.2 - 0.01)
+    clock.note(_frame(1.5, 101.53))  # a second later, only this frame counts
+    assert clock.pts_at(101.6) == pytest.approx(1.5 + 0.07)
+    assert clock.pts_at(101.53 + PICTURE_GAP_S + 0.1) is None  # the pictures stopped: the source is down
+
+
+def test_the_sample_clock_counts_samples_and_re_anchors_on_loss_or_a_fast_device() -> None:
+    clock = _SampleClock()
+    block = 960 / SOUND_RATE
+    stamps = [clock.stamp(10.0 + block * (i + 1) + jitter, 960) for i, jitter in
+              enumerate([0.0, 0.015, 0.002, 0.019, 0.0])]
+    assert stamps == pytest.approx([10.0 + block * i for i in range(5)])  # arrival jitter does not move them
+    lost = clock.stamp(10.0 + block * 6 + 0.5, 960)  # half a second of samples never came
+    assert lost == pytest.approx(10.0 + block * 5 + 0.5)
+    early = clock.stamp(10.0 + block * 6 + 0.5, 960)  # arrived before its count says it was taken
+    assert early == pytest.approx(10.0 + block * 5 + 0.5)
