@@ -156,6 +156,14 @@ class _Parser(argparse.ArgumentParser):
             self.error(f"options file line {arg_line.strip()!r}: {e}")
 
 
+def _add_sound_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--sound", dest="sound_device", metavar="DEVICE",
+                        help="record the sound that --out, --clips, --stream-to and --serve carry from a sound "
+                             "device instead of the source (live sources; Linux, PulseAudio or PipeWire): desktop "
+                             "(what the computer plays: a call on the screen), mic (the default input) or part of "
+                             "a sound source's name or description")
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="stream-guard", description="Live deepfake monitor for video streams.",
                      fromfile_prefix_chars="@",
@@ -194,11 +202,7 @@ def _parser() -> argparse.ArgumentParser:
     watch.add_argument("--tone-map", choices=("auto", "off"), default="auto",
                        help="map HDR video (PQ, HLG: phones record it) to SDR for analysis (auto, default), "
                             "or read it as it is (off: dim and flat, faster)")
-    watch.add_argument("--sound", dest="sound_device", metavar="DEVICE",
-                       help="record the sound that --out, --clips, --stream-to and --serve carry from a sound device "
-                            "instead of the source (live sources; Linux, PulseAudio or PipeWire): desktop (what "
-                            "the computer plays: a call on the screen), mic (the default input) or a source's name "
-                            "(pactl list short sources)")
+    _add_sound_option(watch)
     watch.add_argument("--input-option", dest="input_options", type=_input_option, action="append", default=[],
                        metavar="KEY=VALUE",
                        help="an FFmpeg option for opening SOURCE, repeatable: a webcam's video_size=1280x720, "
@@ -276,6 +280,7 @@ def _add_scan_and_gui(sub, common: argparse.ArgumentParser) -> None:
                          description="Opens a window; SOURCE (optional) pre-fills the source field.")
     gui.add_argument("source", nargs="?", default="", metavar="SOURCE")
     gui.add_argument("--start", action="store_true", help="start analysing SOURCE right away")
+    _add_sound_option(gui)
     _add_model_options(gui)
     _add_alert_options(gui)
 

@@ -4,8 +4,11 @@ Real parts: Xvfb, PipeWire with its PulseAudio server and a null sink (a desktop
 GStreamer's pulsesrc, x11grab, the encoders."""
 from __future__ import annotations
 
+import contextlib
+import os
 import re
 import shutil
+import socket
 import subprocess
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -23,6 +26,8 @@ from stream_guard.types import SOUND_RATE, Frame, SoundChunk, StreamInfo
 from tests.conftest import run_cli
 from tests.support.desktop_sound import SINK, BeepFlasher, PulseServer, beeping, pulse_server
 from tests.support.pipewire_session import Session, missing_programs, pipewire_session
+from tests.support.stream_receiver import free_port
+from tests.support.synth_video import make_test_clip
 from tests.test_live_sound import _beeps, _flashes, _sound
 
 FPS = 25
@@ -112,6 +117,46 @@ def test_the_sound_comes_back_after_the_sound_server_restarts(
     assert [b for b in beeps if b < 2.0] and len([b for b in beeps if b > end_s - 4.0]) >= 2, (beeps, end_s)
 
 
+def test_the_desktop_app_adds_the_sound_to_live_sources_only(
+        desktop: tuple[Session, PulseServer], session_env: Session, tmp_path: Path, placeholder_model: Path) -> None:
+    import tkinter as tk
+
+    from stream_guard.config import ModelOptions, OutputOptions, RunConfig, SourceOptions
+    from stream_guard.gui.app import StreamGuardApp
+    from tests.test_gui import pump_until
+
+    port = free_port(socket.SOCK_DGRAM)
+    receiver = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    receiver.bind(("127.0.0.1", port))
+    receiver.settimeout(0.2)
+    config = RunConfig(source=SourceOptions(spec="demo", sound_device="desktop"),
+                       model=ModelOptions(model_dir=placeholder_model),
+                       outputs=OutputOptions(stream_to=f"udp://127.0.0.1:{port}"))
+    app = StreamGuardApp(tk.Tk(className="stream_guard_test"), config, show_dialogs=False)
+    received = bytearray()
+    try:
+        with beeping(session_env, SINK):
+            app.set_source(_region())
+            assert app.start(), app.last_error
+            assert app.pipeline_thread.pipeline.config.source.sound_device == "desktop"
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline and len(received) < 400_000:
+                pump_until(app, lambda: True)
+                with contextlib.suppress(socket.timeout):
+                    received += receiver.recv(65536)
+            assert app.stop()
+        app.set_source(str(make_test_clip(tmp_path / "clip.mp4", seconds=0.5)))
+        assert app.start(), app.last_error  # a file: its own sound, no error for --sound
+        assert app.pipeline_thread.pipeline.config.source.sound_device is None
+        assert pump_until(app, lambda: not app.running) and app.last_error is None
+    finally:
+        app.close()
+        receiver.close()
+    (tmp_path / "sent.ts").write_bytes(received)
+    sound = _sound(tmp_path / "sent.ts")
+    assert sound is not None and _beeps(sound[1], sound[2]), "the stream sent on has no beeps"
+
+
 def test_a_sound_source_is_found_by_part_of_its_description(desktop: tuple[Session, PulseServer],
                                                              session_env: Session) -> None:
     sink = SINK
@@ -157,8 +202,6 @@ def test_no_sound_server_is_one_line_exit_3(xvfb: int, tmp_path: Path, monkeypat
 
 
 def test_sound_for_a_file_is_a_configuration_error(tmp_path: Path, placeholder_model: Path) -> None:
-    from tests.support.synth_video import make_test_clip
-
     clip = make_test_clip(tmp_path / "clip.mp4", seconds=0.5)
     result = run_cli("watch", str(clip), "--sound", "desktop", "--model", str(placeholder_model),
                      "--out", str(tmp_path / "out.mp4"))
@@ -198,7 +241,8 @@ class _Pictures:
 
 
 def _recorders(session: Session) -> int:
-    out = subprocess.run(["pgrep", "-fc", "pulsesrc device=@DEFAULT_MONITOR@ client-name=stream_guard"],
+    """This process's sound recorders (children: another test run's are not counted)."""
+    out = subprocess.run(["pgrep", "-P", str(os.getpid()), "-fc", "pulsesrc device=@DEFAULT_MONITOR@"],
                          capture_output=True, text=True)
     return int(out.stdout.strip() or 0)
 

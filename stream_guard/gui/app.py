@@ -157,9 +157,11 @@ class StreamGuardApp:
         self._finish_thread()
         text = self.source_var.get().strip()
         try:
-            parse_source(text)  # a typo shows at once, before any thread starts
+            live = parse_source(text).is_live  # a typo shows at once, before any thread starts
+            sound = self.config.source.sound_device if live else None  # --sound: for live sources; a file has its own
             config = dataclasses.replace(
-                self.config, source=SourceOptions(spec=text, realtime=bool(self.realtime_var.get())),
+                self.config, source=SourceOptions(spec=text, realtime=bool(self.realtime_var.get()),
+                                                  sound_device=sound),
                 outputs=dataclasses.replace(self.config.outputs, speak=bool(self.speak_var.get())))
             self.spec = load_model(config)
         except StreamGuardError as e:
@@ -298,7 +300,7 @@ class StreamGuardApp:
 
 def gui_config(args: argparse.Namespace, outputs: OutputOptions = OutputOptions()) -> RunConfig:
     """The base configuration (model, detector, alert outputs); the source is set at each Start."""
-    return RunConfig(source=SourceOptions(spec="demo"),
+    return RunConfig(source=SourceOptions(spec="demo", sound_device=getattr(args, "sound_device", None)),
                      model=ModelOptions(model_dir=args.model, provider=args.provider, threshold=args.threshold),
                      detector=DetectorOptions(model=args.detector), outputs=outputs,
                      analysis=analysis_options(min_face_px=args.min_face_px))
