@@ -219,3 +219,35 @@ def test_a_source_that_changes_shape_is_letterboxed_not_stretched(tmp_path: Path
     assert last.shape == (48, 64)
     assert last[:, :6].max() < 30 and last[:, -6:].max() < 30  # 8-pixel bars left and right
     assert last[4:-4, 12:-12].min() > 225
+
+
+@pytest.mark.parametrize("suffix", [".mp4", ".mkv", ".avi"])
+def test_a_live_recording_whose_sound_starts_late_keeps_it_in_place(tmp_path: Path, suffix: str) -> None:
+    """Sound that starts after the pictures (a sound device opened after the camera, a stream whose audio
+    joins late) stays where it was: a fragmented MP4 or an AVI would otherwise move its first packet to
+    the start of the file, and everything after with it (a beep at 1.0 s came out at 0.55 s)."""
+    from stream_guard.sound_bus import SoundFeed
+    from stream_guard.types import SOUND_RATE, SoundChunk
+
+    block = SOUND_RATE // 50  # 20 ms chunks from 0.46 s on, a beep from 1.0 to 1.2 s
+    chunks = [SoundChunk(np.full((2, block), 0.5 if 1.0 <= 0.46 + k / 50 < 1.2 else 0.0, np.float32), 0.46 + k / 50)
+              for k in range(97)]
+    feed = SoundFeed("--out")
+    sink = VideoFileSink(tmp_path / f"late{suffix}", sound=feed)
+    sink.open(replace(INFO, is_live=True, fps=25.0))
+    try:
+        for i in range(60):  # 2.4 s of pictures at 25 fps, stamped by arrival from 100 s
+            while chunks and chunks[0].pts_s < i / 25:  # the sound arrives with the pictures
+                feed.put(chunks.pop(0))
+            item = grey_frame(i, 100.0 + i / 25)
+            sink.write(replace(item, frame=replace(item.frame, pts_s=i / 25)))
+    finally:
+        sink.close()
+    with av.open(str(tmp_path / f"late{suffix}")) as container:
+        wave, first = [], None
+        for frame in container.decode(audio=0):
+            first = frame.time if first is None else first
+            wave.append(frame.to_ndarray().reshape(-1, frame.samples)[0])
+    samples = np.concatenate(wave)
+    onset = first + np.flatnonzero(np.abs(samples) > 0.1)[0] / SOUND_RATE
+    assert onset == pytest.approx(1.0, abs=0.03), suffix

@@ -37,6 +37,10 @@ MAX_FILL_S = 3.0
 LEAD_S = 0.2  # sound written this far past the latest picture (its offset is known by then)
 MAX_LAG_S = 1.0
 _TOLERANCE = 0.02  # closer than this to where the sound left off counts as continuous
+# FFmpeg's AAC encoder starts each stream with one frame of priming, which an MP4 without an edit
+# list (a fragmented one) plays as sound: starting the track one frame in keeps the first packet
+# at 0, where the muxer would otherwise move it, and every sound where it belongs.
+AAC_PRIMING_SAMPLES = 1024
 
 # the sound codec each live container carries
 SOUND_CODECS = {".mp4": "aac", ".mov": "aac", ".mkv": "aac", ".webm": "libopus", ".avi": "libmp3lame",

@@ -14,7 +14,7 @@ import numpy as np
 from stream_guard.errors import OutputError
 from stream_guard.outputs.audio_track import AudioTrack
 from stream_guard.outputs.evidence import STAMP_PATTERN, NewestKept, unused_name, utc_stamp
-from stream_guard.outputs.live_sound import SOUND_CODECS, LiveSound
+from stream_guard.outputs.live_sound import AAC_PRIMING_SAMPLES, SOUND_CODECS, LiveSound
 from stream_guard.sound_bus import SoundFeed
 from stream_guard.types import FrameResult, StreamInfo
 
@@ -240,7 +240,10 @@ class VideoFileSink:
         if self.audio_from is not None and not self._live and self.segment_s is None:
             self._audio = AudioTrack.open(self.audio_from, self._container, suffix)
         if self.sound is not None and self._live:
-            self._live_sound = LiveSound(self._container, SOUND_CODECS[suffix], self.sound)
+            # the sound track starts with the pictures (silence until the first sound comes): a fragmented
+            # MP4 or an AVI would otherwise move a later first sound to 0, ahead of its pictures
+            first = AAC_PRIMING_SAMPLES if _WRITE_AS_YOU_GO.get(suffix) is FRAGMENTED_MP4 else 0
+            self._live_sound = LiveSound(self._container, SOUND_CODECS[suffix], self.sound, first_sample=first)
 
     def close(self) -> None:
         container, self._container = self._container, None

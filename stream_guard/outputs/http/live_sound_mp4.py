@@ -9,14 +9,10 @@ one AAC packet (1024 samples, 21 ms), stamped where :class:`LiveSound` placed it
 from __future__ import annotations
 
 from stream_guard.outputs.http.live_mp4 import FragmentedMp4Output, Mp4Fragment
-from stream_guard.outputs.live_sound import LiveSound
+from stream_guard.outputs.live_sound import AAC_PRIMING_SAMPLES, LiveSound
 from stream_guard.sound_bus import SoundFeed
 
 AAC_CODEC = "mp4a.40.2"  # RFC 6381 name of AAC-LC, what FFmpeg's encoder writes
-# FFmpeg's AAC encoder starts each stream with one frame of priming, which an MP4 without an edit
-# list (a fragmented one) plays as sound: starting the track one frame in keeps the first packet
-# at 0, where the muxer would otherwise move it, and every sound where it belongs.
-AAC_PRIMING_SAMPLES = 1024
 
 
 class LiveSoundMp4Encoder:
