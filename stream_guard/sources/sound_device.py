@@ -26,7 +26,7 @@ import tempfile
 import threading
 import time
 from collections import deque
-from typing import IO, Callable, Iterator
+from typing import IO, Callable, Iterator, Sequence
 
 import numpy as np
 
@@ -42,6 +42,7 @@ DEVICE_ALIASES = {"desktop": "@DEFAULT_MONITOR@", "mic": "@DEFAULT_SOURCE@"}
 BLOCK_SAMPLES = SOUND_RATE // 50  # 20 ms
 START_TIMEOUT_S = 5.0
 MAX_LATE_S = 0.25  # samples arriving later than this after their count says: some were lost; re-anchor
+SLOW_CHECK_S, SLOW_S = 2.0, 0.02  # every block of 2 s later than 20 ms: the device's clock runs slow; catch up
 PICTURE_GAP_S = 2.0  # no picture for this long: the source is down, its sound is not placed
 _BLOCK_BYTES = BLOCK_SAMPLES * SOUND_CHANNELS * 4
 
@@ -119,12 +120,33 @@ def check_sound_device_support() -> None:
         raise ConfigError(f"--sound needs GStreamer's {GST_LAUNCH} ({GST_PACKAGES})")
 
 
-def recorder_command(device: str) -> list[str]:
-    """The child that records ``device`` and writes 48 kHz stereo float32, interleaved, to stdout."""
-    return [GST_LAUNCH, "-q", "pulsesrc", f"device={device}", "client-name=stream_guard",
-            "buffer-time=100000", "latency-time=10000", "!", "audioconvert", "!", "audioresample", "!",
-            f"audio/x-raw,format=F32LE,rate={SOUND_RATE},channels={SOUND_CHANNELS},layout=interleaved", "!",
-            "fdsink", "fd=1", "sync=false"]
+def split_choices(choices: str) -> list[str]:
+    """``--sound``'s value as the sources it names, in order, each once: ``desktop,mic`` is two."""
+    parts: list[str] = []
+    for part in (p.strip() for p in choices.split(",")):
+        if part and part.lower() not in (p.lower() for p in parts):
+            parts.append(part)
+    if not parts:
+        raise ConfigError(f"--sound {choices!r}: name a sound source (desktop, mic, or part of a source's name)")
+    return parts
+
+
+def recorder_command(devices: Sequence[str]) -> list[str]:
+    """The child that records ``devices`` (several are mixed: both sides of a call) and writes 48 kHz
+    stereo float32, interleaved, to stdout."""
+    caps = f"audio/x-raw,format=F32LE,rate={SOUND_RATE},channels={SOUND_CHANNELS},layout=interleaved"
+    out = ["fdsink", "fd=1", "sync=false"]
+
+    def source(device: str) -> list[str]:
+        return ["pulsesrc", f"device={device}", "client-name=stream_guard", "buffer-time=100000",
+                "latency-time=10000", "!", "audioconvert", "!", "audioresample", "!", caps]
+
+    if len(devices) == 1:
+        return [GST_LAUNCH, "-q", *source(devices[0]), "!", *out]
+    command = [GST_LAUNCH, "-q", "audiomixer", "name=mix", "!", caps, "!", *out]
+    for device in devices:
+        command += [*source(device), "!", "mix."]
+    return command
 
 
 def _explain(choice: str, stderr: str) -> str:
@@ -167,12 +189,16 @@ class PictureClock:
 
 
 class _SampleClock:
-    """Monotonic time of each block's first sample: counted from an anchor, re-anchored when the
-    count runs ahead of the arrivals (a faster device clock) or far behind them (lost samples)."""
+    """Monotonic time of each block's first sample, counted from an anchor. The count is re-anchored
+    at once when it runs ahead of the arrivals (a block cannot come before it was recorded: the anchor
+    was late, or the device's clock runs fast) or far behind them (lost samples), and moved on when
+    every block of the last :data:`SLOW_CHECK_S` came more than :data:`SLOW_S` late (its clock runs slow)."""
 
     def __init__(self) -> None:
         self._anchor: float | None = None
         self._samples = 0
+        self._window_start = 0.0
+        self._least_late = float("inf")
 
     def stamp(self, arrived_s: float, samples: int) -> float:
         captured_s = arrived_s - samples / SOUND_RATE  # at the latest
@@ -180,6 +206,15 @@ class _SampleClock:
         if counted_s is None or counted_s > captured_s or captured_s - counted_s > MAX_LATE_S:
             self._anchor, self._samples = captured_s, 0
             counted_s = captured_s
+            self._window_start, self._least_late = arrived_s, float("inf")
+        else:
+            self._least_late = min(self._least_late, captured_s - counted_s)
+            if arrived_s - self._window_start >= SLOW_CHECK_S:
+                if self._least_late > SLOW_S:
+                    assert self._anchor is not None
+                    self._anchor += self._least_late
+                    counted_s += self._least_late
+                self._window_start, self._least_late = arrived_s, float("inf")
         self._samples += samples
         return counted_s
 
@@ -189,10 +224,10 @@ class DeviceSoundRecorder:
     on the pictures' clock, from its own thread. A recorder that dies is restarted every second;
     sound problems never stop the pictures."""
 
-    def __init__(self, choice: str, device: str, publish: Callable[[SoundChunk], None],
+    def __init__(self, choice: str, devices: Sequence[str], publish: Callable[[SoundChunk], None],
                  clock: PictureClock) -> None:
         self.choice = choice
-        self.device = device
+        self.devices = tuple(devices)
         self._publish = publish
         self._clock = clock
         self._stop = threading.Event()
@@ -232,7 +267,7 @@ class DeviceSoundRecorder:
         if self._errors is not None:
             self._errors.close()
         self._errors = tempfile.TemporaryFile()
-        return subprocess.Popen(recorder_command(self.device), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+        return subprocess.Popen(recorder_command(self.devices), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                                 stderr=self._errors)
 
     def _failure(self, proc: subprocess.Popen) -> str:
@@ -287,20 +322,19 @@ class DeviceSoundSource:
         self.inner = inner
         self.source_id = inner.source_id
         self.choice = choice
+        self._parts = split_choices(choice)
         self._publish = publish
         self._clock = PictureClock()
         self._recorder: DeviceSoundRecorder | None = None
-        self._device: str | None = None  # found at the first open
+        self._devices: list[str] | None = None  # found at the first open
 
     def open(self) -> StreamInfo:
-        first = self._device is None
-        if self._device is None:
-            source = find_sound_source(self.choice)
-            self._describe(source)
-            self._device = recorded_name(self.choice, source)
+        first = self._devices is None
+        if self._devices is None:
+            self._devices = self._find_all()
         info = self.inner.open()
         self._clock = PictureClock()
-        recorder = DeviceSoundRecorder(self.choice, self._device, self._publish, self._clock)
+        recorder = DeviceSoundRecorder(self.choice, self._devices, self._publish, self._clock)
         try:
             recorder.start()
             self._recorder = recorder
@@ -311,10 +345,22 @@ class DeviceSoundSource:
             log.warning("%s: this connection goes on without sound", e)
         return dataclasses.replace(info, has_sound=True)
 
-    def _describe(self, source: SoundSource) -> None:
-        log.info("--sound %s: recording %s", self.choice, source)
-        if self.choice.lower() == "mic" and source.monitor:
-            log.warning("--sound mic: the default input is %s, which records an output, not a microphone", source)
+    def _find_all(self) -> list[str]:
+        """What to ask the server for, one per source (two names for one source would double its sound)."""
+        devices: list[str] = []
+        taken: dict[str, str] = {}
+        for part in self._parts:
+            source = find_sound_source(part)
+            if part.lower() == "mic" and source.monitor:
+                log.warning("--sound mic: the default input is %s, which records an output, not a microphone",
+                            source)
+            if source.name in taken:
+                log.warning("--sound %s is %s, as %s is: recorded once", part, source, taken[source.name])
+                continue
+            log.info("--sound %s: recording %s", part, source)
+            taken[source.name] = part
+            devices.append(recorded_name(part, source))
+        return devices
 
     def frames(self) -> Iterator[Frame]:
         for frame in self.inner.frames():

@@ -25,6 +25,7 @@ from stream_guard.types import SOUND_CHANNELS, SOUND_RATE
 from tests.support.pipewire_session import Session, _wait_for
 
 SINK = "call_out"
+ROOM = "room"
 BLOCK = SOUND_RATE // 100  # 10 ms
 
 
@@ -46,7 +47,8 @@ class PulseServer:
         _wait_for(self._answers, 10, "pipewire-pulse")
 
     def _answers(self) -> bool:
-        probe = subprocess.run(["gst-launch-1.0", "-q", "pulsesrc", "num-buffers=1", "!", "fakesink"],
+        probe = subprocess.run(["gst-launch-1.0", "-q", "pulsesrc", f"device={SINK}.monitor", "num-buffers=1", "!",
+                                "fakesink"],
                                env=self.session.env, capture_output=True, timeout=10)
         return probe.returncode == 0
 
@@ -59,11 +61,13 @@ class PulseServer:
 
 @contextlib.contextmanager
 def pulse_server(session: Session, folder: Path) -> Iterator[PulseServer]:
-    """PipeWire's PulseAudio server in ``session`` with one null sink, :data:`SINK` (the default output)."""
-    subprocess.run(["pw-cli", "create-node", "adapter", "{ factory.name=support.null-audio-sink "
-                    f"node.name={SINK} media.class=Audio/Sink object.linger=true audio.position=[FL FR] }}"],
-                   env=session.env, check=True, capture_output=True, timeout=10)
-    _wait_for(lambda: session.node_id(SINK) is not None, 10, "the null sink")
+    """PipeWire's PulseAudio server in ``session`` with two null sinks: :data:`SINK`, the default output,
+    and :data:`ROOM`, whose monitor stands in for a microphone."""
+    _add_sink(session, SINK)
+    _add_sink(session, ROOM)
+    # the default output, as a desktop's settings make it: another sink that comes and goes does not take over
+    subprocess.run(["pw-metadata", "0", "default.configured.audio.sink", f'{{ "name": "{SINK}" }}'], env=session.env,
+                   check=True, capture_output=True, timeout=10)
     server = PulseServer(session, folder)
     server.start()
     try:
@@ -72,12 +76,19 @@ def pulse_server(session: Session, folder: Path) -> Iterator[PulseServer]:
         server.stop()
 
 
+def _add_sink(session: Session, name: str) -> None:
+    subprocess.run(["pw-cli", "create-node", "adapter", "{ factory.name=support.null-audio-sink "
+                    f"node.name={name} media.class=Audio/Sink object.linger=true audio.position=[FL FR] }}"],
+                   env=session.env, check=True, capture_output=True, timeout=10)
+    _wait_for(lambda: session.node_id(name) is not None, 10, f"the null sink {name}")
+
+
 @contextlib.contextmanager
-def beeping(session: Session, sink: str) -> Iterator[None]:
-    """Play a 0.2 s beep every second into ``sink``."""
-    proc = subprocess.Popen(["gst-launch-1.0", "-q", "audiotestsrc", "wave=ticks", "freq=1000", "volume=0.5",
-                             "sine-periods-per-tick=200", "is-live=true", "!", "audioconvert", "!", "pulsesink",
-                             f"device={sink}"], env=session.env, stdin=subprocess.DEVNULL)
+def beeping(session: Session, sink: str, hz: int = 1000) -> Iterator[None]:
+    """Play a 0.2 s beep of ``hz`` every second into ``sink``."""
+    proc = subprocess.Popen(["gst-launch-1.0", "-q", "audiotestsrc", "wave=ticks", f"freq={hz}", "volume=0.5",
+                             f"sine-periods-per-tick={hz // 5}", "is-live=true", "!", "audioconvert", "!",
+                             "pulsesink", f"device={sink}"], env=session.env, stdin=subprocess.DEVNULL)
     try:
         yield
     finally:
@@ -98,7 +109,7 @@ class BeepFlasher(threading.Thread):
                                                  background_pixel=screen.black_pixel, override_redirect=True)
         self._window.map()
         self._display.sync()
-        command = recorder_command(f"{sink}.monitor")
+        command = recorder_command([f"{sink}.monitor"])
         command[command.index("latency-time=10000")] = "latency-time=5000"
         self._recorder = subprocess.Popen(command, env=session.env, stdout=subprocess.PIPE, stdin=subprocess.DEVNULL)
         self.flashes = 0
