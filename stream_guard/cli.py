@@ -161,7 +161,8 @@ def _add_sound_option(parser: argparse.ArgumentParser) -> None:
                         help="record the sound that --out, --clips, --stream-to and --serve carry from a sound "
                              "device instead of the source (live sources; Linux, PulseAudio or PipeWire): desktop "
                              "(what the computer plays: a call on the screen), mic (the default input) or part of "
-                             "a sound source's name or description")
+                             "a sound source's name or description; several, comma-separated, are mixed "
+                             "(desktop,mic: both sides of a call)")
 
 
 def _parser() -> argparse.ArgumentParser:
