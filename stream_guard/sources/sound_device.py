@@ -152,8 +152,8 @@ def recorder_command(devices: Sequence[str]) -> list[str]:
 def _explain(choice: str, stderr: str) -> str:
     text = stderr.lower()
     if "no such entity" in text:
-        return (f"--sound {choice}: no such sound device; PulseAudio/PipeWire sources are listed by "
-                f"'pactl list short sources' (or use desktop or mic)")
+        return (f"--sound {choice}: no such sound source (it was there when the run started); "
+                f"'stream-guard doctor' says what desktop and mic are now")
     if "connection refused" in text or "failed to connect" in text:
         return f"--sound {choice}: no PulseAudio or PipeWire sound server answers for this user"
     if "no element" in text and "pulsesrc" in text:
@@ -220,8 +220,8 @@ class _SampleClock:
 
 
 class DeviceSoundRecorder:
-    """Records one sound device in a child process and publishes :class:`SoundChunk` items stamped
-    on the pictures' clock, from its own thread. A recorder that dies is restarted every second;
+    """Records the ``--sound`` sources (mixed, when there are several) in a child process and publishes
+    :class:`SoundChunk` items stamped on the pictures' clock, from its own thread. A recorder that dies is restarted every second;
     sound problems never stop the pictures."""
 
     def __init__(self, choice: str, devices: Sequence[str], publish: Callable[[SoundChunk], None],
