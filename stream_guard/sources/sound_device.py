@@ -31,7 +31,7 @@ from typing import IO, Callable, Iterator, Sequence
 import numpy as np
 
 from stream_guard.errors import ConfigError, SourceError
-from stream_guard.sources.base import FrameSource
+from stream_guard.sources.base import FrameSource, OpensInWith
 from stream_guard.types import SOUND_CHANNELS, SOUND_RATE, Frame, SoundChunk, StreamInfo
 
 log = logging.getLogger(__name__)
@@ -44,6 +44,10 @@ START_TIMEOUT_S = 5.0
 MAX_LATE_S = 0.25  # samples arriving later than this after their count says: some were lost; re-anchor
 SLOW_CHECK_S, SLOW_S = 2.0, 0.02  # every block of 2 s later than 20 ms: the device's clock runs slow; catch up
 PICTURE_GAP_S = 2.0  # no picture for this long: the source is down, its sound is not placed
+# A live source's first frames are not yet on time: x11grab hands over the frames it owes since it
+# opened in a burst, stamped when they were due (0.75 s of them came within 6 ms). Sound placed by
+# them came out up to 0.14 s late; it is kept only once the pictures have come for this long.
+SETTLE_S = 1.0
 _BLOCK_BYTES = BLOCK_SAMPLES * SOUND_CHANNELS * 4
 
 
@@ -171,19 +175,24 @@ class PictureClock:
 
     def __init__(self) -> None:
         self._offsets: deque[tuple[float, float]] = deque()  # (wallclock_s, pts_s - wallclock_s)
+        self._first_s: float | None = None  # the first frame's wallclock_s
         self._lock = threading.Lock()
 
     def note(self, frame: Frame) -> None:
         with self._lock:
+            if self._first_s is None:
+                self._first_s = frame.wallclock_s
             self._offsets.append((frame.wallclock_s, frame.pts_s - frame.wallclock_s))
             while self._offsets[0][0] < frame.wallclock_s - 1.0:
                 self._offsets.popleft()
 
     def pts_at(self, monotonic_s: float) -> float | None:
-        """``monotonic_s`` on the pictures' clock; None before the first picture, or while none has
-        come for :data:`PICTURE_GAP_S` (the source is down: its sound would have nowhere to go)."""
+        """``monotonic_s`` on the pictures' clock; None until the pictures have come for
+        :data:`SETTLE_S`, or while none has come for :data:`PICTURE_GAP_S` (the source is down: its
+        sound would have nowhere to go)."""
         with self._lock:
-            if not self._offsets or monotonic_s - self._offsets[-1][0] > PICTURE_GAP_S:
+            if (self._first_s is None or monotonic_s - self._first_s < SETTLE_S
+                    or monotonic_s - self._offsets[-1][0] > PICTURE_GAP_S):
                 return None
             return monotonic_s + max(offset for _, offset in self._offsets)
 
@@ -313,7 +322,7 @@ class DeviceSoundRecorder:
             self._publish(SoundChunk(samples, pts_s))
 
 
-class DeviceSoundSource:
+class DeviceSoundSource(OpensInWith):
     """A live :class:`FrameSource` with a sound device's sound: the pictures are ``inner``'s, the
     sound comes from ``choice`` (``--sound``) for as long as each connection lasts. A device that
     cannot be recorded fails the first open (a user error); on a reconnect it only costs the sound."""
@@ -372,10 +381,3 @@ class DeviceSoundSource:
             self._recorder.stop()
             self._recorder = None
         self.inner.close()
-
-    def __enter__(self) -> "DeviceSoundSource":
-        self.open()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
