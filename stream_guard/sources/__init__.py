@@ -5,7 +5,7 @@ import dataclasses
 import time
 from typing import Callable, Iterator
 
-from stream_guard.sources.base import DropPolicy, FrameSource
+from stream_guard.sources.base import DropPolicy, FrameSource, OpensInWith
 from stream_guard.sources.probe import DEFAULT_MAX_MEGAPIXELS
 from stream_guard.sources.pyav_source import PyAVSource
 from stream_guard.sources.spec import PORTAL_FORMAT, SourceSpec, parse_source, redact_url, with_input_options
@@ -15,7 +15,7 @@ __all__ = ["DropPolicy", "FrameSource", "PacedSource", "SourceSpec", "open_sourc
            "with_input_options"]
 
 
-class PacedSource:
+class PacedSource(OpensInWith):
     """Wraps a non-live source so frames come no faster than their timestamps (``--realtime``)."""
 
     def __init__(self, inner: FrameSource) -> None:
@@ -39,13 +39,6 @@ class PacedSource:
 
     def close(self) -> None:
         self.inner.close()
-
-    def __enter__(self) -> "PacedSource":
-        self.open()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
 
 def open_source(spec: SourceSpec, realtime: bool = False, demo_seconds: float = 20.0,

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import enum
-from typing import Iterator, Protocol, runtime_checkable
+from typing import Iterator, Protocol, Self, runtime_checkable
 
 from stream_guard.types import Frame, StreamInfo
 
@@ -30,3 +30,20 @@ class FrameSource(Protocol):
     def __enter__(self) -> "FrameSource": ...
 
     def __exit__(self, *exc: object) -> None: ...
+
+
+class OpensInWith:
+    """``with source:`` opens the source and closes it after, for any class with ``open`` and ``close``."""
+
+    def open(self) -> StreamInfo:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        self.open()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -18,6 +18,7 @@ from typing import Iterator
 import cv2
 import numpy as np
 
+from stream_guard.sources.base import OpensInWith
 from stream_guard.synth.self_blend import FACE_PER_EYES, ClipBlend, blend_face
 from stream_guard.types import FaceDetections, Frame, StreamInfo
 
@@ -85,7 +86,7 @@ class _Motion:
     rates: np.ndarray  # (8,) Hz
 
 
-class DemoSource:
+class DemoSource(OpensInWith):
     """The embedded two-panel demo as a :class:`~stream_guard.sources.base.FrameSource`."""
 
     source_id = "demo"
@@ -139,13 +140,6 @@ class DemoSource:
     def close(self) -> None:
         """Stop a running ``frames()`` loop after its current frame. Idempotent."""
         self._closed = True
-
-    def __enter__(self) -> "DemoSource":
-        self.open()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
     def render(self, index: int) -> np.ndarray:
         """Frame ``index`` as a new RGB uint8 array (a pure function of index and seed).

@@ -32,6 +32,7 @@ from fractions import Fraction
 from typing import IO, Iterator, Sequence
 
 from stream_guard.errors import ConfigError, SourceEnded, SourceError
+from stream_guard.sources.base import OpensInWith
 from stream_guard.sources.pyav_source import PyAVSource
 from stream_guard.sources.resize_watch import ResizeWatch
 from stream_guard.sources.screencast_portal import ScreenCastPortal, SharedStream
@@ -120,7 +121,7 @@ def portal_readiness() -> tuple[bool, str]:
     return True, f"through the desktop portal (screen-cast v{version}) and GStreamer's pipewiresrc"
 
 
-class PortalScreenSource:
+class PortalScreenSource(OpensInWith):
     """A :class:`FrameSource` for ``screen`` on Wayland (or ``screen:portal``): :meth:`open` asks
     the desktop to share a screen or window (its dialog, the first time), :meth:`close` ends the
     share. When the user stops sharing from the desktop, :meth:`frames` raises
@@ -285,10 +286,3 @@ class PortalScreenSource:
     def close(self) -> None:
         self._stop_reading()
         self._portal.close()
-
-    def __enter__(self) -> "PortalScreenSource":
-        self.open()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()

@@ -13,6 +13,7 @@ from urllib.parse import urlsplit
 import av
 
 from stream_guard.errors import NotAVideoError, SourceError, SourceNotFoundError, SourceUnreachableError
+from stream_guard.sources.base import OpensInWith
 from stream_guard.sources.deinterlace import MODES as DEINTERLACE_MODES
 from stream_guard.sources.deinterlace import Deinterlacer
 from stream_guard.sources.display import DisplayTransform, stream_display
@@ -128,7 +129,7 @@ class _StreamClock:
         return None if self._base is None else time_s - self._base
 
 
-class PyAVSource:
+class PyAVSource(OpensInWith):
     """A :class:`FrameSource` over ``av.open``; decodes one video stream (:func:`pick_video_stream`)
     to RGB, as displayed.
 
@@ -411,10 +412,3 @@ class PyAVSource:
                 container.close()
             except (av.error.FFmpegError, OSError):
                 pass
-
-    def __enter__(self) -> "PyAVSource":
-        self.open()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()

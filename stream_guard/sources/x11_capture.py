@@ -19,6 +19,7 @@ from dataclasses import replace
 from typing import Iterator
 
 from stream_guard.errors import SourceError
+from stream_guard.sources.base import OpensInWith
 from stream_guard.sources.pyav_source import PyAVSource
 from stream_guard.sources.resize_watch import ResizeWatch
 from stream_guard.sources.spec import SourceSpec
@@ -40,7 +41,7 @@ def x11_target(spec: SourceSpec) -> X11Target:
     raise ValueError(f"{spec.display_name}: names no window or monitor")
 
 
-class X11CaptureSource:
+class X11CaptureSource(OpensInWith):
     """A :class:`FrameSource` for ``window:TITLE`` and ``screen@MONITOR`` on an X11 desktop."""
 
     def __init__(self, spec: SourceSpec, **pyav_options: object) -> None:
@@ -113,10 +114,3 @@ class X11CaptureSource:
         display, self._display = self._display, None
         if display is not None:
             display.close()
-
-    def __enter__(self) -> "X11CaptureSource":
-        self.open()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
