@@ -33,6 +33,7 @@ from typing import IO, Iterator, Sequence
 
 from stream_guard.errors import ConfigError, SourceEnded, SourceError
 from stream_guard.sources.base import OpensInWith
+from stream_guard.sources.child_process import end_child
 from stream_guard.sources.pyav_source import PyAVSource
 from stream_guard.sources.resize_watch import ResizeWatch
 from stream_guard.sources.screencast_portal import ScreenCastPortal, SharedStream
@@ -267,12 +268,7 @@ class PortalScreenSource(OpensInWith):
         reader, self._reader = self._reader, None
         process, self._process = self._process, None
         if process is not None:  # first, so a read blocked on the pipe sees its end
-            process.terminate()
-            try:
-                process.wait(timeout=2)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+            end_child(process, wait_s=2)
         if reader is not None:
             reader.close()
         read_fd, self._read_fd = self._read_fd, None

@@ -32,6 +32,7 @@ import numpy as np
 
 from stream_guard.errors import ConfigError, SourceError
 from stream_guard.sources.base import FrameSource, OpensInWith
+from stream_guard.sources.child_process import end_child
 from stream_guard.types import SOUND_CHANNELS, SOUND_RATE, Frame, SoundChunk, StreamInfo
 
 log = logging.getLogger(__name__)
@@ -260,14 +261,8 @@ class DeviceSoundRecorder:
 
     def stop(self) -> None:
         self._stop.set()
-        proc = self._proc
-        if proc is not None and proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(timeout=3)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        if self._proc is not None:
+            end_child(self._proc, wait_s=3)
         if self._thread is not None and self._thread is not threading.current_thread():
             self._thread.join(timeout=3)
 
