@@ -4,8 +4,9 @@ A screen, a window or a webcam brings pictures only; the call on that screen is 
 computer's speakers, and the person in front of the webcam through its microphone. ``--sound
 desktop`` records what the computer plays (the default output's monitor), ``--sound mic`` the
 default input, and ``--sound NAME`` any PulseAudio or PipeWire source by (part of) its name or
-description, as the sound server lists them (pulsectl). GStreamer's ``pulsesrc`` records it in a child process (PulseAudio and
-PipeWire's PulseAudio server both speak its protocol) and writes 48 kHz stereo float to a pipe.
+description, as the sound server lists them (pulsectl); ``desktop,mic`` mixes several. GStreamer's
+``pulsesrc`` records them in a child process (PulseAudio and PipeWire's PulseAudio server both speak
+its protocol; ``audiomixer`` mixes) and writes 48 kHz stereo float to a pipe.
 
 **Placing the sound by the pictures.** The device's samples carry no time the pictures share, so
 each 20 ms block is stamped on the monotonic clock by counting samples from the first block's
@@ -231,8 +232,8 @@ class _SampleClock:
 
 class DeviceSoundRecorder:
     """Records the ``--sound`` sources (mixed, when there are several) in a child process and publishes
-    :class:`SoundChunk` items stamped on the pictures' clock, from its own thread. A recorder that dies is restarted every second;
-    sound problems never stop the pictures."""
+    :class:`SoundChunk` items stamped on the pictures' clock, from its own thread. A recorder that
+    dies is restarted every second; sound problems never stop the pictures."""
 
     def __init__(self, choice: str, devices: Sequence[str], publish: Callable[[SoundChunk], None],
                  clock: PictureClock) -> None:
