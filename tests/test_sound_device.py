@@ -269,7 +269,7 @@ class _Pictures:
         self.closes += 1
 
 
-def _recorders(session: Session) -> int:
+def _recorders() -> int:
     """This process's sound recorders (children: another test run's are not counted)."""
     out = subprocess.run(["pgrep", "-P", str(os.getpid()), "-fc", "pulsesrc device=@DEFAULT_MONITOR@"],
                          capture_output=True, text=True)
@@ -282,11 +282,11 @@ def test_each_connection_records_and_stops_its_own_sound(desktop: tuple[Session,
     source = DeviceSoundSource(_Pictures(50), "desktop", chunks.append)
     for connection in range(2):  # a reconnect closes the source and opens it again
         info = source.open()
-        assert info.has_sound and _recorders(session_env) == 1
+        assert info.has_sound and _recorders() == 1
         chunks.clear()
         list(source.frames())
         source.close()
-        assert _recorders(session_env) == 0
+        assert _recorders() == 0
         got_s = sum(c.duration_s for c in chunks)
         assert 0.7 < got_s < 1.2, (connection, got_s)  # the 2 s of pictures but their first second
         assert all(b.pts_s > a.pts_s for a, b in zip(chunks, chunks[1:]))

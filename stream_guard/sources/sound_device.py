@@ -53,6 +53,9 @@ SETTLE_S = 1.0
 _BLOCK_BYTES = BLOCK_SAMPLES * SOUND_CHANNELS * 4
 
 
+NO_SERVER = "no PulseAudio or PipeWire sound server answers for this user"
+
+
 class SoundDeviceError(SourceError):
     """The sound device named by ``--sound`` cannot be recorded."""
 
@@ -69,7 +72,10 @@ class SoundSource:
         return f"{self.name} ({self.description})"
 
 
-def list_sound_sources() -> tuple[list[SoundSource], str | None, str | None]:
+SoundSources = tuple[list[SoundSource], str | None, str | None]  # what list_sound_sources() returns
+
+
+def list_sound_sources() -> SoundSources:
     """The sound server's sources, and the names of its default output's monitor and its default input
     (None where there is none); :class:`SoundDeviceError` when no server answers."""
     try:
@@ -82,17 +88,18 @@ def list_sound_sources() -> tuple[list[SoundSource], str | None, str | None]:
             sources = [SoundSource(s.name, s.description, s.monitor_of_sink != 0xFFFFFFFF)
                        for s in pulse.source_list()]
     except pulsectl.PulseError as e:
-        raise SoundDeviceError("--sound: no PulseAudio or PipeWire sound server answers for this user") from e
+        raise SoundDeviceError(f"--sound: {NO_SERVER}") from e
     names = {s.name for s in sources}
     monitor = f"{info.default_sink_name}.monitor" if info.default_sink_name else None
     return (sources, monitor if monitor in names else None,
             info.default_source_name if info.default_source_name in names else None)
 
 
-def find_sound_source(choice: str) -> SoundSource:
+def find_sound_source(choice: str, listing: SoundSources | None = None) -> SoundSource:
     """The source ``--sound`` names: ``desktop`` (the default output's monitor), ``mic`` (the default
-    input), a source's exact name, or text that one source's name or description contains (any case)."""
-    sources, monitor, default_input = list_sound_sources()
+    input), a source's exact name, or text that one source's name or description contains (any case);
+    among ``listing``, or the server's sources now."""
+    sources, monitor, default_input = listing or list_sound_sources()
     listed = "; ".join(map(str, sources)) or "none"
     wanted = {"desktop": monitor, "mic": default_input}.get(choice.lower(), choice)
     if wanted is None:
@@ -161,7 +168,7 @@ def _explain(choice: str, stderr: str) -> str:
         return (f"--sound {choice}: no such sound source (it was there when the run started); "
                 f"'stream-guard doctor' says what desktop and mic are now")
     if "connection refused" in text or "failed to connect" in text:
-        return f"--sound {choice}: no PulseAudio or PipeWire sound server answers for this user"
+        return f"--sound {choice}: {NO_SERVER}"
     if "no element" in text and "pulsesrc" in text:
         return f"--sound needs GStreamer's pulsesrc ({GST_PACKAGES})"
     detail = next((line.strip() for line in stderr.splitlines() if line.strip().startswith("ERROR")), "")
@@ -354,8 +361,9 @@ class DeviceSoundSource(OpensInWith):
         """What to ask the server for, one per source (two names for one source would double its sound)."""
         devices: list[str] = []
         taken: dict[str, str] = {}
+        listing = list_sound_sources()  # one query of the server for every part
         for part in self._parts:
-            source = find_sound_source(part)
+            source = find_sound_source(part, listing)
             if part.lower() == "mic" and source.monitor:
                 log.warning("--sound mic: the default input is %s, which records an output, not a microphone",
                             source)

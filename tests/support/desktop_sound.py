@@ -36,10 +36,6 @@ class PulseServer:
         self.session, self.folder = session, folder
         self._proc: subprocess.Popen | None = None
 
-    @property
-    def socket(self) -> Path:
-        return self.session.runtime_dir / "pulse" / "native"
-
     def start(self) -> None:
         log = (self.folder / "pipewire-pulse.log").open("ab")
         self._proc = subprocess.Popen(["pipewire-pulse"], env=self.session.env, stdout=log, stderr=log,
