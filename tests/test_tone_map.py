@@ -8,8 +8,10 @@ import pytest
 
 from stream_guard.sources import PyAVSource, parse_source
 from tests.conftest import run_cli
+from tests.support.faces import one_face_moving
 from tests.support.hdr_video import HLG, PQ, pq_signal, write_hdr_clip
 from tests.support.synth_video import make_test_clip
+from tools import hdr_copy
 
 SIZE = (64, 96)
 # BT.2408's reference levels: both transfers put an 18 % grey card at 38 % of the signal, and the HDR
@@ -64,3 +66,26 @@ def test_the_user_is_told_and_can_turn_it_off(tmp_path: Path) -> None:
                                          for line in as_is.stderr_lines), as_is.stderr
     sdr = run_cli("-v", "watch", str(make_test_clip(tmp_path / "sdr.mp4", seconds=0.5, width=96, height=64, fps=10)))
     assert sdr.returncode == 0 and "HDR" not in sdr.stderr
+
+
+@pytest.mark.parametrize("transfer", ["hlg", "pq"])
+def test_an_sdr_clip_copied_as_hdr_reads_back_as_itself(tmp_path: Path, transfer: str) -> None:
+    """tools.hdr_copy grades SDR into HDR as BT.2408 does; tone mapping is its inverse, up to the shoulder."""
+    sdr = make_test_clip(tmp_path / "sdr.mp4", seconds=0.5, width=160, height=96, fps=10,
+                         draw=one_face_moving(160, 96, face_px=60))
+    hdr = tmp_path / "hdr.mp4"
+    assert hdr_copy.main([str(sdr), str(hdr), "--transfer", transfer, "--crf", "0"]) == 0
+    original = np.stack(_read(sdr)).astype(float)
+    mapped, as_is = (np.stack(_read(hdr, tone_map)).astype(float) for tone_map in (True, False))
+    assert mapped.shape == original.shape
+    assert np.abs(mapped - original).mean() < 2.5  # measured 1.2-1.6 levels
+    assert np.abs(as_is - original).mean() > 8  # read as SDR: 12-38
+
+
+def test_hdr_copy_refuses_what_it_cannot_read(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    text = tmp_path / "notes.txt"
+    text.write_text("not a video")
+    for source in (tmp_path / "missing.mp4", text):
+        assert hdr_copy.main([str(source), str(tmp_path / "out.mp4")]) == 2
+        error = capsys.readouterr().err
+        assert error.count("\n") == 1 and error.startswith("hdr_copy: error:") and str(source) in error
