@@ -9,7 +9,7 @@ import pytest
 from stream_guard.sources import PyAVSource, parse_source
 from tests.conftest import run_cli
 from tests.support.faces import one_face_moving
-from tests.support.hdr_video import HLG, PQ, pq_signal, write_hdr_clip
+from tests.support.hdr_video import HLG, PQ, pq_signal, write_hdr_clip, write_switching_clip
 from tests.support.synth_video import make_test_clip
 from tools import hdr_copy
 
@@ -66,6 +66,20 @@ def test_the_user_is_told_and_can_turn_it_off(tmp_path: Path) -> None:
                                          for line in as_is.stderr_lines), as_is.stderr
     sdr = run_cli("-v", "watch", str(make_test_clip(tmp_path / "sdr.mp4", seconds=0.5, width=96, height=64, fps=10)))
     assert sdr.returncode == 0 and "HDR" not in sdr.stderr
+
+
+def test_a_stream_that_switches_between_sdr_and_hdr_is_read_frame_by_frame(tmp_path: Path) -> None:
+    """A broadcast's SDR programme, then an HLG one, then SDR again: each frame by its own transfer."""
+    level = WHITE[HLG]  # HLG's reference white, the same signal an SDR frame shows as a light grey
+    clip = write_switching_clip(tmp_path / "broadcast.h264", [([_flat(level)] * 4, 1), ([_flat(level)] * 4, HLG),
+                                                              ([_flat(level)] * 4, 1)])
+    means = [image.mean() for image in _read(clip)]
+    sdr_grey = 255 * level
+    assert means == pytest.approx([sdr_grey] * 4 + [SDR_WHITE] * 4 + [sdr_grey] * 4, abs=3)
+    told = run_cli("-v", "watch", str(clip))
+    assert told.returncode == 0, told.stderr
+    assert any("HDR video (HLG transfer) from frame 4 on: tone-mapped" in line for line in told.stderr_lines)
+    assert any("SDR video from frame 8 on: read as it is" in line for line in told.stderr_lines), told.stderr
 
 
 @pytest.mark.parametrize("transfer", ["hlg", "pq"])

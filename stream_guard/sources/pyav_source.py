@@ -20,7 +20,7 @@ from stream_guard.sources.display import DisplayTransform, stream_display
 from stream_guard.sources.probe import DEFAULT_MAX_MEGAPIXELS, iso_truncation
 from stream_guard.sources.sound_decoder import SoundDecoder
 from stream_guard.sources.spec import SourceSpec
-from stream_guard.sources.tone_map import HDR_TRANSFERS, ToneMapper, rgb_picture
+from stream_guard.sources.tone_map import HDR_TRANSFERS, SdrPictures
 from stream_guard.sources.video_stream_choice import (describe_video_streams, format_stream_id,
                                                        is_cover_picture, pick_video_stream, stream_ids)
 from stream_guard.types import Frame, SoundChunk, StreamInfo
@@ -136,8 +136,8 @@ class PyAVSource(OpensInWith):
     Interlaced frames are deinterlaced (``deinterlace``: ``auto`` = the frames the stream flags,
     ``always``, ``off``), then stretched to square pixels (the stream's sample aspect ratio) and
     turned as the first frame's display matrix says (a phone's portrait video is stored
-    sideways), so :class:`StreamInfo` reports the displayed size. HDR video (PQ or HLG) is
-    tone-mapped to SDR (:class:`ToneMapper`) unless ``tone_map`` is False. ``open()`` decodes that first
+    sideways), so :class:`StreamInfo` reports the displayed size. HDR frames (PQ or HLG) are
+    tone-mapped to SDR (:class:`SdrPictures`) unless ``tone_map`` is False. ``open()`` decodes that first
     frame; a failure to decode it is raised by ``frames()``, as any later one would be.
 
     With ``sound``, the best audio stream of the analysed picture's program (HLS variant, MPEG-TS
@@ -168,9 +168,10 @@ class PyAVSource(OpensInWith):
         self._first: av.VideoFrame | None = None  # decoded by open(), yielded first by frames()
         self._first_error: Exception | None = None  # raised by frames()
         self._deinterlacer: Deinterlacer | None = None
-        self._hdr_told = False
         self.tone_map = tone_map
-        self._tone_mapper: ToneMapper | None = None
+        self._pictures = SdrPictures(tone_map)
+        self._transfer: int | None = None  # the last frame's, to say when it changes (kept over reconnects)
+        self._hdr_warned = False
         self._sound_out = sound
         self._sound: SoundDecoder | None = None
 
@@ -307,15 +308,6 @@ class PyAVSource(OpensInWith):
         except (av.error.FFmpegError, OSError, ValueError) as e:
             self._first_error = e
         self._display = stream_display(self._stream, self._first)
-        hdr = HDR_TRANSFERS.get(self._first.color_trc) if self._first is not None else None
-        self._tone_mapper = ToneMapper.for_frame(self._first) if hdr is not None and self.tone_map else None
-        if hdr is not None and not self._hdr_told:  # once, not at every reconnect
-            self._hdr_told = True
-            if self._tone_mapper is not None:
-                log.info("%s: HDR video (%s transfer): tone-mapped to SDR for analysis", self.source_id, hdr)
-            else:
-                log.warning("%s: HDR video (%s transfer) read without tone mapping (--tone-map off): frames look "
-                            "dim and flat, and scores on them are not validated", self.source_id, hdr)
         if not self._display.is_identity:
             log.info("%s: frames are %s, as players show them", self.source_id, self._display.describe())
         if self.deinterlace == "always":
@@ -371,8 +363,26 @@ class PyAVSource(OpensInWith):
         if self._deinterlacer is not None:
             yield from self._deinterlacer.flush()
 
+    def _note_transfer(self, raw: av.VideoFrame, index: int) -> None:
+        """Says when the video is HDR, and when it turns HDR or back to SDR after its first frame."""
+        before, self._transfer = self._transfer, raw.color_trc
+        if raw.color_trc == before:
+            return
+        hdr = HDR_TRANSFERS.get(raw.color_trc)
+        since = "" if before is None else f" from frame {index} on"
+        if hdr is None:
+            if before in HDR_TRANSFERS:
+                log.info("%s: SDR video%s: read as it is", self.source_id, since)
+        elif self.tone_map:
+            log.info("%s: HDR video (%s transfer)%s: tone-mapped to SDR for analysis", self.source_id, hdr, since)
+        elif not self._hdr_warned:
+            self._hdr_warned = True
+            log.warning("%s: HDR video (%s transfer)%s read without tone mapping (--tone-map off): frames look "
+                        "dim and flat, and scores on them are not validated", self.source_id, hdr, since)
+
     def _to_frame(self, raw: av.VideoFrame, index: int, started: float) -> Frame:
-        image = self._display.apply(rgb_picture(raw, self._tone_mapper))
+        self._note_transfer(raw, index)
+        image = self._display.apply(self._pictures.rgb(raw))
         decode_ms = (time.perf_counter() - started) * 1e3
         return Frame(image, index, self._clock.pts_s(raw.time), time.monotonic(), self.source_id, decode_ms)
 

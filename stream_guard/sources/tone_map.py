@@ -77,11 +77,6 @@ class ToneMapper:
         sdr = _shoulder(root ** 2 * _RANGE)
         self._to_sdr = np.round(255 * np.clip(sdr, 0, 1) ** (1 / 2.4)).astype(np.uint8)
 
-    @staticmethod
-    def for_frame(frame: av.VideoFrame) -> "ToneMapper | None":
-        """A mapper for ``frame``'s transfer, or None for SDR."""
-        return ToneMapper(frame.color_trc) if frame.color_trc in HDR_TRANSFERS else None
-
     def apply(self, frame: av.VideoFrame) -> np.ndarray:
         """``frame`` as SDR BT.709 RGB, ``uint8`` ``(H, W, 3)``."""
         colorspace = "bt2020" if frame.colorspace in _BT2020_COLORSPACES else None
@@ -106,6 +101,24 @@ class ToneMapper:
         cv2.LUT(cv2.convertScaleAbs(root, alpha=255 / np.sqrt(_RANGE)), self._to_sdr, dst=sdr)
 
 
-def rgb_picture(frame: av.VideoFrame, tone_map: ToneMapper | None) -> np.ndarray:
-    """``frame`` as RGB ``uint8``: tone-mapped with ``tone_map``, or converted as it is without one."""
-    return frame.to_ndarray(format="rgb24") if tone_map is None else tone_map.apply(frame)
+class SdrPictures:
+    """Decoded frames as SDR RGB ``uint8``, each by its own transfer: a PQ or HLG frame tone-mapped
+    (one :class:`ToneMapper` per transfer, made when first needed), any other converted as it is.
+
+    The transfer can change within a stream (a broadcast that switches between SDR and HLG
+    programmes, a playlist of clips), so it is read from every frame, not from the first.
+    With ``tone_map`` False every frame is converted as it is."""
+
+    def __init__(self, tone_map: bool = True) -> None:
+        self.tone_map = tone_map
+        self._mappers: dict[int, ToneMapper] = {}
+
+    def rgb(self, frame: av.VideoFrame) -> np.ndarray:
+        """``frame`` as SDR RGB ``uint8`` ``(H, W, 3)``."""
+        transfer = frame.color_trc
+        if not self.tone_map or transfer not in HDR_TRANSFERS:
+            return frame.to_ndarray(format="rgb24")
+        mapper = self._mappers.get(transfer)
+        if mapper is None:
+            mapper = self._mappers[transfer] = ToneMapper(transfer)
+        return mapper.apply(frame)

@@ -47,3 +47,27 @@ def write_hdr_clip(path: Path, signals: list[np.ndarray], transfer: int, fps: in
             container.mux(stream.encode(hdr_frame(signal)))
         container.mux(stream.encode(None))
     return path
+
+
+def write_switching_clip(path: Path, segments: list[tuple[list[np.ndarray], int]], fps: int = 10) -> Path:
+    """A raw H.264 stream (``.h264``) of one coded segment per ``(signal pictures, transfer)``, back to
+    back, as a broadcast that switches between SDR (transfer 1, BT.709) and HDR programmes sends it.
+    Grey pictures only: every segment is coded with the BT.2020 matrix whatever its flags say."""
+    data = b""
+    for index, (signals, transfer) in enumerate(segments):
+        part = path.with_name(f"{path.stem}.part{index}.h264")
+        with av.open(str(part), "w", format="h264") as container:
+            stream = container.add_stream("libx264", rate=fps, options={"qp": "0"})
+            stream.height, stream.width = signals[0].shape[:2]
+            stream.pix_fmt = "yuv420p10le"
+            primaries = 9 if transfer in (PQ, HLG) else 1
+            context = stream.codec_context
+            context.color_trc, context.color_primaries, context.colorspace, context.color_range = (
+                transfer, primaries, primaries, 1)
+            for signal in signals:
+                container.mux(stream.encode(hdr_frame(signal)))
+            container.mux(stream.encode(None))
+        data += part.read_bytes()
+        part.unlink()
+    path.write_bytes(data)
+    return path

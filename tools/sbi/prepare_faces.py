@@ -29,7 +29,7 @@ from stream_guard.faces.landmarks import MODEL_FILE as FACE_MESH_MODEL
 from stream_guard.faces.landmarks import FaceMesh
 from stream_guard.paths import bundled_model
 from stream_guard.sources.display import stream_display
-from stream_guard.sources.tone_map import ToneMapper, rgb_picture
+from stream_guard.sources.tone_map import SdrPictures
 
 # method_notes marking photos altered on purpose (data README): not natural real faces.
 ALTERED = re.compile(r"converted to grayscale|collage|strongly (motion-)?blurred", re.IGNORECASE)
@@ -71,15 +71,15 @@ def video_frames(path: Path, hz: float, max_frames: int) -> Iterator[tuple[float
         stream = container.streams.video[0]
         next_t = 0.0
         count = 0
-        display = None
+        display, pictures = None, SdrPictures()
         for frame in container.decode(stream):
             if display is None:
-                display, tone_map = stream_display(stream, frame), ToneMapper.for_frame(frame)
+                display = stream_display(stream, frame)
             t = float(frame.time) if frame.time is not None else count / hz
             if t + 1e-6 < next_t:
                 continue
             next_t = t + 1.0 / hz
-            yield t, display.apply(rgb_picture(frame, tone_map))
+            yield t, display.apply(pictures.rgb(frame))
             count += 1
             if count >= max_frames:
                 return
