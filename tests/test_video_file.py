@@ -16,7 +16,7 @@ import av
 import numpy as np
 import pytest
 
-from stream_guard.outputs.video_file import LIVE_KEYFRAME_S, VideoFileSink
+from stream_guard.outputs.video_file import LIVE_KEYFRAME_S, VideoFileSink, add_timed_h264_stream, mux_at_ms
 from stream_guard.types import FrameResult
 from tests.conftest import REPO, run_cli
 from tests.support.alert_frames import INFO, result
@@ -51,6 +51,47 @@ def record(path: Path, arrivals: list[float], live: bool, segment_s: float | Non
     finally:
         sink.close()
     return sink
+
+
+BARS = np.array([[255, 0, 0], [0, 255, 0], [0, 0, 255], [200, 150, 100]], np.uint8)  # and a skin tone
+
+
+def _write_bars(path: Path, writer: str) -> None:
+    """Colour bars (one 32-pixel column each, 64 high), 5 frames, through the recording sink or
+    through the millisecond-stamped stream that alert clips, --stream-to and the live view use."""
+    image = np.ascontiguousarray(np.repeat(np.repeat(BARS[None], 32, axis=1), 64, axis=0))
+    if writer == "sink":
+        sink = VideoFileSink(path)
+        sink.open(replace(INFO, width=128, height=64, is_live=False))
+        item = result(0, (), width=128, height=64)
+        for _ in range(5):
+            sink.write(replace(item, annotated=image))
+        sink.close()
+        return
+    with av.open(str(path), "w") as container:
+        stream = add_timed_h264_stream(container, 10.0, 128, 64)
+        for i in range(5):
+            mux_at_ms(container, stream, image, 100 * i)
+        container.mux(stream.encode(None))
+
+
+@pytest.mark.parametrize("suffix, writer", [(".mp4", "sink"), (".mkv", "sink"), (".webm", "sink"),
+                                            (".mp4", "timed")])
+def test_recordings_say_they_are_bt709_so_players_show_their_colours(tmp_path: Path, suffix: str,
+                                                                     writer: str) -> None:
+    out = tmp_path / f"bars{suffix}"
+    _write_bars(out, writer)
+    with av.open(str(out)) as container:
+        stream = container.streams.video[0]
+        context = stream.codec_context
+        assert (context.color_primaries, context.color_trc, context.colorspace, context.color_range) == (1, 1, 1, 1)
+        frame = next(container.decode(stream))
+    # as the flags say, and as a player that takes HD for BT.709 whatever the flags (FFmpeg's own
+    # reading of an unflagged file is BT.601, which is how it used to be coded: a 255 green read as 215)
+    for read_as in (None, "itu709"):
+        shown = frame.reformat(format="rgb24", src_colorspace=read_as).to_ndarray()
+        centres = shown[32, 16::32].astype(int)
+        assert np.abs(centres - BARS).max() <= 4, (read_as, centres.tolist())
 
 
 def test_a_file_recording_has_every_frame_at_the_source_rate(tmp_path: Path) -> None:

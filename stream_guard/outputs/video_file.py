@@ -54,6 +54,22 @@ def fit_to_encoder(rgb: np.ndarray, width: int, height: int) -> np.ndarray:
     return canvas
 
 
+def code_as_bt709(stream: av.VideoStream) -> None:
+    """Flags ``stream`` BT.709 (primaries, transfer, matrix) in limited range, as
+    :func:`encoder_frame` codes its pictures. Unflagged, players guess: most take HD for BT.709,
+    while FFmpeg codes RGB with BT.601's matrix, so a 255 green came out as 215."""
+    context = stream.codec_context
+    context.color_primaries = context.color_trc = context.colorspace = 1  # BT.709
+    context.color_range = 1  # limited (MPEG)
+
+
+def encoder_frame(rgb: np.ndarray, width: int, height: int) -> av.VideoFrame:
+    """``rgb`` fitted to the encoder's size (:func:`fit_to_encoder`) as a 4:2:0 picture coded with
+    BT.709's matrix, for a stream flagged by :func:`code_as_bt709`."""
+    frame = av.VideoFrame.from_ndarray(fit_to_encoder(rgb, width, height), format="rgb24")
+    return frame.reformat(format="yuv420p", dst_colorspace="itu709", dst_color_range="MPEG")
+
+
 MS = Fraction(1, 1000)
 
 
@@ -69,6 +85,7 @@ def add_timed_h264_stream(container: av.container.OutputContainer, fps: float, w
     stream = container.add_stream("libx264", rate=Fraction(fps).limit_denominator(1001))
     stream.width, stream.height = width - width % 2, height - height % 2
     stream.pix_fmt = "yuv420p"
+    code_as_bt709(stream)
     stream.codec_context.time_base = MS
     stream.options = {**h264_options(), **options}
     return stream
@@ -76,7 +93,7 @@ def add_timed_h264_stream(container: av.container.OutputContainer, fps: float, w
 
 def mux_at_ms(container: av.container.OutputContainer, stream: av.VideoStream, rgb: np.ndarray, ms: int) -> None:
     """Encode ``rgb`` (fitted to the stream's size) stamped ``ms`` and write its packets."""
-    frame = av.VideoFrame.from_ndarray(fit_to_encoder(rgb, stream.width, stream.height), format="rgb24")
+    frame = encoder_frame(rgb, stream.width, stream.height)
     frame.pts, frame.time_base = ms, MS
     container.mux(stream.encode(frame))
 
@@ -172,8 +189,7 @@ class VideoFileSink:
         if self._first_t is None:
             self._first_t = t
         assert self._container is not None and self._stream is not None
-        image = fit_to_encoder(result.annotated, self._stream.width, self._stream.height)
-        frame = av.VideoFrame.from_ndarray(image, format="rgb24")
+        frame = encoder_frame(result.annotated, self._stream.width, self._stream.height)
         if self._live:
             frame.pts, frame.time_base = self._arrival_pts(t - self._first_t), self._stream.codec_context.time_base
         else:
@@ -225,6 +241,7 @@ class VideoFileSink:
         stream.width = self._info.width - self._info.width % 2
         stream.height = self._info.height - self._info.height % 2
         stream.pix_fmt = "yuv420p"
+        code_as_bt709(stream)
         if self._live:  # AVI has one fixed frame rate: live frames go to the nearest tick of it
             stream.codec_context.time_base = 1 / rate if suffix == ".avi" else MS
         else:

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import av
 import numpy as np
 
-from stream_guard.outputs.video_file import MS, add_timed_h264_stream, fit_to_encoder, keyframe_every
+from stream_guard.outputs.video_file import MS, add_timed_h264_stream, encoder_frame, keyframe_every
 
 GOP_S = 1.0  # keyframe interval: the most a new viewer waits, and what a new viewer is sent before live
 FRAGMENT_EVERY_FRAME = {"movflags": "+empty_moov+default_base_moof+frag_every_frame", "flush_packets": "1"}
@@ -119,7 +119,7 @@ class LiveMp4Encoder:
         if ms <= self._last_ms:
             return []  # two frames within a millisecond: keep the first
         self._last_ms = ms
-        frame = av.VideoFrame.from_ndarray(fit_to_encoder(rgb, self.width, self.height), format="rgb24")
+        frame = encoder_frame(rgb, self.width, self.height)
         frame.pts, frame.time_base = ms, MS
         return self._mux(self._stream.encode(frame))
 
