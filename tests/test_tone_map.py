@@ -99,7 +99,10 @@ def test_an_sdr_clip_copied_as_hdr_reads_back_as_itself(tmp_path: Path, transfer
 def test_hdr_copy_refuses_what_it_cannot_read(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     text = tmp_path / "notes.txt"
     text.write_text("not a video")
-    for source in (tmp_path / "missing.mp4", text):
-        assert hdr_copy.main([str(source), str(tmp_path / "out.mp4")]) == 2
+    clip = make_test_clip(tmp_path / "sdr.mp4", seconds=0.2, width=64, height=48, fps=10)
+    out, nowhere = tmp_path / "out.mp4", tmp_path / "missing" / "out.mp4"
+    for source, target, named in ((tmp_path / "missing.mp4", out, "missing.mp4"), (text, out, "notes.txt"),
+                                  (clip, nowhere, str(nowhere))):
+        assert hdr_copy.main([str(source), str(target)]) == 2
         error = capsys.readouterr().err
-        assert error.count("\n") == 1 and error.startswith("hdr_copy: error:") and str(source) in error
+        assert error.count("\n") == 1 and error.startswith("hdr_copy: error:") and named in error, error

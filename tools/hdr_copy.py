@@ -50,22 +50,32 @@ def hdr_signal(rgb: np.ndarray, transfer: int) -> np.ndarray:
 
 def copy_as_hdr(source: Path, target: Path, transfer: int, seconds: float | None = None, crf: int = 20,
                 progress: bool = False) -> int:
-    """Writes ``source``'s pictures to ``target`` as HDR of ``transfer``; returns the frames written."""
+    """Writes ``source``'s pictures to ``target`` as HDR of ``transfer``; returns the frames written.
+    Raises ValueError for a source without video, ``av.FFmpegError`` or OSError for one it cannot read
+    or a target it cannot write."""
+    with av.open(str(source)) as src:
+        if not src.streams.video:
+            raise ValueError("it has no video stream")
+        with av.open(str(target), "w") as dst:
+            return _copy_pictures(src, dst, transfer, seconds, crf, progress)
+
+
+def _copy_pictures(src: av.container.InputContainer, dst: av.container.OutputContainer, transfer: int,
+                   seconds: float | None, crf: int, progress: bool) -> int:
+    video = src.streams.video[0]
+    stream = dst.add_stream("libx264", rate=video.average_rate or 25, options={"crf": str(crf)})
+    stream.width, stream.height = video.codec_context.width // 2 * 2, video.codec_context.height // 2 * 2
+    stream.pix_fmt = "yuv420p10le"
+    context = stream.codec_context
+    context.color_trc, context.color_primaries, context.colorspace, context.color_range = transfer, 9, 9, 1
     written = 0
-    with av.open(str(source)) as src, av.open(str(target), "w") as dst:
-        video = src.streams.video[0]
-        stream = dst.add_stream("libx264", rate=video.average_rate or 25, options={"crf": str(crf)})
-        stream.width, stream.height = video.codec_context.width // 2 * 2, video.codec_context.height // 2 * 2
-        stream.pix_fmt = "yuv420p10le"
-        context = stream.codec_context
-        context.color_trc, context.color_primaries, context.colorspace, context.color_range = transfer, 9, 9, 1
-        for frame in tqdm(src.decode(video), disable=not progress, unit="frame"):
-            if seconds is not None and frame.time is not None and frame.time >= seconds:
-                break
-            rgb = frame.to_ndarray(format="rgb24")[: stream.height, : stream.width]
-            dst.mux(stream.encode(hdr_frame(hdr_signal(rgb, transfer))))
-            written += 1
-        dst.mux(stream.encode(None))
+    for frame in tqdm(src.decode(video), disable=not progress, unit="frame"):
+        if seconds is not None and frame.time is not None and frame.time >= seconds:
+            break
+        rgb = frame.to_ndarray(format="rgb24")[: stream.height, : stream.width]
+        dst.mux(stream.encode(hdr_frame(hdr_signal(rgb, transfer))))
+        written += 1
+    dst.mux(stream.encode(None))
     return written
 
 
@@ -83,8 +93,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         frames = copy_as_hdr(args.source, args.target, TRANSFERS[args.transfer], args.seconds, args.crf,
                              progress=sys.stderr.isatty())
-    except (av.FFmpegError, IndexError) as e:
-        print(f"hdr_copy: error: cannot copy {args.source}: {e}", file=sys.stderr)
+    except (av.FFmpegError, OSError, ValueError) as e:
+        print(f"hdr_copy: error: cannot copy {args.source} to {args.target}: {e}", file=sys.stderr)
         return 2
     print(f"{args.target}: {frames} frames, {args.transfer.upper()}")
     return 0
