@@ -20,7 +20,7 @@ import numpy as np
 from tqdm import tqdm
 
 from stream_guard.sources.tone_map import HLG_GAMMA, HLG_PEAK_NITS, REF_WHITE_NITS, TRC_HLG, TRC_PQ
-from tests.support.hdr_video import hdr_frame, pq_signal
+from tests.support.hdr_video import add_hdr_stream, hdr_frame, pq_signal
 
 TRANSFERS = {"hlg": TRC_HLG, "pq": TRC_PQ}
 _BT709_TO_BT2020 = np.array([[0.6274, 0.3293, 0.0433],
@@ -63,11 +63,8 @@ def copy_as_hdr(source: Path, target: Path, transfer: int, seconds: float | None
 def _copy_pictures(src: av.container.InputContainer, dst: av.container.OutputContainer, transfer: int,
                    seconds: float | None, crf: int, progress: bool) -> int:
     video = src.streams.video[0]
-    stream = dst.add_stream("libx264", rate=video.average_rate or 25, options={"crf": str(crf)})
-    stream.width, stream.height = video.codec_context.width // 2 * 2, video.codec_context.height // 2 * 2
-    stream.pix_fmt = "yuv420p10le"
-    context = stream.codec_context
-    context.color_trc, context.color_primaries, context.colorspace, context.color_range = transfer, 9, 9, 1
+    width, height = video.codec_context.width // 2 * 2, video.codec_context.height // 2 * 2
+    stream = add_hdr_stream(dst, width, height, video.average_rate or 25, transfer, {"crf": str(crf)})
     written = 0
     for frame in tqdm(src.decode(video), disable=not progress, unit="frame"):
         if seconds is not None and frame.time is not None and frame.time >= seconds:

@@ -31,7 +31,7 @@ _BT2020_TO_BT709 = np.array([[1.6605, -0.5876, -0.0728],
 _SIGNAL_BITS = 10
 _RANGE = 2.0  # SDR light the output table spans: the shoulder has reached white (254.9 of 255) by then
 # 32 rows of 1080p are 0.7 MB of float light: mapped band by band, each step reads the last one's
-# output from cache instead of memory (a 1080p frame took half the CPU time it took whole)
+# output from cache instead of memory (a 1080p frame took about half the time it took whole)
 _BAND_ROWS = 32
 
 

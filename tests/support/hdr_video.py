@@ -35,14 +35,26 @@ def hdr_frame(signal: np.ndarray) -> av.VideoFrame:
     return frame
 
 
-def write_hdr_clip(path: Path, signals: list[np.ndarray], transfer: int, fps: int = 10) -> Path:
-    """An H.264 10-bit clip of one frame per signal picture, flagged BT.2020 and ``transfer``."""
-    with av.open(str(path), "w") as container:
-        stream = container.add_stream("libx264", rate=fps, options={"qp": "0"})
-        stream.height, stream.width = signals[0].shape[:2]
-        stream.pix_fmt = "yuv420p10le"
-        context = stream.codec_context
-        context.color_trc, context.color_primaries, context.colorspace, context.color_range = transfer, 9, 9, 1
+def add_hdr_stream(container: av.container.OutputContainer, width: int, height: int, rate: object,
+                   transfer: int, options: dict[str, str]) -> av.VideoStream:
+    """A 10-bit 4:2:0 libx264 stream for :func:`hdr_frame` pictures, flagged ``transfer`` and
+    BT.2020 (BT.709 for an SDR transfer such as 1), limited range."""
+    stream = container.add_stream("libx264", rate=rate, options=options)
+    stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p10le"
+    primaries = 9 if transfer in (PQ, HLG) else 1
+    context = stream.codec_context
+    context.color_trc, context.color_primaries, context.colorspace, context.color_range = (
+        transfer, primaries, primaries, 1)
+    return stream
+
+
+def write_hdr_clip(path: Path, signals: list[np.ndarray], transfer: int, fps: int = 10,
+                   format: str | None = None) -> Path:
+    """An H.264 10-bit clip of one frame per signal picture, flagged ``transfer`` and BT.2020 (BT.709
+    for an SDR transfer such as 1; the pictures are coded with BT.2020's matrix either way)."""
+    with av.open(str(path), "w", format=format) as container:
+        height, width = signals[0].shape[:2]
+        stream = add_hdr_stream(container, width, height, fps, transfer, {"qp": "0"})
         for signal in signals:
             container.mux(stream.encode(hdr_frame(signal)))
         container.mux(stream.encode(None))
@@ -55,18 +67,7 @@ def write_switching_clip(path: Path, segments: list[tuple[list[np.ndarray], int]
     Grey pictures only: every segment is coded with the BT.2020 matrix whatever its flags say."""
     data = b""
     for index, (signals, transfer) in enumerate(segments):
-        part = path.with_name(f"{path.stem}.part{index}.h264")
-        with av.open(str(part), "w", format="h264") as container:
-            stream = container.add_stream("libx264", rate=fps, options={"qp": "0"})
-            stream.height, stream.width = signals[0].shape[:2]
-            stream.pix_fmt = "yuv420p10le"
-            primaries = 9 if transfer in (PQ, HLG) else 1
-            context = stream.codec_context
-            context.color_trc, context.color_primaries, context.colorspace, context.color_range = (
-                transfer, primaries, primaries, 1)
-            for signal in signals:
-                container.mux(stream.encode(hdr_frame(signal)))
-            container.mux(stream.encode(None))
+        part = write_hdr_clip(path.with_name(f"{path.stem}.part{index}.h264"), signals, transfer, fps, "h264")
         data += part.read_bytes()
         part.unlink()
     path.write_bytes(data)
