@@ -3,12 +3,15 @@ No timing assertions: the figures depend on the machine and its load."""
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
+import av
 import numpy as np
 
 from stream_guard.bench.baseline import build_lstm, build_resnext50
-from stream_guard.bench.runner import STAGES
+from stream_guard.bench.clips import write_clip
+from stream_guard.bench.runner import SCENARIOS, STAGES
 from tests.conftest import run_cli
 
 SCENARIO_KEYS = {"scenario", "width", "height", "source_fps", "faces", "live", "encode", "detect_every",
@@ -75,3 +78,14 @@ def test_auto_detect_schedule_thins_out_tiled_frames_only(placeholder_model: Pat
     assert auto.detect_interval(1920, 1080) == AUTO_TILED_DETECT_EVERY
     fixed = Analyzer(detector, FaceTracker(TrackerOptions(), scorer.new_memory), scorer, detect_every=2)
     assert fixed.detect_interval(1920, 1080) == fixed.detect_interval(640, 360) == 2
+
+
+def test_the_hlg_scenario_is_file_1080p_coded_as_hlg_and_read_tone_mapped(tmp_path: Path) -> None:
+    plain, hlg = SCENARIOS["file-1080p"], SCENARIOS["file-1080p-hlg"]
+    assert replace(hlg, name=plain.name, description=plain.description, hdr_transfer=None) == plain
+    clip = write_clip(tmp_path / "hlg.mp4", 320, 240, 30, 0.3, 1, hlg.hdr_transfer)
+    with av.open(str(clip)) as container:
+        context = container.streams.video[0].codec_context
+        assert (context.pix_fmt, context.color_trc, context.colorspace) == ("yuv420p10le", 18, 9)
+    read = run_cli("-v", "watch", str(clip))
+    assert read.returncode == 0 and "HDR video (HLG transfer): tone-mapped" in read.stderr, read.stderr

@@ -53,20 +53,32 @@ def moving_faces(width: int, height: int, n_faces: int, period: int = 90) -> Dra
     return draw
 
 
-def write_clip(path: Path, width: int, height: int, fps: int, seconds: float, n_faces: int) -> Path:
-    """An H.264 MP4 (yuv420p, 1 s GOP, no B-frames, like a camera stream) of moving faces."""
+def write_clip(path: Path, width: int, height: int, fps: int, seconds: float, n_faces: int,
+               hdr_transfer: int | None = None) -> Path:
+    """An H.264 MP4 (yuv420p, 1 s GOP, no B-frames, like a camera stream) of moving faces.
+
+    With ``hdr_transfer`` (16 = PQ, 18 = HLG) it is 10-bit BT.2020 flagged with that transfer, and
+    the pictures are taken as its signal as they are, not graded into HDR: the reader's tone
+    mapping costs the same whatever the pixels, so this measures its cost, not its look."""
     draw = moving_faces(width, height, n_faces)
     n_frames = max(1, round(seconds * fps))
+    pix_fmt = "yuv420p" if hdr_transfer is None else "yuv420p10le"
     with av.open(str(path), mode="w") as container:
         stream = container.add_stream("libx264", rate=fps)
-        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+        stream.width, stream.height, stream.pix_fmt = width, height, pix_fmt
+        if hdr_transfer is not None:
+            context = stream.codec_context
+            context.color_trc, context.color_primaries, context.colorspace, context.color_range = (
+                hdr_transfer, 9, 9, 1)  # BT.2020 primaries and matrix, limited range
         stream.time_base = Fraction(1, fps)
         stream.codec_context.gop_size = fps
         stream.codec_context.max_b_frames = 0
         stream.codec_context.options = {"preset": "veryfast", "tune": "zerolatency",
                                         "x264-params": f"keyint={fps}:min-keyint={fps}:scenecut=0:bframes=0"}
         for i in range(n_frames):
-            frame = av.VideoFrame.from_ndarray(draw(i), format="rgb24").reformat(format="yuv420p")
+            picture = av.VideoFrame.from_ndarray(draw(i), format="rgb24")
+            frame = (picture.reformat(format=pix_fmt) if hdr_transfer is None else
+                     picture.reformat(format=pix_fmt, dst_colorspace="bt2020", dst_color_range="MPEG"))
             frame.pts = i
             frame.time_base = Fraction(1, fps)
             container.mux(stream.encode(frame))

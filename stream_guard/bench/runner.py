@@ -13,6 +13,7 @@ from stream_guard.bench.timing import ThreadCpuSampler, TimedSink, percentile, s
 from stream_guard.config import AnalysisOptions, ModelOptions, RunConfig, SourceOptions
 from stream_guard.outputs.video_file import VideoFileSink
 from stream_guard.pipeline import Pipeline, RunSummary
+from stream_guard.sources.tone_map import TRC_HLG
 from stream_guard.types import FrameResult
 
 STAGES = ("decode", "detect", "track", "crop", "cnn", "temporal", "overlay", "encode")
@@ -31,6 +32,7 @@ class Scenario:
     live: bool
     encode: bool  # write the annotated video (H.264), as `watch --out` does
     description: str
+    hdr_transfer: int | None = None  # coded as 10-bit HDR of this transfer (16 PQ, 18 HLG), tone-mapped when read
 
 
 SCENARIOS = MappingProxyType({s.name: s for s in (
@@ -38,6 +40,9 @@ SCENARIOS = MappingProxyType({s.name: s for s in (
     Scenario("live-1080p-4faces", 1920, 1080, 30, 4, True, True,
              "1080p30 live (paced, drop-oldest), 4 faces, --out encode"),
     Scenario("file-720p", 1280, 720, 30, 1, False, False, "720p file as fast as possible, 1 face, no video out"),
+    Scenario("file-1080p", 1920, 1080, 30, 1, False, False, "1080p file as fast as possible, 1 face, no video out"),
+    Scenario("file-1080p-hlg", 1920, 1080, 30, 1, False, False,
+             "file-1080p's clip coded as 10-bit HLG, so every frame is tone-mapped", TRC_HLG),
     Scenario("smoke", 360, 480, 30, 1, False, True, "tiny 360x480 file, 1 face (for tests)"),
 )})
 DEFAULT_SCENARIOS = ("live-720p", "live-1080p-4faces", "file-720p")
@@ -86,7 +91,7 @@ def run_scenario(scenario: Scenario, seconds: float, work: Path, model_dir: Path
     max_frames = None if source is None else max(1, round(seconds * scenario.fps))  # a stream may never end
     if source is None:
         source = str(write_clip(work / f"{scenario.name}.mp4", scenario.width, scenario.height, scenario.fps,
-                                seconds, scenario.faces))
+                                seconds, scenario.faces, scenario.hdr_transfer))
     encode = scenario.encode if encode is None else encode
     analysis = AnalysisOptions() if detect_every is None else AnalysisOptions(detect_every=detect_every)
     config = RunConfig(source=SourceOptions(spec=source, realtime=scenario.live, drop_oldest=scenario.live,
