@@ -91,7 +91,8 @@ class ToneMapper:
 
     def _map_rows(self, wide: np.ndarray, sdr: np.ndarray) -> None:
         """Maps ``wide`` (16-bit R'G'B' rows) into ``sdr`` (the same rows, 8-bit)."""
-        light = np.take(self._to_light, wide)
+        # every 16-bit sample is in the table, so clipping changes nothing; it spares numpy's bounds check
+        light = np.take(self._to_light, wide, mode="clip")
         if self.transfer == TRC_HLG:  # OOTF: display light = scene light * scene luminance ** (gamma - 1)
             luma = cv2.max(cv2.transform(light, _LUMA[None, :]), 1e-6)
             gain = cv2.pow(luma, HLG_GAMMA - 1) * np.float32(HLG_PEAK_NITS / REF_WHITE_NITS)
