@@ -168,7 +168,6 @@ class PyAVSource(OpensInWith):
         self._first: av.VideoFrame | None = None  # decoded by open(), yielded first by frames()
         self._first_error: Exception | None = None  # raised by frames()
         self._deinterlacer: Deinterlacer | None = None
-        self.tone_map = tone_map
         self._pictures = SdrPictures(tone_map)
         self._transfer: int | None = None  # the last frame's, to say when it changes (kept over reconnects)
         self._hdr_warned = False
@@ -373,7 +372,7 @@ class PyAVSource(OpensInWith):
         if hdr is None:
             if before in HDR_TRANSFERS:
                 log.info("%s: SDR video%s: read as it is", self.source_id, since)
-        elif self.tone_map:
+        elif self._pictures.tone_map:
             log.info("%s: HDR video (%s transfer)%s: tone-mapped to SDR for analysis", self.source_id, hdr, since)
         elif not self._hdr_warned:
             self._hdr_warned = True
