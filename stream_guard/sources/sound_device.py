@@ -150,15 +150,19 @@ def recorder_command(devices: Sequence[str]) -> list[str]:
     caps = f"audio/x-raw,format=F32LE,rate={SOUND_RATE},channels={SOUND_CHANNELS},layout=interleaved"
     out = ["fdsink", "fd=1", "sync=false"]
 
-    def source(device: str) -> list[str]:
+    def source(device: str, *options: str) -> list[str]:
         return ["pulsesrc", f"device={device}", "client-name=stream_guard", "buffer-time=100000",
-                "latency-time=10000", "!", "audioconvert", "!", "audioresample", "!", caps]
+                "latency-time=10000", *options, "!", "audioconvert", "!", "audioresample", "!", caps]
 
     if len(devices) == 1:
         return [GST_LAUNCH, "-q", *source(devices[0]), "!", *out]
     command = [GST_LAUNCH, "-q", "audiomixer", "name=mix", "!", caps, "!", *out]
     for device in devices:
-        command += [*source(device), "!", "mix."]
+        # The mixer places each source's sound by its timestamps. By default a source counts them in
+        # samples on its own clock, so one that lost sound in a stall (the recorder not scheduled for a
+        # moment) stays behind the mix for good and the mixer drops all it gives after: one side of a
+        # call gone for the rest of the run. Stamped on the system clock as they are read, both recover.
+        command += [*source(device, "provide-clock=false", "slave-method=re-timestamp"), "!", "mix."]
     return command
 
 
