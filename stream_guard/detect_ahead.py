@@ -102,6 +102,7 @@ class DetectAheadThread(threading.Thread):
                         return
                 continue
             if isinstance(item, Frame):
+                item.convert()  # a live frame's picture is converted once it is taken (PendingImage)
                 item = self._detect(item)
             if not self.out.put(item) or isinstance(item, EndOfStream):
                 return

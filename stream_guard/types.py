@@ -7,9 +7,47 @@ another layout convert at the edge.
 from __future__ import annotations
 
 import enum
+import threading
+import time
 from dataclasses import dataclass, field
+from typing import Callable
 
 import numpy as np
+
+
+class PendingImage:
+    """A decoded picture whose conversion to an RGB array waits until a thread first asks for it
+    (:meth:`get`); it is converted once, and whoever asks after gets the same array.
+
+    A live source's frames go through a queue that drops the oldest when the analysis falls
+    behind: a frame dropped there is never converted, and the reading thread, which must keep up
+    with the stream, does not spend its time on pictures nobody looks at (tone mapping an HDR
+    frame costs several times its decoding)."""
+
+    __slots__ = ("shape", "convert_ms", "_convert", "_image", "_lock")
+
+    def __init__(self, shape: tuple[int, int, int], convert: Callable[[], np.ndarray]) -> None:
+        self.shape = shape  # (H, W, 3) of the converted array
+        self.convert_ms = 0.0
+        self._convert: Callable[[], np.ndarray] | None = convert
+        self._image: np.ndarray | None = None
+        self._lock = threading.Lock()
+
+    @property
+    def converted(self) -> bool:
+        """Whether a thread has converted it yet."""
+        return self._image is not None
+
+    def get(self) -> np.ndarray:
+        """The RGB ``uint8`` array, converted on this thread if no thread has yet."""
+        with self._lock:
+            if self._image is None:
+                assert self._convert is not None
+                started = time.perf_counter()
+                self._image = self._convert()
+                self.convert_ms = (time.perf_counter() - started) * 1e3
+                self._convert = None  # lets the decoded picture go
+            return self._image
 
 
 @dataclass(frozen=True, slots=True)
@@ -18,23 +56,40 @@ class Frame:
 
     ``pts_s`` is the source's presentation time in seconds (monotonic within a
     stream); ``wallclock_s`` is ``time.monotonic()`` when the frame was received,
-    the start point of the latency we report.
+    the start point of the latency we report. ``pixels`` is the picture, or a
+    :class:`PendingImage` not yet converted: read it as :attr:`image`.
     """
 
-    image: np.ndarray
+    pixels: np.ndarray | PendingImage
     index: int
     pts_s: float
     wallclock_s: float
     source_id: str
-    decode_ms: float = 0.0  # read + decode + colour conversion time in the capture thread (benchmarks)
+    decode_ms: float = 0.0  # read + decode time in the capture thread (benchmarks)
+
+    @property
+    def image(self) -> np.ndarray:
+        """The picture, RGB ``uint8`` ``(H, W, 3)`` (converted now, on this thread, if it is pending)."""
+        pixels = self.pixels
+        return pixels.get() if isinstance(pixels, PendingImage) else pixels
+
+    def convert(self) -> None:
+        """Convert a pending picture now, on this thread (nothing to do if it already is)."""
+        if isinstance(self.pixels, PendingImage):
+            self.pixels.get()
+
+    @property
+    def convert_ms(self) -> float:
+        """How long the picture's conversion took, wherever it ran (0 until it has, or if it was given converted)."""
+        return self.pixels.convert_ms if isinstance(self.pixels, PendingImage) else 0.0
 
     @property
     def width(self) -> int:
-        return int(self.image.shape[1])
+        return int(self.pixels.shape[1])
 
     @property
     def height(self) -> int:
-        return int(self.image.shape[0])
+        return int(self.pixels.shape[0])
 
 
 @dataclass(frozen=True, slots=True)

@@ -16,8 +16,8 @@ from tests.conftest import run_cli
 
 SCENARIO_KEYS = {"scenario", "width", "height", "source_fps", "faces", "live", "encode", "detect_every",
                  "detect_share", "frames_read", "frames_processed", "frames_dropped", "frames_with_face_share",
-                 "fps", "realtime_ratio", "latency_ms", "stages_ms", "face_score_hz", "cpu_s", "cpu_ms_per_frame",
-                 "peak_rss_mb", "model", "model_trained", "provider"}
+                 "fps", "realtime_ratio", "behind_s", "latency_ms", "stages_ms", "face_score_hz", "cpu_s",
+                 "cpu_ms_per_frame", "peak_rss_mb", "model", "model_trained", "provider"}
 
 
 def test_bench_smoke_prints_json_last(placeholder_model: Path, tmp_path: Path) -> None:
@@ -32,6 +32,7 @@ def test_bench_smoke_prints_json_last(placeholder_model: Path, tmp_path: Path) -
     assert SCENARIO_KEYS <= set(s)
     assert set(s["stages_ms"]) == set(STAGES)
     assert s["frames_processed"] == s["frames_read"] == 30  # a file loses no frame
+    assert s["behind_s"] is None  # only said of a live source
     assert s["stages_ms"]["decode"]["runs"] == 30 and s["stages_ms"]["encode"]["runs"] == 30
     assert s["stages_ms"]["cnn"]["runs"] > 0 and s["stages_ms"]["temporal"]["runs"] > 0  # both timed now
     assert s["frames_with_face_share"] > 0.5 and s["face_score_hz"]["min"] is not None

@@ -5,6 +5,8 @@ import threading
 import time
 from typing import Iterator
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -12,7 +14,9 @@ from stream_guard.errors import SourceError, SourceUnreachableError
 from stream_guard.sources.base import DropPolicy
 from stream_guard.sources.capture import (CaptureThread, EndOfStream, FrameQueue, ReconnectPolicy,
                                           SourceEvent)
-from stream_guard.types import Frame, StreamInfo
+from stream_guard.sources import PyAVSource, parse_source
+from stream_guard.types import Frame, PendingImage, StreamInfo
+from tests.support.synth_video import make_test_clip
 
 FAST = ReconnectPolicy(initial_s=0.01, max_s=0.02, max_attempts=5, jitter=0.0)
 
@@ -153,3 +157,57 @@ def test_drop_oldest_keeps_control_items_in_order() -> None:
     items = [q.get(0.1) for _ in range(q.qsize())]
     assert isinstance(items[0], SourceEvent)  # never moved behind frames that came after it
     assert [f.index for f in items[1:]] == [3, 4] and q.dropped == 3
+
+
+class _Recorded:
+    """Wraps a source and keeps every frame it yields."""
+
+    def __init__(self, inner: PyAVSource) -> None:
+        self.inner, self.source_id, self.yielded = inner, inner.source_id, []
+
+    def open(self) -> StreamInfo:
+        return self.inner.open()
+
+    def frames(self) -> Iterator[Frame]:
+        for frame in self.inner.frames():
+            self.yielded.append(frame)
+            yield frame
+
+    def close(self) -> None:
+        self.inner.close()
+
+
+def _pending(frame: Frame) -> PendingImage:
+    assert isinstance(frame.pixels, PendingImage)
+    return frame.pixels
+
+
+@pytest.mark.parametrize("policy", [DropPolicy.DROP_OLDEST, DropPolicy.BLOCK])
+def test_a_live_queue_converts_only_the_frames_taken_from_it(tmp_path: Path, policy: DropPolicy) -> None:
+    """Pictures wait unconverted in a drop-oldest queue, so those it drops cost no conversion (tone
+    mapping an HDR frame costs several times its decoding) and the reader keeps up with the stream.
+    With a blocking queue every frame is analysed: the capture thread converts each before queueing it."""
+    clip = make_test_clip(tmp_path / "c.mp4", seconds=2.0, width=96, height=64, fps=30)
+    source = _Recorded(PyAVSource(parse_source(str(clip))))
+    source.open()
+    stop = threading.Event()
+    q = FrameQueue(2, policy, stop)
+    thread = CaptureThread(source, q, stop, live=False)
+    thread.start()
+    taken, converted_when_taken = [], []
+    while not isinstance(item := q.get(timeout=5), EndOfStream):
+        assert item is not None, "capture thread stalled"
+        if isinstance(item, Frame):
+            converted_when_taken.append(_pending(item).converted)
+            assert item.image.shape == (item.height, item.width, 3) == (64, 96, 3)
+            taken.append(item.index)
+            time.sleep(0.02)  # a consumer slower than the reader
+    thread.join(5)
+    assert len(source.yielded) == 60
+    if policy is DropPolicy.BLOCK:
+        assert taken == list(range(60)) and all(converted_when_taken)
+        return
+    dropped = [f for f in source.yielded if f.index not in taken]
+    assert q.dropped == len(dropped) > 20
+    assert not any(converted_when_taken[1:])  # the first frame is converted when the source opens
+    assert not any(_pending(f).converted for f in dropped)

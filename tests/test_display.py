@@ -40,7 +40,12 @@ def _read_all(path: Path) -> tuple[tuple[int, int], list[np.ndarray], DisplayTra
     source = PyAVSource(parse_source(str(path)))
     info = source.open()
     try:
-        return (info.width, info.height), [f.image for f in source.frames()], source.display
+        images = []
+        for frame in source.frames():
+            size = (frame.height, frame.width)  # known before the picture is converted
+            images.append(frame.image)
+            assert images[-1].shape[:2] == size
+        return (info.width, info.height), images, source.display
     finally:
         source.close()
 

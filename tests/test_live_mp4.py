@@ -170,7 +170,7 @@ class FedLiveView:
                 continue
             width, height = self.size
             image = picture(width, height, k)
-            frame = Frame(image=image, index=k, pts_s=k / FPS, wallclock_s=time.monotonic(), source_id="cam")
+            frame = Frame(pixels=image, index=k, pts_s=k / FPS, wallclock_s=time.monotonic(), source_id="cam")
             self.sink.write(FrameResult(frame=frame, annotated=image, faces=(), detected=False, latency_ms=1.0,
                                         fps=FPS))
             k += 1

@@ -388,7 +388,7 @@ def test_the_live_view_drops_the_sound_while_nobody_watches_its_video() -> None:
         image = np.zeros((64, 64, 3), np.uint8)
         for k in range(15 * FPS):  # 15 s: more than the feed holds
             feed.put(_tone(k / FPS, 1 / FPS))
-            frame = Frame(image=image, index=k, pts_s=k / FPS, wallclock_s=k / FPS, source_id="cam")
+            frame = Frame(pixels=image, index=k, pts_s=k / FPS, wallclock_s=k / FPS, source_id="cam")
             sink.write(FrameResult(frame=frame, annotated=image, faces=(), detected=False, latency_ms=1.0, fps=FPS))
         assert feed.dropped_s == 0 and len(feed) <= 6  # the sound within LEAD_S of the newest picture
         assert sink._sound_mp4 is None

@@ -244,7 +244,7 @@ def test_status_line_keeps_saying_the_picture_is_blank_until_it_is_back() -> Non
     now = [100.0]
     beat = ServiceHeartbeat(RecordingNotifier(sent), watchdog_s=None, clock=lambda: now[0])
     beat.ready("door")
-    frame = Frame(image=np.zeros((8, 8, 3), np.uint8), index=0, pts_s=0.0, wallclock_s=0.0, source_id="door")
+    frame = Frame(pixels=np.zeros((8, 8, 3), np.uint8), index=0, pts_s=0.0, wallclock_s=0.0, source_id="door")
     result = FrameResult(frame=frame, annotated=frame.image, faces=(), detected=False, latency_ms=1.0, fps=25.0)
     went_blank = time.time()
     beat.source_event({"state": "blank", "wall_time": went_blank, "detail": "one flat colour for 5 s"})

@@ -39,7 +39,7 @@ def _quadrants(width: int, height: int, order: tuple[int, int, int, int] = (0, 1
 
 
 def _result(image: np.ndarray, index: int = 0) -> FrameResult:
-    frame = Frame(image=image, index=index, pts_s=index / 30.0, wallclock_s=time.monotonic(), source_id="test")
+    frame = Frame(pixels=image, index=index, pts_s=index / 30.0, wallclock_s=time.monotonic(), source_id="test")
     return FrameResult(frame=frame, annotated=image, faces=(), detected=False, latency_ms=1.0, fps=30.0)
 
 

@@ -63,8 +63,9 @@ def _custom(source: str) -> Scenario:
 def _print_table(report: dict, out: TextIO) -> None:
     for s in report["scenarios"]:
         lat = s["latency_ms"]
+        behind = "" if s["behind_s"] is None else f"{s['behind_s']} s behind the stream at the end, "
         print(f"{s['scenario']}: {s['frames_processed']}/{s['frames_read']} frames, {s['fps']} fps "
-              f"({s['realtime_ratio']}x real time), {s['frames_dropped']} dropped, latency p50 {lat['p50']} ms "
+              f"({s['realtime_ratio']}x real time), {s['frames_dropped']} dropped, {behind}latency p50 {lat['p50']} ms "
               f"p95 {lat['p95']} ms, min face score rate {s['face_score_hz']['min']} Hz, "
               f"peak RSS {s['peak_rss_mb']} MB", file=out)
         print("  stage ms (mean/p95 when run, per frame): " + ", ".join(

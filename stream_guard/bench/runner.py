@@ -39,6 +39,8 @@ SCENARIOS = MappingProxyType({s.name: s for s in (
     Scenario("live-720p", 1280, 720, 30, 1, True, True, "720p30 live (paced, drop-oldest), 1 face, --out encode"),
     Scenario("live-1080p-4faces", 1920, 1080, 30, 4, True, True,
              "1080p30 live (paced, drop-oldest), 4 faces, --out encode"),
+    Scenario("live-1080p-hlg", 1920, 1080, 30, 1, True, False,
+             "1080p30 live (paced, drop-oldest) coded as 10-bit HLG, 1 face, no video out", TRC_HLG),
     Scenario("file-720p", 1280, 720, 30, 1, False, False, "720p file as fast as possible, 1 face, no video out"),
     Scenario("file-1080p", 1920, 1080, 30, 1, False, False, "1080p file as fast as possible, 1 face, no video out"),
     Scenario("file-1080p-hlg", 1920, 1080, 30, 1, False, False,
@@ -61,14 +63,17 @@ class _Collector:
     stages: dict[str, list[float]] = field(default_factory=lambda: {s: [] for s in STAGES if s != "encode"})
     latencies: list[float] = field(default_factory=list)
     out_times: list[float] = field(default_factory=list)
+    pts: list[float] = field(default_factory=list)  # stream time of each analysed frame
     with_face: int = 0
     tracks: dict[int, list[float]] = field(default_factory=dict)  # id -> [first, last scored pts, n_scored]
 
     def __call__(self, r: FrameResult) -> None:
         self.out_times.append(time.perf_counter())
+        self.pts.append(r.frame.pts_s)
         self.latencies.append(r.latency_ms)
         t = r.times
-        for name, value in (("decode", r.frame.decode_ms), ("detect", t.detect_ms), ("track", t.track_ms),
+        decode_ms = r.frame.decode_ms + r.frame.convert_ms  # wherever the conversion ran
+        for name, value in (("decode", decode_ms), ("detect", t.detect_ms), ("track", t.track_ms),
                             ("crop", t.crop_ms), ("cnn", t.cnn_ms), ("temporal", t.temporal_ms),
                             ("overlay", t.overlay_ms)):
             self.stages[name].append(value)
@@ -124,6 +129,8 @@ def _report(scenario: Scenario, source: str, summary: RunSummary, c: _Collector,
         "frames_read": summary.frames_read, "frames_processed": n, "frames_dropped": summary.frames_dropped,
         "frames_with_face_share": round(c.with_face / max(1, n), 4),
         "fps": round(fps, 2), "realtime_ratio": round(fps / scenario.fps, 2),
+        # a live source's analysis that falls behind the stream: this much more time passed than stream time
+        "behind_s": round(span - (c.pts[-1] - c.pts[0]), 2) if scenario.live and len(c.pts) > 1 else None,
         "latency_ms": {"p50": percentile(c.latencies, 50), "p95": percentile(c.latencies, 95)},
         "stages_ms": stages,
         "face_score_hz": {"min": min(rates.values()) if rates else None, "per_face": rates},

@@ -161,6 +161,10 @@ class CaptureThread(threading.Thread):
         for frame in self.source.frames():
             if self.stop.is_set():
                 return
+            if self.out.policy is DropPolicy.BLOCK:
+                # every frame will be analysed: convert it here, alongside detection on the next thread.
+                # A drop-oldest queue's frames are converted when taken (PendingImage): those dropped never are.
+                frame.convert()
             if not self.out.put(frame):
                 return
             if self._blank is not None:

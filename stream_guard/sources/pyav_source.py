@@ -11,6 +11,7 @@ from typing import Callable, Iterator
 from urllib.parse import urlsplit
 
 import av
+import numpy as np
 
 from stream_guard.errors import NotAVideoError, SourceError, SourceNotFoundError, SourceUnreachableError
 from stream_guard.sources.base import OpensInWith
@@ -23,7 +24,7 @@ from stream_guard.sources.spec import SourceSpec
 from stream_guard.sources.tone_map import HDR_TRANSFERS, SdrPictures
 from stream_guard.sources.video_stream_choice import (describe_video_streams, format_stream_id,
                                                        is_cover_picture, pick_video_stream, stream_ids)
-from stream_guard.types import Frame, SoundChunk, StreamInfo
+from stream_guard.types import Frame, PendingImage, SoundChunk, StreamInfo
 
 log = logging.getLogger(__name__)
 
@@ -381,9 +382,20 @@ class PyAVSource(OpensInWith):
 
     def _to_frame(self, raw: av.VideoFrame, index: int, started: float) -> Frame:
         self._note_transfer(raw, index)
-        image = self._display.apply(self._pictures.rgb(raw))
         decode_ms = (time.perf_counter() - started) * 1e3
-        return Frame(image, index, self._clock.pts_s(raw.time), time.monotonic(), self.source_id, decode_ms)
+        display, pictures, source_id = self._display, self._pictures, self.source_id
+
+        def convert() -> np.ndarray:
+            try:
+                return display.apply(pictures.rgb(raw))
+            except (av.error.FFmpegError, ValueError) as e:
+                raise SourceError(f"{source_id}: frame {index} cannot be converted to RGB ({_reason(e)})") from e
+
+        width, height = display.display_size(raw.width, raw.height)
+        pixels = PendingImage((height, width, 3), convert)
+        if index == 0:  # a picture that cannot be converted at all fails the open, not a later thread
+            pixels.get()
+        return Frame(pixels, index, self._clock.pts_s(raw.time), time.monotonic(), self.source_id, decode_ms)
 
     @property
     def display(self) -> DisplayTransform:

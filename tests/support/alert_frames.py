@@ -17,7 +17,7 @@ def face(track_id: int, verdict: Verdict | str, scored: bool = True, score: floa
 def result(index: int, faces: tuple[FaceResult, ...], fps: float = 10.0, width: int = 64,
            height: int = 48) -> FrameResult:
     image = np.full((height, width, 3), index % 256, np.uint8)
-    frame = Frame(image=image, index=index, pts_s=index / fps, wallclock_s=0.0, source_id="test-stream")
+    frame = Frame(pixels=image, index=index, pts_s=index / fps, wallclock_s=0.0, source_id="test-stream")
     return FrameResult(frame=frame, annotated=image, faces=faces, detected=bool(faces), latency_ms=1.0, fps=fps)
 
 
