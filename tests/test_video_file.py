@@ -29,7 +29,7 @@ def grey_frame(index: int, arrived_s: float) -> FrameResult:
     """Frame ``index`` as grey ``SHADE * index``, received at ``arrived_s`` on the monotonic clock."""
     item = result(index, ())
     image = np.full_like(item.annotated, SHADE * index % 256)
-    return replace(item, frame=replace(item.frame, image=image, wallclock_s=arrived_s), annotated=image)
+    return replace(item, frame=replace(item.frame, pixels=image, wallclock_s=arrived_s), annotated=image)
 
 
 def decoded(path: Path) -> list[tuple[float, int]]:
@@ -252,7 +252,7 @@ def test_a_source_that_changes_shape_is_letterboxed_not_stretched(tmp_path: Path
         sink.write(grey_frame(0, 0.0))
         square = np.full((48, 48, 3), 255, np.uint8)
         item = result(1, ())
-        sink.write(replace(item, frame=replace(item.frame, image=square), annotated=square))
+        sink.write(replace(item, frame=replace(item.frame, pixels=square), annotated=square))
     finally:
         sink.close()
     with av.open(str(tmp_path / "out.mp4")) as container:
