@@ -13,6 +13,8 @@ from stream_guard.bench.baseline import build_lstm, build_resnext50
 from stream_guard.bench.clips import write_clip
 from stream_guard.bench.runner import SCENARIOS, STAGES
 from tests.conftest import run_cli
+from tests.support.rtsp_fixture import RtspServerProcess
+from tests.support.synth_video import make_test_clip
 
 SCENARIO_KEYS = {"scenario", "width", "height", "source_fps", "faces", "live", "encode", "detect_every",
                  "detect_share", "frames_read", "frames_processed", "frames_dropped", "frames_with_face_share",
@@ -90,3 +92,16 @@ def test_the_hlg_scenario_is_file_1080p_coded_as_hlg_and_read_tone_mapped(tmp_pa
         assert (context.pix_fmt, context.color_trc, context.colorspace) == ("yuv420p10le", 18, 9)
     read = run_cli("-v", "watch", str(clip))
     assert read.returncode == 0 and "HDR video (HLG transfer): tone-mapped" in read.stderr, read.stderr
+
+
+def test_bench_of_a_live_stream_says_how_far_behind_it_is(placeholder_model: Path, tmp_path: Path) -> None:
+    """``--source`` with a live stream (a real RTSP server): read as a live run reads it, and ``behind_s``
+    says whether the machine kept up."""
+    clip = make_test_clip(tmp_path / "c.mp4", seconds=2.0, width=320, height=240, fps=30)
+    with RtspServerProcess(clip) as server:
+        r = run_cli("bench", "--source", server.url, "--seconds", "1", "--no-baseline", "--model",
+                    str(placeholder_model), timeout=180)
+    assert r.returncode == 0, r.stderr
+    (s,) = json.loads(r.stdout.strip().splitlines()[-1])["scenarios"]
+    assert s["live"] and s["frames_read"] == 30
+    assert isinstance(s["behind_s"], float) and "s behind the stream at the end" in r.stdout

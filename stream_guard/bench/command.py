@@ -56,8 +56,8 @@ def _decoded(path: str) -> Iterator[np.ndarray]:
 def _custom(source: str) -> Scenario:
     from stream_guard.sources import parse_source
 
-    live = parse_source(source).is_live
-    return Scenario("custom", 0, 0, 30, 0, False, not live, f"--source ({'live' if live else 'file'})")
+    live = parse_source(source).is_live  # read as a live run reads it, so behind_s says whether it keeps up
+    return Scenario("custom", 0, 0, 30, 0, live, not live, f"--source ({'live' if live else 'file'})")
 
 
 def _print_table(report: dict, out: TextIO) -> None:
