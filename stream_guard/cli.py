@@ -413,15 +413,8 @@ def _print_summary(summary, stream=sys.stderr) -> None:
 
 
 def cmd_watch(args: argparse.Namespace) -> int:
-    to_stdout = args.events is not None and str(args.events) == "-"
-    config = _config(args, args.source, args.out, None if to_stdout else args.events, args.realtime,
-                     args.max_frames)
-    extra = []
-    if to_stdout:
-        from stream_guard.outputs.events import JsonlEventSink
-
-        extra.append(JsonlEventSink(sys.stdout, config.outputs.alerts))
-    summary = _run_with_signals(config, extra)
+    config = _config(args, args.source, args.out, args.events, args.realtime, args.max_frames)
+    summary = _run_with_signals(config)
     _print_summary(summary)
     return EXIT_INTERRUPTED if summary.interrupted else EXIT_OK
 

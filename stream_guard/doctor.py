@@ -105,11 +105,12 @@ def _checks() -> list[tuple[str, str, str]]:
         rows.append((OK if present else MISSING, what, name + ("" if present else " not found")))
     try:
         from stream_guard.model.contract import load_model_spec
+        from stream_guard.model.provenance import model_digest
 
         spec = load_model_spec(default_model_dir())
         rows.append((OK if spec.trained else WARN, "deepfake model",
                      f"{spec.name} {spec.version}" + ("" if spec.trained else " (UNTRAINED placeholder)")
-                     + f"; --model NAME: {', '.join(shipped_model_names())}"))
+                     + f", sha256 {model_digest(spec)}; --model NAME: {', '.join(shipped_model_names())}"))
     except Exception as e:  # noqa: BLE001 - doctor reports, it does not fail
         rows.append((MISSING, "deepfake model", str(e)))
     return rows

@@ -41,6 +41,7 @@ from stream_guard.alert_replay import AlertTrace, false_alert_thresholds
 from stream_guard.config import RunConfig
 from stream_guard.errors import ConfigError, StreamGuardError
 from stream_guard.file_analysis import analyse_file
+from stream_guard.model.provenance import Provenance
 from stream_guard.model.smoothing import SmoothingOptions
 from stream_guard.outputs.alerts import AlertOptions
 from stream_guard.scoring import (  # noqa: F401 (re-exported: evaluate's public API)
@@ -93,19 +94,26 @@ class ScoredFiles:
     files: list[dict] = field(default_factory=list)
     no_face: list[dict] = field(default_factory=list)
     failed: list[dict] = field(default_factory=list)
-    threshold: float = 0.5
-    model: str = ""
+    provenance: Provenance | None = None  # the model and threshold that scored them (None: no file was scored)
     traces: dict[str, AlertTrace] = field(default_factory=dict)  # by file, to replay alerts at other thresholds
 
     def extend(self, other: ScoredFiles) -> None:
         """Add ``other``'s files (another model's run over other files); its model and threshold
         are kept when this holds no file yet."""
         if not (self.files or self.no_face or self.failed):
-            self.threshold, self.model = other.threshold, other.model
+            self.provenance = other.provenance
         self.files += other.files
         self.no_face += other.no_face
         self.failed += other.failed
         self.traces |= other.traces
+
+    @property
+    def threshold(self) -> float:
+        return 0.5 if self.provenance is None else self.provenance.threshold
+
+    @property
+    def model(self) -> str:
+        return "" if self.provenance is None else self.provenance.model
 
     @property
     def count(self) -> int:
@@ -115,7 +123,7 @@ class ScoredFiles:
         """The files (entries with ``file``, ``label`` and ``family``) that ``keep`` accepts."""
         files = [f for f in self.files if keep(f)]
         return ScoredFiles(files, [f for f in self.no_face if keep(f)], [f for f in self.failed if keep(f)],
-                           self.threshold, self.model, {f["file"]: self.traces[f["file"]] for f in files})
+                           self.provenance, {f["file"]: self.traces[f["file"]] for f in files})
 
 
 def score_files(rows: list[ManifestRow], config: RunConfig,
@@ -135,7 +143,7 @@ def score_files(rows: list[ManifestRow], config: RunConfig,
                 scored.failed.append({"file": str(row.path), "label": row.label, "family": row.family,
                                       "error": str(e)})
                 continue
-            scored.threshold, scored.model = analysis.threshold, analysis.model
+            scored.provenance = analysis.provenance
             entry = {"file": str(row.path), "label": row.label, "family": row.family, "score": analysis.score,
                      "faces": sum(1 for t in analysis.tracks if t.scores), "frames": analysis.frames,
                      "duration_s": round(analysis.duration_s, 3), "alerts": analysis.alerts,
@@ -180,7 +188,8 @@ def build_report(scored: ScoredFiles, alerts: AlertOptions, manifest: str, n_fil
         [scored.traces[r["file"]] for r in results if r["label"] == "fake"], alerts, smoothing)
     report["false_alarm_thresholds"] = false_alarm_thresholds(labels, scores)
     report["by_face_size"] = metrics_by_face_size(results, scored.threshold)
-    report.update({"threshold": scored.threshold, "model": scored.model, "manifest": manifest,
+    report.update({"threshold": scored.threshold, "model": scored.model,
+                   **({} if scored.provenance is None else scored.provenance.to_json()), "manifest": manifest,
                    "n_files": n_files, "n_no_face": len(no_face), "no_face": no_face,
                    "n_failed": len(scored.failed), "failed": scored.failed, "files": results,
                    "video_score": "max over faces (with >= 3 windows) of the mean window probability"})

@@ -29,6 +29,7 @@ from stream_guard.alert_replay import AlertTrace
 from stream_guard.config import RunConfig, SourceOptions
 from stream_guard.errors import NotAVideoError, SourceNotFoundError
 from stream_guard.faces.crop import crop_face
+from stream_guard.model.provenance import Provenance
 from stream_guard.outputs.alerts import RAISED, AlertOptions, AlertStateMachine
 from stream_guard.pipeline import Pipeline
 from stream_guard.types import FrameResult, TrackState
@@ -78,12 +79,19 @@ class FileAnalysis:
     duration_s: float
     tracks: tuple[TrackSeries, ...]
     score: float | None
-    threshold: float
-    model: str
+    provenance: Provenance  # the software, model and threshold that judged it
     alerts: int = 0  # fake alerts the live alert rule raised
     first_alert_s: float | None = None  # stream time of the first
     trace: AlertTrace | None = None  # with keep_trace: to replay the alert rule at other thresholds
     faces_too_small: int = 0  # faces seen only below the minimum face size (tracked, never judged)
+
+    @property
+    def threshold(self) -> float:
+        return self.provenance.threshold
+
+    @property
+    def model(self) -> str:
+        return self.provenance.model
 
     @property
     def has_face(self) -> bool:
@@ -103,7 +111,7 @@ class FileAnalysis:
 
     def to_json(self) -> dict:
         return {"file": str(self.path), "frames": self.frames, "duration_s": round(self.duration_s, 3),
-                "score": self.score, "verdict": self.verdict, "threshold": self.threshold, "model": self.model,
+                "score": self.score, "verdict": self.verdict, **self.provenance.to_json(),
                 "alerts": self.alerts, "first_alert_s": self.first_alert_s, "faces_too_small": self.faces_too_small,
                 "tracks": [t.to_json() for t in self.tracks if t.scores]}
 
@@ -201,9 +209,8 @@ def analyse_file(path: str | Path, config: RunConfig, max_frames: int | None = N
     pipeline = Pipeline(run_config, on_result=collector)
     summary = pipeline.run()
     tracks = tuple(sorted(collector.tracks.values(), key=lambda t: t.track_id))
-    threshold = pipeline.threshold if pipeline.threshold is not None else 0.5
     return FileAnalysis(path=path, frames=collector.frames, duration_s=collector.last_pts, tracks=tracks,
-                        score=file_score(tracks), threshold=threshold, model=summary.model,
+                        score=file_score(tracks), provenance=summary.provenance,
                         alerts=len(collector.alert_times),
                         first_alert_s=collector.alert_times[0] if collector.alert_times else None,
                         trace=collector.trace,

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import sys
 import threading
 import time
 from collections import deque
@@ -23,6 +24,7 @@ from stream_guard.faces.landmarks import FaceMesh
 from stream_guard.faces.regions import FaceRegions
 from stream_guard.faces.tracker import FaceTracker
 from stream_guard.model.contract import ModelSpec, load_model_spec
+from stream_guard.model.provenance import Provenance
 from stream_guard.model.providers import resolve_providers
 from stream_guard.model.scorer import FaceScorer
 from stream_guard.outputs.base import Sink
@@ -106,16 +108,24 @@ class RunSummary:
     fps: float
     latency_p50_ms: float | None
     latency_p95_ms: float | None
-    model: str
-    model_trained: bool
+    provenance: Provenance  # the software, model and threshold behind the verdicts
     provider: str
     tracks: tuple[dict, ...]
     interrupted: bool
     error: str | None
     failed_outputs: tuple[str, ...]
 
+    @property
+    def model(self) -> str:
+        return self.provenance.model
+
+    @property
+    def model_trained(self) -> bool:
+        return self.provenance.model_trained
+
     def to_json(self) -> dict:
-        d = {k: getattr(self, k) for k in self.__slots__}
+        d = {k: getattr(self, k) for k in self.__slots__ if k != "provenance"}
+        d.update(self.provenance.to_json())
         d["tracks"] = list(self.tracks)
         d["failed_outputs"] = list(self.failed_outputs)
         return {"type": "summary", "wall_time": time.time(), **d}
@@ -146,10 +156,11 @@ def _check_sound_device(choice: str | None, spec: SourceSpec, carried: bool) -> 
                     choice)
 
 
-def build_sinks(config: RunConfig, info: StreamInfo, model: ModelSpec, threshold: float,
+def build_sinks(config: RunConfig, info: StreamInfo, provenance: Provenance,
                 on_close: Callable[[], None], sound: SoundBus | None = None) -> list[Sink]:
-    """The outputs named in ``config``; ``model`` and ``threshold`` are the ones in effect (for the live view).
-    ``sound``: the bus the source publishes its sound on, if it does (``info.has_sound``)."""
+    """The outputs named in ``config``; ``provenance`` names the model and threshold in effect, for the
+    outputs that record verdicts. ``sound``: the bus the source publishes its sound on, if it does
+    (``info.has_sound``)."""
     sinks: list[Sink] = []
     out = config.outputs
     sound = sound if info.has_sound else None
@@ -159,7 +170,8 @@ def build_sinks(config: RunConfig, info: StreamInfo, model: ModelSpec, threshold
                                    audio_from=source.url if source.kind == "file" and not info.is_live else None,
                                    sound=sound.subscribe("--out") if sound is not None and info.is_live else None))
     if out.events_path is not None:
-        sinks.append(JsonlEventSink(out.events_path, out.alerts))
+        target = sys.stdout if str(out.events_path) == "-" else out.events_path
+        sinks.append(JsonlEventSink(target, out.alerts, provenance))
     if out.show:
         from stream_guard.outputs.window import TkWindowSink
 
@@ -175,12 +187,12 @@ def build_sinks(config: RunConfig, info: StreamInfo, model: ModelSpec, threshold
     if out.snapshots is not None:
         from stream_guard.outputs.snapshots import SnapshotSink
 
-        sinks.append(SnapshotSink(out.snapshots, out.alerts, keep=out.snapshot_keep))
+        sinks.append(SnapshotSink(out.snapshots, out.alerts, keep=out.snapshot_keep, provenance=provenance))
     if out.clips is not None:
         from stream_guard.outputs.alert_clips import ClipSink
 
         sinks.append(ClipSink(out.clips, out.alerts, pad_s=out.clip_pad_s, keep=out.clip_keep,
-                              sound=None if sound is None else sound.subscribe("--clips")))
+                              sound=None if sound is None else sound.subscribe("--clips"), provenance=provenance))
     if out.mqtt is not None:
         from stream_guard.outputs.mqtt import MqttSink
 
@@ -195,10 +207,9 @@ def build_sinks(config: RunConfig, info: StreamInfo, model: ModelSpec, threshold
         sinks.append(LiveStreamSink(out.stream_to, sound=None if sound is None else sound.subscribe("--stream-to")))
     if out.serve is not None:
         from stream_guard.outputs.http.sink import LiveAlertFeed, LiveViewSink
-        from stream_guard.outputs.http.state import ModelInfo
 
         paced = info.is_live or config.source.realtime
-        live = LiveViewSink(out.serve, ModelInfo(model.name, model.trained, threshold),
+        live = LiveViewSink(out.serve, provenance,
                             sound=sound.subscribe("--serve") if sound is not None and paced else None)
         sinks += [live, LiveAlertFeed(live, out.alerts)]
     return sinks
@@ -243,7 +254,7 @@ class Pipeline:
         self.stats = RunStats()
         self._ended = False
         self._stop_requested = False
-        self.threshold: float | None = None  # the fake threshold in effect, known once run() has loaded the model
+        self.provenance: Provenance | None = None  # the model and threshold in effect, known once run() loaded them
         # The current run's queues and sink workers, for monitoring (queue depths); set by run().
         self.frames: FrameQueue | None = None  # capture -> detection thread
         self.detected: FrameQueue | None = None  # detection thread -> analysis
@@ -260,7 +271,7 @@ class Pipeline:
                             self.config.model.threshold, self.config.model.smoothing)
         detector = FaceDetector(self.config.detector, providers=providers)
         tracker = FaceTracker(self.config.tracker, scorer.new_memory)
-        self.threshold = scorer.threshold
+        self.provenance = Provenance.of(spec, scorer.threshold)
         regions = None
         if spec.regions:
             mesh = FaceMesh(bundled_model(FACE_MESH_MODEL), providers, self.config.model.intra_op_threads)
@@ -305,7 +316,8 @@ class Pipeline:
         live_queue = info.is_live or self.config.source.drop_oldest
         policy = DropPolicy.DROP_OLDEST if live_queue else DropPolicy.BLOCK
         frames = self.frames = FrameQueue(2 if live_queue else 8, policy, self.stop_event)
-        sinks = build_sinks(self.config, info, model, analyzer.scorer.threshold, self.stop, sound) + self.extra_sinks
+        assert self.provenance is not None
+        sinks = build_sinks(self.config, info, self.provenance, self.stop, sound) + self.extra_sinks
         try:
             workers = self.workers = self._start_workers(sinks, info)
         except BaseException:
@@ -338,7 +350,7 @@ class Pipeline:
             ahead.closed.set()
             capture.join(timeout=5)
             ahead.join(timeout=5)
-            summary = self._summary(source_spec.display_name, capture, frames, analyzer, model, interrupted,
+            summary = self._summary(source_spec.display_name, capture, frames, analyzer, interrupted,
                                     error, workers)
             for w in workers:
                 w.submit(summary.to_json())
@@ -397,15 +409,15 @@ class Pipeline:
             self.service.source_event(record)
 
     def _summary(self, source: str, capture: CaptureThread, frames: FrameQueue, analyzer: Analyzer,
-                 model: ModelSpec, interrupted: bool, error: StreamGuardError | None,
-                 workers: list[SinkWorker]) -> RunSummary:
+                 interrupted: bool, error: StreamGuardError | None, workers: list[SinkWorker]) -> RunSummary:
+        assert self.provenance is not None
         elapsed = max(1e-9, time.monotonic() - self.stats.started)
         return RunSummary(
             source=source, frames_read=capture.frames_read, frames_processed=self.stats.frames_processed,
             frames_dropped=frames.dropped, duration_s=round(elapsed, 3),
             fps=round(self.stats.frames_processed / elapsed, 2),
             latency_p50_ms=self.stats.latency(50), latency_p95_ms=self.stats.latency(95),
-            model=model.name, model_trained=model.trained, provider=analyzer.scorer.provider,
+            provenance=self.provenance, provider=analyzer.scorer.provider,
             tracks=tuple(s.to_json() for s in analyzer.summaries.values()),
             interrupted=interrupted, error=None if error is None else str(error),
             failed_outputs=tuple(w.sink.name for w in workers if w.failed),

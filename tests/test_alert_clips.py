@@ -2,6 +2,7 @@
 flat grey of its index, so a decoded frame tells which one it was) and end to end on the demo."""
 from __future__ import annotations
 
+import hashlib
 import json
 import signal
 import subprocess
@@ -28,7 +29,7 @@ from stream_guard.types import SOUND_RATE, FrameResult, SoundChunk
 from stream_guard.outputs.video_file import LIVE_KEYFRAME_S
 from tests.conftest import REPO, run_cli
 from tests.support.rtsp_fixture import RtspServerProcess, restart_on
-from tests.support.alert_frames import INFO, NOISY_FAKE_THEN_REAL, face, result, verdict_sequence
+from tests.support.alert_frames import INFO, NOISY_FAKE_THEN_REAL, PROVENANCE, face, result, verdict_sequence
 
 OPTIONS = AlertOptions(raise_windows=3, clear_windows=5)
 SHADE = 4  # grey levels between frames: H.264 may move a flat grey by a level or two
@@ -78,10 +79,12 @@ def test_a_clip_runs_from_pad_before_the_alert_to_pad_after_it_clears(tmp_path: 
     (raised,), (cleared,) = [a for a in alerts if a.kind == RAISED], [a for a in alerts if a.kind == CLEARED]
     first, clear = round(raised.stream_time_s * 10), round(cleared.stream_time_s * 10)
 
-    feed(ClipSink(tmp_path / "clips", OPTIONS, pad_s=0.45, keep=10), results)
+    feed(ClipSink(tmp_path / "clips", OPTIONS, pad_s=0.45, keep=10, provenance=PROVENANCE), results)
     (record,) = clip_log(tmp_path / "clips")
     assert record["track_ids"] == [3] and record["ended"] == END_CLEARED and record["source"] == "test-stream"
     assert record["clip"].endswith("_face3.mp4")
+    assert record["sha256"] == hashlib.sha256((tmp_path / "clips" / record["clip"]).read_bytes()).hexdigest()
+    assert {k: record[k] for k in PROVENANCE.to_json()} == PROVENANCE.to_json()
     assert sorted(p.name for p in (tmp_path / "clips").iterdir()) == [record["clip"], CLIP_LOG]
     shown = decoded(tmp_path / "clips" / record["clip"])
     # 0.45 s of pre-roll = the 4 frames before the raising one; the last frame is the first 0.45 s after the clear
@@ -215,6 +218,8 @@ def test_demo_clips_the_self_blended_face(tmp_path: Path) -> None:
     assert raised and len(records) >= 1
     record = records[0]
     assert record["track_ids"][0] == raised[0]["track_id"]
+    assert record["model_sha256"] == raised[0]["model_sha256"] and record["threshold"] == raised[0]["threshold"]
+    assert record["sha256"] == hashlib.sha256((evidence / record["clip"]).read_bytes()).hexdigest()
     assert record["start_stream_s"] == pytest.approx(raised[0]["stream_time_s"] - 0.5, abs=0.05)
     with av.open(str(evidence / record["clip"])) as container:
         stream = container.streams.video[0]

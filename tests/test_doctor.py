@@ -3,7 +3,9 @@ from __future__ import annotations
 
 import re
 
-from stream_guard.pipeline import shipped_model_names
+from stream_guard.model.contract import load_model_spec
+from stream_guard.model.provenance import model_digest
+from stream_guard.pipeline import default_model_dir, shipped_model_names
 from tests.conftest import run_cli
 
 LINE = re.compile(r"^\[\s*(ok|warn|missing)\] (\S.*?)\s{2,}(.*)$")
@@ -18,6 +20,7 @@ def test_doctor_reports_every_check_and_the_shipped_models() -> None:
         assert name in checks, result.stdout
     status, detail = checks["deepfake model"]
     assert status == "ok" and all(n in detail for n in shipped_model_names())
+    assert f"sha256 {model_digest(load_model_spec(default_model_dir()))}" in detail
     assert {"deepfake", "deepfake-ensemble", "untrained-placeholder"} <= set(shipped_model_names())
     assert "CPUExecutionProvider" in checks["providers"][1]
     assert checks["face mesh"] == ("ok", "face_landmark.onnx")

@@ -11,6 +11,8 @@ from stream_guard.errors import ConfigError
 from stream_guard.evaluate import (live_alert_text, false_alarm_thresholds, family_of, live_alert_summary,
                                    metrics, read_manifest)
 from stream_guard.file_analysis import TrackSeries, file_score
+from stream_guard.model.contract import load_model_spec
+from stream_guard.model.provenance import model_digest
 from tests.conftest import run_cli
 from tests.support.faces import astronaut_head, one_face_moving, two_faces_passing
 from tests.support.synth_video import make_test_clip
@@ -41,6 +43,7 @@ def test_evaluate_reports_pooled_and_per_family(manifest: Path, placeholder_mode
     assert result.returncode == 0, result.stderr
     report = json.loads(out.read_text())
     assert {"auc", "eer", "accuracy", "n_real", "n_fake", "families"} <= report.keys()
+    assert report["model_sha256"] == model_digest(load_model_spec(placeholder_model)) and report["threshold"] == 0.5
     assert (report["n_real"], report["n_fake"]) == (2, 2)  # the no-face clip is counted apart
     assert 0.0 <= report["auc"] <= 1.0 and 0.0 <= report["eer"] <= 1.0 and 0.0 <= report["accuracy"] <= 1.0
     assert set(report["families"]) == {"cam", "swap", "photo"}

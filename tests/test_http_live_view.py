@@ -16,6 +16,8 @@ import numpy as np
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from stream_guard.model.contract import load_model_spec
+from stream_guard.model.provenance import model_digest
 from tests.conftest import REPO, run_cli
 from tests.support.faces import two_faces_passing
 from tests.support.synth_video import make_test_clip
@@ -160,6 +162,7 @@ def test_dashboard_overlay_api_and_metrics_in_chromium(long_clip: Path, placehol
         s = json.loads(body)
         assert status == 200 and s["width"] == 640 and s["height"] == 360 and s["frames"] > 0
         assert s["model"] == "untrained-placeholder" and s["trained"] is False and s["uptime_s"] > 0
+        assert s["model_sha256"] == model_digest(load_model_spec(placeholder_model)) and s["threshold"] == 0.5
         assert {"source", "fps", "latency_ms", "dropped"} <= s.keys()
         tracks = json.loads(get(f"{base}/api/tracks")[1])["tracks"]
         assert tracks and {"track_id", "score", "verdict", "box", "last_seen_stream_s"} <= tracks[0].keys()
@@ -168,6 +171,8 @@ def test_dashboard_overlay_api_and_metrics_in_chromium(long_clip: Path, placehol
         assert status == 200 and headers["Content-Type"].startswith("text/plain")
         families = {f.name: f for f in text_string_to_metric_families(body.decode())}
         assert METRICS <= families.keys(), sorted(families)
+        (info,) = families["stream_guard_model_info"].samples
+        assert info.labels["sha256"] == s["model_sha256"] and info.labels["version"] == s["model_version"]
         frames = [s.value for s in families["stream_guard_frames"].samples if s.name == "stream_guard_frames_total"]
         assert frames and frames[0] > 0
         verdicts = {s.labels["verdict"] for s in families["stream_guard_verdict_changes"].samples}

@@ -14,9 +14,9 @@ import pytest
 
 from stream_guard.outputs.http.options import ServeOptions
 from stream_guard.outputs.http.sink import LiveViewSink
-from stream_guard.outputs.http.state import ModelInfo
 from stream_guard.types import Frame, FrameResult, FaceResult, StreamInfo, TrackState, Verdict
 from tests.conftest import run_cli
+from tests.support.alert_frames import PROVENANCE
 from tests.support.faces import two_faces_passing
 from tests.support.synth_video import make_test_clip
 from tests.test_http_live_view import LiveRun, get
@@ -121,7 +121,7 @@ class _Sink:
 
     def __init__(self, source_id: str) -> None:
         self.info = StreamInfo(source_id=source_id, width=320, height=240, fps=25.0, frame_count=None, is_live=True)
-        self.sink = LiveViewSink(ServeOptions(host="127.0.0.1", port=0), ModelInfo("m", False, 0.5),
+        self.sink = LiveViewSink(ServeOptions(host="127.0.0.1", port=0), PROVENANCE,
                                  announce=open(os.devnull, "w"))
 
     def __enter__(self) -> "_Sink":

@@ -24,8 +24,8 @@ from stream_guard.outputs.http.live_mp4 import LiveMp4Encoder, Mp4Fragment, avc_
 from stream_guard.outputs.http.mp4_relay import CLIENT_QUEUE, SOUND_CLIENT_QUEUE, Mp4Relay
 from stream_guard.outputs.http.options import ServeOptions
 from stream_guard.outputs.http.sink import LiveViewSink
-from stream_guard.outputs.http.state import ModelInfo
 from stream_guard.types import Frame, FrameResult, StreamInfo
+from tests.support.alert_frames import PROVENANCE
 from tests.support.synth_video import make_clip_with_sound, make_test_clip
 from tools.bench_live_view import main as bench_live_view
 
@@ -147,7 +147,7 @@ class FedLiveView:
 
     def __init__(self, width: int, height: int) -> None:
         self.size = (width, height)
-        self.sink = LiveViewSink(ServeOptions(host="127.0.0.1", port=0), ModelInfo("m", False, 0.5),
+        self.sink = LiveViewSink(ServeOptions(host="127.0.0.1", port=0), PROVENANCE,
                                  announce=open(os.devnull, "w"))
         self.sink.open(StreamInfo("cam", width, height, FPS, None, True))
         self._stop = threading.Event()

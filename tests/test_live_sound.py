@@ -17,7 +17,6 @@ import pytest
 from stream_guard.outputs.http.live_sound_mp4 import LiveSoundMp4Encoder
 from stream_guard.outputs.http.options import ServeOptions
 from stream_guard.outputs.http.sink import LiveViewSink
-from stream_guard.outputs.http.state import ModelInfo
 from stream_guard.outputs.live_sound import MAX_LAG_S, LiveSound
 from stream_guard.outputs.video_file import FRAGMENTED_MP4
 from stream_guard.sound_bus import SoundBus, SoundFeed
@@ -25,6 +24,7 @@ from stream_guard.sources import PyAVSource, parse_source
 from stream_guard.types import SOUND_RATE, Frame, FrameResult, SoundChunk, StreamInfo
 from tests.conftest import run_cli
 from tests.test_http_live_view import LiveRun, get
+from tests.support.alert_frames import PROVENANCE
 from tests.support.stream_receiver import free_port
 from tests.support.synth_video import make_clip_with_sound, make_test_clip
 from tests.support.ts_sender import UdpTsSender
@@ -381,7 +381,7 @@ def test_the_live_views_sound_track_starts_at_its_videos_first_frame_to_the_samp
 def test_the_live_view_drops_the_sound_while_nobody_watches_its_video() -> None:
     """Nothing is encoded then, but the sound is taken as the pictures go, never left to pile up."""
     feed = SoundFeed("--serve")
-    sink = LiveViewSink(ServeOptions(host="127.0.0.1", port=0), ModelInfo("m", False, 0.5),
+    sink = LiveViewSink(ServeOptions(host="127.0.0.1", port=0), PROVENANCE,
                         announce=open(os.devnull, "w"), sound=feed)
     sink.open(StreamInfo("cam", 64, 64, FPS, None, True, has_sound=True))
     try:

@@ -14,6 +14,8 @@ import numpy as np
 import pytest
 
 from stream_guard.errors import SourceNotFoundError
+from stream_guard.model.contract import load_model_spec
+from stream_guard.model.provenance import model_digest
 from stream_guard.scan.collect import collect_files
 from stream_guard.scan.runner import EXIT_FAKE_FOUND
 from tests.conftest import run_cli
@@ -85,6 +87,7 @@ def test_scan_writes_a_report_with_plots_and_thumbnails(clips: Path, placeholder
     assert len(by_name["one_face.mp4"]["tracks"]) == 1 and by_name["photo.png"]["verdict"] == "fake"
     assert data["counts"] == {"fake": 3, "real": 0, "no-face": 1, "error": 1} and data["fake_found"]
     assert data["model_trained"] is False and data["threshold"] == 0.0
+    assert data["model_sha256"] == model_digest(load_model_spec(placeholder_model))
 
     tracks = [t for f in data["files"] for t in f["tracks"]]
     assert len(tracks) >= 4

@@ -2,6 +2,7 @@
 and end to end on the embedded demo with the shipped model."""
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
@@ -13,7 +14,10 @@ from stream_guard.errors import OutputError
 from stream_guard.outputs.alerts import CLEARED, RAISED, REASON_END, REASON_FAKE, REASON_REAL, AlertOptions
 from stream_guard.outputs.snapshots import ALERT_LOG, SnapshotSink, face_crop
 from tests.conftest import run_cli
-from tests.support.alert_frames import INFO, NOISY_FAKE_THEN_REAL, face, result, verdict_sequence
+from stream_guard.model.contract import load_model_spec
+from stream_guard.model.provenance import model_digest
+from stream_guard.pipeline import default_model_dir
+from tests.support.alert_frames import INFO, NOISY_FAKE_THEN_REAL, PROVENANCE, face, result, verdict_sequence
 
 OPTIONS = AlertOptions(raise_windows=3, clear_windows=5)
 
@@ -38,13 +42,19 @@ def pictures(folder: Path) -> list[str]:
 
 def test_a_raised_alert_saves_its_frame_and_face_and_every_alert_is_logged(tmp_path: Path) -> None:
     results = verdict_sequence(NOISY_FAKE_THEN_REAL)
-    sink = SnapshotSink(tmp_path / "snaps", OPTIONS, keep=10)
+    sink = SnapshotSink(tmp_path / "snaps", OPTIONS, keep=10, provenance=PROVENANCE)
     run_sink(sink, results)
     records = alert_log(tmp_path / "snaps")
     assert [(r["alert"], r["reason"]) for r in records] == [(RAISED, REASON_FAKE), (CLEARED, REASON_REAL)]
     raised, cleared = records
     assert "frame_image" not in cleared and "face_image" not in cleared
     assert pictures(tmp_path / "snaps") == sorted([raised["frame_image"], raised["face_image"]])
+    # each picture's digest, so a copy can be checked unaltered; each record names the model that judged it
+    for kind in ("frame", "face"):
+        data = (tmp_path / "snaps" / raised[f"{kind}_image"]).read_bytes()
+        assert raised[f"{kind}_sha256"] == hashlib.sha256(data).hexdigest()
+    for record in records:
+        assert {k: record[k] for k in PROVENANCE.to_json()} == PROVENANCE.to_json()
     assert raised["frame_image"].endswith("_face3_frame.jpg") and raised["face_image"].endswith("_face3_face.jpg")
 
     # the frame is the one the alert was raised on: each scripted frame is a flat grey of its index
@@ -117,6 +127,7 @@ def test_demo_snapshots_the_self_blended_face(tmp_path: Path) -> None:
     raised = [r for r in alert_log(snaps) if r["alert"] == RAISED]
     assert raised and {r["track_id"] for r in raised} <= fake_tracks
     first = raised[0]
+    assert first["model_sha256"] == model_digest(load_model_spec(default_model_dir()))
     crop = cv2.imread(str(snaps / first["face_image"]))
     x1, y1, x2, y2 = first["box"]
     assert crop.shape[0] == pytest.approx((y2 - y1) * 1.5, abs=3)

@@ -11,7 +11,8 @@ the frames after the gap belong to another stretch of video.
 Frames keep their own stream times (a variable-rate MP4, milliseconds), so a live source that
 skipped frames plays back at the right speed. Clips are named by the UTC time and face of the
 alert that opened them, written under a temporary name and renamed when complete, and each is
-logged in ``DIR/clips.jsonl``. Only the newest ``keep`` clips are kept. From a live source a clip
+logged in ``DIR/clips.jsonl`` with its SHA-256 and the software, model and threshold behind the
+alert. Only the newest ``keep`` clips are kept. From a live source a clip
 is written as it goes, so the ``NAME.mp4.part`` that a killed run leaves behind still plays.
 
 Given the source's sound (a :class:`SoundFeed`), clips carry it as AAC, the pre-roll's included:
@@ -32,6 +33,7 @@ import cv2
 import numpy as np
 
 from stream_guard.errors import ConfigError
+from stream_guard.model.provenance import Provenance, file_sha256
 from stream_guard.outputs.alerts import RAISED, Alert, AlertOptions, AlertSink
 from stream_guard.outputs.evidence import (STEM_PATTERN, NewestKept, append_record, evidence_stem, open_evidence_log,
                                            unused_name)
@@ -186,8 +188,10 @@ class ClipSink(AlertSink):
     name = "clips"
 
     def __init__(self, folder: Path, alerts: AlertOptions, pad_s: float, keep: int,
-                 max_s: float = MAX_CLIP_S, sound: SoundFeed | None = None) -> None:
+                 max_s: float = MAX_CLIP_S, sound: SoundFeed | None = None,
+                 provenance: Provenance | None = None) -> None:
         super().__init__(alerts)
+        self.provenance = provenance
         if keep < 1:
             raise ConfigError("--clip-keep must be at least 1")
         if not 0.0 <= pad_s <= MAX_PAD_S:
@@ -304,10 +308,14 @@ class ClipSink(AlertSink):
         writer = clip.writer
         if not writer.close():
             return
+        digest = file_sha256(writer.path)
         self._kept.add(writer.path.stem)
-        record = {"type": "clip", "clip": writer.path.name, "source": clip.source, "wall_time": clip.wall_time,
-                  "track_ids": clip.track_ids, "start_stream_s": round(writer.first_s or 0.0, 4),
-                  "end_stream_s": round(writer.last_s or 0.0, 4), "frames": writer.frames, "ended": reason}
+        record = {"type": "clip", "clip": writer.path.name, "sha256": digest, "source": clip.source,
+                  "wall_time": clip.wall_time, "track_ids": clip.track_ids,
+                  "start_stream_s": round(writer.first_s or 0.0, 4), "end_stream_s": round(writer.last_s or 0.0, 4),
+                  "frames": writer.frames, "ended": reason}
+        if self.provenance is not None:
+            record.update(self.provenance.to_json())
         assert self._log is not None
         append_record(self._log, record)
         log.info("clip %s: %d frames, %.1f s (%s)", writer.path.name, writer.frames,

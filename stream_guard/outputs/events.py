@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from stream_guard.errors import OutputError
+from stream_guard.model.provenance import Provenance
 from stream_guard.outputs.alerts import AlertOptions, AlertStateMachine
 from stream_guard.types import FaceResult, FrameResult, StreamInfo
 
@@ -46,13 +47,16 @@ class JsonlEventSink:
     """Appends events to a ``.jsonl`` file (or a text stream such as stdout), flushed per frame;
     each run's records go from its ``start`` to its ``summary``.
     Alerts are decided as for the webhook (``alerts``: the run's raise/clear options) and logged
-    as ``alert`` records with the webhook's payload."""
+    as ``alert`` records with the webhook's payload. The ``start`` record names the software, model
+    and threshold behind the run's verdicts (``provenance``)."""
 
     name = "events"
     lossless = True
 
-    def __init__(self, target: str | Path | IO[str], alerts: AlertOptions = AlertOptions()) -> None:
+    def __init__(self, target: str | Path | IO[str], alerts: AlertOptions = AlertOptions(),
+                 provenance: Provenance | None = None) -> None:
         self._target = target
+        self._provenance = provenance
         self._fh: IO[str] | None = None
         self._owns = False
         self._alerts = AlertStateMachine(alerts)
@@ -67,8 +71,11 @@ class JsonlEventSink:
             self._owns = True
         else:
             self._fh = self._target
-        self._write_all([{"type": "start", "wall_time": time.time(), "source": info.source_id, "width": info.width,
-                          "height": info.height, "fps": info.fps, "live": info.is_live}])
+        start = {"type": "start", "wall_time": time.time(), "source": info.source_id, "width": info.width,
+                 "height": info.height, "fps": info.fps, "live": info.is_live}
+        if self._provenance is not None:
+            start.update(self._provenance.to_json())
+        self._write_all([start])
 
     def event(self, record: dict[str, Any]) -> None:
         """A non-frame record, with the alerts it closes: after a source record (the cause comes

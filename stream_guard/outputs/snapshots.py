@@ -4,7 +4,8 @@ When a fake alert is raised, two JPEGs are written to DIR: the annotated frame o
 raised (boxes and scores drawn, for context) and the face itself, cut from the frame as it came
 from the source (nothing drawn on it), with a quarter of the box's size around it. Every alert,
 raised or cleared, is appended to ``DIR/alerts.jsonl`` (the webhook's payload plus the two file
-names for a raised one), so each picture can be traced to its alert and its clearing.
+names and their SHA-256 for a raised one, and the software, model and threshold that judged it), so
+each picture can be traced to its alert, its clearing and the model behind it, and checked unaltered.
 
 Files are named by the alert's UTC time, so they sort in time order, and only the newest ``keep``
 alerts' pictures are kept (older runs' pictures in DIR count too; other files are never touched).
@@ -12,6 +13,7 @@ The sink runs on its own output thread, so encoding never slows the analysis.
 """
 from __future__ import annotations
 
+import hashlib
 import os
 from pathlib import Path
 from typing import IO
@@ -20,6 +22,7 @@ import cv2
 import numpy as np
 
 from stream_guard.errors import ConfigError
+from stream_guard.model.provenance import Provenance
 from stream_guard.outputs.alerts import RAISED, Alert, AlertOptions, AlertSink
 from stream_guard.outputs.evidence import STEM_PATTERN, NewestKept, append_record, evidence_stem, open_evidence_log
 from stream_guard.types import FrameResult, StreamInfo
@@ -41,14 +44,16 @@ def face_crop(image: np.ndarray, box: tuple[float, float, float, float], margin:
     return image[top:bottom, left:right]
 
 
-def _write_jpeg(path: Path, rgb: np.ndarray) -> None:
-    """Written under a temporary name and renamed, so a folder watcher never sees half a file."""
+def _write_jpeg(path: Path, rgb: np.ndarray) -> str:
+    """Written under a temporary name and renamed, so a folder watcher never sees half a file;
+    returns the file's SHA-256."""
     ok, data = cv2.imencode(".jpg", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY])
     if not ok:
         raise OSError(f"could not encode {path.name}")
     partial = path.with_name(path.name + ".part")
     partial.write_bytes(data.tobytes())
     os.replace(partial, path)
+    return hashlib.sha256(data).hexdigest()
 
 
 class SnapshotSink(AlertSink):
@@ -56,8 +61,9 @@ class SnapshotSink(AlertSink):
 
     name = "snapshots"
 
-    def __init__(self, folder: Path, alerts: AlertOptions, keep: int) -> None:
+    def __init__(self, folder: Path, alerts: AlertOptions, keep: int, provenance: Provenance | None = None) -> None:
         super().__init__(alerts)
+        self.provenance = provenance
         if keep < 1:
             raise ConfigError("--snapshot-keep must be at least 1")
         self.folder = Path(folder)
@@ -78,10 +84,13 @@ class SnapshotSink(AlertSink):
         if alert.kind == RAISED and self._current is not None and alert.box is not None:
             stem = evidence_stem(alert.wall_time, alert.track_id)
             frame_path, face_path = self._pictures(stem)
-            _write_jpeg(frame_path, self._current.annotated)
-            _write_jpeg(face_path, face_crop(self._current.frame.image, alert.box))
-            record["frame_image"], record["face_image"] = frame_path.name, face_path.name
+            frame_sha256 = _write_jpeg(frame_path, self._current.annotated)
+            face_sha256 = _write_jpeg(face_path, face_crop(self._current.frame.image, alert.box))
+            record.update(frame_image=frame_path.name, frame_sha256=frame_sha256, face_image=face_path.name,
+                          face_sha256=face_sha256)
             self._kept.add(stem)
+        if self.provenance is not None:
+            record.update(self.provenance.to_json())
         assert self._log is not None
         append_record(self._log, record)
 

@@ -67,7 +67,7 @@ def report_json(result: ScanResult) -> dict:
     """The whole report as one JSON-ready dict."""
     return {
         "created": dt.datetime.fromtimestamp(result.started, dt.timezone.utc).isoformat(timespec="seconds"),
-        "model": result.model, "model_trained": result.model_trained, "threshold": result.threshold,
+        **result.provenance.to_json(),
         "elapsed_s": round(result.elapsed_s, 2), "interrupted": result.interrupted,
         "counts": {v: result.count(v) for v in VERDICTS}, "fake_found": result.fake_found,
         "file_score": "max over faces (with >= 3 windows) of the mean window probability",

@@ -17,6 +17,7 @@ from stream_guard.config import RunConfig
 from stream_guard.errors import ConfigError, ModelError, StreamGuardError
 from stream_guard.file_analysis import FileAnalysis, analyse_file
 from stream_guard.model.contract import ModelSpec
+from stream_guard.model.provenance import Provenance
 
 log = logging.getLogger(__name__)
 
@@ -46,13 +47,23 @@ class FileOutcome:
 class ScanResult:
     """Every file's outcome plus what the report needs to say about the run."""
 
-    model: str
-    model_trained: bool
-    threshold: float
+    provenance: Provenance  # the software, model and threshold that judged the files
     outcomes: list[FileOutcome] = field(default_factory=list)
     started: float = field(default_factory=time.time)
     elapsed_s: float = 0.0
     interrupted: bool = False
+
+    @property
+    def model(self) -> str:
+        return self.provenance.model
+
+    @property
+    def model_trained(self) -> bool:
+        return self.provenance.model_trained
+
+    @property
+    def threshold(self) -> float:
+        return self.provenance.threshold
 
     def count(self, verdict: str) -> int:
         return sum(1 for o in self.outcomes if o.verdict == verdict)
@@ -87,7 +98,7 @@ def scan_files(files: Sequence[Path], config: RunConfig, spec: ModelSpec,
     """Analyse ``files`` in order; ``on_file`` is called after each one. ``should_stop`` is
     checked between files (an interrupted scan keeps what it has and says so)."""
     threshold = config.model.threshold if config.model.threshold is not None else spec.threshold
-    result = ScanResult(model=spec.name, model_trained=spec.trained, threshold=threshold)
+    result = ScanResult(Provenance.of(spec, threshold))
     start = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="stream_guard_scan_") as scratch:
         for path in files:
@@ -104,7 +115,7 @@ def scan_files(files: Sequence[Path], config: RunConfig, spec: ModelSpec,
                 break
             result.outcomes.append(outcome)
             if outcome.analysis is not None:
-                result.threshold = outcome.analysis.threshold
+                result.provenance = outcome.analysis.provenance
             if on_file is not None:
                 on_file(outcome)
     result.interrupted = result.interrupted or should_stop()

@@ -3,9 +3,13 @@ from __future__ import annotations
 
 import numpy as np
 
+from stream_guard.model.provenance import Provenance
 from stream_guard.types import FaceResult, Frame, FrameResult, StreamInfo, TrackState, Verdict
 
 INFO = StreamInfo(source_id="test-stream", width=64, height=48, fps=10.0, frame_count=None, is_live=True)
+# what a sink is told judged the run: an untrained test model "m" at threshold 0.5
+PROVENANCE = Provenance(software_version="0.0.test", model="m", model_version="1", model_sha256="0" * 64,
+                        model_trained=False, threshold=0.5)
 
 
 def face(track_id: int, verdict: Verdict | str, scored: bool = True, score: float = 0.5) -> FaceResult:

@@ -16,6 +16,7 @@ file scores follow the cached out-of-fold ones.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -113,7 +114,8 @@ def main(argv: list[str] | None = None) -> int:
         except (StreamGuardError, ConfigError) as e:
             print(f"error: {e}", file=sys.stderr)
             return 2
-    scored.model = f"{doc['release']}, fold models"
+    if scored.provenance is not None:  # the fold models stand for the release
+        scored.provenance = dataclasses.replace(scored.provenance, model=f"{doc['release']}, fold models")
     labelled = scored.only(lambda f: not is_real_video(f))
     source = f"{args.folds} (out of fold, release {doc['release']})"
     reports = {"labelled": build_report(labelled, alerts, source, labelled.count)}

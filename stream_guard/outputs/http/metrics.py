@@ -8,6 +8,7 @@ from typing import Any
 from prometheus_client import CollectorRegistry, Counter, Enum, Gauge, Histogram, Info, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
+from stream_guard.model.provenance import Provenance
 from stream_guard.outputs.alerts import CLEARED, RAISED
 from stream_guard.types import FrameResult, StageTimes, Verdict
 
@@ -22,7 +23,7 @@ SOUND = "aac"  # the sound sent with the H.264 video, counted in the bytes sent 
 class LiveMetrics:
     """Every metric ``/metrics`` exposes; updated from the sink thread (the client is thread-safe)."""
 
-    def __init__(self, model_name: str, trained: bool) -> None:
+    def __init__(self, provenance: Provenance) -> None:
         self.registry = CollectorRegistry()
         r = self.registry
         self.fps = Gauge("stream_guard_fps", "Analysed frames per second", registry=r)
@@ -47,7 +48,9 @@ class LiveMetrics:
                                    "(and of its sound, as aac)", ["video"], registry=r)
         started = time.monotonic()
         self.uptime.set_function(lambda: time.monotonic() - started)
-        self.model.info({"name": model_name, "trained": str(trained).lower()})
+        self.model.info({"name": provenance.model, "trained": str(provenance.model_trained).lower(),
+                         "version": provenance.model_version, "sha256": provenance.model_sha256,
+                         "threshold": f"{provenance.threshold:.4f}", "stream_guard": provenance.software_version})
         for v in Verdict:
             self.verdicts.labels(v.value)
         for s in STAGES:

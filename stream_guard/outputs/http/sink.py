@@ -10,6 +10,7 @@ from typing import IO, Any
 import av
 import cv2
 
+from stream_guard.model.provenance import Provenance
 from stream_guard.outputs.alerts import Alert, AlertOptions, AlertSink
 from stream_guard.outputs.events import frame_events
 from stream_guard.outputs.http.live_mp4 import LiveMp4Encoder
@@ -17,7 +18,7 @@ from stream_guard.outputs.http.live_sound_mp4 import AAC_CODEC, LiveSoundMp4Enco
 from stream_guard.outputs.http.metrics import LiveMetrics
 from stream_guard.outputs.http.options import ServeOptions
 from stream_guard.outputs.http.server import LiveServer, describe
-from stream_guard.outputs.http.state import LiveState, ModelInfo, redact_record
+from stream_guard.outputs.http.state import LiveState, redact_record
 from stream_guard.outputs.live_sound import LEAD_S
 from stream_guard.sound_bus import SoundFeed
 from stream_guard.types import FrameResult, StreamInfo
@@ -45,10 +46,10 @@ class LiveViewSink:
     name = "live-view"
     lossless = False
 
-    def __init__(self, options: ServeOptions, model: ModelInfo, announce: IO[str] | None = None,
+    def __init__(self, options: ServeOptions, provenance: Provenance, announce: IO[str] | None = None,
                  sound: SoundFeed | None = None) -> None:
         self.options = options
-        self.model = model
+        self.provenance = provenance
         self._announce = announce if announce is not None else sys.stderr
         self.server: LiveServer | None = None
         self.state: LiveState | None = None
@@ -66,8 +67,8 @@ class LiveViewSink:
         return None if self.server is None else self.server.port
 
     def open(self, info: StreamInfo) -> None:
-        self.state = LiveState(info, self.model)
-        self._metrics = LiveMetrics(self.model.name, self.model.trained)
+        self.state = LiveState(info, self.provenance)
+        self._metrics = LiveMetrics(self.provenance)
         fps = self._fps = info.fps if info.fps and info.fps > 0 else FALLBACK_FPS
         self._min_interval = 0.9 / fps  # a little slack so jitter does not halve the rate
         server = LiveServer(self.options, self.state, self._metrics,

@@ -7,6 +7,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
+from stream_guard.model.provenance import Provenance
 from stream_guard.sources.spec import redact_text
 from stream_guard.types import FrameResult, StreamInfo
 
@@ -43,24 +44,18 @@ class FaceView:
         return d
 
 
-@dataclass(frozen=True, slots=True)
-class ModelInfo:
-    name: str
-    trained: bool
-    threshold: float | None
-
-
 class LiveState:
     """Thread-safe snapshot of the run: stream, counters, faces, recent verdicts."""
 
-    def __init__(self, info: StreamInfo, model: ModelInfo) -> None:
+    def __init__(self, info: StreamInfo, provenance: Provenance) -> None:
         self._lock = threading.Lock()
         self.info = info
-        self.model = model
+        self.provenance = provenance
         self.source = redact_text(info.source_id)
         self.started = time.monotonic()
         self.start_record = {"type": "start", "wall_time": time.time(), "source": self.source,
-                             "width": info.width, "height": info.height, "fps": info.fps, "live": info.is_live}
+                             "width": info.width, "height": info.height, "fps": info.fps, "live": info.is_live,
+                             **provenance.to_json()}
         self._frames = 0
         self._dropped = 0
         self._fps = 0.0
@@ -129,7 +124,7 @@ class LiveState:
                     "fps": round(self._fps, 2),
                     "latency_ms": None if self._latency_ms is None else round(self._latency_ms, 2),
                     "frames": self._frames, "dropped": self._dropped, "faces": len(self._current),
-                    "model": self.model.name, "trained": self.model.trained, "threshold": self.model.threshold,
+                    "trained": self.provenance.model_trained, **self.provenance.to_json(),
                     "uptime_s": round(time.monotonic() - self.started, 3), "ended": self._summary is not None}
 
     def tracks(self) -> dict[str, Any]:
