@@ -243,6 +243,11 @@ def _parser() -> argparse.ArgumentParser:
 
     add_bench_parser(sub, common)
     sub.add_parser("doctor", parents=[common], help="report versions, providers, devices and what is missing")
+    verify = sub.add_parser("verify", parents=[common],
+                            help="is the evidence in --snapshots/--clips folders unaltered?",
+                            description="Checks each picture and clip against the SHA-256 its folder's log recorded, "
+                                        "flags evidence files no log names, and says which model judged them.")
+    verify.add_argument("folders", type=Path, nargs="+", metavar="DIR", help="a --snapshots or --clips folder")
     unit = sub.add_parser("systemd-unit", parents=[common], help="print a systemd unit that runs this installation",
                           description="Prints a template unit, stream-guard@.service: instance NAME runs the "
                                       "options in ARGS_DIR/NAME.args with a watchdog and restarts. Save it as "
@@ -487,6 +492,12 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     return run_doctor(sys.stdout)
 
 
+def cmd_verify(args: argparse.Namespace) -> int:
+    from stream_guard.verify_evidence import run_verify
+
+    return run_verify(args.folders, sys.stdout)
+
+
 def cmd_systemd_unit(args: argparse.Namespace) -> int:
     from stream_guard.systemd_unit import write_unit
 
@@ -500,7 +511,7 @@ def cmd_systemd_unit(args: argparse.Namespace) -> int:
 
 COMMANDS = {"watch": cmd_watch, "demo": cmd_demo, "evaluate": cmd_evaluate, "compare": cmd_compare,
             "doctor": cmd_doctor, "scan": cmd_scan, "gui": cmd_gui, "bench": cmd_bench,
-            "systemd-unit": cmd_systemd_unit}
+            "systemd-unit": cmd_systemd_unit, "verify": cmd_verify}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -188,8 +188,9 @@ def build_report(scored: ScoredFiles, alerts: AlertOptions, manifest: str, n_fil
         [scored.traces[r["file"]] for r in results if r["label"] == "fake"], alerts, smoothing)
     report["false_alarm_thresholds"] = false_alarm_thresholds(labels, scores)
     report["by_face_size"] = metrics_by_face_size(results, scored.threshold)
-    report.update({"threshold": scored.threshold, "model": scored.model,
-                   **({} if scored.provenance is None else scored.provenance.to_json()), "manifest": manifest,
+    judged = {"threshold": scored.threshold, "model": scored.model} if scored.provenance is None \
+        else scored.provenance.to_json()
+    report.update({**judged, "manifest": manifest,
                    "n_files": n_files, "n_no_face": len(no_face), "no_face": no_face,
                    "n_failed": len(scored.failed), "failed": scored.failed, "files": results,
                    "video_score": "max over faces (with >= 3 windows) of the mean window probability"})

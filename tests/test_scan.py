@@ -88,6 +88,7 @@ def test_scan_writes_a_report_with_plots_and_thumbnails(clips: Path, placeholder
     assert data["counts"] == {"fake": 3, "real": 0, "no-face": 1, "error": 1} and data["fake_found"]
     assert data["model_trained"] is False and data["threshold"] == 0.0
     assert data["model_sha256"] == model_digest(load_model_spec(placeholder_model))
+    assert f"model_sha256 <code>{data['model_sha256']}</code>" in (report / "report.html").read_text()
 
     tracks = [t for f in data["files"] for t in f["tracks"]]
     assert len(tracks) >= 4

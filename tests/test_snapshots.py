@@ -128,6 +128,9 @@ def test_demo_snapshots_the_self_blended_face(tmp_path: Path) -> None:
     assert raised and {r["track_id"] for r in raised} <= fake_tracks
     first = raised[0]
     assert first["model_sha256"] == model_digest(load_model_spec(default_model_dir()))
+    verified = run_cli("verify", str(snaps))  # the evidence checks out, judged by the shipped default model
+    assert verified.returncode == 0 and "0 altered, 0 not in the logs" in verified.stdout, verified.stdout
+    assert f"shipped here as '{default_model_dir().name}'" in verified.stdout
     crop = cv2.imread(str(snaps / first["face_image"]))
     x1, y1, x2, y2 = first["box"]
     assert crop.shape[0] == pytest.approx((y2 - y1) * 1.5, abs=3)

@@ -12,8 +12,8 @@ Frames keep their own stream times (a variable-rate MP4, milliseconds), so a liv
 skipped frames plays back at the right speed. Clips are named by the UTC time and face of the
 alert that opened them, written under a temporary name and renamed when complete, and each is
 logged in ``DIR/clips.jsonl`` with its SHA-256 and the software, model and threshold behind the
-alert. Only the newest ``keep`` clips are kept. From a live source a clip
-is written as it goes, so the ``NAME.mp4.part`` that a killed run leaves behind still plays.
+alert. Only the newest ``keep`` clips are kept. From a live source a clip is written as it goes,
+so the ``NAME.mp4.part`` that a killed run leaves behind still plays.
 
 Given the source's sound (a :class:`SoundFeed`), clips carry it as AAC, the pre-roll's included:
 the sink keeps the last ``pad`` seconds of sound as it keeps the pictures.
@@ -50,7 +50,7 @@ MAX_PAD_S = 60.0  # the pre-roll holds this much video at most (720p30 like the 
 MAX_CLIP_S = 300.0  # a clip longer than this is continued in a new file
 PREROLL_JPEG_QUALITY = 85
 _PREROLL_MAX_FPS = 120  # bounds the pre-roll's frame count whatever the stream times say
-_CLIP = rf"^({STEM_PATTERN})\.mp4$"
+CLIP_FILE = rf"^({STEM_PATTERN})\.mp4$"
 
 # why a clip ended (the ``ended`` field of its log record)
 END_CLEARED = "cleared"  # pad seconds after the last open alert cleared
@@ -202,7 +202,7 @@ class ClipSink(AlertSink):
         self._preroll = PrerollBuffer(pad_s)
         self.sound = sound
         self._preroll_sound = PrerollSound(pad_s)
-        self._kept = NewestKept(self.folder, _CLIP, lambda stem: (self.folder / f"{stem}.mp4",), keep)
+        self._kept = NewestKept(self.folder, CLIP_FILE, lambda stem: (self.folder / f"{stem}.mp4",), keep)
         self._log: IO[str] | None = None
         self._info: StreamInfo | None = None
         self._clip: _OpenClip | None = None

@@ -30,7 +30,7 @@ from stream_guard.types import FrameResult, StreamInfo
 ALERT_LOG = "alerts.jsonl"
 FACE_MARGIN = 0.25  # of the box's width/height, added on each side of the face picture
 JPEG_QUALITY = 90
-_SNAPSHOT = rf"^({STEM_PATTERN})(_frame|_face)\.jpg$"
+SNAPSHOT_FILE = rf"^({STEM_PATTERN})(_frame|_face)\.jpg$"
 
 
 def face_crop(image: np.ndarray, box: tuple[float, float, float, float], margin: float = FACE_MARGIN) -> np.ndarray:
@@ -69,7 +69,7 @@ class SnapshotSink(AlertSink):
         self.folder = Path(folder)
         self._log: IO[str] | None = None
         self._current: FrameResult | None = None
-        self._kept = NewestKept(self.folder, _SNAPSHOT, self._pictures, keep)
+        self._kept = NewestKept(self.folder, SNAPSHOT_FILE, self._pictures, keep)
 
     def open(self, info: StreamInfo) -> None:
         self._log = open_evidence_log(self.folder, ALERT_LOG, "--snapshots")
@@ -95,7 +95,7 @@ class SnapshotSink(AlertSink):
         append_record(self._log, record)
 
     def _pictures(self, stem: str) -> tuple[Path, Path]:
-        """The frame and face pictures of one alert (names as ``_SNAPSHOT`` matches them)."""
+        """The frame and face pictures of one alert (names as ``SNAPSHOT_FILE`` matches them)."""
         return self.folder / f"{stem}_frame.jpg", self.folder / f"{stem}_face.jpg"
 
     def close(self) -> None:

@@ -174,8 +174,9 @@ def render_html(data: dict) -> str:
 <style>{_CSS}</style></head><body>
 <h1>stream_guard scan report</h1>
 <p><b>{headline}</b>: {len(data['files'])} files ({html.escape(counts)}).
-Model <code>{html.escape(data['model'])}</code>, threshold {data['threshold']:.2f},
-{data['elapsed_s']:.1f} s, {html.escape(data['created'])}.</p>
+Model <code>{html.escape(data['model'])}</code> {html.escape(data['model_version'])}
+(model_sha256 <code>{html.escape(data['model_sha256'])}</code>), threshold {data['threshold']:.2f},
+stream_guard {html.escape(data['stream_guard'])}, {data['elapsed_s']:.1f} s, {html.escape(data['created'])}.</p>
 {warn}{stopped}
 <h2>Summary</h2>
 <table><thead><tr><th>file</th><th>verdict</th><th>score</th><th>frames</th><th>faces / error</th></tr></thead>

@@ -1,0 +1,149 @@
+"""``stream-guard verify DIR``: is the evidence in a ``--snapshots`` or ``--clips`` folder as it was written?
+
+Each picture and clip its logs (``alerts.jsonl``, ``clips.jsonl``) name is hashed again and compared with the
+SHA-256 recorded when it was written; evidence-named files that no log line names are flagged (a picture
+added afterwards); files the logs name but the folder lacks are counted apart, since ``--snapshot-keep`` and
+``--clip-keep`` remove the oldest on purpose. Each model the logs name is matched, by its digest, against the
+models this installation ships.
+"""
+from __future__ import annotations
+
+import json
+import re
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TextIO
+
+from stream_guard.errors import ModelError, SourceNotFoundError
+from stream_guard.model.contract import load_model_spec
+from stream_guard.model.provenance import file_sha256, model_digest
+from stream_guard.outputs.alert_clips import CLIP_FILE, CLIP_LOG
+from stream_guard.outputs.snapshots import ALERT_LOG, SNAPSHOT_FILE
+from stream_guard.paths import models_dir
+
+EXIT_EVIDENCE_ALTERED = 11  # a file differs from its recorded digest, or an evidence file is in no log
+# (log, file-name key, digest key) of every file a log line can name
+_LOGGED_FILES = ((ALERT_LOG, "frame_image", "frame_sha256"), (ALERT_LOG, "face_image", "face_sha256"),
+                 (CLIP_LOG, "clip", "sha256"))
+
+
+@dataclass(frozen=True, slots=True)
+class JudgedBy:
+    """A model as the log lines name it."""
+
+    model: str
+    version: str
+    sha256: str
+
+
+@dataclass
+class EvidenceCheck:
+    """What :func:`check_folder` found in one folder."""
+
+    folder: Path
+    intact: list[str] = field(default_factory=list)
+    altered: list[tuple[str, str, str]] = field(default_factory=list)  # name, recorded digest, digest now
+    missing: list[str] = field(default_factory=list)  # logged, no longer in the folder
+    no_digest: list[str] = field(default_factory=list)  # logged by a version that recorded no digest
+    not_logged: list[str] = field(default_factory=list)  # evidence-named files that no log line names
+    unreadable_lines: int = 0  # log lines that are not JSON (a run killed mid-line)
+    models: Counter[JudgedBy] = field(default_factory=Counter)  # log lines per model that judged them
+
+    @property
+    def trustworthy(self) -> bool:
+        return not self.altered and not self.not_logged
+
+
+def _log_lines(path: Path) -> tuple[list[dict[str, Any]], int]:
+    """The JSON objects of a log, and how many lines were not one."""
+    records, bad = [], 0
+    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+        try:
+            record = json.loads(line)
+        except ValueError:
+            bad += 1
+            continue
+        if isinstance(record, dict):
+            records.append(record)
+        else:
+            bad += 1
+    return records, bad
+
+
+def check_folder(folder: Path) -> EvidenceCheck:
+    """Check every file the folder's logs name, and every evidence file they do not."""
+    if not folder.is_dir():
+        raise SourceNotFoundError(f"no such folder: {folder}")
+    logs = [folder / name for name in (ALERT_LOG, CLIP_LOG) if (folder / name).is_file()]
+    if not logs:
+        raise SourceNotFoundError(f"{folder}: no {ALERT_LOG} or {CLIP_LOG}: not a --snapshots or --clips folder")
+    check = EvidenceCheck(folder)
+    named: set[str] = set()
+    for log in logs:
+        records, bad = _log_lines(log)
+        check.unreadable_lines += bad
+        for record in records:
+            if record.get("model_sha256"):
+                check.models[JudgedBy(str(record.get("model", "?")), str(record.get("model_version", "?")),
+                                      str(record["model_sha256"]))] += 1
+            for log_name, name_key, digest_key in _LOGGED_FILES:
+                name = record.get(name_key)
+                if log.name != log_name or not isinstance(name, str) or Path(name).name != name:
+                    continue  # a name with a path in it is not one this program wrote
+                named.add(name)
+                _check_file(check, folder / name, record.get(digest_key))
+    patterns = [re.compile(SNAPSHOT_FILE), re.compile(CLIP_FILE)]
+    check.not_logged = sorted(p.name for p in folder.iterdir()
+                              if p.name not in named and any(r.match(p.name) for r in patterns))
+    return check
+
+
+def _check_file(check: EvidenceCheck, path: Path, recorded: object) -> None:
+    if not path.is_file():
+        check.missing.append(path.name)
+    elif not isinstance(recorded, str):
+        check.no_digest.append(path.name)
+    elif (now := file_sha256(path)) != recorded:
+        check.altered.append((path.name, recorded, now))
+    else:
+        check.intact.append(path.name)
+
+
+def shipped_digests() -> dict[str, str]:
+    """``model_sha256`` -> the name of the shipped model folder with those files."""
+    digests = {}
+    for meta in sorted(models_dir().glob("*/model.json")):
+        try:
+            digests[model_digest(load_model_spec(meta.parent))] = meta.parent.name
+        except ModelError:
+            continue
+    return digests
+
+
+def print_check(check: EvidenceCheck, shipped: dict[str, str], out: TextIO) -> None:
+    """One summary line per folder, then a line per problem and per model."""
+    print(f"{check.folder}: {len(check.intact)} file(s) intact, {len(check.altered)} altered, "
+          f"{len(check.not_logged)} not in the logs, {len(check.missing)} logged but gone (--snapshot-keep and "
+          f"--clip-keep remove the oldest)" + (f", {len(check.no_digest)} logged without a digest (written before "
+                                              f"digests were recorded)" if check.no_digest else ""), file=out)
+    for name, recorded, now in check.altered:
+        print(f"  ALTERED {name}: sha256 {now}, the log recorded {recorded}", file=out)
+    for name in check.not_logged:
+        print(f"  NOT IN THE LOGS {name}", file=out)
+    if check.unreadable_lines:
+        print(f"  {check.unreadable_lines} log line(s) are not JSON (a run killed while writing one?)", file=out)
+    for judged, lines in sorted(check.models.items(), key=lambda item: -item[1]):
+        where = (f"shipped here as '{shipped[judged.sha256]}'" if judged.sha256 in shipped
+                 else "not a model this installation ships")
+        print(f"  judged by {judged.model} {judged.version} (model_sha256 {judged.sha256}): {lines} log line(s); "
+              f"{where}", file=out)
+
+
+def run_verify(folders: list[Path], out: TextIO) -> int:
+    """Check each folder; 0 if every one is as written, else :data:`EXIT_EVIDENCE_ALTERED`."""
+    checks = [check_folder(folder) for folder in folders]
+    shipped = shipped_digests()
+    for check in checks:
+        print_check(check, shipped, out)
+    return 0 if all(c.trustworthy for c in checks) else EXIT_EVIDENCE_ALTERED

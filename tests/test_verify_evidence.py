@@ -1,0 +1,80 @@
+"""``stream-guard verify``: evidence written by the real snapshot and clip outputs, checked, then tampered with."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from stream_guard.outputs.alert_clips import ClipSink
+from stream_guard.outputs.alerts import AlertOptions
+from stream_guard.outputs.snapshots import ALERT_LOG, SnapshotSink
+from stream_guard.verify_evidence import EXIT_EVIDENCE_ALTERED
+from tests.conftest import run_cli
+from tests.support.alert_frames import INFO, NOISY_FAKE_THEN_REAL, PROVENANCE, verdict_sequence
+
+OPTIONS = AlertOptions(raise_windows=3, clear_windows=5)
+
+
+@pytest.fixture()
+def evidence(tmp_path: Path) -> Path:
+    """One alert's two pictures and its clip, in one folder, as a run writes them."""
+    folder = tmp_path / "evidence"
+    results = verdict_sequence(NOISY_FAKE_THEN_REAL + ["-"] * 10)
+    sinks = [SnapshotSink(folder, OPTIONS, keep=10, provenance=PROVENANCE),
+             ClipSink(folder, OPTIONS, pad_s=0.3, keep=10, provenance=PROVENANCE)]
+    for sink in sinks:
+        sink.open(INFO)
+        for r in results:
+            sink.write(r)
+        sink.event({"type": "summary"})
+        sink.close()
+    assert len(list(folder.glob("*.jpg"))) == 2 and len(list(folder.glob("*.mp4"))) == 1
+    return folder
+
+
+def test_untouched_evidence_verifies(evidence: Path) -> None:
+    result = run_cli("verify", str(evidence))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert f"{evidence}: 3 file(s) intact, 0 altered, 0 not in the logs, 0 logged but gone" in result.stdout
+    # the test model is no shipped one, and verify says so rather than vouching for it
+    assert f"judged by m 1 (model_sha256 {'0' * 64}): 3 log line(s); not a model this installation ships" \
+        in result.stdout
+
+
+def test_an_altered_or_added_picture_fails_and_a_pruned_one_is_only_counted(evidence: Path) -> None:
+    frame = next(evidence.glob("*_frame.jpg"))
+    frame.write_bytes(frame.read_bytes()[:-1] + b"\x00")  # one byte
+    planted = evidence / "20300101T000000.000Z_face7_face.jpg"
+    planted.write_bytes(next(evidence.glob("*_face.jpg")).read_bytes())
+    next(evidence.glob("*.mp4")).unlink()  # as --clip-keep removes an old clip
+    result = run_cli("verify", str(evidence))
+    assert result.returncode == EXIT_EVIDENCE_ALTERED, result.stdout + result.stderr
+    assert "1 file(s) intact, 1 altered, 1 not in the logs, 1 logged but gone" in result.stdout
+    assert f"ALTERED {frame.name}: sha256 " in result.stdout and f"NOT IN THE LOGS {planted.name}" in result.stdout
+
+    planted.unlink()
+    frame.unlink()
+    pruned = run_cli("verify", str(evidence))
+    assert pruned.returncode == 0 and "1 file(s) intact, 0 altered, 0 not in the logs, 2 logged but gone" \
+        in pruned.stdout
+
+
+def test_older_logs_without_digests_and_broken_lines_are_reported_not_failed(evidence: Path) -> None:
+    records = [json.loads(line) for line in (evidence / ALERT_LOG).read_text().splitlines()]
+    for record in records:
+        record.pop("frame_sha256", None)
+    (evidence / ALERT_LOG).write_text("".join(json.dumps(r) + "\n" for r in records) + '{"type": "al')
+    result = run_cli("verify", str(evidence))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "2 file(s) intact" in result.stdout and "1 logged without a digest" in result.stdout
+    assert "1 log line(s) are not JSON" in result.stdout
+
+
+def test_a_folder_that_is_not_evidence_is_a_one_line_error(tmp_path: Path) -> None:
+    missing = run_cli("verify", str(tmp_path / "nowhere"))
+    assert missing.returncode == 3
+    assert missing.stderr_lines == [f"stream-guard: error: no such folder: {tmp_path / 'nowhere'}"]
+    empty = run_cli("verify", str(tmp_path))
+    assert empty.returncode == 3 and len(empty.stderr_lines) == 1
+    assert "not a --snapshots or --clips folder" in empty.stderr
