@@ -413,8 +413,8 @@ def _print_summary(summary, stream=sys.stderr) -> None:
         score = "--" if t["score"] is None else f"{t['score']:.2f}"
         print(f"  face #{t['track_id']}: {t['verdict'] or 'uncertain'} (score {score}, "
               f"{t['n_scores']} windows, {t['first_s']:.1f}-{t['last_s']:.1f} s)", file=stream)
-    if not summary.model_trained:
-        print(f"  note: model '{summary.model}' is UNTRAINED: scores are meaningless", file=stream)
+    if not summary.provenance.model_trained:
+        print(f"  note: model '{summary.provenance.model}' is UNTRAINED: scores are meaningless", file=stream)
 
 
 def cmd_watch(args: argparse.Namespace) -> int:

@@ -86,14 +86,6 @@ class FileAnalysis:
     faces_too_small: int = 0  # faces seen only below the minimum face size (tracked, never judged)
 
     @property
-    def threshold(self) -> float:
-        return self.provenance.threshold
-
-    @property
-    def model(self) -> str:
-        return self.provenance.model
-
-    @property
     def has_face(self) -> bool:
         return any(t.scores for t in self.tracks)
 
@@ -107,7 +99,7 @@ class FileAnalysis:
     def verdict(self) -> str:
         if self.score is None:
             return "no-face"
-        return "fake" if self.score >= self.threshold else "real"
+        return "fake" if self.score >= self.provenance.threshold else "real"
 
     def to_json(self) -> dict:
         return {"file": str(self.path), "frames": self.frames, "duration_s": round(self.duration_s, 3),

@@ -115,14 +115,6 @@ class RunSummary:
     error: str | None
     failed_outputs: tuple[str, ...]
 
-    @property
-    def model(self) -> str:
-        return self.provenance.model
-
-    @property
-    def model_trained(self) -> bool:
-        return self.provenance.model_trained
-
     def to_json(self) -> dict:
         d = {k: getattr(self, k) for k in self.__slots__ if k != "provenance"}
         d.update(self.provenance.to_json())

@@ -235,7 +235,7 @@ def test_converted_model_runs_in_the_pipeline(keras_side: Path, two_faces_clip: 
     config = RunConfig(source=SourceOptions(str(two_faces_clip)), model=ModelOptions(model_dir=keras_side / folder))
     summary = Pipeline(config, on_result=collect).run()
     assert summary.frames_processed == 90
-    assert summary.model_trained
+    assert summary.provenance.model_trained
     assert len(scored) >= 40 and all(0.0 <= s <= 1.0 for s in scored)
 
 

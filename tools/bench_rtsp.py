@@ -60,7 +60,7 @@ def main() -> None:
         "fps": summary.fps,
         "latency_p50_ms": round(summary.latency_p50_ms or 0.0, 2),
         "latency_p95_ms": round(summary.latency_p95_ms or 0.0, 2),
-        "model": summary.model,
+        "model": summary.provenance.model,
         "provider": summary.provider,
     }
     print(f"{report['frames_processed']}/{report['frames_read']} frames processed "

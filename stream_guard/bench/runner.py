@@ -136,5 +136,6 @@ def _report(scenario: Scenario, source: str, summary: RunSummary, c: _Collector,
         "face_score_hz": {"min": min(rates.values()) if rates else None, "per_face": rates},
         "cpu_s": cpu, "cpu_ms_per_frame": round(sum(cpu.values()) * 1e3 / n, 2) if cpu and n else None,
         "wall_s": round(span, 3), "peak_rss_mb": peak_rss_mb(),
-        "model": summary.model, "model_trained": summary.model_trained, "provider": summary.provider,
+        "model": summary.provenance.model, "model_trained": summary.provenance.model_trained,
+        "provider": summary.provider,
     }

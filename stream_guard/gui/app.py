@@ -262,7 +262,7 @@ class StreamGuardApp:
             s = thread.summary
             how = "stopped" if s.interrupted else "finished"
             self._set_status(f"{how}: {s.frames_processed} frames in {s.duration_s:.1f} s "
-                             f"({s.fps:.1f} fps), {len(s.tracks)} face track(s) | model {s.model}")
+                             f"({s.fps:.1f} fps), {len(s.tracks)} face track(s) | model {s.provenance.model}")
 
     # ----- helpers
     def _set_status(self, text: str) -> None:

@@ -52,7 +52,7 @@ def summary_line(result: ScanResult) -> str:
     counts = ", ".join(f"{result.count(v)} {v}" for v in ("fake", "real", "no-face", "error"))
     stopped = " (interrupted)" if result.interrupted else ""
     return (f"{len(result.outcomes)} files in {result.elapsed_s:.1f} s{stopped}: {counts}; "
-            f"model {result.model}, threshold {result.threshold:.2f}")
+            f"model {result.provenance.model}, threshold {result.provenance.threshold:.2f}")
 
 
 def run_scan(args: argparse.Namespace, out: TextIO = sys.stdout, err: TextIO = sys.stderr) -> int:
@@ -89,6 +89,6 @@ def run_scan(args: argparse.Namespace, out: TextIO = sys.stdout, err: TextIO = s
         html_path = write_report(result, args.report)
         print(f"report: {html_path} (and {Path(args.report) / 'report.json'})", file=out)
     print(summary_line(result), file=out)
-    if not result.model_trained:
-        print(f"note: model '{result.model}' is UNTRAINED: scores are meaningless", file=err)
+    if not result.provenance.model_trained:
+        print(f"note: model '{result.provenance.model}' is UNTRAINED: scores are meaningless", file=err)
     return EXIT_INTERRUPTED if result.interrupted else result.exit_code

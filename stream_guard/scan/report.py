@@ -86,7 +86,7 @@ def _write_assets(folder: Path, result: ScanResult) -> None:
             if not series.scores:
                 continue
             plot, thumb = _assets(index, series)
-            plot_track(series, outcome.analysis.threshold, folder / plot,
+            plot_track(series, outcome.analysis.provenance.threshold, folder / plot,
                        f"{outcome.path.name}: face #{series.track_id}")
             if series.peak_crop is not None:
                 save_thumbnail(series.peak_crop, folder / thumb)

@@ -53,18 +53,6 @@ class ScanResult:
     elapsed_s: float = 0.0
     interrupted: bool = False
 
-    @property
-    def model(self) -> str:
-        return self.provenance.model
-
-    @property
-    def model_trained(self) -> bool:
-        return self.provenance.model_trained
-
-    @property
-    def threshold(self) -> float:
-        return self.provenance.threshold
-
     def count(self, verdict: str) -> int:
         return sum(1 for o in self.outcomes if o.verdict == verdict)
 
