@@ -387,13 +387,13 @@ def _serve_outputs(args: argparse.Namespace) -> dict:
     return {"serve": serve_options(args.serve, args.serve_token_file)}
 
 
-def _run_with_signals(config, extra_sinks: Sequence = ()):
+def _run_with_signals(config):
     """Run a pipeline; SIGINT/SIGTERM ask it to stop cleanly (outputs are finalised)."""
     from stream_guard.pipeline import Pipeline
     from stream_guard.service import ServiceHeartbeat
 
     service = ServiceHeartbeat.from_environment()  # started by systemd (Type=notify)
-    pipeline = Pipeline(config, extra_sinks, service=service)
+    pipeline = Pipeline(config, service=service)
     handler: Callable = lambda signum, frame: pipeline.stop()  # noqa: E731
     previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
     try:

@@ -123,10 +123,11 @@ def shipped_digests() -> dict[str, str]:
 
 def print_check(check: EvidenceCheck, shipped: dict[str, str], out: TextIO) -> None:
     """One summary line per folder, then a line per problem and per model."""
+    no_digest = (f", {len(check.no_digest)} logged without a digest (written before digests were recorded)"
+                 if check.no_digest else "")
     print(f"{check.folder}: {len(check.intact)} file(s) intact, {len(check.altered)} altered, "
           f"{len(check.not_logged)} not in the logs, {len(check.missing)} logged but gone (--snapshot-keep and "
-          f"--clip-keep remove the oldest)" + (f", {len(check.no_digest)} logged without a digest (written before "
-                                              f"digests were recorded)" if check.no_digest else ""), file=out)
+          f"--clip-keep remove the oldest){no_digest}", file=out)
     for name, recorded, now in check.altered:
         print(f"  ALTERED {name}: sha256 {now}, the log recorded {recorded}", file=out)
     for name in check.not_logged:
