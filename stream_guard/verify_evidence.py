@@ -3,7 +3,8 @@
 Each picture and clip its logs (``alerts.jsonl``, ``clips.jsonl``) name is hashed again and compared with the
 SHA-256 recorded when it was written; evidence-named files that no log line names are flagged (a picture
 added afterwards); files the logs name but the folder lacks are counted apart, since ``--snapshot-keep`` and
-``--clip-keep`` remove the oldest on purpose. Each model the logs name is matched, by its digest, against the
+``--clip-keep`` remove the oldest on purpose, and so are clips that a killed run left unfinished (logged as
+they opened, never as they ended). Each model the logs name is matched, by its digest, against the
 models this installation ships.
 """
 from __future__ import annotations
@@ -46,6 +47,7 @@ class EvidenceCheck:
     altered: list[tuple[str, str, str]] = field(default_factory=list)  # name, recorded digest, digest now
     missing: list[str] = field(default_factory=list)  # logged, no longer in the folder
     no_digest: list[str] = field(default_factory=list)  # logged by a version that recorded no digest
+    unfinished: list[str] = field(default_factory=list)  # clips whose run was killed before they ended
     not_logged: list[str] = field(default_factory=list)  # evidence-named files that no log line names
     unreadable_lines: int = 0  # log lines that are not JSON (a run killed mid-line)
     models: Counter[JudgedBy] = field(default_factory=Counter)  # log lines per model that judged them
@@ -80,10 +82,14 @@ def check_folder(folder: Path) -> EvidenceCheck:
         raise SourceNotFoundError(f"{folder}: no {ALERT_LOG} or {CLIP_LOG}: not a --snapshots or --clips folder")
     check = EvidenceCheck(folder)
     named: set[str] = set()
+    started: set[str] = set()  # clips logged as they opened
     for log in logs:
         records, bad = _log_lines(log)
         check.unreadable_lines += bad
         for record in records:
+            if log.name == CLIP_LOG and record.get("type") == "clip_started" and isinstance(record.get("clip"), str):
+                started.add(record["clip"])
+                continue
             if record.get("model_sha256"):
                 check.models[JudgedBy(str(record.get("model", "?")), str(record.get("model_version", "?")),
                                       str(record["model_sha256"]))] += 1
@@ -93,6 +99,10 @@ def check_folder(folder: Path) -> EvidenceCheck:
                     continue  # a name with a path in it is not one this program wrote
                 named.add(name)
                 _check_file(check, folder / name, record.get(digest_key))
+    for name in sorted(started - named):  # never ended: the run was killed, the clip has no digest
+        named.add(name)
+        kept = (folder / name).is_file() or (folder / f"{name}.part").is_file()
+        (check.unfinished if kept else check.missing).append(name)
     patterns = [re.compile(SNAPSHOT_FILE), re.compile(CLIP_FILE)]
     check.not_logged = sorted(p.name for p in folder.iterdir()
                               if p.name not in named and any(r.match(p.name) for r in patterns))
@@ -123,11 +133,13 @@ def shipped_digests() -> dict[str, str]:
 
 def print_check(check: EvidenceCheck, shipped: dict[str, str], out: TextIO) -> None:
     """One summary line per folder, then a line per problem and per model."""
-    no_digest = (f", {len(check.no_digest)} logged without a digest (written before digests were recorded)"
+    unchecked = (f", {len(check.no_digest)} logged without a digest (written before digests were recorded)"
                  if check.no_digest else "")
+    if check.unfinished:
+        unchecked += f", {len(check.unfinished)} unfinished clip(s) (their run was killed: no digest)"
     print(f"{check.folder}: {len(check.intact)} file(s) intact, {len(check.altered)} altered, "
           f"{len(check.not_logged)} not in the logs, {len(check.missing)} logged but gone (--snapshot-keep and "
-          f"--clip-keep remove the oldest){no_digest}", file=out)
+          f"--clip-keep remove the oldest){unchecked}", file=out)
     for name, recorded, now in check.altered:
         print(f"  ALTERED {name}: sha256 {now}, the log recorded {recorded}", file=out)
     for name in check.not_logged:

@@ -52,8 +52,10 @@ def feed(sink: ClipSink, items) -> None:
         sink.close()
 
 
-def clip_log(folder: Path) -> list[dict]:
-    return [json.loads(line) for line in (folder / CLIP_LOG).read_text().splitlines()]
+def clip_log(folder: Path, kind: str = "clip") -> list[dict]:
+    """The log's lines of one type: ``clip`` (a clip ended) or ``clip_started``."""
+    records = [json.loads(line) for line in (folder / CLIP_LOG).read_text().splitlines()]
+    return [r for r in records if r["type"] == kind]
 
 
 def decoded(path: Path) -> list[tuple[float, int]]:
@@ -85,6 +87,8 @@ def test_a_clip_runs_from_pad_before_the_alert_to_pad_after_it_clears(tmp_path: 
     assert record["clip"].endswith("_face3.mp4")
     assert record["sha256"] == hashlib.sha256((tmp_path / "clips" / record["clip"]).read_bytes()).hexdigest()
     assert {k: record[k] for k in PROVENANCE.to_json()} == PROVENANCE.to_json()
+    (started,) = clip_log(tmp_path / "clips", "clip_started")  # logged as it opened, by the same name
+    assert (started["clip"], started["track_ids"], started["model_sha256"]) == (record["clip"], [3], "0" * 64)
     assert sorted(p.name for p in (tmp_path / "clips").iterdir()) == [record["clip"], CLIP_LOG]
     shown = decoded(tmp_path / "clips" / record["clip"])
     # 0.45 s of pre-roll = the 4 frames before the raising one; the last frame is the first 0.45 s after the clear
@@ -292,6 +296,13 @@ def test_the_clip_of_a_killed_live_run_still_plays(tmp_path: Path) -> None:
     (part,) = tmp_path.glob("*_face1.mp4.part")
     shown = [index for _, index in decoded(part)]
     assert shown == list(range(len(shown))) and len(shown) >= n - round(LIVE_KEYFRAME_S * INFO.fps) - 1
+    # the log knows the unfinished clip, so one renamed to keep it (as the README says) is not taken for a plant
+    assert [r["clip"] for r in clip_log(tmp_path, "clip_started")] == [part.name.removesuffix(".part")]
+    assert clip_log(tmp_path) == []
+    part.rename(part.with_suffix(""))
+    verified = run_cli("verify", str(tmp_path))
+    assert verified.returncode == 0, verified.stdout + verified.stderr
+    assert "0 not in the logs" in verified.stdout and "1 unfinished clip" in verified.stdout
 
 
 def test_the_preroll_keeps_its_newest_frame_exact_and_compresses_only_older_ones(monkeypatch) -> None:

@@ -11,9 +11,10 @@ the frames after the gap belong to another stretch of video.
 Frames keep their own stream times (a variable-rate MP4, milliseconds), so a live source that
 skipped frames plays back at the right speed. Clips are named by the UTC time and face of the
 alert that opened them, written under a temporary name and renamed when complete, and each is
-logged in ``DIR/clips.jsonl`` with its SHA-256 and the software, model and threshold behind the
-alert. Only the newest ``keep`` clips are kept. From a live source a clip is written as it goes,
-so the ``NAME.mp4.part`` that a killed run leaves behind still plays.
+logged in ``DIR/clips.jsonl`` as it opens and, with its SHA-256, as it ends, each line naming the
+software, model and threshold behind the alert. Only the newest ``keep`` clips are kept. From a
+live source a clip is written as it goes, so the ``NAME.mp4.part`` that a killed run leaves behind
+still plays.
 
 Given the source's sound (a :class:`SoundFeed`), clips carry it as AAC, the pre-roll's included:
 the sink keeps the last ``pad`` seconds of sound as it keeps the pictures.
@@ -270,6 +271,13 @@ class ClipSink(AlertSink):
             if log_file is not None:
                 log_file.close()
 
+    def _log_record(self, record: dict[str, Any]) -> None:
+        """Append ``record``, with what judged the alerts, to ``DIR/clips.jsonl``."""
+        if self.provenance is not None:
+            record.update(self.provenance.to_json())
+        assert self._log is not None
+        append_record(self._log, record)
+
     def _take_sound(self, now: float) -> None:
         """Move the sound up to just past this picture into the pre-roll and the open clip."""
         if self.sound is None:
@@ -296,6 +304,9 @@ class ClipSink(AlertSink):
                             live=self._info.is_live,
                             sound=None if self.sound is None else self._preroll_sound.feed(file_name))
         self._clip = _OpenClip(writer, self._current.frame.source_id, wall_time, list(track_ids))
+        # logged as it opens too, so a clip that a killed run leaves unfinished is still known as ours
+        self._log_record({"type": "clip_started", "clip": file_name, "source": self._clip.source,
+                          "wall_time": wall_time, "track_ids": self._clip.track_ids})
         if preroll:
             for pts_s, rgb in self._preroll.frames():
                 writer.add(rgb, pts_s)
@@ -314,9 +325,6 @@ class ClipSink(AlertSink):
                   "wall_time": clip.wall_time, "track_ids": clip.track_ids,
                   "start_stream_s": round(writer.first_s or 0.0, 4), "end_stream_s": round(writer.last_s or 0.0, 4),
                   "frames": writer.frames, "ended": reason}
-        if self.provenance is not None:
-            record.update(self.provenance.to_json())
-        assert self._log is not None
-        append_record(self._log, record)
+        self._log_record(record)
         log.info("clip %s: %d frames, %.1f s (%s)", writer.path.name, writer.frames,
                  (writer.last_s or 0.0) - (writer.first_s or 0.0), reason)
