@@ -271,13 +271,6 @@ class ClipSink(AlertSink):
             if log_file is not None:
                 log_file.close()
 
-    def _log_record(self, record: dict[str, Any]) -> None:
-        """Append ``record``, with what judged the alerts, to ``DIR/clips.jsonl``."""
-        if self.provenance is not None:
-            record.update(self.provenance.to_json())
-        assert self._log is not None
-        append_record(self._log, record)
-
     def _take_sound(self, now: float) -> None:
         """Move the sound up to just past this picture into the pre-roll and the open clip."""
         if self.sound is None:
@@ -305,8 +298,9 @@ class ClipSink(AlertSink):
                             sound=None if self.sound is None else self._preroll_sound.feed(file_name))
         self._clip = _OpenClip(writer, self._current.frame.source_id, wall_time, list(track_ids))
         # logged as it opens too, so a clip that a killed run leaves unfinished is still known as ours
-        self._log_record({"type": "clip_started", "clip": file_name, "source": self._clip.source,
-                          "wall_time": wall_time, "track_ids": self._clip.track_ids})
+        assert self._log is not None
+        append_record(self._log, {"type": "clip_started", "clip": file_name, "source": self._clip.source,
+                                  "wall_time": wall_time, "track_ids": self._clip.track_ids}, self.provenance)
         if preroll:
             for pts_s, rgb in self._preroll.frames():
                 writer.add(rgb, pts_s)
@@ -325,6 +319,7 @@ class ClipSink(AlertSink):
                   "wall_time": clip.wall_time, "track_ids": clip.track_ids,
                   "start_stream_s": round(writer.first_s or 0.0, 4), "end_stream_s": round(writer.last_s or 0.0, 4),
                   "frames": writer.frames, "ended": reason}
-        self._log_record(record)
+        assert self._log is not None
+        append_record(self._log, record, self.provenance)
         log.info("clip %s: %d frames, %.1f s (%s)", writer.path.name, writer.frames,
                  (writer.last_s or 0.0) - (writer.first_s or 0.0), reason)

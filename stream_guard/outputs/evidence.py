@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import IO, Any, Callable
 
 from stream_guard.errors import OutputError
+from stream_guard.model.provenance import Provenance
 
 STAMP_PATTERN = r"\d{8}T\d{6}\.\d{3}Z"
 STEM_PATTERN = rf"{STAMP_PATTERN}_face\d+"
@@ -45,8 +46,11 @@ def open_evidence_log(folder: Path, log_name: str, option: str) -> IO[str]:
         raise OutputError(f"{option} {folder}: cannot write there ({e.strerror or e})") from e
 
 
-def append_record(log: IO[str], record: dict[str, Any]) -> None:
-    """One JSON object per line, flushed so a reader of the log sees it at once."""
+def append_record(log: IO[str], record: dict[str, Any], provenance: Provenance | None = None) -> None:
+    """One JSON object per line, flushed so a reader of the log sees it at once; with ``provenance``,
+    the line also names the software, model and threshold that judged the alert."""
+    if provenance is not None:
+        record = {**record, **provenance.to_json()}
     log.write(json.dumps(record) + "\n")
     log.flush()
 

@@ -89,10 +89,8 @@ class SnapshotSink(AlertSink):
             record.update(frame_image=frame_path.name, frame_sha256=frame_sha256, face_image=face_path.name,
                           face_sha256=face_sha256)
             self._kept.add(stem)
-        if self.provenance is not None:
-            record.update(self.provenance.to_json())
         assert self._log is not None
-        append_record(self._log, record)
+        append_record(self._log, record, self.provenance)
 
     def _pictures(self, stem: str) -> tuple[Path, Path]:
         """The frame and face pictures of one alert (names as ``SNAPSHOT_FILE`` matches them)."""
