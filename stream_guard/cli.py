@@ -93,6 +93,13 @@ def _clip_pad(text: str) -> float:
     return value
 
 
+def _duration(text: str) -> float:
+    value = float(text)
+    if not 0.0 < value < float("inf"):
+        raise argparse.ArgumentTypeError("must be a positive number of seconds")
+    return value
+
+
 def _segment_seconds(text: str) -> float:
     value = float(text)
     if not value >= 1.0:
@@ -189,7 +196,7 @@ def _parser() -> argparse.ArgumentParser:
     watch.add_argument("--out-keep", type=_count, metavar="N", help="keep the newest N --out-segment files")
     watch.add_argument("--events", type=Path, metavar="FILE", help="write JSON Lines events ('-' for stdout)")
     watch.add_argument("--realtime", action="store_true", help="pace a file to its frame rate, like a live stream")
-    watch.add_argument("--max-frames", type=int, metavar="N", help="stop after N frames")
+    watch.add_argument("--max-frames", type=_count, metavar="N", help="stop after N frames")
     watch.add_argument("--max-megapixels", type=_megapixels, metavar="M",
                        help="refuse frames larger than M megapixels (default 9, up to 4K; 8K needs 34)")
     watch.add_argument("--video-stream", type=_stream_id, metavar="ID",
@@ -217,7 +224,7 @@ def _parser() -> argparse.ArgumentParser:
     demo = sub.add_parser("demo", parents=[common], help="run on the embedded demo video (no camera or network needed)")
     demo.add_argument("--out-dir", type=Path, default=Path("stream_guard_demo"), metavar="DIR",
                       help="folder for demo.mp4, events.jsonl and summary.json (default ./stream_guard_demo)")
-    demo.add_argument("--seconds", type=float, default=10.0, help="length of the demo video (default 10)")
+    demo.add_argument("--seconds", type=_duration, default=10.0, help="length of the demo video (default 10)")
     _add_run_options(demo)
     _add_alert_options(demo)
     _add_serve_options(demo)
@@ -227,7 +234,7 @@ def _parser() -> argparse.ArgumentParser:
                                           "or images) and 'label' (real/fake). Prints a per-family table.")
     evaluate.add_argument("--manifest", type=Path, required=True, metavar="PATH")
     evaluate.add_argument("--json", type=Path, metavar="OUT", help="write the full report as JSON")
-    evaluate.add_argument("--max-frames", type=int, metavar="N", help="analyse at most N frames per file")
+    evaluate.add_argument("--max-frames", type=_count, metavar="N", help="analyse at most N frames per file")
     _add_run_options(evaluate)
     _add_alert_rule_options(evaluate)
 

@@ -86,3 +86,24 @@ def test_unknown_model_name_lists_the_shipped_ones(two_faces_clip: Path) -> None
 @pytest.mark.parametrize("provider", ["cuda", "warp-drive"])
 def test_unavailable_provider(two_faces_clip: Path, provider: str) -> None:
     _assert_one_clear_line(run_cli("watch", str(two_faces_clip), "--provider", provider), provider)
+
+
+@pytest.mark.parametrize("args, option, message", [
+    (("demo", "--seconds", "0"), "--seconds", "must be a positive number of seconds"),
+    (("demo", "--seconds", "nan"), "--seconds", "must be a positive number of seconds"),
+    (("demo", "--seconds", "-1"), "--seconds", "must be a positive number of seconds"),
+    (("watch", "demo", "--max-frames", "0"), "--max-frames", "must be at least 1"),
+    (("evaluate", "--manifest", "m.tsv", "--max-frames", "-1"), "--max-frames", "must be at least 1"),
+])
+def test_an_out_of_range_number_is_a_usage_error(args: tuple[str, ...], option: str, message: str) -> None:
+    """argparse's usage, then one error line naming the option: never a traceback, never a silent default."""
+    result = run_cli(*args)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert result.stderr_lines[-1] == f"stream-guard {args[0]}: error: argument {option}: {message}"
+
+
+@pytest.mark.parametrize("seconds", ["nan", "inf"])
+def test_bench_refuses_a_length_that_is_not_a_number_of_seconds(seconds: str) -> None:
+    result = run_cli("bench", "--seconds", seconds, "--no-baseline")
+    _assert_one_clear_line(result, "--seconds must be positive")
+    assert result.returncode == 2

@@ -78,7 +78,7 @@ def _print_table(report: dict, out: TextIO) -> None:
 
 
 def run_bench(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
-    if args.seconds <= 0:
+    if not 0 < args.seconds < float("inf"):
         raise ConfigError("--seconds must be positive")
     if args.detect_every is not None and args.detect_every < 0:
         raise ConfigError("--detect-every must be 0 (auto) or more")
