@@ -117,6 +117,20 @@ def test_scan_prints_a_line_per_file_without_report(clips: Path, placeholder_mod
     assert lines[-1].startswith("4 files in") and "0 fake, 3 real, 1 no-face, 0 error" in lines[-1]
 
 
+def test_a_scan_that_could_not_read_a_file_does_not_claim_it_found_no_fake(clips: Path, placeholder_model: Path,
+                                                                           tmp_path: Path) -> None:
+    """No fake among the files read, but one could not be read: exit 3 and one line naming it, report kept."""
+    report = tmp_path / "rep"
+    result = run_cli("scan", str(clips), "--report", str(report), "--model", str(placeholder_model),
+                     "--threshold", "1", timeout=300)
+    assert result.returncode == 3, result.stderr
+    assert result.stderr_lines[-1] == (f"stream-guard: error: no fake found, but 1 of 5 file(s) could not be read, "
+                                       f"so they were not checked: {clips / 'broken.mp4'}")
+    data = json.loads((report / "report.json").read_text())
+    assert data["counts"] == {"fake": 0, "real": 3, "no-face": 1, "error": 1} and not data["fake_found"]
+    assert "Traceback" not in result.stderr
+
+
 def test_scan_user_errors_are_one_line(tmp_path: Path, placeholder_model: Path) -> None:
     result = run_cli("scan", str(tmp_path / "missing"), "--model", str(placeholder_model))
     assert result.returncode == 3 and len(result.stderr_lines) == 1 and "no such file or folder" in result.stderr

@@ -13,6 +13,7 @@ from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
 from stream_guard.config import ModelOptions, RunConfig, SourceOptions, analysis_options
+from stream_guard.errors import SourceError
 from stream_guard.faces.detector import DetectorOptions
 from stream_guard.pipeline import load_model
 from stream_guard.scan.collect import collect_files
@@ -55,8 +56,17 @@ def summary_line(result: ScanResult) -> str:
             f"model {result.provenance.model}, threshold {result.provenance.threshold:.2f}")
 
 
+def unread_line(result: ScanResult) -> str:
+    """The error line of a scan that found no fake but could not read every file."""
+    unread = result.unread
+    names = ", ".join(str(o.path) for o in unread[:3]) + (f" and {len(unread) - 3} more" if len(unread) > 3 else "")
+    return (f"stream-guard: error: no fake found, but {len(unread)} of {len(result.outcomes)} file(s) could not "
+            f"be read, so they were not checked: {names}")
+
+
 def run_scan(args: argparse.Namespace, out: TextIO = sys.stdout, err: TextIO = sys.stderr) -> int:
-    """Run the command; return its exit code (0 no fake found, 10 a fake found, 130 interrupted)."""
+    """Run the command; return its exit code (0 no fake found in files all read, 10 a fake found, 3 no fake
+    found but a file could not be read, 130 interrupted)."""
     config = scan_config(args)
     spec = load_model(config)  # a bad --model fails here, once, before any file
     files = collect_files(args.paths)
@@ -91,4 +101,8 @@ def run_scan(args: argparse.Namespace, out: TextIO = sys.stdout, err: TextIO = s
     print(summary_line(result), file=out)
     if not result.provenance.model_trained:
         print(f"note: model '{result.provenance.model}' is UNTRAINED: scores are meaningless", file=err)
-    return EXIT_INTERRUPTED if result.interrupted else result.exit_code
+    if result.interrupted:
+        return EXIT_INTERRUPTED
+    if result.exit_code == SourceError.exit_code:
+        print(unread_line(result), file=err)
+    return result.exit_code

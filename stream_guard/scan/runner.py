@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from stream_guard.config import RunConfig
-from stream_guard.errors import ConfigError, ModelError, StreamGuardError
+from stream_guard.errors import ConfigError, ModelError, SourceError, StreamGuardError
 from stream_guard.file_analysis import FileAnalysis, analyse_file
 from stream_guard.model.contract import ModelSpec
 from stream_guard.model.provenance import Provenance
@@ -61,9 +61,17 @@ class ScanResult:
         return self.count("fake") > 0
 
     @property
+    def unread(self) -> list[FileOutcome]:
+        """The files that could not be analysed (verdict ``error``)."""
+        return [o for o in self.outcomes if o.analysis is None]
+
+    @property
     def exit_code(self) -> int:
-        """``EXIT_FAKE_FOUND`` if any file is judged fake, else 0."""
-        return EXIT_FAKE_FOUND if self.fake_found else 0
+        """``EXIT_FAKE_FOUND`` if any file is judged fake; else a source error's code if a file could not be
+        read, since "no fake found" would then claim more than was checked; else 0."""
+        if self.fake_found:
+            return EXIT_FAKE_FOUND
+        return SourceError.exit_code if self.unread else 0
 
 
 def analyse_one(path: Path, config: RunConfig, scratch: Path, max_frames: int | None = None) -> FileOutcome:
