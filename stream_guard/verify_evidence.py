@@ -75,6 +75,8 @@ def _log_lines(path: Path) -> tuple[list[dict[str, Any]], int]:
 
 def check_folder(folder: Path) -> EvidenceCheck:
     """Check every file the folder's logs name, and every evidence file they do not."""
+    if folder.exists() and not folder.is_dir():
+        raise SourceNotFoundError(f"{folder} is a file, not a --snapshots or --clips folder")
     if not folder.is_dir():
         raise SourceNotFoundError(f"no such folder: {folder}")
     logs = [folder / name for name in (ALERT_LOG, CLIP_LOG) if (folder / name).is_file()]

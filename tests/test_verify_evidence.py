@@ -78,3 +78,8 @@ def test_a_folder_that_is_not_evidence_is_a_one_line_error(tmp_path: Path) -> No
     empty = run_cli("verify", str(tmp_path))
     assert empty.returncode == 3 and len(empty.stderr_lines) == 1
     assert "not a --snapshots or --clips folder" in empty.stderr
+    (tmp_path / "alerts.jsonl").write_text("")
+    a_file = run_cli("verify", str(tmp_path / "alerts.jsonl"))  # the log given instead of its folder
+    assert a_file.returncode == 3
+    assert a_file.stderr_lines == [f"stream-guard: error: {tmp_path / 'alerts.jsonl'} is a file, "
+                                   "not a --snapshots or --clips folder"]
