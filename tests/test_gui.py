@@ -79,6 +79,7 @@ def _new_threads(before: set[threading.Thread]) -> list[str]:
 def test_app_shows_live_view_and_faces_then_stops(app: StreamGuardApp, xvfb: int, long_two_faces_clip: Path,
                                                   tmp_path: Path) -> None:
     assert "UNTRAINED" in app.warning_text  # the placeholder model says so from the start
+    assert app.status_text.startswith("idle | model untrained-placeholder 0.0.0, threshold 0.500 |"), app.status_text
     before = set(threading.enumerate())
     app.set_source(str(long_two_faces_clip))
     app.set_realtime(True)
@@ -88,6 +89,7 @@ def test_app_shows_live_view_and_faces_then_stops(app: StreamGuardApp, xvfb: int
     assert shown, f"frames {app.frames_shown}, faces {app.panel.rows}, status {app.status_text!r}"
     assert app.running, "the 12 s clip in real time should still be playing"
     assert app.status_text.startswith("running") and "fps" in app.status_text and "latency" in app.status_text
+    assert app.status_text.endswith("| model untrained-placeholder 0.0.0, threshold 0.500"), app.status_text
     assert [r.track_id for r in app.panel.rows] == sorted({r.track_id for r in app.panel.rows})
     pump_until(app, lambda: all(r.score is not None for r in app.panel.rows), timeout=30)
 

@@ -169,8 +169,7 @@ class StreamGuardApp:
             return False
         self.last_error = None
         self._show_model(self.spec)
-        self.panel.threshold = self.config.model.threshold if self.config.model.threshold is not None \
-            else self.spec.threshold
+        self.panel.threshold = self._threshold(self.spec)
         self._sink = LatestResultSink()
         self._thread = PipelineThread(config, self._sink)
         self._thread.start()
@@ -238,10 +237,9 @@ class StreamGuardApp:
             self._photo.configure(data=ppm_bytes(image), format="PPM", width=0, height=0)
         self.frames_shown += 1
         self.panel.show(result.faces)
-        name = self.spec.name if self.spec is not None else "?"
         dropped = f" | {result.frames_dropped} dropped" if result.frames_dropped else ""
         self._set_status(f"running | {result.fps:.1f} fps | latency {result.latency_ms:.0f} ms | "
-                         f"{len(result.faces)} face(s){dropped} | model {name}")
+                         f"{len(result.faces)} face(s){dropped} | {self._model_text()}")
 
     def _finish_thread(self) -> None:
         """Once the pipeline thread has ended: say how, reset the buttons."""
@@ -262,7 +260,7 @@ class StreamGuardApp:
             s = thread.summary
             how = "stopped" if s.interrupted else "finished"
             self._set_status(f"{how}: {s.frames_processed} frames in {s.duration_s:.1f} s "
-                             f"({s.fps:.1f} fps), {len(s.tracks)} face track(s) | model {s.provenance.model}")
+                             f"({s.fps:.1f} fps), {len(s.tracks)} face track(s) | {self._model_text()}")
 
     # ----- helpers
     def _set_status(self, text: str) -> None:
@@ -273,6 +271,16 @@ class StreamGuardApp:
         self.status_label.configure(text=f"error: {message}", foreground="#b71c1c")
         if self.show_dialogs and not self._closed:
             messagebox.showerror("stream_guard", message, parent=self.root)
+
+    def _threshold(self, spec: ModelSpec) -> float:
+        """The threshold in effect: ``--threshold`` if given, else the model's."""
+        return self.config.model.threshold if self.config.model.threshold is not None else spec.threshold
+
+    def _model_text(self) -> str:
+        """``model deepfake 0.7.1, threshold 0.837``: which model judges, and at what threshold."""
+        if self.spec is None:
+            return "model ?"
+        return f"model {self.spec.name} {self.spec.version}, threshold {self.panel.threshold:.3f}"
 
     def _show_model(self, spec: ModelSpec) -> None:
         self.warning_label.configure(text="" if spec.trained else
@@ -286,7 +294,8 @@ class StreamGuardApp:
             self.status_label.configure(text=f"error: {e}", foreground="#b71c1c")
             return
         self._show_model(self.spec)
-        self._set_status(f"idle | model {self.spec.name} | choose a source and press Start")
+        self.panel.threshold = self._threshold(self.spec)
+        self._set_status(f"idle | {self._model_text()} | choose a source and press Start")
 
     def _list_sources(self) -> None:
         """Refresh the drop-down as it opens: windows come and go."""
