@@ -171,7 +171,7 @@ def build_sinks(config: RunConfig, info: StreamInfo, provenance: Provenance,
     if out.webhooks:
         from stream_guard.outputs.webhook import WebhookSink
 
-        sinks.append(WebhookSink(out.webhooks, out.alerts))
+        sinks.append(WebhookSink(out.webhooks, out.alerts, provenance=provenance))
     if out.speak:
         from stream_guard.outputs.speech import SpeechSink
 
@@ -188,7 +188,7 @@ def build_sinks(config: RunConfig, info: StreamInfo, provenance: Provenance,
     if out.mqtt is not None:
         from stream_guard.outputs.mqtt import MqttSink
 
-        sinks.append(MqttSink(out.mqtt, out.alerts, discovery=out.mqtt_discovery))
+        sinks.append(MqttSink(out.mqtt, out.alerts, discovery=out.mqtt_discovery, provenance=provenance))
     if out.virtual_cam:
         from stream_guard.outputs.virtual_camera import VirtualCameraSink
 

@@ -14,6 +14,8 @@ from typing import Iterator
 import pytest
 
 from stream_guard.errors import ConfigError
+from stream_guard.model.contract import load_model_spec
+from stream_guard.model.provenance import Provenance
 from stream_guard.outputs.alerts import (
     CLEARED,
     RAISED,
@@ -237,6 +239,21 @@ def test_webhook_posts_exactly_one_fake_and_one_cleared(receiver_factory) -> Non
         assert body["box"] == [10.0, 8.0, 30.0, 32.0] and 0.0 <= body["score"] <= 1.0
     assert receiver.bodies[0]["reason"] == "fake_windows" and receiver.bodies[1]["reason"] == "real_windows"
     assert sink.senders[0].delivered == 2 and sink.senders[0].failed == 0
+
+
+def test_a_webhook_alert_names_the_model_and_threshold_that_raised_it(receiver_factory,
+                                                                      placeholder_model) -> None:
+    provenance = Provenance.of(load_model_spec(placeholder_model), 0.6)
+    receiver = receiver_factory()
+    sink = WebhookSink([receiver.url], AlertOptions(raise_windows=1), FAST, provenance=provenance)
+    sink.open(INFO)
+    try:
+        for r in verdict_sequence(NOISY_FAKE_THEN_REAL):
+            sink.write(r)
+    finally:
+        sink.close()
+    assert receiver.bodies and all(b.keys() == PAYLOAD_FIELDS | set(provenance.to_json()) for b in receiver.bodies)
+    assert all(b["threshold"] == 0.6 and b["model_sha256"] == provenance.model_sha256 for b in receiver.bodies)
 
 
 def test_webhook_retries_after_server_errors(receiver_factory) -> None:

@@ -79,6 +79,16 @@ def test_a_run_records_the_model_and_threshold_that_judged_it(two_faces_clip: Pa
     for record in (records[0], records[-1]):  # the start and the summary
         assert {k: record[k] for k in expected} == expected
 
+    # every alert names them too (threshold 0: every face is fake, so alerts are raised and closed)
+    alerting = tmp_path / "alerts.jsonl"
+    result = run_cli("watch", str(two_faces_clip), "--events", str(alerting), "--model", str(placeholder_model),
+                     "--threshold", "0", "--max-frames", "60")
+    assert result.returncode == 0, result.stderr
+    alerts = [r for r in map(json.loads, alerting.read_text().splitlines()) if r["type"] == "alert"]
+    expected_at_0 = {**expected, "threshold": 0.0}
+    assert {a["alert"] for a in alerts} == {"fake", "cleared"}, alerts
+    assert all({k: a[k] for k in expected_at_0} == expected_at_0 for a in alerts)
+
     # the same on stdout
     piped = run_cli("watch", str(two_faces_clip), "--events", "-", "--model", str(placeholder_model),
                     "--max-frames", "10")

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from stream_guard.errors import ConfigError
+from stream_guard.model.provenance import Provenance
 from stream_guard.types import FaceResult, FrameResult, StreamInfo, Verdict
 
 RAISED = "fake"
@@ -62,14 +63,17 @@ class Alert:
     box: tuple[float, float, float, float] | None
     reason: str
     wall_time: float = field(default_factory=time.time)
+    provenance: Provenance | None = None  # the software, model and threshold that judged the face
 
     def to_json(self) -> dict[str, Any]:
         """The webhook payload (see the README's alert schema)."""
+        what_judged = {} if self.provenance is None else self.provenance.to_json()
         return {
             "type": "alert", "alert": self.kind, "track_id": self.track_id,
             "score": None if self.score is None else round(self.score, 4), "verdict": self.verdict,
             "stream_time_s": round(self.stream_time_s, 4), "wall_time": self.wall_time, "source": self.source,
             "box": None if self.box is None else [round(v, 1) for v in self.box], "reason": self.reason,
+            **what_judged,
         }
 
 
@@ -87,8 +91,9 @@ class _TrackAlertState:
 class AlertStateMachine:
     """Per-track raise/clear logic; feed it every frame result, in order."""
 
-    def __init__(self, options: AlertOptions = AlertOptions()) -> None:
+    def __init__(self, options: AlertOptions = AlertOptions(), provenance: Provenance | None = None) -> None:
         self.options = options
+        self.provenance = provenance  # named in every alert, when known
         self._tracks: dict[int, _TrackAlertState] = {}
         self._now_s = 0.0
         self._source = ""
@@ -154,7 +159,7 @@ class AlertStateMachine:
 
     def _alert(self, kind: str, track_id: int, st: _TrackAlertState, t: float, reason: str) -> Alert:
         return Alert(kind=kind, track_id=track_id, score=st.score, verdict=st.verdict, stream_time_s=t,
-                     source=self._source, box=st.box, reason=reason)
+                     source=self._source, box=st.box, reason=reason, provenance=self.provenance)
 
 
 class AlertSink:
@@ -165,8 +170,8 @@ class AlertSink:
     name = "alerts"
     lossless = True
 
-    def __init__(self, options: AlertOptions = AlertOptions()) -> None:
-        self.machine = AlertStateMachine(options)
+    def __init__(self, options: AlertOptions = AlertOptions(), provenance: Provenance | None = None) -> None:
+        self.machine = AlertStateMachine(options, provenance)
 
     def open(self, info: StreamInfo) -> None:  # subclasses start their threads here
         pass

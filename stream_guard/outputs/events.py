@@ -59,7 +59,7 @@ class JsonlEventSink:
         self._provenance = provenance
         self._fh: IO[str] | None = None
         self._owns = False
-        self._alerts = AlertStateMachine(alerts)
+        self._alerts = AlertStateMachine(alerts, provenance)
 
     def open(self, info: StreamInfo) -> None:
         if isinstance(self._target, (str, Path)):

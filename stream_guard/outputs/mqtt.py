@@ -26,6 +26,7 @@ from urllib.parse import unquote, urlsplit
 
 from stream_guard import __version__
 from stream_guard.errors import ConfigError, OutputError
+from stream_guard.model.provenance import Provenance
 from stream_guard.outputs.alerts import RAISED, Alert, AlertOptions, AlertSink
 from stream_guard.sources.spec import redact_text
 from stream_guard.types import StreamInfo
@@ -110,8 +111,9 @@ class MqttSink(AlertSink):
 
     name = "mqtt"
 
-    def __init__(self, target: MqttTarget, alerts: AlertOptions, discovery: bool = False) -> None:
-        super().__init__(alerts)
+    def __init__(self, target: MqttTarget, alerts: AlertOptions, discovery: bool = False,
+                 provenance: Provenance | None = None) -> None:
+        super().__init__(alerts, provenance)
         self.target = target
         self.discovery = discovery
         self.dropped = 0

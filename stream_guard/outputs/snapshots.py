@@ -62,8 +62,7 @@ class SnapshotSink(AlertSink):
     name = "snapshots"
 
     def __init__(self, folder: Path, alerts: AlertOptions, keep: int, provenance: Provenance | None = None) -> None:
-        super().__init__(alerts)
-        self.provenance = provenance
+        super().__init__(alerts, provenance)  # each alert's record names what judged it
         if keep < 1:
             raise ConfigError("--snapshot-keep must be at least 1")
         self.folder = Path(folder)
@@ -90,7 +89,7 @@ class SnapshotSink(AlertSink):
                           face_sha256=face_sha256)
             self._kept.add(stem)
         assert self._log is not None
-        append_record(self._log, record, self.provenance)
+        append_record(self._log, record)
 
     def _pictures(self, stem: str) -> tuple[Path, Path]:
         """The frame and face pictures of one alert (names as ``SNAPSHOT_FILE`` matches them)."""

@@ -26,6 +26,7 @@ from urllib.parse import urlsplit
 
 from stream_guard import __version__
 from stream_guard.errors import ConfigError
+from stream_guard.model.provenance import Provenance
 from stream_guard.outputs.alerts import Alert, AlertOptions, AlertSink
 from stream_guard.outputs.webhook_formats import FORMATS, WebhookTarget, detect_format, render
 from stream_guard.types import StreamInfo
@@ -208,8 +209,8 @@ class WebhookSink(AlertSink):
     name = "webhook"
 
     def __init__(self, webhooks: tuple[str, ...] | list[str], alerts: AlertOptions = AlertOptions(),
-                 delivery: DeliveryOptions = DeliveryOptions()) -> None:
-        super().__init__(alerts)
+                 delivery: DeliveryOptions = DeliveryOptions(), provenance: Provenance | None = None) -> None:
+        super().__init__(alerts, provenance)
         self.targets = tuple(parse_webhook(w) for w in webhooks)
         self.delivery = delivery
         self.senders: list[WebhookSender] = []

@@ -182,7 +182,7 @@ class LiveAlertFeed(AlertSink):
     name = "live-view-alerts"
 
     def __init__(self, live: LiveViewSink, alerts: AlertOptions) -> None:
-        super().__init__(alerts)
+        super().__init__(alerts, live.provenance)
         self.live = live
 
     def on_alert(self, alert: Alert) -> None:
