@@ -157,6 +157,15 @@ def test_truncated_mp4_keeps_the_frames_it_decoded(watch, tmp_path: Path) -> Non
     assert count_frames(out) == decoded  # what was decoded is in the output, finalised
 
 
+def test_mp4_cut_inside_its_header(watch, tmp_path: Path) -> None:
+    """Cut before the video track says which codec it holds (found by the fuzz test): one line, exit 3."""
+    full = encode(tmp_path / "full.mp4", "libx264", "yuv420p", 160, 120, n=30, options={"movflags": "faststart"})
+    data = full.read_bytes()
+    cut = tmp_path / "cut.mp4"
+    cut.write_bytes(data[: data.index(b"stsd")])  # the sample description (the codec) is gone
+    assert_one_error_line(watch(str(cut)), 3, str(cut), "no decodable picture")
+
+
 def test_one_pixel_video(watch, tmp_path: Path) -> None:
     path = encode(tmp_path / "dot.mp4", "libx264", "yuv444p", 1, 1)
     assert_one_error_line(watch(str(path)), 3, str(path), "1x1 is too small", "minimum 16x16")

@@ -42,8 +42,17 @@ def describe_video_streams(videos: list[VideoStream], hex_ids: bool) -> str:
                      for i, s in zip(stream_ids(videos), videos) if not is_cover_picture(s))
 
 
+def _dimensions(stream: VideoStream) -> tuple[int, int]:
+    """Width and height as the codec knows them; (0, 0) for a stream whose codec is not described (a file
+    cut inside its header)."""
+    context = stream.codec_context
+    return (context.width, context.height) if context is not None else (0, 0)
+
+
 def _size(stream: VideoStream) -> str:
-    width, height = stream.codec_context.width, stream.codec_context.height
+    if stream.codec_context is None:
+        return "no codec"
+    width, height = _dimensions(stream)
     return f"{width}x{height}" if width > 0 else "size not yet known"  # a live stream before its next keyframe
 
 
@@ -65,9 +74,11 @@ def pick_video_stream(videos: list[VideoStream], max_megapixels: float = DEFAULT
         raise SourceError(f"{source}: has no video stream {format_stream_id(wanted, hex_ids)} "
                           f"(--video-stream); its video streams: {describe_video_streams(videos, hex_ids)}")
     moving = [s for s in videos if not is_cover_picture(s)] or list(videos)
+    moving = [s for s in moving if s.codec_context is not None] or moving  # the caller refuses a codec-less one
 
     def pixels(stream: VideoStream) -> int:
-        return stream.codec_context.width * stream.codec_context.height
+        width, height = _dimensions(stream)
+        return width * height
 
     within = [s for s in moving if pixels(s) <= max_megapixels * 1e6]
     return max(within, key=pixels) if within else min(moving, key=pixels)
