@@ -36,7 +36,8 @@ def load_scored_files(path: str | Path) -> tuple[str, dict[str, ScoredFile]]:
         raise ConfigError(f"report not found: {path}") from e
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
         raise ConfigError(f"report {path}: cannot read it as JSON ({e})") from e
-    if not isinstance(report, dict) or not isinstance(report.get("files"), list) or "manifest" not in report:
+    if not isinstance(report, dict) or not isinstance(report.get("files"), list) \
+            or not isinstance(report.get("manifest"), str):
         raise ConfigError(f"report {path}: not a 'stream-guard evaluate --json' report (no 'files' and 'manifest')")
     root = Path(report["manifest"]).parent
     files = {}

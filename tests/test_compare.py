@@ -82,6 +82,9 @@ def test_mismatched_or_foreign_reports_are_one_line_errors(reports: tuple[Path, 
     (tmp_path / "scan.json").write_text(json.dumps({"files": []}))
     result = run_cli("compare", str(good), str(tmp_path / "scan.json"))
     assert result.returncode == 2 and "not a 'stream-guard evaluate --json' report" in result.stderr
+    (tmp_path / "odd.json").write_text(json.dumps({"files": [], "manifest": None}))  # found by the fuzz test
+    result = run_cli("compare", str(good), str(tmp_path / "odd.json"))
+    assert result.returncode == 2 and len(result.stderr_lines) == 1 and "not a 'stream-guard evaluate" in result.stderr
     with pytest.raises(ConfigError, match="share no scored file"):
         compare_scored({"a_1.mp4": ScoredFile(0, 0.1)}, {"b_1.mp4": ScoredFile(0, 0.1)})
 

@@ -1,6 +1,7 @@
-"""Property-based fuzzing of what users hand us: source arguments, video containers and
-model.json. Each must end in a result or a :class:`StreamGuardError`, never another
-exception (which the CLI would show as a traceback).
+"""Property-based fuzzing of what users hand us: source arguments, video containers,
+model.json, evaluate's manifest, the reports ``compare`` reads and the evidence logs ``verify``
+reads. Each must end in a result or a :class:`StreamGuardError`, never another exception (which
+the CLI would show as a traceback).
 
 CI runs a few examples; for a long local run:  HYPOTHESIS_PROFILE=long pytest tests/test_fuzz.py
 """
@@ -18,11 +19,14 @@ import numpy as np
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from stream_guard.compare import load_scored_files
 from stream_guard.errors import ModelError, StreamGuardError
+from stream_guard.evaluate import read_manifest
 from stream_guard.model.contract import load_model_spec
 from stream_guard.sources.probe import DEFAULT_MAX_MEGAPIXELS, check_frame_size
 from stream_guard.sources.pyav_source import PyAVSource
 from stream_guard.sources.spec import SourceSpec, parse_source, redact_url
+from stream_guard.verify_evidence import check_folder
 
 settings.register_profile("ci", max_examples=40, deadline=None, derandomize=True,
                           suppress_health_check=[HealthCheck.too_slow])
@@ -198,3 +202,66 @@ def test_any_json_or_text_loads_or_raises_model_error(value) -> None:
 @given(st.binary(max_size=200))
 def test_any_bytes_load_or_raise_model_error(data: bytes) -> None:
     _load(data)
+
+
+# ------------------------------------------------------------------ files the other commands read
+
+
+def _in_a_file(name: str, data: bytes, read):
+    """``read(path)`` of ``data`` written as ``name`` in a fresh folder; a StreamGuardError is a clean refusal."""
+    with tempfile.TemporaryDirectory(prefix="fuzz-file-") as tmp:
+        path = Path(tmp) / name
+        path.write_bytes(data)
+        try:
+            return read(path)
+        except StreamGuardError as e:
+            assert str(e)
+            return None
+
+
+manifest_text = st.builds(lambda header, body: header + body,
+                          st.sampled_from(["file\tlabel\n", "label\tfile\tx\n", " file \t label \n", "", "file\n"]),
+                          st.lists(st.sampled_from(list("\t\n\r\"' ab/.\x00é") + ["real", "fake"]),
+                                   max_size=40).map("".join))
+
+
+@fuzz
+@given(manifest_text | st.binary(max_size=200).map(lambda b: b.decode("latin-1")))
+def test_any_manifest_gives_rows_or_a_stream_guard_error(text: str) -> None:
+    rows = _in_a_file("MANIFEST.tsv", text.encode("utf-8", "surrogatepass"), read_manifest)
+    assert rows is None or (rows and all(r.label in ("real", "fake") for r in rows))
+
+
+report_entry = st.fixed_dictionaries({}, optional={"file": json_values | st.text(max_size=12),
+                                                   "label": json_values | st.sampled_from(["real", "fake"]),
+                                                   "score": json_values | st.floats(0, 1)})
+report_json = st.fixed_dictionaries({}, optional={"files": json_values | st.lists(report_entry | json_values, max_size=4),
+                                                  "manifest": json_values | st.text(max_size=12),
+                                                  "model": json_values})
+
+
+@fuzz
+@given(report_json | json_values)
+def test_any_report_loads_or_raises_a_stream_guard_error(report) -> None:
+    _in_a_file("report.json", json.dumps(report).encode(), load_scored_files)
+
+
+log_record = st.fixed_dictionaries({}, optional={
+    "type": st.sampled_from(["alert", "clip", "clip_started"]) | json_values,
+    "clip": st.sampled_from(["20261206T154801.801Z_face1.mp4", "", "..", "a/b.mp4", "x\x00.mp4"]) | json_values,
+    "frame_image": st.sampled_from(["20261206T154801.801Z_face1_frame.jpg", "."]) | json_values,
+    "face_image": json_values, "sha256": json_values, "frame_sha256": json_values,
+    "model_sha256": json_values, "model": json_values, "model_version": json_values})
+log_line = st.builds(json.dumps, log_record) | st.text(max_size=30)
+
+
+@fuzz
+@given(st.lists(log_line, max_size=6), st.lists(log_line, max_size=6))
+def test_any_evidence_logs_give_a_check_or_a_stream_guard_error(alert_lines: list[str], clip_lines: list[str]) -> None:
+    with tempfile.TemporaryDirectory(prefix="fuzz-evidence-") as tmp:
+        folder = Path(tmp)
+        (folder / "alerts.jsonl").write_text("\n".join(alert_lines), encoding="utf-8", errors="surrogatepass")
+        (folder / "clips.jsonl").write_text("\n".join(clip_lines), encoding="utf-8", errors="surrogatepass")
+        (folder / "20261206T154801.801Z_face1.mp4").write_bytes(b"clip")
+        check = check_folder(folder)
+        assert check.trustworthy in (True, False)
