@@ -11,6 +11,7 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Iterator
 
+import numpy as np
 import pytest
 
 from stream_guard.errors import ConfigError
@@ -39,6 +40,8 @@ from stream_guard.outputs.webhook import (
 )
 from stream_guard.outputs.webhook_formats import detect_format
 from tests.conftest import run_cli
+from tests.support.faces import astronaut_head, paste
+from tests.support.synth_video import make_test_clip
 from tests.support.alert_frames import (
     INFO,
     NOISY_FAKE_THEN_REAL,
@@ -420,3 +423,27 @@ def test_pipeline_alerts_each_fake_face_once_end_to_end(receiver_factory, two_fa
     logged = [r for r in logged if r["type"] == "alert"]
     assert sorted([{**r, "wall_time": 0} for r in logged], key=json.dumps) == sorted(
         [{**b, "wall_time": 0} for b in receiver.bodies], key=json.dumps)
+
+
+@pytest.mark.parametrize("hidden_s, tracks, raised", [(1.0, [1], 1), (1.8, [1], 1), (2.6, [1, 2], 2)])
+def test_a_face_hidden_for_a_moment_keeps_its_id_and_its_alert(placeholder_model, tmp_path, hidden_s: float,
+                                                                tracks: list[int], raised: int) -> None:
+    """A hand over the face or a head turned away for under 2 s (the alerts' `gone` time): the same face id
+    when it comes back, so one alert, not a second one (a second spoken warning, webhook, snapshot)."""
+    head = astronaut_head()
+
+    def draw(i: int) -> np.ndarray:
+        t = i / 30
+        frame = np.full((360, 640, 3), 90, np.uint8)
+        if not 3.0 <= t < 3.0 + hidden_s:
+            paste(frame, head, (320 + 6 * np.sin(2 * t), 180), 180)  # a little head motion: detector jitter
+        return frame
+
+    clip = make_test_clip(tmp_path / "hidden.mp4", seconds=6 + hidden_s, width=640, height=360, draw=draw)
+    events = tmp_path / "events.jsonl"
+    result = run_cli("watch", str(clip), "--model", str(placeholder_model), "--threshold", "0",
+                     "--events", str(events))
+    assert result.returncode == 0, result.stderr
+    records = [json.loads(line) for line in events.read_text().splitlines()]
+    assert sorted({r["track_id"] for r in records if r["type"] == "track"}) == tracks
+    assert sum(1 for r in records if r["type"] == "alert" and r["alert"] == RAISED) == raised

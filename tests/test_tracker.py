@@ -79,7 +79,7 @@ def test_single_jittery_face_keeps_one_id_for_300_frames() -> None:
 
 
 def test_lifecycle_tentative_confirmed_coasting_lost_removed() -> None:
-    tracker = make_tracker(confirm_hits=3, max_misses=5, coast_misses=2)
+    tracker = make_tracker(confirm_hits=3, max_misses=5, coast_misses=2, max_lost_s=0.0)
     d = dets(box(100, 100, 80))
     states = [tracker.update(d, i / FPS)[0].state for i in range(3)]
     assert states == [TrackState.TENTATIVE, TrackState.TENTATIVE, TrackState.CONFIRMED]
@@ -111,9 +111,27 @@ def test_lost_track_is_recovered_with_its_id() -> None:
     assert [(t.id, t.state, t.matched_now) for t in tracks] == [(1, TrackState.CONFIRMED, True)]
 
 
+@pytest.mark.parametrize("fps, gap_s, same_id", [(30, 1.0, True), (30, 1.9, True), (30, 2.2, False),
+                                                   (60, 1.5, True), (2, 6.0, True), (2, 8.5, False)])
+def test_a_face_hidden_for_a_moment_keeps_its_id(fps: int, gap_s: float, same_id: bool) -> None:
+    """A hand over the face or a head turned away: the face keeps its id for max_lost_s (2 s) whatever the
+    frame rate; at a slow rate the 15 missed updates last longer (2 fps: 7.5 s) and keep it longer."""
+    tracker = make_tracker()  # the defaults the pipeline uses
+    pts = 0.0
+    for _ in range(2 * fps):
+        pts += 1 / fps
+        tracker.update(dets(box(320, 240, 100)), pts)
+    for _ in range(round(gap_s * fps) - 1):
+        pts += 1 / fps
+        tracker.update(dets(), pts)
+    pts += 1 / fps
+    ids = [t.id for t in tracker.update(dets(box(321, 240, 100)), pts)]
+    assert ids == ([1] if same_id else [2])
+
+
 @pytest.mark.parametrize("gap", [15, 16, 25])
 def test_face_gone_longer_than_max_misses_gets_new_id(gap: int) -> None:
-    tracker = make_tracker(max_misses=15)
+    tracker = make_tracker(max_misses=15, max_lost_s=0.0)
     pts = 0.0
     for _ in range(30):
         pts += 1 / FPS

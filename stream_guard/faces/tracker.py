@@ -15,8 +15,11 @@ Lifecycle: a new detection starts a TENTATIVE track; ``confirm_hits`` matches ma
 it CONFIRMED; a tentative track that misses once is dropped (a flicker, not a
 face). A confirmed track that misses coasts on its predicted box and is still
 reported for ``coast_misses`` updates, then becomes LOST (kept, not reported, and
-can be re-matched with its old id), and is removed after more than
-``max_misses`` consecutive misses.
+can be re-matched with its old id), and is removed once it has missed more than
+``max_misses`` consecutive updates *and* has not been seen for more than
+``max_lost_s`` seconds. The time bound keeps a face's id (and its score memory and open
+alert) through a hand over the face or a head turned away for a second, whatever the
+frame rate and detection schedule; the miss count keeps it for slow streams.
 
 Track objects are live: the tracker updates them in place on every call, and
 each owns a ``memory`` object made by the factory given to the tracker (the
@@ -54,6 +57,8 @@ class TrackerOptions:
     consecutive ``update()`` calls without a match after which a track is removed.
     ``coast_misses``: for this many misses a confirmed track is still reported
     (on its predicted box, ``matched_now=False``) before it turns LOST.
+    ``max_lost_s``: a track is not removed before it has gone unseen this long
+    (stream seconds; the alerts' ``gone`` time, so an alert and its face end together).
     ``box_smoothing``: 0 = the box is the detection; towards 1 = heavier smoothing.
     ``velocity_gain``: how fast the velocity follows the observed motion (0-1].
     ``center_weight``: weight of the normalised centre distance in the match cost.
@@ -63,6 +68,7 @@ class TrackerOptions:
     confirm_hits: int = 2
     max_misses: int = 15
     coast_misses: int = 2
+    max_lost_s: float = 2.0
     box_smoothing: float = 0.5
     velocity_gain: float = 0.2
     center_weight: float = 0.5
@@ -73,6 +79,7 @@ class TrackerOptions:
             (self.confirm_hits >= 1, "confirm_hits must be >= 1"),
             (self.max_misses >= 0, "max_misses must be >= 0"),
             (0 <= self.coast_misses <= self.max_misses, "coast_misses must be in [0, max_misses]"),
+            (0.0 <= self.max_lost_s < float("inf"), "max_lost_s must be >= 0 seconds"),
             (0.0 <= self.box_smoothing < 1.0, "box_smoothing must be in [0, 1)"),
             (0.0 < self.velocity_gain <= 1.0, "velocity_gain must be in (0, 1]"),
             (self.center_weight >= 0.0, "center_weight must be >= 0"),
@@ -198,7 +205,7 @@ class FaceTracker(Generic[M]):
                 self._on_miss(track, state, pts_s)
             else:
                 self._on_hit(track, state, detections, j, pts_s)
-        self._drop_dead()
+        self._drop_dead(pts_s)
         self._start_tracks(detections, det_cs, set(matched.values()), pts_s)
         return self._visible()
 
@@ -290,6 +297,9 @@ class FaceTracker(Generic[M]):
         track.matched_now = False
         if track.state is TrackState.CONFIRMED and track.misses > self.options.coast_misses:
             track.state = TrackState.LOST
+            # Held where it was last seen: a velocity measured on detector jitter, carried on for a second
+            # or two, would move and shrink the box off a face that comes back where it left.
+            track._set_state(track._cs, np.zeros_like(track._vel), track.box, np.zeros_like(track.velocity))
 
     @staticmethod
     def _move(track: Track[M], state: _State, pts_s: float) -> None:
@@ -301,13 +311,13 @@ class FaceTracker(Generic[M]):
         track._set_state(*state)
         track.age += 1
 
-    def _drop_dead(self) -> None:
-        """Remove tentative tracks that missed and tracks missing too long."""
+    def _drop_dead(self, pts_s: float) -> None:
+        """Remove tentative tracks that missed and tracks missing too long (updates and seconds)."""
         keep: list[Track[M]] = []
         for track in self._tracks:
-            dead = track.misses > 0 and (
-                track.state is TrackState.TENTATIVE or track.misses > self.options.max_misses
-            )
+            missing_too_long = (track.misses > self.options.max_misses
+                                and pts_s - track.last_pts_s > self.options.max_lost_s)
+            dead = track.misses > 0 and (track.state is TrackState.TENTATIVE or missing_too_long)
             (self._removed if dead else keep).append(track)
         self._tracks = keep
 
