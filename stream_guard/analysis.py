@@ -11,6 +11,7 @@ import numpy as np
 from stream_guard.faces.crop import crop_face
 from stream_guard.faces.detector import FaceDetector
 from stream_guard.faces.regions import FaceRegions
+from stream_guard.faces.shot_change import ShotChangeDetector
 from stream_guard.faces.tracker import FaceTracker, Track
 from stream_guard.model.scorer import FaceScorer, TrackMemory
 from stream_guard.outputs.overlay import HudInfo, annotate
@@ -43,7 +44,7 @@ class Analyzer:
 
     def __init__(self, detector: FaceDetector, tracker: FaceTracker[TrackMemory], scorer: FaceScorer,
                  detect_every: int = 1, max_summaries: int = 1000, regions: FaceRegions | None = None,
-                 min_face_px: float = 0.0) -> None:
+                 min_face_px: float = 0.0, shot_changes: ShotChangeDetector | None = None) -> None:
         if scorer.spec.regions and regions is None:
             raise ValueError(f"model {scorer.spec.name} takes face-region masks: pass regions (a FaceRegions)")
         self.detector = detector
@@ -52,6 +53,7 @@ class Analyzer:
         self.regions = regions if scorer.spec.regions else None
         self.detect_every = max(0, detect_every)  # 0 = auto (see detect_interval)
         self.min_face_px = max(0.0, min_face_px)  # shorter faces are not sampled (see too_small)
+        self.shot_changes = shot_changes if shot_changes is not None else ShotChangeDetector()
         self.summaries: dict[int, TrackSummary] = {}
         self.max_summaries = max_summaries
         self.status = ""
@@ -76,6 +78,7 @@ class Analyzer:
     def reset(self, status: str = "") -> None:
         """Forget every face (after a gap in a live stream): ids keep counting."""
         self.tracker.reset()
+        self.shot_changes.reset()
         self._tracking.clear()
         self.status = status
 
@@ -191,6 +194,10 @@ class Analyzer:
             detect_ms = (time.perf_counter() - t0) * 1e3
         detected = detections is not None
         t1 = time.perf_counter()
+        if self.shot_changes.is_cut(frame.image) and self.tracker.tracks:
+            # A new shot: its faces are new faces, whatever their positions; on a frame the detector skips,
+            # they are found on the next one it runs on.
+            self.tracker.reset()
         tracks = self.tracker.update(detections, frame.pts_s) if detected else self.tracker.predict(frame.pts_s)
         if self.tracker.tracks:
             self._tracking.set()

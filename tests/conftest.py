@@ -2,6 +2,7 @@
 and a helper that runs the real ``stream-guard`` command in a subprocess."""
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 import sys
@@ -70,6 +71,13 @@ def run_cli(*args: str, timeout: float = 120, cwd: Path | None = None) -> CliRes
     proc = subprocess.run([sys.executable, "-m", "stream_guard", *args], capture_output=True, text=True,
                           timeout=timeout, cwd=cwd or REPO)
     return CliResult(proc.returncode, proc.stdout, proc.stderr)
+
+
+def watch_events(clip: Path, model: Path, events: Path, *args: str) -> list[dict]:
+    """Run ``watch CLIP --model MODEL --events EVENTS ARGS`` for real; the records it logged."""
+    result = run_cli("watch", str(clip), "--model", str(model), "--events", str(events), *args)
+    assert result.returncode == 0, result.stderr
+    return [json.loads(line) for line in events.read_text().splitlines()]
 
 
 @pytest.fixture(scope="session")

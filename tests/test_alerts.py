@@ -39,7 +39,7 @@ from stream_guard.outputs.webhook import (
     validate_webhook_url,
 )
 from stream_guard.outputs.webhook_formats import detect_format
-from tests.conftest import run_cli
+from tests.conftest import run_cli, watch_events
 from tests.support.faces import astronaut_head, paste
 from tests.support.synth_video import make_test_clip
 from tests.support.alert_frames import (
@@ -223,18 +223,23 @@ def receiver_factory() -> Iterator:
         r.thread.join(10)
 
 
+def _feed(sink: WebhookSink, verdicts) -> None:
+    """Run the sink over a verdict sequence, then close it (which delivers what is queued)."""
+    sink.open(INFO)
+    try:
+        for r in verdict_sequence(verdicts):
+            sink.write(r)
+    finally:
+        sink.close()
+
+
 FAST = DeliveryOptions(tries=3, backoff_s=0.01, timeout_s=5.0, drain_s=30.0)
 
 
 def test_webhook_posts_exactly_one_fake_and_one_cleared(receiver_factory) -> None:
     receiver = receiver_factory()
     sink = WebhookSink([receiver.url], AlertOptions(raise_windows=3, clear_windows=5), FAST)
-    sink.open(INFO)
-    try:
-        for r in verdict_sequence(NOISY_FAKE_THEN_REAL):
-            sink.write(r)
-    finally:
-        sink.close()  # delivers what is queued
+    _feed(sink, NOISY_FAKE_THEN_REAL)
     assert [b["alert"] for b in receiver.bodies] == ["fake", "cleared"]
     for body in receiver.bodies:
         assert body.keys() == PAYLOAD_FIELDS
@@ -249,12 +254,7 @@ def test_a_webhook_alert_names_the_model_and_threshold_that_raised_it(receiver_f
     provenance = Provenance.of(load_model_spec(placeholder_model), 0.6)
     receiver = receiver_factory()
     sink = WebhookSink([receiver.url], AlertOptions(raise_windows=1), FAST, provenance=provenance)
-    sink.open(INFO)
-    try:
-        for r in verdict_sequence(NOISY_FAKE_THEN_REAL):
-            sink.write(r)
-    finally:
-        sink.close()
+    _feed(sink, NOISY_FAKE_THEN_REAL)
     assert receiver.bodies and all(b.keys() == PAYLOAD_FIELDS | set(provenance.to_json()) for b in receiver.bodies)
     assert all(b["threshold"] == 0.6 and b["model_sha256"] == provenance.model_sha256 for b in receiver.bodies)
 
@@ -347,12 +347,7 @@ def test_chat_formats_are_delivered_as_each_service_wants(receiver_factory) -> N
     slack, discord, text, plain = (receiver_factory() for _ in range(4))
     sink = WebhookSink([f"slack={slack.url}", f"discord={discord.url}", f"text={text.url}", plain.url],
                        AlertOptions(raise_windows=3, clear_windows=5), FAST)
-    sink.open(INFO)
-    try:
-        for r in verdict_sequence(NOISY_FAKE_THEN_REAL):
-            sink.write(r)
-    finally:
-        sink.close()
+    _feed(sink, NOISY_FAKE_THEN_REAL)
     raised, cleared = [json.loads(body)["text"] for _, body in slack.raw]
     assert re.fullmatch(r"stream_guard: face 3 looks fake \(score 0\.\d\d\) in test-stream at \d+\.\d s", raised)
     assert re.fullmatch(r"stream_guard: face 3 alert cleared, it looks real again \(in test-stream at \d+\.\d s\)",
@@ -440,10 +435,6 @@ def test_a_face_hidden_for_a_moment_keeps_its_id_and_its_alert(placeholder_model
         return frame
 
     clip = make_test_clip(tmp_path / "hidden.mp4", seconds=6 + hidden_s, width=640, height=360, draw=draw)
-    events = tmp_path / "events.jsonl"
-    result = run_cli("watch", str(clip), "--model", str(placeholder_model), "--threshold", "0",
-                     "--events", str(events))
-    assert result.returncode == 0, result.stderr
-    records = [json.loads(line) for line in events.read_text().splitlines()]
+    records = watch_events(clip, placeholder_model, tmp_path / "events.jsonl", "--threshold", "0")
     assert sorted({r["track_id"] for r in records if r["type"] == "track"}) == tracks
     assert sum(1 for r in records if r["type"] == "alert" and r["alert"] == RAISED) == raised
