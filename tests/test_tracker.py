@@ -129,6 +129,16 @@ def test_a_face_hidden_for_a_moment_keeps_its_id(fps: int, gap_s: float, same_id
     assert ids == ([1] if same_id else [2])
 
 
+def test_a_clock_that_jumps_back_does_not_keep_lost_faces_forever() -> None:
+    """Timestamps that restart (a stream's clock reset or wrapped): lost faces still go after max_misses."""
+    tracker = make_tracker()
+    for i in range(30):
+        tracker.update(dets(box(320, 240, 100)), 1000.0 + i / FPS)
+    for i in range(17):  # the clock jumped back to 0 and the face is gone
+        tracker.update(dets(), i / FPS)
+    assert tracker.tracks == ()
+
+
 @pytest.mark.parametrize("gap", [15, 16, 25])
 def test_face_gone_longer_than_max_misses_gets_new_id(gap: int) -> None:
     tracker = make_tracker(max_misses=15, max_lost_s=0.0)

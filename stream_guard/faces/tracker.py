@@ -315,8 +315,8 @@ class FaceTracker(Generic[M]):
         """Remove tentative tracks that missed and tracks missing too long (updates and seconds)."""
         keep: list[Track[M]] = []
         for track in self._tracks:
-            missing_too_long = (track.misses > self.options.max_misses
-                                and pts_s - track.last_pts_s > self.options.max_lost_s)
+            unseen_s = pts_s - track.last_pts_s  # negative if the stream's clock jumped back: no time to go by
+            missing_too_long = track.misses > self.options.max_misses and not 0.0 <= unseen_s <= self.options.max_lost_s
             dead = track.misses > 0 and (track.state is TrackState.TENTATIVE or missing_too_long)
             (self._removed if dead else keep).append(track)
         self._tracks = keep
