@@ -235,7 +235,8 @@ def test_any_manifest_gives_rows_or_a_stream_guard_error(text: str) -> None:
 report_entry = st.fixed_dictionaries({}, optional={"file": json_values | st.text(max_size=12),
                                                    "label": json_values | st.sampled_from(["real", "fake"]),
                                                    "score": json_values | st.floats(0, 1)})
-report_json = st.fixed_dictionaries({}, optional={"files": json_values | st.lists(report_entry | json_values, max_size=4),
+report_json = st.fixed_dictionaries({}, optional={"files": json_values | st.lists(report_entry | json_values,
+                                                                                    max_size=4),
                                                   "manifest": json_values | st.text(max_size=12),
                                                   "model": json_values})
 
