@@ -153,11 +153,12 @@ VALID_MODEL = {
     "std": [0.5, 0.5, 0.5], "crop_margin": 0.3, "embedding_dim": 64, "window": 8, "sample_hz": 5.0,
     "threshold": 0.5, "calibration": {"a": 1.0, "b": 0.0},
 }
-json_values = st.recursive(
-    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=20),
-    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=10), inner, max_size=4),
-    max_leaves=12,
-)
+def _json_containers(inner: st.SearchStrategy) -> st.SearchStrategy:
+    return st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=10), inner, max_size=4)
+
+
+json_values = st.recursive(st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=20),
+                           _json_containers, max_leaves=12)
 
 
 @st.composite
