@@ -171,10 +171,11 @@ def evidence_line(out_dir: Path) -> tuple[bool, str]:
     folders = [out_dir / "snapshots", out_dir / "clips"]
     report = io.StringIO()
     code = run_verify(folders, report)
-    alerts = sum(1 for _ in (out_dir / "snapshots" / "alerts.jsonl").open(encoding="utf-8"))
+    records = (out_dir / "snapshots" / "alerts.jsonl").read_text(encoding="utf-8").splitlines()
     pictures = len(list((out_dir / "snapshots").glob("*.jpg")))
     clips = len(list((out_dir / "clips").glob("*.mp4")))
-    return code == 0, (f"evidence: {alerts} alerts logged, {pictures} pictures and {clips} clips kept; "
+    return code == 0, (f"evidence: {len(records)} alert records (raised and cleared), {pictures} pictures and "
+                       f"{clips} clips kept; "
                        f"stream-guard verify: exit {code}" + ("" if code == 0 else "\n" + report.getvalue()))
 
 

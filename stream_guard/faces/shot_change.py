@@ -58,7 +58,6 @@ class ShotChangeDetector:
         self._pictures: deque[np.ndarray] = deque(maxlen=options.history + 1)  # the latest thumbnails
         self._before_candidate: list[np.ndarray] | None = None  # the pictures before a cut not yet confirmed
         self._waited = 0
-        self.last_change = 0.0  # the latest frame's change, for tools and tests
 
     def reset(self) -> None:
         """Forget the pictures seen (after a gap in the stream: the next frame is compared with nothing)."""
@@ -75,7 +74,7 @@ class ShotChangeDetector:
         self._pictures.append(small)
         if not before:
             return False
-        change = self.last_change = _difference(small, before[-1])
+        change = _difference(small, before[-1])
         if self._before_candidate is not None:
             self._waited += 1
             if self._waited < self.options.confirm:
