@@ -358,6 +358,16 @@ def test_chat_formats_are_delivered_as_each_service_wants(receiver_factory) -> N
     assert [b["alert"] for b in plain.bodies] == ["fake", "cleared"]  # a URL of no known service: the JSON
 
 
+def test_a_chat_message_names_the_threshold_the_score_was_judged_at(receiver_factory, placeholder_model) -> None:
+    slack = receiver_factory()
+    sink = WebhookSink([f"slack={slack.url}"], AlertOptions(raise_windows=3, clear_windows=5), FAST,
+                       provenance=Provenance.of(load_model_spec(placeholder_model), 0.6))
+    _feed(sink, NOISY_FAKE_THEN_REAL)
+    raised = json.loads(slack.raw[0][1])["text"]
+    assert re.fullmatch(r"stream_guard: face 3 looks fake \(score 0\.\d\d, threshold 0\.60\) in test-stream at "
+                        r"\d+\.\d s", raised)
+
+
 def test_webhook_formats_follow_the_url_unless_given() -> None:
     assert detect_format("https://hooks.slack.com/services/T0/B0/x") == "slack"
     assert detect_format("https://chat.googleapis.com/v1/spaces/A/messages?key=k&token=t") == "slack"

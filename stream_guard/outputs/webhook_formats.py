@@ -44,7 +44,10 @@ def alert_message(alert: Alert) -> str:
     """One line for a person: what happened to which face, where and when."""
     where = f"in {alert.source} at {alert.stream_time_s:.1f} s"
     if alert.kind == RAISED:
-        score = "" if alert.score is None else f" (score {alert.score:.2f})"
+        judged = [] if alert.score is None else [f"score {alert.score:.2f}"]
+        if alert.provenance is not None:  # a reader can weigh the score against what it had to reach
+            judged.append(f"threshold {alert.provenance.threshold:.2f}")
+        score = f" ({', '.join(judged)})" if judged else ""
         return f"stream_guard: face {alert.track_id} looks fake{score} {where}"
     because = _CLEARED_BECAUSE.get(alert.reason, alert.reason)
     return f"stream_guard: face {alert.track_id} alert cleared, {because} ({where})"
