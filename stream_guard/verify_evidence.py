@@ -74,7 +74,10 @@ def _log_lines(path: Path) -> tuple[list[dict[str, Any]], int]:
 
 
 def check_folder(folder: Path) -> EvidenceCheck:
-    """Check every file the folder's logs name, and every evidence file they do not."""
+    """Check every file the folder's logs name, and every evidence file they do not. One of its logs
+    given instead of the folder checks the folder."""
+    if folder.is_file() and folder.name in (ALERT_LOG, CLIP_LOG):
+        folder = folder.parent
     if folder.exists() and not folder.is_dir():
         raise SourceNotFoundError(f"{folder} is a file, not a --snapshots or --clips folder")
     if not folder.is_dir():

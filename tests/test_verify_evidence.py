@@ -78,8 +78,17 @@ def test_a_folder_that_is_not_evidence_is_a_one_line_error(tmp_path: Path) -> No
     empty = run_cli("verify", str(tmp_path))
     assert empty.returncode == 3 and len(empty.stderr_lines) == 1
     assert "not a --snapshots or --clips folder" in empty.stderr
-    (tmp_path / "alerts.jsonl").write_text("")
-    a_file = run_cli("verify", str(tmp_path / "alerts.jsonl"))  # the log given instead of its folder
+    (tmp_path / "notes.txt").write_text("")
+    a_file = run_cli("verify", str(tmp_path / "notes.txt"))
     assert a_file.returncode == 3
-    assert a_file.stderr_lines == [f"stream-guard: error: {tmp_path / 'alerts.jsonl'} is a file, "
+    assert a_file.stderr_lines == [f"stream-guard: error: {tmp_path / 'notes.txt'} is a file, "
                                    "not a --snapshots or --clips folder"]
+
+
+def test_a_log_given_instead_of_its_folder_checks_the_folder(evidence: Path) -> None:
+    frame = next(evidence.glob("*_frame.jpg"))
+    frame.write_bytes(frame.read_bytes()[:-1] + b"\x00")
+    for log in ("alerts.jsonl", "clips.jsonl"):
+        result = run_cli("verify", str(evidence / log))
+        assert result.returncode == EXIT_EVIDENCE_ALTERED, result.stdout + result.stderr
+        assert f"{evidence}: 2 file(s) intact, 1 altered" in result.stdout
