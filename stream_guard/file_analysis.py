@@ -29,6 +29,7 @@ from stream_guard.alert_replay import AlertTrace
 from stream_guard.config import RunConfig, SourceOptions
 from stream_guard.errors import NotAVideoError, SourceNotFoundError
 from stream_guard.faces.crop import crop_face
+from stream_guard.model.occlusion import OcclusionExplainer, OcclusionMap, WindowRecorder
 from stream_guard.model.provenance import Provenance
 from stream_guard.outputs.alerts import RAISED, AlertOptions, AlertStateMachine
 from stream_guard.pipeline import Pipeline
@@ -54,6 +55,7 @@ class TrackSeries:
     peak_score: float = -1.0
     peak_time_s: float = 0.0
     peak_crop: np.ndarray | None = None  # RGB face crop at the most suspicious window
+    explanation: OcclusionMap | None = None  # what the peak window's score rests on (when asked)
 
     @property
     def score(self) -> float | None:
@@ -126,7 +128,8 @@ def file_score(tracks: list[TrackSeries] | tuple[TrackSeries, ...], min_windows:
 class _Collector:
     """Receives every FrameResult on the analysis thread and keeps per-track series."""
 
-    def __init__(self, alerts: AlertOptions, crop_size: int = 160, keep_trace: bool = False) -> None:
+    def __init__(self, alerts: AlertOptions, crop_size: int = 160, keep_trace: bool = False,
+                 recorder: WindowRecorder | None = None) -> None:
         self.tracks: dict[int, TrackSeries] = {}
         self.frames = 0
         self.last_pts = 0.0
@@ -135,6 +138,7 @@ class _Collector:
         self.alert_times: list[float] = []
         self.trace = AlertTrace() if keep_trace else None
         self.small_faces: set[int] = set()  # faces seen below the minimum face size
+        self.recorder = recorder
 
     def __call__(self, result: FrameResult) -> None:
         self.frames += 1
@@ -142,6 +146,8 @@ class _Collector:
         self.alert_times += [a.stream_time_s for a in self.alert_rule.update(result) if a.kind == RAISED]
         if self.trace is not None:
             self.trace.add(result)
+        if self.recorder is not None:
+            self.recorder.add(result)
         for face in result.faces:
             if face.too_small and face.state is TrackState.CONFIRMED:
                 self.small_faces.add(face.track_id)
@@ -181,11 +187,20 @@ def _image_as_clip(path: Path, folder: Path, frames: int) -> Path:
     return out
 
 
+def _explain(tracks: tuple[TrackSeries, ...], recorder: WindowRecorder, threshold: float, every_face: bool) -> None:
+    """Give each face judged fake (or ``every_face``) the occlusion map of its most suspicious window."""
+    for track in tracks:
+        if track.scores and (every_face or track.score >= threshold):
+            track.explanation = recorder.explain(track.track_id)
+
+
 def analyse_file(path: str | Path, config: RunConfig, max_frames: int | None = None,
-                 scratch: Path | None = None, keep_trace: bool = False) -> FileAnalysis:
+                 scratch: Path | None = None, keep_trace: bool = False,
+                 explainer: OcclusionExplainer | None = None, explain_every_face: bool = False) -> FileAnalysis:
     """Run the real pipeline over one file (every frame, no pacing) and summarise it.
     Images are scored as a one-second still clip; ``scratch`` is a folder for that clip.
-    ``keep_trace``: keep every frame's window scores (``trace``), about 20 MB an hour of 30 fps video with one face."""
+    ``keep_trace``: keep every frame's window scores (``trace``), about 20 MB an hour of 30 fps video with one face.
+    ``explainer``: add an occlusion map to each face judged fake, or to every face (``explain_every_face``)."""
     path = Path(path)
     if not path.is_file():
         raise SourceNotFoundError(f"no such file: {path}")
@@ -197,10 +212,16 @@ def analyse_file(path: str | Path, config: RunConfig, max_frames: int | None = N
     run_config = dataclasses.replace(
         config, source=SourceOptions(str(source), max_frames=max_frames),
         outputs=dataclasses.replace(config.outputs, show=False, out_path=None, events_path=None))
-    collector = _Collector(config.outputs.alerts, keep_trace=keep_trace)
+    recorder = None
+    if explainer is not None:
+        keep_from = 0.0 if explain_every_face else explainer.scorer.threshold
+        recorder = WindowRecorder(explainer, keep_from)
+    collector = _Collector(config.outputs.alerts, keep_trace=keep_trace, recorder=recorder)
     pipeline = Pipeline(run_config, on_result=collector)
     summary = pipeline.run()
     tracks = tuple(sorted(collector.tracks.values(), key=lambda t: t.track_id))
+    if recorder is not None:
+        _explain(tracks, recorder, summary.provenance.threshold, explain_every_face)
     return FileAnalysis(path=path, frames=collector.frames, duration_s=collector.last_pts, tracks=tracks,
                         score=file_score(tracks), provenance=summary.provenance,
                         alerts=len(collector.alert_times),

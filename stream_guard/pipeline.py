@@ -24,6 +24,7 @@ from stream_guard.faces.landmarks import FaceMesh
 from stream_guard.faces.regions import FaceRegions
 from stream_guard.faces.tracker import FaceTracker
 from stream_guard.model.contract import ModelSpec, load_model_spec
+from stream_guard.model.occlusion import OcclusionExplainer
 from stream_guard.model.provenance import Provenance
 from stream_guard.model.providers import resolve_providers
 from stream_guard.model.scorer import FaceScorer
@@ -77,6 +78,19 @@ def model_folder(choice: Path | None) -> Path:
 
 def load_model(config: RunConfig) -> ModelSpec:
     return load_model_spec(model_folder(config.model.model_dir))
+
+
+def face_regions(spec: ModelSpec, providers: Sequence[str], threads: int) -> FaceRegions:
+    """The face mesh and the region masks ``spec`` takes (none for a model without regions)."""
+    mesh = FaceMesh(bundled_model(FACE_MESH_MODEL), providers, threads)
+    return FaceRegions(mesh, spec.regions, spec.region_sizes, spec.input_size, spec.crop_margin)
+
+
+def build_explainer(config: RunConfig, spec: ModelSpec, threads: int = 2) -> OcclusionExplainer:
+    """An occlusion explainer for ``spec`` on the run's providers (see :mod:`stream_guard.model.occlusion`)."""
+    providers = resolve_providers(config.model.provider)
+    scorer = FaceScorer(spec, providers, threads, config.model.threshold)
+    return OcclusionExplainer(scorer, face_regions(spec, providers, threads))
 
 
 @dataclass(slots=True)
@@ -264,10 +278,7 @@ class Pipeline:
         detector = FaceDetector(self.config.detector, providers=providers)
         tracker = FaceTracker(self.config.tracker, scorer.new_memory)
         self.provenance = Provenance.of(spec, scorer.threshold)
-        regions = None
-        if spec.regions:
-            mesh = FaceMesh(bundled_model(FACE_MESH_MODEL), providers, self.config.model.intra_op_threads)
-            regions = FaceRegions(mesh, spec.regions, spec.region_sizes, spec.input_size, spec.crop_margin)
+        regions = face_regions(spec, providers, self.config.model.intra_op_threads) if spec.regions else None
         return Analyzer(detector, tracker, scorer, self.config.analysis.detect_every, regions=regions,
                         min_face_px=self.config.analysis.min_face_px)
 

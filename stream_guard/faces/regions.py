@@ -82,8 +82,17 @@ class FaceRegions:
         """Masks ``float32 [len(names), s, s]`` for each size ``s``, for the crop of ``box`` (as
         :func:`~stream_guard.faces.crop.crop_face` cuts it), and what to pass as ``previous`` next
         time for this face: from there the mesh needs one pass instead of two."""
+        lms, track = self.crop_landmarks(image, box, keypoints, previous)
+        return self.masks(lms), track
+
+    def crop_landmarks(self, image: np.ndarray, box: np.ndarray, keypoints: np.ndarray,
+                       previous: MeshTrack | None = None) -> tuple[np.ndarray, MeshTrack]:
+        """The face's 468 landmarks in the pixels of its crop, and what to pass as ``previous`` next time."""
         prior = None if previous is None else moved_with_box(previous[0], previous[1], box)
         points, _ = self.mesh.landmarks(image, box, keypoints, prior=prior)
         lms = transform_points(points, crop_matrix(box, self.crop_size, self.margin))
-        masks = [region_masks(lms, self.crop_size, s)[self._index] for s in self.sizes]
-        return masks, (points, np.asarray(box, np.float32).copy())
+        return lms, (points, np.asarray(box, np.float32).copy())
+
+    def masks(self, crop_landmarks: np.ndarray) -> list[np.ndarray]:
+        """The model's masks (see :meth:`__call__`) from landmarks in crop pixels."""
+        return [region_masks(crop_landmarks, self.crop_size, s)[self._index] for s in self.sizes]

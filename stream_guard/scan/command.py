@@ -13,12 +13,12 @@ from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
 from stream_guard.config import ModelOptions, RunConfig, SourceOptions, analysis_options
-from stream_guard.errors import SourceError
+from stream_guard.errors import ConfigError, SourceError
 from stream_guard.faces.detector import DetectorOptions
-from stream_guard.pipeline import load_model
+from stream_guard.pipeline import build_explainer, load_model
 from stream_guard.scan.collect import collect_files
 from stream_guard.scan.report import write_report
-from stream_guard.scan.runner import FileOutcome, ScanResult, scan_files
+from stream_guard.scan.runner import Explaining, FileOutcome, ScanResult, scan_files
 
 EXIT_INTERRUPTED = 130
 
@@ -67,8 +67,12 @@ def unread_line(result: ScanResult) -> str:
 def run_scan(args: argparse.Namespace, out: TextIO = sys.stdout, err: TextIO = sys.stderr) -> int:
     """Run the command; return its exit code (0 no fake found in files all read, 10 a fake found, 3 no fake
     found but a file could not be read, 130 interrupted)."""
+    explain = args.explain
+    if explain and args.report is None:
+        raise ConfigError("--explain needs --report DIR: its occlusion maps are pictures in the report")
     config = scan_config(args)
     spec = load_model(config)  # a bad --model fails here, once, before any file
+    explaining = Explaining(build_explainer(config, spec), every_face=explain == "all") if explain else None
     files = collect_files(args.paths)
     stop = threading.Event()
 
@@ -90,7 +94,7 @@ def run_scan(args: argparse.Namespace, out: TextIO = sys.stdout, err: TextIO = s
                     tqdm.write(outcome_line(outcome), file=out)
 
             result = scan_files(files, config, spec, on_file=on_file, should_stop=stop.is_set,
-                                max_frames=args.max_frames)
+                                max_frames=args.max_frames, explaining=explaining)
     finally:
         pipeline_log.removeFilter(quiet)
         for s, h in previous.items():

@@ -13,13 +13,14 @@ from pathlib import Path
 
 from stream_guard.errors import OutputError
 from stream_guard.file_analysis import TrackSeries
-from stream_guard.scan.plots import plot_track, save_thumbnail
+from stream_guard.scan.plots import REGION_LABELS, plot_occlusion, plot_track, save_thumbnail
 from stream_guard.scan.runner import VERDICTS, FileOutcome, ScanResult
 
 REPORT_JSON = "report.json"
 REPORT_HTML = "report.html"
 PLOTS = "plots"
 THUMBS = "thumbs"
+EXPLAIN = "explain"
 VERDICT_COLOURS = {"fake": "#c62828", "real": "#2e7d32", "no-face": "#616161", "error": "#e65100",
                    "uncertain": "#f9a825"}
 
@@ -28,16 +29,19 @@ def _fmt(value: float | None, digits: int = 3) -> str:
     return "–" if value is None else f"{value:.{digits}f}"
 
 
-def _assets(index: int, series: TrackSeries) -> tuple[str, str]:
-    """Relative paths of one track's plot and thumbnail."""
+def _assets(index: int, series: TrackSeries) -> tuple[str, str, str]:
+    """Relative paths of one track's plot, thumbnail and occlusion map."""
     stem = f"{index:04d}_face{series.track_id}"
-    return f"{PLOTS}/{stem}.png", f"{THUMBS}/{stem}.jpg"
+    return f"{PLOTS}/{stem}.png", f"{THUMBS}/{stem}.jpg", f"{EXPLAIN}/{stem}.png"
 
 
 def _track_json(index: int, series: TrackSeries, thumb: bool) -> dict:
-    plot, thumbnail = _assets(index, series)
+    plot, thumbnail, explain = _assets(index, series)
+    explanation = None
+    if series.explanation is not None:
+        explanation = {**series.explanation.to_json(), "window_time_s": series.peak_time_s, "image": explain}
     return {**series.to_json(), "smoothed": [round(s, 4) for s in series.smoothed],
-            "plot": plot, "thumbnail": thumbnail if thumb else None}
+            "plot": plot, "thumbnail": thumbnail if thumb else None, "explanation": explanation}
 
 
 def display_names(paths: list[Path]) -> list[str]:
@@ -85,11 +89,14 @@ def _write_assets(folder: Path, result: ScanResult) -> None:
         for series in outcome.analysis.tracks:
             if not series.scores:
                 continue
-            plot, thumb = _assets(index, series)
-            plot_track(series, outcome.analysis.provenance.threshold, folder / plot,
-                       f"{outcome.path.name}: face #{series.track_id}")
+            plot, thumb, explain = _assets(index, series)
+            title = f"{outcome.path.name}: face #{series.track_id}"
+            plot_track(series, outcome.analysis.provenance.threshold, folder / plot, title)
             if series.peak_crop is not None:
                 save_thumbnail(series.peak_crop, folder / thumb)
+            if series.explanation is not None:
+                (folder / EXPLAIN).mkdir(exist_ok=True)
+                plot_occlusion(series.explanation, folder / explain, f"{title} at {series.peak_time_s:.2f} s")
 
 
 def write_report(result: ScanResult, folder: str | Path) -> Path:
@@ -130,7 +137,22 @@ def _track_block(track: dict) -> str:
     return (f'<div class="track"><h4>face #{track["track_id"]}: {_badge(track["verdict"])} '
             f'score {_fmt(track["score"])} over {track["windows"]} windows</h4>'
             f'<div class="row"><img class="plot" src="{html.escape(track["plot"])}" '
-            f'alt="score over time, face #{track["track_id"]}">{thumb}</div></div>')
+            f'alt="score over time, face #{track["track_id"]}">{thumb}</div>'
+            f'{_explanation_block(track["explanation"])}</div>')
+
+
+def _explanation_block(explanation: dict | None) -> str:
+    """The occlusion map and one sentence on the region the score rests on most."""
+    if explanation is None:
+        return ""
+    scores, score = explanation["region_scores"], explanation["window_score"]
+    top = min(scores, key=lambda n: scores[n])
+    most = (f"hiding the {html.escape(REGION_LABELS.get(top, top))} lowers it most, to {scores[top]:.2f}"
+            if scores[top] < score else "hiding no one region lowers it")
+    return (f'<div class="row"><figure><img class="plot" src="{html.escape(explanation["image"])}" '
+            f'alt="occlusion map"><figcaption>What the most suspicious window\'s score ({score:.2f}) rests on: '
+            f'{most}. Red: parts that push the score towards fake; blue: towards real. A hint for a reviewer, '
+            f'not proof.</figcaption></figure></div>')
 
 
 def _file_section(i: int, f: dict) -> str:

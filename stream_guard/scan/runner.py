@@ -17,6 +17,7 @@ from stream_guard.config import RunConfig
 from stream_guard.errors import ConfigError, ModelError, SourceError, StreamGuardError
 from stream_guard.file_analysis import FileAnalysis, analyse_file
 from stream_guard.model.contract import ModelSpec
+from stream_guard.model.occlusion import OcclusionExplainer
 from stream_guard.model.provenance import Provenance
 
 log = logging.getLogger(__name__)
@@ -74,11 +75,23 @@ class ScanResult:
         return SourceError.exit_code if self.unread else 0
 
 
-def analyse_one(path: Path, config: RunConfig, scratch: Path, max_frames: int | None = None) -> FileOutcome:
+@dataclass(frozen=True)
+class Explaining:
+    """Which faces of a scan get an occlusion map, and the explainer that makes them."""
+
+    explainer: OcclusionExplainer
+    every_face: bool = False  # False: only the faces judged fake
+
+
+def analyse_one(path: Path, config: RunConfig, scratch: Path, max_frames: int | None = None,
+                explaining: Explaining | None = None) -> FileOutcome:
     """Analyse one file; an error about the file itself becomes an ``error`` outcome."""
     start = time.monotonic()
+    explainer = None if explaining is None else explaining.explainer
+    every_face = explaining is not None and explaining.every_face
     try:
-        analysis = analyse_file(path, config, max_frames=max_frames, scratch=scratch)
+        analysis = analyse_file(path, config, max_frames=max_frames, scratch=scratch, explainer=explainer,
+                                explain_every_face=every_face)
     except (ModelError, ConfigError):
         raise
     except StreamGuardError as e:
@@ -90,9 +103,10 @@ def analyse_one(path: Path, config: RunConfig, scratch: Path, max_frames: int | 
 def scan_files(files: Sequence[Path], config: RunConfig, spec: ModelSpec,
                on_file: Callable[[FileOutcome], None] | None = None,
                should_stop: Callable[[], bool] = lambda: False,
-               max_frames: int | None = None) -> ScanResult:
+               max_frames: int | None = None, explaining: Explaining | None = None) -> ScanResult:
     """Analyse ``files`` in order; ``on_file`` is called after each one. ``should_stop`` is
-    checked between files (an interrupted scan keeps what it has and says so)."""
+    checked between files (an interrupted scan keeps what it has and says so). ``explaining``:
+    add occlusion maps to the faces it asks for."""
     threshold = config.model.threshold if config.model.threshold is not None else spec.threshold
     result = ScanResult(Provenance.of(spec, threshold))
     start = time.monotonic()
@@ -102,7 +116,7 @@ def scan_files(files: Sequence[Path], config: RunConfig, spec: ModelSpec,
                 result.interrupted = True
                 break
             try:
-                outcome = analyse_one(path, config, Path(scratch), max_frames)
+                outcome = analyse_one(path, config, Path(scratch), max_frames, explaining)
             except KeyboardInterrupt:
                 result.interrupted = True
                 break
