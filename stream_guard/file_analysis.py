@@ -29,7 +29,7 @@ from stream_guard.alert_replay import AlertTrace
 from stream_guard.config import RunConfig, SourceOptions
 from stream_guard.errors import NotAVideoError, SourceNotFoundError
 from stream_guard.faces.crop import crop_face
-from stream_guard.model.occlusion import OcclusionExplainer, OcclusionMap, WindowRecorder
+from stream_guard.model.occlusion import Explaining, OcclusionMap, WindowRecorder
 from stream_guard.model.provenance import Provenance
 from stream_guard.outputs.alerts import RAISED, AlertOptions, AlertStateMachine
 from stream_guard.pipeline import Pipeline
@@ -196,11 +196,11 @@ def _explain(tracks: tuple[TrackSeries, ...], recorder: WindowRecorder, threshol
 
 def analyse_file(path: str | Path, config: RunConfig, max_frames: int | None = None,
                  scratch: Path | None = None, keep_trace: bool = False,
-                 explainer: OcclusionExplainer | None = None, explain_every_face: bool = False) -> FileAnalysis:
+                 explaining: Explaining | None = None) -> FileAnalysis:
     """Run the real pipeline over one file (every frame, no pacing) and summarise it.
     Images are scored as a one-second still clip; ``scratch`` is a folder for that clip.
     ``keep_trace``: keep every frame's window scores (``trace``), about 20 MB an hour of 30 fps video with one face.
-    ``explainer``: add an occlusion map to each face judged fake, or to every face (``explain_every_face``)."""
+    ``explaining``: add an occlusion map to each face judged fake, or to every face."""
     path = Path(path)
     if not path.is_file():
         raise SourceNotFoundError(f"no such file: {path}")
@@ -213,15 +213,15 @@ def analyse_file(path: str | Path, config: RunConfig, max_frames: int | None = N
         config, source=SourceOptions(str(source), max_frames=max_frames),
         outputs=dataclasses.replace(config.outputs, show=False, out_path=None, events_path=None))
     recorder = None
-    if explainer is not None:
-        keep_from = 0.0 if explain_every_face else explainer.scorer.threshold
-        recorder = WindowRecorder(explainer, keep_from)
+    if explaining is not None:
+        keep_from = 0.0 if explaining.every_face else explaining.explainer.scorer.threshold
+        recorder = WindowRecorder(explaining.explainer, keep_from)
     collector = _Collector(config.outputs.alerts, keep_trace=keep_trace, recorder=recorder)
     pipeline = Pipeline(run_config, on_result=collector)
     summary = pipeline.run()
     tracks = tuple(sorted(collector.tracks.values(), key=lambda t: t.track_id))
     if recorder is not None:
-        _explain(tracks, recorder, summary.provenance.threshold, explain_every_face)
+        _explain(tracks, recorder, summary.provenance.threshold, explaining.every_face)
     return FileAnalysis(path=path, frames=collector.frames, duration_s=collector.last_pts, tracks=tracks,
                         score=file_score(tracks), provenance=summary.provenance,
                         alerts=len(collector.alert_times),

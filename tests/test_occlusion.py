@@ -15,7 +15,7 @@ from stream_guard.config import ModelOptions, RunConfig, SourceOptions
 from stream_guard.faces.regions import LEFT_EYE, LIPS, RIGHT_EYE, FaceRegions
 from stream_guard.file_analysis import analyse_file
 from stream_guard.model.contract import ModelSpec
-from stream_guard.model.occlusion import HIDDEN_REGIONS, OcclusionExplainer, WindowSample
+from stream_guard.model.occlusion import HIDDEN_REGIONS, Explaining, OcclusionExplainer, WindowSample
 from stream_guard.model.scorer import FaceScorer
 from stream_guard.paths import models_dir
 from stream_guard.pipeline import build_explainer, load_model
@@ -102,8 +102,8 @@ def test_the_map_scores_the_very_window_the_pipeline_scored(face_clip: Path, pla
     """The window is rebuilt from the frames (crop and face-mesh tracking): its score must be the pipeline's."""
     folder = models_dir() / model if model == "deepfake" else placeholder_model
     config = RunConfig(source=SourceOptions(spec="demo"), model=ModelOptions(model_dir=folder))
-    analysis = analyse_file(face_clip, config, explainer=build_explainer(config, load_model(config)),
-                            explain_every_face=True)
+    analysis = analyse_file(face_clip, config, explaining=Explaining(build_explainer(config, load_model(config)),
+                                                                    every_face=True))
     tracks = [t for t in analysis.tracks if t.scores]
     assert tracks and all(t.explanation is not None for t in tracks)
     for track in tracks:
@@ -116,9 +116,9 @@ def test_only_the_faces_judged_fake_are_explained_unless_asked(face_clip: Path, 
     config = RunConfig(source=SourceOptions(spec="demo"), model=ModelOptions(model_dir=placeholder_model,
                                                                             threshold=1.0))
     explainer = build_explainer(config, load_model(config))
-    none_fake = analyse_file(face_clip, config, explainer=explainer)
+    none_fake = analyse_file(face_clip, config, explaining=Explaining(explainer))
     assert [t for t in none_fake.tracks if t.scores] and all(t.explanation is None for t in none_fake.tracks)
-    every = analyse_file(face_clip, config, explainer=explainer, explain_every_face=True)
+    every = analyse_file(face_clip, config, explaining=Explaining(explainer, every_face=True))
     assert all(t.explanation is not None for t in every.tracks if t.scores)
 
 

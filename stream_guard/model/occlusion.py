@@ -132,6 +132,14 @@ class OcclusionExplainer:
                             crop=crops[-1].copy())
 
 
+@dataclass(frozen=True)
+class Explaining:
+    """Which faces of a run get an occlusion map, and the explainer that makes them."""
+
+    explainer: OcclusionExplainer
+    every_face: bool = False  # False: only the faces judged fake
+
+
 class WindowRecorder:
     """Keeps each face track's most suspicious window, rebuilt from the frames the pipeline scored
     (the same crop, the same face-mesh tracking), so :meth:`OcclusionExplainer.explain` scores it as

@@ -18,7 +18,8 @@ from stream_guard.faces.detector import DetectorOptions
 from stream_guard.pipeline import build_explainer, load_model
 from stream_guard.scan.collect import collect_files
 from stream_guard.scan.report import write_report
-from stream_guard.scan.runner import Explaining, FileOutcome, ScanResult, scan_files
+from stream_guard.model.occlusion import Explaining
+from stream_guard.scan.runner import FileOutcome, ScanResult, scan_files
 
 EXIT_INTERRUPTED = 130
 

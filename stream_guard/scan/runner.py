@@ -17,7 +17,7 @@ from stream_guard.config import RunConfig
 from stream_guard.errors import ConfigError, ModelError, SourceError, StreamGuardError
 from stream_guard.file_analysis import FileAnalysis, analyse_file
 from stream_guard.model.contract import ModelSpec
-from stream_guard.model.occlusion import OcclusionExplainer
+from stream_guard.model.occlusion import Explaining
 from stream_guard.model.provenance import Provenance
 
 log = logging.getLogger(__name__)
@@ -75,23 +75,12 @@ class ScanResult:
         return SourceError.exit_code if self.unread else 0
 
 
-@dataclass(frozen=True)
-class Explaining:
-    """Which faces of a scan get an occlusion map, and the explainer that makes them."""
-
-    explainer: OcclusionExplainer
-    every_face: bool = False  # False: only the faces judged fake
-
-
 def analyse_one(path: Path, config: RunConfig, scratch: Path, max_frames: int | None = None,
                 explaining: Explaining | None = None) -> FileOutcome:
     """Analyse one file; an error about the file itself becomes an ``error`` outcome."""
     start = time.monotonic()
-    explainer = None if explaining is None else explaining.explainer
-    every_face = explaining is not None and explaining.every_face
     try:
-        analysis = analyse_file(path, config, max_frames=max_frames, scratch=scratch, explainer=explainer,
-                                explain_every_face=every_face)
+        analysis = analyse_file(path, config, max_frames=max_frames, scratch=scratch, explaining=explaining)
     except (ModelError, ConfigError):
         raise
     except StreamGuardError as e:
