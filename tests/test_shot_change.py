@@ -32,16 +32,17 @@ def _noisy(image: np.ndarray, seed: int) -> np.ndarray:
     return np.clip(image.astype(np.int16) + noise, 0, 255).astype(np.uint8)
 
 
-def test_a_hard_cut_is_confirmed_three_frames_after_it_and_nowhere_else() -> None:
+def test_a_hard_cut_is_confirmed_six_frames_after_it_and_nowhere_else() -> None:
     person = one_face_moving(640, 360, face_px=200)
     coffee = cv2.resize(data.coffee(), (640, 360))
     frames = [person(i) for i in range(40)] + [coffee] * 20 + [person(i) for i in range(60, 80)]
-    assert _cuts(frames) == [43, 63]
+    assert _cuts(frames) == [46, 66]
 
 
-@pytest.mark.parametrize("flash_frames", [1, 2])
+@pytest.mark.parametrize("flash_frames", [1, 2, 5])
 def test_a_camera_flash_is_not_a_cut(flash_frames: int) -> None:
-    """Paparazzi flashes change a frame or two as much as a cut does; then the picture comes back."""
+    """Paparazzi flashes change a frame or two as much as a cut does, a film's flash effect up to five
+    (measured: 347-351 in the Zoolander clip of ../shared/data); then the picture comes back."""
     person = one_face_moving(640, 360, face_px=200)
     frames = [person(i) for i in range(60)]
     for i in (20, 40):

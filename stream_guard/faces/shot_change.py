@@ -16,7 +16,7 @@ of a shot cannot be cuts. A camera flash (paparazzi, strobes) changes one or two
 as a cut does, then the picture comes back: so a candidate is confirmed only if, ``confirm``
 frames later, the picture still differs by ``min_change`` from each of the ``history`` pictures
 before the candidate (the candidate may be a flash's end, the frames before it lit by it).
-A cut is therefore reported ``confirm`` frames (a tenth of a second at 30 fps) after it happens.
+A cut is therefore reported ``confirm`` frames (a fifth of a second at 30 fps) after it happens.
 """
 from __future__ import annotations
 
@@ -42,7 +42,7 @@ class ShotChangeOptions:
     min_change: float = 30.0
     ratio: float = 3.0
     history: int = 8
-    confirm: int = 3
+    confirm: int = 6  # a film's flash washed out 5 frames: 3 took it for a cut
 
     def __post_init__(self) -> None:
         if not (self.min_change >= 0.0 and self.ratio >= 1.0 and self.history >= 1 and self.confirm >= 1):
