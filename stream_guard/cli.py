@@ -455,8 +455,11 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from stream_guard.evaluate import evaluate, print_table, write_json
+    from stream_guard.writable import check_writable_file
 
     config = _config(args, "demo", None, None)
+    if args.json is not None:
+        check_writable_file(args.json, "--json")  # now, not after an evaluation that may take hours
 
     def progress(i: int, n: int, name: str) -> None:
         print(f"[{i + 1}/{n}] {name}", file=sys.stderr, flush=True)

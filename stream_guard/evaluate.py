@@ -47,6 +47,7 @@ from stream_guard.outputs.alerts import AlertOptions
 from stream_guard.scoring import (  # noqa: F401 (re-exported: evaluate's public API)
     AUC_INTERVAL_LEVEL, AUC_INTERVAL_RESAMPLES, FALSE_ALARM_TARGETS, LABELS, eer, false_alarm_thresholds,
     family_of, metrics, metrics_by_family)
+from stream_guard.writable import write_text
 
 log = logging.getLogger(__name__)
 
@@ -302,4 +303,5 @@ def print_table(report: dict, out: TextIO = sys.stdout) -> None:
 
 
 def write_json(report: dict, path: str | Path) -> None:
-    Path(path).write_text(json.dumps(report, indent=2) + "\n")
+    """Write ``report`` as indented JSON (``--json``); :class:`OutputError` if it cannot be written."""
+    write_text(path, json.dumps(report, indent=2) + "\n", "--json")

@@ -14,7 +14,8 @@ from typing import Iterator, TextIO
 import numpy as np
 
 from stream_guard.bench.runner import DEFAULT_SCENARIOS, SCENARIOS, STAGES, Scenario, run_scenario
-from stream_guard.errors import ConfigError, StreamGuardError
+from stream_guard.errors import ConfigError
+from stream_guard.writable import check_writable_file, write_text
 
 REPORT_VERSION = 1
 
@@ -82,6 +83,8 @@ def run_bench(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
         raise ConfigError("--seconds must be positive")
     if args.detect_every is not None and args.detect_every < 0:
         raise ConfigError("--detect-every must be 0 (auto) or more")
+    if args.json is not None:
+        check_writable_file(args.json, "--json")
     from stream_guard.model.contract import load_model_spec
     from stream_guard.pipeline import model_folder
 
@@ -106,10 +109,7 @@ def run_bench(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
     _print_table(report, out)
     text = json.dumps(report)
     if args.json is not None:
-        try:
-            args.json.write_text(json.dumps(report, indent=2) + "\n")
-        except OSError as e:
-            raise StreamGuardError(f"--json {args.json}: cannot write ({e.strerror})") from e
+        write_text(args.json, json.dumps(report, indent=2) + "\n", "--json")
     print(text, file=out, flush=True)
     return 0
 

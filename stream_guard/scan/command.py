@@ -20,6 +20,7 @@ from stream_guard.scan.collect import collect_files
 from stream_guard.scan.report import write_report
 from stream_guard.model.occlusion import Explaining
 from stream_guard.scan.runner import FileOutcome, ScanResult, scan_files
+from stream_guard.writable import check_writable_folder
 
 EXIT_INTERRUPTED = 130
 
@@ -75,6 +76,8 @@ def run_scan(args: argparse.Namespace, out: TextIO = sys.stdout, err: TextIO = s
     spec = load_model(config)  # a bad --model fails here, once, before any file
     explaining = Explaining(build_explainer(config, spec), every_face=explain == "all") if explain else None
     files = collect_files(args.paths)
+    if args.report is not None:
+        check_writable_folder(args.report, "--report")
     stop = threading.Event()
 
     def on_signal(signum: int, frame: object) -> None:

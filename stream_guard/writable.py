@@ -1,0 +1,44 @@
+"""Checks, before a long run, that the files and folders it will write at its end can be written.
+
+A scan or an evaluation can take hours; finding out only then that ``--json`` or ``--report``
+names a missing or read-only folder would lose the whole run.
+"""
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+from stream_guard.errors import OutputError
+
+
+def check_writable_folder(folder: str | Path, option: str) -> None:
+    """Create ``folder`` if need be and write a scratch file in it; :class:`OutputError` if that fails."""
+    folder = Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".stream_guard_write_test_"):
+            pass
+    except OSError as e:
+        raise OutputError(f"{option} {folder}: cannot write there ({e.strerror or e})") from e
+
+
+def check_writable_file(path: str | Path, option: str) -> None:
+    """Whether ``path`` can be written later: not a folder, and its folder exists and takes files."""
+    path = Path(path)
+    if path.is_dir():
+        raise OutputError(f"{option} {path}: is a folder, not a file")
+    if not path.parent.is_dir():
+        raise OutputError(f"{option} {path}: no such folder: {path.parent}")
+    try:
+        with tempfile.NamedTemporaryFile(dir=path.parent, prefix=".stream_guard_write_test_"):
+            pass
+    except OSError as e:
+        raise OutputError(f"{option} {path}: cannot write there ({e.strerror or e})") from e
+
+
+def write_text(path: str | Path, text: str, option: str) -> None:
+    """Write ``text`` to ``path``; :class:`OutputError` naming ``option`` if that fails."""
+    try:
+        Path(path).write_text(text, encoding="utf-8")
+    except OSError as e:
+        raise OutputError(f"{option} {path}: cannot write ({e.strerror or e})") from e
