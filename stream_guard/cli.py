@@ -254,7 +254,8 @@ def _parser() -> argparse.ArgumentParser:
                             help="is the evidence in --snapshots/--clips folders unaltered?",
                             description="Checks each picture and clip against the SHA-256 its folder's log recorded, "
                                         "flags evidence files no log names, and says which model judged them.")
-    verify.add_argument("folders", type=Path, nargs="+", metavar="DIR", help="a --snapshots or --clips folder (or its alerts.jsonl or clips.jsonl)")
+    verify.add_argument("folders", type=Path, nargs="+", metavar="DIR",
+                        help="a --snapshots or --clips folder (or its alerts.jsonl or clips.jsonl)")
     unit = sub.add_parser("systemd-unit", parents=[common], help="print a systemd unit that runs this installation",
                           description="Prints a template unit, stream-guard@.service: instance NAME runs the "
                                       "options in ARGS_DIR/NAME.args with a watchdog and restarts. Save it as "

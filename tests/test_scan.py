@@ -163,7 +163,7 @@ def test_report_renders_in_headless_chromium(clips: Path, placeholder_model: Pat
         pytest.skip("chromium is not installed (Debian: apt-get install chromium); tools/run_tests.sh installs it")
     report = tmp_path / "rep"
     result = run_cli("scan", str(clips / "two_faces.mp4"), str(clips / "nested" / "deeper"), "--report",
-                     str(report), "--model", str(placeholder_model), timeout=300)
+                     str(report), "--model", str(placeholder_model), "--explain", "all", timeout=300)
     assert result.returncode in (0, EXIT_FAKE_FOUND), result.stderr
     shot = tmp_path / "report.png"
     subprocess.run([chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",

@@ -114,7 +114,8 @@ class OcclusionExplainer:
             batch = np.repeat(crops[None].astype(np.float32), len(part), axis=0)
             batch[part] = self._grey
             masks = [np.concatenate([m] * len(part)) for m in model_masks]
-            embeddings.append(self.scorer.encode(batch.reshape(-1, *crops.shape[1:]), masks).reshape(len(part), t, -1))
+            encoded = self.scorer.encode(batch.reshape(-1, *crops.shape[1:]), masks)
+            embeddings.append(encoded.reshape(len(part), t, -1))
         return self.scorer.probabilities(list(np.concatenate(embeddings)))
 
     def explain(self, window: Sequence[WindowSample]) -> OcclusionMap:

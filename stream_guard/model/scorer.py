@@ -95,8 +95,9 @@ class FaceScorer:
         return memory.last_sample_pts is None or pts_s - memory.last_sample_pts >= self.sample_period_s * 0.95
 
     def encode(self, crops: np.ndarray, regions: Sequence[np.ndarray] = ()) -> np.ndarray:
-        """``crops``: uint8 ``[N, S, S, 3]`` RGB (or float32 on the same 0-255 scale) -> embeddings ``[N, D]`` in one batch. ``regions``: for
-        a model with ``spec.regions``, the crops' masks ``float32 [N, R, s, s]`` at each of ``spec.region_sizes``."""
+        """``crops``: uint8 ``[N, S, S, 3]`` RGB (or float32 on the same 0-255 scale) -> embeddings ``[N, D]``
+        in one batch. ``regions``: for a model with ``spec.regions``, the crops' masks ``float32 [N, R, s, s]``
+        at each of ``spec.region_sizes``."""
         if len(regions) != len(self._regions_in):
             raise ValueError(f"model {self.spec.name} takes region masks at {len(self._regions_in)} sizes, "
                              f"got {len(regions)}")

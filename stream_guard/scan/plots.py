@@ -14,7 +14,7 @@ from matplotlib.figure import Figure
 from stream_guard.file_analysis import TrackSeries
 from stream_guard.model.occlusion import OcclusionMap
 
-REGION_LABELS = {"core": "face core", "seam_in": "seam, inside", "seam_out": "seam, outside", "mouth": "mouth",
+REGION_LABELS = {"core": "face core", "seam_in": "inner seam", "seam_out": "outer seam", "mouth": "mouth",
                  "eyes": "eyes", "background": "background"}
 
 

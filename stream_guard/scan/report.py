@@ -191,6 +191,9 @@ def render_html(data: dict) -> str:
     stopped = '<p class="warn">The scan was interrupted: not every file was analysed.</p>' \
         if data["interrupted"] else ""
     headline = "at least one fake found" if data["fake_found"] else "no fake found"
+    explained = any(t["explanation"] for f in data["files"] for t in f["tracks"])
+    explained = ("; occlusion maps show what that window's score rests on: each part of the face hidden in turn, "
+                 "red where hiding it lowers the score") if explained else ""
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>stream_guard scan report</title>
 <style>{_CSS}</style></head><body>
@@ -207,7 +210,7 @@ stream_guard {html.escape(data['stream_guard'])}, {data['elapsed_s']:.1f} s, {ht
 </tbody></table>
 <p>A file's score is the highest face score (faces with at least 3 scored windows); a face's score is the
 mean of its window scores. Plots show each window score over time with the threshold as a dashed line;
-thumbnails show each face at its most suspicious window.</p>
+thumbnails show each face at its most suspicious window{explained}.</p>
 <h2>Files</h2>
 {''.join(_file_section(i, f) for i, f in enumerate(data['files']))}
 </body></html>
