@@ -234,6 +234,8 @@ def _parser() -> argparse.ArgumentParser:
                                           "or images) and 'label' (real/fake). Prints a per-family table.")
     evaluate.add_argument("--manifest", type=Path, required=True, metavar="PATH")
     evaluate.add_argument("--json", type=Path, metavar="OUT", help="write the full report as JSON")
+    evaluate.add_argument("--plot", type=Path, metavar="OUT.png",
+                          help="draw the ROC curves (all files, each family) and the scores against the threshold")
     evaluate.add_argument("--max-frames", type=_count, metavar="N", help="analyse at most N frames per file")
     _add_run_options(evaluate)
     _add_alert_rule_options(evaluate)
@@ -459,8 +461,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from stream_guard.writable import check_writable_file
 
     config = _config(args, "demo", None, None)
-    if args.json is not None:
-        check_writable_file(args.json, "--json")  # now, not after an evaluation that may take hours
+    for path, option in ((args.json, "--json"), (args.plot, "--plot")):
+        if path is not None:
+            check_writable_file(path, option)  # now, not after an evaluation that may take hours
 
     def progress(i: int, n: int, name: str) -> None:
         print(f"[{i + 1}/{n}] {name}", file=sys.stderr, flush=True)
@@ -469,6 +472,10 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     print_table(report)
     if args.json is not None:
         write_json(report, args.json)
+    if args.plot is not None:
+        from stream_guard.evaluate_plot import plot_evaluation
+
+        plot_evaluation(report, args.plot)
     return EXIT_OK
 
 

@@ -6,6 +6,7 @@ names a missing or read-only folder would lose the whole run.
 from __future__ import annotations
 
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 from stream_guard.errors import OutputError
@@ -40,5 +41,13 @@ def write_text(path: str | Path, text: str, option: str) -> None:
     """Write ``text`` to ``path``; :class:`OutputError` naming ``option`` if that fails."""
     try:
         Path(path).write_text(text, encoding="utf-8")
+    except OSError as e:
+        raise OutputError(f"{option} {path}: cannot write ({e.strerror or e})") from e
+
+
+def write_with(path: str | Path, writer: Callable[[Path], object], option: str) -> None:
+    """Call ``writer(path)`` (a library's save function); :class:`OutputError` naming ``option`` if it fails."""
+    try:
+        writer(Path(path))
     except OSError as e:
         raise OutputError(f"{option} {path}: cannot write ({e.strerror or e})") from e

@@ -109,16 +109,19 @@ def test_bench_refuses_a_length_that_is_not_a_number_of_seconds(seconds: str) ->
     assert result.returncode == 2
 
 
-@pytest.mark.parametrize("command", [["evaluate", "--manifest", "MANIFEST"], ["bench", "--seconds", "1"]])
-def test_a_json_output_that_cannot_be_written_fails_before_the_run(tmp_path: Path, command: list[str]) -> None:
+@pytest.mark.parametrize("command, option", [(["evaluate", "--manifest", "MANIFEST"], "--json"),
+                                             (["evaluate", "--manifest", "MANIFEST"], "--plot"),
+                                             (["bench", "--seconds", "1"], "--json")])
+def test_a_json_output_that_cannot_be_written_fails_before_the_run(tmp_path: Path, command: list[str],
+                                                                   option: str) -> None:
     """An evaluation or a benchmark can take hours: a bad --json must not wait for their end to be told."""
     manifest = tmp_path / "MANIFEST.tsv"
     manifest.write_text("file\tlabel\n")
     args = [str(manifest) if a == "MANIFEST" else a for a in command]
     for target, needle in ((tmp_path / "no_such_folder" / "out.json", "no such folder"),
                            (tmp_path, "is a folder, not a file")):
-        result = run_cli(*args, "--json", str(target))
-        _assert_one_clear_line(result, f"--json {target}", needle)
+        result = run_cli(*args, option, str(target))
+        _assert_one_clear_line(result, f"{option} {target}", needle)
         assert result.returncode == 5 and "running" not in result.stderr
 
 

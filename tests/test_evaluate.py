@@ -38,9 +38,12 @@ def manifest(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_evaluate_reports_pooled_and_per_family(manifest: Path, placeholder_model: Path, tmp_path: Path) -> None:
-    out = tmp_path / "report.json"
-    result = run_cli("evaluate", "--manifest", str(manifest), "--json", str(out), "--model", str(placeholder_model))
+    out, plot = tmp_path / "report.json", tmp_path / "roc.png"
+    result = run_cli("evaluate", "--manifest", str(manifest), "--json", str(out), "--plot", str(plot), "--model",
+                     str(placeholder_model))
     assert result.returncode == 0, result.stderr
+    picture = cv2.imread(str(plot))
+    assert picture is not None and picture.shape == (460, 1100, 3)
     report = json.loads(out.read_text())
     assert {"auc", "eer", "accuracy", "n_real", "n_fake", "families"} <= report.keys()
     assert report["model_sha256"] == model_digest(load_model_spec(placeholder_model)) and report["threshold"] == 0.5
@@ -188,3 +191,14 @@ def test_evaluate_reports_by_face_size(manifest: Path, placeholder_model: Path, 
     cam_a = next(f for f in files if f["file"].endswith("cam_a_1.mp4"))
     swap = next(f for f in files if f["file"].endswith("swap_c_3.mp4"))
     assert cam_a["face_px"] > swap["face_px"]  # a 200 px head has a larger face box than a 180 px one
+
+
+def test_the_plot_of_files_with_one_label_says_why_it_has_no_roc_curve(tmp_path: Path) -> None:
+    from stream_guard.evaluate_plot import plot_evaluation
+
+    report = {"files": [{"file": f"cam_{i}.mp4", "label": "real", "family": "cam", "score": s}
+                        for i, s in enumerate((0.1, 0.4, 0.9))] + [
+                       {"file": "cam_x.mp4", "label": "fake", "family": "cam", "score": None}],
+              "threshold": 0.5, "model": "m", "manifest": "M.tsv"}
+    picture = cv2.imread(str(plot_evaluation(report, tmp_path / "p.png")))
+    assert picture is not None and picture.std() > 10
