@@ -191,9 +191,9 @@ def render_html(data: dict) -> str:
     stopped = '<p class="warn">The scan was interrupted: not every file was analysed.</p>' \
         if data["interrupted"] else ""
     headline = "at least one fake found" if data["fake_found"] else "no fake found"
-    explained = any(t["explanation"] for f in data["files"] for t in f["tracks"])
+    has_maps = any(t["explanation"] for f in data["files"] for t in f["tracks"])
     explained = ("; occlusion maps show what that window's score rests on: each part of the face hidden in turn, "
-                 "red where hiding it lowers the score") if explained else ""
+                 "red where hiding it lowers the score") if has_maps else ""
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>stream_guard scan report</title>
 <style>{_CSS}</style></head><body>
