@@ -235,7 +235,8 @@ def _parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--manifest", type=Path, required=True, metavar="PATH")
     evaluate.add_argument("--json", type=Path, metavar="OUT", help="write the full report as JSON")
     evaluate.add_argument("--plot", type=Path, metavar="OUT.png",
-                          help="draw the ROC curves (all files, each family) and the scores against the threshold")
+                          help="draw the ROC curves (all files, each family) and the scores against the threshold "
+                               "(.png, .svg, .pdf or .jpg)")
     evaluate.add_argument("--max-frames", type=_count, metavar="N", help="analyse at most N frames per file")
     _add_run_options(evaluate)
     _add_alert_rule_options(evaluate)
@@ -464,6 +465,10 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     for path, option in ((args.json, "--json"), (args.plot, "--plot")):
         if path is not None:
             check_writable_file(path, option)  # now, not after an evaluation that may take hours
+    if args.plot is not None:
+        from stream_guard.evaluate_plot import plot_format
+
+        plot_format(args.plot)
 
     def progress(i: int, n: int, name: str) -> None:
         print(f"[{i + 1}/{n}] {name}", file=sys.stderr, flush=True)

@@ -11,10 +11,20 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from sklearn.metrics import roc_auc_score, roc_curve
 
+from stream_guard.errors import ConfigError
 from stream_guard.scoring import LABELS
 from stream_guard.writable import write_with
 
 REAL_COLOUR, FAKE_COLOUR = "#2e7d32", "#c62828"
+PLOT_FORMATS = ("png", "svg", "pdf", "jpg", "jpeg")  # by the file's suffix: a picture, or vector for a paper
+
+
+def plot_format(path: str | Path) -> str:
+    """The picture format ``path``'s suffix names; :class:`ConfigError` for one it cannot be."""
+    suffix = Path(path).suffix.lower().lstrip(".")
+    if suffix not in PLOT_FORMATS:
+        raise ConfigError(f"--plot {path}: name a .png, .svg, .pdf or .jpg file")
+    return suffix
 
 
 def _curve(ax, labels: np.ndarray, scores: np.ndarray, name: str, **style) -> None:
@@ -25,7 +35,8 @@ def _curve(ax, labels: np.ndarray, scores: np.ndarray, name: str, **style) -> No
 
 
 def plot_evaluation(report: dict, path: str | Path) -> Path:
-    """Save the evaluation's picture as PNG at ``path``; :class:`OutputError` if it cannot be written."""
+    """Save the evaluation's picture at ``path``, in the format its suffix names (:func:`plot_format`);
+    :class:`OutputError` if it cannot be written."""
     files = [f for f in report["files"] if f["score"] is not None]
     labels = np.array([LABELS[f["label"]] for f in files], int)
     scores = np.array([f["score"] for f in files], float)
@@ -72,5 +83,5 @@ def plot_evaluation(report: dict, path: str | Path) -> Path:
     fig.suptitle(f"{report.get('manifest', '')}: model {model} {report.get('model_version', '')}", fontsize=10)
     fig.tight_layout()
     path = Path(path)
-    write_with(path, lambda p: fig.savefig(p, format="png"), "--plot")
+    write_with(path, lambda p: fig.savefig(p, format=plot_format(p)), "--plot")
     return path

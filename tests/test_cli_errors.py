@@ -125,6 +125,14 @@ def test_a_json_output_that_cannot_be_written_fails_before_the_run(tmp_path: Pat
         assert result.returncode == 5 and "running" not in result.stderr
 
 
+def test_a_plot_in_a_format_it_cannot_be_is_one_error_before_the_run(tmp_path: Path) -> None:
+    manifest = tmp_path / "MANIFEST.tsv"
+    manifest.write_text("file\tlabel\n")
+    result = run_cli("evaluate", "--manifest", str(manifest), "--plot", str(tmp_path / "roc.txt"))
+    _assert_one_clear_line(result, f"--plot {tmp_path / 'roc.txt'}: name a .png, .svg, .pdf or .jpg file")
+    assert result.returncode == 2
+
+
 def test_a_json_report_that_cannot_be_written_is_one_error(tmp_path: Path) -> None:
     from stream_guard.errors import OutputError
     from stream_guard.evaluate import write_json

@@ -202,3 +202,5 @@ def test_the_plot_of_files_with_one_label_says_why_it_has_no_roc_curve(tmp_path:
               "threshold": 0.5, "model": "m", "manifest": "M.tsv"}
     picture = cv2.imread(str(plot_evaluation(report, tmp_path / "p.png")))
     assert picture is not None and picture.std() > 10
+    assert plot_evaluation(report, tmp_path / "p.svg").read_text().lstrip().startswith("<?xml")
+    assert plot_evaluation(report, tmp_path / "p.pdf").read_bytes().startswith(b"%PDF")
