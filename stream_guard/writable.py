@@ -39,10 +39,7 @@ def check_writable_file(path: str | Path, option: str) -> None:
 
 def write_text(path: str | Path, text: str, option: str) -> None:
     """Write ``text`` to ``path``; :class:`OutputError` naming ``option`` if that fails."""
-    try:
-        Path(path).write_text(text, encoding="utf-8")
-    except OSError as e:
-        raise OutputError(f"{option} {path}: cannot write ({e.strerror or e})") from e
+    write_with(path, lambda p: p.write_text(text, encoding="utf-8"), option)
 
 
 def write_with(path: str | Path, writer: Callable[[Path], object], option: str) -> None:
