@@ -35,8 +35,17 @@ def _stream_id(text: str) -> int:
         raise argparse.ArgumentTypeError("must be a stream ID: a number such as 2, or 0x100") from None
 
 
-def _threshold(text: str) -> float:
-    value = float(text)
+def _threshold(text: str) -> float | str:
+    """A number 0..1, or an operating point's name that the model resolves (``ModelSpec.threshold_for``)."""
+    from stream_guard.model.contract import POINT_NAME
+
+    if POINT_NAME.fullmatch(text):
+        return text
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError("must be a number 0..1 or the name of one of the model's operating "
+                                         "points (stream-guard doctor lists them)") from None
     if not 0.0 <= value <= 1.0:
         raise argparse.ArgumentTypeError("must be between 0 and 1")
     return value
@@ -276,7 +285,10 @@ def _add_model_options(p: argparse.ArgumentParser) -> None:
                    "deepfake-ensemble (default: the shipped default model)")
     p.add_argument("--provider", default="auto", metavar="P",
                    help="ONNX Runtime providers: auto, or a comma list of tensorrt,cuda,coreml,directml,cpu")
-    p.add_argument("--threshold", type=_threshold, metavar="T", help="fake threshold 0..1 (default: the model's)")
+    p.add_argument("--threshold", type=_threshold, metavar="T",
+                   help="fake threshold 0..1, or a named operating point of the model: default (the model's "
+                        "threshold), quiet (fewer false alarms), sensitive (more fakes caught); "
+                        "`stream-guard doctor` lists what each flags")
     p.add_argument("--detector", choices=("full", "short"), default="full",
                    help="face detector: full-range (far faces, default) or short-range (faces near the camera)")
     p.add_argument("--min-face", dest="min_face_px", type=_min_face, metavar="PX",

@@ -41,11 +41,12 @@ class SourceOptions:
 
 @dataclass(frozen=True, slots=True)
 class ModelOptions:
-    """``model_dir`` None = the shipped default; ``provider`` is ``auto`` or a comma list (``cuda,cpu``)."""
+    """``model_dir`` None = the shipped default; ``provider`` is ``auto`` or a comma list (``cuda,cpu``);
+    ``threshold`` a number, an operating point's name (``ModelSpec.threshold_for``) or None (the model's)."""
 
     model_dir: Path | None = None
     provider: str = "auto"
-    threshold: float | None = None
+    threshold: float | str | None = None
     intra_op_threads: int = 1
     smoothing: SmoothingOptions = field(default_factory=SmoothingOptions)
 

@@ -111,6 +111,8 @@ def _checks() -> list[tuple[str, str, str]]:
         rows.append((OK if spec.trained else WARN, "deepfake model",
                      f"{spec.name} {spec.version}" + ("" if spec.trained else " (UNTRAINED placeholder)")
                      + f", sha256 {model_digest(spec)}; --model NAME: {', '.join(shipped_model_names())}"))
+        rows.append((OK, "thresholds", "; ".join(p.describe() for p in spec.named_thresholds())
+                     + " (held-out clips; --threshold NAME or a number)"))
     except Exception as e:  # noqa: BLE001 - doctor reports, it does not fail
         rows.append((MISSING, "deepfake model", str(e)))
     return rows

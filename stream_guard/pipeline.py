@@ -77,7 +77,10 @@ def model_folder(choice: Path | None) -> Path:
 
 
 def load_model(config: RunConfig) -> ModelSpec:
-    return load_model_spec(model_folder(config.model.model_dir))
+    """The run's model; a bad ``--model``, or a ``--threshold`` name it does not define, is an error here."""
+    spec = load_model_spec(model_folder(config.model.model_dir))
+    spec.threshold_for(config.model.threshold)
+    return spec
 
 
 def face_regions(spec: ModelSpec, providers: Sequence[str], threads: int) -> FaceRegions:

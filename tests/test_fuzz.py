@@ -152,6 +152,7 @@ VALID_MODEL = {
     "encoder": "encoder.onnx", "temporal": "temporal.onnx", "input_size": 112, "mean": [0.5, 0.5, 0.5],
     "std": [0.5, 0.5, 0.5], "crop_margin": 0.3, "embedding_dim": 64, "window": 8, "sample_hz": 5.0,
     "threshold": 0.5, "calibration": {"a": 1.0, "b": 0.0},
+    "operating_points": {"default": {"threshold": 0.5}, "quiet": {"threshold": 0.9, "reals_flagged": 0.1}},
 }
 def _json_containers(inner: st.SearchStrategy) -> st.SearchStrategy:
     return st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=10), inner, max_size=4)
@@ -185,6 +186,7 @@ def _load(text: bytes) -> None:
             assert str(e)
             return
         assert 16 <= spec.input_size <= 1024 and 0.0 <= spec.threshold <= 1.0
+        assert all(0.0 <= p.threshold <= 1.0 for p in spec.named_thresholds())
 
 
 @fuzz

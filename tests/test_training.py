@@ -109,6 +109,12 @@ def test_smoke_fit_head_cross_validates_and_exports(tmp_path: Path) -> None:
 
     spec = load_model_spec(out)
     assert spec.trained and spec.embedding_dim == 415 and 0.5 <= spec.threshold <= 1
+    # operating points named from the same out-of-fold scores, the real videos among the reals
+    from tools.sbi.metrics import measure_points
+
+    assert spec.operating_points == measure_points([int(f.startswith("fake/")) for f in files],
+                                                   [cv["scores"][f] for f in files], spec.threshold)
+    assert [p.name for p in spec.operating_points] == ["default", "quiet", "sensitive"]
     enc = ort.InferenceSession(str(spec.encoder_path), providers=["CPUExecutionProvider"])
     head = ort.InferenceSession(str(spec.temporal_path), providers=["CPUExecutionProvider"])
     x = np.random.default_rng(0).normal(size=(3, 3, spec.input_size, spec.input_size)).astype(np.float32)

@@ -164,12 +164,12 @@ class StreamGuardApp:
                                                   sound_device=sound),
                 outputs=dataclasses.replace(self.config.outputs, speak=bool(self.speak_var.get())))
             self.spec = load_model(config)
+            self.panel.threshold = self._threshold(self.spec)
         except StreamGuardError as e:
             self._show_error(str(e))
             return False
         self.last_error = None
         self._show_model(self.spec)
-        self.panel.threshold = self._threshold(self.spec)
         self._sink = LatestResultSink()
         self._thread = PipelineThread(config, self._sink)
         self._thread.start()
@@ -274,10 +274,10 @@ class StreamGuardApp:
 
     def _threshold(self, spec: ModelSpec) -> float:
         """The threshold in effect: ``--threshold`` if given, else the model's."""
-        return self.config.model.threshold if self.config.model.threshold is not None else spec.threshold
+        return spec.threshold_for(self.config.model.threshold)
 
     def _model_text(self) -> str:
-        """``model deepfake 0.7.1, threshold 0.837``: which model judges, and at what threshold."""
+        """``model deepfake 0.7.2, threshold 0.837``: which model judges, and at what threshold."""
         if self.spec is None:
             return "model ?"
         return f"model {self.spec.name} {self.spec.version}, threshold {self.panel.threshold:.3f}"
@@ -289,12 +289,12 @@ class StreamGuardApp:
     def _load_model_info(self) -> None:
         try:
             self.spec = load_model(self.config)
+            self.panel.threshold = self._threshold(self.spec)
         except StreamGuardError as e:
             self.last_error = str(e)
             self.status_label.configure(text=f"error: {e}", foreground="#b71c1c")
             return
         self._show_model(self.spec)
-        self.panel.threshold = self._threshold(self.spec)
         self._set_status(f"idle | {self._model_text()} | choose a source and press Start")
 
     def _list_sources(self) -> None:
@@ -329,7 +329,7 @@ def run_gui(args: argparse.Namespace, outputs: OutputOptions = OutputOptions()) 
     """``stream-guard gui [SOURCE] [--start]``: run the app until its window is closed; ``outputs``
     (alerts: webhook, speech, snapshots, clips, virtual camera) apply to every Start."""
     config = gui_config(args, outputs)
-    load_model(config)  # a bad --model is one line on the terminal, before a window opens
+    load_model(config)  # a bad --model or --threshold is one line on the terminal, before a window opens
     root = open_root()
     app = StreamGuardApp(root, config)
     if args.source:

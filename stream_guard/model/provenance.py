@@ -55,11 +55,11 @@ class Provenance:
     threshold: float
 
     @classmethod
-    def of(cls, spec: ModelSpec, threshold: float | None = None) -> Provenance:
-        """For ``spec``, judged at ``threshold`` (default: the model's own)."""
+    def of(cls, spec: ModelSpec, threshold: float | str | None = None) -> Provenance:
+        """For ``spec``, judged at ``threshold`` (a number or an operating point's name; default: the model's)."""
         return cls(software_version=__version__, model=spec.name, model_version=spec.version,
                    model_sha256=model_digest(spec), model_trained=spec.trained,
-                   threshold=spec.threshold if threshold is None else float(threshold))
+                   threshold=spec.threshold_for(threshold))
 
     def to_json(self) -> dict[str, Any]:
         return {"stream_guard": self.software_version, "model": self.model, "model_version": self.model_version,

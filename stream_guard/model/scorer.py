@@ -48,11 +48,11 @@ class FaceScorer:
         spec: ModelSpec,
         providers: Sequence[str],
         intra_op_threads: int = 1,
-        threshold: float | None = None,
+        threshold: float | str | None = None,
         smoothing: SmoothingOptions = SmoothingOptions(),
     ) -> None:
         self.spec = spec
-        self.threshold = spec.threshold if threshold is None else threshold
+        self.threshold = spec.threshold_for(threshold)
         self.smoothing = smoothing
         self.encoder = create_session(str(spec.encoder_path), providers, intra_op_threads)
         self.temporal = create_session(str(spec.temporal_path), providers, intra_op_threads)

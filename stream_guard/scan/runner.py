@@ -96,8 +96,7 @@ def scan_files(files: Sequence[Path], config: RunConfig, spec: ModelSpec,
     """Analyse ``files`` in order; ``on_file`` is called after each one. ``should_stop`` is
     checked between files (an interrupted scan keeps what it has and says so). ``explaining``:
     add occlusion maps to the faces it asks for."""
-    threshold = config.model.threshold if config.model.threshold is not None else spec.threshold
-    result = ScanResult(Provenance.of(spec, threshold))
+    result = ScanResult(Provenance.of(spec, config.model.threshold))
     start = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="stream_guard_scan_") as scratch:
         for path in files:

@@ -98,7 +98,7 @@ from tools.sbi.fold_models import LOGIT_TOL as FOLD_LOGIT_TOL
 from tools.sbi.fold_models import FoldSource, clip_logits_through_onnx, write_fold_model, write_folds_file
 from tools.sbi.folds import grouped_folds, identity_groups
 from tools.sbi.landmark_regions import LandmarkContrastGraph, crop_regions
-from tools.sbi.metrics import calibrate
+from tools.sbi.metrics import calibrate, measure_points
 from tools.sbi.model import (ALL_REGION_GROUPS, ALL_REGION_VIEWS, MEAN, REGION_GROUPS, REGION_TAPS, REGION_VIEWS, STD,
                              Encoder, RegionStatsEncoder, TemporalHead)
 from tools.sbi.onnx_features import OnnxFeaturiser
@@ -789,6 +789,8 @@ def main(argv: list[str] | None = None) -> int:
         input_size=args.size, mean=MEAN, std=STD, crop_margin=args.margin, embedding_dim=enc.dim,
         window=args.window, sample_hz=args.sample_hz, threshold=round(threshold, 4), calibration_a=a,
         calibration_b=b, regions=region_names, region_sizes=region_sizes,
+        operating_points=measure_points([labels.get(f, 0) for f in files], [probs[f] for f in files],
+                                        round(threshold, 4)),
         description=(f"{description}; window logit = mean frame logit (GRU correction zero). Cross-validated pooled AUC "
                      f"{cv['auc']:.3f} ({args.folds} identity-grouped folds). Training faces carry research / "
                      "non-commercial terms, which the weights inherit."),

@@ -6,6 +6,9 @@ import sys
 import numpy as np
 from scipy.stats import rankdata
 
+from stream_guard.model.contract import DEFAULT_POINT, OperatingPoint
+from stream_guard.scoring import false_alarm_thresholds
+
 
 def auc(scores: np.ndarray, labels: np.ndarray) -> float:
     """ROC AUC (Mann-Whitney, ties count half); NaN when one class is missing."""
@@ -49,3 +52,28 @@ def calibrate(logits: np.ndarray, labels: np.ndarray, target_fpr: float) -> tupl
     probs = 1 / (1 + np.exp(-(a * np.asarray(logits) + b)))
     threshold = float(max(0.5, np.quantile(probs[np.asarray(labels) == 0], 1 - target_fpr)))
     return a, b, probs, threshold
+
+
+# name -> the share of held-out reals it may flag
+REAL_SHARES = {"quiet": 0.10, "sensitive": 0.30}
+
+
+def measure_points(labels: list[int], scores: list[float], threshold: float,
+                   shares: dict[str, float] = REAL_SHARES) -> tuple[OperatingPoint, ...]:
+    """``default`` at ``threshold``, then one point per entry of ``shares`` (skipped where even
+    1.0 would flag more reals than allowed), each with the shares of reals and fakes it flags.
+    None without held-out scores of both reals and fakes: there is nothing to measure them on."""
+    y, s = np.asarray(labels), np.asarray(scores, float)
+    if not (y == 0).any() or not (y == 1).any():
+        return ()
+
+    def flagged(t: float, label: int) -> float:
+        return round(float(np.mean(s[y == label] >= t)), 4)
+
+    points = [OperatingPoint(DEFAULT_POINT, threshold, flagged(threshold, 0), flagged(threshold, 1))]
+    for name, share in shares.items():
+        (row,) = false_alarm_thresholds(labels, scores, (share,))
+        if row["threshold"] is not None:
+            points.append(OperatingPoint(name, row["threshold"], flagged(row["threshold"], 0),
+                                         flagged(row["threshold"], 1)))
+    return tuple(points)
