@@ -3,6 +3,7 @@ programmatic API, with the real pipeline on a synthetic two-face clip; the scree
 captured with PyAV's x11grab in the same process."""
 from __future__ import annotations
 
+import dataclasses
 import os
 import shutil
 import signal
@@ -23,10 +24,12 @@ from stream_guard.config import ModelOptions, RunConfig, SourceOptions
 from stream_guard.gui.app import StreamGuardApp, scale_to_fit
 from stream_guard.gui.bridge import LatestResultSink
 from stream_guard.gui.sources import list_webcams, source_choices
+from stream_guard.model.contract import OperatingPoint
 from tests.conftest import run_cli
 from tests.support.faces import two_faces_passing
 from tests.support.synth_video import make_test_clip
 from tests.support.xvfb import SCREEN
+from tools.placeholder_model import write_placeholder_model
 
 linux_only = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="X11 test (Linux only)")
 
@@ -139,6 +142,42 @@ def test_speak_alerts_box_adds_spoken_alerts_to_the_next_start(xvfb: int, monkey
         assert pump_until(app, lambda: any(sink.machine.open_tracks for sink in speech_sinks()), timeout=60), \
             app.status_text
         assert app.stop()
+    finally:
+        app.close()
+
+
+@linux_only
+def test_the_threshold_box_offers_the_models_named_thresholds(xvfb: int, monkeypatch: pytest.MonkeyPatch,
+                                                               tmp_path: Path, two_faces_clip: Path) -> None:
+    """``--threshold 0.7`` is selected at first; picking ``quiet`` shows what it flags and judges the next Start."""
+    spec = write_placeholder_model(tmp_path / "model")
+    dataclasses.replace(spec, operating_points=(OperatingPoint("quiet", 0.9, 0.1, 0.3),)).save()
+    monkeypatch.setenv("DISPLAY", f":{xvfb}")
+    root = tk.Tk(className="stream_guard_test")
+    config = RunConfig(source=SourceOptions(spec="demo"), model=ModelOptions(model_dir=spec.folder, threshold=0.7))
+    app = StreamGuardApp(root, config, show_dialogs=False)
+    try:
+        assert app.threshold_entries == ["default 0.500", "quiet 0.900", "0.700"]
+        assert app.threshold_var.get() == "0.700" and ", threshold 0.700 |" in app.status_text, app.status_text
+
+        def judged_at() -> float | None:
+            thread = app.pipeline_thread
+            return None if thread is None or thread.pipeline.provenance is None else thread.pipeline.provenance.threshold
+
+        for choice, threshold in (("quiet", 0.9), ("default 0.500", 0.5)):
+            app.set_threshold(choice)
+            assert app.panel.threshold == threshold
+            if choice == "quiet":
+                assert ", threshold 0.900 (flags 10% of reals, catches 30% of fakes out of fold) |" in app.status_text
+            app.set_source(str(two_faces_clip))
+            assert app.start(), app.last_error
+            assert pump_until(app, lambda: judged_at() is not None), app.status_text
+            assert judged_at() == threshold
+            app.set_threshold("0.700")  # while running: from the next Start on
+            assert judged_at() == threshold and app.panel.threshold == threshold
+            assert app.stop()
+        with pytest.raises(ValueError, match="no threshold 'loud'"):
+            app.set_threshold("loud")
     finally:
         app.close()
 

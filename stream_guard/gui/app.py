@@ -95,6 +95,12 @@ class StreamGuardApp:
         ttk.Checkbutton(bar, text="real-time", variable=self.realtime_var).pack(side="left", padx=6)
         self.speak_var = tk.BooleanVar(master=root, value=self.config.outputs.speak)
         ttk.Checkbutton(bar, text="speak alerts", variable=self.speak_var).pack(side="left", padx=6)
+        ttk.Label(bar, text="Threshold:").pack(side="left")
+        self.threshold_var = tk.StringVar(master=root)
+        self.threshold_box = ttk.Combobox(bar, textvariable=self.threshold_var, state="readonly", width=15)
+        self.threshold_box.pack(side="left", padx=4)
+        self.threshold_box.bind("<<ComboboxSelected>>", lambda _e: self._threshold_chosen())
+        self._threshold_choices: dict[str, float | str | None] = {}
         self.start_button = ttk.Button(bar, text="Start", command=self.start)
         self.start_button.pack(side="left", padx=2)
         self.stop_button = ttk.Button(bar, text="Stop", command=self.stop, state="disabled")
@@ -141,6 +147,19 @@ class StreamGuardApp:
     def set_realtime(self, on: bool) -> None:
         self.realtime_var.set(on)
 
+    def set_threshold(self, choice: str) -> None:
+        """Judge at ``choice`` (an entry of the "Threshold" box, or just its name) from the next Start."""
+        entry = next((e for e in self._threshold_choices if choice in (e, e.split()[0])), None)
+        if entry is None:
+            raise ValueError(f"no threshold {choice!r} among {list(self._threshold_choices)}")
+        self.threshold_var.set(entry)
+        self._threshold_chosen()
+
+    @property
+    def threshold_entries(self) -> list[str]:
+        """What the "Threshold" box offers: the model's named thresholds, and ``--threshold`` if a number."""
+        return list(self._threshold_choices)
+
     def set_speak(self, on: bool) -> None:
         """Say alerts aloud from the next Start (the "speak alerts" box)."""
         self.speak_var.set(on)
@@ -162,7 +181,8 @@ class StreamGuardApp:
             config = dataclasses.replace(
                 self.config, source=SourceOptions(spec=text, realtime=bool(self.realtime_var.get()),
                                                   sound_device=sound),
-                outputs=dataclasses.replace(self.config.outputs, speak=bool(self.speak_var.get())))
+                outputs=dataclasses.replace(self.config.outputs, speak=bool(self.speak_var.get())),
+                model=dataclasses.replace(self.config.model, threshold=self._chosen_threshold()))
             self.spec = load_model(config)
             self.panel.threshold = self._threshold(self.spec)
         except StreamGuardError as e:
@@ -272,9 +292,34 @@ class StreamGuardApp:
         if self.show_dialogs and not self._closed:
             messagebox.showerror("stream_guard", message, parent=self.root)
 
+    def _chosen_threshold(self) -> float | str | None:
+        """The "Threshold" box's choice; ``--threshold`` (None: the model's) until the model is known."""
+        return self._threshold_choices.get(self.threshold_var.get(), self.config.model.threshold)
+
     def _threshold(self, spec: ModelSpec) -> float:
-        """The threshold in effect: ``--threshold`` if given, else the model's."""
-        return spec.threshold_for(self.config.model.threshold)
+        """The threshold a Start now judges at."""
+        return spec.threshold_for(self._chosen_threshold())
+
+    def _fill_thresholds(self, spec: ModelSpec) -> None:
+        """Offer the model's named thresholds, and ``--threshold`` when it is a number; select ``--threshold``."""
+        given = self.config.model.threshold
+        choices: dict[str, float | str | None] = {f"{p.name} {p.threshold:.3f}": p.name
+                                                  for p in spec.named_thresholds()}
+        if given is not None and not isinstance(given, str):
+            choices[f"{given:.3f}"] = given
+        self._threshold_choices = choices
+        self.threshold_box.configure(values=list(choices))
+        chosen = spec.named_thresholds()[0].name if given is None else given
+        self.threshold_var.set(next(entry for entry, value in choices.items() if value == chosen))
+
+    def _threshold_chosen(self) -> None:
+        """A new choice shows at once while idle; a running pipeline keeps its threshold until the next Start."""
+        if self.spec is None or self.running:
+            return
+        self.panel.threshold = self._threshold(self.spec)
+        point = next((p for p in self.spec.named_thresholds() if p.name == self._chosen_threshold()), None)
+        measured = f" ({point.measured()} out of fold)" if point and point.measured() else ""
+        self._set_status(f"idle | {self._model_text()}{measured} | choose a source and press Start")
 
     def _model_text(self) -> str:
         """``model deepfake 0.7.2, threshold 0.837``: which model judges, and at what threshold."""
@@ -289,13 +334,13 @@ class StreamGuardApp:
     def _load_model_info(self) -> None:
         try:
             self.spec = load_model(self.config)
-            self.panel.threshold = self._threshold(self.spec)
+            self._fill_thresholds(self.spec)
         except StreamGuardError as e:
             self.last_error = str(e)
             self.status_label.configure(text=f"error: {e}", foreground="#b71c1c")
             return
         self._show_model(self.spec)
-        self._set_status(f"idle | {self._model_text()} | choose a source and press Start")
+        self._threshold_chosen()
 
     def _list_sources(self) -> None:
         """Refresh the drop-down as it opens: windows come and go."""

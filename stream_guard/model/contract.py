@@ -48,11 +48,15 @@ class OperatingPoint:
                     if v is not None}
         return {"threshold": self.threshold, **measured}
 
+    def measured(self) -> str:
+        """``flags 10% of reals, catches 33% of fakes``; empty where nothing was measured."""
+        return ", ".join(f"{what} {v:.0%} of {whom}" for what, v, whom in (
+            ("flags", self.reals_flagged, "reals"), ("catches", self.fakes_caught, "fakes")) if v is not None)
+
     def describe(self) -> str:
         """``quiet 0.911 (flags 10% of reals, catches 33% of fakes)``."""
-        shares = [f"{what} {v:.0%} of {whom}" for what, v, whom in (
-            ("flags", self.reals_flagged, "reals"), ("catches", self.fakes_caught, "fakes")) if v is not None]
-        return f"{self.name} {self.threshold:.3f}" + (f" ({', '.join(shares)})" if shares else "")
+        measured = self.measured()
+        return f"{self.name} {self.threshold:.3f}" + (f" ({measured})" if measured else "")
 
 
 @dataclass(frozen=True, slots=True)
