@@ -23,6 +23,10 @@ most 60, 10 and 1 false alerts an hour, and how many fake files still raise an a
 
 Small faces score lower and rank worse, so ``by_face_size`` repeats AUC and accuracy per band of
 ``face_px`` (the median box height of the face whose score is the file's).
+
+``operating_points`` measures each of the model's named thresholds (``--threshold quiet``...) on
+these files, beside what the model's maker measured out of fold: whether ``quiet`` is quiet on
+this footage too.
 """
 from __future__ import annotations
 
@@ -35,15 +39,17 @@ import sys
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, TextIO
+from typing import Callable, Sequence, TextIO
 
 from stream_guard.alert_replay import AlertTrace, false_alert_thresholds
 from stream_guard.config import RunConfig
-from stream_guard.errors import ConfigError, StreamGuardError
+from stream_guard.errors import ConfigError, SourceError
 from stream_guard.file_analysis import analyse_file
+from stream_guard.model.contract import OperatingPoint
 from stream_guard.model.provenance import Provenance
 from stream_guard.model.smoothing import SmoothingOptions
 from stream_guard.outputs.alerts import AlertOptions
+from stream_guard.pipeline import load_model
 from stream_guard.scoring import (  # noqa: F401 (re-exported: evaluate's public API)
     AUC_INTERVAL_LEVEL, AUC_INTERVAL_RESAMPLES, FALSE_ALARM_TARGETS, LABELS, eer, false_alarm_thresholds,
     family_of, metrics, metrics_by_family)
@@ -139,7 +145,7 @@ def score_files(rows: list[ManifestRow], config: RunConfig,
             try:
                 analysis = analyse_file(row.path, config, max_frames=max_frames, scratch=Path(scratch),
                                         keep_trace=True)
-            except StreamGuardError as e:
+            except SourceError as e:  # that file's problem; a model or option error stops the run
                 log.warning("%s", e)
                 scored.failed.append({"file": str(row.path), "label": row.label, "family": row.family,
                                       "error": str(e)})
@@ -170,9 +176,25 @@ def metrics_by_face_size(files: list[dict], threshold: float) -> list[dict]:
     return bands
 
 
+def operating_point_rows(points: Sequence[OperatingPoint], labels: list[int], scores: list[float]) -> list[dict]:
+    """Each named threshold's shares of these reals flagged and fakes caught (None without any),
+    its accuracy here, and ``out_of_fold``: the shares the model's maker measured."""
+    rows = []
+    for point in points:
+        judged = metrics(labels, scores, point.threshold)
+        flagged = {label: [s >= point.threshold for s, y in zip(scores, labels) if y == label] for label in (0, 1)}
+        rows.append({"name": point.name, "threshold": point.threshold,
+                     "reals_flagged": sum(flagged[0]) / len(flagged[0]) if flagged[0] else None,
+                     "fakes_caught": sum(flagged[1]) / len(flagged[1]) if flagged[1] else None,
+                     "accuracy": judged["accuracy"],
+                     "out_of_fold": {"reals_flagged": point.reals_flagged, "fakes_caught": point.fakes_caught}})
+    return rows
+
+
 def build_report(scored: ScoredFiles, alerts: AlertOptions, manifest: str, n_files: int,
-                 smoothing: SmoothingOptions = SmoothingOptions()) -> dict:
-    """The report's figures (see module docstring) over ``scored``, at its threshold."""
+                 smoothing: SmoothingOptions = SmoothingOptions(), points: Sequence[OperatingPoint] = ()) -> dict:
+    """The report's figures (see module docstring) over ``scored``, at its threshold; ``points``:
+    the model's named thresholds, measured here too."""
     results, no_face = scored.files, scored.no_face
     labels, scores = [LABELS[r["label"]] for r in results], [r["score"] for r in results]
     report = metrics(labels, scores, scored.threshold, AUC_INTERVAL_RESAMPLES)
@@ -189,6 +211,7 @@ def build_report(scored: ScoredFiles, alerts: AlertOptions, manifest: str, n_fil
         [scored.traces[r["file"]] for r in results if r["label"] == "fake"], alerts, smoothing)
     report["false_alarm_thresholds"] = false_alarm_thresholds(labels, scores)
     report["by_face_size"] = metrics_by_face_size(results, scored.threshold)
+    report["operating_points"] = operating_point_rows(points, labels, scores)
     judged = {"threshold": scored.threshold, "model": scored.model} if scored.provenance is None \
         else scored.provenance.to_json()
     report.update({**judged, "manifest": manifest,
@@ -200,10 +223,17 @@ def build_report(scored: ScoredFiles, alerts: AlertOptions, manifest: str, n_fil
 
 def evaluate(manifest: str | Path, config: RunConfig, progress: Callable[[int, int, str], None] | None = None,
              max_frames: int | None = None) -> dict:
-    """Score every file of the manifest and compute the report (see module docstring)."""
+    """Score every file of the manifest and compute the report (see module docstring). A bad
+    model or ``--threshold`` fails before any file; :class:`SourceError` when no file could be read."""
     rows = read_manifest(manifest)
+    spec = load_model(config)
     scored = score_files(rows, config, progress, max_frames)
-    return build_report(scored, config.outputs.alerts, str(manifest), scored.count, config.model.smoothing)
+    if scored.failed and len(scored.failed) == scored.count:
+        first = scored.failed[0]
+        raise SourceError(f"none of the {scored.count} file(s) of {manifest} could be read "
+                          f"(the first: {first['error']})")
+    return build_report(scored, config.outputs.alerts, str(manifest), scored.count, config.model.smoothing,
+                        spec.named_thresholds())
 
 
 def live_alert_summary(files: list[dict]) -> dict:
@@ -253,6 +283,19 @@ def live_threshold_text(row: dict, n_real: int, hours: float) -> str:
             f"{row['false_alert_share']:.1%} of the time under a false alert{caught})")
 
 
+def operating_point_text(row: dict, n_real: int, n_fake: int) -> str:
+    """``--threshold quiet (0.911): flags 5% of these 40 real files (out of fold: 10%), ...``."""
+    def share(here: float | None, measured: float | None, verb: str, n: int, what: str) -> str | None:
+        if here is None:
+            return None
+        return f"{verb} {here:.0%} of these {n} {what}" + ("" if measured is None else f" (out of fold: {measured:.0%})")
+
+    measured = row["out_of_fold"]
+    parts = [p for p in (share(row["reals_flagged"], measured["reals_flagged"], "flags", n_real, "real files"),
+                         share(row["fakes_caught"], measured["fakes_caught"], "catches", n_fake, "fakes")) if p]
+    return f"--threshold {row['name']} ({row['threshold']:.3f}): " + ", ".join(parts)
+
+
 def _fmt(value: float | None) -> str:
     return "  -  " if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.3f}"
 
@@ -285,6 +328,8 @@ def print_table(report: dict, out: TextIO = sys.stdout) -> None:
         caught = "" if row["fakes_caught"] is None else f", catches {row['fakes_caught']:.0%} of these fakes"
         print(f"to flag at most {row['target']:.0%} of these {report['n_real']} real files: --threshold "
               f"{row['threshold']:.3f} (flags {row['reals_flagged']:.0%}{caught})", file=out)
+    for row in report.get("operating_points", []) if report["n_real"] or report["n_fake"] else ():
+        print(operating_point_text(row, report["n_real"], report["n_fake"]), file=out)
     live = report.get("live_alerts")
     if live and (live["fake_files"] or live["real_files"]):
         print(f"watched live (alert after {live['raise_windows']} fake windows, cleared after "

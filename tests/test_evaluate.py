@@ -71,6 +71,46 @@ def test_evaluate_reports_pooled_and_per_family(manifest: Path, placeholder_mode
     assert ("to flag at most 1% of these 2 real files" in result.stdout) == (rows[0]["threshold"] is not None)
 
 
+def test_evaluate_measures_the_models_named_thresholds_on_these_files(manifest: Path, pointed_model: Path,
+                                                                      tmp_path: Path) -> None:
+    """Is ``quiet`` quiet on this footage too? Each named threshold, measured here beside out of fold."""
+    out = tmp_path / "report.json"
+    result = run_cli("evaluate", "--manifest", str(manifest), "--json", str(out), "--model", str(pointed_model),
+                     "--threshold", "quiet")
+    assert result.returncode == 0, result.stderr
+    report = json.loads(out.read_text())
+    assert report["threshold"] == 0.9  # judged at the named one
+    reals = [f["score"] for f in report["files"] if f["label"] == "real"]
+    fakes = [f["score"] for f in report["files"] if f["label"] == "fake"]
+    rows = {r["name"]: r for r in report["operating_points"]}
+    assert list(rows) == ["default", "quiet"]
+    for name, threshold in (("default", 0.5), ("quiet", 0.9)):
+        row = rows[name]
+        assert row["threshold"] == threshold
+        assert row["reals_flagged"] == sum(s >= threshold for s in reals) / len(reals)
+        assert row["fakes_caught"] == sum(s >= threshold for s in fakes) / len(fakes)
+    assert rows["quiet"]["out_of_fold"] == {"reals_flagged": 0.1, "fakes_caught": 0.3}
+    assert rows["default"]["out_of_fold"] == {"reals_flagged": None, "fakes_caught": None}
+    assert (f"--threshold quiet (0.900): flags {rows['quiet']['reals_flagged']:.0%} of these 2 real files "
+            "(out of fold: 10%), catches") in result.stdout
+
+
+def test_a_bad_model_threshold_or_unreadable_manifest_stops_evaluate_at_once(manifest: Path, pointed_model: Path,
+                                                                              tmp_path: Path) -> None:
+    """Not one "could not read" per file and exit 0: the run stops with one line."""
+    for args, code, message in (
+            (["--model", str(tmp_path / "nowhere")], 4, "model folder"),
+            (["--model", str(pointed_model), "--threshold", "loud"], 2, "names the thresholds default, quiet")):
+        result = run_cli("evaluate", "--manifest", str(manifest), *args)
+        assert result.returncode == code and len(result.stderr_lines) == 1 and message in result.stderr, \
+            result.stderr
+    gone = tmp_path / "MANIFEST.tsv"
+    gone.write_text("file\tlabel\nmissing_1.mp4\treal\nmissing_2.mp4\tfake\n")
+    result = run_cli("evaluate", "--manifest", str(gone), "--model", str(pointed_model))
+    assert result.returncode == 3, result.stderr
+    assert result.stderr_lines[-1].startswith(f"stream-guard: error: none of the 2 file(s) of {gone} could be read")
+
+
 def test_false_alarm_thresholds_flag_at_most_the_target_share_of_reals() -> None:
     reals = [i / 20 for i in range(20)]  # 0.00 ... 0.95
     rows = false_alarm_thresholds([0] * 20 + [1] * 4, reals + [0.99, 0.5, 0.97, 0.3])

@@ -1,7 +1,6 @@
 """Named operating points: ``--threshold quiet`` picks a threshold the model measured, on every command."""
 from __future__ import annotations
 
-import dataclasses
 import json
 from pathlib import Path
 
@@ -9,22 +8,12 @@ import numpy as np
 import pytest
 
 from stream_guard.errors import ConfigError, ModelError
-from stream_guard.model.contract import OperatingPoint, load_model_spec
+from stream_guard.model.contract import load_model_spec
 from stream_guard.pipeline import model_folder
-from tests.conftest import run_cli
+from tests.conftest import QUIET, run_cli
 from tools.placeholder_model import write_placeholder_model
 from tools.sbi.metrics import measure_points
 from tools.sbi.operating_points import main as operating_points_main
-
-QUIET = OperatingPoint("quiet", 0.9, 0.1, 0.3)
-
-
-@pytest.fixture(scope="module")
-def pointed_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The placeholder network, its threshold 0.5, with a ``quiet`` point at 0.9."""
-    spec = write_placeholder_model(tmp_path_factory.mktemp("pointed"))
-    dataclasses.replace(spec, operating_points=(QUIET,)).save()
-    return spec.folder
 
 
 def _with_points(folder: Path, points: object) -> Path:
