@@ -165,3 +165,43 @@ def test_a_file_gives_the_same_results_however_fast_it_is_consumed(placeholder_m
     assert len(fast) == 60 and any(faces for _, _, faces in fast)
     assert fast == slow
     assert [index for index, detected, _ in fast if detected] == list(range(0, 60, 3))
+
+
+def test_a_timestamp_jump_back_does_not_stop_the_scoring(placeholder_model: Path, tmp_path: Path) -> None:
+    """Two MPEG-TS recordings joined byte for byte (as ``cat a.ts b.ts`` or an HLS discontinuity
+    gives them): the second's timestamps start again from zero. Time must go on, or the face
+    in the second half is never sampled (stream time stood still at the join)."""
+    from tests.support.faces import one_face_moving
+    from tests.support.synth_video import make_test_clip
+
+    parts = [make_test_clip(tmp_path / f"part{i}.ts", seconds=3.0, fps=25, draw=one_face_moving(640, 360, 180))
+             for i in range(2)]
+    joined = tmp_path / "joined.ts"
+    joined.write_bytes(b"".join(p.read_bytes() for p in parts))
+    events, out = tmp_path / "ev.jsonl", tmp_path / "out.mp4"
+    result = run_cli("watch", str(joined), "--events", str(events), "--out", str(out),
+                     "--model", str(placeholder_model))
+    assert result.returncode == 0, result.stderr
+    assert [line for line in result.stderr_lines if "jumped back" in line] == [
+        "stream-guard: WARNING: the video's timestamps jumped back 3.0 s at stream time 2.96 s (joined recordings "
+        "or a restarted encoder?): time goes on from there"]
+    records = _events(events)
+    times = [r["stream_time_s"] for r in records if r["type"] == "track"]
+    assert times == sorted(times) and max(times) > 5.5, times[-5:]
+    tracks = records[-1]["tracks"]  # the face restarts where it began: a new track, or the same one
+    assert max(t["last_s"] for t in tracks) > 5.9 and sum(t["n_scores"] for t in tracks) >= 45, tracks
+    assert _count_frames(out) == 150
+
+
+def test_the_stream_clock_goes_on_where_the_timestamps_start_again() -> None:
+    """Jitter backwards is clamped; a jump back of more than a second is a new stretch of timeline,
+    placed a frame period on, and the sound of the same container moves with it."""
+    import pytest
+
+    from stream_guard.sources.pyav_source import _StreamClock
+
+    clock = _StreamClock(0.04)
+    assert clock.stream_s(10.0) is None  # no picture yet
+    times = [clock.pts_s(t) for t in (10.0, 10.04, 10.08, 10.05, 0.0, None, 0.08)]
+    assert times == pytest.approx([0.0, 0.04, 0.08, 0.080001, 0.120001, 0.160001, 0.200001])
+    assert clock.stream_s(0.02) == pytest.approx(0.140001)  # the new stretch's sound, on the same clock

@@ -74,3 +74,37 @@ def test_a_silent_source_gives_a_silent_recording(tmp_path: Path) -> None:
     result = run_cli("watch", str(clip), "--out", str(tmp_path / "out.mp4"))
     assert result.returncode == 0, result.stderr
     assert _sound(tmp_path / "out.mp4") is None and _frames(tmp_path / "out.mp4") == FPS
+
+
+def _onsets(times: list[float], on: list[bool]) -> list[float]:
+    """When ``on`` turns true after at least 0.3 s off."""
+    starts: list[float] = []
+    last_on = -1.0
+    for t, now in zip(times, on):
+        if now:
+            if t - last_on > 0.3:
+                starts.append(t)
+            last_on = t
+    return starts
+
+
+@pytest.mark.parametrize("out", ["out.mp4", "out.webm"])  # sound copied, sound re-encoded
+def test_joined_recordings_keep_every_frame_and_their_sound_in_sync(tmp_path: Path, out: str) -> None:
+    """``cat a.ts b.ts``: the second part's timestamps start again. The recording used to fail
+    half-way ('Invalid argument': its sound went back in time) and lose the second part."""
+    parts = [make_clip_with_sound(tmp_path / f"part{i}.ts", seconds=SECONDS, fps=FPS, burst=BURST, flash=True)
+             for i in range(2)]
+    joined = tmp_path / "joined.ts"
+    joined.write_bytes(b"".join(p.read_bytes() for p in parts))
+    result = run_cli("watch", str(joined), "--out", str(tmp_path / out))
+    assert result.returncode == 0 and "failed" not in result.stderr, result.stderr
+    assert "the source's sound jumped back" in result.stderr
+    with av.open(str(tmp_path / out)) as container:
+        pictures = [(float(f.time), f.to_ndarray(format="gray").mean() > 200) for f in container.decode(video=0)]
+    with av.open(str(tmp_path / out)) as container:
+        sound = [(float(f.time) + i / f.sample_rate, abs(v) > 0.1) for f in container.decode(audio=0)
+                 for i, v in enumerate(f.to_ndarray().reshape(-1, f.samples)[0])]
+    assert len(pictures) == 2 * SECONDS * FPS
+    flashes, beeps = _onsets(*zip(*pictures)), _onsets(*zip(*sound))
+    assert flashes == pytest.approx([BURST[0], SECONDS + BURST[0]], abs=1e-3)
+    assert beeps == pytest.approx(flashes, abs=1 / FPS), (flashes, beeps)

@@ -5,7 +5,8 @@ recording itself: packets are copied as they are where the output container can 
 codec, and re-encoded otherwise (AAC for MP4, MOV and Matroska, Opus for WebM, MP3 for AVI).
 They are written beside the video as it is encoded, up to the end of the last frame written (so
 a run stopped early by ``--max-frames`` or Ctrl+C keeps sound and pictures of the same length),
-and on the video's clock: the source's first video frame is time 0.
+and on the video's clock: the source's first video frame is time 0. Where the sound's timestamps
+start again (joined recordings: :mod:`stream_guard.timeline`), it goes on from where it had got to.
 """
 from __future__ import annotations
 
@@ -15,6 +16,8 @@ from pathlib import Path
 from typing import Iterator
 
 import av
+
+from stream_guard.timeline import Timeline
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +55,9 @@ class AudioTrack:
         self._packets: Iterator[av.Packet] = source.demux(audio)
         self._pending: av.Packet | None = None
         self._done = False
+        self._timeline = Timeline()
+        self._start_written_s = -float("inf")  # where the last sound written starts, and where it ends
+        self._end_written_s: float | None = None
         self.packets_written = 0
 
     @classmethod
@@ -120,27 +126,36 @@ class AudioTrack:
         return None
 
     def _time_s(self, packet: av.Packet) -> float:
-        return float(packet.pts * packet.time_base) - self._start_s
+        t, back = self._timeline.join(float(packet.pts * packet.time_base) - self._start_s, self._end_written_s)
+        if back:
+            log.warning("--out: the source's sound jumped back %.1f s at %.2f s (joined recordings?): it goes on "
+                        "from there", back, t)
+        return t
 
     def _write(self, packet: av.Packet, t: float) -> None:
+        if t < self._start_written_s:
+            return  # a little behind what was written: a muxer takes only increasing times
+        duration = float(packet.duration * packet.time_base) if packet.duration else 0.0
         if self.copied:
             if t < 0:
                 return  # sound from before the first picture
-            shift = round(self._start_s / packet.time_base)
-            packet.pts -= shift
+            lag = 0 if packet.dts is None else packet.pts - packet.dts
+            packet.pts = round(t / packet.time_base)
             if packet.dts is not None:
-                packet.dts -= shift
+                packet.dts = packet.pts - lag
             packet.stream = self._out
             self._container.mux(packet)
             self.packets_written += 1
-            return
-        for frame in self._in.codec_context.decode(packet):
-            start = float(frame.pts * frame.time_base) - self._start_s if frame.pts is not None else t
-            if start + frame.samples / frame.sample_rate <= 0:
-                continue
-            frame.pts = max(0, round(start * frame.sample_rate))
-            frame.time_base = Fraction(1, frame.sample_rate)
-            self._encode(frame)
+        else:
+            for frame in self._in.codec_context.decode(packet):
+                start = (float(frame.pts * frame.time_base) - self._start_s + self._timeline.offset_s
+                         if frame.pts is not None else t)
+                if start + frame.samples / frame.sample_rate <= 0:
+                    continue
+                frame.pts = max(0, round(start * frame.sample_rate))
+                frame.time_base = Fraction(1, frame.sample_rate)
+                self._encode(frame)
+        self._start_written_s, self._end_written_s = t, t + duration
 
     def _encode(self, frame: av.AudioFrame | None) -> None:
         codec = self._out.codec_context

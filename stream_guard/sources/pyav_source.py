@@ -22,6 +22,7 @@ from stream_guard.sources.probe import DEFAULT_MAX_MEGAPIXELS, iso_truncation
 from stream_guard.sources.sound_decoder import SoundDecoder
 from stream_guard.sources.spec import SourceSpec
 from stream_guard.sources.tone_map import HDR_TRANSFERS, SdrPictures
+from stream_guard.timeline import Timeline
 from stream_guard.sources.video_stream_choice import (describe_video_streams, format_stream_id,
                                                        is_cover_picture, pick_video_stream, stream_ids)
 from stream_guard.types import Frame, PendingImage, SoundChunk, StreamInfo
@@ -103,13 +104,16 @@ def _reason(e: Exception) -> str:
 
 class _StreamClock:
     """Stream time in seconds from 0, strictly increasing. Frames without a timestamp
-    (RTSP's first frame has none) are placed one frame period after the previous one;
-    timestamps that jump backwards are clamped so trackers never see time reverse."""
+    (RTSP's first frame has none) are placed one frame period after the previous one.
+    Timestamps a little behind the previous one are clamped so trackers never see time
+    reverse; where they start again (:class:`~stream_guard.timeline.Timeline`), time goes on
+    one frame period later."""
 
     def __init__(self, period_s: float) -> None:
         self.period_s = period_s
         self._base: float | None = None
         self._last: float | None = None
+        self._timeline = Timeline()
 
     def pts_s(self, time_s: float | None) -> float:
         expected = 0.0 if self._last is None else self._last + self.period_s
@@ -118,7 +122,10 @@ class _StreamClock:
         else:
             if self._base is None:
                 self._base = time_s - expected
-            t = time_s - self._base
+            t, back = self._timeline.join(time_s - self._base, None if self._last is None else expected)
+            if back:
+                log.warning("the video's timestamps jumped back %.1f s at stream time %.2f s (joined recordings "
+                            "or a restarted encoder?): time goes on from there", back, self._last)
         if self._last is not None and t <= self._last:
             t = self._last + 1e-6
         self._last = t
@@ -127,7 +134,7 @@ class _StreamClock:
     def stream_s(self, time_s: float) -> float | None:
         """``time_s`` (another stream of the same container: the sound) on this clock, or None
         before the first frame set it. Not clamped: sound has its own order."""
-        return None if self._base is None else time_s - self._base
+        return None if self._base is None else time_s - self._base + self._timeline.offset_s
 
 
 class PyAVSource(OpensInWith):
