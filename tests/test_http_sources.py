@@ -119,3 +119,56 @@ def test_sound_comes_from_the_variant_analysed(tmp_path: Path, max_megapixels: f
     assert abs(_tone_hz(chunks) - expected_hz) < 5
     other = "low" if expected_hz > 1000 else "high"
     assert len([r for r in requests if r.startswith(f"/{other}/") and r.endswith(".ts")]) <= 1, requests
+
+
+@contextlib.contextmanager
+def _mjpeg_camera(fps: float, frames: int) -> Iterator[str]:
+    """An MJPEG camera over HTTP on 127.0.0.1 (``multipart/x-mixed-replace``, as IP cameras and
+    mjpg-streamer serve it), sending ``frames`` pictures of a face at ``fps``: its URL."""
+    import time
+
+    import cv2
+
+    from tests.support.faces import one_face_moving
+
+    draw = one_face_moving(320, 240, face_px=120)
+    jpegs = [cv2.imencode(".jpg", cv2.cvtColor(draw(i), cv2.COLOR_RGB2BGR))[1].tobytes() for i in range(frames)]
+
+    class Camera(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(200)
+            self.send_header("Content-Type", "multipart/x-mixed-replace; boundary=frame")
+            self.end_headers()
+            for jpeg in jpegs:
+                self.wfile.write(b"--frame\r\nContent-Type: image/jpeg\r\nContent-Length: %d\r\n\r\n" % len(jpeg)
+                                 + jpeg + b"\r\n")
+                self.wfile.flush()
+                time.sleep(1 / fps)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Camera)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/video.mjpg"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(5)
+
+
+def test_an_mjpeg_camera_is_timed_as_its_frames_arrive() -> None:
+    """MJPEG carries no timestamps and FFmpeg counts its frames at 25 fps: a 10 fps camera's
+    stream time would run at 0.4x. Live, each frame's time is when it came."""
+    with _mjpeg_camera(fps=10, frames=40) as url:
+        source = PyAVSource(parse_source(url))
+        source.open()
+        try:
+            times = [frame.pts_s for frame, _ in zip(source.frames(), range(30))]
+        finally:
+            source.close()
+    steps = np.diff(times[5:])  # after the first few, which can come in a burst
+    assert 0.08 < float(np.median(steps)) < 0.12, steps  # 0.04 when counted at 25 fps
+    assert times[-1] - times[0] > 2.4

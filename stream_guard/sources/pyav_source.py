@@ -102,6 +102,11 @@ def _reason(e: Exception) -> str:
     return getattr(e, "strerror", None) or str(e) or type(e).__name__
 
 
+# FFmpeg's flag for formats whose frames carry no timestamps (MJPEG over HTTP, a raw H.264 stream):
+# it counts their frames at a guessed rate instead (25 fps for MJPEG), however fast the camera sends.
+AVFMT_NOTIMESTAMPS = 0x0080
+
+
 class _StreamClock:
     """Stream time in seconds from 0, strictly increasing. Frames without a timestamp
     (RTSP's first frame has none) are placed one frame period after the previous one.
@@ -172,6 +177,7 @@ class PyAVSource(OpensInWith):
         self._truncated: str | None = None  # why the file looks cut short, if it does
         self._decoder: Iterator[av.VideoFrame] | None = None
         self._clock = _StreamClock(1.0 / 30.0)
+        self._arrival_times = False  # set at open: time frames as they arrive (a live stream without timestamps)
         self._display = DisplayTransform()
         self._first: av.VideoFrame | None = None  # decoded by open(), yielded first by frames()
         self._first_error: Exception | None = None  # raised by frames()
@@ -244,6 +250,11 @@ class PyAVSource(OpensInWith):
         fps = float(stream.average_rate) if stream.average_rate else (float(stream.guessed_rate) if stream.guessed_rate else None)
         frames = int(stream.frames) if stream.frames and not self.spec.is_live else None
         self._clock = _StreamClock(1.0 / (fps or 30.0))
+        # live and without timestamps: a frame's time is when it came, or stream time runs at the guessed rate
+        self._arrival_times = self.spec.is_live and bool(self._container.format.flags & AVFMT_NOTIMESTAMPS)
+        if self._arrival_times:
+            log.info("%s: the %s stream carries no timestamps: frames are timed as they arrive",
+                     self.source_id, self._container.format.name)
         self._sound = None if audio is None or self._sound_out is None else SoundDecoder(
             audio, self._sound_out, self._clock.stream_s)
         self._decode_first_frame()
@@ -402,7 +413,9 @@ class PyAVSource(OpensInWith):
         pixels = PendingImage((height, width, 3), convert)
         if index == 0:  # a picture that cannot be converted at all fails the open, not a later thread
             pixels.get()
-        return Frame(pixels, index, self._clock.pts_s(raw.time), time.monotonic(), self.source_id, decode_ms)
+        received = time.monotonic()
+        pts_s = self._clock.pts_s(received if self._arrival_times else raw.time)
+        return Frame(pixels, index, pts_s, received, self.source_id, decode_ms)
 
     @property
     def display(self) -> DisplayTransform:
