@@ -176,7 +176,8 @@ def build_sinks(config: RunConfig, info: StreamInfo, provenance: Provenance,
     if out.out_path is not None:
         source = parse_source(config.source.spec)
         sinks.append(VideoFileSink(out.out_path, fps=info.fps, segment_s=out.out_segment_s, keep=out.out_keep,
-                                   audio_from=source.url if source.kind == "file" and not info.is_live else None,
+                                   audio_from=source.url if source.kind in ("file", "network") and not info.is_live
+                                   else None,  # a file, or a recording served over HTTP
                                    sound=sound.subscribe("--out") if sound is not None and info.is_live else None))
     if out.events_path is not None:
         target = sys.stdout if str(out.events_path) == "-" else out.events_path

@@ -178,6 +178,7 @@ class PyAVSource(OpensInWith):
         self._decoder: Iterator[av.VideoFrame] | None = None
         self._clock = _StreamClock(1.0 / 30.0)
         self._arrival_times = False  # set at open: time frames as they arrive (a live stream without timestamps)
+        self._live = spec.is_live  # at open, False for a recording served over HTTP
         self._display = DisplayTransform()
         self._first: av.VideoFrame | None = None  # decoded by open(), yielded first by frames()
         self._first_error: Exception | None = None  # raised by frames()
@@ -247,11 +248,12 @@ class PyAVSource(OpensInWith):
             self.close()
             raise NotAVideoError(f"{self.spec.display_name}: video stream has no decodable picture")
         self._stream = stream
+        self._live = self.spec.is_live and not self._on_demand()
         fps = float(stream.average_rate) if stream.average_rate else (float(stream.guessed_rate) if stream.guessed_rate else None)
-        frames = int(stream.frames) if stream.frames and not self.spec.is_live else None
+        frames = int(stream.frames) if stream.frames and not self._live else None
         self._clock = _StreamClock(1.0 / (fps or 30.0))
         # live and without timestamps: a frame's time is when it came, or stream time runs at the guessed rate
-        self._arrival_times = self.spec.is_live and bool(self._container.format.flags & AVFMT_NOTIMESTAMPS)
+        self._arrival_times = self._live and bool(self._container.format.flags & AVFMT_NOTIMESTAMPS)
         if self._arrival_times:
             log.info("%s: the %s stream carries no timestamps: frames are timed as they arrive",
                      self.source_id, self._container.format.name)
@@ -274,10 +276,22 @@ class PyAVSource(OpensInWith):
             height=height,
             fps=fps,
             frame_count=frames,
-            is_live=self.spec.is_live,
+            is_live=self._live,
             has_sound=self._sound is not None,
         )
         return self._info
+
+    def _on_demand(self) -> bool:
+        """A recording served over HTTP (an MP4, a finished HLS playlist): it has a length, the reader
+        pulls it at its own pace and it ends. It is read as a file is, every frame to its end, not as a
+        stream that drops frames to keep up and reconnects when it ends (which replayed it forever)."""
+        assert self._container is not None
+        duration = self._container.duration
+        if urlsplit(self.spec.url).scheme.lower() not in ("http", "https") or not duration or duration <= 0:
+            return False
+        log.info("%s: a recording of %.1f s, not a live stream: read to its end, every frame", self.source_id,
+                 duration / 1e6)
+        return True
 
     def _open_container(self, kwargs: dict) -> av.container.InputContainer:
         try:
@@ -340,7 +354,7 @@ class PyAVSource(OpensInWith):
         assert self._container is not None and self._stream is not None
         sound = self._sound
         streams = (self._stream,) if sound is None else (self._stream, sound.stream)
-        waiting_since = time.monotonic() if self.spec.is_live else None
+        waiting_since = time.monotonic() if self._live else None
         for packet in self._container.demux(*streams):
             if sound is not None and packet.stream is sound.stream:
                 sound.push(packet)
