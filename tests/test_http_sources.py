@@ -89,6 +89,18 @@ def test_a_recording_over_http_is_read_once_to_its_end(hls_url: str, two_faces_c
         assert out.streams.video[0].frames == 50
 
 
+def test_a_recording_over_http_plays_in_real_time_when_asked(hls_url: str, placeholder_model: Path,
+                                                               tmp_path: Path) -> None:
+    """``--realtime`` (and the desktop app's "real-time" box) paces a recording served over HTTP as it
+    paces a file: 45 frames at 30 fps take 1.5 s, where read as fast as it downloads they took a fraction."""
+    events = tmp_path / "ev.jsonl"
+    result = run_cli("watch", hls_url, "--realtime", "--max-frames", "45", "--events", str(events), "--model",
+                     str(placeholder_model), timeout=60)
+    assert result.returncode == 0, result.stderr
+    summary = json.loads(events.read_text().splitlines()[-1])
+    assert summary["frames_processed"] == 45 and summary["duration_s"] >= 1.4, summary
+
+
 def test_a_live_playlist_stays_live(two_faces_clip: Path, tmp_path: Path) -> None:
     """Without #EXT-X-ENDLIST a playlist is still being written: a live stream, whatever it holds so far."""
     playlist = _write_hls(two_faces_clip, tmp_path)

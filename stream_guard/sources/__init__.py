@@ -16,16 +16,23 @@ __all__ = ["DropPolicy", "FrameSource", "PacedSource", "SourceSpec", "open_sourc
 
 
 class PacedSource(OpensInWith):
-    """Wraps a non-live source so frames come no faster than their timestamps (``--realtime``)."""
+    """Wraps a source so frames come no faster than their timestamps (``--realtime``), unless it
+    turns out live when it opens (a live stream comes at its own pace; a URL may be either)."""
 
     def __init__(self, inner: FrameSource) -> None:
         self.inner = inner
         self.source_id = inner.source_id
+        self._live = False
 
     def open(self) -> StreamInfo:
-        return self.inner.open()
+        info = self.inner.open()
+        self._live = info.is_live
+        return info
 
     def frames(self) -> Iterator[Frame]:
+        if self._live:
+            yield from self.inner.frames()
+            return
         start: float | None = None
         for frame in self.inner.frames():
             now = time.monotonic()
@@ -71,6 +78,6 @@ def open_source(spec: SourceSpec, realtime: bool = False, demo_seconds: float = 
         from stream_guard.sources.sound_device import DeviceSoundSource
 
         source = DeviceSoundSource(source, sound_device, sound)
-    if realtime and not spec.is_live:
+    if realtime and (not spec.is_live or spec.kind == "network"):  # a URL may be a recording (PyAVSource)
         source = PacedSource(source)
     return source
