@@ -125,12 +125,24 @@ def _check_file(check: EvidenceCheck, path: Path, recorded: object) -> None:
         check.intact.append(path.name)
 
 
+EARLIER_RELEASES = "EARLIER_RELEASES.json"
+
+
 def shipped_digests() -> dict[str, str]:
-    """``model_sha256`` -> the name of the shipped model folder with those files."""
+    """``model_sha256`` -> where this installation stands on those model files: ``shipped here as
+    'deepfake'``, or ``an earlier release of 'deepfake' (...)`` for one listed in
+    ``models/EARLIER_RELEASES.json``."""
     digests = {}
+    try:
+        earlier = json.loads((models_dir() / EARLIER_RELEASES).read_text())["releases"]
+        for release in earlier:
+            digests[str(release["model_sha256"])] = (f"an earlier release of '{release['folder']}', no longer "
+                                                      f"shipped here ({release['note']})")
+    except (OSError, ValueError, KeyError, TypeError):
+        pass  # the list only adds a hint; without it, earlier releases are "not shipped"
     for meta in sorted(models_dir().glob("*/model.json")):
         try:
-            digests[model_digest(load_model_spec(meta.parent))] = meta.parent.name
+            digests[model_digest(load_model_spec(meta.parent))] = f"shipped here as '{meta.parent.name}'"
         except ModelError:
             continue
     return digests
@@ -152,8 +164,7 @@ def print_check(check: EvidenceCheck, shipped: dict[str, str], out: TextIO) -> N
     if check.unreadable_lines:
         print(f"  {check.unreadable_lines} log line(s) are not JSON (a run killed while writing one?)", file=out)
     for judged, lines in sorted(check.models.items(), key=lambda item: -item[1]):
-        where = (f"shipped here as '{shipped[judged.sha256]}'" if judged.sha256 in shipped
-                 else "not a model this installation ships")
+        where = shipped.get(judged.sha256, "not a model this installation ships")
         print(f"  judged by {judged.model} {judged.version} (model_sha256 {judged.sha256}): {lines} log line(s); "
               f"{where}", file=out)
 

@@ -9,7 +9,10 @@ import pytest
 from stream_guard.outputs.alert_clips import ClipSink
 from stream_guard.outputs.alerts import AlertOptions
 from stream_guard.outputs.snapshots import ALERT_LOG, SnapshotSink
-from stream_guard.verify_evidence import EXIT_EVIDENCE_ALTERED
+from stream_guard.model.contract import load_model_spec
+from stream_guard.model.provenance import model_digest
+from stream_guard.paths import models_dir
+from stream_guard.verify_evidence import EARLIER_RELEASES, EXIT_EVIDENCE_ALTERED
 from tests.conftest import run_cli
 from tests.support.alert_frames import INFO, NOISY_FAKE_THEN_REAL, PROVENANCE, verdict_sequence
 
@@ -40,6 +43,21 @@ def test_untouched_evidence_verifies(evidence: Path) -> None:
     # the test model is no shipped one, and verify says so rather than vouching for it
     assert f"judged by m 1 (model_sha256 {'0' * 64}): 3 log line(s); not a model this installation ships" \
         in result.stdout
+
+
+def test_evidence_judged_by_an_earlier_release_says_so(evidence: Path) -> None:
+    """After an upgrade, evidence judged by the release before is named as such, not as an unknown model."""
+    releases = json.loads((models_dir() / EARLIER_RELEASES).read_text())["releases"]
+    current = {model_digest(load_model_spec(meta.parent)) for meta in models_dir().glob("*/model.json")}
+    shipped = {meta.parent.name for meta in models_dir().glob("*/model.json")}
+    assert releases and all(r["model_sha256"] not in current and r["folder"] in shipped for r in releases)
+    earlier = releases[0]
+    for log in (evidence / "alerts.jsonl", evidence / "clips.jsonl"):
+        log.write_text(log.read_text().replace("0" * 64, earlier["model_sha256"]))
+    result = run_cli("verify", str(evidence))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert (f"(model_sha256 {earlier['model_sha256']}): 3 log line(s); an earlier release of '{earlier['folder']}', "
+            f"no longer shipped here ({earlier['note']})") in result.stdout
 
 
 def test_an_altered_or_added_picture_fails_and_a_pruned_one_is_only_counted(evidence: Path) -> None:
