@@ -22,9 +22,9 @@ from stream_guard.sources.probe import DEFAULT_MAX_MEGAPIXELS, iso_truncation
 from stream_guard.sources.sound_decoder import SoundDecoder
 from stream_guard.sources.spec import SourceSpec
 from stream_guard.sources.tone_map import HDR_TRANSFERS, SdrPictures
-from stream_guard.timeline import Timeline
 from stream_guard.sources.video_stream_choice import (describe_video_streams, format_stream_id,
                                                        is_cover_picture, pick_video_stream, stream_ids)
+from stream_guard.timeline import Timeline
 from stream_guard.types import Frame, PendingImage, SoundChunk, StreamInfo
 
 log = logging.getLogger(__name__)
