@@ -174,9 +174,9 @@ def build_sinks(config: RunConfig, info: StreamInfo, provenance: Provenance,
     out = config.outputs
     sound = sound if info.has_sound else None
     if out.out_path is not None:
-        source = parse_source(config.source.spec)
+        source = with_input_options(parse_source(config.source.spec), config.source.input_options)
         sinks.append(VideoFileSink(out.out_path, fps=info.fps, segment_s=out.out_segment_s, keep=out.out_keep,
-                                   audio_from=source.url if source.kind in ("file", "network") and not info.is_live
+                                   audio_from=source if source.kind in ("file", "network") and not info.is_live
                                    else None,  # a file, or a recording served over HTTP
                                    sound=sound.subscribe("--out") if sound is not None and info.is_live else None))
     if out.events_path is not None:

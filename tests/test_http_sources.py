@@ -222,3 +222,69 @@ def test_an_mjpeg_camera_is_timed_as_its_frames_arrive() -> None:
     steps = np.diff(times[5:])  # after the first few, which can come in a burst
     assert 0.08 < float(np.median(steps)) < 0.12, steps  # 0.04 when counted at 25 fps
     assert times[-1] - times[0] > 2.4
+
+
+@contextlib.contextmanager
+def _flaky_site(data: bytes, token: str) -> Iterator[tuple[str, list[str]]]:
+    """A web server of one recording that supports Range requests, answers only requests carrying
+    ``X-Token: token`` (403 otherwise), and cuts its first answer off half-way, as a dropped
+    connection does. Yields the URL and the Range header of each request it served."""
+    import re
+
+    served: list[str] = []
+
+    class Site(http.server.BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def do_GET(self) -> None:
+            if self.headers.get("X-Token") != token:
+                self.send_error(403)
+                return
+            start = int(re.match(r"bytes=(\d+)-", self.headers.get("Range", "bytes=0-")).group(1))
+            served.append(f"bytes={start}-")
+            body = data[start:]
+            self.send_response(206 if start else 200)
+            self.send_header("Content-Type", "video/mp4")
+            self.send_header("Accept-Ranges", "bytes")
+            self.send_header("Content-Length", str(len(body)))
+            if start:
+                self.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
+            self.end_headers()
+            if len(served) == 1:
+                self.wfile.write(body[:len(body) // 2])
+                self.wfile.flush()
+                self.close_connection = True
+                self.connection.shutdown(2)
+                return
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Site)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/clip.mp4", served
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(5)
+
+
+def test_a_recording_over_http_resumes_where_its_connection_dropped(tmp_path: Path,
+                                                                    placeholder_model: Path) -> None:
+    """The connection drops half-way: FFmpeg asks for the rest (Range) and the recording has every
+    frame, where the run used to fail there. The sound, read over a connection of its own, carries
+    the same --input-option headers (it was refused without them: a silent recording)."""
+    clip = make_clip_with_sound(tmp_path / "clip.mp4", seconds=2.0, fps=25)
+    remux(clip, tmp_path / "fast.mp4", "mp4", {"movflags": "faststart"})
+    out = tmp_path / "out.mp4"
+    with _flaky_site((tmp_path / "fast.mp4").read_bytes(), token="s3cret") as (url, served):
+        result = run_cli("watch", url, "--out", str(out), "--input-option", "headers=X-Token: s3cret\r\n",
+                         "--model", str(placeholder_model), timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert any(r != "bytes=0-" for r in served), served  # the rest, asked for where it broke off
+    with av.open(str(out)) as recording:
+        assert recording.streams.video[0].frames == 50
+        assert recording.streams.audio and recording.streams.audio[0].frames > 0

@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 from fractions import Fraction
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, Mapping
 
 import av
 
@@ -61,11 +61,12 @@ class AudioTrack:
         self.packets_written = 0
 
     @classmethod
-    def open(cls, source_path: str | Path, container: av.container.OutputContainer,
-             suffix: str) -> "AudioTrack | None":
-        """The track of ``source_path``'s best audio stream, or None when it has none (or is unreadable)."""
+    def open(cls, source_path: str | Path, container: av.container.OutputContainer, suffix: str,
+             options: Mapping[str, str] | None = None, format: str | None = None) -> "AudioTrack | None":
+        """The track of ``source_path``'s best audio stream, or None when it has none (or is unreadable).
+        ``options`` and ``format``: how the pictures' source was opened (a URL's headers, say)."""
         try:
-            source = av.open(str(source_path), metadata_errors="replace")
+            source = av.open(str(source_path), metadata_errors="replace", options=dict(options or {}), format=format)
         except (av.error.FFmpegError, OSError) as e:
             log.warning("--out: the source's sound cannot be read (%s): the recording is silent", e)
             return None

@@ -6,6 +6,7 @@ import re
 import time
 from fractions import Fraction
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import av
 import cv2
@@ -17,6 +18,9 @@ from stream_guard.outputs.evidence import STAMP_PATTERN, NewestKept, unused_name
 from stream_guard.outputs.live_sound import AAC_PRIMING_SAMPLES, SOUND_CODECS, LiveSound
 from stream_guard.sound_bus import SoundFeed
 from stream_guard.types import FrameResult, StreamInfo
+
+if TYPE_CHECKING:
+    from stream_guard.sources.spec import SourceSpec
 
 log = logging.getLogger(__name__)
 
@@ -127,9 +131,10 @@ class VideoFileSink:
     named after ``path`` and the UTC time it was started (``rec_20261205T021530.123Z.mp4``); with
     ``keep`` only the newest ``keep`` of them stay (earlier runs' included).
 
-    ``audio_from`` (the source file, for a file run written to one file) carries the source's
-    sound into the recording (:class:`~stream_guard.outputs.audio_track.AudioTrack`); ``sound``
-    (a live source's sound feed) carries it into a live recording, every segment included
+    ``audio_from`` (the source file, or a recording's URL, for a run written to one file; opened
+    with the source's FFmpeg options) carries the source's sound into the recording
+    (:class:`~stream_guard.outputs.audio_track.AudioTrack`); ``sound`` (a live source's sound
+    feed) carries it into a live recording, every segment included
     (:class:`~stream_guard.outputs.live_sound.LiveSound`).
     """
 
@@ -138,7 +143,7 @@ class VideoFileSink:
 
     def __init__(self, path: str | Path, fps: float | None = None, crf: int = 23, preset: str = "superfast",
                  tune: str | None = "zerolatency", threads: int = 2, segment_s: float | None = None,
-                 keep: int | None = None, audio_from: str | Path | None = None,
+                 keep: int | None = None, audio_from: SourceSpec | None = None,
                  sound: SoundFeed | None = None) -> None:
         self.path = Path(path)
         self.audio_from = audio_from
@@ -255,7 +260,8 @@ class VideoFileSink:
         self._stream = stream
         self._first_t, self._first_index, self._last_pts = None, self.frames_written, -1
         if self.audio_from is not None and not self._live and self.segment_s is None:
-            self._audio = AudioTrack.open(self.audio_from, self._container, suffix)
+            self._audio = AudioTrack.open(self.audio_from.url, self._container, suffix, self.audio_from.options,
+                                          self.audio_from.format)
         if self.sound is not None and self._live:
             # the sound track starts with the pictures (silence until the first sound comes): a fragmented
             # MP4 or an AVI would otherwise move a later first sound to 0, ahead of its pictures

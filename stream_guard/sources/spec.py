@@ -17,6 +17,10 @@ NETWORK_SCHEMES = frozenset({"rtsp", "rtsps", "rtmp", "rtmps", "http", "https", 
 # Low-latency demuxer options for live network streams: tiny probe so the stream opens
 # fast; nobuffer is left out on purpose (it delays the first frame to the next keyframe).
 _LIVE_OPTIONS = {"probesize": "32768", "analyzeduration": "0", "flags": "low_delay"}
+# A recording over HTTP whose connection drops is resumed where it stopped (FFmpeg asks for the rest with
+# a Range request). FFmpeg resumes only what has a length: a live stream's drop still ends the stream,
+# and the capture thread reconnects it.
+_HTTP_RESUME_OPTIONS = {"reconnect": "1", "reconnect_on_network_error": "1", "reconnect_delay_max": "10"}
 # Schemes that carry MPEG-TS, read as such: FFmpeg guesses a format from the first 2 KB it gets, and a
 # stream joined a few packets into a keyframe (SEI, SPS, PPS, IDR slice) looks to it like raw H.264
 # (tests/test_udp_join.py). ``--input-option format=NAME`` reads another format; ``format=auto`` guesses.
@@ -224,6 +228,8 @@ def parse_source(text: str, platform: str = sys.platform) -> SourceSpec:
         options = dict(_LIVE_OPTIONS)
         if name in ("rtsp", "rtsps"):
             options["rtsp_transport"] = "tcp"
+        if name in ("http", "https"):
+            options.update(_HTTP_RESUME_OPTIONS)
         if name == "udp":
             # A reader that falls behind (a 4K stream on two cores) overruns FFmpeg's receive buffer, which
             # by default fails the stream (a reconnect every few seconds); losing the overrun, as a lost
