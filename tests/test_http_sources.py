@@ -288,3 +288,12 @@ def test_a_recording_over_http_resumes_where_its_connection_dropped(tmp_path: Pa
     with av.open(str(out)) as recording:
         assert recording.streams.video[0].frames == 50
         assert recording.streams.audio and recording.streams.audio[0].frames > 0
+
+
+def test_a_web_page_url_is_named_as_such(tmp_path: Path) -> None:
+    """A video site's page pasted instead of its video: say so, not that the server failed."""
+    (tmp_path / "watch.html").write_text("<!doctype html><html><body><video src='clip.mp4'></video></body></html>")
+    with _served(tmp_path) as base:
+        result = run_cli("watch", f"{base}/watch.html", timeout=60)
+    assert result.returncode == 3 and len(result.stderr_lines) == 1, result.stderr
+    assert "watch.html: is a web page, not a video: give the address of the video itself" in result.stderr

@@ -62,6 +62,20 @@ def _unresolvable_host(url: str) -> str | None:
     return None
 
 
+def _web_page(url: str) -> bool:
+    """Whether an http(s) URL that FFmpeg could not read answers with a web page (HTML)."""
+    import urllib.request
+
+    if urlsplit(url).scheme.lower() not in ("http", "https"):
+        return False
+    try:
+        request = urllib.request.Request(url, headers={"Range": "bytes=0-1023"})
+        with urllib.request.urlopen(request, timeout=NETWORK_TIMEOUT_S[0]) as reply:
+            return reply.headers.get_content_type() in ("text/html", "application/xhtml+xml")
+    except (OSError, ValueError):
+        return False
+
+
 def _wrap_open_error(spec: SourceSpec, e: Exception) -> SourceError:
     name = spec.display_name
     if isinstance(e, av.error.FileNotFoundError):
@@ -75,6 +89,10 @@ def _wrap_open_error(spec: SourceSpec, e: Exception) -> SourceError:
         if host is not None:
             return SourceUnreachableError(f"{name}: cannot resolve host name '{host}'")
         if isinstance(e, (av.error.InvalidDataError, av.error.EOFError)):
+            if _web_page(spec.url):
+                return NotAVideoError(f"{name}: is a web page, not a video: give the address of the video itself "
+                                      "(an .mp4, an .m3u8 playlist...); for a video site's page, a tool such as "
+                                      "yt-dlp finds it (yt-dlp -g URL)")
             return SourceUnreachableError(f"{name}: cannot open stream: the server closed the connection "
                                           f"or sent no valid reply ({_reason(e)})")
     if isinstance(e, (av.error.InvalidDataError, av.error.EOFError)):
