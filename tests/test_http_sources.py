@@ -297,3 +297,31 @@ def test_a_web_page_url_is_named_as_such(tmp_path: Path) -> None:
         result = run_cli("watch", f"{base}/watch.html", timeout=60)
     assert result.returncode == 3 and len(result.stderr_lines) == 1, result.stderr
     assert "watch.html: is a web page, not a video: give the address of the video itself" in result.stderr
+
+
+def test_a_live_playlist_that_finishes_ends_the_run(two_faces_clip: Path, placeholder_model: Path,
+                                                      tmp_path: Path) -> None:
+    """A live event whose playlist gets its #EXT-X-ENDLIST: FFmpeg reads to the end, the run
+    reconnects as for any live drop, finds a finished recording, and ends (exit 0). Before, the
+    reconnect read the finished recording from its start, and again at each end, for ever."""
+    import subprocess
+    import sys
+    import time
+
+    playlist = _write_hls(two_faces_clip, tmp_path)
+    finished = playlist.read_text()
+    playlist.write_text(finished.replace("#EXT-X-ENDLIST\n", ""))
+    events = tmp_path / "ev.jsonl"
+    with _served(tmp_path) as base:
+        run = subprocess.Popen([sys.executable, "-m", "stream_guard", "watch", f"{base}/index.m3u8", "--events",
+                                str(events), "--model", str(placeholder_model)], stderr=subprocess.PIPE, text=True)
+        try:
+            time.sleep(2.0)
+            playlist.write_text(finished)  # the event is over
+            _, stderr = run.communicate(timeout=45)
+        finally:
+            run.kill()
+    assert run.returncode == 0, stderr
+    records = [json.loads(line) for line in events.read_text().splitlines()]
+    assert records[0]["live"] is True and records[-1]["type"] == "summary"
+    assert records[-1]["frames_read"] <= 90 + 30, records[-1]  # read once (and a reload's worth), not replayed

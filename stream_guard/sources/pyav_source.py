@@ -13,7 +13,8 @@ from urllib.parse import urlsplit
 import av
 import numpy as np
 
-from stream_guard.errors import NotAVideoError, SourceError, SourceNotFoundError, SourceUnreachableError
+from stream_guard.errors import (NotAVideoError, SourceEnded, SourceError, SourceNotFoundError,
+                                 SourceUnreachableError)
 from stream_guard.sources.base import OpensInWith
 from stream_guard.sources.deinterlace import MODES as DEINTERLACE_MODES
 from stream_guard.sources.deinterlace import Deinterlacer
@@ -197,6 +198,7 @@ class PyAVSource(OpensInWith):
         self._clock = _StreamClock(1.0 / 30.0)
         self._arrival_times = False  # set at open: time frames as they arrive (a live stream without timestamps)
         self._live = spec.is_live  # at open, False for a recording served over HTTP
+        self._opened_live = False  # a live stream that is a finished recording when reopened has ended
         self._display = DisplayTransform()
         self._first: av.VideoFrame | None = None  # decoded by open(), yielded first by frames()
         self._first_error: Exception | None = None  # raised by frames()
@@ -266,7 +268,15 @@ class PyAVSource(OpensInWith):
             self.close()
             raise NotAVideoError(f"{self.spec.display_name}: video stream has no decodable picture")
         self._stream = stream
-        self._live = self.spec.is_live and not self._on_demand()
+        on_demand = self.spec.is_live and self._on_demand()
+        if on_demand and self._opened_live:  # reopened after its end: the live event is over, not to be replayed
+            self.close()
+            raise SourceEnded(f"{self.source_id}: the live stream has ended (it is a finished recording now)")
+        if on_demand:
+            log.info("%s: a recording of %.1f s, not a live stream: read to its end, every frame", self.source_id,
+                     self._container.duration / 1e6)
+        self._live = self.spec.is_live and not on_demand
+        self._opened_live = self._opened_live or self._live
         fps = float(stream.average_rate) if stream.average_rate else (float(stream.guessed_rate) if stream.guessed_rate else None)
         frames = int(stream.frames) if stream.frames and not self._live else None
         self._clock = _StreamClock(1.0 / (fps or 30.0))
@@ -305,11 +315,7 @@ class PyAVSource(OpensInWith):
         stream that drops frames to keep up and reconnects when it ends (which replayed it forever)."""
         assert self._container is not None
         duration = self._container.duration
-        if urlsplit(self.spec.url).scheme.lower() not in ("http", "https") or not duration or duration <= 0:
-            return False
-        log.info("%s: a recording of %.1f s, not a live stream: read to its end, every frame", self.source_id,
-                 duration / 1e6)
-        return True
+        return urlsplit(self.spec.url).scheme.lower() in ("http", "https") and bool(duration) and duration > 0
 
     def _open_container(self, kwargs: dict) -> av.container.InputContainer:
         try:
