@@ -7,7 +7,7 @@ import functools
 import http.server
 import threading
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 import av
 import numpy as np
@@ -29,14 +29,9 @@ def _write_hls(clip: Path, folder: Path) -> Path:
 
 
 @contextlib.contextmanager
-def _served(folder: Path, requests: list[str] | None = None) -> Iterator[str]:
-    """``folder`` over HTTP on 127.0.0.1: the base URL; each requested path is appended to ``requests``."""
-    class Handler(http.server.SimpleHTTPRequestHandler):
-        def log_message(self, *args: object) -> None:
-            if requests is not None:
-                requests.append(self.path)
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Handler, directory=str(folder)))
+def _serving(handler: Callable[..., http.server.BaseHTTPRequestHandler]) -> Iterator[str]:
+    """An HTTP server on 127.0.0.1 answering with ``handler``, on a thread of its own: its base URL."""
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
@@ -45,6 +40,18 @@ def _served(folder: Path, requests: list[str] | None = None) -> Iterator[str]:
         server.shutdown()
         server.server_close()
         thread.join(5)
+
+
+@contextlib.contextmanager
+def _served(folder: Path, requests: list[str] | None = None) -> Iterator[str]:
+    """``folder`` over HTTP on 127.0.0.1: the base URL; each requested path is appended to ``requests``."""
+    class Handler(http.server.SimpleHTTPRequestHandler):
+        def log_message(self, *args: object) -> None:
+            if requests is not None:
+                requests.append(self.path)
+
+    with _serving(functools.partial(Handler, directory=str(folder))) as base:
+        yield base
 
 
 @pytest.fixture
@@ -198,15 +205,8 @@ def _mjpeg_camera(fps: float, frames: int) -> Iterator[str]:
         def log_message(self, *args: object) -> None:
             pass
 
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Camera)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}/video.mjpg"
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(5)
+    with _serving(Camera) as base:
+        yield f"{base}/video.mjpg"
 
 
 def test_an_mjpeg_camera_is_timed_as_its_frames_arrive() -> None:
@@ -261,15 +261,8 @@ def _flaky_site(data: bytes, token: str) -> Iterator[tuple[str, list[str]]]:
         def log_message(self, *args: object) -> None:
             pass
 
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Site)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}/clip.mp4", served
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(5)
+    with _serving(Site) as base:
+        yield f"{base}/clip.mp4", served
 
 
 def test_a_recording_over_http_resumes_where_its_connection_dropped(tmp_path: Path,
