@@ -238,7 +238,7 @@ def parse_source(text: str, platform: str = sys.platform) -> SourceSpec:
         return SourceSpec("network", text, redact_url(text), "mpegts" if name in _MPEG_TS_SCHEMES else None, options)
     try:
         path = Path(text).expanduser()
-    except RuntimeError:  # "~user" with no such user: take it literally
+    except (RuntimeError, ValueError):  # "~user" with no such user (or a NUL in the name): take it literally
         path = Path(text)
     if not path.exists():
         raise SourceNotFoundError(f"no such file: {text}")
