@@ -52,7 +52,7 @@ from stream_guard.outputs.alerts import AlertOptions
 from stream_guard.pipeline import load_model
 from stream_guard.scoring import (  # noqa: F401 (re-exported: evaluate's public API)
     AUC_INTERVAL_LEVEL, AUC_INTERVAL_RESAMPLES, FALSE_ALARM_TARGETS, LABELS, eer, false_alarm_thresholds,
-    family_of, metrics, metrics_by_family)
+    family_of, metrics, metrics_by_family, shares_flagged)
 from stream_guard.writable import write_text
 
 log = logging.getLogger(__name__)
@@ -181,12 +181,9 @@ def operating_point_rows(points: Sequence[OperatingPoint], labels: list[int], sc
     its accuracy here, and ``out_of_fold``: the shares the model's maker measured."""
     rows = []
     for point in points:
-        judged = metrics(labels, scores, point.threshold)
-        flagged = {label: [s >= point.threshold for s, y in zip(scores, labels) if y == label] for label in (0, 1)}
-        rows.append({"name": point.name, "threshold": point.threshold,
-                     "reals_flagged": sum(flagged[0]) / len(flagged[0]) if flagged[0] else None,
-                     "fakes_caught": sum(flagged[1]) / len(flagged[1]) if flagged[1] else None,
-                     "accuracy": judged["accuracy"],
+        reals_flagged, fakes_caught = shares_flagged(labels, scores, point.threshold)
+        rows.append({"name": point.name, "threshold": point.threshold, "reals_flagged": reals_flagged,
+                     "fakes_caught": fakes_caught, "accuracy": metrics(labels, scores, point.threshold)["accuracy"],
                      "out_of_fold": {"reals_flagged": point.reals_flagged, "fakes_caught": point.fakes_caught}})
     return rows
 

@@ -129,13 +129,21 @@ def metrics_by_family(labels: list[int], scores: list[float], families: list[str
 FALSE_ALARM_TARGETS = (0.01, 0.05, 0.10)
 
 
+def shares_flagged(labels: list[int], scores: list[float], threshold: float) -> tuple[float | None, float | None]:
+    """The shares of the reals and of the fakes that score at or above ``threshold`` (None where there are none)."""
+    y, s = np.asarray(labels), np.asarray(scores, float)
+    reals, fakes = s[y == 0], s[y == 1]
+    return (float(np.mean(reals >= threshold)) if len(reals) else None,
+            float(np.mean(fakes >= threshold)) if len(fakes) else None)
+
+
 def false_alarm_thresholds(labels: list[int], scores: list[float],
                            targets: tuple[float, ...] = FALSE_ALARM_TARGETS) -> list[dict]:
     """Per target rate: the lowest threshold (to 3 decimals) at which at most that share of the
     real files score at or above it, with the shares of reals and fakes it flags. Empty
     without real files; ``threshold`` is None where even 1.0 would flag too many."""
     y, s = np.asarray(labels), np.asarray(scores, float)
-    reals, fakes = np.sort(s[y == 0])[::-1], s[y == 1]
+    reals = np.sort(s[y == 0])[::-1]
     out = []
     for target in targets if len(reals) else ():
         allowed = int(math.floor(target * len(reals) + 1e-9))  # reals that may score at or above it
@@ -143,7 +151,7 @@ def false_alarm_thresholds(labels: list[int], scores: list[float],
         while milli <= 1000 and np.sum(reals >= milli / 1000) > allowed:
             milli += 1
         threshold, ok = milli / 1000, milli <= 1000
+        reals_flagged, fakes_caught = shares_flagged(labels, scores, threshold) if ok else (None, None)
         out.append({"target": target, "threshold": round(threshold, 3) if ok else None,
-                    "reals_flagged": float(np.mean(reals >= threshold)) if ok else None,
-                    "fakes_caught": float(np.mean(fakes >= threshold)) if ok and len(fakes) else None})
+                    "reals_flagged": reals_flagged, "fakes_caught": fakes_caught})
     return out

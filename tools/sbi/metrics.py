@@ -7,7 +7,7 @@ import numpy as np
 from scipy.stats import rankdata
 
 from stream_guard.model.contract import DEFAULT_POINT, OperatingPoint
-from stream_guard.scoring import false_alarm_thresholds
+from stream_guard.scoring import false_alarm_thresholds, shares_flagged
 
 
 def auc(scores: np.ndarray, labels: np.ndarray) -> float:
@@ -63,17 +63,13 @@ def measure_points(labels: list[int], scores: list[float], threshold: float,
     """``default`` at ``threshold``, then one point per entry of ``shares`` (skipped where even
     1.0 would flag more reals than allowed), each with the shares of reals and fakes it flags.
     None without held-out scores of both reals and fakes: there is nothing to measure them on."""
-    y, s = np.asarray(labels), np.asarray(scores, float)
-    if not (y == 0).any() or not (y == 1).any():
+    if not (0 in labels and 1 in labels):
         return ()
 
-    def flagged(t: float, label: int) -> float:
-        return round(float(np.mean(s[y == label] >= t)), 4)
+    def point(name: str, t: float) -> OperatingPoint:
+        reals, fakes = shares_flagged(labels, scores, t)
+        return OperatingPoint(name, t, round(reals, 4), round(fakes, 4))
 
-    points = [OperatingPoint(DEFAULT_POINT, threshold, flagged(threshold, 0), flagged(threshold, 1))]
-    for name, share in shares.items():
-        (row,) = false_alarm_thresholds(labels, scores, (share,))
-        if row["threshold"] is not None:
-            points.append(OperatingPoint(name, row["threshold"], flagged(row["threshold"], 0),
-                                         flagged(row["threshold"], 1)))
-    return tuple(points)
+    rows = [false_alarm_thresholds(labels, scores, (share,))[0] for share in shares.values()]
+    return (point(DEFAULT_POINT, threshold),
+            *(point(name, row["threshold"]) for name, row in zip(shares, rows) if row["threshold"] is not None))
