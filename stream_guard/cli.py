@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import logging
 import shlex
@@ -11,7 +12,7 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from stream_guard import __version__
-from stream_guard.errors import StreamGuardError
+from stream_guard.errors import ConfigError, StreamGuardError
 
 log = logging.getLogger("stream_guard")
 
@@ -354,8 +355,6 @@ def _recording_outputs(args: argparse.Namespace) -> dict:
         return {}
     given = _dependent_options(args, "out", out_segment_s="--out-segment", out_keep="--out-keep")
     if "out_keep" in given and "out_segment_s" not in given:
-        from stream_guard.errors import ConfigError
-
         raise ConfigError("--out-keep needs --out-segment")
     return given
 
@@ -562,6 +561,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except StreamGuardError as e:
         print(f"stream-guard: error: {e}", file=sys.stderr)
         return e.exit_code
+    except OSError as e:
+        if e.errno != errno.ENAMETOOLONG:  # anything else here is a bug: keep its traceback
+            raise
+        # a path given on the command line that no file system can hold, wherever it was first used
+        print(f"stream-guard: error: {e.filename}: the name is too long for the file system", file=sys.stderr)
+        return ConfigError.exit_code
     except KeyboardInterrupt:
         print("stream-guard: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED

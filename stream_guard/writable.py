@@ -24,15 +24,19 @@ def check_writable_folder(folder: str | Path, option: str) -> None:
 
 
 def check_writable_file(path: str | Path, option: str) -> None:
-    """Whether ``path`` can be written later: not a folder, and its folder exists and takes files."""
+    """Whether ``path`` can be written later: not a folder, its folder exists and takes files, and
+    the file system takes its name (opened to append, and removed again if it was not there)."""
     path = Path(path)
-    if path.is_dir():
-        raise OutputError(f"{option} {path}: is a folder, not a file")
-    if not path.parent.is_dir():
-        raise OutputError(f"{option} {path}: no such folder: {path.parent}")
     try:
-        with tempfile.NamedTemporaryFile(dir=path.parent, prefix=".stream_guard_write_test_"):
+        if path.is_dir():
+            raise OutputError(f"{option} {path}: is a folder, not a file")
+        if not path.parent.is_dir():
+            raise OutputError(f"{option} {path}: no such folder: {path.parent}")
+        existed = path.exists()
+        with path.open("ab"):
             pass
+        if not existed:
+            path.unlink()
     except OSError as e:
         raise OutputError(f"{option} {path}: cannot write there ({e.strerror or e})") from e
 

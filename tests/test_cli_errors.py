@@ -139,3 +139,18 @@ def test_a_json_report_that_cannot_be_written_is_one_error(tmp_path: Path) -> No
 
     with pytest.raises(OutputError, match="--json .*: cannot write"):
         write_json({"auc": 0.5}, tmp_path / "no_such_folder" / "out.json")
+
+
+@pytest.mark.parametrize("args", [
+    ("scan", "NAME"), ("verify", "NAME"), ("watch", "NAME"),
+    ("evaluate", "--manifest", "MANIFEST", "--json", "FOLDER/NAME.json"),
+    ("watch", "demo", "--max-frames", "1", "--out", "FOLDER/NAME.mp4"),
+])
+def test_a_name_too_long_for_the_file_system_is_one_line(args: tuple[str, ...], tmp_path: Path) -> None:
+    """Found by the long fuzz run: such a name raised OSError from the first check that touched it."""
+    manifest = tmp_path / "MANIFEST.tsv"
+    manifest.write_text("file\tlabel\nclip.mp4\treal\n")
+    name = "x" * 300  # over the 255 bytes a name may have on Linux file systems
+    argv = [a.replace("FOLDER", str(tmp_path)).replace("MANIFEST", str(manifest)).replace("NAME", name) for a in args]
+    result = run_cli(*argv)
+    _assert_one_clear_line(result, name)

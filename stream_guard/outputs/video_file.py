@@ -17,6 +17,7 @@ from stream_guard.outputs.audio_track import AudioTrack
 from stream_guard.outputs.evidence import STAMP_PATTERN, NewestKept, unused_name, utc_stamp
 from stream_guard.outputs.live_sound import AAC_PRIMING_SAMPLES, SOUND_CODECS, LiveSound
 from stream_guard.sound_bus import SoundFeed
+from stream_guard.writable import check_writable_file
 from stream_guard.types import FrameResult, StreamInfo
 
 if TYPE_CHECKING:
@@ -179,6 +180,8 @@ class VideoFileSink:
             raise OutputError(f"--out {self.path}: unsupported extension (use {', '.join(_CODECS)})")
         if not self.path.parent.exists():
             raise OutputError(f"--out {self.path}: folder {self.path.parent} does not exist")
+        if self.segment_s is None:  # (segments get stamped names of their own)
+            check_writable_file(self.path, "--out")
         self._info = info
         self._fps = self.fps or info.fps or 30.0
         if self._kept is not None:

@@ -240,8 +240,12 @@ def parse_source(text: str, platform: str = sys.platform) -> SourceSpec:
         path = Path(text).expanduser()
     except (RuntimeError, ValueError):  # "~user" with no such user (or a NUL in the name): take it literally
         path = Path(text)
-    if not path.exists():
+    try:
+        exists, folder = path.exists(), path.is_dir()
+    except OSError as e:  # a name the file system cannot hold (too long, say)
+        raise SourceNotFoundError(f"no such file: {text} ({e.strerror or e})") from None
+    if not exists:
         raise SourceNotFoundError(f"no such file: {text}")
-    if path.is_dir():
+    if folder:
         raise SourceNotFoundError(f"{text} is a folder, not a video file")
     return SourceSpec("file", str(path), str(path))
