@@ -69,6 +69,13 @@ def _video_seconds(path: Path) -> float:
         return float(video.duration * video.time_base)
 
 
+def _whole_beeps(wave: np.ndarray, start_s: float) -> list[float]:
+    """Onsets of the beeps heard whole. A loud first moment of the recording's sound may be the tail of a
+    beep that began before the recorder started (measured in CI: a beep's tail found at the sound's start,
+    0.17 s after its onset), so a beep counts only after 0.5 s of the recording's quiet."""
+    return [beep for beep in _beeps(wave, start_s) if beep - start_s >= 0.5]
+
+
 def _assert_each_beep_has_its_flash(flashes: list[float], beeps: list[float], video_s: float) -> None:
     """Each beep has its flash just after it. A flash at the very start may have lost its beep to the
     start, and a beep in the last moment of the recording its flash to the end (the sound goes on as
@@ -95,7 +102,7 @@ def test_a_screen_recording_carries_the_desktop_sound_in_sync(
     assert sound is not None, "the recording is silent"
     codec, wave, start_s = sound
     assert codec == "aac"
-    flashes, beeps = _flashes(out), _beeps(wave, start_s)
+    flashes, beeps = _flashes(out), _whole_beeps(wave, start_s)
     assert len(beeps) >= 5, beeps
     video_s = _video_seconds(out)
     _assert_each_beep_has_its_flash(flashes, beeps, video_s)
@@ -125,7 +132,8 @@ def test_two_sources_are_mixed_and_stay_in_sync(
     sound = _sound(out)
     assert sound is not None
     _, wave, start_s = sound
-    flashes, desk, other = _flashes(out), _beeps(_band(wave, 1000), start_s), _beeps(_band(wave, 500), start_s)
+    flashes = _flashes(out)
+    desk, other = _whole_beeps(_band(wave, 1000), start_s), _whole_beeps(_band(wave, 500), start_s)
     assert len(desk) >= 4 and len(other) >= 4, (desk, other)
     _assert_each_beep_has_its_flash(flashes, desk, _video_seconds(out))
 
