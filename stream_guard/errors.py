@@ -41,6 +41,10 @@ class NotAVideoError(SourceError):
     """The input exists but holds no decodable video stream."""
 
 
+class StillImageError(NotAVideoError):
+    """The input is a picture, not a video (``scan`` judges pictures; ``watch`` does not)."""
+
+
 class ModelError(StreamGuardError):
     """A model folder is missing, malformed, or its metadata does not match its graphs."""
 

@@ -9,6 +9,9 @@ Used by ``stream-guard evaluate`` and ``stream-guard scan``. How scores combine:
   windows (a file is as fake as its most suspicious face); if no face has that many, the
   highest score of any face. A file in which no face was found has no score, nor one whose
   faces were all below the run's minimum face size (``faces_too_small`` counts them).
+* **stills**: an image, or a video of a single frame (a still saved as a GIF), is scored as a
+  one-second clip of that picture (a face must be seen more than once to be tracked), and
+  reported as that clip.
 
 Beside the scores, each file is also watched as a live run would watch it: the same alert rule
 (:class:`~stream_guard.outputs.alerts.AlertStateMachine`, the run's ``--alert-raise`` and
@@ -18,7 +21,9 @@ and, when asked (``keep_trace``), its window scores are kept
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -27,19 +32,20 @@ import numpy as np
 
 from stream_guard.alert_replay import AlertTrace
 from stream_guard.config import RunConfig, SourceOptions
-from stream_guard.errors import NotAVideoError, SourceNotFoundError
+from stream_guard.errors import NotAVideoError, SourceNotFoundError, StillImageError
 from stream_guard.faces.crop import crop_face
 from stream_guard.model.occlusion import Explaining, OcclusionMap, WindowRecorder
 from stream_guard.model.provenance import Provenance
 from stream_guard.outputs.alerts import RAISED, AlertOptions, AlertStateMachine
-from stream_guard.pipeline import Pipeline
+from stream_guard.pipeline import Pipeline, RunSummary
 from stream_guard.types import FrameResult, TrackState
 
-IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"})
+STILL_FRAMES = 10  # a still picture is scored as this many frames at 10 fps
+IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".jfif", ".png", ".bmp", ".webp", ".tif", ".tiff"})  # .jfif: browsers' JPEGs
 VIDEO_SUFFIXES = frozenset({".mp4", ".mkv", ".mov", ".avi", ".webm", ".m4v", ".mpg", ".mpeg", ".ts", ".flv", ".wmv",
                             ".3gp", ".3g2",  # older phones
                             ".mts", ".m2ts", ".vob", ".mxf", ".dv",  # camcorders (AVCHD), DVDs, broadcast
-                            ".ogv"})
+                            ".ogv", ".gif"})  # animated pictures: how many face-swap memes are shared
 
 
 @dataclass
@@ -139,9 +145,11 @@ class _Collector:
         self.trace = AlertTrace() if keep_trace else None
         self.small_faces: set[int] = set()  # faces seen below the minimum face size
         self.recorder = recorder
+        self.first_picture: np.ndarray | None = None  # kept while it is the only frame
 
     def __call__(self, result: FrameResult) -> None:
         self.frames += 1
+        self.first_picture = result.frame.image if self.frames == 1 else None
         self.last_pts = result.frame.pts_s
         self.alert_times += [a.stream_time_s for a in self.alert_rule.update(result) if a.kind == RAISED]
         if self.trace is not None:
@@ -167,15 +175,18 @@ class _Collector:
 
 def _image_as_clip(path: Path, folder: Path, frames: int) -> Path:
     """A still image becomes a short still clip (the model scores sequences)."""
-    import av
-
     image = cv2.imread(str(path), cv2.IMREAD_COLOR)
     if image is None:
         raise NotAVideoError(f"{path}: not an image OpenCV can read")
-    rgb = cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+    return _still_clip(cv2.cvtColor(image, cv2.COLOR_BGR2RGB), folder / (path.stem + ".mkv"), frames)
+
+
+def _still_clip(rgb: np.ndarray, out: Path, frames: int) -> Path:
+    """``frames`` copies of one RGB picture as a lossless 10 fps clip at ``out``."""
+    import av
+
     h, w = rgb.shape[0] - rgb.shape[0] % 2, rgb.shape[1] - rgb.shape[1] % 2
     rgb = np.ascontiguousarray(rgb[:h, :w])
-    out = folder / (path.stem + ".mkv")
     with av.open(str(out), "w") as container:
         stream = container.add_stream("ffv1", rate=10)
         stream.width, stream.height, stream.pix_fmt = w, h, "bgr0"
@@ -194,21 +205,9 @@ def _explain(tracks: tuple[TrackSeries, ...], recorder: WindowRecorder, threshol
             track.explanation = recorder.explain(track.track_id)
 
 
-def analyse_file(path: str | Path, config: RunConfig, max_frames: int | None = None,
-                 scratch: Path | None = None, keep_trace: bool = False,
-                 explaining: Explaining | None = None) -> FileAnalysis:
-    """Run the real pipeline over one file (every frame, no pacing) and summarise it.
-    Images are scored as a one-second still clip; ``scratch`` is a folder for that clip.
-    ``keep_trace``: keep every frame's window scores (``trace``), about 20 MB an hour of 30 fps video with one face.
-    ``explaining``: add an occlusion map to each face judged fake, or to every face."""
-    path = Path(path)
-    if not path.is_file():
-        raise SourceNotFoundError(f"no such file: {path}")
-    source = path
-    if path.suffix.lower() in IMAGE_SUFFIXES:
-        if scratch is None:
-            raise ValueError("scratch folder needed to analyse images")
-        source = _image_as_clip(path, scratch, frames=10)
+def _run_pipeline(source: Path, config: RunConfig, max_frames: int | None, keep_trace: bool,
+                  explaining: Explaining | None) -> tuple[RunSummary, _Collector, WindowRecorder | None]:
+    """The pipeline over every frame of ``source``, without pacing or outputs, and what it collected."""
     run_config = dataclasses.replace(
         config, source=SourceOptions(str(source), max_frames=max_frames),
         outputs=dataclasses.replace(config.outputs, show=False, out_path=None, events_path=None))
@@ -217,10 +216,39 @@ def analyse_file(path: str | Path, config: RunConfig, max_frames: int | None = N
         keep_from = 0.0 if explaining.every_face else explaining.explainer.scorer.threshold
         recorder = WindowRecorder(explaining.explainer, keep_from)
     collector = _Collector(config.outputs.alerts, keep_trace=keep_trace, recorder=recorder)
-    pipeline = Pipeline(run_config, on_result=collector)
-    summary = pipeline.run()
+    summary = Pipeline(run_config, on_result=collector).run()
+    return summary, collector, recorder
+
+
+def analyse_file(path: str | Path, config: RunConfig, max_frames: int | None = None,
+                 scratch: Path | None = None, keep_trace: bool = False,
+                 explaining: Explaining | None = None) -> FileAnalysis:
+    """Run the real pipeline over one file (every frame, no pacing) and summarise it.
+    Images are scored as a one-second still clip, written in ``scratch`` (a temporary folder if None).
+    ``keep_trace``: keep every frame's window scores (``trace``), about 20 MB an hour of 30 fps video with one face.
+    ``explaining``: add an occlusion map to each face judged fake, or to every face."""
+    path = Path(path)
+    if not path.is_file():
+        raise SourceNotFoundError(f"no such file: {path}")
+    def run(source: Path) -> tuple[RunSummary, _Collector, WindowRecorder | None]:
+        return _run_pipeline(source, config, max_frames, keep_trace, explaining)
+
+    with contextlib.ExitStack() as cleanup:
+        folder = scratch or Path(cleanup.enter_context(tempfile.TemporaryDirectory(prefix="stream_guard_still_")))
+        if path.suffix.lower() in IMAGE_SUFFIXES:
+            summary, collector, recorder = run(_image_as_clip(path, folder, frames=STILL_FRAMES))
+        else:
+            try:
+                summary, collector, recorder = run(path)
+            except StillImageError:  # a picture whatever its name says (a photo saved without its suffix)
+                summary, collector, recorder = run(_image_as_clip(path, folder, frames=STILL_FRAMES))
+        if collector.frames == 1 and collector.first_picture is not None:
+            # a video of one picture (a still saved as a GIF or a one-frame clip) is scored as a still: a face
+            # seen once is never tracked, so it would be "no-face"
+            summary, collector, recorder = run(_still_clip(collector.first_picture, folder / (path.stem + ".mkv"),
+                                                           STILL_FRAMES))
     tracks = tuple(sorted(collector.tracks.values(), key=lambda t: t.track_id))
-    if recorder is not None:
+    if recorder is not None and explaining is not None:
         _explain(tracks, recorder, summary.provenance.threshold, explaining.every_face)
     return FileAnalysis(path=path, frames=collector.frames, duration_s=collector.last_pts, tracks=tracks,
                         score=file_score(tracks), provenance=summary.provenance,

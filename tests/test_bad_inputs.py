@@ -127,7 +127,8 @@ def test_still_image_is_not_a_video(watch, tmp_path: Path, ext: str, kind: str) 
     image = np.zeros((120, 160, 3), np.uint8)
     ok, data = cv2.imencode(".jpg" if kind == "jpeg" else ".png", image)
     path.write_bytes(data.tobytes())  # a PNG renamed .mp4 is still caught by its content
-    assert_one_error_line(watch(str(path)), 3, str(path), f"is a still image ({kind}), not a video")
+    assert_one_error_line(watch(str(path)), 3, str(path),
+                          f"is a still image ({kind}), not a video (stream-guard scan judges pictures)")
 
 
 def test_audio_only_container(watch, tmp_path: Path) -> None:

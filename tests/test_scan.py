@@ -9,11 +9,13 @@ from html.parser import HTMLParser
 from pathlib import Path
 from urllib.parse import urlsplit
 
+import av
 import cv2
 import numpy as np
 import pytest
 
 from stream_guard.errors import SourceNotFoundError
+from stream_guard.file_analysis import STILL_FRAMES
 from stream_guard.model.contract import load_model_spec
 from stream_guard.model.provenance import model_digest
 from stream_guard.scan.collect import collect_files
@@ -188,3 +190,33 @@ def test_camcorder_and_old_phone_files_are_found_whatever_their_case(tmp_path: P
     for name in ("00001.MTS", "clip.3gp", "trip.M2TS", "IMG_0001.MOV", "notes.txt"):
         (tmp_path / name).write_bytes(b"x")
     assert sorted(p.name for p in collect_files([tmp_path])) == ["00001.MTS", "IMG_0001.MOV", "clip.3gp", "trip.M2TS"]
+
+
+def test_a_still_saved_as_a_one_frame_video_is_scored_as_a_still(tmp_path: Path, placeholder_model: Path) -> None:
+    """A photo posted as a GIF, or a clip of one frame: its face is seen once, too few times to be tracked,
+    so it was 'no-face'; it is scored as a still picture is. A picture saved without its suffix is one too,
+    and animated GIFs and browsers' .jfif pictures are found in folders."""
+    face = astronaut_head()
+    height, width = face.shape[0] - face.shape[0] % 2, face.shape[1] - face.shape[1] % 2
+    face = np.ascontiguousarray(face[:height, :width])
+    folder = tmp_path / "shared"
+    folder.mkdir()
+    make_test_clip(folder / "one_frame.mp4", seconds=1 / 25, width=width, height=height, fps=25, draw=lambda _i: face)
+    with av.open(str(folder / "Meme.GIF"), "w") as gif:
+        stream = gif.add_stream("gif", rate=10)
+        stream.width, stream.height, stream.pix_fmt = width, height, "rgb8"
+        gif.mux(stream.encode(av.VideoFrame.from_ndarray(face, format="rgb24").reformat(format="rgb8")))
+        gif.mux(stream.encode(None))
+    cv2.imwrite(str(folder / "saved.jpg"), cv2.cvtColor(face, cv2.COLOR_RGB2BGR))
+    (folder / "saved.jpg").rename(folder / "saved.jfif")
+    cv2.imwrite(str(tmp_path / "photo.png"), cv2.cvtColor(face, cv2.COLOR_RGB2BGR))
+    (tmp_path / "photo.png").rename(tmp_path / "photo")
+    report = tmp_path / "rep"
+    result = run_cli("scan", str(folder), str(tmp_path / "photo"), "--report", str(report), "--model",
+                     str(placeholder_model), "--threshold", "1", timeout=300)
+    assert result.returncode == 0, result.stderr
+    files = {Path(f["file"]).name: f for f in json.loads((report / "report.json").read_text())["files"]}
+    assert sorted(files) == ["Meme.GIF", "one_frame.mp4", "photo", "saved.jfif"]
+    for name, file in files.items():
+        assert file["verdict"] == "real" and len(file["tracks"]) == 1, (name, file)
+        assert file["frames"] == STILL_FRAMES, (name, file)

@@ -14,7 +14,7 @@ import av
 import numpy as np
 
 from stream_guard.errors import (NotAVideoError, SourceEnded, SourceError, SourceNotFoundError,
-                                 SourceUnreachableError)
+                                 SourceUnreachableError, StillImageError)
 from stream_guard.sources.base import OpensInWith
 from stream_guard.sources.deinterlace import MODES as DEINTERLACE_MODES
 from stream_guard.sources.deinterlace import Deinterlacer
@@ -248,8 +248,8 @@ class PyAVSource(OpensInWith):
             raise NotAVideoError(f"{self.spec.display_name}: not a video file FFmpeg can read (it is text)")
         if self.spec.kind == "file" and (fmt.endswith("_pipe") or fmt in _STILL_IMAGE_FORMATS):
             self.close()
-            raise NotAVideoError(f"{self.spec.display_name}: is a still image ({fmt.removesuffix('_pipe')}), "
-                                 "not a video")
+            raise StillImageError(f"{self.spec.display_name}: is a still image ({fmt.removesuffix('_pipe')}), "
+                                  "not a video (stream-guard scan judges pictures)")
         hex_ids = fmt in _PID_FORMATS
         try:
             stream = pick_video_stream(videos, self.max_megapixels, self.video_stream, self.source_id, hex_ids)
