@@ -299,7 +299,8 @@ def _add_model_options(p: argparse.ArgumentParser) -> None:
 
 def _add_scan_and_gui(sub, common: argparse.ArgumentParser) -> None:
     scan = sub.add_parser("scan", parents=[common], help="score video and image files and folders, write a report",
-                          description="PATH: files and folders (searched recursively for videos and images). "
+                          description="PATH: files and folders (searched recursively for videos and images), "
+                                      "or the URL of a recording (an MP4 or finished HLS playlist over http(s)...). "
                                       "Exit code 0: no fake found, 10: at least one fake found, 3: no fake "
                                       "found but a file could not be read.")
     scan.add_argument("paths", nargs="+", metavar="PATH")

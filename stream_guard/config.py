@@ -37,6 +37,7 @@ class SourceOptions:
     tone_map: bool = True  # HDR (PQ, HLG) mapped to SDR; False: read as it is (--tone-map off)
     video_stream: int | None = None  # the ID of the video stream to analyse (--video-stream); None: the largest
     sound_device: str | None = None  # --sound: desktop, mic or a PulseAudio source name; None: the source's own
+    recordings_only: bool = False  # a live stream is refused (scan, evaluate: a live one would never end)
 
 
 @dataclass(frozen=True, slots=True)

@@ -26,6 +26,7 @@ import dataclasses
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import cv2
 import numpy as np
@@ -38,14 +39,28 @@ from stream_guard.model.occlusion import Explaining, OcclusionMap, WindowRecorde
 from stream_guard.model.provenance import Provenance
 from stream_guard.outputs.alerts import RAISED, AlertOptions, AlertStateMachine
 from stream_guard.pipeline import Pipeline, RunSummary
+from stream_guard.sources.spec import parse_source, redact_url, url_scheme
 from stream_guard.types import FrameResult, TrackState
 
+Scanned = Path | str  # what is analysed: a file, or a recording's URL
 STILL_FRAMES = 10  # a still picture is scored as this many frames at 10 fps
-IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".jfif", ".png", ".bmp", ".webp", ".tif", ".tiff"})  # .jfif: browsers' JPEGs
+STILL_TIMEOUT_S = 30.0  # to fetch a picture over the network
+# .jfif: how browsers save some JPEGs
+IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".jfif", ".png", ".bmp", ".webp", ".tif", ".tiff"})
 VIDEO_SUFFIXES = frozenset({".mp4", ".mkv", ".mov", ".avi", ".webm", ".m4v", ".mpg", ".mpeg", ".ts", ".flv", ".wmv",
                             ".3gp", ".3g2",  # older phones
                             ".mts", ".m2ts", ".vob", ".mxf", ".dv",  # camcorders (AVCHD), DVDs, broadcast
                             ".ogv", ".gif"})  # animated pictures: how many face-swap memes are shared
+
+
+def scanned_name(target: Scanned) -> str:
+    """A file's path, or a URL with its credentials hidden."""
+    return redact_url(target) if isinstance(target, str) else str(target)
+
+
+def scanned_stem(target: Scanned) -> str:
+    """The name of a file, or of the last part of a URL's path, without its suffix."""
+    return Path(urlsplit(target).path if isinstance(target, str) else target).stem or "picture"
 
 
 @dataclass
@@ -82,7 +97,7 @@ class TrackSeries:
 
 @dataclass(frozen=True)
 class FileAnalysis:
-    path: Path
+    path: Scanned
     frames: int
     duration_s: float
     tracks: tuple[TrackSeries, ...]
@@ -110,7 +125,7 @@ class FileAnalysis:
         return "fake" if self.score >= self.provenance.threshold else "real"
 
     def to_json(self) -> dict:
-        return {"file": str(self.path), "frames": self.frames, "duration_s": round(self.duration_s, 3),
+        return {"file": scanned_name(self.path), "frames": self.frames, "duration_s": round(self.duration_s, 3),
                 "score": self.score, "verdict": self.verdict, **self.provenance.to_json(),
                 "alerts": self.alerts, "first_alert_s": self.first_alert_s, "faces_too_small": self.faces_too_small,
                 "tracks": [t.to_json() for t in self.tracks if t.scores]}
@@ -181,6 +196,18 @@ def _image_as_clip(path: Path, folder: Path, frames: int) -> Path:
     return _still_clip(cv2.cvtColor(image, cv2.COLOR_BGR2RGB), folder / (path.stem + ".mkv"), frames)
 
 
+def _picture_at(url: str) -> np.ndarray:
+    """The picture at ``url`` (a JPEG, a PNG...), decoded by FFmpeg as RGB."""
+    import av
+
+    spec = parse_source(url)
+    try:
+        with av.open(spec.url, options=spec.options, timeout=STILL_TIMEOUT_S) as container:
+            return next(container.decode(video=0)).to_ndarray(format="rgb24")
+    except (av.FFmpegError, StopIteration) as e:
+        raise NotAVideoError(f"{spec.display_name}: the picture could not be decoded ({e})") from None
+
+
 def _still_clip(rgb: np.ndarray, out: Path, frames: int) -> Path:
     """``frames`` copies of one RGB picture as a lossless 10 fps clip at ``out``."""
     import av
@@ -205,11 +232,11 @@ def _explain(tracks: tuple[TrackSeries, ...], recorder: WindowRecorder, threshol
             track.explanation = recorder.explain(track.track_id)
 
 
-def _run_pipeline(source: Path, config: RunConfig, max_frames: int | None, keep_trace: bool,
+def _run_pipeline(source: Scanned, config: RunConfig, max_frames: int | None, keep_trace: bool,
                   explaining: Explaining | None) -> tuple[RunSummary, _Collector, WindowRecorder | None]:
     """The pipeline over every frame of ``source``, without pacing or outputs, and what it collected."""
     run_config = dataclasses.replace(
-        config, source=SourceOptions(str(source), max_frames=max_frames),
+        config, source=SourceOptions(str(source), max_frames=max_frames, recordings_only=True),
         outputs=dataclasses.replace(config.outputs, show=False, out_path=None, events_path=None))
     recorder = None
     if explaining is not None:
@@ -223,34 +250,38 @@ def _run_pipeline(source: Path, config: RunConfig, max_frames: int | None, keep_
 def analyse_file(path: str | Path, config: RunConfig, max_frames: int | None = None,
                  scratch: Path | None = None, keep_trace: bool = False,
                  explaining: Explaining | None = None) -> FileAnalysis:
-    """Run the real pipeline over one file (every frame, no pacing) and summarise it.
+    """Run the real pipeline over one file, or a recording at a URL (every frame, no pacing), and summarise it.
     Images are scored as a one-second still clip, written in ``scratch`` (a temporary folder if None).
+    A live stream is refused (:class:`SourceError`): it has no end to analyse to.
     ``keep_trace``: keep every frame's window scores (``trace``), about 20 MB an hour of 30 fps video with one face.
     ``explaining``: add an occlusion map to each face judged fake, or to every face."""
-    path = Path(path)
-    if not path.is_file():
-        raise SourceNotFoundError(f"no such file: {path}")
-    def run(source: Path) -> tuple[RunSummary, _Collector, WindowRecorder | None]:
+    target: Scanned = path if isinstance(path, str) and url_scheme(path) not in (None, "file") else Path(path)
+    if isinstance(target, Path) and not target.is_file():
+        raise SourceNotFoundError(f"no such file: {target}")
+
+    def run(source: Scanned) -> tuple[RunSummary, _Collector, WindowRecorder | None]:
         return _run_pipeline(source, config, max_frames, keep_trace, explaining)
 
     with contextlib.ExitStack() as cleanup:
         folder = scratch or Path(cleanup.enter_context(tempfile.TemporaryDirectory(prefix="stream_guard_still_")))
-        if path.suffix.lower() in IMAGE_SUFFIXES:
-            summary, collector, recorder = run(_image_as_clip(path, folder, frames=STILL_FRAMES))
+        if isinstance(target, Path) and target.suffix.lower() in IMAGE_SUFFIXES:
+            summary, collector, recorder = run(_image_as_clip(target, folder, frames=STILL_FRAMES))
         else:
             try:
-                summary, collector, recorder = run(path)
+                summary, collector, recorder = run(target)
             except StillImageError:  # a picture whatever its name says (a photo saved without its suffix)
-                summary, collector, recorder = run(_image_as_clip(path, folder, frames=STILL_FRAMES))
+                clip = (_still_clip(_picture_at(target), folder / (scanned_stem(target) + ".mkv"), STILL_FRAMES)
+                        if isinstance(target, str) else _image_as_clip(target, folder, frames=STILL_FRAMES))
+                summary, collector, recorder = run(clip)
         if collector.frames == 1 and collector.first_picture is not None:
             # a video of one picture (a still saved as a GIF or a one-frame clip) is scored as a still: a face
             # seen once is never tracked, so it would be "no-face"
-            summary, collector, recorder = run(_still_clip(collector.first_picture, folder / (path.stem + ".mkv"),
-                                                           STILL_FRAMES))
+            still = _still_clip(collector.first_picture, folder / (scanned_stem(target) + ".mkv"), STILL_FRAMES)
+            summary, collector, recorder = run(still)
     tracks = tuple(sorted(collector.tracks.values(), key=lambda t: t.track_id))
     if recorder is not None and explaining is not None:
         _explain(tracks, recorder, summary.provenance.threshold, explaining.every_face)
-    return FileAnalysis(path=path, frames=collector.frames, duration_s=collector.last_pts, tracks=tracks,
+    return FileAnalysis(path=target, frames=collector.frames, duration_s=collector.last_pts, tracks=tracks,
                         score=file_score(tracks), provenance=summary.provenance,
                         alerts=len(collector.alert_times),
                         first_alert_s=collector.alert_times[0] if collector.alert_times else None,

@@ -313,6 +313,9 @@ class Pipeline:
                              sound_device=self.config.source.sound_device)
         info = _open_with_hint(source, self.config.source.input_options)
         try:
+            if info.is_live and self.config.source.recordings_only:
+                raise SourceError(f"{source_spec.display_name}: is a live stream, not a recording: watch it with "
+                                  "stream-guard watch")
             check_frame_size(info.source_id, info.width, info.height, self.config.source.max_megapixels,
                              _smaller_screen_hint(source_spec, info, self.config.source.max_megapixels))
             analyzer = self._build_analyzer(model)

@@ -318,3 +318,44 @@ def test_a_live_playlist_that_finishes_ends_the_run(two_faces_clip: Path, placeh
     records = [json.loads(line) for line in events.read_text().splitlines()]
     assert records[0]["live"] is True and records[-1]["type"] == "summary"
     assert records[-1]["frames_read"] <= 90 + 30, records[-1]  # read once (and a reload's worth), not replayed
+
+
+def test_scan_judges_recordings_and_pictures_at_urls(two_faces_clip: Path, placeholder_model: Path,
+                                                     tmp_path: Path) -> None:
+    """``scan URL``: a recording over HTTP is scored as its file is (every frame: the same score), a
+    picture or a GIF at a URL as a still, and a live stream, which would never end, is refused."""
+    import cv2
+
+    from tests.support.faces import astronaut_head
+
+    site = tmp_path / "site"
+    _write_hls(two_faces_clip, site / "live")
+    playlist = site / "live" / "index.m3u8"
+    playlist.write_text(playlist.read_text().replace("#EXT-X-ENDLIST\n", ""))
+    remux(two_faces_clip, site / "clip.mp4", "mp4", {"movflags": "faststart"})
+    cv2.imwrite(str(site / "face.png"), cv2.cvtColor(astronaut_head(), cv2.COLOR_RGB2BGR))
+    report = tmp_path / "rep"
+    with _served(site) as base:
+        result = run_cli("scan", f"{base}/clip.mp4", f"{base}/face.png", f"{base}/live/index.m3u8",
+                         str(site / "clip.mp4"), "--report", str(report), "--model", str(placeholder_model),
+                         "--threshold", "1", timeout=300)
+    assert result.returncode == 3, result.stderr  # no fake found, but the live stream was not checked
+    files = json.loads((report / "report.json").read_text())["files"]
+    assert [f["name"] for f in files] == [f"{base}/clip.mp4", f"{base}/face.png", f"{base}/live/index.m3u8",
+                                          "clip.mp4"]
+    over_http, picture, live, local = files
+    assert over_http["verdict"] == "real" and over_http["frames"] == local["frames"] == 90
+    assert over_http["score"] == pytest.approx(local["score"], abs=1e-6)
+    assert picture["verdict"] == "real" and len(picture["tracks"]) == 1
+    assert live["verdict"] == "error" and "is a live stream, not a recording" in live["error"]
+    assert "Traceback" not in result.stderr
+
+
+def test_an_mp4_that_needs_ranges_from_a_server_without_them_is_named(tmp_path: Path) -> None:
+    """An MP4 with its index at the end must be read out of order; a server that ignores Range requests
+    (``python -m http.server``) cannot serve it so. Say that, not "cannot connect"."""
+    make_test_clip(tmp_path / "clip.mp4", seconds=2.0)  # its index written last, as FFmpeg does by default
+    with _served(tmp_path) as base:
+        result = run_cli("watch", f"{base}/clip.mp4", timeout=60)
+    assert result.returncode == 3 and len(result.stderr_lines) == 1, result.stderr
+    assert "clip.mp4: the server cannot send part of a file (it ignores HTTP Range requests)" in result.stderr

@@ -14,7 +14,7 @@ import cv2
 import numpy as np
 import pytest
 
-from stream_guard.errors import SourceNotFoundError
+from stream_guard.errors import ConfigError, SourceNotFoundError
 from stream_guard.file_analysis import STILL_FRAMES
 from stream_guard.model.contract import load_model_spec
 from stream_guard.model.provenance import model_digest
@@ -220,3 +220,12 @@ def test_a_still_saved_as_a_one_frame_video_is_scored_as_a_still(tmp_path: Path,
     for name, file in files.items():
         assert file["verdict"] == "real" and len(file["tracks"]) == 1, (name, file)
         assert file["frames"] == STILL_FRAMES, (name, file)
+
+
+def test_urls_are_collected_as_they_are_and_file_urls_as_paths(clips: Path) -> None:
+    url = "https://user:pw@example.com/v/clip.mp4?sig=1"
+    found = collect_files([url, f"file://{clips / 'nested'}", url])
+    assert found[0] == url and len(found) == 4  # the URL once, then the folder's three files
+    assert all(isinstance(p, Path) for p in found[1:])
+    with pytest.raises(ConfigError, match="unknown URL scheme 'ftp://'"):
+        collect_files(["ftp://example.com/clip.mp4"])

@@ -1,11 +1,12 @@
-"""Expand the paths given to ``scan`` into the video and image files to analyse."""
+"""Expand the paths given to ``scan`` into the video and image files (and recordings' URLs) to analyse."""
 from __future__ import annotations
 
 from collections.abc import Iterable
 from pathlib import Path
 
 from stream_guard.errors import SourceNotFoundError
-from stream_guard.file_analysis import IMAGE_SUFFIXES, VIDEO_SUFFIXES
+from stream_guard.file_analysis import IMAGE_SUFFIXES, VIDEO_SUFFIXES, Scanned
+from stream_guard.sources.spec import parse_source, url_scheme
 
 SCANNED_SUFFIXES = IMAGE_SUFFIXES | VIDEO_SUFFIXES
 
@@ -15,14 +16,22 @@ def is_scannable(path: Path) -> bool:
     return path.suffix.lower() in SCANNED_SUFFIXES and not path.name.startswith(".")
 
 
-def collect_files(paths: Iterable[str | Path]) -> list[Path]:
+def collect_files(paths: Iterable[str | Path]) -> list[Scanned]:
     """Files named directly (whatever their suffix) and, inside folders, recursively, every
-    video or image file, sorted per folder; duplicates removed, order kept. A path that does
-    not exist raises :class:`SourceNotFoundError`."""
-    found: list[Path] = []
-    seen: set[Path] = set()
+    video or image file, sorted per folder; URLs as they are (a recording over the network);
+    duplicates removed, order kept. A path that does not exist raises :class:`SourceNotFoundError`,
+    an unknown URL scheme :class:`ConfigError`."""
+    found: list[Scanned] = []
+    seen: set[Path | str] = set()
     for raw in paths:
-        path = Path(raw).expanduser()
+        scheme = url_scheme(str(raw))
+        if scheme not in (None, "file"):
+            url = parse_source(str(raw)).url  # an unknown scheme is refused here, before any file
+            if url not in seen:
+                seen.add(url)
+                found.append(url)
+            continue
+        path = Path(str(raw).strip()[len("file://"):] if scheme == "file" else raw).expanduser()
         if path.is_dir():
             candidates = sorted(p for p in path.rglob("*") if p.is_file() and is_scannable(p))
         elif path.is_file():

@@ -15,6 +15,7 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 from stream_guard.config import ModelOptions, RunConfig, SourceOptions, analysis_options
 from stream_guard.errors import ConfigError, SourceError
 from stream_guard.faces.detector import DetectorOptions
+from stream_guard.file_analysis import scanned_name
 from stream_guard.pipeline import build_explainer, load_model
 from stream_guard.scan.collect import collect_files
 from stream_guard.scan.report import write_report
@@ -48,7 +49,7 @@ def outcome_line(outcome: FileOutcome) -> str:
     else:
         faces = sum(1 for t in outcome.analysis.tracks if t.scores) if outcome.analysis else 0
         detail = f"{faces} face{'s' if faces != 1 else ''}"
-    return f"{outcome.verdict:<8} {score}  {outcome.path}  ({detail})"
+    return f"{outcome.verdict:<8} {score}  {scanned_name(outcome.path)}  ({detail})"
 
 
 def summary_line(result: ScanResult) -> str:
@@ -61,7 +62,8 @@ def summary_line(result: ScanResult) -> str:
 def unread_line(result: ScanResult) -> str:
     """The error line of a scan that found no fake but could not read every file."""
     unread = result.unread
-    names = ", ".join(str(o.path) for o in unread[:3]) + (f" and {len(unread) - 3} more" if len(unread) > 3 else "")
+    names = ", ".join(scanned_name(o.path) for o in unread[:3])
+    names += f" and {len(unread) - 3} more" if len(unread) > 3 else ""
     return (f"stream-guard: error: no fake found, but {len(unread)} of {len(result.outcomes)} file(s) could not "
             f"be read, so they were not checked: {names}")
 

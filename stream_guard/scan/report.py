@@ -12,7 +12,7 @@ import os
 from pathlib import Path
 
 from stream_guard.errors import OutputError
-from stream_guard.file_analysis import TrackSeries
+from stream_guard.file_analysis import Scanned, TrackSeries, scanned_name, scanned_stem
 from stream_guard.scan.plots import REGION_LABELS, plot_occlusion, plot_track, save_thumbnail
 from stream_guard.scan.runner import VERDICTS, FileOutcome, ScanResult
 
@@ -44,19 +44,21 @@ def _track_json(index: int, series: TrackSeries, thumb: bool) -> dict:
             "plot": plot, "thumbnail": thumbnail if thumb else None, "explanation": explanation}
 
 
-def display_names(paths: list[Path]) -> list[str]:
-    """Each path relative to the folder all of them share (``fake/a.mp4``, ``real/b.mp4``)."""
-    if not paths:
-        return []
-    absolute = [os.path.abspath(p) for p in paths]
-    root = os.path.commonpath(absolute) if len(absolute) > 1 else os.path.dirname(absolute[0])
-    if root in absolute:  # a single file
-        root = os.path.dirname(root)
-    return [Path(os.path.relpath(p, root)).as_posix() for p in absolute]
+def display_names(paths: list[Scanned]) -> list[str]:
+    """Each file's path relative to the folder all the files share (``fake/a.mp4``, ``real/b.mp4``);
+    a URL as it is, without its credentials."""
+    files = [os.path.abspath(p) for p in paths if isinstance(p, Path)]
+    root = ""
+    if files:
+        root = os.path.commonpath(files) if len(files) > 1 else os.path.dirname(files[0])
+        if root in files:  # a single file
+            root = os.path.dirname(root)
+    return [Path(os.path.relpath(os.path.abspath(p), root)).as_posix() if isinstance(p, Path) else scanned_name(p)
+            for p in paths]
 
 
 def _file_json(index: int, outcome: FileOutcome, name: str) -> dict:
-    entry: dict = {"file": str(outcome.path), "name": name, "verdict": outcome.verdict, "score": outcome.score,
+    entry: dict = {"file": scanned_name(outcome.path), "name": name, "verdict": outcome.verdict, "score": outcome.score,
                    "error": outcome.error, "seconds": round(outcome.seconds, 3)}
     a = outcome.analysis
     if a is not None:
@@ -90,7 +92,7 @@ def _write_assets(folder: Path, result: ScanResult) -> None:
             if not series.scores:
                 continue
             plot, thumb, explain = _assets(index, series)
-            title = f"{outcome.path.name}: face #{series.track_id}"
+            title = f"{scanned_stem(outcome.path)}: face #{series.track_id}"
             plot_track(series, outcome.analysis.provenance.threshold, folder / plot, title)
             if series.peak_crop is not None:
                 save_thumbnail(series.peak_crop, folder / thumb)

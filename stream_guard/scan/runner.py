@@ -15,7 +15,7 @@ from pathlib import Path
 
 from stream_guard.config import RunConfig
 from stream_guard.errors import ConfigError, ModelError, SourceError, StreamGuardError
-from stream_guard.file_analysis import FileAnalysis, analyse_file
+from stream_guard.file_analysis import FileAnalysis, Scanned, analyse_file
 from stream_guard.model.contract import ModelSpec
 from stream_guard.model.occlusion import Explaining
 from stream_guard.model.provenance import Provenance
@@ -28,9 +28,9 @@ VERDICTS = ("fake", "real", "no-face", "error")
 
 @dataclass(frozen=True)
 class FileOutcome:
-    """One scanned file: its analysis, or the one-line reason it could not be analysed."""
+    """One scanned file (or URL): its analysis, or the one-line reason it could not be analysed."""
 
-    path: Path
+    path: Scanned
     analysis: FileAnalysis | None
     error: str | None = None
     seconds: float = 0.0
@@ -75,7 +75,7 @@ class ScanResult:
         return SourceError.exit_code if self.unread else 0
 
 
-def analyse_one(path: Path, config: RunConfig, scratch: Path, max_frames: int | None = None,
+def analyse_one(path: Scanned, config: RunConfig, scratch: Path, max_frames: int | None = None,
                 explaining: Explaining | None = None) -> FileOutcome:
     """Analyse one file; an error about the file itself becomes an ``error`` outcome."""
     start = time.monotonic()
@@ -89,7 +89,7 @@ def analyse_one(path: Path, config: RunConfig, scratch: Path, max_frames: int | 
     return FileOutcome(path, analysis, None, time.monotonic() - start)
 
 
-def scan_files(files: Sequence[Path], config: RunConfig, spec: ModelSpec,
+def scan_files(files: Sequence[Scanned], config: RunConfig, spec: ModelSpec,
                on_file: Callable[[FileOutcome], None] | None = None,
                should_stop: Callable[[], bool] = lambda: False,
                max_frames: int | None = None, explaining: Explaining | None = None) -> ScanResult:

@@ -34,6 +34,8 @@ log = logging.getLogger(__name__)
 NETWORK_TIMEOUT_S = (5.0, 5.0)
 # FFmpeg demuxers that read one picture: a still image opened as a "video" of one frame.
 _STILL_IMAGE_FORMATS = frozenset({"image2", "webp", "svg"})
+# Animated pictures: never live, though FFmpeg gives them no duration over HTTP (it would have to read them).
+_ANIMATION_FORMATS = frozenset({"gif", "apng"})
 # How long a live stream joined between keyframes may send undecodable pictures before its first keyframe.
 KEYFRAME_WAIT_S = 20.0
 # A live MPEG-TS whose tables were not in the low-latency probe is opened again with this much (0.8 s of 20 Mbit/s).
@@ -63,18 +65,31 @@ def _unresolvable_host(url: str) -> str | None:
     return None
 
 
-def _web_page(url: str) -> bool:
-    """Whether an http(s) URL that FFmpeg could not read answers with a web page (HTML)."""
+def _http_reply(url: str) -> tuple[int, str] | None:
+    """(status, content type) of an http(s) server's answer to a request for the start of ``url`` (a
+    Range request: a server that honours it answers 206), or None when it cannot be asked."""
     import urllib.request
 
     if urlsplit(url).scheme.lower() not in ("http", "https"):
-        return False
+        return None
     try:
         request = urllib.request.Request(url, headers={"Range": "bytes=0-1023"})
         with urllib.request.urlopen(request, timeout=NETWORK_TIMEOUT_S[0]) as reply:
-            return reply.headers.get_content_type() in ("text/html", "application/xhtml+xml")
+            return reply.status, reply.headers.get_content_type()
     except (OSError, ValueError):
-        return False
+        return None
+
+
+def _web_page(url: str) -> bool:
+    """Whether an http(s) URL that FFmpeg could not read answers with a web page (HTML)."""
+    reply = _http_reply(url)
+    return reply is not None and reply[1] in ("text/html", "application/xhtml+xml")
+
+
+def _ignores_ranges(url: str) -> bool:
+    """Whether an http(s) server sends the whole file to a request for part of it (no seeking)."""
+    reply = _http_reply(url)
+    return reply is not None and reply[0] == 200
 
 
 def _wrap_open_error(spec: SourceSpec, e: Exception) -> SourceError:
@@ -106,6 +121,10 @@ def _wrap_open_error(spec: SourceSpec, e: Exception) -> SourceError:
                                       "put them in the URL, scheme://user:password@host/...")
     if isinstance(e, av.error.HTTPForbiddenError) or (network and "403" in _reason(e)):
         return SourceUnreachableError(f"{name}: the server refused access (403 Forbidden)")
+    if network and getattr(e, "errno", None) == errno.EIO and _ignores_ranges(spec.url):
+        return SourceError(f"{name}: the server cannot send part of a file (it ignores HTTP Range requests), and "
+                           "this one must be read out of order (an MP4 whose index is at its end): download it "
+                           "first, or serve it from a server that supports ranges")
     if isinstance(e, (av.error.TimeoutError, TimeoutError)) or getattr(e, "errno", None) in (
         errno.ECONNREFUSED, errno.ETIMEDOUT, errno.EHOSTUNREACH, errno.ENETUNREACH, errno.EIO
     ):
@@ -246,7 +265,7 @@ class PyAVSource(OpensInWith):
         if self.spec.kind == "file" and fmt in _TEXT_FORMATS:
             self.close()
             raise NotAVideoError(f"{self.spec.display_name}: not a video file FFmpeg can read (it is text)")
-        if self.spec.kind == "file" and (fmt.endswith("_pipe") or fmt in _STILL_IMAGE_FORMATS):
+        if (self.spec.kind == "file" or self._over_http()) and (fmt.endswith("_pipe") or fmt in _STILL_IMAGE_FORMATS):
             self.close()
             raise StillImageError(f"{self.spec.display_name}: is a still image ({fmt.removesuffix('_pipe')}), "
                                   "not a video (stream-guard scan judges pictures)")
@@ -273,8 +292,8 @@ class PyAVSource(OpensInWith):
             self.close()
             raise SourceEnded(f"{self.source_id}: the live stream has ended (it is a finished recording now)")
         if on_demand:
-            log.info("%s: a recording of %.1f s, not a live stream: read to its end, every frame", self.source_id,
-                     self._container.duration / 1e6)
+            length = f" of {self._container.duration / 1e6:.1f} s" if self._container.duration else ""
+            log.info("%s: a recording%s, not a live stream: read to its end, every frame", self.source_id, length)
         self._live = self.spec.is_live and not on_demand
         self._opened_live = self._opened_live or self._live
         fps = float(stream.average_rate) if stream.average_rate else (float(stream.guessed_rate) if stream.guessed_rate else None)
@@ -315,7 +334,11 @@ class PyAVSource(OpensInWith):
         stream that drops frames to keep up and reconnects when it ends (which replayed it forever)."""
         assert self._container is not None
         duration = self._container.duration
-        return urlsplit(self.spec.url).scheme.lower() in ("http", "https") and bool(duration) and duration > 0
+        recording = (bool(duration) and duration > 0) or self._container.format.name in _ANIMATION_FORMATS
+        return self._over_http() and recording
+
+    def _over_http(self) -> bool:
+        return urlsplit(self.spec.url).scheme.lower() in ("http", "https")
 
     def _open_container(self, kwargs: dict) -> av.container.InputContainer:
         try:

@@ -204,6 +204,12 @@ def with_input_options(spec: SourceSpec, options: Sequence[tuple[str, str]]) -> 
     return dataclasses.replace(spec, format=fmt, options={**spec.options, **chosen})
 
 
+def url_scheme(text: str) -> str | None:
+    """The scheme of a URL (``https`` for ``HTTPS://...``), lower-cased; None if ``text`` is not a URL."""
+    scheme = re.match(r"^([a-zA-Z][a-zA-Z0-9+.-]*)://", text.strip())
+    return scheme.group(1).lower() if scheme and len(scheme.group(1)) > 1 else None  # one letter: a Windows drive
+
+
 def parse_source(text: str, platform: str = sys.platform) -> SourceSpec:
     """Parse a source argument; raise a :class:`StreamGuardError` naming the problem."""
     text = text.strip()
@@ -217,9 +223,8 @@ def parse_source(text: str, platform: str = sys.platform) -> SourceSpec:
         return _window_spec(text[len("window:"):].strip(), platform)
     if text.startswith("webcam:") or re.fullmatch(r"/dev/video\d+", text):
         return _webcam_spec(text.split(":", 1)[1] if text.startswith("webcam:") else text, platform)
-    scheme = re.match(r"^([a-zA-Z][a-zA-Z0-9+.-]*)://", text)
-    if scheme and len(scheme.group(1)) > 1:  # one letter is a Windows drive
-        name = scheme.group(1).lower()
+    name = url_scheme(text)
+    if name is not None:
         if name == "file":
             return parse_source(text[len("file://"):], platform)
         if name not in NETWORK_SCHEMES:
