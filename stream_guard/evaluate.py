@@ -317,7 +317,8 @@ def print_table(report: dict, out: TextIO = sys.stdout) -> None:
     for name, m in [*report["families"].items(), ("POOLED", {**report, "no_face": report["n_no_face"]})]:
         print(f"{name:<{width}} {m['n_real']:>5} {m['n_fake']:>5} {m['no_face']:>7} {_fmt(m['auc']):>6} "
               f"{_fmt_interval(m.get('auc_ci')):>11} {_fmt(m['eer']):>6} {_fmt(m['accuracy']):>6}", file=out)
-    print(f"model {report['model']}, threshold {report['threshold']:.3f}; accuracy at that threshold; "
+    named = f" ({report['threshold_name']})" if report.get("threshold_name") else ""
+    print(f"model {report['model']}, threshold {report['threshold']:.3f}{named}; accuracy at that threshold; "
           f"AUC interval: bootstrap over files", file=out)
     for row in report.get("false_alarm_thresholds", []):
         if row["threshold"] is None:

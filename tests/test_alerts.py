@@ -364,7 +364,7 @@ def test_a_chat_message_names_the_threshold_the_score_was_judged_at(receiver_fac
                        provenance=Provenance.of(load_model_spec(placeholder_model), 0.6))
     _feed(sink, NOISY_FAKE_THEN_REAL)
     raised = json.loads(slack.raw[0][1])["text"]
-    assert re.fullmatch(r"stream_guard: face 3 looks fake \(score 0\.\d\d, threshold 0\.60\) in test-stream at "
+    assert re.fullmatch(r"stream_guard: face 3 looks fake \(score 0\.\d\d, threshold 0\.600\) in test-stream at "
                         r"\d+\.\d s", raised)
 
 

@@ -133,7 +133,7 @@ def test_dashboard_overlay_api_and_metrics_in_chromium(long_clip: Path, placehol
         assert len(inked) == 2 and all(n > 20 for n in inked), inked
         assert "UNTRAINED" in dash.inner_text("#status")
         assert "model untrained-placeholder 0.0.0" in dash.inner_text("#status")  # which model, which threshold
-        assert "threshold 0.500" in dash.inner_text("#status"), dash.inner_text("#status")
+        assert "threshold 0.500 (default)" in dash.inner_text("#status"), dash.inner_text("#status")
         digest = model_digest(load_model_spec(placeholder_model))
         assert dash.get_attribute("#status span[title^='model_sha256']", "title").startswith(f"model_sha256 {digest}")
         dash.screenshot(path=str(tmp_path / "dashboard.png"))

@@ -9,6 +9,7 @@ import pytest
 
 from stream_guard.errors import ConfigError, ModelError
 from stream_guard.model.contract import load_model_spec
+from stream_guard.model.provenance import Provenance
 from stream_guard.pipeline import model_folder
 from tests.conftest import QUIET, run_cli
 from tools.placeholder_model import write_placeholder_model
@@ -95,7 +96,7 @@ def test_scan_judges_at_the_named_threshold(pointed_model: Path, two_faces_clip:
     quiet = run_cli("scan", str(two_faces_clip), "--model", str(pointed_model), "--threshold", "quiet",
                     "--max-frames", "5")
     assert quiet.returncode in (0, 10), quiet.stderr
-    assert quiet.stdout.rstrip().endswith("threshold 0.90"), quiet.stdout
+    assert quiet.stdout.rstrip().endswith("threshold 0.900 (quiet)"), quiet.stdout
 
     unknown = run_cli("scan", str(two_faces_clip), "--model", str(pointed_model), "--threshold", "loud")
     assert unknown.returncode == 2
@@ -113,3 +114,13 @@ def test_watch_records_the_named_threshold(pointed_model: Path, two_faces_clip: 
     assert result.returncode == 0, result.stderr
     start = json.loads(events.read_text().splitlines()[0])
     assert start["type"] == "start" and start["threshold"] == 0.9
+
+
+@pytest.mark.parametrize(("choice", "name"), [(None, "default"), ("quiet", "quiet"), (0.9, "quiet"), (0.7, None)])
+def test_what_judged_a_run_names_its_threshold(pointed_model: Path, choice: float | str | None,
+                                               name: str | None) -> None:
+    """Events, reports, alerts and evidence say which of the model's thresholds judged (a number that is
+    one of them included), so a reader of ``threshold: 0.911`` need not look up that it is ``quiet``."""
+    provenance = Provenance.of(load_model_spec(pointed_model), choice)
+    assert provenance.to_json()["threshold_name"] == name
+    assert provenance.threshold_text == f"{provenance.threshold:.3f}" + (f" ({name})" if name else "")

@@ -53,15 +53,24 @@ class Provenance:
     model_sha256: str
     model_trained: bool
     threshold: float
+    threshold_name: str | None = None  # the model's name for that threshold (quiet, default...), if it has one
 
     @classmethod
     def of(cls, spec: ModelSpec, threshold: float | str | None = None) -> Provenance:
-        """For ``spec``, judged at ``threshold`` (a number or an operating point's name; default: the model's)."""
+        """For ``spec``, judged at ``threshold`` (a number or an operating point's name; default: the model's).
+        A number that is one of the model's named thresholds gets its name."""
+        value = spec.threshold_for(threshold)
+        name = next((p.name for p in spec.named_thresholds() if abs(p.threshold - value) < 1e-9), None)
         return cls(software_version=__version__, model=spec.name, model_version=spec.version,
-                   model_sha256=model_digest(spec), model_trained=spec.trained,
-                   threshold=spec.threshold_for(threshold))
+                   model_sha256=model_digest(spec), model_trained=spec.trained, threshold=value,
+                   threshold_name=threshold if isinstance(threshold, str) else name)
+
+    @property
+    def threshold_text(self) -> str:
+        """``0.837 (default)``, or the number alone when the model does not name it."""
+        return f"{self.threshold:.3f}" + (f" ({self.threshold_name})" if self.threshold_name else "")
 
     def to_json(self) -> dict[str, Any]:
         return {"stream_guard": self.software_version, "model": self.model, "model_version": self.model_version,
                 "model_sha256": self.model_sha256, "model_trained": self.model_trained,
-                "threshold": round(self.threshold, 4)}
+                "threshold": round(self.threshold, 4), "threshold_name": self.threshold_name}

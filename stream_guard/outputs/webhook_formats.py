@@ -46,7 +46,7 @@ def alert_message(alert: Alert) -> str:
     if alert.kind == RAISED:
         judged = [] if alert.score is None else [f"score {alert.score:.2f}"]
         if alert.provenance is not None:  # a reader can weigh the score against what it had to reach
-            judged.append(f"threshold {alert.provenance.threshold:.2f}")
+            judged.append(f"threshold {alert.provenance.threshold_text}")
         score = f" ({', '.join(judged)})" if judged else ""
         return f"stream_guard: face {alert.track_id} looks fake{score} {where}"
     because = _CLEARED_BECAUSE.get(alert.reason, alert.reason)

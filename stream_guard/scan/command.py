@@ -56,7 +56,7 @@ def summary_line(result: ScanResult) -> str:
     counts = ", ".join(f"{result.count(v)} {v}" for v in ("fake", "real", "no-face", "error"))
     stopped = " (interrupted)" if result.interrupted else ""
     return (f"{len(result.outcomes)} files in {result.elapsed_s:.1f} s{stopped}: {counts}; "
-            f"model {result.provenance.model}, threshold {result.provenance.threshold:.2f}")
+            f"model {result.provenance.model}, threshold {result.provenance.threshold_text}")
 
 
 def unread_line(result: ScanResult) -> str:

@@ -193,6 +193,7 @@ def render_html(data: dict) -> str:
     stopped = '<p class="warn">The scan was interrupted: not every file was analysed.</p>' \
         if data["interrupted"] else ""
     headline = "at least one fake found" if data["fake_found"] else "no fake found"
+    named = f" ({html.escape(data['threshold_name'])})" if data.get("threshold_name") else ""
     has_maps = any(t["explanation"] for f in data["files"] for t in f["tracks"])
     explained = ("; occlusion maps show what that window's score rests on: each part of the face hidden in turn, "
                  "red where hiding it lowers the score") if has_maps else ""
@@ -202,7 +203,7 @@ def render_html(data: dict) -> str:
 <h1>stream_guard scan report</h1>
 <p><b>{headline}</b>: {len(data['files'])} files ({html.escape(counts)}).
 Model <code>{html.escape(data['model'])}</code> {html.escape(data['model_version'])}
-(model_sha256 <code>{html.escape(data['model_sha256'])}</code>), threshold {data['threshold']:.2f},
+(model_sha256 <code>{html.escape(data['model_sha256'])}</code>), threshold {data['threshold']:.3f}{named},
 stream_guard {html.escape(data['stream_guard'])}, {data['elapsed_s']:.1f} s, {html.escape(data['created'])}.</p>
 {warn}{stopped}
 <h2>Summary</h2>

@@ -138,7 +138,8 @@
       [["source", s.source], ["state", s.state], ["size", s.width + "x" + s.height],
        ["fps", s.fps.toFixed(1)], ["latency", s.latency_ms === null ? "--" : s.latency_ms.toFixed(1) + " ms"],
        ["frames", s.frames], ["dropped", s.dropped], ["model", s.model + " " + s.model_version],
-       ["threshold", s.threshold.toFixed(3)]].forEach(function (kv) {
+       ["threshold", s.threshold.toFixed(3) + (s.threshold_name ? " (" + s.threshold_name + ")" : "")]
+      ].forEach(function (kv) {
         var span = el("span", "", kv[0] + " ");
         span.appendChild(el("b", "", String(kv[1])));
         if (kv[0] === "model") span.title = "model_sha256 " + s.model_sha256 + " (stream_guard " + s.stream_guard + ")";
