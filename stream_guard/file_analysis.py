@@ -53,14 +53,20 @@ VIDEO_SUFFIXES = frozenset({".mp4", ".mkv", ".mov", ".avi", ".webm", ".m4v", ".m
                             ".ogv", ".gif"})  # animated pictures: how many face-swap memes are shared
 
 
+def printable(name: str) -> str:
+    """``name`` with the bytes of a file name that are not UTF-8 (kept by Python as lone surrogates,
+    which no UTF-8 file or font takes) shown as U+FFFD."""
+    return name.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+
+
 def scanned_name(target: Scanned) -> str:
-    """A file's path, or a URL with its credentials hidden."""
-    return redact_url(target) if isinstance(target, str) else str(target)
+    """A file's path, or a URL with its credentials hidden, printable."""
+    return printable(redact_url(target) if isinstance(target, str) else str(target))
 
 
 def scanned_stem(target: Scanned) -> str:
-    """The name of a file, or of the last part of a URL's path, without its suffix."""
-    return Path(urlsplit(target).path if isinstance(target, str) else target).stem or "picture"
+    """The name of a file, or of the last part of a URL's path, without its suffix, printable."""
+    return printable(Path(urlsplit(target).path if isinstance(target, str) else target).stem or "picture")
 
 
 @dataclass

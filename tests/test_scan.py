@@ -229,3 +229,21 @@ def test_urls_are_collected_as_they_are_and_file_urls_as_paths(clips: Path) -> N
     assert all(isinstance(p, Path) for p in found[1:])
     with pytest.raises(ConfigError, match="unknown URL scheme 'ftp://'"):
         collect_files(["ftp://example.com/clip.mp4"])
+
+
+def test_a_file_name_that_is_not_utf8_is_reported(clips: Path, placeholder_model: Path, tmp_path: Path) -> None:
+    """A name written by a system in another encoding (Latin-1 ``café.mp4`` from an old camera or a zip)
+    is scanned and reported, its odd byte shown as U+FFFD; it crashed the plot's title before."""
+    import os
+    import shutil
+
+    folder = tmp_path / "latin1"
+    folder.mkdir()
+    shutil.copy(clips / "nested" / "one_face.mp4", os.fsencode(folder) + b"/caf\xe9.mp4")
+    report = tmp_path / "rep"
+    result = run_cli("scan", str(folder), "--report", str(report), "--model", str(placeholder_model),
+                     "--threshold", "1", timeout=300)
+    assert result.returncode == 0, result.stderr
+    (entry,) = json.loads((report / "report.json").read_text(encoding="utf-8"))["files"]
+    assert entry["name"] == "caf\ufffd.mp4" and entry["verdict"] == "real" and entry["tracks"]
+    assert "caf\ufffd.mp4" in (report / "report.html").read_text(encoding="utf-8")

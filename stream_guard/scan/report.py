@@ -12,7 +12,7 @@ import os
 from pathlib import Path
 
 from stream_guard.errors import OutputError
-from stream_guard.file_analysis import Scanned, TrackSeries, scanned_name, scanned_stem
+from stream_guard.file_analysis import Scanned, TrackSeries, printable, scanned_name, scanned_stem
 from stream_guard.scan.plots import REGION_LABELS, plot_occlusion, plot_track, save_thumbnail
 from stream_guard.scan.runner import VERDICTS, FileOutcome, ScanResult
 
@@ -53,8 +53,8 @@ def display_names(paths: list[Scanned]) -> list[str]:
         root = os.path.commonpath(files) if len(files) > 1 else os.path.dirname(files[0])
         if root in files:  # a single file
             root = os.path.dirname(root)
-    return [Path(os.path.relpath(os.path.abspath(p), root)).as_posix() if isinstance(p, Path) else scanned_name(p)
-            for p in paths]
+    return [printable(Path(os.path.relpath(os.path.abspath(p), root)).as_posix()) if isinstance(p, Path)
+            else scanned_name(p) for p in paths]
 
 
 def _file_json(index: int, outcome: FileOutcome, name: str) -> dict:
