@@ -65,20 +65,27 @@ class ManifestRow:
     family: str
 
 
+MANIFEST_DELIMITERS = ("\t", ",", ";")
+
+
 def read_manifest(path: str | Path) -> list[ManifestRow]:
-    """Parse and validate the manifest; raise ConfigError naming the first problem."""
+    """Parse and validate the manifest; raise ConfigError naming the first problem. Its columns are
+    separated by tabs or, as a spreadsheet exports them, by commas or semicolons (whichever its header
+    line has first); a UTF-8 byte-order mark is skipped."""
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        text = path.read_text(encoding="utf-8-sig")
     except FileNotFoundError as e:
         raise ConfigError(f"manifest not found: {path}") from e
     except (OSError, UnicodeDecodeError) as e:
         raise ConfigError(f"manifest {path}: cannot read ({e})") from e
-    reader = csv.DictReader(text.splitlines(), delimiter="\t")
-    fields = {f.strip() for f in (reader.fieldnames or []) if f}
-    if not {"file", "label"} <= fields:
-        raise ConfigError(f"manifest {path}: needs tab-separated columns 'file' and 'label' "
-                          f"(found: {', '.join(sorted(fields)) or 'none'})")
+    lines = text.splitlines()
+    delimiter = next((d for d in MANIFEST_DELIMITERS if lines and d in lines[0]), "\t")
+    reader = csv.DictReader(lines, delimiter=delimiter)
+    fields = [f.strip() for f in (reader.fieldnames or []) if f]
+    if not {"file", "label"} <= set(fields):
+        raise ConfigError(f"manifest {path}: needs the columns 'file' and 'label', separated by tabs or commas "
+                          f"(found: {', '.join(fields) or 'none'})")
     rows = []
     for line_no, raw in enumerate(reader, start=2):
         row = {(k or "").strip(): (v or "").strip() for k, v in raw.items() if k is not None}

@@ -137,6 +137,18 @@ def test_manifest_errors_are_one_line(tmp_path: Path) -> None:
     assert result.returncode == 2 and len(result.stderr_lines) == 1 and "manifest not found" in result.stderr
 
 
+@pytest.mark.parametrize("text", [
+    "\ufefffile\tlabel\r\ndfl_a.mp4\tReal\r\nimages/meso_b.jpg\tfake\r\n",  # tabs, a BOM, CRLF
+    "file,label,note\r\ndfl_a.mp4,real,\"from camera 1, door\"\r\nimages/meso_b.jpg,FAKE,\r\n",  # a spreadsheet's CSV
+    "file;label\ndfl_a.mp4;real\nimages/meso_b.jpg;fake\n",  # ... where the decimal mark is a comma
+])
+def test_a_manifest_exported_from_a_spreadsheet_is_read(tmp_path: Path, text: str) -> None:
+    manifest = tmp_path / "labels.csv"
+    manifest.write_bytes(text.encode("utf-8"))
+    assert [(r.path, r.label, r.family) for r in read_manifest(manifest)] == [
+        (tmp_path / "dfl_a.mp4", "real", "dfl"), (tmp_path / "images/meso_b.jpg", "fake", "meso")]
+
+
 def test_family_and_score_rules() -> None:
     assert family_of("dfl_Keanu_Reeves_0_L.mp4") == "dfl" and family_of("images/meso_x.jpg") == "meso"
     assert family_of("plain.mp4") == "plain"
