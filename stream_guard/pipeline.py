@@ -39,6 +39,7 @@ from stream_guard.sources import DropPolicy, FrameSource, SourceSpec, open_sourc
 from stream_guard.sources.capture import CaptureThread, EndOfStream, FrameQueue, SourceEvent
 from stream_guard.sources.probe import check_frame_size
 from stream_guard.types import FrameResult, StreamInfo
+from stream_guard.writable import check_outputs_spare_the_source
 
 log = logging.getLogger(__name__)
 
@@ -302,6 +303,10 @@ class Pipeline:
     def run(self) -> RunSummary:
         spec_text = self.config.source.spec
         source_spec = with_input_options(parse_source(spec_text), self.config.source.input_options)
+        outputs = self.config.outputs
+        check_outputs_spare_the_source(Path(source_spec.url) if source_spec.kind == "file" else None,
+                                       [(outputs.out_path if outputs.out_segment_s is None else None, "--out"),
+                                        (outputs.events_path, "--events")])
         model = load_model(self.config)
         sound = SoundBus() if sound_wanted(self.config, source_spec) else None
         _check_sound_device(self.config.source.sound_device, source_spec, sound is not None)

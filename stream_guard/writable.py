@@ -6,10 +6,10 @@ names a missing or read-only folder would lose the whole run.
 from __future__ import annotations
 
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from stream_guard.errors import OutputError
+from stream_guard.errors import ConfigError, OutputError
 
 
 def check_writable_folder(folder: str | Path, option: str) -> None:
@@ -39,6 +39,29 @@ def check_writable_file(path: str | Path, option: str) -> None:
             path.unlink()
     except OSError as e:
         raise OutputError(f"{option} {path}: cannot write there ({e.strerror or e})") from e
+
+
+def check_outputs_spare_the_source(source: Path | None, outputs: Sequence[tuple[Path | None, str]]) -> None:
+    """No output file is the ``source`` file being read (writing it would destroy the video as it is
+    read) nor another output's file; :class:`ConfigError` naming the option if one is. ``outputs``:
+    (path or None, option) pairs."""
+    taken: list[tuple[Path, str | None]] = [(source, None)] if source is not None else []
+    for path, option in outputs:
+        if path is None:
+            continue
+        for other, other_option in taken:
+            if _same_file(Path(path), other):
+                what = f"is also {other_option}'s file" if other_option else \
+                    "is the source file: writing it would destroy the video being read"
+                raise ConfigError(f"{option} {path}: {what}")
+        taken.append((Path(path), option))
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        return a.resolve() == b.resolve() or (a.exists() and b.exists() and a.samefile(b))
+    except OSError:
+        return False
 
 
 def write_text(path: str | Path, text: str, option: str) -> None:

@@ -154,3 +154,21 @@ def test_a_name_too_long_for_the_file_system_is_one_line(args: tuple[str, ...], 
     argv = [a.replace("FOLDER", str(tmp_path)).replace("MANIFEST", str(manifest)).replace("NAME", name) for a in args]
     result = run_cli(*argv)
     _assert_one_clear_line(result, name)
+
+
+@pytest.mark.parametrize(("outputs", "message"), [
+    (("--out", "{clip}"), "--out {clip}: is the source file: writing it would destroy the video being read"),
+    (("--events", "{link}"), "--events {link}: is the source file"),  # the same file by another name
+    (("--out", "{other}", "--events", "{other}"), "--events {other}: is also --out's file"),
+])
+def test_an_output_that_would_overwrite_the_source_is_refused(two_faces_clip: Path, tmp_path: Path,
+                                                              outputs: tuple[str, ...], message: str) -> None:
+    """``watch clip.mp4 --out clip.mp4`` truncated the video it was reading (lost after 8 frames), and
+    ``--events`` on it appended JSON to it: refused before anything is written, the video untouched."""
+    clip = tmp_path / "clip.mp4"
+    clip.write_bytes(two_faces_clip.read_bytes())
+    (tmp_path / "link.mp4").symlink_to(clip)
+    names = {"clip": str(clip), "link": str(tmp_path / "link.mp4"), "other": str(tmp_path / "other.mp4")}
+    result = run_cli("watch", str(clip), *(o.format(**names) for o in outputs))
+    _assert_one_clear_line(result, message.format(**names))
+    assert result.returncode == 2 and clip.read_bytes() == two_faces_clip.read_bytes()
