@@ -471,10 +471,12 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from stream_guard.evaluate import evaluate, print_table, write_json
-    from stream_guard.writable import check_writable_file
+    from stream_guard.writable import check_outputs_spare_the_source, check_writable_file
 
     config = _config(args, "demo", None, None)
-    for path, option in ((args.json, "--json"), (args.plot, "--plot")):
+    outputs = ((args.json, "--json"), (args.plot, "--plot"))
+    check_outputs_spare_the_source(Path(args.manifest), outputs, "the manifest: writing it would destroy its labels")
+    for path, option in outputs:
         if path is not None:
             check_writable_file(path, option)  # now, not after an evaluation that may take hours
     if args.plot is not None:

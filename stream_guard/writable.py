@@ -41,19 +41,20 @@ def check_writable_file(path: str | Path, option: str) -> None:
         raise OutputError(f"{option} {path}: cannot write there ({e.strerror or e})") from e
 
 
-def check_outputs_spare_the_source(source: Path | None, outputs: Sequence[tuple[Path | None, str]]) -> None:
-    """No output file is the ``source`` file being read (writing it would destroy the video as it is
-    read) nor another output's file; :class:`ConfigError` naming the option if one is. ``outputs``:
-    (path or None, option) pairs."""
+def check_outputs_spare_the_source(source: Path | None, outputs: Sequence[tuple[Path | None, str]],
+                                   source_is: str = "the source file: writing it would destroy the video being read"
+                                   ) -> None:
+    """No output file is the ``source`` file being read (``source_is`` says what writing it would do) nor
+    another output's file; :class:`ConfigError` naming the option if one is. ``outputs``: (path or None,
+    option) pairs."""
     taken: list[tuple[Path, str | None]] = [(source, None)] if source is not None else []
     for path, option in outputs:
         if path is None:
             continue
         for other, other_option in taken:
             if _same_file(Path(path), other):
-                what = f"is also {other_option}'s file" if other_option else \
-                    "is the source file: writing it would destroy the video being read"
-                raise ConfigError(f"{option} {path}: {what}")
+                what = f"also {other_option}'s file" if other_option else source_is
+                raise ConfigError(f"{option} {path}: is {what}")
         taken.append((Path(path), option))
 
 

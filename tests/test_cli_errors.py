@@ -172,3 +172,12 @@ def test_an_output_that_would_overwrite_the_source_is_refused(two_faces_clip: Pa
     result = run_cli("watch", str(clip), *(o.format(**names) for o in outputs))
     _assert_one_clear_line(result, message.format(**names))
     assert result.returncode == 2 and clip.read_bytes() == two_faces_clip.read_bytes()
+
+
+def test_an_evaluate_report_over_its_manifest_is_refused(tmp_path: Path) -> None:
+    """``--json`` naming the manifest would replace the user's labels with the report, hours later."""
+    manifest = tmp_path / "labels.tsv"
+    manifest.write_text("file\tlabel\nclip.mp4\treal\n")
+    result = run_cli("evaluate", "--manifest", str(manifest), "--json", str(tmp_path / "." / "labels.tsv"))
+    _assert_one_clear_line(result, "is the manifest: writing it would destroy its labels")
+    assert result.returncode == 2 and manifest.read_text() == "file\tlabel\nclip.mp4\treal\n"
