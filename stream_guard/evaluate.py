@@ -94,7 +94,10 @@ def read_manifest(path: str | Path) -> list[ManifestRow]:
         label = row.get("label", "").lower()
         if label not in LABELS:
             raise ConfigError(f"manifest {path} line {line_no}: label {row.get('label')!r} is not 'real' or 'fake'")
-        rows.append(ManifestRow(path.parent / row["file"], label, family_of(row["file"])))
+        name = row["file"]
+        if "\\" in name and not (path.parent / name).exists():  # written on Windows: fake\clip.mp4
+            name = name.replace("\\", "/")
+        rows.append(ManifestRow(path.parent / name, label, family_of(name)))
     if not rows:
         raise ConfigError(f"manifest {path}: no files listed")
     return rows

@@ -140,7 +140,7 @@ def test_manifest_errors_are_one_line(tmp_path: Path) -> None:
 @pytest.mark.parametrize("text", [
     "\ufefffile\tlabel\r\ndfl_a.mp4\tReal\r\nimages/meso_b.jpg\tfake\r\n",  # tabs, a BOM, CRLF
     "file,label,note\r\ndfl_a.mp4,real,\"from camera 1, door\"\r\nimages/meso_b.jpg,FAKE,\r\n",  # a spreadsheet's CSV
-    "file;label\ndfl_a.mp4;real\nimages/meso_b.jpg;fake\n",  # ... where the decimal mark is a comma
+    "file;label\ndfl_a.mp4;real\nimages\\meso_b.jpg;fake\n",  # ... where the decimal mark is a comma, on Windows
 ])
 def test_a_manifest_exported_from_a_spreadsheet_is_read(tmp_path: Path, text: str) -> None:
     manifest = tmp_path / "labels.csv"
