@@ -10,7 +10,7 @@ from stream_guard.model.providers import resolve_providers
 from stream_guard.model.smoothing import SmoothingOptions, VerdictSmoother
 from stream_guard.paths import bundled_model
 from stream_guard.pipeline import default_model_dir, model_folder
-from stream_guard.sources.spec import parse_source, redact_url, with_input_options
+from stream_guard.sources.spec import file_url_path, parse_source, redact_url, with_input_options
 from stream_guard.types import Verdict
 
 
@@ -146,6 +146,17 @@ def test_webcam_per_platform(platform: str, fmt: str, url: str) -> None:
 def test_missing_linux_webcam_is_a_clear_error() -> None:
     with pytest.raises(SourceNotFoundError, match="/dev/video7"):
         parse_source("webcam:7", platform="linux")
+
+
+def test_a_file_url_names_its_file_as_a_browser_writes_it(tmp_path: Path) -> None:
+    """Copied from a browser's address bar: percent-escapes, ``localhost``; a Windows drive; another host."""
+    clip = tmp_path / "My clip é.mp4"
+    clip.write_bytes(b"x")
+    for url in (f"file://{tmp_path}/My%20clip%20%C3%A9.mp4", f"file://localhost{tmp_path}/My%20clip%20%C3%A9.mp4"):
+        assert parse_source(url).url == str(clip)
+    assert file_url_path("file:///C:/Videos/My%20clip.mp4", "win32") == "C:/Videos/My clip.mp4"
+    with pytest.raises(ConfigError, match="on another computer \\(nas\\)"):
+        parse_source("file://nas/share/clip.mp4")
 
 
 def test_redact_url() -> None:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from stream_guard.errors import SourceNotFoundError
 from stream_guard.file_analysis import IMAGE_SUFFIXES, VIDEO_SUFFIXES, Scanned
-from stream_guard.sources.spec import parse_source, url_scheme
+from stream_guard.sources.spec import file_url_path, parse_source, url_scheme
 
 SCANNED_SUFFIXES = IMAGE_SUFFIXES | VIDEO_SUFFIXES
 
@@ -31,7 +31,7 @@ def collect_files(paths: Iterable[str | Path]) -> list[Scanned]:
                 seen.add(url)
                 found.append(url)
             continue
-        path = Path(str(raw).strip()[len("file://"):] if scheme == "file" else raw).expanduser()
+        path = Path(file_url_path(str(raw)) if scheme == "file" else raw).expanduser()
         if path.is_dir():
             candidates = sorted(p for p in path.rglob("*") if p.is_file() and is_scannable(p))
         elif path.is_file():

@@ -9,6 +9,7 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
+from urllib.parse import unquote, urlsplit
 
 from stream_guard.errors import ConfigError, SourceNotFoundError
 from stream_guard.sources.screencast_portal import wayland_session
@@ -210,6 +211,21 @@ def url_scheme(text: str) -> str | None:
     return scheme.group(1).lower() if scheme and len(scheme.group(1)) > 1 else None  # one letter: a Windows drive
 
 
+def file_url_path(url: str, platform: str = sys.platform) -> str:
+    """The path a ``file://`` URL names, as a browser's address bar or a file manager writes it:
+    percent-escapes decoded (``My%20clip.mp4``), ``localhost`` allowed as its host, and a Windows
+    drive's leading slash dropped (``file:///C:/Videos/a.mp4``). A URL naming another host is a
+    :class:`ConfigError`."""
+    parts = urlsplit(url.strip())
+    if parts.netloc not in ("", "localhost"):
+        raise ConfigError(f"{url}: a file:// URL on another computer ({parts.netloc}) cannot be read; "
+                          "mount its folder and give the path")
+    path = unquote(parts.path)
+    if platform == "win32" and re.match(r"^/[A-Za-z]:", path):
+        path = path[1:]
+    return path
+
+
 def parse_source(text: str, platform: str = sys.platform) -> SourceSpec:
     """Parse a source argument; raise a :class:`StreamGuardError` naming the problem."""
     text = text.strip()
@@ -226,7 +242,7 @@ def parse_source(text: str, platform: str = sys.platform) -> SourceSpec:
     name = url_scheme(text)
     if name is not None:
         if name == "file":
-            return parse_source(text[len("file://"):], platform)
+            return parse_source(file_url_path(text, platform), platform)
         if name not in NETWORK_SCHEMES:
             raise ConfigError(f"unknown URL scheme '{name}://' in {redact_url(text)} "
                               f"(supported: {', '.join(sorted(NETWORK_SCHEMES))})")
