@@ -159,6 +159,16 @@ def test_a_file_url_names_its_file_as_a_browser_writes_it(tmp_path: Path) -> Non
         parse_source("file://nas/share/clip.mp4")
 
 
+def test_quotes_pasted_around_a_source_are_not_part_of_it(tmp_path: Path) -> None:
+    """Windows' "Copy as path" quotes a path, a file dragged into a terminal comes in single quotes."""
+    clip = tmp_path / "My clip.mp4"
+    clip.write_bytes(b"x")
+    assert parse_source(f'"{clip}"').url == parse_source(f"'{clip}' ").url == str(clip)
+    assert parse_source('"rtsp://cam/live"').url == "rtsp://cam/live"
+    with pytest.raises(ConfigError, match="empty source"):
+        parse_source('""')
+
+
 def test_redact_url() -> None:
     assert redact_url("rtsp://admin:pw@10.0.0.2:554/s") == "rtsp://***@10.0.0.2:554/s"
     assert redact_url("rtsp://10.0.0.2/s") == "rtsp://10.0.0.2/s"

@@ -227,8 +227,11 @@ def file_url_path(url: str, platform: str = sys.platform) -> str:
 
 
 def parse_source(text: str, platform: str = sys.platform) -> SourceSpec:
-    """Parse a source argument; raise a :class:`StreamGuardError` naming the problem."""
+    """Parse a source argument; raise a :class:`StreamGuardError` naming the problem. Quotes around
+    it (Windows' "Copy as path", a file dragged into a terminal) are not part of it."""
     text = text.strip()
+    if len(text) >= 2 and text[0] == text[-1] and text[0] in "\"'":
+        text = text[1:-1].strip()
     if not text:
         raise ConfigError("empty source: give a file, a URL, webcam:N, screen, window:TITLE or demo")
     if text == "demo":
