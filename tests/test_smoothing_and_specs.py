@@ -169,6 +169,16 @@ def test_quotes_pasted_around_a_source_are_not_part_of_it(tmp_path: Path) -> Non
         parse_source('""')
 
 
+@pytest.mark.parametrize(("text", "hinted"), [
+    ("192.168.1.20:554/stream1", True), ("192.168.1.20", True), ("www.example.com/live.m3u8", True),
+    ("cam.local:8554", True), ("clips/a.mp4", False), ("my.clip.mp4", False), ("clips.v2/a.mp4", False)])
+def test_an_address_typed_without_its_scheme_is_hinted(text: str, hinted: bool) -> None:
+    with pytest.raises(SourceNotFoundError) as caught:
+        parse_source(text)
+    assert str(caught.value).startswith(f"no such file: {text}")
+    assert ("a network address needs its scheme: rtsp://" in str(caught.value)) == hinted
+
+
 def test_redact_url() -> None:
     assert redact_url("rtsp://admin:pw@10.0.0.2:554/s") == "rtsp://***@10.0.0.2:554/s"
     assert redact_url("rtsp://10.0.0.2/s") == "rtsp://10.0.0.2/s"

@@ -205,6 +205,11 @@ def with_input_options(spec: SourceSpec, options: Sequence[tuple[str, str]]) -> 
     return dataclasses.replace(spec, format=fmt, options={**spec.options, **chosen})
 
 
+# A host (an IPv4 address or a dotted name) with a port or a path: a camera's or a site's address typed
+# without its scheme (192.168.1.20:554/stream1, www.example.com/live.m3u8).
+_ADDRESS = re.compile(r"^(\d{1,3}(\.\d{1,3}){3}(:\d+)?(/|$)|[\w-]+(\.[\w-]+)*\.[a-zA-Z]{2,}(:\d+)?/|[\w.-]+:\d+(/|$))")
+
+
 def url_scheme(text: str) -> str | None:
     """The scheme of a URL (``https`` for ``HTTPS://...``), lower-cased; None if ``text`` is not a URL."""
     scheme = re.match(r"^([a-zA-Z][a-zA-Z0-9+.-]*)://", text.strip())
@@ -269,7 +274,8 @@ def parse_source(text: str, platform: str = sys.platform) -> SourceSpec:
     except OSError as e:  # a name the file system cannot hold (too long, say)
         raise SourceNotFoundError(f"no such file: {text} ({e.strerror or e})") from None
     if not exists:
-        raise SourceNotFoundError(f"no such file: {text}")
+        hint = "; a network address needs its scheme: rtsp://..., https://..." if _ADDRESS.match(text) else ""
+        raise SourceNotFoundError(f"no such file: {text}{hint}")
     if folder:
         raise SourceNotFoundError(f"{text} is a folder, not a video file")
     return SourceSpec("file", str(path), str(path))
