@@ -143,12 +143,17 @@ class RunSummary:
 
 def sound_wanted(config: RunConfig, spec: SourceSpec) -> bool:
     """Whether an output carries the source's sound as it comes: ``--clips``, ``--stream-to`` and
-    ``--serve`` from a live or paced source, and ``--out`` from a live one (a file's recording reads
-    the file's sound itself)."""
+    ``--serve`` from a live or paced source, and ``--out`` from a live one or standard input (a file's
+    recording reads the file's sound itself)."""
     out = config.outputs
     paced = spec.is_live or config.source.realtime
     return (out.clips is not None or ((out.stream_to is not None or out.serve is not None) and paced)
-            or (out.out_path is not None and spec.is_live))
+            or (out.out_path is not None and _sound_comes_once(spec)))
+
+
+def _sound_comes_once(spec: SourceSpec) -> bool:
+    """Whether the source's sound can only be taken as it is decoded (not read again by the recording)."""
+    return spec.is_live or spec.kind == "pipe"
 
 
 def _check_sound_device(choice: str | None, spec: SourceSpec, carried: bool) -> None:
@@ -179,7 +184,8 @@ def build_sinks(config: RunConfig, info: StreamInfo, provenance: Provenance,
         sinks.append(VideoFileSink(out.out_path, fps=info.fps, segment_s=out.out_segment_s, keep=out.out_keep,
                                    audio_from=source if source.kind in ("file", "network") and not info.is_live
                                    else None,  # a file, or a recording served over HTTP
-                                   sound=sound.subscribe("--out") if sound is not None and info.is_live else None))
+                                   sound=sound.subscribe("--out") if sound is not None and (
+                                       info.is_live or source.kind == "pipe") else None))
     if out.events_path is not None:
         target = sys.stdout if str(out.events_path) == "-" else out.events_path
         sinks.append(JsonlEventSink(target, out.alerts, provenance))

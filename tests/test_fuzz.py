@@ -63,7 +63,7 @@ def test_parse_source_gives_a_spec_or_a_stream_guard_error(text: str) -> None:
     except StreamGuardError as e:
         assert str(e)
         return
-    assert isinstance(spec, SourceSpec) and spec.kind in ("file", "network", "webcam", "screen", "demo")
+    assert isinstance(spec, SourceSpec) and spec.kind in ("file", "network", "webcam", "screen", "demo", "pipe")
 
 
 @fuzz

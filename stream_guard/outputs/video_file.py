@@ -134,8 +134,9 @@ class VideoFileSink:
 
     ``audio_from`` (the source file, or a recording's URL, for a run written to one file; opened
     with the source's FFmpeg options) carries the source's sound into the recording
-    (:class:`~stream_guard.outputs.audio_track.AudioTrack`); ``sound`` (a live source's sound
-    feed) carries it into a live recording, every segment included
+    (:class:`~stream_guard.outputs.audio_track.AudioTrack`); ``sound`` (the sound feed of a live
+    source, or of standard input, which cannot be read twice) carries it into the recording, every
+    segment included
     (:class:`~stream_guard.outputs.live_sound.LiveSound`).
     """
 
@@ -265,7 +266,7 @@ class VideoFileSink:
         if self.audio_from is not None and not self._live and self.segment_s is None:
             self._audio = AudioTrack.open(self.audio_from.url, self._container, suffix, self.audio_from.options,
                                           self.audio_from.format)
-        if self.sound is not None and self._live:
+        if self.sound is not None:
             # the sound track starts with the pictures (silence until the first sound comes): a fragmented
             # MP4 or an AVI would otherwise move a later first sound to 0, ahead of its pictures
             first = AAC_PRIMING_SAMPLES if _WRITE_AS_YOU_GO.get(suffix) is FRAGMENTED_MP4 else 0

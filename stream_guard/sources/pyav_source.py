@@ -108,9 +108,14 @@ def _wrap_open_error(spec: SourceSpec, e: Exception) -> SourceError:
             if _web_page(spec.url):
                 return NotAVideoError(f"{name}: is a web page, not a video: give the address of the video itself "
                                       "(an .mp4, an .m3u8 playlist...); for a video site's page, a tool such as "
-                                      "yt-dlp finds it (yt-dlp -g URL)")
+                                      "yt-dlp finds it (yt-dlp -g URL), or pipes it in (yt-dlp -o - URL | "
+                                      "stream-guard watch -)")
             return SourceUnreachableError(f"{name}: cannot open stream: the server closed the connection "
                                           f"or sent no valid reply ({_reason(e)})")
+    if isinstance(e, (av.error.InvalidDataError, av.error.EOFError)) and spec.kind == "pipe":
+        return NotAVideoError(f"{name}: no video FFmpeg can read from a pipe came ({_reason(e)}); an MP4 pipes "
+                              "reliably only with its index at its start (-movflags +faststart), MPEG-TS and "
+                              "Matroska always do (ffmpeg ... -f mpegts -)")
     if isinstance(e, (av.error.InvalidDataError, av.error.EOFError)):
         return NotAVideoError(f"{name}: not a video file FFmpeg can read ({_reason(e)})")
     network = spec.kind == "network"  # (a file's name may well contain "401")
@@ -241,6 +246,9 @@ class PyAVSource(OpensInWith):
     def open(self) -> StreamInfo:
         if self.spec.kind == "file":
             self._check_file()
+        if self.spec.kind == "pipe" and os.isatty(0):  # FFmpeg would wait for a video typed in, for ever
+            raise SourceError("stdin: is the terminal, not a video: pipe one in, e.g. yt-dlp -o - URL | "
+                              "stream-guard watch -")
         # metadata that is not UTF-8 (damaged or foreign files) must not stop us: replace bad bytes
         kwargs: dict = {"options": dict(self.spec.options), "metadata_errors": "replace"}
         if self.spec.format:
@@ -262,10 +270,11 @@ class PyAVSource(OpensInWith):
             raise NotAVideoError(f"{self.spec.display_name}: has no video stream"
                                  + (f" (only {', '.join(others)})" if others else ""))
         fmt = self._container.format.name
-        if self.spec.kind == "file" and fmt in _TEXT_FORMATS:
+        if self.spec.kind in ("file", "pipe") and fmt in _TEXT_FORMATS:
             self.close()
             raise NotAVideoError(f"{self.spec.display_name}: not a video file FFmpeg can read (it is text)")
-        if (self.spec.kind == "file" or self._over_http()) and (fmt.endswith("_pipe") or fmt in _STILL_IMAGE_FORMATS):
+        if (self.spec.kind in ("file", "pipe") or self._over_http()) and (
+                fmt.endswith("_pipe") or fmt in _STILL_IMAGE_FORMATS):
             self.close()
             raise StillImageError(f"{self.spec.display_name}: is a still image ({fmt.removesuffix('_pipe')}), "
                                   "not a video (stream-guard scan judges pictures)")

@@ -55,7 +55,7 @@ class ScreenRegion:
 class SourceSpec:
     """How to open one source with ``av.open``."""
 
-    kind: str  # "file" | "network" | "webcam" | "screen" | "demo"
+    kind: str  # "file" | "network" | "webcam" | "screen" | "demo" | "pipe" (standard input)
     url: str
     display_name: str
     format: str | None = None
@@ -241,6 +241,8 @@ def parse_source(text: str, platform: str = sys.platform) -> SourceSpec:
         raise ConfigError("empty source: give a file, a URL, webcam:N, screen, window:TITLE or demo")
     if text == "demo":
         return SourceSpec("demo", "demo", "demo")
+    if text == "-":  # another program's output: yt-dlp -o - URL | stream-guard watch -
+        return SourceSpec("pipe", "pipe:0", "stdin")
     if text == "screen" or text.startswith(("screen:", "screen@")):
         return _screen_spec(text[len("screen:"):] if text.startswith("screen:") else text[len("screen"):], platform)
     if text.startswith("window:"):
