@@ -390,6 +390,11 @@ def test_cli_rejects_a_bad_webhook_in_one_line(tmp_path) -> None:
     assert res.returncode == 2
     assert res.stderr_lines == ["stream-guard: error: --webhook ftp://example.com/...: "
                                 "only http:// and https:// URLs are supported"]
+    # typed without https://: its host is named, its path (often a secret token) is not
+    res = run_cli("watch", "demo", "--webhook", "hooks.slack.com/services/T0/B0/s3cret", "--max-frames", "1")
+    assert res.returncode == 2
+    assert res.stderr_lines == ["stream-guard: error: --webhook hooks.slack.com/... (no scheme://): "
+                                "only http:// and https:// URLs are supported"]
     res = run_cli("watch", "demo", "--webhook", "teams=https://example.com/hook", "--max-frames", "1")
     assert res.returncode == 2
     assert res.stderr_lines == ["stream-guard: error: --webhook teams=...: unknown format 'teams' "

@@ -192,6 +192,7 @@ def test_credentials_and_tls(two_faces_clip: Path, always_fake_model: Path, tmp_
 
 @pytest.mark.parametrize("url, message", [
     ("http://broker.local", "--mqtt http://broker.local: only mqtt:// and mqtts:// URLs are supported"),
+    ("u:pw@broker.local", "--mqtt broker.local (no scheme://): only mqtt:// and mqtts:// URLs are supported"),
     ("mqtt://", "--mqtt mqtt://: the URL has no host"),
     ("mqtt://broker.local:99999", "--mqtt: not a valid URL (Port out of range 0-65535)"),
     ("mqtt://u:pw@broker.local/a/#", "--mqtt mqtt://broker.local: the topic prefix 'a/#' may not hold '+', '#' "

@@ -91,7 +91,7 @@ def parse_mqtt_url(url: str) -> MqttTarget:
         port = parts.port
     except ValueError as e:
         raise ConfigError(f"--mqtt: not a valid URL ({e})") from e
-    shown = f"{parts.scheme}://{parts.hostname or ''}"
+    shown = f"{parts.scheme}://{parts.hostname or ''}" if "://" in url else f"{url.rsplit('@', 1)[-1]} (no scheme://)"
     if parts.scheme not in PORTS:
         raise ConfigError(f"--mqtt {shown}: only mqtt:// and mqtts:// URLs are supported")
     if not parts.hostname:

@@ -80,7 +80,10 @@ def redact(url: str) -> str:
             netloc += f":{parts.port}"
     except ValueError:
         return "<invalid URL>"
-    return f"{parts.scheme}://{netloc}/..." if parts.scheme else "<invalid URL>"
+    if "://" not in url:  # typed without a scheme (host/path...): its host only, as far as it can be told
+        host = url.split("/", 1)[0].rsplit("@", 1)[-1]
+        return f"{host}/... (no scheme://)" if host else "<invalid URL>"
+    return f"{parts.scheme}://{netloc}/..."
 
 
 @dataclass(frozen=True, slots=True)
