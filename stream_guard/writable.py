@@ -15,6 +15,8 @@ from stream_guard.errors import ConfigError, OutputError
 def check_writable_folder(folder: str | Path, option: str) -> None:
     """Create ``folder`` if need be and write a scratch file in it; :class:`OutputError` if that fails."""
     folder = Path(folder)
+    if folder.exists() and not folder.is_dir():
+        raise OutputError(f"{option} {folder}: is a file, not a folder")
     try:
         folder.mkdir(parents=True, exist_ok=True)
         with tempfile.NamedTemporaryFile(dir=folder, prefix=".stream_guard_write_test_"):

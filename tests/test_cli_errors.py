@@ -181,3 +181,13 @@ def test_an_evaluate_report_over_its_manifest_is_refused(tmp_path: Path) -> None
     result = run_cli("evaluate", "--manifest", str(manifest), "--json", str(tmp_path / "." / "labels.tsv"))
     _assert_one_clear_line(result, "is the manifest: writing it would destroy its labels")
     assert result.returncode == 2 and manifest.read_text() == "file\tlabel\nclip.mp4\treal\n"
+
+
+@pytest.mark.parametrize("option", ["--snapshots", "--clips", "--report"])
+def test_an_output_folder_that_is_a_file_is_named_so(two_faces_clip: Path, tmp_path: Path, option: str) -> None:
+    existing = tmp_path / "notes.txt"
+    existing.write_text("mine")
+    command = "scan" if option == "--report" else "watch"
+    result = run_cli(command, str(two_faces_clip), option, str(existing))
+    _assert_one_clear_line(result, f"{option} {existing}: is a file, not a folder")
+    assert result.returncode == 5 and existing.read_text() == "mine"

@@ -39,6 +39,8 @@ def unused_name(folder: Path, wall_time: float, name: Callable[[float], str]) ->
 def open_evidence_log(folder: Path, log_name: str, option: str) -> IO[str]:
     """Create ``folder`` if needed and open its log for appending; a folder that cannot be
     written is an :class:`OutputError` naming ``option``."""
+    if folder.exists() and not folder.is_dir():
+        raise OutputError(f"{option} {folder}: is a file, not a folder")
     try:
         folder.mkdir(parents=True, exist_ok=True)
         return (folder / log_name).open("a", encoding="utf-8")
