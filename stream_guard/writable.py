@@ -12,13 +12,23 @@ from pathlib import Path
 from stream_guard.errors import ConfigError, OutputError
 
 
-def check_writable_folder(folder: str | Path, option: str) -> None:
-    """Create ``folder`` if need be and write a scratch file in it; :class:`OutputError` if that fails."""
+def make_folder(folder: str | Path, option: str) -> Path:
+    """Create ``folder`` (and its parents) if need be; :class:`OutputError` naming ``option`` if it is a
+    file or cannot be made."""
     folder = Path(folder)
     if folder.exists() and not folder.is_dir():
         raise OutputError(f"{option} {folder}: is a file, not a folder")
     try:
         folder.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise OutputError(f"{option} {folder}: cannot write there ({e.strerror or e})") from e
+    return folder
+
+
+def check_writable_folder(folder: str | Path, option: str) -> None:
+    """Create ``folder`` if need be and write a scratch file in it; :class:`OutputError` if that fails."""
+    folder = make_folder(folder, option)
+    try:
         with tempfile.NamedTemporaryFile(dir=folder, prefix=".stream_guard_write_test_"):
             pass
     except OSError as e:

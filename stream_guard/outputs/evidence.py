@@ -12,6 +12,7 @@ from typing import IO, Any, Callable
 
 from stream_guard.errors import OutputError
 from stream_guard.model.provenance import Provenance
+from stream_guard.writable import make_folder
 
 STAMP_PATTERN = r"\d{8}T\d{6}\.\d{3}Z"
 STEM_PATTERN = rf"{STAMP_PATTERN}_face\d+"
@@ -39,10 +40,8 @@ def unused_name(folder: Path, wall_time: float, name: Callable[[float], str]) ->
 def open_evidence_log(folder: Path, log_name: str, option: str) -> IO[str]:
     """Create ``folder`` if needed and open its log for appending; a folder that cannot be
     written is an :class:`OutputError` naming ``option``."""
-    if folder.exists() and not folder.is_dir():
-        raise OutputError(f"{option} {folder}: is a file, not a folder")
+    make_folder(folder, option)
     try:
-        folder.mkdir(parents=True, exist_ok=True)
         return (folder / log_name).open("a", encoding="utf-8")
     except OSError as e:
         raise OutputError(f"{option} {folder}: cannot write there ({e.strerror or e})") from e
