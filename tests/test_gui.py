@@ -189,6 +189,8 @@ def test_source_errors_show_in_the_status_bar(app: StreamGuardApp, tmp_path: Pat
     assert "no such file" in (app.last_error or "") and app.status_text.startswith("error:")
     app.set_source("gopher://example.com/x")
     assert not app.start() and "unknown URL scheme" in (app.last_error or "")
+    app.set_source("-")  # standard input: a window has none to be piped
+    assert not app.start() and "is for the command line: stream-guard watch -" in (app.last_error or "")
     broken = tmp_path / "broken.mp4"
     broken.write_bytes(b"not a video" * 200)
     app.set_source(str(broken))

@@ -20,7 +20,7 @@ import numpy as np
 
 from stream_guard import WINDOW_TITLE
 from stream_guard.config import ModelOptions, OutputOptions, RunConfig, SourceOptions, analysis_options
-from stream_guard.errors import OutputError, StreamGuardError
+from stream_guard.errors import ConfigError, OutputError, StreamGuardError
 from stream_guard.faces.detector import DetectorOptions
 from stream_guard.file_analysis import IMAGE_SUFFIXES, VIDEO_SUFFIXES
 from stream_guard.gui.bridge import LatestResultSink, PipelineThread
@@ -176,7 +176,10 @@ class StreamGuardApp:
         self._finish_thread()
         text = self.source_var.get().strip()
         try:
-            live = parse_source(text).is_live  # a typo shows at once, before any thread starts
+            spec = parse_source(text)  # a typo shows at once, before any thread starts
+            if spec.kind == "pipe":
+                raise ConfigError("'-' (standard input) is for the command line: stream-guard watch -")
+            live = spec.is_live
             sound = self.config.source.sound_device if live else None  # --sound: for live sources; a file has its own
             config = dataclasses.replace(
                 self.config, source=SourceOptions(spec=text, realtime=bool(self.realtime_var.get()),
