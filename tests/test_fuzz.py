@@ -57,6 +57,8 @@ source_text = st.text() | url_text | st.sampled_from(["demo", "screen", "screen:
 @given(source_text)
 @example("~\x00")  # found by the long run: a NUL made expanduser raise ValueError
 @example("0" * 300)  # found by the long run: a name too long for the file system raised OSError
+@example("FILE://[]")  # found by the long run: urlsplit's ValueError on a file:// URL's IPv6-looking host
+@example("file://[")
 def test_parse_source_gives_a_spec_or_a_stream_guard_error(text: str) -> None:
     try:
         spec = parse_source(text)

@@ -221,7 +221,10 @@ def file_url_path(url: str, platform: str = sys.platform) -> str:
     percent-escapes decoded (``My%20clip.mp4``), ``localhost`` allowed as its host, and a Windows
     drive's leading slash dropped (``file:///C:/Videos/a.mp4``). A URL naming another host is a
     :class:`ConfigError`."""
-    parts = urlsplit(url.strip())
+    try:
+        parts = urlsplit(url.strip())
+    except ValueError as e:  # file://[ : an unclosed IPv6 host
+        raise ConfigError(f"{url}: not a valid file:// URL ({e})") from None
     if parts.netloc not in ("", "localhost"):
         raise ConfigError(f"{url}: a file:// URL on another computer ({parts.netloc}) cannot be read; "
                           "mount its folder and give the path")
