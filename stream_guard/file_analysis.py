@@ -39,6 +39,7 @@ from stream_guard.model.occlusion import Explaining, OcclusionMap, WindowRecorde
 from stream_guard.model.provenance import Provenance
 from stream_guard.outputs.alerts import RAISED, AlertOptions, AlertStateMachine
 from stream_guard.pipeline import Pipeline, RunSummary
+from stream_guard.sources.display import stream_display
 from stream_guard.sources.spec import parse_source, redact_url, url_scheme
 from stream_guard.types import FrameResult, TrackState
 
@@ -203,13 +204,15 @@ def _image_as_clip(path: Path, folder: Path, frames: int) -> Path:
 
 
 def _picture_at(url: str) -> np.ndarray:
-    """The picture at ``url`` (a JPEG, a PNG...), decoded by FFmpeg as RGB."""
+    """The picture at ``url`` (a JPEG, a PNG...), decoded by FFmpeg as RGB and turned as its EXIF orientation says."""
     import av
 
     spec = parse_source(url)
     try:
         with av.open(spec.url, options=spec.options, timeout=STILL_TIMEOUT_S) as container:
-            return next(container.decode(video=0)).to_ndarray(format="rgb24")
+            stream = container.streams.video[0]
+            frame = next(container.decode(stream))
+            return stream_display(stream, frame).apply(frame.to_ndarray(format="rgb24"))
     except (av.FFmpegError, StopIteration) as e:
         raise NotAVideoError(f"{spec.display_name}: the picture could not be decoded ({e})") from None
 

@@ -90,9 +90,22 @@ def orientation_from_matrix(matrix: np.ndarray | list[int]) -> Orientation:
     return UPRIGHT  # degenerate, or not a right angle
 
 
+# A frame's turn anticlockwise in degrees (PyAV's ``VideoFrame.rotation``) as an orientation.
+_TURNS = {0: UPRIGHT, 90: Orientation(True, False, True), -90: Orientation(True, True, False),
+          180: Orientation(False, True, True), -180: Orientation(False, True, True)}
+
+
 def frame_orientation(frame: av.VideoFrame) -> Orientation:
     """The orientation a decoded frame's display matrix asks for (upright when it has none)."""
-    for side_data in frame.side_data:
+    try:
+        listed = list(frame.side_data)
+    except ValueError:
+        # PyAV 18.1 cannot list a frame's side data when one is of a type newer than its table: FFmpeg 8
+        # attaches the EXIF block of each JPEG (camera MJPEG video) so. Its EXIF orientation is also given
+        # as a display matrix, read here through its turn alone (a mirrored EXIF orientation is left
+        # unmirrored).
+        return _TURNS.get(round(frame.rotation), UPRIGHT)
+    for side_data in listed:
         if side_data.type == av.sidedata.sidedata.Type.DISPLAYMATRIX:
             values = np.frombuffer(bytes(side_data), dtype=np.int32)
             if values.size >= 9:
