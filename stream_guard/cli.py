@@ -207,8 +207,7 @@ def _parser() -> argparse.ArgumentParser:
     watch.add_argument("--events", type=Path, metavar="FILE", help="write JSON Lines events ('-' for stdout)")
     watch.add_argument("--realtime", action="store_true", help="pace a file to its frame rate, like a live stream")
     watch.add_argument("--max-frames", type=_count, metavar="N", help="stop after N frames")
-    watch.add_argument("--max-megapixels", type=_megapixels, metavar="M",
-                       help="refuse frames larger than M megapixels (default 9, up to 4K; 8K needs 34)")
+    _add_max_megapixels(watch, "refuse frames larger than M megapixels")
     watch.add_argument("--video-stream", type=_stream_id, metavar="ID",
                        help="analyse this video stream when SOURCE has several: its PID in an MPEG-TS with "
                             "several programs (0x100), its variant in an HLS playlist (0 = the first listed), its "
@@ -297,6 +296,11 @@ def _add_model_options(p: argparse.ArgumentParser) -> None:
                         "marked 'too small' (default 40; 0 judges every face)")
 
 
+def _add_max_megapixels(p: argparse.ArgumentParser, what: str) -> None:
+    p.add_argument("--max-megapixels", type=_megapixels, metavar="M",
+                   help=f"{what} (default 9, up to 4K; 8K needs 34)")
+
+
 def _add_scan_and_gui(sub, common: argparse.ArgumentParser) -> None:
     scan = sub.add_parser("scan", parents=[common], help="score video and image files and folders, write a report",
                           description="PATH: files and folders (searched recursively for videos and images), "
@@ -307,6 +311,8 @@ def _add_scan_and_gui(sub, common: argparse.ArgumentParser) -> None:
     scan.add_argument("--report", type=Path, metavar="DIR",
                       help="write DIR/report.json and DIR/report.html (with plots and thumbnails)")
     scan.add_argument("--max-frames", type=_count, metavar="N", help="analyse at most N frames per file")
+    _add_max_megapixels(scan, "refuse videos whose frames are larger than M megapixels, and shrink larger "
+                              "pictures to M")
     scan.add_argument("--explain", nargs="?", const="fake", choices=("fake", "all"), metavar="fake|all",
                       help="with --report: show what each face's score rests on (an occlusion map of its most "
                            "suspicious window) for the faces judged fake (default), or for all faces; "

@@ -32,7 +32,7 @@ import cv2
 import numpy as np
 
 from stream_guard.alert_replay import AlertTrace
-from stream_guard.config import RunConfig, SourceOptions
+from stream_guard.config import RunConfig
 from stream_guard.errors import NotAVideoError, SourceNotFoundError, StillImageError
 from stream_guard.faces.crop import crop_face
 from stream_guard.model.occlusion import Explaining, OcclusionMap, WindowRecorder
@@ -46,8 +46,9 @@ from stream_guard.types import FrameResult, TrackState
 Scanned = Path | str  # what is analysed: a file, or a recording's URL
 STILL_FRAMES = 10  # a still picture is scored as this many frames at 10 fps
 STILL_TIMEOUT_S = 30.0  # to fetch a picture over the network
+HEIF_SUFFIXES = frozenset({".heic", ".heif"})  # how iPhones save photos: read by pillow-heif (the heic extra)
 # .jfif: how browsers save some JPEGs
-IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".jfif", ".png", ".bmp", ".webp", ".tif", ".tiff"})
+IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".jfif", ".png", ".bmp", ".webp", ".avif", ".tif", ".tiff"}) | HEIF_SUFFIXES
 VIDEO_SUFFIXES = frozenset({".mp4", ".mkv", ".mov", ".avi", ".webm", ".m4v", ".mpg", ".mpeg", ".ts", ".flv", ".wmv",
                             ".3gp", ".3g2",  # older phones
                             ".mts", ".m2ts", ".vob", ".mxf", ".dv",  # camcorders (AVCHD), DVDs, broadcast
@@ -195,12 +196,28 @@ class _Collector:
                 series.peak_crop = crop_face(result.frame.image, face.box, self.crop_size, 0.2)
 
 
-def _image_as_clip(path: Path, folder: Path, frames: int) -> Path:
-    """A still image becomes a short still clip (the model scores sequences)."""
+def read_picture(path: Path) -> np.ndarray:
+    """The RGB picture in the image file at ``path``, turned as its EXIF (or HEIF) orientation says."""
+    if path.suffix.lower() in HEIF_SUFFIXES:
+        return _read_heif(path)
     image = cv2.imread(str(path), cv2.IMREAD_COLOR)
     if image is None:
         raise NotAVideoError(f"{path}: not an image OpenCV can read")
-    return _still_clip(cv2.cvtColor(image, cv2.COLOR_BGR2RGB), folder / (path.stem + ".mkv"), frames)
+    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+
+
+def _read_heif(path: Path) -> np.ndarray:
+    """A HEIC/HEIF photo through libheif, which puts together the tiles a phone stores a photo as (FFmpeg
+    gives each tile alone) and applies its turn and mirror."""
+    try:
+        import pillow_heif
+    except ImportError:
+        raise NotAVideoError(f"{path}: reading HEIC photos needs pillow-heif: "
+                             "pip install 'stream-guard[heic]'") from None
+    try:
+        return np.asarray(pillow_heif.open_heif(str(path), convert_hdr_to_8bit=True).to_pillow().convert("RGB"))
+    except (ValueError, RuntimeError, OSError) as e:
+        raise NotAVideoError(f"{path}: not a HEIC picture pillow-heif can read ({e})") from None
 
 
 def _picture_at(url: str) -> np.ndarray:
@@ -217,10 +234,16 @@ def _picture_at(url: str) -> np.ndarray:
         raise NotAVideoError(f"{spec.display_name}: the picture could not be decoded ({e})") from None
 
 
-def _still_clip(rgb: np.ndarray, out: Path, frames: int) -> Path:
-    """``frames`` copies of one RGB picture as a lossless 10 fps clip at ``out``."""
+def _still_clip(rgb: np.ndarray, out: Path, frames: int, max_megapixels: float) -> Path:
+    """``frames`` copies of one RGB picture as a lossless 10 fps clip at ``out``, shrunk to at most
+    ``max_megapixels`` (the run's limit for a frame: a phone's photo has 12 to 200)."""
     import av
 
+    pixels = rgb.shape[0] * rgb.shape[1]
+    if pixels > max_megapixels * 1e6:
+        scale = (max_megapixels * 1e6 / pixels) ** 0.5
+        size = (max(2, int(rgb.shape[1] * scale)), max(2, int(rgb.shape[0] * scale)))
+        rgb = cv2.resize(rgb, size, interpolation=cv2.INTER_AREA)
     h, w = rgb.shape[0] - rgb.shape[0] % 2, rgb.shape[1] - rgb.shape[1] % 2
     rgb = np.ascontiguousarray(rgb[:h, :w])
     with av.open(str(out), "w") as container:
@@ -245,7 +268,8 @@ def _run_pipeline(source: Scanned, config: RunConfig, max_frames: int | None, ke
                   explaining: Explaining | None) -> tuple[RunSummary, _Collector, WindowRecorder | None]:
     """The pipeline over every frame of ``source``, without pacing or outputs, and what it collected."""
     run_config = dataclasses.replace(
-        config, source=SourceOptions(str(source), max_frames=max_frames, recordings_only=True),
+        config, source=dataclasses.replace(config.source, spec=str(source), max_frames=max_frames, realtime=False,
+                                           drop_oldest=False, recordings_only=True),
         outputs=dataclasses.replace(config.outputs, show=False, out_path=None, events_path=None))
     recorder = None
     if explaining is not None:
@@ -273,20 +297,23 @@ def analyse_file(path: str | Path, config: RunConfig, max_frames: int | None = N
 
     with contextlib.ExitStack() as cleanup:
         folder = scratch or Path(cleanup.enter_context(tempfile.TemporaryDirectory(prefix="stream_guard_still_")))
+
+        def run_still(rgb: np.ndarray) -> tuple[RunSummary, _Collector, WindowRecorder | None]:
+            return run(_still_clip(rgb, folder / (scanned_stem(target) + ".mkv"), STILL_FRAMES,
+                                   config.source.max_megapixels))
+
         if isinstance(target, Path) and target.suffix.lower() in IMAGE_SUFFIXES:
-            summary, collector, recorder = run(_image_as_clip(target, folder, frames=STILL_FRAMES))
+            summary, collector, recorder = run_still(read_picture(target))
         else:
             try:
                 summary, collector, recorder = run(target)
             except StillImageError:  # a picture whatever its name says (a photo saved without its suffix)
-                clip = (_still_clip(_picture_at(target), folder / (scanned_stem(target) + ".mkv"), STILL_FRAMES)
-                        if isinstance(target, str) else _image_as_clip(target, folder, frames=STILL_FRAMES))
-                summary, collector, recorder = run(clip)
+                summary, collector, recorder = run_still(
+                    _picture_at(target) if isinstance(target, str) else read_picture(target))
         if collector.frames == 1 and collector.first_picture is not None:
             # a video of one picture (a still saved as a GIF or a one-frame clip) is scored as a still: a face
             # seen once is never tracked, so it would be "no-face"
-            still = _still_clip(collector.first_picture, folder / (scanned_stem(target) + ".mkv"), STILL_FRAMES)
-            summary, collector, recorder = run(still)
+            summary, collector, recorder = run_still(collector.first_picture)
     tracks = tuple(sorted(collector.tracks.values(), key=lambda t: t.track_id))
     if recorder is not None and explaining is not None:
         _explain(tracks, recorder, summary.provenance.threshold, explaining.every_face)

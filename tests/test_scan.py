@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
+import sys
 from html.parser import HTMLParser
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -14,14 +15,14 @@ import cv2
 import numpy as np
 import pytest
 
-from stream_guard.errors import ConfigError, SourceNotFoundError
-from stream_guard.file_analysis import STILL_FRAMES
+from stream_guard.errors import ConfigError, NotAVideoError, SourceNotFoundError
+from stream_guard.file_analysis import STILL_FRAMES, read_picture
 from stream_guard.model.contract import load_model_spec
 from stream_guard.model.provenance import model_digest
 from stream_guard.scan.collect import collect_files
 from stream_guard.scan.runner import EXIT_FAKE_FOUND
 from tests.conftest import run_cli
-from tests.support.faces import astronaut_head, one_face_moving, two_faces_passing
+from tests.support.faces import astronaut_head, one_face_moving, paste, two_faces_passing
 from tests.support.synth_video import make_test_clip
 
 
@@ -220,6 +221,49 @@ def test_a_still_saved_as_a_one_frame_video_is_scored_as_a_still(tmp_path: Path,
     for name, file in files.items():
         assert file["verdict"] == "real" and len(file["tracks"]) == 1, (name, file)
         assert file["frames"] == STILL_FRAMES, (name, file)
+
+
+def test_phone_photos_are_scored_whatever_their_size_and_format(tmp_path: Path, placeholder_model: Path) -> None:
+    """A phone's 12 MP photo was an error (above the 9 MP limit for a frame, and named by a temporary
+    file); iPhones' HEIC and the web's AVIF pictures were not even looked at. Each is scored now."""
+    import pillow_heif
+    from PIL import Image
+
+    face = astronaut_head()
+    photo = np.full((3024, 4032, 3), 90, np.uint8)
+    paste(photo, face, (2016, 1512), 2000)
+    folder = tmp_path / "camera roll"
+    folder.mkdir()
+    cv2.imwrite(str(folder / "IMG_0001.JPG"), cv2.cvtColor(photo, cv2.COLOR_RGB2BGR))
+    pillow_heif.from_pillow(Image.fromarray(face)).save(str(folder / "IMG_0002.HEIC"), quality=90)
+    assert cv2.imwrite(str(folder / "shared.avif"), cv2.cvtColor(face, cv2.COLOR_RGB2BGR))
+    report = tmp_path / "rep"
+    result = run_cli("scan", str(folder), "--report", str(report), "--model", str(placeholder_model),
+                     "--threshold", "1", timeout=300)
+    assert result.returncode == 0, result.stderr
+    files = {Path(f["file"]).name: f for f in json.loads((report / "report.json").read_text())["files"]}
+    assert sorted(files) == ["IMG_0001.JPG", "IMG_0002.HEIC", "shared.avif"]
+    for name, file in files.items():
+        assert file["verdict"] == "real" and len(file["tracks"]) == 1, (name, file)
+
+
+def test_the_frame_size_limit_scan_names_can_be_raised(clips: Path, placeholder_model: Path) -> None:
+    """scan said "raise it with --max-megapixels" for an 8K video, and did not take that option."""
+    clip = clips / "nested" / "one_face.mp4"  # 640x360: 0.23 MP
+    common = ("--model", str(placeholder_model), "--threshold", "1")
+    refused = run_cli("scan", str(clip), "--max-megapixels", "0.2", *common, timeout=300)
+    assert refused.returncode == 3, refused.stderr
+    assert "is above the limit of 0.2 MP (raise it with --max-megapixels)" in refused.stdout
+    allowed = run_cli("scan", str(clip), "--max-megapixels", "0.3", *common, timeout=300)
+    assert allowed.returncode == 0, allowed.stderr
+    assert allowed.stdout.startswith("real "), allowed.stdout
+
+
+def test_a_heic_photo_without_pillow_heif_is_one_error_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "pillow_heif", None)  # not installed: importing it fails
+    with pytest.raises(NotAVideoError, match=r"IMG_0002.HEIC: reading HEIC photos needs pillow-heif: "
+                                             r"pip install 'stream-guard\[heic\]'"):
+        read_picture(tmp_path / "IMG_0002.HEIC")
 
 
 def test_urls_are_collected_as_they_are_and_file_urls_as_paths(clips: Path) -> None:

@@ -35,7 +35,8 @@ class _OncePerRun(logging.Filter):
 
 def scan_config(args: argparse.Namespace) -> RunConfig:
     """The run configuration shared by every file of the scan."""
-    return RunConfig(source=SourceOptions(spec="demo"),
+    return RunConfig(source=SourceOptions(spec="demo", **({"max_megapixels": args.max_megapixels}
+                                                          if getattr(args, "max_megapixels", None) else {})),
                      model=ModelOptions(model_dir=args.model, provider=args.provider, threshold=args.threshold),
                      detector=DetectorOptions(model=args.detector),
                      analysis=analysis_options(min_face_px=args.min_face_px))
