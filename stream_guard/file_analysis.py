@@ -33,14 +33,14 @@ import numpy as np
 
 from stream_guard.alert_replay import AlertTrace
 from stream_guard.config import RunConfig
-from stream_guard.errors import NotAVideoError, SourceNotFoundError, StillImageError
+from stream_guard.errors import NotAVideoError, StillImageError
 from stream_guard.faces.crop import crop_face
 from stream_guard.model.occlusion import Explaining, OcclusionMap, WindowRecorder
 from stream_guard.model.provenance import Provenance
 from stream_guard.outputs.alerts import RAISED, AlertOptions, AlertStateMachine
 from stream_guard.pipeline import Pipeline, RunSummary
 from stream_guard.sources.display import stream_display
-from stream_guard.sources.spec import parse_source, redact_url, url_scheme
+from stream_guard.sources.spec import missing_file, parse_source, redact_url, url_scheme
 from stream_guard.types import FrameResult, TrackState
 
 Scanned = Path | str  # what is analysed: a file, or a recording's URL
@@ -48,7 +48,8 @@ STILL_FRAMES = 10  # a still picture is scored as this many frames at 10 fps
 STILL_TIMEOUT_S = 30.0  # to fetch a picture over the network
 HEIF_SUFFIXES = frozenset({".heic", ".heif"})  # how iPhones save photos: read by pillow-heif (the heic extra)
 # .jfif: how browsers save some JPEGs
-IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".jfif", ".png", ".bmp", ".webp", ".avif", ".tif", ".tiff"}) | HEIF_SUFFIXES
+IMAGE_SUFFIXES = (frozenset({".jpg", ".jpeg", ".jfif", ".png", ".bmp", ".webp", ".avif", ".tif", ".tiff"})
+                  | HEIF_SUFFIXES)
 VIDEO_SUFFIXES = frozenset({".mp4", ".mkv", ".mov", ".avi", ".webm", ".m4v", ".mpg", ".mpeg", ".ts", ".flv", ".wmv",
                             ".3gp", ".3g2",  # older phones
                             ".mts", ".m2ts", ".vob", ".mxf", ".dv",  # camcorders (AVCHD), DVDs, broadcast
@@ -290,7 +291,7 @@ def analyse_file(path: str | Path, config: RunConfig, max_frames: int | None = N
     ``explaining``: add an occlusion map to each face judged fake, or to every face."""
     target: Scanned = path if isinstance(path, str) and url_scheme(path) not in (None, "file") else Path(path)
     if isinstance(target, Path) and not target.is_file():
-        raise SourceNotFoundError(f"no such file: {target}")
+        raise missing_file(str(target), target)
 
     def run(source: Scanned) -> tuple[RunSummary, _Collector, WindowRecorder | None]:
         return _run_pipeline(source, config, max_frames, keep_trace, explaining)

@@ -21,6 +21,7 @@ from stream_guard.model.contract import load_model_spec
 from stream_guard.model.provenance import model_digest
 from stream_guard.scan.collect import collect_files
 from stream_guard.scan.runner import EXIT_FAKE_FOUND
+from stream_guard.sources.spec import parse_source
 from tests.conftest import run_cli
 from tests.support.faces import astronaut_head, one_face_moving, paste, two_faces_passing
 from tests.support.synth_video import make_test_clip
@@ -264,6 +265,22 @@ def test_a_heic_photo_without_pillow_heif_is_one_error_line(tmp_path: Path, monk
     with pytest.raises(NotAVideoError, match=r"IMG_0002.HEIC: reading HEIC photos needs pillow-heif: "
                                              r"pip install 'stream-guard\[heic\]'"):
         read_picture(tmp_path / "IMG_0002.HEIC")
+
+
+def test_a_broken_link_in_a_folder_is_an_error_not_left_out(tmp_path: Path, placeholder_model: Path) -> None:
+    """A folder of links into a drive that is not mounted: the scan said it found nothing wrong."""
+    folder = tmp_path / "links"
+    folder.mkdir()
+    cv2.imwrite(str(folder / "photo.png"), cv2.cvtColor(astronaut_head(), cv2.COLOR_RGB2BGR))
+    (folder / "party.mp4").symlink_to(tmp_path / "unmounted" / "party.mp4")
+    result = run_cli("scan", str(folder), "--model", str(placeholder_model), "--threshold", "1", timeout=300)
+    assert result.returncode == 3, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0] == (f"error      -    {folder / 'party.mp4'}  ({folder / 'party.mp4'}: is a broken link "
+                        f"(to {tmp_path / 'unmounted' / 'party.mp4'}, which does not exist))"), lines
+    assert lines[1].startswith("real ") and lines[1].endswith("photo.png  (1 face)"), lines
+    with pytest.raises(SourceNotFoundError, match=r"party.mp4: is a broken link \(to .*unmounted/party.mp4"):
+        parse_source(str(folder / "party.mp4"))  # what watch says of it
 
 
 def test_urls_are_collected_as_they_are_and_file_urls_as_paths(clips: Path) -> None:

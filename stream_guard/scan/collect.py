@@ -16,6 +16,10 @@ def is_scannable(path: Path) -> bool:
     return path.suffix.lower() in SCANNED_SUFFIXES and not path.name.startswith(".")
 
 
+def _is_broken_link(path: Path) -> bool:
+    return path.is_symlink() and not path.exists()
+
+
 def collect_files(paths: Iterable[str | Path]) -> list[Scanned]:
     """Files named directly (whatever their suffix) and, inside folders, recursively, every
     video or image file, sorted per folder; URLs as they are (a recording over the network);
@@ -33,8 +37,9 @@ def collect_files(paths: Iterable[str | Path]) -> list[Scanned]:
             continue
         path = Path(file_url_path(str(raw)) if scheme == "file" else raw).expanduser()
         if path.is_dir():
-            candidates = sorted(p for p in path.rglob("*") if p.is_file() and is_scannable(p))
-        elif path.is_file():
+            # a broken link is kept: reported as an error, not silently left unchecked (an unmounted drive)
+            candidates = sorted(p for p in path.rglob("*") if (p.is_file() or _is_broken_link(p)) and is_scannable(p))
+        elif path.is_file() or _is_broken_link(path):
             candidates = [path]
         else:
             raise SourceNotFoundError(f"no such file or folder: {raw}")

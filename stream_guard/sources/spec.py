@@ -234,6 +234,14 @@ def file_url_path(url: str, platform: str = sys.platform) -> str:
     return path
 
 
+def missing_file(text: str, path: Path) -> SourceNotFoundError:
+    """The error for ``path`` (typed as ``text``) that does not exist: a broken link says where it points."""
+    if path.is_symlink():
+        return SourceNotFoundError(f"{text}: is a broken link (to {os.readlink(path)}, which does not exist)")
+    hint = "; a network address needs its scheme: rtsp://..., https://..." if _ADDRESS.match(text) else ""
+    return SourceNotFoundError(f"no such file: {text}{hint}")
+
+
 def parse_source(text: str, platform: str = sys.platform) -> SourceSpec:
     """Parse a source argument; raise a :class:`StreamGuardError` naming the problem. Quotes around
     it (Windows' "Copy as path", a file dragged into a terminal) are not part of it."""
@@ -279,8 +287,7 @@ def parse_source(text: str, platform: str = sys.platform) -> SourceSpec:
     except OSError as e:  # a name the file system cannot hold (too long, say)
         raise SourceNotFoundError(f"no such file: {text} ({e.strerror or e})") from None
     if not exists:
-        hint = "; a network address needs its scheme: rtsp://..., https://..." if _ADDRESS.match(text) else ""
-        raise SourceNotFoundError(f"no such file: {text}{hint}")
+        raise missing_file(text, path)
     if folder:
         raise SourceNotFoundError(f"{text} is a folder, not a video file")
     return SourceSpec("file", str(path), str(path))
