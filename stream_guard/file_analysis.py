@@ -40,6 +40,7 @@ from stream_guard.model.provenance import Provenance
 from stream_guard.outputs.alerts import RAISED, AlertOptions, AlertStateMachine
 from stream_guard.pipeline import Pipeline, RunSummary
 from stream_guard.sources.display import stream_display
+from stream_guard.sources.pyav_source import STILL_IMAGE_BRANDS
 from stream_guard.sources.spec import missing_file, parse_source, redact_url, url_scheme
 from stream_guard.types import FrameResult, TrackState
 
@@ -199,12 +200,22 @@ class _Collector:
 
 def read_picture(path: Path) -> np.ndarray:
     """The RGB picture in the image file at ``path``, turned as its EXIF (or HEIF) orientation says."""
-    if path.suffix.lower() in HEIF_SUFFIXES:
+    if path.suffix.lower() in HEIF_SUFFIXES or _heif_brand(path):
         return _read_heif(path)
     image = cv2.imread(str(path), cv2.IMREAD_COLOR)
     if image is None:
         raise NotAVideoError(f"{path}: not an image OpenCV can read")
     return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+
+
+def _heif_brand(path: Path) -> bool:
+    """Whether the file starts as a HEIF picture does (its ``ftyp`` box's brand), whatever its name."""
+    try:
+        with path.open("rb") as f:
+            head = f.read(12)
+    except OSError:
+        return False
+    return head[4:8] == b"ftyp" and head[8:12].decode("latin-1") in STILL_IMAGE_BRANDS - {"avif"}
 
 
 def _read_heif(path: Path) -> np.ndarray:
@@ -292,6 +303,9 @@ def analyse_file(path: str | Path, config: RunConfig, max_frames: int | None = N
     target: Scanned = path if isinstance(path, str) and url_scheme(path) not in (None, "file") else Path(path)
     if isinstance(target, Path) and not target.is_file():
         raise missing_file(str(target), target)
+    if isinstance(target, str) and Path(urlsplit(target).path).suffix.lower() in HEIF_SUFFIXES:
+        raise NotAVideoError(f"{scanned_name(target)}: HEIC pictures are read from files (FFmpeg cannot put "
+                             "their tiles together): download it, then scan the file")
 
     def run(source: Scanned) -> tuple[RunSummary, _Collector, WindowRecorder | None]:
         return _run_pipeline(source, config, max_frames, keep_trace, explaining)

@@ -121,12 +121,26 @@ def test_text_file(watch, tmp_path: Path) -> None:
     assert_one_error_line(watch(str(path)), 3, str(path), "not a video")
 
 
-@pytest.mark.parametrize("ext,kind", [(".png", "png"), (".jpg", "jpeg"), (".mp4", "png")])
+def _encoded_picture(kind: str, image: np.ndarray) -> bytes:
+    if kind == "heic":  # a tiled photo, as iPhones save them: FFmpeg gives each tile as a stream
+        import io
+
+        import pillow_heif
+        data = io.BytesIO()
+        pillow_heif.from_bytes("RGB", (image.shape[1], image.shape[0]), image.tobytes()).save(data, tile_size=64)
+        return data.getvalue()
+    ok, data = cv2.imencode({"jpeg": ".jpg", "png": ".png", "avif": ".avif"}[kind], image)
+    assert ok
+    return data.tobytes()
+
+
+@pytest.mark.parametrize("ext,kind", [(".png", "png"), (".jpg", "jpeg"), (".mp4", "png"), (".heic", "heic"),
+                                      (".avif", "avif")])
 def test_still_image_is_not_a_video(watch, tmp_path: Path, ext: str, kind: str) -> None:
-    path = tmp_path / f"photo{ext}"
-    image = np.zeros((120, 160, 3), np.uint8)
-    ok, data = cv2.imencode(".jpg" if kind == "jpeg" else ".png", image)
-    path.write_bytes(data.tobytes())  # a PNG renamed .mp4 is still caught by its content
+    """HEIC and AVIF pictures (ISO media files, as MP4s are) were watched as a video of one frame, or of one
+    tile of the photo."""
+    path = tmp_path / f"photo{ext}"  # a PNG renamed .mp4 is still caught by its content
+    path.write_bytes(_encoded_picture(kind, np.zeros((120, 160, 3), np.uint8)))
     assert_one_error_line(watch(str(path)), 3, str(path),
                           f"is a still image ({kind}), not a video (stream-guard scan judges pictures)")
 

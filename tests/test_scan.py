@@ -16,7 +16,8 @@ import numpy as np
 import pytest
 
 from stream_guard.errors import ConfigError, NotAVideoError, SourceNotFoundError
-from stream_guard.file_analysis import STILL_FRAMES, read_picture
+from stream_guard.config import RunConfig, SourceOptions
+from stream_guard.file_analysis import STILL_FRAMES, analyse_file, read_picture
 from stream_guard.model.contract import load_model_spec
 from stream_guard.model.provenance import model_digest
 from stream_guard.scan.collect import collect_files
@@ -236,7 +237,8 @@ def test_phone_photos_are_scored_whatever_their_size_and_format(tmp_path: Path, 
     folder = tmp_path / "camera roll"
     folder.mkdir()
     cv2.imwrite(str(folder / "IMG_0001.JPG"), cv2.cvtColor(photo, cv2.COLOR_RGB2BGR))
-    pillow_heif.from_pillow(Image.fromarray(face)).save(str(folder / "IMG_0002.HEIC"), quality=90)
+    # tiled, as iPhones save them (FFmpeg would give the tiles one by one)
+    pillow_heif.from_pillow(Image.fromarray(face)).save(str(folder / "IMG_0002.HEIC"), quality=90, tile_size=128)
     assert cv2.imwrite(str(folder / "shared.avif"), cv2.cvtColor(face, cv2.COLOR_RGB2BGR))
     report = tmp_path / "rep"
     result = run_cli("scan", str(folder), "--report", str(report), "--model", str(placeholder_model),
@@ -260,7 +262,10 @@ def test_the_frame_size_limit_scan_names_can_be_raised(clips: Path, placeholder_
     assert allowed.stdout.startswith("real "), allowed.stdout
 
 
-def test_a_heic_photo_without_pillow_heif_is_one_error_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_heic_photos_that_cannot_be_read_are_one_error_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    with pytest.raises(NotAVideoError, match=r"^https://example.com/IMG_0002.HEIC: HEIC pictures are read from "
+                                             r"files \(FFmpeg cannot put their tiles together\): download it"):
+        analyse_file("https://example.com/IMG_0002.HEIC", RunConfig(source=SourceOptions("demo")))
     monkeypatch.setitem(sys.modules, "pillow_heif", None)  # not installed: importing it fails
     with pytest.raises(NotAVideoError, match=r"IMG_0002.HEIC: reading HEIC photos needs pillow-heif: "
                                              r"pip install 'stream-guard\[heic\]'"):

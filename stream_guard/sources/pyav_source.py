@@ -34,6 +34,9 @@ log = logging.getLogger(__name__)
 NETWORK_TIMEOUT_S = (5.0, 5.0)
 # FFmpeg demuxers that read one picture: a still image opened as a "video" of one frame.
 _STILL_IMAGE_FORMATS = frozenset({"image2", "webp", "svg"})
+# ISO base media files (the mov demuxer) whose major brand says "one picture": HEIF (ISO/IEC 23008-12:
+# iPhones' HEIC) and AVIF; FFmpeg gives a tiled photo's tiles as separate streams
+STILL_IMAGE_BRANDS = frozenset({"heic", "heix", "heim", "heis", "mif1", "mif2", "avif"})
 # Animated pictures: never live, though FFmpeg gives them no duration over HTTP (it would have to read them).
 _ANIMATION_FORMATS = frozenset({"gif", "apng"})
 # How long a live stream joined between keyframes may send undecodable pictures before its first keyframe.
@@ -273,10 +276,12 @@ class PyAVSource(OpensInWith):
         if self.spec.kind in ("file", "pipe") and fmt in _TEXT_FORMATS:
             self.close()
             raise NotAVideoError(f"{self.spec.display_name}: not a video file FFmpeg can read (it is text)")
+        brand = self._container.metadata.get("major_brand", "") if fmt.startswith("mov,") else ""
         if (self.spec.kind in ("file", "pipe") or self._over_http()) and (
-                fmt.endswith("_pipe") or fmt in _STILL_IMAGE_FORMATS):
+                fmt.endswith("_pipe") or fmt in _STILL_IMAGE_FORMATS or brand in STILL_IMAGE_BRANDS):
             self.close()
-            raise StillImageError(f"{self.spec.display_name}: is a still image ({fmt.removesuffix('_pipe')}), "
+            kind = brand if brand in STILL_IMAGE_BRANDS else fmt.removesuffix("_pipe")
+            raise StillImageError(f"{self.spec.display_name}: is a still image ({kind}), "
                                   "not a video (stream-guard scan judges pictures)")
         hex_ids = fmt in _PID_FORMATS
         try:
