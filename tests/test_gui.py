@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -22,11 +23,11 @@ import pytest
 
 from stream_guard.config import ModelOptions, RunConfig, SourceOptions
 from stream_guard.gui.app import StreamGuardApp, scale_to_fit
-from stream_guard.gui.bridge import LatestResultSink
+from stream_guard.gui.bridge import LatestResultSink, PictureThread
 from stream_guard.gui.sources import list_webcams, source_choices
 from stream_guard.model.contract import OperatingPoint
 from tests.conftest import run_cli
-from tests.support.faces import two_faces_passing
+from tests.support.faces import astronaut_head, two_faces_passing
 from tests.support.synth_video import make_test_clip
 from tests.support.xvfb import SCREEN
 from tools.placeholder_model import write_placeholder_model
@@ -198,6 +199,30 @@ def test_source_errors_show_in_the_status_bar(app: StreamGuardApp, tmp_path: Pat
     assert pump_until(app, lambda: not app.running and app.last_error is not None)
     assert "not a video" in app.last_error and "\n" not in app.last_error
     assert app.start_button.instate(["!disabled"])
+
+
+@linux_only
+def test_a_picture_opened_in_the_app_gets_its_verdict(app: StreamGuardApp, xvfb: int, tmp_path: Path) -> None:
+    """"Open a video or image" offered pictures, then Start said "not a video": a picture is now scored as
+    scan scores it, shown with its face marked, its verdict in the status bar."""
+    photo = tmp_path / "photo.jpg"
+    cv2.imwrite(str(photo), cv2.cvtColor(astronaut_head(), cv2.COLOR_RGB2BGR))
+    app.set_source(str(photo))
+    assert app.start(), app.last_error
+    assert isinstance(app.pipeline_thread, PictureThread)
+    assert pump_until(app, lambda: app.pipeline_thread is None), app.status_text  # ended, and the app saw it
+    assert app.last_error is None, app.last_error
+    assert re.fullmatch(r"picture: (real|fake) [01]\.\d{3} \(1 face\) \| model untrained-placeholder 0\.0\.0, "
+                        r"threshold 0\.500", app.status_text), app.status_text
+    assert app.frames_shown >= 1 and len(app.panel.rows) == 1
+    x, y, w, h = app.view_geometry()
+    view = grab_screen(xvfb)[y:y + h, x:x + w].astype(np.int16)
+    assert view.std() > 20, "the picture should show"
+    blank = tmp_path / "wall.png"
+    cv2.imwrite(str(blank), np.full((240, 320, 3), 128, np.uint8))
+    app.set_source(str(blank))
+    assert app.start() and pump_until(app, lambda: app.pipeline_thread is None)
+    assert app.status_text.startswith("picture: no face found |"), app.status_text
 
 
 @linux_only

@@ -1,7 +1,7 @@
 """The desktop app: pick a source, Start/Stop, the live annotated view, a per-face panel and
 a status bar. All Tk calls happen on the Tk (main) thread; the pipeline runs on a
-:class:`PipelineThread` and hands results over through :class:`LatestResultSink`, which the
-Tk thread polls with ``after()``.
+:class:`PipelineThread` (a picture: a :class:`PictureThread`, scored as ``scan`` scores it) and
+hands results over through :class:`LatestResultSink`, which the Tk thread polls with ``after()``.
 """
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ import signal
 import sys
 import threading
 import tkinter as tk
+from pathlib import Path
 from tkinter import filedialog, messagebox, ttk
 
 import cv2
@@ -22,8 +23,8 @@ from stream_guard import WINDOW_TITLE
 from stream_guard.config import ModelOptions, OutputOptions, RunConfig, SourceOptions, analysis_options
 from stream_guard.errors import ConfigError, OutputError, StreamGuardError
 from stream_guard.faces.detector import DetectorOptions
-from stream_guard.file_analysis import IMAGE_SUFFIXES, VIDEO_SUFFIXES
-from stream_guard.gui.bridge import LatestResultSink, PipelineThread
+from stream_guard.file_analysis import IMAGE_SUFFIXES, VIDEO_SUFFIXES, FileAnalysis
+from stream_guard.gui.bridge import LatestResultSink, PictureThread, PipelineThread
 from stream_guard.gui.panel import FacePanel
 from stream_guard.gui.sources import source_choices
 from stream_guard.model.contract import ModelSpec
@@ -69,7 +70,7 @@ class StreamGuardApp:
         self.last_error: str | None = None
         self.spec: ModelSpec | None = None
         self._sink: LatestResultSink | None = None
-        self._thread: PipelineThread | None = None
+        self._thread: PipelineThread | PictureThread | None = None
         self._after_id: str | None = None
         self._closed = False
         self._close_requested = threading.Event()
@@ -138,7 +139,7 @@ class StreamGuardApp:
         return str(self.warning_label.cget("text"))
 
     @property
-    def pipeline_thread(self) -> PipelineThread | None:
+    def pipeline_thread(self) -> PipelineThread | PictureThread | None:
         return self._thread
 
     def set_source(self, text: str) -> None:
@@ -179,6 +180,8 @@ class StreamGuardApp:
             spec = parse_source(text)  # a typo shows at once, before any thread starts
             if spec.kind == "pipe":
                 raise ConfigError("'-' (standard input) is for the command line: stream-guard watch -")
+            picture = Path(spec.url) if spec.kind == "file" and Path(spec.url).suffix.lower() in IMAGE_SUFFIXES \
+                else None
             live = spec.is_live
             sound = self.config.source.sound_device if live else None  # --sound: for live sources; a file has its own
             config = dataclasses.replace(
@@ -194,11 +197,12 @@ class StreamGuardApp:
         self.last_error = None
         self._show_model(self.spec)
         self._sink = LatestResultSink()
-        self._thread = PipelineThread(config, self._sink)
+        self._thread = PipelineThread(config, self._sink) if picture is None else \
+            PictureThread(config, self._sink, picture)
         self._thread.start()
         self.start_button.configure(state="disabled")
         self.stop_button.configure(state="normal")
-        self._set_status(f"starting {text}…")
+        self._set_status(f"{'starting' if picture is None else 'scoring the picture'} {text}…")
         return True
 
     def stop(self, timeout: float = 30.0) -> bool:
@@ -279,7 +283,9 @@ class StreamGuardApp:
         self.stop_button.configure(state="disabled")
         if thread.error is not None:
             self._show_error(thread.error)
-        elif thread.summary is not None:
+        elif isinstance(thread, PictureThread) and thread.analysis is not None:
+            self._set_status(f"{picture_verdict(thread.analysis)} | {self._model_text()}")
+        elif isinstance(thread, PipelineThread) and thread.summary is not None:
             s = thread.summary
             how = "stopped" if s.interrupted else "finished"
             self._set_status(f"{how}: {s.frames_processed} frames in {s.duration_s:.1f} s "
@@ -353,6 +359,15 @@ class StreamGuardApp:
         path = filedialog.askopenfilename(parent=self.root, title="Open a video or image", filetypes=FILE_TYPES)
         if path:
             self.set_source(path)
+
+
+def picture_verdict(analysis: FileAnalysis) -> str:
+    """``picture: fake 0.912 (1 face)``: a picture's verdict as ``scan`` gives it."""
+    if analysis.score is None:
+        return "picture: no face found" + (" (faces too small to judge)" if analysis.faces_too_small else "")
+    faces = sum(1 for track in analysis.tracks if track.scores)
+    verdict = "fake" if analysis.score >= analysis.provenance.threshold else "real"
+    return f"picture: {verdict} {analysis.score:.3f} ({faces} face{'s' if faces != 1 else ''})"
 
 
 def gui_config(args: argparse.Namespace, outputs: OutputOptions = OutputOptions()) -> RunConfig:

@@ -3,16 +3,19 @@
 :class:`LatestResultSink` is a pipeline output that keeps only the newest
 :class:`FrameResult` in a one-slot queue; the Tk thread takes it when it polls.
 :class:`PipelineThread` runs one :class:`Pipeline` on a background thread and keeps how
-it ended (summary or error) for the Tk thread to read. Neither touches Tk.
+it ended (summary or error) for the Tk thread to read; :class:`PictureThread` scores a picture
+as ``scan`` does. None of them touches Tk.
 """
 from __future__ import annotations
 
 import logging
 import queue
 import threading
+from pathlib import Path
 
 from stream_guard.config import RunConfig
 from stream_guard.errors import StreamGuardError
+from stream_guard.file_analysis import FileAnalysis, analyse_file
 from stream_guard.pipeline import Pipeline, RunSummary
 from stream_guard.types import FrameResult, StreamInfo
 
@@ -56,26 +59,57 @@ class LatestResultSink:
         pass
 
 
-class PipelineThread(threading.Thread):
-    """Runs ``Pipeline(config, [sink]).run()``; afterwards ``summary`` or ``error`` says how it ended."""
+class _RunThread(threading.Thread):
+    """Runs ``_work`` in the background; afterwards ``error`` says why it failed (None if it did not)."""
 
-    def __init__(self, config: RunConfig, sink: LatestResultSink) -> None:
-        super().__init__(name="gui-pipeline", daemon=True)
-        self.pipeline = Pipeline(config, extra_sinks=[sink])
-        self.summary: RunSummary | None = None
+    def __init__(self, name: str) -> None:
+        super().__init__(name=name, daemon=True)
         self.error: str | None = None
+
+    def _work(self) -> None:
+        raise NotImplementedError
 
     def run(self) -> None:
         try:
-            self.summary = self.pipeline.run()
+            self._work()
         except StreamGuardError as e:
             self.error = str(e)
         except Exception as e:
-            log.exception("the pipeline failed")
+            log.exception("the analysis failed")
             self.error = f"internal error: {type(e).__name__}: {e}"
+
+
+class PipelineThread(_RunThread):
+    """Runs ``Pipeline(config, [sink]).run()``; afterwards ``summary`` or ``error`` says how it ended."""
+
+    def __init__(self, config: RunConfig, sink: LatestResultSink) -> None:
+        super().__init__("gui-pipeline")
+        self.pipeline = Pipeline(config, extra_sinks=[sink])
+        self.summary: RunSummary | None = None
+
+    def _work(self) -> None:
+        self.summary = self.pipeline.run()
 
     def stop(self, timeout: float = 30.0) -> bool:
         """Ask the pipeline to stop and wait for this thread; True if it ended."""
         self.pipeline.stop()
+        self.join(timeout)
+        return not self.is_alive()
+
+
+class PictureThread(_RunThread):
+    """Scores the picture at ``path`` as ``stream-guard scan`` does (a one-second still), each annotated
+    frame going to ``sink``; afterwards ``analysis`` or ``error`` says how it ended."""
+
+    def __init__(self, config: RunConfig, sink: LatestResultSink, path: Path) -> None:
+        super().__init__("gui-picture")
+        self.config, self.sink, self.path = config, sink, path
+        self.analysis: FileAnalysis | None = None
+
+    def _work(self) -> None:
+        self.analysis = analyse_file(self.path, self.config, on_frame=self.sink.write)
+
+    def stop(self, timeout: float = 30.0) -> bool:
+        """Wait for the picture's score (a second or two: a still is ten frames); True if it came."""
         self.join(timeout)
         return not self.is_alive()
