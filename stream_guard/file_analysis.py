@@ -24,7 +24,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import tempfile
-from collections.abc import Callable
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -39,6 +39,7 @@ from stream_guard.faces.crop import crop_face
 from stream_guard.model.occlusion import Explaining, OcclusionMap, WindowRecorder
 from stream_guard.model.provenance import Provenance
 from stream_guard.outputs.alerts import RAISED, AlertOptions, AlertStateMachine
+from stream_guard.outputs.base import Sink
 from stream_guard.pipeline import Pipeline, RunSummary
 from stream_guard.sources.display import stream_display
 from stream_guard.sources.pyav_source import STILL_IMAGE_BRANDS
@@ -161,7 +162,7 @@ class _Collector:
     """Receives every FrameResult on the analysis thread and keeps per-track series."""
 
     def __init__(self, alerts: AlertOptions, crop_size: int = 160, keep_trace: bool = False,
-                 recorder: WindowRecorder | None = None, on_frame: Callable[[FrameResult], None] | None = None) -> None:
+                 recorder: WindowRecorder | None = None) -> None:
         self.tracks: dict[int, TrackSeries] = {}
         self.frames = 0
         self.last_pts = 0.0
@@ -172,7 +173,6 @@ class _Collector:
         self.small_faces: set[int] = set()  # faces seen below the minimum face size
         self.recorder = recorder
         self.first_picture: np.ndarray | None = None  # kept while it is the only frame
-        self.on_frame = on_frame
 
     def __call__(self, result: FrameResult) -> None:
         self.frames += 1
@@ -183,8 +183,6 @@ class _Collector:
             self.trace.add(result)
         if self.recorder is not None:
             self.recorder.add(result)
-        if self.on_frame is not None:
-            self.on_frame(result)
         for face in result.faces:
             if face.too_small and face.state is TrackState.CONFIRMED:
                 self.small_faces.add(face.track_id)
@@ -281,7 +279,7 @@ def _explain(tracks: tuple[TrackSeries, ...], recorder: WindowRecorder, threshol
 
 
 def _run_pipeline(source: Scanned, config: RunConfig, max_frames: int | None, keep_trace: bool,
-                  explaining: Explaining | None, on_frame: Callable[[FrameResult], None] | None,
+                  explaining: Explaining | None, sinks: Sequence[Sink],
                   ) -> tuple[RunSummary, _Collector, WindowRecorder | None]:
     """The pipeline over every frame of ``source``, without pacing or outputs, and what it collected."""
     run_config = dataclasses.replace(
@@ -292,21 +290,21 @@ def _run_pipeline(source: Scanned, config: RunConfig, max_frames: int | None, ke
     if explaining is not None:
         keep_from = 0.0 if explaining.every_face else explaining.explainer.scorer.threshold
         recorder = WindowRecorder(explaining.explainer, keep_from)
-    collector = _Collector(config.outputs.alerts, keep_trace=keep_trace, recorder=recorder, on_frame=on_frame)
-    summary = Pipeline(run_config, on_result=collector).run()
+    collector = _Collector(config.outputs.alerts, keep_trace=keep_trace, recorder=recorder)
+    summary = Pipeline(run_config, extra_sinks=sinks, on_result=collector).run()
     return summary, collector, recorder
 
 
 def analyse_file(path: str | Path, config: RunConfig, max_frames: int | None = None,
                  scratch: Path | None = None, keep_trace: bool = False,
                  explaining: Explaining | None = None,
-                 on_frame: Callable[[FrameResult], None] | None = None) -> FileAnalysis:
+                 sinks: Sequence[Sink] = ()) -> FileAnalysis:
     """Run the real pipeline over one file, or a recording at a URL (every frame, no pacing), and summarise it.
     Images are scored as a one-second still clip, written in ``scratch`` (a temporary folder if None).
     A live stream is refused (:class:`SourceError`): it has no end to analyse to.
     ``keep_trace``: keep every frame's window scores (``trace``), about 20 MB an hour of 30 fps video with one face.
     ``explaining``: add an occlusion map to each face judged fake, or to every face.
-    ``on_frame``: called with each frame's result (annotated) on the analysis thread, as it comes."""
+    ``sinks``: outputs that also receive the run's frames (a progress bar, a window)."""
     target: Scanned = path if isinstance(path, str) and url_scheme(path) not in (None, "file") else Path(path)
     if isinstance(target, Path) and not target.is_file():
         raise missing_file(str(target), target)
@@ -315,7 +313,7 @@ def analyse_file(path: str | Path, config: RunConfig, max_frames: int | None = N
                              "their tiles together): download it, then scan the file")
 
     def run(source: Scanned) -> tuple[RunSummary, _Collector, WindowRecorder | None]:
-        return _run_pipeline(source, config, max_frames, keep_trace, explaining, on_frame)
+        return _run_pipeline(source, config, max_frames, keep_trace, explaining, sinks)
 
     with contextlib.ExitStack() as cleanup:
         folder = scratch or Path(cleanup.enter_context(tempfile.TemporaryDirectory(prefix="stream_guard_still_")))

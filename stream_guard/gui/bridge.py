@@ -107,7 +107,7 @@ class PictureThread(_RunThread):
         self.analysis: FileAnalysis | None = None
 
     def _work(self) -> None:
-        self.analysis = analyse_file(self.path, self.config, on_frame=self.sink.write)
+        self.analysis = analyse_file(self.path, self.config, sinks=[self.sink])
 
     def stop(self, timeout: float = 30.0) -> bool:
         """Wait for the picture's score (a second or two: a still is ten frames); True if it came."""

@@ -19,6 +19,7 @@ from stream_guard.file_analysis import FileAnalysis, Scanned, analyse_file
 from stream_guard.model.contract import ModelSpec
 from stream_guard.model.occlusion import Explaining
 from stream_guard.model.provenance import Provenance
+from stream_guard.outputs.base import Sink
 
 log = logging.getLogger(__name__)
 
@@ -76,11 +77,12 @@ class ScanResult:
 
 
 def analyse_one(path: Scanned, config: RunConfig, scratch: Path, max_frames: int | None = None,
-                explaining: Explaining | None = None) -> FileOutcome:
+                explaining: Explaining | None = None, sinks: Sequence[Sink] = ()) -> FileOutcome:
     """Analyse one file; an error about the file itself becomes an ``error`` outcome."""
     start = time.monotonic()
     try:
-        analysis = analyse_file(path, config, max_frames=max_frames, scratch=scratch, explaining=explaining)
+        analysis = analyse_file(path, config, max_frames=max_frames, scratch=scratch, explaining=explaining,
+                                sinks=sinks)
     except (ModelError, ConfigError):
         raise
     except StreamGuardError as e:
@@ -92,10 +94,12 @@ def analyse_one(path: Scanned, config: RunConfig, scratch: Path, max_frames: int
 def scan_files(files: Sequence[Scanned], config: RunConfig, spec: ModelSpec,
                on_file: Callable[[FileOutcome], None] | None = None,
                should_stop: Callable[[], bool] = lambda: False,
-               max_frames: int | None = None, explaining: Explaining | None = None) -> ScanResult:
+               max_frames: int | None = None, explaining: Explaining | None = None,
+               file_sinks: Callable[[Scanned], Sequence[Sink]] = lambda _path: ()) -> ScanResult:
     """Analyse ``files`` in order; ``on_file`` is called after each one. ``should_stop`` is
     checked between files (an interrupted scan keeps what it has and says so). ``explaining``:
-    add occlusion maps to the faces it asks for."""
+    add occlusion maps to the faces it asks for. ``file_sinks``: outputs that also receive a file's
+    frames (a progress bar)."""
     result = ScanResult(Provenance.of(spec, config.model.threshold))
     start = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="stream_guard_scan_") as scratch:
@@ -104,7 +108,7 @@ def scan_files(files: Sequence[Scanned], config: RunConfig, spec: ModelSpec,
                 result.interrupted = True
                 break
             try:
-                outcome = analyse_one(path, config, Path(scratch), max_frames, explaining)
+                outcome = analyse_one(path, config, Path(scratch), max_frames, explaining, file_sinks(path))
             except KeyboardInterrupt:
                 result.interrupted = True
                 break
