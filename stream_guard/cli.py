@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import errno
 import json
 import logging
@@ -421,17 +422,26 @@ def _serve_outputs(args: argparse.Namespace) -> dict:
     return {"serve": serve_options(args.serve, args.serve_token_file)}
 
 
-def _run_with_signals(config):
-    """Run a pipeline; SIGINT/SIGTERM ask it to stop cleanly (outputs are finalised)."""
+def _run_with_signals(config, progress: bool = False):
+    """Run a pipeline; SIGINT/SIGTERM ask it to stop cleanly (outputs are finalised). ``progress``: a bar of
+    a file's frames on stderr when it is a terminal (log lines then print above it)."""
+    from tqdm.contrib.logging import logging_redirect_tqdm
+
+    from stream_guard.outputs.progress import FrameProgress
     from stream_guard.pipeline import Pipeline
     from stream_guard.service import ServiceHeartbeat
+    from stream_guard.sources.spec import parse_source
 
     service = ServiceHeartbeat.from_environment()  # started by systemd (Type=notify)
-    pipeline = Pipeline(config, service=service)
+    bar = progress and sys.stderr.isatty()
+    sinks = [FrameProgress(parse_source(config.source.spec).display_name, sys.stderr,
+                           config.source.max_frames)] if bar else []
+    pipeline = Pipeline(config, extra_sinks=sinks, service=service)
     handler: Callable = lambda signum, frame: pipeline.stop()  # noqa: E731
     previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
-        return pipeline.run()
+        with logging_redirect_tqdm() if bar else contextlib.nullcontext():
+            return pipeline.run()
     finally:
         for s, h in previous.items():
             signal.signal(s, h)
@@ -453,7 +463,7 @@ def _print_summary(summary, stream=sys.stderr) -> None:
 
 def cmd_watch(args: argparse.Namespace) -> int:
     config = _config(args, args.source, args.out, args.events, args.realtime, args.max_frames)
-    summary = _run_with_signals(config)
+    summary = _run_with_signals(config, progress=args.events != Path("-"))  # not between events on the terminal
     _print_summary(summary)
     return EXIT_INTERRUPTED if summary.interrupted else EXIT_OK
 

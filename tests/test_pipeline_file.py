@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import re
 from collections import defaultdict
 from pathlib import Path
 
@@ -11,6 +12,7 @@ import numpy as np
 from stream_guard.config import ModelOptions, RunConfig, SourceOptions
 from stream_guard.pipeline import Pipeline
 from tests.conftest import run_cli
+from tests.support.terminal import run_on_a_terminal
 
 EVENT_FIELDS = {"type", "stream_time_s", "wall_time", "track_id", "box", "score", "verdict"}
 
@@ -53,6 +55,23 @@ def test_cli_watch_file_writes_every_frame_and_events(two_faces_clip: Path, plac
     assert both[:len(records)] == records and len(both) > len(records)
     assert both[len(records)]["type"] == "start" and both[-1]["type"] == "summary"
     assert _count_frames(out) == 90 and sorted(p.name for p in tmp_path.iterdir()) == ["ev.jsonl", "out.mp4"]
+
+
+def test_watch_shows_a_files_frames_on_a_terminal(two_faces_clip: Path, placeholder_model: Path,
+                                                  tmp_path: Path) -> None:
+    """watch FILE --out printed nothing until the end of a long file; on a terminal a bar counts its frames
+    (not when the events go to the same terminal, nor to a log or a pipe)."""
+    out = tmp_path / "out.mp4"
+    code, shown = run_on_a_terminal(["watch", str(two_faces_clip), "--out", str(out), "--model",
+                                     str(placeholder_model)])
+    assert code == 0, shown
+    bars = [line for line in shown.replace("\r", "\n").splitlines() if "frame/s" in line]
+    assert any(re.search(r"two_faces\.mp4: +\d+%\|.*\| +[1-9]\d*/90 \[", line) for line in bars), shown
+    assert _count_frames(out) == 90
+    code, shown = run_on_a_terminal(["watch", str(two_faces_clip), "--events", "-", "--model",
+                                     str(placeholder_model)])
+    assert code == 0 and '"type":"start"' in shown and "frame/s" not in shown, shown
+    assert "frame/s" not in run_cli("watch", str(two_faces_clip), "--model", str(placeholder_model)).stderr
 
 
 def test_two_moving_faces_keep_two_stable_ids(two_faces_clip: Path, placeholder_model: Path) -> None:

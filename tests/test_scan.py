@@ -25,6 +25,7 @@ from stream_guard.scan.collect import collect_files
 from stream_guard.scan.runner import EXIT_FAKE_FOUND
 from stream_guard.sources.spec import parse_source
 from tests.conftest import run_cli
+from tests.support.terminal import run_on_a_terminal
 from tests.support.faces import astronaut_head, one_face_moving, paste, two_faces_passing
 from tests.support.synth_video import make_test_clip
 
@@ -289,40 +290,10 @@ def test_a_broken_link_in_a_folder_is_an_error_not_left_out(tmp_path: Path, plac
         parse_source(str(folder / "party.mp4"))  # what watch says of it
 
 
-def _run_on_a_terminal(args: list[str], timeout: float = 300) -> tuple[int, str]:
-    """Run ``python -m stream_guard ARGS`` on a real pseudo-terminal of 120 columns; its exit code and all
-    it wrote there."""
-    import fcntl
-    import os
-    import select
-    import struct
-    import termios
-
-    controller, terminal = os.openpty()
-    fcntl.ioctl(terminal, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 120, 0, 0))
-    proc = subprocess.Popen([sys.executable, "-m", "stream_guard", *args], stdin=terminal, stdout=terminal,
-                            stderr=terminal, cwd=Path(__file__).resolve().parents[1])
-    os.close(terminal)
-    out = bytearray()
-    try:
-        while select.select([controller], [], [], timeout)[0]:
-            try:
-                chunk = os.read(controller, 65536)
-            except OSError:  # the terminal closed: the program has ended
-                break
-            if not chunk:
-                break
-            out += chunk
-        return proc.wait(timeout=30), out.decode("utf-8", "replace")
-    finally:
-        proc.kill()
-        os.close(controller)
-
-
 def test_a_long_file_shows_its_frames_on_a_terminal(clips: Path, placeholder_model: Path) -> None:
     """The files' bar stood at 0/1 for all of a long video: on a terminal a second bar counts its frames."""
     clip = clips / "nested" / "one_face.mp4"  # 60 frames
-    code, shown = _run_on_a_terminal(["scan", str(clip), "--model", str(placeholder_model), "--threshold", "1"])
+    code, shown = run_on_a_terminal(["scan", str(clip), "--model", str(placeholder_model), "--threshold", "1"])
     assert code == 0, shown
     frame_bars = [line for line in shown.replace("\r", "\n").splitlines() if "frame/s" in line]
     assert frame_bars and all("one_face.mp4: " in line for line in frame_bars), shown  # a long path by its end

@@ -16,9 +16,9 @@ from stream_guard.config import ModelOptions, RunConfig, SourceOptions, analysis
 from stream_guard.errors import ConfigError, SourceError
 from stream_guard.faces.detector import DetectorOptions
 from stream_guard.file_analysis import Scanned, scanned_name
+from stream_guard.outputs.progress import FrameProgress
 from stream_guard.pipeline import build_explainer, load_model
 from stream_guard.scan.collect import collect_files
-from stream_guard.scan.progress import FrameProgress
 from stream_guard.scan.report import write_report
 from stream_guard.model.occlusion import Explaining
 from stream_guard.scan.runner import FileOutcome, ScanResult, scan_files
@@ -102,7 +102,7 @@ def run_scan(args: argparse.Namespace, out: TextIO = sys.stdout, err: TextIO = s
                     tqdm.write(outcome_line(outcome), file=out)
 
             def file_sinks(path: Scanned) -> list[FrameProgress]:
-                return [FrameProgress(scanned_name(path), err, args.max_frames)] if err.isatty() else []
+                return [FrameProgress(scanned_name(path), err, args.max_frames, position=1)] if err.isatty() else []
 
             result = scan_files(files, config, spec, on_file=on_file, should_stop=stop.is_set,
                                 max_frames=args.max_frames, explaining=explaining, file_sinks=file_sinks)

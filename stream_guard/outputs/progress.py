@@ -1,4 +1,4 @@
-"""The frames of the file being scanned, as a second progress bar under the files' bar."""
+"""The frames of a file being read, as a progress bar on the terminal (``scan``, ``watch FILE``)."""
 from __future__ import annotations
 
 from typing import TextIO
@@ -11,26 +11,30 @@ _LABEL_CHARS = 40  # a long path is shown by its end
 
 
 class FrameProgress:
-    """A lossy sink that draws a bar of the current file's frames (their count when the file says it): a long
-    video otherwise leaves the files' bar still for many minutes, as if the scan had hung. It may be opened
-    again (a still is scored after its first run) and is closed with the file."""
+    """A lossy sink that draws a bar of a file's frames (out of their count when the file gives it): a long
+    video otherwise shows nothing for many minutes, as if the run had hung. A live stream has no end to
+    count to: it gets no bar. The sink may be opened again (scan scores a still after a first run).
+    ``position``: the bar's line, counted from the cursor's (1: under ``scan``'s files bar)."""
 
     name = "scan-progress"
     lossless = False
 
-    def __init__(self, label: str, err: TextIO, max_frames: int | None = None) -> None:
+    def __init__(self, label: str, err: TextIO, max_frames: int | None = None, position: int = 0) -> None:
         self._label = label if len(label) <= _LABEL_CHARS else "…" + label[-(_LABEL_CHARS - 1):]
         self._err = err
         self._max_frames = max_frames
+        self._position = position
         self._bar: tqdm | None = None
 
     def open(self, info: StreamInfo) -> None:
         self.close()
+        if info.is_live:
+            return
         total = info.frame_count
         if total is not None and self._max_frames is not None:
             total = min(total, self._max_frames)
-        self._bar = tqdm(total=total, desc=self._label, unit="frame", leave=False, position=1, file=self._err,
-                         dynamic_ncols=True)
+        self._bar = tqdm(total=total, desc=self._label, unit="frame", leave=False, position=self._position,
+                         file=self._err, dynamic_ncols=True)
 
     def write(self, result: FrameResult) -> None:
         if self._bar is not None:  # frames skipped while the bar was drawn still count: go by the index
