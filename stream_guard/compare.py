@@ -43,7 +43,8 @@ def load_scored_files(path: str | Path) -> tuple[str, dict[str, ScoredFile]]:
     files = {}
     for entry in report["files"]:
         try:
-            key = Path(os.path.relpath(entry["file"], root)).as_posix()
+            file = entry["file"]
+            key = file if "://" in file else Path(os.path.relpath(file, root)).as_posix()  # a URL as it is
             files[key] = ScoredFile(LABELS[entry["label"]], float(entry["score"]))
         except (KeyError, TypeError, ValueError) as e:
             raise ConfigError(f"report {path}: malformed file entry {entry!r}") from e

@@ -1,7 +1,8 @@
 """``stream-guard evaluate``: detection quality on a user's labelled clips.
 
 The manifest is a TSV with at least the columns ``file`` (relative to the manifest's
-folder; videos or images) and ``label`` (``real`` / ``fake``); other columns are ignored.
+folder, or absolute, or the URL of a recording; videos or images) and ``label`` (``real`` / ``fake``);
+other columns are ignored.
 A file's family is its file name up to the first ``_``. Scores per file are described in
 :mod:`stream_guard.file_analysis`. Files in which no face is found are counted and listed,
 and left out of AUC, EER and accuracy (they have no score).
@@ -40,16 +41,18 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence, TextIO
+from urllib.parse import urlsplit
 
 from stream_guard.alert_replay import AlertTrace, false_alert_thresholds
 from stream_guard.config import RunConfig
 from stream_guard.errors import ConfigError, SourceError
-from stream_guard.file_analysis import analyse_file
+from stream_guard.file_analysis import Scanned, analyse_file, scanned_name
 from stream_guard.model.contract import OperatingPoint
 from stream_guard.model.provenance import Provenance
 from stream_guard.model.smoothing import SmoothingOptions
 from stream_guard.outputs.alerts import AlertOptions
 from stream_guard.pipeline import load_model
+from stream_guard.sources.spec import file_url_path, parse_source, url_scheme
 from stream_guard.scoring import (  # noqa: F401 (re-exported: evaluate's public API)
     AUC_INTERVAL_LEVEL, AUC_INTERVAL_RESAMPLES, FALSE_ALARM_TARGETS, LABELS, eer, false_alarm_thresholds,
     family_of, metrics, metrics_by_family, shares_flagged)
@@ -60,7 +63,7 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class ManifestRow:
-    path: Path
+    path: Scanned  # a file, or a recording's URL
     label: str
     family: str
 
@@ -95,6 +98,16 @@ def read_manifest(path: str | Path) -> list[ManifestRow]:
         if label not in LABELS:
             raise ConfigError(f"manifest {path} line {line_no}: label {row.get('label')!r} is not 'real' or 'fake'")
         name = row["file"]
+        scheme = url_scheme(name)
+        if scheme not in (None, "file"):  # a recording at a URL
+            try:
+                parse_source(name)
+            except ConfigError as e:
+                raise ConfigError(f"manifest {path} line {line_no}: {e}") from None
+            rows.append(ManifestRow(name, label, family_of(urlsplit(name).path)))
+            continue
+        if scheme == "file":
+            name = file_url_path(name)
         if "\\" in name and not (path.parent / name).exists():  # written on Windows: fake\clip.mp4
             name = name.replace("\\", "/")
         rows.append(ManifestRow(path.parent / name, label, family_of(name)))
@@ -150,18 +163,19 @@ def score_files(rows: list[ManifestRow], config: RunConfig,
     scored = ScoredFiles()
     with tempfile.TemporaryDirectory() as scratch:
         for i, row in enumerate(rows):
+            name = str(row.path) if isinstance(row.path, Path) else scanned_name(row.path)  # no credentials
             if progress:
-                progress(i, len(rows), str(row.path))
+                progress(i, len(rows), name)
             try:
                 analysis = analyse_file(row.path, config, max_frames=max_frames, scratch=Path(scratch),
                                         keep_trace=True)
             except SourceError as e:  # that file's problem; a model or option error stops the run
                 log.warning("%s", e)
-                scored.failed.append({"file": str(row.path), "label": row.label, "family": row.family,
+                scored.failed.append({"file": name, "label": row.label, "family": row.family,
                                       "error": str(e)})
                 continue
             scored.provenance = analysis.provenance
-            entry = {"file": str(row.path), "label": row.label, "family": row.family, "score": analysis.score,
+            entry = {"file": name, "label": row.label, "family": row.family, "score": analysis.score,
                      "faces": sum(1 for t in analysis.tracks if t.scores), "frames": analysis.frames,
                      "duration_s": round(analysis.duration_s, 3), "alerts": analysis.alerts,
                      "first_alert_s": analysis.first_alert_s, "faces_too_small": analysis.faces_too_small,

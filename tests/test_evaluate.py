@@ -149,6 +149,17 @@ def test_a_manifest_exported_from_a_spreadsheet_is_read(tmp_path: Path, text: st
         (tmp_path / "dfl_a.mp4", "real", "dfl"), (tmp_path / "images/meso_b.jpg", "fake", "meso")]
 
 
+def test_manifest_rows_may_be_urls(tmp_path: Path) -> None:
+    manifest = tmp_path / "labels.tsv"
+    manifest.write_text("file\tlabel\nhttps://cdn.example.com/set/dfdc_a.mp4?sig=1\tfake\n"
+                        f"file://{tmp_path}/clips/dfl_b.mp4\treal\n")
+    assert [(r.path, r.family) for r in read_manifest(manifest)] == [
+        ("https://cdn.example.com/set/dfdc_a.mp4?sig=1", "dfdc"), (tmp_path / "clips/dfl_b.mp4", "dfl")]
+    manifest.write_text("file\tlabel\ndfl_a.mp4\treal\nftp://example.com/b.mp4\tfake\n")
+    with pytest.raises(ConfigError, match=r"labels.tsv line 3: unknown URL scheme 'ftp://'"):
+        read_manifest(manifest)
+
+
 def test_family_and_score_rules() -> None:
     assert family_of("dfl_Keanu_Reeves_0_L.mp4") == "dfl" and family_of("images/meso_x.jpg") == "meso"
     assert family_of("plain.mp4") == "plain"

@@ -351,6 +351,31 @@ def test_scan_judges_recordings_and_pictures_at_urls(two_faces_clip: Path, place
     assert "Traceback" not in result.stderr
 
 
+def test_evaluate_reads_manifest_rows_that_are_urls(two_faces_clip: Path, placeholder_model: Path,
+                                                   tmp_path: Path) -> None:
+    """Labelled clips kept on a web server: a row's URL was taken as a file name beside the manifest."""
+    site = tmp_path / "site"
+    site.mkdir()
+    remux(two_faces_clip, site / "dfl_served_R.mp4", "mp4", {"movflags": "faststart"})
+    local = tmp_path / "dfl_local_L.mp4"
+    remux(two_faces_clip, local, "mp4", {"movflags": "faststart"})
+    manifest, report = tmp_path / "manifest.tsv", tmp_path / "report.json"
+    with _served(site) as base:
+        served = base.replace("http://", "http://user:secret@") + "/dfl_served_R.mp4"
+        manifest.write_text(f"file\tlabel\n{served}\tfake\n{local.name}\treal\n")
+        result = run_cli("evaluate", "--manifest", str(manifest), "--model", str(placeholder_model), "--json",
+                         str(report),
+                         timeout=300)
+    assert result.returncode == 0, result.stderr
+    files = {f["file"]: f for f in json.loads(report.read_text())["files"]}
+    url = base.replace("http://", "http://***@") + "/dfl_served_R.mp4"  # no credentials in the report
+    assert sorted(files) == sorted([url, str(local)]), files
+    assert files[url]["family"] == files[str(local)]["family"] == "dfl"
+    assert files[url]["frames"] == files[str(local)]["frames"] == 90
+    assert files[url]["score"] == pytest.approx(files[str(local)]["score"], abs=1e-6)
+    assert "secret" not in result.stderr + report.read_text()
+
+
 def test_an_mp4_that_needs_ranges_from_a_server_without_them_is_named(tmp_path: Path) -> None:
     """An MP4 with its index at the end must be read out of order; a server that ignores Range requests
     (``python -m http.server``) cannot serve it so. Say that, not "cannot connect"."""
