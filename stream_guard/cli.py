@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from stream_guard import __version__
-from stream_guard.errors import ConfigError, StreamGuardError
+from stream_guard.errors import ConfigError, OutputError, StreamGuardError
 
 log = logging.getLogger("stream_guard")
 
@@ -461,11 +461,21 @@ def _print_summary(summary, stream=sys.stderr) -> None:
         print(f"  note: model '{summary.provenance.model}' is UNTRAINED: scores are meaningless", file=stream)
 
 
+def _exit_code(summary) -> int:
+    """0, or 130 when stopped by a signal; 5, with one line saying so, when an output failed during the run
+    (a disk that filled up: a script must not take the recording for a whole one)."""
+    failed = summary.failed_outputs_text()
+    if failed is not None:
+        print(f"stream-guard: error: {failed} (the error is above)", file=sys.stderr)
+        return OutputError.exit_code
+    return EXIT_INTERRUPTED if summary.interrupted else EXIT_OK
+
+
 def cmd_watch(args: argparse.Namespace) -> int:
     config = _config(args, args.source, args.out, args.events, args.realtime, args.max_frames)
     summary = _run_with_signals(config, progress=args.events != Path("-"))  # not between events on the terminal
     _print_summary(summary)
-    return EXIT_INTERRUPTED if summary.interrupted else EXIT_OK
+    return _exit_code(summary)
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -482,7 +492,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     _print_summary(summary)
     print(f"demo outputs in {out_dir.resolve()}/: demo.mp4 (annotated video), events.jsonl, summary.json",
           file=sys.stderr)
-    return EXIT_INTERRUPTED if summary.interrupted else EXIT_OK
+    return _exit_code(summary)
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:

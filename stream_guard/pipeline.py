@@ -133,6 +133,13 @@ class RunSummary:
     error: str | None
     failed_outputs: tuple[str, ...]
 
+    def failed_outputs_text(self) -> str | None:
+        """One line naming the outputs that failed during the run (each error was logged as it came), or None."""
+        if not self.failed_outputs:
+            return None
+        names = ", ".join(f"'{name}'" for name in self.failed_outputs)
+        return f"output {names} failed during the run: what it wrote is incomplete"
+
     def to_json(self) -> dict:
         d = {k: getattr(self, k) for k in self.__slots__ if k != "provenance"}
         d.update(self.provenance.to_json())

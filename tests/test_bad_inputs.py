@@ -289,6 +289,21 @@ class ExplodingSink:
         self.closed += 1
 
 
+@pytest.mark.parametrize("option", ["--out", "--events"])
+def test_a_disk_that_fills_up_makes_the_run_fail(watch, two_faces_clip: Path, tmp_path: Path, option: str) -> None:
+    """The recording failed (no space left) and the run still exited 0: a script would have kept a broken
+    file as a whole one. /dev/full answers every write as a full disk does."""
+    full = tmp_path / "out.mp4"
+    full.symlink_to("/dev/full")
+    result = watch(str(two_faces_clip), option, str(full))
+    assert "Traceback" not in result.stderr, result.stderr
+    assert result.returncode == 5, result.stderr
+    assert "No space left on device" in result.stderr
+    name = "file" if option == "--out" else "events"
+    assert result.stderr_lines[-1] == (f"stream-guard: error: output '{name}' failed during the run: what it wrote "
+                                       "is incomplete (the error is above)"), result.stderr
+
+
 def test_a_failing_output_does_not_stop_the_others(two_faces_clip: Path, placeholder_model: Path,
                                                    tmp_path: Path) -> None:
     out, events = tmp_path / "out.mp4", tmp_path / "ev.jsonl"

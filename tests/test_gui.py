@@ -21,7 +21,7 @@ import cv2
 import numpy as np
 import pytest
 
-from stream_guard.config import ModelOptions, RunConfig, SourceOptions
+from stream_guard.config import ModelOptions, OutputOptions, RunConfig, SourceOptions
 from stream_guard.gui.app import StreamGuardApp, scale_to_fit
 from stream_guard.gui.bridge import LatestResultSink, PictureThread
 from stream_guard.gui.sources import list_webcams, source_choices
@@ -223,6 +223,28 @@ def test_a_picture_opened_in_the_app_gets_its_verdict(app: StreamGuardApp, xvfb:
     app.set_source(str(blank))
     assert app.start() and pump_until(app, lambda: app.pipeline_thread is None)
     assert app.status_text.startswith("picture: no face found |"), app.status_text
+
+
+@linux_only
+def test_an_output_that_fails_during_a_run_shows_as_an_error(xvfb: int, monkeypatch: pytest.MonkeyPatch,
+                                                             placeholder_model: Path, tmp_path: Path) -> None:
+    monkeypatch.setenv("DISPLAY", f":{xvfb}")
+    full = tmp_path / "events.jsonl"
+    full.symlink_to("/dev/full")  # every write fails as on a full disk
+    clip = make_test_clip(tmp_path / "c.mp4", seconds=1.0, width=320, height=180, fps=10)
+    root = tk.Tk(className="stream_guard_test")
+    config = RunConfig(source=SourceOptions(spec="demo"), model=ModelOptions(model_dir=placeholder_model),
+                       outputs=OutputOptions(events_path=full))
+    app = StreamGuardApp(root, config, show_dialogs=False)
+    try:
+        app.set_source(str(clip))
+        app.set_realtime(False)
+        assert app.start(), app.last_error
+        assert pump_until(app, lambda: app.pipeline_thread is None)
+        assert app.last_error == "output 'events' failed during the run: what it wrote is incomplete"
+        assert app.status_text.startswith("error: output 'events' failed")
+    finally:
+        app.close()
 
 
 @linux_only

@@ -287,6 +287,10 @@ class StreamGuardApp:
             self._set_status(f"{picture_verdict(thread.analysis)} | {self._model_text()}")
         elif isinstance(thread, PipelineThread) and thread.summary is not None:
             s = thread.summary
+            failed = s.failed_outputs_text()
+            if failed is not None:  # a recording the disk had no room for
+                self._show_error(failed)
+                return
             how = "stopped" if s.interrupted else "finished"
             self._set_status(f"{how}: {s.frames_processed} frames in {s.duration_s:.1f} s "
                              f"({s.fps:.1f} fps), {len(s.tracks)} face track(s) | {self._model_text()}")

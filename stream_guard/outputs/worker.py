@@ -113,3 +113,4 @@ class SinkWorker(threading.Thread):
                 log.error("output '%s' failed while closing: %s", self.sink.name, e)
                 if self.error is None:
                     self.error = e
+                self._failed.set()  # what it wrote is incomplete (a file's last bytes, its index)
