@@ -21,6 +21,7 @@ from stream_guard.types import FrameResult
 from tests.conftest import REPO, run_cli
 from tests.support.alert_frames import INFO, result
 from tests.support.rtsp_fixture import RtspServerProcess
+from tests.support.synth_video import make_test_clip
 
 SHADE = 4  # grey levels between frames: the encoder may move a flat grey by a level or two
 
@@ -292,3 +293,39 @@ def test_a_live_recording_whose_sound_starts_late_keeps_it_in_place(tmp_path: Pa
     samples = np.concatenate(wave)
     onset = first + np.flatnonzero(np.abs(samples) > 0.1)[0] / SOUND_RATE
     assert onset == pytest.approx(1.0, abs=0.03), suffix
+
+
+def test_a_segmented_recording_starts_again_after_the_disk_refused_a_segment(tmp_path: Path,
+                                                                           placeholder_model: Path) -> None:
+    """A monitor's recorder on a disk that filled up stopped for the rest of the run (days, for a
+    service). A segment that cannot be written is now given up and a new one started a little later; the
+    run ends saying a stretch was lost. The disk's refusal is real: a file-size limit (RLIMIT_FSIZE) that
+    the first seconds, noise that compresses badly, go over and the calm rest does not."""
+    import resource
+
+    rng = np.random.default_rng(0)
+
+    def noise_then_calm(i: int) -> np.ndarray:
+        if i < 20:
+            return rng.integers(0, 256, (180, 320, 3), dtype=np.uint8)
+        calm = np.full((180, 320, 3), 90, np.uint8)
+        calm[60:120, 3 * i % 260:3 * i % 260 + 60] = 200
+        return calm
+
+    clip = make_test_clip(tmp_path / "clip.mp4", seconds=6.0, width=320, height=180, fps=10, draw=noise_then_calm)
+    limit = 100_000  # bytes a file may have
+    folder = tmp_path / "rec"
+    folder.mkdir()
+    proc = subprocess.run(
+        [sys.executable, "-m", "stream_guard", "watch", str(clip), "--model", str(placeholder_model), "--out",
+         str(folder / "rec.mp4"), "--out-segment", "1"], capture_output=True, text=True, timeout=120, cwd=REPO,
+        preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit)))
+    assert proc.returncode == 5, proc.stderr
+    assert "cannot write ([Errno 27] File too large" in proc.stderr
+    assert "recording again in a new segment in 1 s" in proc.stderr
+    assert "1 stretch(es) of the recording could not be written" in proc.stderr
+    assert "60 frames in" in proc.stderr  # the analysis went on meanwhile
+    files = sorted(folder.glob("rec_*.mp4"))
+    assert files[0].stat().st_size == limit  # the segment the disk refused
+    later = [len(decoded(f)) for f in files[1:]]
+    assert len(later) >= 4 and sum(later) >= 35, later  # and the recording went on after it

@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from stream_guard.sources.spec import SourceSpec
 
 log = logging.getLogger(__name__)
+SEGMENT_RETRY_S = 60.0  # after a segment that could not be written (a full disk), start another this much later
 
 def h264_options(crf: int = 23, preset: str = "superfast", tune: str | None = "zerolatency",
                  threads: int = 2) -> dict[str, str]:
@@ -130,7 +131,11 @@ class VideoFileSink:
 
     With ``segment_s`` the recording is split into files of that many seconds of video, each
     named after ``path`` and the UTC time it was started (``rec_20261205T021530.123Z.mp4``); with
-    ``keep`` only the newest ``keep`` of them stay (earlier runs' included).
+    ``keep`` only the newest ``keep`` of them stay (earlier runs' included). A segment that cannot be
+    written (a full disk) is closed as far as it got, and the recording starts again in a new segment
+    :data:`SEGMENT_RETRY_S` later (at most ``segment_s``), for as long as the run lasts: a monitor's
+    recorder heals once there is room again. Each stretch lost is logged, and ``close`` then fails,
+    so the run ends saying so.
 
     ``audio_from`` (the source file, or a recording's URL, for a run written to one file; opened
     with the source's FFmpeg options) carries the source's sound into the recording
@@ -157,6 +162,9 @@ class VideoFileSink:
         self.threads = threads
         self.segment_s = segment_s
         self.frames_written = 0
+        self.frames_seen = 0  # written or lost to a segment that could not be written
+        self.lost_stretches = 0
+        self._resume_at: float | None = None  # a lost segment: start a new one at this time
         self.files: list[Path] = []  # every file this run wrote, the open one last
         self._kept = None if keep is None else NewestKept(
             self.path.parent, rf"^({re.escape(self.path.stem)}_{STAMP_PATTERN}){re.escape(self.path.suffix)}$",
@@ -191,9 +199,36 @@ class VideoFileSink:
 
     def write(self, result: FrameResult) -> None:
         # the recording's clock: when the frame arrived (live), its place in the stream (file)
-        t = result.frame.wallclock_s if self._live else self.frames_written / self._fps
-        if self.segment_s is not None and self._first_t is not None and t - self._first_t >= self.segment_s:
-            self.close()
+        t = result.frame.wallclock_s if self._live else self.frames_seen / self._fps
+        self.frames_seen += 1
+        if self._resume_at is not None and t < self._resume_at:
+            return
+        try:
+            self._write(result, t)
+        except (OSError, av.error.FFmpegError, OutputError) as e:
+            if self.segment_s is None:
+                raise
+            self._lose_segment(t, e)
+
+    def _lose_segment(self, t: float, error: Exception) -> None:
+        """The open segment cannot be written: keep what it has, start a new one a little later."""
+        self.lost_stretches += 1
+        retry_s = min(SEGMENT_RETRY_S, self.segment_s or SEGMENT_RETRY_S)
+        where = self.files[-1] if self.files and self._container is not None else self.path.parent
+        log.error("--out %s: cannot write (%s): recording again in a new segment in %g s", where, error, retry_s)
+        try:
+            self._close_file()
+        except Exception as e:  # noqa: BLE001 - the disk that failed the write fails the close too
+            log.debug("--out %s: closing the failed segment: %s", where, e)
+        self._container, self._stream, self._audio, self._live_sound = None, None, None, None
+        self._resume_at = t + retry_s
+
+    def _write(self, result: FrameResult, t: float) -> None:
+        if self._resume_at is not None:  # after a lost segment
+            self._resume_at = None
+            self._open_file()
+        elif self.segment_s is not None and self._first_t is not None and t - self._first_t >= self.segment_s:
+            self._close_file()
             self._open_file()
         if self._first_t is None:
             self._first_t = t
@@ -273,6 +308,12 @@ class VideoFileSink:
             self._live_sound = LiveSound(self._container, SOUND_CODECS[suffix], self.sound, first_sample=first)
 
     def close(self) -> None:
+        self._close_file()
+        if self.lost_stretches:
+            raise OutputError(f"--out {self.path}: {self.lost_stretches} stretch(es) of the recording could not be "
+                              "written (the errors are above)")
+
+    def _close_file(self) -> None:
         container, self._container = self._container, None
         if container is None:
             return
