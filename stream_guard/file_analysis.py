@@ -24,8 +24,9 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
+from fractions import Fraction
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -51,7 +52,9 @@ STILL_FRAMES = 10  # a still picture is scored as this many frames at 10 fps
 STILL_TIMEOUT_S = 30.0  # to fetch a picture over the network
 HEIF_SUFFIXES = frozenset({".heic", ".heif"})  # how iPhones save photos: read by pillow-heif (the heic extra)
 # .jfif: how browsers save some JPEGs
-IMAGE_SUFFIXES = (frozenset({".jpg", ".jpeg", ".jfif", ".png", ".bmp", ".webp", ".avif", ".tif", ".tiff"})
+# pictures that may be animations (messengers' stickers, memes): scored as the video they play as
+ANIMATED_PICTURE_SUFFIXES = frozenset({".webp", ".png", ".apng", ".avif"})
+IMAGE_SUFFIXES = (frozenset({".jpg", ".jpeg", ".jfif", ".bmp", ".tif", ".tiff"}) | ANIMATED_PICTURE_SUFFIXES
                   | HEIF_SUFFIXES)
 VIDEO_SUFFIXES = frozenset({".mp4", ".mkv", ".mov", ".avi", ".webm", ".m4v", ".mpg", ".mpeg", ".ts", ".flv", ".wmv",
                             ".3gp", ".3g2",  # older phones
@@ -248,27 +251,70 @@ def _picture_at(url: str) -> np.ndarray:
         raise NotAVideoError(f"{spec.display_name}: the picture could not be decoded ({e})") from None
 
 
-def _still_clip(rgb: np.ndarray, out: Path, frames: int, max_megapixels: float) -> Path:
-    """``frames`` copies of one RGB picture as a lossless 10 fps clip at ``out``, shrunk to at most
-    ``max_megapixels`` (the run's limit for a frame: a phone's photo has 12 to 200)."""
-    import av
-
+def _fitted(rgb: np.ndarray, max_megapixels: float) -> np.ndarray:
+    """``rgb`` shrunk to at most ``max_megapixels`` (the run's limit for a frame: a phone's photo has 12 to 200),
+    with even sides (the clip's codec needs them)."""
     pixels = rgb.shape[0] * rgb.shape[1]
     if pixels > max_megapixels * 1e6:
         scale = (max_megapixels * 1e6 / pixels) ** 0.5
         size = (max(2, int(rgb.shape[1] * scale)), max(2, int(rgb.shape[0] * scale)))
         rgb = cv2.resize(rgb, size, interpolation=cv2.INTER_AREA)
     h, w = rgb.shape[0] - rgb.shape[0] % 2, rgb.shape[1] - rgb.shape[1] % 2
-    rgb = np.ascontiguousarray(rgb[:h, :w])
+    return np.ascontiguousarray(rgb[:h, :w])
+
+
+def _lossless_clip(pictures: Iterable[tuple[np.ndarray, int]], out: Path, max_megapixels: float) -> Path:
+    """RGB pictures, each shown for its milliseconds, as a lossless clip at ``out`` (each fitted to the
+    first one's size)."""
+    import av
+
     with av.open(str(out), "w") as container:
-        stream = container.add_stream("ffv1", rate=10)
-        stream.width, stream.height, stream.pix_fmt = w, h, "bgr0"
-        for i in range(frames):
+        stream = None
+        ms = 0
+        for rgb, duration_ms in pictures:
+            rgb = _fitted(rgb, max_megapixels)
+            if stream is None:
+                stream = container.add_stream("ffv1", rate=10)
+                stream.width, stream.height, stream.pix_fmt = rgb.shape[1], rgb.shape[0], "bgr0"
+                stream.time_base = Fraction(1, 1000)
+            elif rgb.shape[:2] != (stream.height, stream.width):
+                rgb = cv2.resize(rgb, (stream.width, stream.height), interpolation=cv2.INTER_AREA)
             frame = av.VideoFrame.from_ndarray(rgb, format="rgb24")
-            frame.pts = i
+            frame.pts, frame.time_base = ms, Fraction(1, 1000)
             container.mux(stream.encode(frame))
-        container.mux(stream.encode(None))
+            ms += duration_ms
+        if stream is not None:
+            container.mux(stream.encode(None))
     return out
+
+
+def _still_clip(rgb: np.ndarray, out: Path, frames: int, max_megapixels: float) -> Path:
+    """``frames`` copies of one RGB picture as a lossless 10 fps clip at ``out``."""
+    return _lossless_clip(((rgb, 100) for _ in range(frames)), out, max_megapixels)
+
+
+def _animation_frames(path: Path, chunk: int = 64) -> Iterator[tuple[np.ndarray, int]]:
+    """The frames of an animated picture (RGB) and how long each is shown, read ``chunk`` at a time (a long
+    animation is never all in memory). A frame shown for 10 ms or less is shown for 100 ms, as browsers do."""
+    start = 0
+    while True:
+        ok, animation = cv2.imreadanimation(str(path), start, chunk)
+        if not ok or not animation.frames:
+            return
+        for bgr, ms in zip(animation.frames, animation.durations):
+            code = cv2.COLOR_BGRA2RGB if bgr.ndim == 3 and bgr.shape[2] == 4 else cv2.COLOR_BGR2RGB
+            yield cv2.cvtColor(bgr, code), int(ms) if ms > 10 else 100
+        if len(animation.frames) < chunk:
+            return
+        start += chunk
+
+
+def _is_animation(path: Path) -> bool:
+    """Whether the picture is an animation (an animated WebP sticker, an APNG): more than one frame."""
+    if path.suffix.lower() not in ANIMATED_PICTURE_SUFFIXES:
+        return False
+    ok, animation = cv2.imreadanimation(str(path), 0, 2)
+    return bool(ok) and len(animation.frames) > 1
 
 
 def _explain(tracks: tuple[TrackSeries, ...], recorder: WindowRecorder, threshold: float, every_face: bool) -> None:
@@ -322,7 +368,10 @@ def analyse_file(path: str | Path, config: RunConfig, max_frames: int | None = N
             return run(_still_clip(rgb, folder / (scanned_stem(target) + ".mkv"), STILL_FRAMES,
                                    config.source.max_megapixels))
 
-        if isinstance(target, Path) and target.suffix.lower() in IMAGE_SUFFIXES:
+        if isinstance(target, Path) and _is_animation(target):  # scored as the video it plays as
+            summary, collector, recorder = run(_lossless_clip(
+                _animation_frames(target), folder / (scanned_stem(target) + ".mkv"), config.source.max_megapixels))
+        elif isinstance(target, Path) and target.suffix.lower() in IMAGE_SUFFIXES:
             summary, collector, recorder = run_still(read_picture(target))
         else:
             try:

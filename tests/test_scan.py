@@ -252,6 +252,35 @@ def test_phone_photos_are_scored_whatever_their_size_and_format(tmp_path: Path, 
         assert file["verdict"] == "real" and len(file["tracks"]) == 1, (name, file)
 
 
+def test_an_animated_sticker_is_scored_as_the_video_it_plays_as(tmp_path: Path, placeholder_model: Path) -> None:
+    """Messengers' stickers and memes are animated WebP and PNG: only their first frame was read, a still,
+    so a face that comes in later was never seen."""
+    face = astronaut_head()
+    frames = []
+    for i in range(15):  # the face comes in at the sixth frame
+        canvas = np.full((240, 320, 3), 90, np.uint8)
+        if i >= 5:
+            paste(canvas, face, (160 + 2 * i, 120), 200)
+        frames.append(cv2.cvtColor(canvas, cv2.COLOR_RGB2BGR))
+    folder = tmp_path / "stickers"
+    folder.mkdir()
+    for name in ("sticker.webp", "sticker.png"):
+        animation = cv2.Animation()
+        animation.frames, animation.durations = frames, [100] * len(frames)
+        assert cv2.imwriteanimation(str(folder / name), animation)
+    cv2.imwrite(str(folder / "still.webp"), frames[-1])
+    report = tmp_path / "rep"
+    result = run_cli("scan", str(folder), "--report", str(report), "--model", str(placeholder_model),
+                     "--threshold", "1", timeout=300)
+    assert result.returncode == 0, result.stderr
+    files = {Path(f["file"]).name: f for f in json.loads((report / "report.json").read_text())["files"]}
+    for name in ("sticker.webp", "sticker.png"):
+        # the encoder merges the five identical first frames into one shown for 0.5 s: 11 frames, 1.4 s
+        assert files[name]["verdict"] == "real" and len(files[name]["tracks"]) == 1, files[name]
+        assert files[name]["frames"] == 11 and files[name]["duration_s"] == pytest.approx(1.4), files[name]
+    assert files["still.webp"]["frames"] == STILL_FRAMES and len(files["still.webp"]["tracks"]) == 1
+
+
 def test_the_frame_size_limit_scan_names_can_be_raised(clips: Path, placeholder_model: Path) -> None:
     """scan said "raise it with --max-megapixels" for an 8K video, and did not take that option."""
     clip = clips / "nested" / "one_face.mp4"  # 640x360: 0.23 MP

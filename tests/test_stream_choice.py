@@ -52,6 +52,27 @@ def test_cover_art_is_never_taken_for_the_video(tmp_path: Path, caplog: pytest.L
     assert "video streams" not in caplog.text  # one moving video: nothing to choose
 
 
+def test_an_animated_avif_is_read_as_its_animation(tmp_path: Path) -> None:
+    """An animated AVIF holds its first picture as a stream of its own beside the animation: that one
+    picture was analysed (1 frame, exit 0) and the animation never seen."""
+    import cv2
+
+    path = tmp_path / "sticker.avif"
+    animation = cv2.Animation()
+    animation.frames = [np.full((64, 96, 3), 30 * i, np.uint8) for i in range(6)]
+    animation.durations = [100] * 6
+    assert cv2.imwriteanimation(str(path), animation)
+    with av.open(str(path)) as check:  # the file really offers both, the still first
+        assert [s.frames for s in check.streams.video] == [1, 6]
+    source = PyAVSource(parse_source(str(path)))
+    source.open()
+    try:
+        frames = list(source.frames())
+    finally:
+        source.close()
+    assert len(frames) == 6 and frames[-1].image.mean() > frames[0].image.mean()
+
+
 @pytest.fixture(scope="module")
 def multiplex(tmp_path_factory: pytest.TempPathFactory) -> Path:
     folder = tmp_path_factory.mktemp("multiplex")

@@ -63,10 +63,10 @@ def format_stream_id(stream_id: int, hex_ids: bool) -> str:
 def pick_video_stream(videos: list[VideoStream], max_megapixels: float = DEFAULT_MAX_MEGAPIXELS,
                       wanted: int | None = None, source: str = "", hex_ids: bool = False) -> VideoStream:
     """The video stream to analyse. ``wanted``: the one with that ID (:func:`stream_ids`), or a
-    :class:`SourceError` that lists the IDs there are. Otherwise: not a cover picture, and the most
-    pixels within the limit (an HLS master playlist offers a stream per variant, in the playlist's
-    order); the first of equals. When every stream is over the limit, the smallest (the size check
-    refuses it)."""
+    :class:`SourceError` that lists the IDs there are. Otherwise: not a cover picture nor a stream of one
+    picture beside others, and the most pixels within the limit (an HLS master playlist offers a stream
+    per variant, in the playlist's order); the first of equals. When every stream is over the limit, the
+    smallest (the size check refuses it)."""
     if wanted is not None:
         for stream_id, stream in zip(stream_ids(videos), videos):
             if stream_id == wanted:
@@ -75,6 +75,8 @@ def pick_video_stream(videos: list[VideoStream], max_megapixels: float = DEFAULT
                           f"(--video-stream); its video streams: {describe_video_streams(videos, hex_ids)}")
     moving = [s for s in videos if not is_cover_picture(s)] or list(videos)
     moving = [s for s in moving if s.codec_context is not None] or moving  # the caller refuses a codec-less one
+    # a one-frame stream beside others is a still (an animated AVIF's first picture, a cover not flagged as one)
+    moving = [s for s in moving if s.frames != 1] or moving
 
     def pixels(stream: VideoStream) -> int:
         width, height = _dimensions(stream)
