@@ -135,3 +135,31 @@ def test_demo_snapshots_the_self_blended_face(tmp_path: Path) -> None:
     x1, y1, x2, y2 = first["box"]
     assert crop.shape[0] == pytest.approx((y2 - y1) * 1.5, abs=3)
     assert cv2.imread(str(snaps / first["frame_image"])).shape[:2] == (720, 1280)
+
+
+def test_an_alert_whose_pictures_the_disk_refuses_is_logged_without_them(tmp_path: Path) -> None:
+    """On a full disk the snapshots output died at its first alert, for the rest of the run. Now each alert
+    is tried afresh: the one whose pictures the disk refused is logged saying so, no half picture is left,
+    the evidence still verifies, and the run ends saying an alert lost its pictures. The refusal is real:
+    a file-size limit (RLIMIT_FSIZE) the demo's 1280x720 frame goes over."""
+    import resource
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO
+
+    snaps = tmp_path / "snaps"
+    limit = 40_000  # bytes a file may have
+    proc = subprocess.run(
+        [sys.executable, "-m", "stream_guard", "watch", "demo", "--max-frames", "120", "--snapshots", str(snaps)],
+        capture_output=True, text=True, timeout=240, cwd=REPO,
+        preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit)))
+    assert proc.returncode == 5, proc.stderr
+    assert "cannot save the pictures of face" in proc.stderr and "it is logged without them" in proc.stderr
+    raised = [r for r in alert_log(snaps) if r["alert"] == RAISED]
+    assert raised and all(r["pictures_lost"] == "File too large" and "frame_image" not in r for r in raised)
+    assert sorted(p.name for p in snaps.iterdir()) == [ALERT_LOG]  # no picture, whole or half
+    assert proc.stderr.splitlines()[-1] == ("stream-guard: error: output 'snapshots' failed during the run: what it "
+                                            "wrote is incomplete (the error is above)")
+    verified = run_cli("verify", str(snaps))
+    assert verified.returncode == 0, verified.stdout + verified.stderr

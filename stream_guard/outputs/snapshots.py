@@ -10,10 +10,17 @@ each picture can be traced to its alert, its clearing and the model behind it, a
 Files are named by the alert's UTC time, so they sort in time order, and only the newest ``keep``
 alerts' pictures are kept (older runs' pictures in DIR count too; other files are never touched).
 The sink runs on its own output thread, so encoding never slows the analysis.
+
+An alert whose pictures the disk cannot take (it filled up) is logged without them (``pictures_lost``
+says why) and the next alert is tried afresh, so the evidence comes back once there is room; a log line
+that cannot be written is tried again with the next alert. The run is then told, at its end, how many
+alerts lost their evidence.
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import logging
 import os
 from pathlib import Path
 from typing import IO
@@ -21,7 +28,7 @@ from typing import IO
 import cv2
 import numpy as np
 
-from stream_guard.errors import ConfigError
+from stream_guard.errors import ConfigError, OutputError
 from stream_guard.model.provenance import Provenance
 from stream_guard.outputs.alerts import RAISED, Alert, AlertOptions, AlertSink
 from stream_guard.outputs.evidence import STEM_PATTERN, NewestKept, append_record, evidence_stem, open_evidence_log
@@ -31,6 +38,7 @@ ALERT_LOG = "alerts.jsonl"
 FACE_MARGIN = 0.25  # of the box's width/height, added on each side of the face picture
 JPEG_QUALITY = 90
 SNAPSHOT_FILE = rf"^({STEM_PATTERN})(_frame|_face)\.jpg$"
+log = logging.getLogger(__name__)
 
 
 def face_crop(image: np.ndarray, box: tuple[float, float, float, float], margin: float = FACE_MARGIN) -> np.ndarray:
@@ -67,6 +75,7 @@ class SnapshotSink(AlertSink):
             raise ConfigError("--snapshot-keep must be at least 1")
         self.folder = Path(folder)
         self._log: IO[str] | None = None
+        self.lost = 0  # alerts whose pictures or log line the disk did not take
         self._current: FrameResult | None = None
         self._kept = NewestKept(self.folder, SNAPSHOT_FILE, self._pictures, keep)
 
@@ -83,19 +92,46 @@ class SnapshotSink(AlertSink):
         if alert.kind == RAISED and self._current is not None and alert.box is not None:
             stem = evidence_stem(alert.wall_time, alert.track_id)
             frame_path, face_path = self._pictures(stem)
-            frame_sha256 = _write_jpeg(frame_path, self._current.annotated)
-            face_sha256 = _write_jpeg(face_path, face_crop(self._current.frame.image, alert.box))
-            record.update(frame_image=frame_path.name, frame_sha256=frame_sha256, face_image=face_path.name,
-                          face_sha256=face_sha256)
-            self._kept.add(stem)
-        assert self._log is not None
-        append_record(self._log, record)
+            try:
+                frame_sha256 = _write_jpeg(frame_path, self._current.annotated)
+                face_sha256 = _write_jpeg(face_path, face_crop(self._current.frame.image, alert.box))
+            except OSError as e:
+                self.lost += 1
+                for path in (frame_path, face_path):  # no picture without its log line (verify would flag it)
+                    for leftover in (path, path.with_name(path.name + ".part")):
+                        leftover.unlink(missing_ok=True)
+                log.error("--snapshots %s: cannot save the pictures of face %d's alert (%s): it is logged without "
+                          "them", self.folder, alert.track_id, e.strerror or e)
+                record["pictures_lost"] = e.strerror or str(e)
+            else:
+                record.update(frame_image=frame_path.name, frame_sha256=frame_sha256, face_image=face_path.name,
+                              face_sha256=face_sha256)
+                self._kept.add(stem)
+        self._append(record)
+
+    def _append(self, record: dict) -> None:
+        """One line in the alert log; one that cannot be written is counted, and the log opened again for the
+        next (a line cut short stays: ``verify`` counts it as unreadable)."""
+        try:
+            if self._log is None:
+                self._log = open_evidence_log(self.folder, ALERT_LOG, "--snapshots")
+            append_record(self._log, record)
+        except (OSError, OutputError) as e:
+            self.lost += 1
+            log.error("--snapshots %s: cannot log an alert (%s)", self.folder, e)
+            broken, self._log = self._log, None
+            if broken is not None:
+                with contextlib.suppress(OSError):
+                    broken.close()
 
     def _pictures(self, stem: str) -> tuple[Path, Path]:
         """The frame and face pictures of one alert (names as ``SNAPSHOT_FILE`` matches them)."""
         return self.folder / f"{stem}_frame.jpg", self.folder / f"{stem}_face.jpg"
 
     def close(self) -> None:
-        log, self._log = self._log, None
-        if log is not None:
-            log.close()
+        alert_log, self._log = self._log, None
+        if alert_log is not None:
+            alert_log.close()
+        if self.lost:
+            raise OutputError(f"--snapshots {self.folder}: {self.lost} alert(s) or their pictures could not be "
+                              "saved (the errors are above)")
