@@ -48,6 +48,7 @@ class EvidenceCheck:
     missing: list[str] = field(default_factory=list)  # logged, no longer in the folder
     no_digest: list[str] = field(default_factory=list)  # logged by a version that recorded no digest
     unfinished: list[str] = field(default_factory=list)  # clips whose run was killed before they ended
+    lost: list[str] = field(default_factory=list)  # clips and alert pictures a full disk refused (logged so)
     not_logged: list[str] = field(default_factory=list)  # evidence-named files that no log line names
     unreadable_lines: int = 0  # log lines that are not JSON (a run killed mid-line)
     models: Counter[JudgedBy] = field(default_factory=Counter)  # log lines per model that judged them
@@ -95,6 +96,13 @@ def check_folder(folder: Path) -> EvidenceCheck:
             if log.name == CLIP_LOG and record.get("type") == "clip_started" and isinstance(record.get("clip"), str):
                 started.add(record["clip"])
                 continue
+            if log.name == CLIP_LOG and record.get("type") == "clip_lost" and isinstance(record.get("clip"), str):
+                named.add(record["clip"])
+                check.lost.append(record["clip"])
+                continue
+            if log.name == ALERT_LOG and record.get("pictures_lost"):
+                check.lost.append(f"the pictures of face {record.get('track_id')}'s alert at "
+                                  f"{record.get('wall_time')}")
             if record.get("model_sha256"):
                 check.models[JudgedBy(str(record.get("model", "?")), str(record.get("model_version", "?")),
                                       str(record["model_sha256"]))] += 1
@@ -154,6 +162,8 @@ def print_check(check: EvidenceCheck, shipped: dict[str, str], out: TextIO) -> N
                  if check.no_digest else "")
     if check.unfinished:
         unchecked += f", {len(check.unfinished)} unfinished clip(s) (their run was killed: no digest)"
+    if check.lost:
+        unchecked += f", {len(check.lost)} never written (the disk refused them)"
     print(f"{check.folder}: {len(check.intact)} file(s) intact, {len(check.altered)} altered, "
           f"{len(check.not_logged)} not in the logs, {len(check.missing)} logged but gone (--snapshot-keep and "
           f"--clip-keep remove the oldest){unchecked}", file=out)

@@ -328,3 +328,37 @@ def test_the_preroll_keeps_its_newest_frame_exact_and_compresses_only_older_ones
     assert [(t, rgb is images[-1]) for t, rgb in preroll.frames()] == [(pytest.approx(1.1), True)]
     preroll.clear()
     assert list(preroll.frames()) == []
+
+
+def test_a_clip_the_disk_refuses_is_given_up_and_the_next_alert_gets_its_own(tmp_path: Path) -> None:
+    """On a full disk the clips output died with its first clip, for the rest of the run. Now that clip is
+    given up (no half file left, a ``clip_lost`` line says so) and the next alert gets a clip of its own. The
+    refusal is real: a file-size limit (RLIMIT_FSIZE) that the first clip, six seconds of a face, goes over
+    and the second, one second of another, does not."""
+    import resource
+
+    from tests.support.faces import one_face_moving
+    from tests.support.synth_video import make_test_clip
+
+    face = one_face_moving(320, 240, face_px=150)
+    video = make_test_clip(tmp_path / "twice.mp4", seconds=10.0, width=320, height=240, fps=10,
+                           draw=lambda i: face(i) if i < 60 or 80 <= i < 90 else np.full((240, 320, 3), 90, np.uint8))
+    clips = tmp_path / "clips"
+    limit = 50_000  # bytes a file may have: the clips run about 108 and 32 kB
+    proc = subprocess.run(
+        [sys.executable, "-m", "stream_guard", "watch", str(video), "--threshold", "0.01", "--alert-raise", "1",
+         "--clips", str(clips), "--clip-pad", "0.5"],
+        capture_output=True, text=True, timeout=240, cwd=REPO,
+        preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit)))
+    assert proc.returncode == 5, proc.stderr
+    assert proc.stderr.count("it is given up; the next alert gets a clip of its own") == 1, proc.stderr
+    assert "1 clip(s) or their log lines could not be written" in proc.stderr
+    started, lost, ended = (clip_log(clips, kind) for kind in ("clip_started", "clip_lost", "clip"))
+    assert len(started) == 2 and [r["clip"] for r in lost] == [started[0]["clip"]]
+    assert "File too large" in lost[0]["error"]
+    assert [r["clip"] for r in ended] == [started[1]["clip"]] and ended[0]["track_ids"] != lost[0]["track_ids"]
+    assert sorted(p.name for p in clips.iterdir()) == sorted([ended[0]["clip"], CLIP_LOG])  # no half file
+    verified = run_cli("verify", str(clips))
+    assert verified.returncode == 0, verified.stdout + verified.stderr
+    assert "1 file(s) intact, 0 altered, 0 not in the logs, 0 logged but gone" in verified.stdout
+    assert "1 never written (the disk refused them)" in verified.stdout

@@ -163,3 +163,4 @@ def test_an_alert_whose_pictures_the_disk_refuses_is_logged_without_them(tmp_pat
                                             "wrote is incomplete (the error is above)")
     verified = run_cli("verify", str(snaps))
     assert verified.returncode == 0, verified.stdout + verified.stderr
+    assert f"{len(raised)} never written (the disk refused them)" in verified.stdout

@@ -21,23 +21,23 @@ the sink keeps the last ``pad`` seconds of sound as it keeps the pictures.
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import time
 from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any, Iterator
+from typing import Any, Iterator
 
 import av
 import cv2
 import numpy as np
 
-from stream_guard.errors import ConfigError
+from stream_guard.errors import ConfigError, OutputError
 from stream_guard.model.provenance import Provenance, file_sha256
 from stream_guard.outputs.alerts import RAISED, Alert, AlertOptions, AlertSink
-from stream_guard.outputs.evidence import (STEM_PATTERN, NewestKept, append_record, evidence_stem, open_evidence_log,
-                                           unused_name)
+from stream_guard.outputs.evidence import STEM_PATTERN, EvidenceLog, NewestKept, evidence_stem, unused_name
 from stream_guard.outputs.live_sound import LEAD_S, LiveSound
 from stream_guard.outputs.video_file import (FRAGMENTED_MP4, LIVE_KEYFRAME_S, MS, add_timed_h264_stream,
                                             keyframe_every, mux_at_ms)
@@ -47,6 +47,7 @@ from stream_guard.types import FrameResult, SoundChunk, StreamInfo
 log = logging.getLogger(__name__)
 
 CLIP_LOG = "clips.jsonl"
+_DISK_ERRORS = (OSError, av.error.FFmpegError)  # a clip the disk refuses (it filled up)
 MAX_PAD_S = 60.0  # the pre-roll holds this much video at most (720p30 like the demo's: about 230 MB)
 MAX_CLIP_S = 300.0  # a clip longer than this is continued in a new file
 PREROLL_JPEG_QUALITY = 85
@@ -157,6 +158,12 @@ class ClipWriter:
         self._last_ms, self.last_s = ms, pts_s
         self.frames += 1
 
+    def abandon(self) -> None:
+        """Give the clip up (the disk refused it): close what can be closed and delete the partial file."""
+        with contextlib.suppress(Exception):  # the disk that refused a frame may refuse the closing too
+            self._container.close()
+        self._partial.unlink(missing_ok=True)
+
     def close(self) -> bool:
         """Flush the encoder, finish the file and give it its final name; a clip that never got a
         frame is deleted instead (returns False)."""
@@ -204,7 +211,8 @@ class ClipSink(AlertSink):
         self.sound = sound
         self._preroll_sound = PrerollSound(pad_s)
         self._kept = NewestKept(self.folder, CLIP_FILE, lambda stem: (self.folder / f"{stem}.mp4",), keep)
-        self._log: IO[str] | None = None
+        self._log = EvidenceLog(self.folder, CLIP_LOG, "--clips")
+        self.lost = 0  # clips the disk refused
         self._info: StreamInfo | None = None
         self._clip: _OpenClip | None = None
         self._current: FrameResult | None = None
@@ -213,10 +221,29 @@ class ClipSink(AlertSink):
 
     def open(self, info: StreamInfo) -> None:
         self._info = info
-        self._log = open_evidence_log(self.folder, CLIP_LOG, "--clips")
+        self._log.open()
         self._kept.scan()
 
     def write(self, result: FrameResult) -> None:
+        try:
+            self._write(result)
+        except _DISK_ERRORS as e:
+            self._lose_clip(e)
+
+    def _lose_clip(self, error: Exception) -> None:
+        """The open clip cannot be written (a full disk): give it up; the next alert opens a clip of its own."""
+        clip, self._clip = self._clip, None
+        if clip is None:
+            raise error  # not a clip's failure
+        self.lost += 1
+        clip.writer.abandon()
+        log.error("--clips %s: cannot write the clip of face %s's alert (%s): it is given up; the next alert gets "
+                  "a clip of its own", self.folder, clip.track_ids[0], error)
+        self._log.append({"type": "clip_lost", "clip": clip.writer.path.name, "source": clip.source,
+                          "wall_time": clip.wall_time, "track_ids": clip.track_ids, "error": str(error)},
+                         self.provenance)
+
+    def _write(self, result: FrameResult) -> None:
         now = result.frame.pts_s
         self._current, self._started_on_current = result, False
         go_on_with: list[int] = []
@@ -256,20 +283,27 @@ class ClipSink(AlertSink):
             self._clip.end_at_s = alert.stream_time_s + self.pad_s
 
     def event(self, record: dict[str, Any]) -> None:
-        super().event(record)
-        if record.get("type") == "source" and record.get("state") in ("reconnecting", "failed"):
-            self._finish(END_SOURCE_RESET)
-            self._preroll.clear()
-            self._preroll_sound.clear()
-            self._last_s = None
+        try:
+            super().event(record)
+            if record.get("type") == "source" and record.get("state") in ("reconnecting", "failed"):
+                self._finish(END_SOURCE_RESET)
+                self._preroll.clear()
+                self._preroll_sound.clear()
+                self._last_s = None
+        except _DISK_ERRORS as e:
+            self._lose_clip(e)
 
     def close(self) -> None:
         try:
             self._finish(END_OF_STREAM)
+        except _DISK_ERRORS as e:
+            self._lose_clip(e)
         finally:
-            log_file, self._log = self._log, None
-            if log_file is not None:
-                log_file.close()
+            self._log.close()
+        lost = self.lost + self._log.lost
+        if lost:
+            raise OutputError(f"--clips {self.folder}: {lost} clip(s) or their log lines could not be written "
+                              "(the errors are above)")
 
     def _take_sound(self, now: float) -> None:
         """Move the sound up to just past this picture into the pre-roll and the open clip."""
@@ -298,8 +332,7 @@ class ClipSink(AlertSink):
                             sound=None if self.sound is None else self._preroll_sound.feed(file_name))
         self._clip = _OpenClip(writer, self._current.frame.source_id, wall_time, list(track_ids))
         # logged as it opens too, so a clip that a killed run leaves unfinished is still known as ours
-        assert self._log is not None
-        append_record(self._log, {"type": "clip_started", "clip": file_name, "source": self._clip.source,
+        self._log.append({"type": "clip_started", "clip": file_name, "source": self._clip.source,
                                   "wall_time": wall_time, "track_ids": self._clip.track_ids}, self.provenance)
         if preroll:
             for pts_s, rgb in self._preroll.frames():
@@ -307,11 +340,13 @@ class ClipSink(AlertSink):
         self._started_on_current = True
 
     def _finish(self, reason: str) -> None:
-        clip, self._clip = self._clip, None
+        clip = self._clip
         if clip is None:
             return
         writer = clip.writer
-        if not writer.close():
+        closed = writer.close()  # a disk that refuses it raises here, the clip still open for _lose_clip
+        self._clip = None
+        if not closed:
             return
         digest = file_sha256(writer.path)
         self._kept.add(writer.path.stem)
@@ -319,7 +354,6 @@ class ClipSink(AlertSink):
                   "wall_time": clip.wall_time, "track_ids": clip.track_ids,
                   "start_stream_s": round(writer.first_s or 0.0, 4), "end_stream_s": round(writer.last_s or 0.0, 4),
                   "frames": writer.frames, "ended": reason}
-        assert self._log is not None
-        append_record(self._log, record, self.provenance)
+        self._log.append(record, self.provenance)
         log.info("clip %s: %d frames, %.1f s (%s)", writer.path.name, writer.frames,
                  (writer.last_s or 0.0) - (writer.first_s or 0.0), reason)

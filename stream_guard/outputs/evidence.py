@@ -3,7 +3,9 @@ them: file names that sort in time order, a JSON Lines log in the folder, and ke
 newest N items."""
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 import re
 from collections import deque
 from datetime import datetime, timezone
@@ -14,6 +16,7 @@ from stream_guard.errors import OutputError
 from stream_guard.model.provenance import Provenance
 from stream_guard.writable import make_folder
 
+log = logging.getLogger(__name__)
 STAMP_PATTERN = r"\d{8}T\d{6}\.\d{3}Z"
 STEM_PATTERN = rf"{STAMP_PATTERN}_face\d+"
 
@@ -54,6 +57,43 @@ def append_record(log: IO[str], record: dict[str, Any], provenance: Provenance |
         record = {**record, **provenance.to_json()}
     log.write(json.dumps(record) + "\n")
     log.flush()
+
+
+class EvidenceLog:
+    """An evidence folder's JSON Lines log (:func:`append_record`), opened for appending. A line the disk
+    refuses (it filled up) is counted in ``lost`` and the log is opened again for the next line, so the log
+    comes back once there is room; a line cut short stays (``verify`` counts it as unreadable)."""
+
+    def __init__(self, folder: Path, name: str, option: str) -> None:
+        self.folder, self.name, self.option = folder, name, option
+        self.lost = 0
+        self._file: IO[str] | None = None
+
+    def open(self) -> None:
+        """Create the folder if needed and open the log; a folder that cannot be written is an
+        :class:`OutputError` (at start-up: the run stops)."""
+        self._file = open_evidence_log(self.folder, self.name, self.option)
+
+    def append(self, record: dict[str, Any], provenance: Provenance | None = None) -> bool:
+        """Append one line; False (logged and counted) when the disk refused it."""
+        try:
+            if self._file is None:
+                self._file = open_evidence_log(self.folder, self.name, self.option)
+            append_record(self._file, record, provenance)
+            return True
+        except (OSError, OutputError) as e:
+            self.lost += 1
+            log.error("%s %s: cannot write to %s (%s)", self.option, self.folder, self.name, e)
+            broken, self._file = self._file, None
+            if broken is not None:
+                with contextlib.suppress(OSError):
+                    broken.close()
+            return False
+
+    def close(self) -> None:
+        file, self._file = self._file, None
+        if file is not None:
+            file.close()
 
 
 class NewestKept:

@@ -18,12 +18,10 @@ alerts lost their evidence.
 """
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import logging
 import os
 from pathlib import Path
-from typing import IO
 
 import cv2
 import numpy as np
@@ -31,7 +29,7 @@ import numpy as np
 from stream_guard.errors import ConfigError, OutputError
 from stream_guard.model.provenance import Provenance
 from stream_guard.outputs.alerts import RAISED, Alert, AlertOptions, AlertSink
-from stream_guard.outputs.evidence import STEM_PATTERN, NewestKept, append_record, evidence_stem, open_evidence_log
+from stream_guard.outputs.evidence import STEM_PATTERN, EvidenceLog, NewestKept, evidence_stem
 from stream_guard.types import FrameResult, StreamInfo
 
 ALERT_LOG = "alerts.jsonl"
@@ -74,13 +72,13 @@ class SnapshotSink(AlertSink):
         if keep < 1:
             raise ConfigError("--snapshot-keep must be at least 1")
         self.folder = Path(folder)
-        self._log: IO[str] | None = None
-        self.lost = 0  # alerts whose pictures or log line the disk did not take
+        self._log = EvidenceLog(self.folder, ALERT_LOG, "--snapshots")
+        self.lost = 0  # alerts whose pictures the disk did not take
         self._current: FrameResult | None = None
         self._kept = NewestKept(self.folder, SNAPSHOT_FILE, self._pictures, keep)
 
     def open(self, info: StreamInfo) -> None:
-        self._log = open_evidence_log(self.folder, ALERT_LOG, "--snapshots")
+        self._log.open()
         self._kept.scan()
 
     def write(self, result: FrameResult) -> None:
@@ -107,31 +105,16 @@ class SnapshotSink(AlertSink):
                 record.update(frame_image=frame_path.name, frame_sha256=frame_sha256, face_image=face_path.name,
                               face_sha256=face_sha256)
                 self._kept.add(stem)
-        self._append(record)
+        self._log.append(record)
 
-    def _append(self, record: dict) -> None:
-        """One line in the alert log; one that cannot be written is counted, and the log opened again for the
-        next (a line cut short stays: ``verify`` counts it as unreadable)."""
-        try:
-            if self._log is None:
-                self._log = open_evidence_log(self.folder, ALERT_LOG, "--snapshots")
-            append_record(self._log, record)
-        except (OSError, OutputError) as e:
-            self.lost += 1
-            log.error("--snapshots %s: cannot log an alert (%s)", self.folder, e)
-            broken, self._log = self._log, None
-            if broken is not None:
-                with contextlib.suppress(OSError):
-                    broken.close()
 
     def _pictures(self, stem: str) -> tuple[Path, Path]:
         """The frame and face pictures of one alert (names as ``SNAPSHOT_FILE`` matches them)."""
         return self.folder / f"{stem}_frame.jpg", self.folder / f"{stem}_face.jpg"
 
     def close(self) -> None:
-        alert_log, self._log = self._log, None
-        if alert_log is not None:
-            alert_log.close()
-        if self.lost:
-            raise OutputError(f"--snapshots {self.folder}: {self.lost} alert(s) or their pictures could not be "
+        self._log.close()
+        lost = self.lost + self._log.lost
+        if lost:
+            raise OutputError(f"--snapshots {self.folder}: {lost} alert(s) or their pictures could not be "
                               "saved (the errors are above)")
