@@ -315,3 +315,60 @@ def test_a_failing_output_does_not_stop_the_others(two_faces_clip: Path, placeho
     assert summary.failed_outputs == ("exploding",)
     assert bad.written == 10 and bad.closed == 1
     assert count_frames(out) == 90
+
+
+_EVENTS_ON_A_DISK_THAT_FILLS_UP = """
+import resource, sys
+from pathlib import Path
+from stream_guard.outputs import events
+from tests.support.alert_frames import INFO, face, result
+
+events.REOPEN_S = 0.0  # try the file again at the next frame
+sink = events.JsonlEventSink(Path(sys.argv[1]))
+_, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+resource.setrlimit(resource.RLIMIT_FSIZE, (3000, hard))  # the disk takes 3000 bytes...
+sink.open(INFO)
+for i in range(40):
+    sink.write(result(i, (face(1, "real"),)))
+resource.setrlimit(resource.RLIMIT_FSIZE, (hard, hard))  # ...then there is room again
+for i in range(40, 50):
+    sink.write(result(i, (face(1, "real"),)))
+sink.event({"type": "summary"})
+try:
+    sink.close()
+except Exception as e:
+    print(e)
+"""
+
+
+def test_an_events_file_the_disk_refuses_is_written_again_when_there_is_room(tmp_path: Path) -> None:
+    """On a full disk the events output died for the rest of the run. Now the file is opened again once
+    there is room, after an events_lost record that counts the records lost meanwhile; the run is told.
+    The refusal is real: a file-size limit (RLIMIT_FSIZE), raised again mid-run."""
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO
+
+    path = tmp_path / "events.jsonl"
+    proc = subprocess.run([sys.executable, "-c", _EVENTS_ON_A_DISK_THAT_FILLS_UP, str(path)], capture_output=True,
+                          text=True, timeout=60, cwd=REPO)
+    assert proc.returncode == 0, proc.stderr
+    lines = path.read_text().splitlines()
+    records = []
+    for line in lines:
+        try:
+            records.append(json.loads(line))
+        except ValueError:
+            records.append(None)  # the line the disk cut short
+    assert records.count(None) <= 1 and records[0]["type"] == "start"
+    gap = next(r for r in records if r and r["type"] == "events_lost")
+    after = records[records.index(gap) + 1:]
+    assert [r["frame_index"] for r in after if r["type"] == "track"] == list(range(40, 50))
+    assert after[-1]["type"] == "summary"
+    before = [r["frame_index"] for r in records[:records.index(gap)] if r and r["type"] == "track"]
+    assert before == list(range(len(before))) and gap["records"] == 40 - len(before)  # each lost one counted
+    assert gap["error"] == "File too large"
+    assert proc.stdout.strip() == f"--events {path}: {gap['records']} record(s) could not be written (the errors " \
+                                  "are above)"
+    assert proc.stderr.count("cannot write (File too large)") == 1  # said once, not once a frame

@@ -2,7 +2,9 @@
 raised or cleared, per source state change, and a summary at the end."""
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 import time
 from pathlib import Path
 from typing import IO, Any
@@ -11,6 +13,9 @@ from stream_guard.errors import OutputError
 from stream_guard.model.provenance import Provenance
 from stream_guard.outputs.alerts import AlertOptions, AlertStateMachine
 from stream_guard.types import FaceResult, FrameResult, StreamInfo
+
+log = logging.getLogger(__name__)
+REOPEN_S = 10.0  # how often an events file the disk refused is opened again
 
 
 def face_record(kind: str, result: FrameResult, face: FaceResult) -> dict[str, Any]:
@@ -48,7 +53,12 @@ class JsonlEventSink:
     each run's records go from its ``start`` to its ``summary``.
     Alerts are decided as for the webhook (``alerts``: the run's raise/clear options) and logged
     as ``alert`` records with the webhook's payload. The ``start`` record names the software, model
-    and threshold behind the run's verdicts (``provenance``)."""
+    and threshold behind the run's verdicts (``provenance``).
+
+    A file the disk stops taking (it filled up) is opened again every :data:`REOPEN_S` seconds; the
+    records meanwhile are lost, and the first line written again is an ``events_lost`` record that
+    counts them, so the log heals and says where its gap is. ``close`` then fails, so the run ends
+    saying so."""
 
     name = "events"
     lossless = True
@@ -60,6 +70,9 @@ class JsonlEventSink:
         self._fh: IO[str] | None = None
         self._owns = False
         self._alerts = AlertStateMachine(alerts, provenance)
+        self.lost = 0  # records the disk did not take
+        self._gap: dict[str, Any] | None = None  # the records lost since the file last took one
+        self._reopen_at = 0.0
 
     def open(self, info: StreamInfo) -> None:
         if isinstance(self._target, (str, Path)):
@@ -90,15 +103,73 @@ class JsonlEventSink:
         self._write_all(frame_events(result) + [alert.to_json() for alert in self._alerts.update(result)])
 
     def _write_all(self, records: list[dict[str, Any]]) -> None:
-        if self._fh is None or not records:
+        if not records:
             return
-        for record in records:
-            self._fh.write(json.dumps(record, separators=(",", ":")) + "\n")
-        self._fh.flush()
+        if self._fh is None and (self._gap is None or time.monotonic() < self._reopen_at or not self._reopen()):
+            if self._gap is not None:
+                self._gap["records"] += len(records)
+            return
+        assert self._fh is not None
+        try:
+            if self._gap is not None:
+                self._fh.write(json.dumps(self._gap, separators=(",", ":")) + "\n")
+            for record in records:
+                self._fh.write(json.dumps(record, separators=(",", ":")) + "\n")
+            self._fh.flush()
+        except OSError as e:
+            if not self._owns:
+                raise
+            self._lose(records, e)
+            return
+        if self._gap is not None:
+            self.lost += self._gap["records"]
+            log.warning("--events %s: writing again; %d record(s) were lost", self._target, self._gap["records"])
+            self._gap = None
+
+    def _lose(self, records: list[dict[str, Any]], error: OSError) -> None:
+        """The disk refused these records: close the file and open it again a little later."""
+        if self._gap is None:
+            log.error("--events %s: cannot write (%s): records are lost until it can be written again",
+                      self._target, error.strerror or error)
+            self._gap = {"type": "events_lost", "wall_time": time.time(), "records": 0,
+                         "error": error.strerror or str(error)}
+        self._gap["records"] += len(records)
+        broken, self._fh = self._fh, None
+        if broken is not None:
+            with contextlib.suppress(OSError):
+                broken.close()
+        self._reopen_at = time.monotonic() + REOPEN_S
+
+    def _reopen(self) -> bool:
+        """Open the file again after the disk refused it, on a line of its own (a line cut short stays)."""
+        path = Path(self._target)  # type: ignore[arg-type]
+        try:
+            ends_mid_line = path.stat().st_size > 0 and _last_byte(path) != b"\n"
+            self._fh = path.open("a", encoding="utf-8")
+            if ends_mid_line:
+                self._fh.write("\n")
+            return True
+        except OSError:
+            self._fh = None
+            self._reopen_at = time.monotonic() + REOPEN_S
+            return False
 
     def close(self) -> None:
         fh, self._fh = self._fh, None
         if fh is not None:
-            fh.flush()
-            if self._owns:
-                fh.close()
+            try:
+                fh.flush()
+            finally:
+                if self._owns:
+                    fh.close()
+        if self._gap is not None:
+            self.lost += self._gap["records"]
+        if self.lost:
+            raise OutputError(f"--events {self._target}: {self.lost} record(s) could not be written (the errors "
+                              "are above)")
+
+
+def _last_byte(path: Path) -> bytes:
+    with path.open("rb") as f:
+        f.seek(-1, 2)
+        return f.read(1)
