@@ -2,6 +2,7 @@
 arrived, written as they go so that a killed run keeps all but its last seconds."""
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -329,3 +330,52 @@ def test_a_segmented_recording_starts_again_after_the_disk_refused_a_segment(tmp
     assert files[0].stat().st_size == limit  # the segment the disk refused
     later = [len(decoded(f)) for f in files[1:]]
     assert len(later) >= 4 and sum(later) >= 35, later  # and the recording went on after it
+
+
+_LIVE_RECORDING_ON_A_DISK_THAT_FILLS_UP = """
+import resource, sys
+from dataclasses import replace
+from pathlib import Path
+from stream_guard.outputs import video_file
+from tests.support.alert_frames import INFO
+from tests.test_video_file import grey_frame
+
+video_file.SEGMENT_RETRY_S = 1.0
+sink = video_file.VideoFileSink(Path(sys.argv[1]))
+sink.open(replace(INFO, is_live=True))
+_, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+resource.setrlimit(resource.RLIMIT_FSIZE, (2200, hard))  # the disk takes 2200 bytes...
+for i in range(50):  # a fragment and a half (a keyframe every 2 s)
+    sink.write(grey_frame(i, 100.0 + i / 10))
+resource.setrlimit(resource.RLIMIT_FSIZE, (hard, hard))  # ...then there is room again
+for i in range(50, 80):
+    sink.write(grey_frame(i, 100.0 + i / 10))
+try:
+    sink.close()
+except Exception as e:
+    print(e)
+"""
+
+
+def test_a_live_recording_the_disk_refuses_goes_on_once_there_is_room(tmp_path: Path) -> None:
+    """A live run's single --out file on a disk that filled up: what it got is kept under another name and
+    the recording goes on under its own once there is room (tried again a second later here). The refusal
+    is real: a file-size limit (RLIMIT_FSIZE), raised again mid-run."""
+    out = tmp_path / "cam.mp4"
+    proc = subprocess.run([sys.executable, "-c", _LIVE_RECORDING_ON_A_DISK_THAT_FILLS_UP, str(out)],
+                          capture_output=True, text=True, timeout=60, cwd=REPO)
+    assert proc.returncode == 0, proc.stderr
+    assert "recording again as cam.mp4, what it got moved aside, in 1 s" in proc.stderr
+    assert proc.stdout.strip() == f"--out {out}: 1 stretch(es) of the recording could not be written (the errors " \
+                                  "are above)"
+    aside = sorted(tmp_path.glob("cam_*.mp4"))
+    assert len(aside) == 1
+    first = []  # fragmented: what the refused file got plays up to where it was cut
+    with av.open(str(aside[0])) as container, contextlib.suppress(av.error.InvalidDataError):
+        stream = container.streams.video[0]
+        for packet in container.demux(stream):
+            first += [round(float(f.to_ndarray(format="gray").mean()) / SHADE) for f in stream.decode(packet)]
+    assert first[:20] == list(range(20)) and first == list(range(len(first)))  # its first fragment at least
+    then = decoded(out)
+    shades = 256 // SHADE  # grey wraps around: frame 64 is frame 0's grey
+    assert [i for _, i in then] == [i % shades for i in range(then[0][1], 80)] and then[0][1] <= 61  # back in 1 s

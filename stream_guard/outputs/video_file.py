@@ -134,8 +134,9 @@ class VideoFileSink:
     ``keep`` only the newest ``keep`` of them stay (earlier runs' included). A segment that cannot be
     written (a full disk) is closed as far as it got, and the recording starts again in a new segment
     :data:`SEGMENT_RETRY_S` later (at most ``segment_s``), for as long as the run lasts: a monitor's
-    recorder heals once there is room again. Each stretch lost is logged, and ``close`` then fails,
-    so the run ends saying so.
+    recorder heals once there is room again. A live source's single file does the same: what it got
+    is moved aside as a restarted monitor's would be, and the recording goes on under its name. Each
+    stretch lost is logged, and ``close`` then fails, so the run ends saying so.
 
     ``audio_from`` (the source file, or a recording's URL, for a run written to one file; opened
     with the source's FFmpeg options) carries the source's sound into the recording
@@ -206,8 +207,8 @@ class VideoFileSink:
         try:
             self._write(result, t)
         except (OSError, av.error.FFmpegError, OutputError) as e:
-            if self.segment_s is None:
-                raise
+            if self.segment_s is None and not self._live:
+                raise  # a file's recording is whole or failed
             self._lose_segment(t, e)
 
     def _lose_segment(self, t: float, error: Exception) -> None:
@@ -215,7 +216,8 @@ class VideoFileSink:
         self.lost_stretches += 1
         retry_s = min(SEGMENT_RETRY_S, self.segment_s or SEGMENT_RETRY_S)
         where = self.files[-1] if self.files and self._container is not None else self.path.parent
-        log.error("--out %s: cannot write (%s): recording again in a new segment in %g s", where, error, retry_s)
+        again = "in a new segment" if self.segment_s is not None else f"as {self.path.name}, what it got moved aside,"
+        log.error("--out %s: cannot write (%s): recording again %s in %g s", where, error, again, retry_s)
         try:
             self._close_file()
         except Exception as e:  # noqa: BLE001 - the disk that failed the write fails the close too
