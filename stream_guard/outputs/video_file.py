@@ -26,6 +26,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 SEGMENT_RETRY_S = 60.0  # after a segment that could not be written (a full disk), start another this much later
 
+
 def h264_options(crf: int = 23, preset: str = "superfast", tune: str | None = "zerolatency",
                  threads: int = 2) -> dict[str, str]:
     """libx264 settings for encoding beside the analysis.
@@ -163,9 +164,9 @@ class VideoFileSink:
         self.threads = threads
         self.segment_s = segment_s
         self.frames_written = 0
-        self.frames_seen = 0  # written or lost to a segment that could not be written
+        self.frames_seen = 0  # written, or lost to a file the disk refused
         self.lost_stretches = 0
-        self._resume_at: float | None = None  # a lost segment: start a new one at this time
+        self._resume_at: float | None = None  # after a file the disk refused: start a new one at this time
         self.files: list[Path] = []  # every file this run wrote, the open one last
         self._kept = None if keep is None else NewestKept(
             self.path.parent, rf"^({re.escape(self.path.stem)}_{STAMP_PATTERN}){re.escape(self.path.suffix)}$",
@@ -212,7 +213,7 @@ class VideoFileSink:
             self._lose_segment(t, e)
 
     def _lose_segment(self, t: float, error: Exception) -> None:
-        """The open segment cannot be written: keep what it has, start a new one a little later."""
+        """The open file cannot be written: keep what it has, start a new one a little later."""
         self.lost_stretches += 1
         retry_s = min(SEGMENT_RETRY_S, self.segment_s or SEGMENT_RETRY_S)
         where = self.files[-1] if self.files and self._container is not None else self.path.parent
