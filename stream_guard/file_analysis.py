@@ -24,7 +24,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import tempfile
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
@@ -326,6 +326,7 @@ def _explain(tracks: tuple[TrackSeries, ...], recorder: WindowRecorder, threshol
 
 def _run_pipeline(source: Scanned, config: RunConfig, max_frames: int | None, keep_trace: bool,
                   explaining: Explaining | None, sinks: Sequence[Sink],
+                  on_pipeline: Callable[[Pipeline], None] | None,
                   ) -> tuple[RunSummary, _Collector, WindowRecorder | None]:
     """The pipeline over every frame of ``source``, without pacing or outputs, and what it collected."""
     run_config = dataclasses.replace(
@@ -337,20 +338,26 @@ def _run_pipeline(source: Scanned, config: RunConfig, max_frames: int | None, ke
         keep_from = 0.0 if explaining.every_face else explaining.explainer.scorer.threshold
         recorder = WindowRecorder(explaining.explainer, keep_from)
     collector = _Collector(config.outputs.alerts, keep_trace=keep_trace, recorder=recorder)
-    summary = Pipeline(run_config, extra_sinks=sinks, on_result=collector).run()
+    pipeline = Pipeline(run_config, extra_sinks=sinks, on_result=collector)
+    if on_pipeline is not None:
+        on_pipeline(pipeline)
+    summary = pipeline.run()
     return summary, collector, recorder
 
 
 def analyse_file(path: str | Path, config: RunConfig, max_frames: int | None = None,
                  scratch: Path | None = None, keep_trace: bool = False,
                  explaining: Explaining | None = None,
-                 sinks: Sequence[Sink] = ()) -> FileAnalysis:
+                 sinks: Sequence[Sink] = (),
+                 on_pipeline: Callable[[Pipeline], None] | None = None) -> FileAnalysis:
     """Run the real pipeline over one file, or a recording at a URL (every frame, no pacing), and summarise it.
     Images are scored as a one-second still clip, written in ``scratch`` (a temporary folder if None).
     A live stream is refused (:class:`SourceError`): it has no end to analyse to.
     ``keep_trace``: keep every frame's window scores (``trace``), about 20 MB an hour of 30 fps video with one face.
     ``explaining``: add an occlusion map to each face judged fake, or to every face.
-    ``sinks``: outputs that also receive the run's frames (a progress bar, a window)."""
+    ``sinks``: outputs that also receive the run's frames (a progress bar, a window).
+    ``on_pipeline``: called with each run's pipeline before it starts, so that another thread can stop it
+    (the analysis then covers what was read)."""
     target: Scanned = path if isinstance(path, str) and url_scheme(path) not in (None, "file") else Path(path)
     if isinstance(target, Path) and not target.is_file():
         raise missing_file(str(target), target)
@@ -359,7 +366,7 @@ def analyse_file(path: str | Path, config: RunConfig, max_frames: int | None = N
                              "their tiles together): download it, then scan the file")
 
     def run(source: Scanned) -> tuple[RunSummary, _Collector, WindowRecorder | None]:
-        return _run_pipeline(source, config, max_frames, keep_trace, explaining, sinks)
+        return _run_pipeline(source, config, max_frames, keep_trace, explaining, sinks, on_pipeline)
 
     with contextlib.ExitStack() as cleanup:
         folder = scratch or Path(cleanup.enter_context(tempfile.TemporaryDirectory(prefix="stream_guard_still_")))

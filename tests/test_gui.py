@@ -226,6 +226,30 @@ def test_a_picture_opened_in_the_app_gets_its_verdict(app: StreamGuardApp, xvfb:
 
 
 @linux_only
+def test_stop_ends_the_scoring_of_a_long_animated_picture(app: StreamGuardApp, tmp_path: Path) -> None:
+    """An animated picture is scored as the video it plays as: Stop ends it, as it ends a video."""
+    face = astronaut_head()
+    frames = []
+    for i in range(400):  # 40 s of a face moving
+        canvas = np.full((240, 320, 3), 90, np.uint8)
+        canvas[40:40 + 150, 20 + i % 100:20 + i % 100 + 130] = cv2.resize(face, (130, 150))
+        frames.append(cv2.cvtColor(canvas, cv2.COLOR_RGB2BGR))
+    animation = cv2.Animation()
+    animation.frames, animation.durations = frames, [100] * len(frames)
+    sticker = tmp_path / "long.webp"
+    assert cv2.imwriteanimation(str(sticker), animation)
+    app.set_source(str(sticker))
+    assert app.start(), app.last_error
+    assert pump_until(app, lambda: app.frames_shown >= 3), app.status_text
+    started = time.monotonic()
+    assert app.stop()
+    assert time.monotonic() - started < 10
+    assert app.pipeline_thread is None and app.last_error is None
+    assert re.fullmatch(r"picture: (real|fake) [01]\.\d{3} \(1 face\) \(stopped: of what was read\) \| .*",
+                        app.status_text), app.status_text
+
+
+@linux_only
 def test_an_output_that_fails_during_a_run_shows_as_an_error(xvfb: int, monkeypatch: pytest.MonkeyPatch,
                                                              placeholder_model: Path, tmp_path: Path) -> None:
     monkeypatch.setenv("DISPLAY", f":{xvfb}")

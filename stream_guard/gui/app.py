@@ -284,7 +284,8 @@ class StreamGuardApp:
         if thread.error is not None:
             self._show_error(thread.error)
         elif isinstance(thread, PictureThread) and thread.analysis is not None:
-            self._set_status(f"{picture_verdict(thread.analysis)} | {self._model_text()}")
+            stopped = " (stopped: of what was read)" if thread.stopped else ""
+            self._set_status(f"{picture_verdict(thread.analysis)}{stopped} | {self._model_text()}")
         elif isinstance(thread, PipelineThread) and thread.summary is not None:
             s = thread.summary
             failed = s.failed_outputs_text()

@@ -105,11 +105,26 @@ class PictureThread(_RunThread):
         super().__init__("gui-picture")
         self.config, self.sink, self.path = config, sink, path
         self.analysis: FileAnalysis | None = None
+        self._stopping = threading.Event()  # not _stop: Thread has a method of that name
+        self._pipeline: Pipeline | None = None  # the run going on (a still is scored after a first run)
+
+    @property
+    def stopped(self) -> bool:
+        return self._stopping.is_set()
 
     def _work(self) -> None:
-        self.analysis = analyse_file(self.path, self.config, sinks=[self.sink])
+        self.analysis = analyse_file(self.path, self.config, sinks=[self.sink], on_pipeline=self._follow)
+
+    def _follow(self, pipeline: Pipeline) -> None:
+        self._pipeline = pipeline
+        if self._stopping.is_set():  # Stop came between two runs
+            pipeline.stop()
 
     def stop(self, timeout: float = 30.0) -> bool:
-        """Wait for the picture's score (a second or two: a still is ten frames); True if it came."""
+        """End the scoring (a long animation) and wait for this thread; True if it ended."""
+        self._stopping.set()
+        pipeline = self._pipeline
+        if pipeline is not None:
+            pipeline.stop()
         self.join(timeout)
         return not self.is_alive()
