@@ -16,7 +16,7 @@ class FrameProgress:
     count to: it gets no bar. The sink may be opened again (scan scores a still after a first run).
     ``position``: the bar's line, counted from the cursor's (1: under ``scan``'s files bar)."""
 
-    name = "scan-progress"
+    name = "progress"
     lossless = False
 
     def __init__(self, label: str, err: TextIO, max_frames: int | None = None, position: int = 0) -> None:
