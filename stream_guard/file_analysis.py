@@ -50,6 +50,7 @@ from stream_guard.types import FrameResult, TrackState
 Scanned = Path | str  # what is analysed: a file, or a recording's URL
 STILL_FRAMES = 10  # a still picture is scored as this many frames at 10 fps
 STILL_TIMEOUT_S = 30.0  # to fetch a picture over the network
+STILL_TILE_ABOVE = 1  # a still is also searched in tiles (DetectorOptions.tile_above) from this size on: always
 HEIF_SUFFIXES = frozenset({".heic", ".heif"})  # how iPhones save photos: read by pillow-heif (the heic extra)
 # .jfif: how browsers save some JPEGs
 # pictures that may be animations (messengers' stickers, memes): scored as the video they play as
@@ -365,15 +366,20 @@ def analyse_file(path: str | Path, config: RunConfig, max_frames: int | None = N
         raise NotAVideoError(f"{scanned_name(target)}: HEIC pictures are read from files (FFmpeg cannot put "
                              "their tiles together): download it, then scan the file")
 
-    def run(source: Scanned) -> tuple[RunSummary, _Collector, WindowRecorder | None]:
-        return _run_pipeline(source, config, max_frames, keep_trace, explaining, sinks, on_pipeline)
+    def run(source: Scanned, run_config: RunConfig = config) -> tuple[RunSummary, _Collector, WindowRecorder | None]:
+        return _run_pipeline(source, run_config, max_frames, keep_trace, explaining, sinks, on_pipeline)
+
+    # A still's ten frames cost little to search in tiles whatever its size: a group photo's faces are too
+    # small for the detector's whole-frame pass well below the size at which a video's frames are tiled.
+    tiled = dataclasses.replace(config, detector=dataclasses.replace(
+        config.detector, tile_above=min(config.detector.tile_above, STILL_TILE_ABOVE)))
 
     with contextlib.ExitStack() as cleanup:
         folder = scratch or Path(cleanup.enter_context(tempfile.TemporaryDirectory(prefix="stream_guard_still_")))
 
         def run_still(rgb: np.ndarray) -> tuple[RunSummary, _Collector, WindowRecorder | None]:
             return run(_still_clip(rgb, folder / (scanned_stem(target) + ".mkv"), STILL_FRAMES,
-                                   config.source.max_megapixels))
+                                   config.source.max_megapixels), tiled)
 
         if isinstance(target, Path) and _is_animation(target):  # scored as the video it plays as
             summary, collector, recorder = run(_lossless_clip(

@@ -281,6 +281,23 @@ def test_an_animated_sticker_is_scored_as_the_video_it_plays_as(tmp_path: Path, 
     assert files["still.webp"]["frames"] == STILL_FRAMES and len(files["still.webp"]["tracks"]) == 1
 
 
+def test_every_face_of_a_group_photo_is_judged(tmp_path: Path, placeholder_model: Path) -> None:
+    """A 1280x720 group photo of eight: its faces, about 75 px wide, are too small for the detector's
+    whole-frame pass (11 px at its input); it found none of four and two of eight. A still is now also
+    searched in tiles, whatever its size."""
+    photo = np.full((720, 1280, 3), 90, np.uint8)
+    for row in range(2):
+        for column in range(4):
+            paste(photo, astronaut_head(), (110 + column * 210, 120 + row * 240), 200)
+    cv2.imwrite(str(tmp_path / "team.png"), cv2.cvtColor(photo, cv2.COLOR_RGB2BGR))
+    report = tmp_path / "rep"
+    result = run_cli("scan", str(tmp_path / "team.png"), "--report", str(report), "--model", str(placeholder_model),
+                     "--threshold", "1", timeout=300)
+    assert result.returncode == 0, result.stderr
+    file = json.loads((report / "report.json").read_text())["files"][0]
+    assert len(file["tracks"]) == 8, file
+
+
 def test_the_frame_size_limit_scan_names_can_be_raised(clips: Path, placeholder_model: Path) -> None:
     """scan said "raise it with --max-megapixels" for an 8K video, and did not take that option."""
     clip = clips / "nested" / "one_face.mp4"  # 640x360: 0.23 MP
