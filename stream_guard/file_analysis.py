@@ -50,7 +50,6 @@ from stream_guard.types import FrameResult, TrackState
 Scanned = Path | str  # what is analysed: a file, or a recording's URL
 STILL_FRAMES = 10  # a still picture is scored as this many frames at 10 fps
 STILL_TIMEOUT_S = 30.0  # to fetch a picture over the network
-STILL_TILE_ABOVE = 1  # a still is also searched in tiles (DetectorOptions.tile_above) from this size on: always
 HEIF_SUFFIXES = frozenset({".heic", ".heif"})  # how iPhones save photos: read by pillow-heif (the heic extra)
 # .jfif: how browsers save some JPEGs
 # pictures that may be animations (messengers' stickers, memes): scored as the video they play as
@@ -371,8 +370,8 @@ def analyse_file(path: str | Path, config: RunConfig, max_frames: int | None = N
 
     # A still's ten frames cost little to search in tiles whatever its size: a group photo's faces are too
     # small for the detector's whole-frame pass well below the size at which a video's frames are tiled.
-    tiled = dataclasses.replace(config, detector=dataclasses.replace(
-        config.detector, tile_above=min(config.detector.tile_above, STILL_TILE_ABOVE)))
+    # There the tiles only add faces: those the whole picture shows keep the boxes the model was trained on.
+    tiled = dataclasses.replace(config, detector=dataclasses.replace(config.detector, add_tiles_above=1))
 
     with contextlib.ExitStack() as cleanup:
         folder = scratch or Path(cleanup.enter_context(tempfile.TemporaryDirectory(prefix="stream_guard_still_")))

@@ -293,3 +293,23 @@ def test_small_faces_on_large_frames_are_found_by_tiling() -> None:
     small = lambda d: [c for c in centres(d) if abs(c[0] - 1500) < 60 and abs(c[1] - 690) < 80]  # noqa: E731
     assert len(small(untiled)) == 0  # the model alone cannot see it
     assert len(small(tiled)) == 1 and len(tiled) == 2  # tiles find it, and nothing is doubled
+
+
+def test_added_tiles_find_a_group_photos_faces_and_move_no_box_the_whole_pass_found() -> None:
+    """Stills are searched in tiles below the size at which video frames are: there the tiles only add the
+    faces the whole-frame pass missed, so the faces it found keep their boxes (the crops the model knows)."""
+    from tests.support.faces import astronaut_head, paste
+
+    group = np.full((720, 1280, 3), 90, np.uint8)
+    for row in range(2):
+        for column in range(4):
+            paste(group, astronaut_head(), (110 + column * 210, 120 + row * 240), 200)  # faces ~75 px wide
+    paste(group, astronaut_head(), (1150, 500), 420)  # and one the whole-frame pass finds
+    whole = FaceDetector(DetectorOptions(model="full")).detect(group)
+    added = FaceDetector(DetectorOptions(model="full", add_tiles_above=1)).detect(group)
+    assert len(whole) < 4 and len(added) == 9
+    for box in whole.boxes:  # each still there, exactly
+        assert any(np.array_equal(box, other) for other in added.boxes)
+    assert list(added.scores) == sorted(added.scores, reverse=True)
+    small = FaceDetector(DetectorOptions(model="full", add_tiles_above=2000)).detect(group)
+    assert len(small) == len(whole)  # below the size asked for, the whole frame alone

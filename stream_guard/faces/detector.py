@@ -60,12 +60,16 @@ class DetectorOptions:
     more than this are merged. ``tile_above``: frames whose long side is at least this many
     pixels are also searched in 2x2 overlapping tiles (one batched model call), because the
     model misses faces under ~12 px at its input size (e.g. ~110 px faces on a 1600 px
-    screen); 0 turns tiling off."""
+    screen); 0 turns tiling off. There every box is the score-weighted mean of the passes that
+    found it. ``add_tiles_above``: smaller frames from this size on are searched in tiles too,
+    which only add the faces the whole-frame pass missed (its own boxes stay as they are); 0, the
+    default, does not."""
 
     model: Literal["full", "short"] = "full"
     min_score: float = 0.5
     nms_iou: float = 0.3
     tile_above: int = 1400
+    add_tiles_above: int = 0
 
     def __post_init__(self) -> None:
         if self.model not in MODELS:
@@ -260,13 +264,28 @@ class FaceDetector:
 
     def detect(self, image: np.ndarray) -> FaceDetections:
         """Faces in one RGB uint8 ``(H, W, 3)`` image, in its pixel coordinates, best first.
-        Large images are searched whole and in overlapping tiles (see ``tile_above``)."""
+        Large images are searched whole and in overlapping tiles (see ``tile_above`` and
+        ``add_tiles_above``)."""
         h, w = image.shape[:2]
-        if not self.options.tile_above or max(h, w) < self.options.tile_above:
+        size, options = max(h, w), self.options
+        merge = bool(options.tile_above) and size >= options.tile_above
+        if not merge and not (options.add_tiles_above and size >= options.add_tiles_above):
             return self.detect_batch([image])[0]
         tiles = tile_grid(w, h)
         found = self.detect_batch([image] + [image[y0:y1, x0:x1] for x0, y0, x1, y1 in tiles])
         parts = [found[0]] + [_inside_tile(d, t, w, h) for d, t in zip(found[1:], tiles)]
+        if merge:
+            return self._merged(parts)
+        whole, extra = found[0], self._merged(parts[1:])
+        missed = np.array([not (iou_one_to_many(box, whole.boxes) > options.nms_iou).any() for box in extra.boxes],
+                          bool)
+        extra = extra.select(missed) if len(extra) else extra
+        both = FaceDetections(np.concatenate([whole.boxes, extra.boxes]), np.concatenate([whole.scores, extra.scores]),
+                              np.concatenate([whole.keypoints, extra.keypoints]))
+        return both.select(np.argsort(-both.scores, kind="stable"))
+
+    def _merged(self, parts: Sequence[FaceDetections]) -> FaceDetections:
+        """Several passes' detections as one: weighted non-maximum suppression over them all."""
         scores = np.concatenate([d.scores for d in parts])
         if scores.size == 0:
             return FaceDetections.empty()
