@@ -57,7 +57,8 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
     _add_model_options(p)
     p.add_argument("--detect-every", type=_detect_every, default=0, metavar="N",
                    help="run the face detector every N-th frame and track in between (default auto: "
-                        "every frame, every 3rd for frames of 1400 px or more)")
+                        "every frame, every 3rd for frames searched in tiles: 1400 px or more, or any size with "
+                        "--detect-tiles always)")
     p.add_argument("--show", action="store_true", help="show the annotated video in a window")
 
 
@@ -292,6 +293,10 @@ def _add_model_options(p: argparse.ArgumentParser) -> None:
                         "`stream-guard doctor` lists what each flags")
     p.add_argument("--detector", choices=("full", "short"), default="full",
                    help="face detector: full-range (far faces, default) or short-range (faces near the camera)")
+    p.add_argument("--detect-tiles", choices=("auto", "always"), default="auto",
+                   help="also search for faces in four overlapping tiles of the frame: auto (frames of 1400 px or "
+                        "more, and pictures) or always (a video call's gallery view: small faces in a smaller "
+                        "window; about 3x the detector's cost, so by default it runs on every 3rd frame)")
     p.add_argument("--min-face", dest="min_face_px", type=_min_face, metavar="PX",
                    help="judge only faces whose box is at least PX pixels high; smaller ones are tracked and "
                         "marked 'too small' (default 40; 0 judges every face)")
@@ -336,7 +341,7 @@ def _setup_logging(verbosity: int) -> None:
 def _config(args: argparse.Namespace, source: str, out: Path | None, events: Path | None,
             realtime: bool = False, max_frames: int | None = None, demo_seconds: float = 20.0):
     from stream_guard.config import ModelOptions, OutputOptions, RunConfig, SourceOptions, analysis_options
-    from stream_guard.faces.detector import DetectorOptions
+    from stream_guard.faces.detector import detector_options
 
     if args.detect_every < 0:
         raise StreamGuardError("--detect-every must be 'auto' or at least 1")
@@ -350,7 +355,7 @@ def _config(args: argparse.Namespace, source: str, out: Path | None, events: Pat
                              **({"max_megapixels": args.max_megapixels}
                                 if getattr(args, "max_megapixels", None) else {})),
         model=ModelOptions(model_dir=args.model, provider=args.provider, threshold=args.threshold),
-        detector=DetectorOptions(model=args.detector),
+        detector=detector_options(args.detector, args.detect_tiles),
         analysis=analysis_options(args.detect_every, args.min_face_px),
         outputs=OutputOptions(out_path=out, events_path=events, show=args.show, **_recording_outputs(args),
                               **_alert_outputs(args), **_serve_outputs(args)),

@@ -371,7 +371,9 @@ def analyse_file(path: str | Path, config: RunConfig, max_frames: int | None = N
     # A still's ten frames cost little to search in tiles whatever its size: a group photo's faces are too
     # small for the detector's whole-frame pass well below the size at which a video's frames are tiled.
     # There the tiles only add faces: those the whole picture shows keep the boxes the model was trained on.
-    tiled = dataclasses.replace(config, detector=dataclasses.replace(config.detector, add_tiles_above=1))
+    # (Its detector runs on every frame all the same: ten frames cost little.)
+    tiled = dataclasses.replace(config, detector=dataclasses.replace(config.detector, add_tiles_above=1),
+                                analysis=dataclasses.replace(config.analysis, detect_every=1))
 
     with contextlib.ExitStack() as cleanup:
         folder = scratch or Path(cleanup.enter_context(tempfile.TemporaryDirectory(prefix="stream_guard_still_")))

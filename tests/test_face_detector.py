@@ -313,3 +313,12 @@ def test_added_tiles_find_a_group_photos_faces_and_move_no_box_the_whole_pass_fo
     assert list(added.scores) == sorted(added.scores, reverse=True)
     small = FaceDetector(DetectorOptions(model="full", add_tiles_above=2000)).detect(group)
     assert len(small) == len(whole)  # below the size asked for, the whole frame alone
+
+
+def test_detector_options_from_the_command_line() -> None:
+    from stream_guard.faces.detector import detector_options
+
+    assert detector_options("short", "auto") == DetectorOptions(model="short")
+    assert detector_options("full", "always").add_tiles_above == 1
+    with pytest.raises(ConfigError, match="unknown tiles choice 'some'"):
+        detector_options("full", "some")

@@ -224,3 +224,31 @@ def test_the_stream_clock_goes_on_where_the_timestamps_start_again() -> None:
     times = [clock.pts_s(t) for t in (10.0, 10.04, 10.08, 10.05, 0.0, None, 0.08)]
     assert times == pytest.approx([0.0, 0.04, 0.08, 0.080001, 0.120001, 0.160001, 0.200001])
     assert clock.stream_s(0.02) == pytest.approx(0.140001)  # the new stretch's sound, on the same clock
+
+
+def test_a_video_calls_gallery_view_is_searched_in_tiles_when_asked(placeholder_model: Path, tmp_path: Path) -> None:
+    """A 1280x720 call window in gallery view: nine faces about 75 px wide, too small for the detector's
+    whole-frame pass (none found); --detect-tiles always finds them all."""
+    from tests.support.faces import astronaut_head, paste
+    from tests.support.synth_video import make_test_clip
+
+    face = astronaut_head()
+
+    def gallery(i: int) -> np.ndarray:
+        canvas = np.full((720, 1280, 3), 40, np.uint8)
+        for row in range(3):
+            for column in range(3):
+                x0, y0 = 10 + column * 423, 10 + row * 236
+                canvas[y0:y0 + 226, x0:x0 + 413] = 70 + 20 * ((row + column) % 2)
+                paste(canvas, face, (x0 + 206 + i % 10, y0 + 118), 200)
+        return canvas
+
+    clip = make_test_clip(tmp_path / "call.mp4", seconds=2.0, width=1280, height=720, fps=10, draw=gallery)
+    faces = {}
+    for tiles in ("auto", "always"):
+        events = tmp_path / f"{tiles}.jsonl"
+        result = run_cli("watch", str(clip), "--model", str(placeholder_model), "--events", str(events),
+                         "--detect-tiles", tiles)
+        assert result.returncode == 0, result.stderr
+        faces[tiles] = {r["track_id"] for r in _events(events) if r["type"] == "track"}
+    assert len(faces["auto"]) == 0 and len(faces["always"]) == 9, faces

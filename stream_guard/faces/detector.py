@@ -82,6 +82,18 @@ class DetectorOptions:
             raise ConfigError(f"face detector tile_above must be >= 0, got {self.tile_above}")
 
 
+DETECT_TILES = ("auto", "always")
+
+
+def detector_options(model: str = "full", tiles: str = "auto") -> DetectorOptions:
+    """The detector's options from the command line: ``tiles`` ``auto`` searches frames in tiles from
+    ``tile_above``; ``always`` also searches every smaller frame in tiles that add the faces its whole-frame
+    pass missed (a video call's gallery view: many small faces in a 720p window)."""
+    if tiles not in DETECT_TILES:
+        raise ConfigError(f"unknown tiles choice {tiles!r}; choose from {', '.join(DETECT_TILES)}")
+    return DetectorOptions(model=model, add_tiles_above=1 if tiles == "always" else 0)  # type: ignore[arg-type]
+
+
 @dataclass(frozen=True, slots=True)
 class Letterbox:
     """Where the model input lies in the image: a square of side ``size`` pixels whose

@@ -22,7 +22,7 @@ import numpy as np
 from stream_guard import WINDOW_TITLE
 from stream_guard.config import ModelOptions, OutputOptions, RunConfig, SourceOptions, analysis_options
 from stream_guard.errors import ConfigError, OutputError, StreamGuardError
-from stream_guard.faces.detector import DetectorOptions
+from stream_guard.faces.detector import detector_options
 from stream_guard.file_analysis import IMAGE_SUFFIXES, VIDEO_SUFFIXES, FileAnalysis
 from stream_guard.gui.bridge import LatestResultSink, PictureThread, PipelineThread
 from stream_guard.gui.panel import FacePanel
@@ -379,7 +379,7 @@ def gui_config(args: argparse.Namespace, outputs: OutputOptions = OutputOptions(
     """The base configuration (model, detector, alert outputs); the source is set at each Start."""
     return RunConfig(source=SourceOptions(spec="demo", sound_device=getattr(args, "sound_device", None)),
                      model=ModelOptions(model_dir=args.model, provider=args.provider, threshold=args.threshold),
-                     detector=DetectorOptions(model=args.detector), outputs=outputs,
+                     detector=detector_options(args.detector, args.detect_tiles), outputs=outputs,
                      analysis=analysis_options(min_face_px=args.min_face_px))
 
 

@@ -14,7 +14,7 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 
 from stream_guard.config import ModelOptions, RunConfig, SourceOptions, analysis_options
 from stream_guard.errors import ConfigError, SourceError
-from stream_guard.faces.detector import DetectorOptions
+from stream_guard.faces.detector import detector_options
 from stream_guard.file_analysis import Scanned, scanned_name
 from stream_guard.outputs.progress import FrameProgress
 from stream_guard.pipeline import build_explainer, load_model
@@ -39,7 +39,7 @@ def scan_config(args: argparse.Namespace) -> RunConfig:
     return RunConfig(source=SourceOptions(spec="demo", **({"max_megapixels": args.max_megapixels}
                                                           if getattr(args, "max_megapixels", None) else {})),
                      model=ModelOptions(model_dir=args.model, provider=args.provider, threshold=args.threshold),
-                     detector=DetectorOptions(model=args.detector),
+                     detector=detector_options(args.detector, args.detect_tiles),
                      analysis=analysis_options(min_face_px=args.min_face_px))
 
 
