@@ -333,7 +333,7 @@ class ClipSink(AlertSink):
         self._clip = _OpenClip(writer, self._current.frame.source_id, wall_time, list(track_ids))
         # logged as it opens too, so a clip that a killed run leaves unfinished is still known as ours
         self._log.append({"type": "clip_started", "clip": file_name, "source": self._clip.source,
-                                  "wall_time": wall_time, "track_ids": self._clip.track_ids}, self.provenance)
+                          "wall_time": wall_time, "track_ids": self._clip.track_ids}, self.provenance)
         if preroll:
             for pts_s, rgb in self._preroll.frames():
                 writer.add(rgb, pts_s)

@@ -74,13 +74,12 @@ class EvidenceLog:
         :class:`OutputError` (at start-up: the run stops)."""
         self._file = open_evidence_log(self.folder, self.name, self.option)
 
-    def append(self, record: dict[str, Any], provenance: Provenance | None = None) -> bool:
-        """Append one line; False (logged and counted) when the disk refused it."""
+    def append(self, record: dict[str, Any], provenance: Provenance | None = None) -> None:
+        """Append one line; one the disk refused is logged and counted."""
         try:
             if self._file is None:
                 self._file = open_evidence_log(self.folder, self.name, self.option)
             append_record(self._file, record, provenance)
-            return True
         except (OSError, OutputError) as e:
             self.lost += 1
             log.error("%s %s: cannot write to %s (%s)", self.option, self.folder, self.name, e)
@@ -88,12 +87,11 @@ class EvidenceLog:
             if broken is not None:
                 with contextlib.suppress(OSError):
                     broken.close()
-            return False
 
     def close(self) -> None:
-        file, self._file = self._file, None
-        if file is not None:
-            file.close()
+        log_file, self._file = self._file, None
+        if log_file is not None:
+            log_file.close()
 
 
 class NewestKept:
