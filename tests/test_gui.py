@@ -250,6 +250,32 @@ def test_stop_ends_the_scoring_of_a_long_animated_picture(app: StreamGuardApp, t
 
 
 @linux_only
+def test_the_small_faces_box_finds_a_call_gallerys_faces(app: StreamGuardApp, tmp_path: Path) -> None:
+    """A 1280x720 call in gallery view: the detector's whole-frame pass finds none of its nine faces; the
+    "small faces" box (--detect-tiles always) searches the frames in tiles too, from the next Start."""
+    face = cv2.resize(astronaut_head(), (173, 200))
+
+    def gallery(i: int) -> np.ndarray:
+        canvas = np.full((720, 1280, 3), 40, np.uint8)
+        for row in range(3):
+            for column in range(3):
+                x0, y0 = 130 + column * 423 + i % 5, 18 + row * 236
+                canvas[y0:y0 + 200, x0:x0 + 173] = face
+        return canvas
+
+    clip = make_test_clip(tmp_path / "call.mp4", seconds=1.5, width=1280, height=720, fps=10, draw=gallery)
+    app.set_source(str(clip))
+    app.set_realtime(False)
+    faces = {}
+    for small in (False, True):
+        app.set_small_faces(small)
+        assert app.start(), app.last_error
+        assert pump_until(app, lambda: app.pipeline_thread is None), app.status_text
+        faces[small] = len(app.panel.rows)
+    assert faces == {False: 0, True: 9}, faces
+
+
+@linux_only
 def test_an_output_that_fails_during_a_run_shows_as_an_error(xvfb: int, monkeypatch: pytest.MonkeyPatch,
                                                              placeholder_model: Path, tmp_path: Path) -> None:
     monkeypatch.setenv("DISPLAY", f":{xvfb}")

@@ -96,6 +96,9 @@ class StreamGuardApp:
         ttk.Checkbutton(bar, text="real-time", variable=self.realtime_var).pack(side="left", padx=6)
         self.speak_var = tk.BooleanVar(master=root, value=self.config.outputs.speak)
         ttk.Checkbutton(bar, text="speak alerts", variable=self.speak_var).pack(side="left", padx=6)
+        # a video call's gallery view: faces too small for the detector's whole-frame pass (--detect-tiles always)
+        self.small_faces_var = tk.BooleanVar(master=root, value=bool(self.config.detector.add_tiles_above))
+        ttk.Checkbutton(bar, text="small faces", variable=self.small_faces_var).pack(side="left", padx=6)
         ttk.Label(bar, text="Threshold:").pack(side="left")
         self.threshold_var = tk.StringVar(master=root)
         self.threshold_box = ttk.Combobox(bar, textvariable=self.threshold_var, state="readonly", width=15)
@@ -165,6 +168,10 @@ class StreamGuardApp:
         """Say alerts aloud from the next Start (the "speak alerts" box)."""
         self.speak_var.set(on)
 
+    def set_small_faces(self, on: bool) -> None:
+        """Search every frame in tiles too from the next Start (the "small faces" box: a call's gallery view)."""
+        self.small_faces_var.set(on)
+
     def view_geometry(self) -> tuple[int, int, int, int]:
         """Screen position and size ``(x, y, width, height)`` of the video view."""
         v = self.view
@@ -188,7 +195,9 @@ class StreamGuardApp:
                 self.config, source=SourceOptions(spec=text, realtime=bool(self.realtime_var.get()),
                                                   sound_device=sound),
                 outputs=dataclasses.replace(self.config.outputs, speak=bool(self.speak_var.get())),
-                model=dataclasses.replace(self.config.model, threshold=self._chosen_threshold()))
+                model=dataclasses.replace(self.config.model, threshold=self._chosen_threshold()),
+                detector=dataclasses.replace(self.config.detector,
+                                             add_tiles_above=1 if self.small_faces_var.get() else 0))
             self.spec = load_model(config)
             self.panel.threshold = self._threshold(self.spec)
         except StreamGuardError as e:
