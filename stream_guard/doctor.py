@@ -91,6 +91,10 @@ def _checks() -> list[tuple[str, str, str]]:
         rows.append(_sound_row())
     cams = sorted(glob.glob("/dev/video*")) if sys.platform.startswith("linux") else []
     rows.append((OK if cams else WARN, "webcams", ", ".join(cams) if cams else "no /dev/video* devices"))
+    for what, dist, extra in (("virtual camera", "pyvirtualcam", "virtualcam"), ("HEIC photos", "pillow-heif", "heic")):
+        v = _version(dist)  # optional extras: what they add is unavailable without them, nothing else
+        rows.append((OK if v else WARN, what,
+                     f"{dist} {v}" if v else f"{dist} not installed: pip install 'stream-guard[{extra}]'"))
     from stream_guard.paths import bundled_model
     from stream_guard.pipeline import default_model_dir, shipped_model_names
 

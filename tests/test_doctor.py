@@ -24,5 +24,9 @@ def test_doctor_reports_every_check_and_the_shipped_models() -> None:
     assert {"deepfake", "deepfake-ensemble", "untrained-placeholder"} <= set(shipped_model_names())
     assert "CPUExecutionProvider" in checks["providers"][1]
     assert checks["face mesh"] == ("ok", "face_landmark.onnx")
+    for what, dist, extra in (("virtual camera", "pyvirtualcam", "virtualcam"), ("HEIC photos", "pillow-heif", "heic")):
+        status, detail = checks[what]  # optional: the test extras install both
+        assert (status, detail.split()[0]) == ("ok", dist) or detail == (
+            f"{dist} not installed: pip install 'stream-guard[{extra}]'"), checks[what]
     missing = any(m.group(1) == "missing" for m in rows)
     assert result.returncode == (1 if missing else 0), result.stdout
