@@ -518,7 +518,13 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     def progress(i: int, n: int, name: str) -> None:
         print(f"[{i + 1}/{n}] {name}", file=sys.stderr, flush=True)
 
-    report = evaluate(args.manifest, config, progress=progress, max_frames=args.max_frames)
+    def file_sinks(name: str) -> list:
+        """On a terminal, a bar of the file's frames under its line (a long clip shows it is going on)."""
+        from stream_guard.outputs.progress import FrameProgress
+
+        return [FrameProgress(name, sys.stderr, args.max_frames)] if sys.stderr.isatty() else []
+
+    report = evaluate(args.manifest, config, progress=progress, max_frames=args.max_frames, file_sinks=file_sinks)
     print_table(report)
     if args.json is not None:
         write_json(report, args.json)

@@ -51,6 +51,7 @@ from stream_guard.model.contract import OperatingPoint
 from stream_guard.model.provenance import Provenance
 from stream_guard.model.smoothing import SmoothingOptions
 from stream_guard.outputs.alerts import AlertOptions
+from stream_guard.outputs.base import Sink
 from stream_guard.pipeline import load_model
 from stream_guard.sources.spec import file_url_path, parse_source, url_scheme
 from stream_guard.scoring import (  # noqa: F401 (re-exported: evaluate's public API)
@@ -158,8 +159,10 @@ class ScoredFiles:
 
 def score_files(rows: list[ManifestRow], config: RunConfig,
                 progress: Callable[[int, int, str], None] | None = None,
-                max_frames: int | None = None) -> ScoredFiles:
-    """Run every row's file through the pipeline with ``config``'s model."""
+                max_frames: int | None = None,
+                file_sinks: Callable[[str], Sequence[Sink]] = lambda _name: ()) -> ScoredFiles:
+    """Run every row's file through the pipeline with ``config``'s model; ``file_sinks(name)``: outputs that
+    also receive a file's frames (a progress bar)."""
     scored = ScoredFiles()
     with tempfile.TemporaryDirectory() as scratch:
         for i, row in enumerate(rows):
@@ -168,7 +171,7 @@ def score_files(rows: list[ManifestRow], config: RunConfig,
                 progress(i, len(rows), name)
             try:
                 analysis = analyse_file(row.path, config, max_frames=max_frames, scratch=Path(scratch),
-                                        keep_trace=True)
+                                        keep_trace=True, sinks=file_sinks(name))
             except SourceError as e:  # that file's problem; a model or option error stops the run
                 log.warning("%s", e)
                 scored.failed.append({"file": name, "label": row.label, "family": row.family,
@@ -243,12 +246,14 @@ def build_report(scored: ScoredFiles, alerts: AlertOptions, manifest: str, n_fil
 
 
 def evaluate(manifest: str | Path, config: RunConfig, progress: Callable[[int, int, str], None] | None = None,
-             max_frames: int | None = None) -> dict:
+             max_frames: int | None = None,
+             file_sinks: Callable[[str], Sequence[Sink]] = lambda _name: ()) -> dict:
     """Score every file of the manifest and compute the report (see module docstring). A bad
-    model or ``--threshold`` fails before any file; :class:`SourceError` when no file could be read."""
+    model or ``--threshold`` fails before any file; :class:`SourceError` when no file could be read.
+    ``file_sinks``: see :func:`score_files`."""
     rows = read_manifest(manifest)
     spec = load_model(config)
-    scored = score_files(rows, config, progress, max_frames)
+    scored = score_files(rows, config, progress, max_frames, file_sinks)
     if scored.failed and len(scored.failed) == scored.count:
         first = scored.failed[0]
         raise SourceError(f"none of the {scored.count} file(s) of {manifest} could be read "

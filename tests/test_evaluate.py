@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import cv2
@@ -267,3 +268,17 @@ def test_the_plot_of_files_with_one_label_says_why_it_has_no_roc_curve(tmp_path:
     assert picture is not None and picture.std() > 10
     assert plot_evaluation(report, tmp_path / "p.svg").read_text().lstrip().startswith("<?xml")
     assert plot_evaluation(report, tmp_path / "p.pdf").read_bytes().startswith(b"%PDF")
+
+
+def test_evaluate_shows_each_files_frames_on_a_terminal(manifest: Path, placeholder_model: Path) -> None:
+    """Each file's line, then a bar of its frames under it while it is read (a long clip shows it is going on)."""
+    from tests.support.terminal import run_on_a_terminal
+
+    code, shown = run_on_a_terminal(["evaluate", "--manifest", str(manifest), "--model", str(placeholder_model)])
+    assert code == 0, shown
+    lines = shown.replace("\r", "\n").splitlines()
+    assert any(line.startswith("[1/5] ") and line.endswith("cam_a_1.mp4") for line in lines), shown
+    bars = [line for line in lines if "frame/s" in line]
+    assert any(re.search(r"cam_a_1\.mp4: +\d+%\|.*\| +[1-9]\d*/45 \[", line) for line in bars), bars
+    assert "frame/s" not in run_cli("evaluate", "--manifest", str(manifest), "--model",
+                                    str(placeholder_model)).stderr  # not on a log or a pipe
