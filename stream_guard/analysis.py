@@ -165,10 +165,7 @@ class Analyzer:
         for frames the detector searches in tiles (about 3x the cost of one pass), else every frame."""
         if self.detect_every:
             return self.detect_every
-        options, size = self.detector.options, max(width, height)
-        tiled = (options.tile_above and size >= options.tile_above) or (
-            options.add_tiles_above and size >= options.add_tiles_above)
-        return AUTO_TILED_DETECT_EVERY if tiled else 1
+        return AUTO_TILED_DETECT_EVERY if self.detector.options.tiling(width, height) else 1
 
     def on_schedule(self, frame: Frame) -> bool:
         """Whether ``frame`` is one of the detector's scheduled frames (:meth:`detect_interval`)."""

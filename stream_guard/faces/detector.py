@@ -71,6 +71,14 @@ class DetectorOptions:
     tile_above: int = 1400
     add_tiles_above: int = 0
 
+    def tiling(self, width: int, height: int) -> Literal["merge", "add"] | None:
+        """How a ``width x height`` frame is searched in tiles: ``merge`` (from ``tile_above``), ``add``
+        (from ``add_tiles_above``), or not at all (None)."""
+        size = max(width, height)
+        if self.tile_above and size >= self.tile_above:
+            return "merge"
+        return "add" if self.add_tiles_above and size >= self.add_tiles_above else None
+
     def __post_init__(self) -> None:
         if self.model not in MODELS:
             raise ConfigError(f"unknown face detector model {self.model!r}; choose from {sorted(MODELS)}")
@@ -279,18 +287,17 @@ class FaceDetector:
         Large images are searched whole and in overlapping tiles (see ``tile_above`` and
         ``add_tiles_above``)."""
         h, w = image.shape[:2]
-        size, options = max(h, w), self.options
-        merge = bool(options.tile_above) and size >= options.tile_above
-        if not merge and not (options.add_tiles_above and size >= options.add_tiles_above):
+        tiling = self.options.tiling(w, h)
+        if tiling is None:
             return self.detect_batch([image])[0]
         tiles = tile_grid(w, h)
         found = self.detect_batch([image] + [image[y0:y1, x0:x1] for x0, y0, x1, y1 in tiles])
         parts = [found[0]] + [_inside_tile(d, t, w, h) for d, t in zip(found[1:], tiles)]
-        if merge:
+        if tiling == "merge":
             return self._merged(parts)
         whole, extra = found[0], self._merged(parts[1:])
-        missed = np.array([not (iou_one_to_many(box, whole.boxes) > options.nms_iou).any() for box in extra.boxes],
-                          bool)
+        missed = np.array([not (iou_one_to_many(box, whole.boxes) > self.options.nms_iou).any()
+                           for box in extra.boxes], bool)
         extra = extra.select(missed) if len(extra) else extra
         both = FaceDetections(np.concatenate([whole.boxes, extra.boxes]), np.concatenate([whole.scores, extra.scores]),
                               np.concatenate([whole.keypoints, extra.keypoints]))
