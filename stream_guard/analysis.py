@@ -152,7 +152,8 @@ class Analyzer:
             if len(self.summaries) >= self.max_summaries:
                 self.summaries.pop(next(iter(self.summaries)))
             summary = self.summaries[face.track_id] = TrackSummary(face.track_id, pts_s, pts_s, "", None, None, None, 0)
-        summary.last_s = pts_s
+        if track.misses == 0:  # seen, not coasting on a prediction (that may span a jump in time)
+            summary.last_s = pts_s
         summary.verdict = face.verdict.value
         summary.score = face.score
         summary.n_scores = m.n_scores

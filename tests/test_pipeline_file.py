@@ -212,6 +212,29 @@ def test_a_timestamp_jump_back_does_not_stop_the_scoring(placeholder_model: Path
     assert _count_frames(out) == 150
 
 
+def test_realtime_plays_on_over_a_jump_ahead_in_the_timestamps(placeholder_model: Path, tmp_path: Path) -> None:
+    """A recording whose timestamps jump two minutes ahead halfway (joined recordings of a camera
+    that was off): ``--realtime`` used to sleep through the gap in silence, as if hung. It plays on,
+    says so, and the face before the gap is not reported as seen until after it."""
+    from tests.support.faces import one_face_moving
+    from tests.support.synth_video import make_test_clip
+
+    fps, gap_s = 25, 120
+    clip = make_test_clip(tmp_path / "gap.ts", seconds=4.0, fps=fps, draw=one_face_moving(640, 360, 180),
+                          frame_pts=lambda i: i if i < 50 else i + gap_s * fps)
+    events = tmp_path / "ev.jsonl"
+    result = run_cli("watch", str(clip), "--realtime", "--events", str(events), "--model", str(placeholder_model),
+                     timeout=gap_s / 2)
+    assert result.returncode == 0, result.stderr
+    assert [line for line in result.stderr_lines if "jump" in line] == [
+        "stream-guard: WARNING: the video's timestamps jump 120.0 s ahead at stream time 1.96 s (joined recordings, "
+        "or a recorder that was paused?): --realtime plays on without waiting it out"]
+    records = _events(events)
+    assert records[-1]["frames_processed"] == 100
+    seen = [(t["first_s"], t["last_s"]) for t in records[-1]["tracks"]]
+    assert all(last < 2.0 or first > 121.9 for first, last in seen), seen
+
+
 def test_the_stream_clock_goes_on_where_the_timestamps_start_again() -> None:
     """Jitter backwards is clamped; a jump back of more than a second is a new stretch of timeline,
     placed a frame period on, and the sound of the same container moves with it."""

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
+import logging
 import time
 from typing import Callable, Iterator
 
@@ -13,6 +14,13 @@ from stream_guard.types import Frame, SoundChunk, StreamInfo
 
 __all__ = ["DropPolicy", "FrameSource", "PacedSource", "SourceSpec", "open_source", "parse_source", "redact_url",
            "with_input_options"]
+
+log = logging.getLogger(__name__)
+
+# A paced file waits out gaps between its frames up to this long (a variable-rate screen recording
+# that sat still); a longer one is a jump in the timestamps (joined recordings, a camera that was
+# off), played on at once rather than waited out in silence. FFmpeg's player draws the line here too.
+MAX_PACED_GAP_S = 10.0
 
 
 class PacedSource(OpensInWith):
@@ -34,10 +42,18 @@ class PacedSource(OpensInWith):
             yield from self.inner.frames()
             return
         start: float | None = None
+        previous_s = 0.0
         for frame in self.inner.frames():
             now = time.monotonic()
+            gap = frame.pts_s - previous_s
             if start is None:
                 start = now - frame.pts_s
+            elif gap > MAX_PACED_GAP_S:
+                log.warning("the video's timestamps jump %.1f s ahead at stream time %.2f s (joined recordings, "
+                            "or a recorder that was paused?): --realtime plays on without waiting it out",
+                            gap, previous_s)
+                start = max(now, start + previous_s) - frame.pts_s
+            previous_s = frame.pts_s
             wait = start + frame.pts_s - now
             if wait > 0:
                 time.sleep(wait)

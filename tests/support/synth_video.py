@@ -81,13 +81,15 @@ def make_test_clip(
     display_hflip: bool = False,
     sample_aspect: Optional[Fraction] = None,
     interlaced: bool = False,
+    frame_pts: Optional[Callable[[int], int]] = None,
 ) -> Path:
     """Encode ``round(seconds * fps)`` frames from ``draw(i) -> HxWx3 uint8 RGB`` into an
     H.264 MP4 at ``path`` (libx264, yuv420p, keyframe every ``fps`` frames, no B-frames,
     zerolatency tuning). ``display_rotation`` (degrees anticlockwise) and ``display_hflip``
     go into the track's display matrix, as a phone writes them, and ``sample_aspect`` is the
     pixels' shape (anamorphic video): the frames are stored as drawn. ``interlaced`` codes
-    them as interlaced (top field first), so decoded frames are flagged so. Returns the path."""
+    them as interlaced (top field first), so decoded frames are flagged so. ``frame_pts(i)``:
+    frame ``i``'s timestamp in frame periods (default ``i``), for gaps in time. Returns the path."""
     if width % 2 or height % 2:
         raise ValueError("yuv420p needs even width and height")
     path = Path(path)
@@ -101,7 +103,7 @@ def make_test_clip(
             stream.codec_context.sample_aspect_ratio = sample_aspect
         for i in range(n_frames):
             frame = _to_video_frame(draw(i), width, height)
-            frame.pts = i
+            frame.pts = i if frame_pts is None else frame_pts(i)
             frame.time_base = Fraction(1, fps)
             container.mux(stream.encode(frame))
         container.mux(stream.encode(None))
