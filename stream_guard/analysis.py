@@ -15,9 +15,10 @@ from stream_guard.faces.shot_change import ShotChangeDetector
 from stream_guard.faces.tracker import FaceTracker, Track
 from stream_guard.model.scorer import FaceScorer, TrackMemory
 from stream_guard.outputs.overlay import HudInfo, annotate
-from stream_guard.types import FaceDetections, FaceResult, Frame, FrameResult, StageTimes, TrackState
+from stream_guard.types import FaceDetections, FaceResult, Frame, FrameResult, StageTimes, TrackState, Verdict
 
 AUTO_TILED_DETECT_EVERY = 3  # detector schedule for large (tiled) frames when detect_every is 0 (auto)
+MAX_FAKE_STEP_S = 1.0  # the most stream time between two frames that counts towards a face's time judged fake
 DETECT_HERE = object()  # process()'s default: run the detector on this thread, on the schedule
 
 
@@ -33,9 +34,18 @@ class TrackSummary:
     mean_score: float | None
     max_score: float | None
     n_scores: int
+    fake_s: float = 0.0  # stream time during which its verdict was fake
+    _reported_s: float | None = None  # when it was last reported (for fake_s)
 
     def to_json(self) -> dict:
-        return {k: getattr(self, k) for k in self.__slots__}
+        return {k: getattr(self, k) for k in self.__slots__ if not k.startswith("_")}
+
+    def count_fake_time(self, pts_s: float, verdict: Verdict) -> None:
+        """Add the time since the last report to ``fake_s`` if the face is judged fake now. A step
+        is at most :data:`MAX_FAKE_STEP_S`: a gap in the stream is not time anyone saw it."""
+        if verdict is Verdict.FAKE and self._reported_s is not None:
+            self.fake_s += min(max(0.0, pts_s - self._reported_s), MAX_FAKE_STEP_S)
+        self._reported_s = pts_s
 
 
 class Analyzer:
@@ -154,6 +164,7 @@ class Analyzer:
             summary = self.summaries[face.track_id] = TrackSummary(face.track_id, pts_s, pts_s, "", None, None, None, 0)
         if track.misses == 0:  # seen, not coasting on a prediction (that may span a jump in time)
             summary.last_s = pts_s
+        summary.count_fake_time(pts_s, face.verdict)
         summary.verdict = face.verdict.value
         summary.score = face.score
         summary.n_scores = m.n_scores

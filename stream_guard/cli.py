@@ -454,14 +454,26 @@ def _run_with_signals(config, progress: bool = False):
             service.close()
 
 
+def track_line(track: dict) -> str:
+    """A face's verdict at the end of the run and what led to it: ``real (score 0.86; judged fake for
+    11.9 s of its 20.0 s; mean 0.83, peak 0.92; 200 windows, 0.0-20.0 s)``. The verdict is the live one,
+    with its hysteresis, so the time judged fake says what the last verdict alone would hide."""
+    parts = ["score --" if track["score"] is None else f"score {track['score']:.2f}"]
+    if track.get("fake_s"):
+        parts.append(f"judged fake for {track['fake_s']:.1f} s of its {track['last_s'] - track['first_s']:.1f} s")
+    if track["mean_score"] is not None:
+        parts.append(f"mean {track['mean_score']:.2f}, peak {track['max_score']:.2f}")
+    windows = "window" if track["n_scores"] == 1 else "windows"
+    parts.append(f"{track['n_scores']} {windows}, {track['first_s']:.1f}-{track['last_s']:.1f} s")
+    return f"{track['verdict'] or 'uncertain'} ({'; '.join(parts)})"
+
+
 def _print_summary(summary, stream=sys.stderr) -> None:
     lat = "n/a" if summary.latency_p50_ms is None else f"{summary.latency_p50_ms:.1f} ms"
     print(f"{summary.frames_processed} frames in {summary.duration_s:.1f} s ({summary.fps:.1f} fps), "
           f"{summary.frames_dropped} dropped, latency p50 {lat}, {len(summary.tracks)} face track(s)", file=stream)
     for t in summary.tracks:
-        score = "--" if t["score"] is None else f"{t['score']:.2f}"
-        print(f"  face #{t['track_id']}: {t['verdict'] or 'uncertain'} (score {score}, "
-              f"{t['n_scores']} windows, {t['first_s']:.1f}-{t['last_s']:.1f} s)", file=stream)
+        print(f"  face #{t['track_id']}: {track_line(t)}", file=stream)
     if not summary.provenance.model_trained:
         print(f"  note: model '{summary.provenance.model}' is UNTRAINED: scores are meaningless", file=stream)
 

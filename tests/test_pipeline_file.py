@@ -275,3 +275,34 @@ def test_a_video_calls_gallery_view_is_searched_in_tiles_when_asked(placeholder_
         assert result.returncode == 0, result.stderr
         faces[tiles] = {r["track_id"] for r in _events(events) if r["type"] == "track"}
     assert len(faces["auto"]) == 0 and len(faces["always"]) == 9, faces
+
+
+def test_the_summary_says_how_long_a_face_was_judged_fake(tmp_path: Path) -> None:
+    """The end-of-run verdict is the live one, with its hysteresis: over 20 s of the demo the
+    self-blended face is judged fake for a while, then real again at the end. The summary says
+    for how long it was judged fake (the spells its verdict records describe), so that is not hidden."""
+    from stream_guard.cli import track_line
+
+    events = tmp_path / "ev.jsonl"
+    result = run_cli("watch", "demo", "--events", str(events))
+    assert result.returncode == 0, result.stderr
+    records = _events(events)
+    tracks = {t["track_id"]: t for t in records[-1]["tracks"]}
+    fake_since: dict[int, float] = {}
+    fake_s = dict.fromkeys(tracks, 0.0)
+    for r in records:
+        if r["type"] == "verdict":
+            if r["verdict"] == "fake":
+                fake_since[r["track_id"]] = r["stream_time_s"]
+            elif r["track_id"] in fake_since:
+                fake_s[r["track_id"]] += r["stream_time_s"] - fake_since.pop(r["track_id"])
+    for track_id, since in fake_since.items():
+        fake_s[track_id] += tracks[track_id]["last_s"] - since
+    assert max(fake_s.values()) > 1.0, fake_s  # the self-blended face was flagged
+    for track_id, t in tracks.items():
+        assert abs(t["fake_s"] - fake_s[track_id]) < 0.1, (t, fake_s)
+        line = f"  face #{track_id}: {track_line(t)}"
+        assert line in result.stderr_lines
+        assert ("judged fake for" in line) == (t["fake_s"] > 0), line
+    assert track_line({"track_id": 2, "first_s": 0.0, "last_s": 0.0, "verdict": "", "score": None, "mean_score": None,
+                       "max_score": None, "n_scores": 0, "fake_s": 0.0}) == "uncertain (score --; 0 windows, 0.0-0.0 s)"
