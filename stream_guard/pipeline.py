@@ -193,9 +193,11 @@ def build_sinks(config: RunConfig, info: StreamInfo, provenance: Provenance,
                                    else None,  # a file, or a recording served over HTTP
                                    sound=sound.subscribe("--out") if sound is not None and (
                                        info.is_live or source.kind == "pipe") else None))
+    events: JsonlEventSink | None = None
     if out.events_path is not None:
         target = sys.stdout if str(out.events_path) == "-" else out.events_path
-        sinks.append(JsonlEventSink(target, out.alerts, provenance))
+        events = JsonlEventSink(target, out.alerts, provenance)
+        sinks.append(events)
     if out.show:
         from stream_guard.outputs.window import TkWindowSink
 
@@ -236,6 +238,8 @@ def build_sinks(config: RunConfig, info: StreamInfo, provenance: Provenance,
         live = LiveViewSink(out.serve, provenance,
                             sound=sound.subscribe("--serve") if sound is not None and paced else None)
         sinks += [live, LiveAlertFeed(live, out.alerts)]
+    if events is not None and sinks == [events] and str(out.events_path) == "-":
+        events.on_reader_gone = on_close  # the events are all the run gives: `| head` ends it
     return sinks
 
 

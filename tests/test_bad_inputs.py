@@ -304,6 +304,41 @@ def test_a_disk_that_fills_up_makes_the_run_fail(watch, two_faces_clip: Path, tm
                                        "is incomplete (the error is above)"), result.stderr
 
 
+def test_events_on_standard_output_end_the_run_when_their_reader_goes_away(placeholder_model: Path,
+                                                                           tmp_path: Path) -> None:
+    """``watch SOURCE --events - | head -1``: the run went on to the end of the source (for ever on a
+    live stream), then failed with a broken-pipe error. With nothing else to give, it ends as a filter
+    does, quietly; with another output (``--out``) that output is still written whole."""
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO
+
+    def head_1(*args: str) -> tuple[int, str]:
+        proc = subprocess.Popen([sys.executable, "-m", "stream_guard", "watch", "demo", "--events", "-", "--model",
+                                 str(placeholder_model), *args],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO)
+        assert proc.stdout is not None and json.loads(proc.stdout.readline())["type"] == "start"
+        proc.stdout.close()  # the reader goes away
+        try:
+            _, err = proc.communicate(timeout=60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            raise AssertionError("the run went on after its only reader went away") from None
+        return proc.returncode, err
+
+    code, err = head_1()
+    assert code == 130, err
+    assert "Traceback" not in err and "Exception ignored" not in err and "ERROR" not in err, err
+    frames = [int(line.split()[0]) for line in err.splitlines() if " frames in " in line]
+    assert len(frames) == 1 and frames[0] < 600, err  # 20 s of demo at 30 fps: it stopped early
+
+    out = tmp_path / "out.mp4"
+    code, err = head_1("--out", str(out), "--max-frames", "90")
+    assert code == 5 and "Broken pipe" in err, err
+    assert count_frames(out) == 90
+
+
 def test_a_failing_output_does_not_stop_the_others(two_faces_clip: Path, placeholder_model: Path,
                                                    tmp_path: Path) -> None:
     out, events = tmp_path / "out.mp4", tmp_path / "ev.jsonl"

@@ -5,9 +5,10 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import os
 import time
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, Callable
 
 from stream_guard.errors import OutputError
 from stream_guard.model.provenance import Provenance
@@ -58,14 +59,19 @@ class JsonlEventSink:
     A file the disk stops taking (it filled up) is opened again every :data:`REOPEN_S` seconds; the
     records meanwhile are lost, and the first line written again is an ``events_lost`` record that
     counts them, so the log heals and says where its gap is. ``close`` then fails, so the run ends
-    saying so."""
+    saying so.
+
+    A stream whose reader goes away (``--events - | head``) calls ``on_reader_gone`` if given (the
+    run has no other output: it ends, as a filter does); otherwise the output fails."""
 
     name = "events"
     lossless = True
 
     def __init__(self, target: str | Path | IO[str], alerts: AlertOptions = AlertOptions(),
-                 provenance: Provenance | None = None) -> None:
+                 provenance: Provenance | None = None, on_reader_gone: Callable[[], None] | None = None) -> None:
         self._target = target
+        self.on_reader_gone = on_reader_gone
+        self.reader_gone = False
         self._provenance = provenance
         self._fh: IO[str] | None = None
         self._owns = False
@@ -117,14 +123,30 @@ class JsonlEventSink:
                 self._fh.write(json.dumps(record, separators=(",", ":")) + "\n")
             self._fh.flush()
         except OSError as e:
-            if not self._owns:
+            if self._owns:
+                self._lose(records, e)
+            elif isinstance(e, BrokenPipeError) and self.on_reader_gone is not None:
+                self._end_for_a_gone_reader()
+            else:
                 raise
-            self._lose(records, e)
             return
         if self._gap is not None:
             self.lost += self._gap["records"]
             log.warning("--events %s: writing again; %d record(s) were lost", self._target, self._gap["records"])
             self._gap = None
+
+    def _end_for_a_gone_reader(self) -> None:
+        """The pipe's reader closed it: write no more and end the run. The pipe is swapped for the
+        null device, so what is still buffered for it does not fail again when Python exits."""
+        log.info("--events -: the reader of standard output went away: the run ends")
+        self.reader_gone = True
+        stream, self._fh = self._fh, None
+        with contextlib.suppress(OSError, ValueError, AttributeError):
+            null = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(null, stream.fileno())  # type: ignore[union-attr]
+            os.close(null)
+        assert self.on_reader_gone is not None
+        self.on_reader_gone()
 
     def _lose(self, records: list[dict[str, Any]], error: OSError) -> None:
         """The disk refused these records: close the file and open it again a little later."""
