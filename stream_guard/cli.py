@@ -316,6 +316,10 @@ def _add_scan_and_gui(sub, common: argparse.ArgumentParser) -> None:
     scan.add_argument("paths", nargs="+", metavar="PATH")
     scan.add_argument("--report", type=Path, metavar="DIR",
                       help="write DIR/report.json and DIR/report.html (with plots and thumbnails)")
+    scan.add_argument("--jsonl", metavar="FILE|-",
+                      help="write a JSON line per file as soon as it is done (its report record), after a start "
+                           "line and before a summary line; - writes them to standard output (the lines for "
+                           "people then go to stderr)")
     scan.add_argument("--max-frames", type=_count, metavar="N", help="analyse at most N frames per file")
     _add_max_megapixels(scan, "refuse videos whose frames are larger than M megapixels, and shrink larger "
                               "pictures to M")

@@ -124,6 +124,79 @@ def test_scan_prints_a_line_per_file_without_report(clips: Path, placeholder_mod
     assert lines[-1].startswith("4 files in") and "0 fake, 3 real, 1 no-face, 0 error" in lines[-1]
 
 
+def _without_report_pictures(entry: dict) -> dict:
+    tracks = [{k: v for k, v in t.items() if k not in ("plot", "thumbnail")} for t in entry["tracks"]]
+    for t in tracks:
+        if t["explanation"] is not None:
+            t["explanation"] = {k: v for k, v in t["explanation"].items() if k != "image"}
+    return {**entry, "tracks": tracks}
+
+
+def test_scan_writes_a_json_line_per_file_as_the_report_records_it(clips: Path, placeholder_model: Path,
+                                                                  tmp_path: Path) -> None:
+    """``--jsonl FILE``: a start line, each file's report record (without the report's pictures) as
+    soon as the file is done, and the report's header as the summary line; ``-`` puts the lines on
+    standard output, alone (the lines for people go to stderr)."""
+    report, lines = tmp_path / "rep", tmp_path / "scan.jsonl"
+    result = run_cli("scan", str(clips), "--report", str(report), "--jsonl", str(lines), "--model",
+                     str(placeholder_model), "--threshold", "0", timeout=300)
+    assert result.returncode == EXIT_FAKE_FOUND, result.stderr
+    data = json.loads((report / "report.json").read_text())
+    records = [json.loads(line) for line in lines.read_text().splitlines()]
+    start, files, summary = records[0], records[1:-1], records[-1]
+    assert start == {"type": "start", "files": 5, **{k: data[k] for k in (
+        "stream_guard", "model", "model_version", "model_sha256", "model_trained", "threshold", "threshold_name")}}
+    assert [f.pop("type") for f in files] == ["file"] * 5
+    assert files == [_without_report_pictures(f) for f in data["files"]]
+    assert summary.pop("type") == "summary" and summary == {k: v for k, v in data.items() if k != "files"}
+
+    to_stdout = run_cli("scan", str(clips), "--jsonl", "-", "--model", str(placeholder_model), "--threshold", "1",
+                        timeout=300)
+    assert to_stdout.returncode == 3, to_stdout.stderr  # broken.mp4 could not be read
+    records = [json.loads(line) for line in to_stdout.stdout.splitlines()]
+    assert [r["type"] for r in records] == ["start"] + ["file"] * 5 + ["summary"]
+    assert records[-1]["counts"] == {"fake": 0, "real": 3, "no-face": 1, "error": 1}
+    assert "5 files in" in to_stdout.stderr and "no-face" in to_stdout.stderr  # the lines for people
+
+
+def test_a_scan_to_standard_output_stops_when_its_reader_goes_away(clips: Path, placeholder_model: Path,
+                                                                   tmp_path: Path) -> None:
+    """``scan DIR --jsonl - | head -2``: the scan stops there, quietly, as a filter does."""
+    proc = subprocess.Popen([sys.executable, "-m", "stream_guard", "scan", str(clips), str(clips), "--jsonl", "-",
+                             "--model", str(placeholder_model)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    assert proc.stdout is not None
+    assert [json.loads(proc.stdout.readline())["type"] for _ in range(2)] == ["start", "file"]
+    proc.stdout.close()
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err and "Exception ignored" not in err and "(interrupted)" in err, err
+    done = re.search(r"(\d+) files in", err)
+    assert done is not None and int(done.group(1)) < 5, err
+
+
+def test_scan_output_options_that_would_do_harm_are_refused(clips: Path, placeholder_model: Path) -> None:
+    clip = clips / "two_faces.mp4"
+    for args, message in (
+            (["--report", "-"], "--report takes a folder (report.json, report.html and their pictures): for the "
+                                "results on standard output, use --jsonl -"),
+            (["--jsonl", str(clip)], f"--jsonl {clip}: is one of the files scanned: writing it would destroy it")):
+        result = run_cli("scan", str(clips), *args, "--model", str(placeholder_model))
+        assert result.returncode == 2 and result.stderr_lines == [f"stream-guard: error: {message}"], result.stderr
+    assert clip.stat().st_size > 1000 and not Path("-").exists()
+
+
+def test_a_json_lines_file_the_disk_refuses_fails_the_scan_after_its_results(clips: Path, placeholder_model: Path,
+                                                                            tmp_path: Path) -> None:
+    full = tmp_path / "scan.jsonl"
+    full.symlink_to("/dev/full")  # every write is refused as on a full disk
+    result = run_cli("scan", str(clips / "two_faces.mp4"), "--jsonl", str(full), "--model", str(placeholder_model))
+    assert result.returncode == 5, result.stderr
+    assert "1 files in" in result.stdout and "Traceback" not in result.stderr
+    assert result.stderr_lines[-1] == (f"stream-guard: error: --jsonl {full}: output failed during the scan: what it "
+                                       "wrote is incomplete (No space left on device)")
+
+
 def test_a_scan_that_could_not_read_a_file_does_not_claim_it_found_no_fake(clips: Path, placeholder_model: Path,
                                                                            tmp_path: Path) -> None:
     """No fake among the files read, but one could not be read: exit 3 and one line naming it, report kept."""

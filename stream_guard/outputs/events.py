@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import os
 import time
 from pathlib import Path
 from typing import IO, Any, Callable
@@ -13,6 +12,7 @@ from typing import IO, Any, Callable
 from stream_guard.errors import OutputError
 from stream_guard.model.provenance import Provenance
 from stream_guard.outputs.alerts import AlertOptions, AlertStateMachine
+from stream_guard.outputs.pipes import retire_broken_pipe
 from stream_guard.types import FaceResult, FrameResult, StreamInfo
 
 log = logging.getLogger(__name__)
@@ -141,11 +141,8 @@ class JsonlEventSink:
         log.info("--events -: the reader of standard output went away: the run ends")
         self.reader_gone = True
         stream, self._fh = self._fh, None
-        with contextlib.suppress(OSError, ValueError, AttributeError):
-            null = os.open(os.devnull, os.O_WRONLY)
-            os.dup2(null, stream.fileno())  # type: ignore[union-attr]
-            os.close(null)
-        assert self.on_reader_gone is not None
+        assert stream is not None and self.on_reader_gone is not None
+        retire_broken_pipe(stream)
         self.on_reader_gone()
 
     def _lose(self, records: list[dict[str, Any]], error: OSError) -> None:

@@ -18,11 +18,13 @@ from stream_guard.faces.detector import detector_options
 from stream_guard.file_analysis import Scanned, scanned_name
 from stream_guard.outputs.progress import FrameProgress
 from stream_guard.pipeline import build_explainer, load_model
+from stream_guard.model.provenance import Provenance
 from stream_guard.scan.collect import collect_files
+from stream_guard.scan.json_lines import STDOUT, ScanLines
 from stream_guard.scan.report import write_report
 from stream_guard.model.occlusion import Explaining
 from stream_guard.scan.runner import FileOutcome, ScanResult, scan_files
-from stream_guard.writable import check_writable_folder
+from stream_guard.writable import check_outputs_spare_the_source, check_writable_folder
 
 EXIT_INTERRUPTED = 130
 
@@ -76,6 +78,12 @@ def run_scan(args: argparse.Namespace, out: TextIO = sys.stdout, err: TextIO = s
     explain = args.explain
     if explain and args.report is None:
         raise ConfigError("--explain needs --report DIR: its occlusion maps are pictures in the report")
+    if args.report is not None and str(args.report) == STDOUT:
+        raise ConfigError("--report takes a folder (report.json, report.html and their pictures): for the results "
+                          "on standard output, use --jsonl -")
+    jsonl = getattr(args, "jsonl", None)
+    if jsonl == STDOUT:
+        out = err  # standard output carries the JSON lines alone
     config = scan_config(args)
     spec = load_model(config)  # a bad --model fails here, once, before any file
     explaining = Explaining(build_explainer(config, spec), every_face=explain == "all") if explain else None
@@ -83,6 +91,14 @@ def run_scan(args: argparse.Namespace, out: TextIO = sys.stdout, err: TextIO = s
     if args.report is not None:
         check_writable_folder(args.report, "--report")
     stop = threading.Event()
+    lines: ScanLines | None = None
+    if jsonl is not None:
+        for path in files if jsonl != STDOUT else ():
+            if isinstance(path, Path):
+                check_outputs_spare_the_source(path, [(Path(jsonl), "--jsonl")],
+                                               "one of the files scanned: writing it would destroy it")
+        lines = ScanLines(jsonl, files, on_reader_gone=stop.set)
+        lines.start(Provenance.of(spec, config.model.threshold))
 
     def on_signal(signum: int, frame: object) -> None:
         stop.set()
@@ -98,6 +114,8 @@ def run_scan(args: argparse.Namespace, out: TextIO = sys.stdout, err: TextIO = s
                 logging_redirect_tqdm():
             def on_file(outcome: FileOutcome) -> None:
                 bar.update(1)
+                if lines is not None:
+                    lines.file(outcome)
                 if args.report is None:
                     tqdm.write(outcome_line(outcome), file=out)
 
@@ -110,12 +128,16 @@ def run_scan(args: argparse.Namespace, out: TextIO = sys.stdout, err: TextIO = s
         pipeline_log.removeFilter(quiet)
         for s, h in previous.items():
             signal.signal(s, h)
+    if lines is not None:
+        lines.summary(result)
     if args.report is not None:
         html_path = write_report(result, args.report)
         print(f"report: {html_path} (and {Path(args.report) / 'report.json'})", file=out)
     print(summary_line(result), file=out)
     if not result.provenance.model_trained:
         print(f"note: model '{result.provenance.model}' is UNTRAINED: scores are meaningless", file=err)
+    if lines is not None:
+        lines.close()  # a line the disk refused fails the scan, after its results are out
     if result.interrupted:
         return EXIT_INTERRUPTED
     if result.exit_code == SourceError.exit_code:

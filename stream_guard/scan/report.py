@@ -21,6 +21,7 @@ REPORT_HTML = "report.html"
 PLOTS = "plots"
 THUMBS = "thumbs"
 EXPLAIN = "explain"
+FILE_SCORE = "max over faces (with >= 3 windows) of the mean window probability"
 VERDICT_COLOURS = {"fake": "#c62828", "real": "#2e7d32", "no-face": "#616161", "error": "#e65100",
                    "uncertain": "#f9a825"}
 
@@ -35,13 +36,18 @@ def _assets(index: int, series: TrackSeries) -> tuple[str, str, str]:
     return f"{PLOTS}/{stem}.png", f"{THUMBS}/{stem}.jpg", f"{EXPLAIN}/{stem}.png"
 
 
-def _track_json(index: int, series: TrackSeries, thumb: bool) -> dict:
+def _track_json(index: int, series: TrackSeries, assets: bool) -> dict:
+    """One face's record; with ``assets``, the report's pictures of it (plot, thumbnail, occlusion map)."""
     plot, thumbnail, explain = _assets(index, series)
     explanation = None
     if series.explanation is not None:
-        explanation = {**series.explanation.to_json(), "window_time_s": series.peak_time_s, "image": explain}
-    return {**series.to_json(), "smoothed": [round(s, 4) for s in series.smoothed],
-            "plot": plot, "thumbnail": thumbnail if thumb else None, "explanation": explanation}
+        explanation = {**series.explanation.to_json(), "window_time_s": series.peak_time_s}
+        if assets:
+            explanation["image"] = explain
+    entry = {**series.to_json(), "smoothed": [round(s, 4) for s in series.smoothed]}
+    if assets:
+        entry.update({"plot": plot, "thumbnail": thumbnail if series.peak_crop is not None else None})
+    return {**entry, "explanation": explanation}
 
 
 def display_names(paths: list[Scanned]) -> list[str]:
@@ -57,29 +63,36 @@ def display_names(paths: list[Scanned]) -> list[str]:
             else scanned_name(p) for p in paths]
 
 
-def _file_json(index: int, outcome: FileOutcome, name: str) -> dict:
+def file_json(index: int, outcome: FileOutcome, name: str, assets: bool = True) -> dict:
+    """One file's record: the ``index``-th of the scan, shown as ``name``; ``assets``: name the
+    report's pictures of its faces."""
     entry: dict = {"file": scanned_name(outcome.path), "name": name, "verdict": outcome.verdict, "score": outcome.score,
                    "error": outcome.error, "seconds": round(outcome.seconds, 3)}
     a = outcome.analysis
     if a is not None:
         entry.update({"frames": a.frames, "duration_s": round(a.duration_s, 3), "faces_too_small": a.faces_too_small,
-                      "tracks": [_track_json(index, t, t.peak_crop is not None) for t in a.tracks if t.scores]})
+                      "tracks": [_track_json(index, t, assets) for t in a.tracks if t.scores]})
     else:
         entry["tracks"] = []
     return entry
 
 
-def report_json(result: ScanResult) -> dict:
-    """The whole report as one JSON-ready dict."""
+def run_json(result: ScanResult) -> dict:
+    """What the report says of the whole scan, without its files."""
     return {
         "created": dt.datetime.fromtimestamp(result.started, dt.timezone.utc).isoformat(timespec="seconds"),
         **result.provenance.to_json(),
         "elapsed_s": round(result.elapsed_s, 2), "interrupted": result.interrupted,
         "counts": {v: result.count(v) for v in VERDICTS}, "fake_found": result.fake_found,
-        "file_score": "max over faces (with >= 3 windows) of the mean window probability",
-        "files": [_file_json(i, o, name) for i, (o, name) in
-                  enumerate(zip(result.outcomes, display_names([o.path for o in result.outcomes])))],
+        "file_score": FILE_SCORE,
     }
+
+
+def report_json(result: ScanResult) -> dict:
+    """The whole report as one JSON-ready dict."""
+    return {**run_json(result),
+            "files": [file_json(i, o, name) for i, (o, name) in
+                      enumerate(zip(result.outcomes, display_names([o.path for o in result.outcomes])))]}
 
 
 def _write_assets(folder: Path, result: ScanResult) -> None:
