@@ -244,7 +244,8 @@ def _parser() -> argparse.ArgumentParser:
                               description="MANIFEST: a TSV with columns 'file' (relative to its folder; videos "
                                           "or images) and 'label' (real/fake). Prints a per-family table.")
     evaluate.add_argument("--manifest", type=Path, required=True, metavar="PATH")
-    evaluate.add_argument("--json", type=Path, metavar="OUT", help="write the full report as JSON")
+    evaluate.add_argument("--json", type=Path, metavar="OUT",
+                          help="write the full report as JSON (-: to standard output; the table then goes to stderr)")
     evaluate.add_argument("--plot", type=Path, metavar="OUT.png",
                           help="draw the ROC curves (all files, each family) and the scores against the threshold "
                                "(.png, .svg, .pdf or .jpg)")
@@ -257,7 +258,8 @@ def _parser() -> argparse.ArgumentParser:
                                          "per model. Prints both AUCs and the paired bootstrap interval of A - B.")
     compare.add_argument("report_a", type=Path, metavar="A.json")
     compare.add_argument("report_b", type=Path, metavar="B.json")
-    compare.add_argument("--json", type=Path, metavar="OUT", help="write the comparison as JSON")
+    compare.add_argument("--json", type=Path, metavar="OUT",
+                         help="write the comparison as JSON (-: to standard output; the table then goes to stderr)")
 
     _add_scan_and_gui(sub, common)
     from stream_guard.bench.command import add_parser as add_bench_parser
@@ -518,7 +520,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from stream_guard.evaluate import evaluate, print_table, write_json
-    from stream_guard.writable import check_outputs_spare_the_source, check_writable_file
+    from stream_guard.writable import check_outputs_spare_the_source, check_writable_file, is_stdout
 
     config = _config(args, "demo", None, None)
     outputs = ((args.json, "--json"), (args.plot, "--plot"))
@@ -541,7 +543,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         return [FrameProgress(name, sys.stderr, args.max_frames)] if sys.stderr.isatty() else []
 
     report = evaluate(args.manifest, config, progress=progress, max_frames=args.max_frames, file_sinks=file_sinks)
-    print_table(report)
+    print_table(report, sys.stderr if is_stdout(args.json) else sys.stdout)  # `--json -`: stdout is the JSON's
     if args.json is not None:
         write_json(report, args.json)
     if args.plot is not None:
@@ -554,9 +556,10 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 def cmd_compare(args: argparse.Namespace) -> int:
     from stream_guard.compare import compare_reports, print_comparison
     from stream_guard.evaluate import write_json
+    from stream_guard.writable import is_stdout
 
     result = compare_reports(args.report_a, args.report_b)
-    print_comparison(result)
+    print_comparison(result, sys.stderr if is_stdout(args.json) else sys.stdout)
     if args.json is not None:
         write_json(result, args.json)
     return EXIT_OK

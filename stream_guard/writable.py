@@ -5,11 +5,19 @@ names a missing or read-only folder would lose the whole run.
 """
 from __future__ import annotations
 
+import sys
 import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from stream_guard.errors import ConfigError, OutputError
+
+STDOUT = "-"  # an output path that means standard output (``--json -``)
+
+
+def is_stdout(path: str | Path | None) -> bool:
+    """Whether an output option's value means standard output."""
+    return path is not None and str(path) == STDOUT
 
 
 def make_folder(folder: str | Path, option: str) -> Path:
@@ -37,7 +45,10 @@ def check_writable_folder(folder: str | Path, option: str) -> None:
 
 def check_writable_file(path: str | Path, option: str) -> None:
     """Whether ``path`` can be written later: not a folder, its folder exists and takes files, and
-    the file system takes its name (opened to append, and removed again if it was not there)."""
+    the file system takes its name (opened to append, and removed again if it was not there).
+    Standard output (``-``) always can."""
+    if is_stdout(path):
+        return
     path = Path(path)
     try:
         if path.is_dir():
@@ -61,7 +72,7 @@ def check_outputs_spare_the_source(source: Path | None, outputs: Sequence[tuple[
     option) pairs."""
     taken: list[tuple[Path, str | None]] = [(source, None)] if source is not None else []
     for path, option in outputs:
-        if path is None:
+        if path is None or is_stdout(path):
             continue
         for other, other_option in taken:
             if _same_file(Path(path), other):
@@ -78,7 +89,11 @@ def _same_file(a: Path, b: Path) -> bool:
 
 
 def write_text(path: str | Path, text: str, option: str) -> None:
-    """Write ``text`` to ``path``; :class:`OutputError` naming ``option`` if that fails."""
+    """Write ``text`` to ``path`` (``-``: standard output); :class:`OutputError` naming ``option`` if that fails."""
+    if is_stdout(path):
+        sys.stdout.write(text)
+        sys.stdout.flush()
+        return
     write_with(path, lambda p: p.write_text(text, encoding="utf-8"), option)
 
 

@@ -40,6 +40,13 @@ def test_bench_smoke_prints_json_last(placeholder_model: Path, tmp_path: Path) -
     assert s["frames_with_face_share"] > 0.5 and s["face_score_hz"]["min"] is not None
     assert json.loads(out.read_text()) == report
 
+    piped = run_cli("bench", "--scenario", "smoke", "--seconds", "1", "--no-baseline", "--model",
+                    str(placeholder_model), "--json", "-", cwd=tmp_path, timeout=180)
+    assert piped.returncode == 0, piped.stderr
+    (line,) = piped.stdout.splitlines()  # the JSON line alone; the table went to stderr
+    assert json.loads(line)["scenarios"][0]["frames_processed"] == 30 and "smoke:" in piped.stderr
+    assert not (tmp_path / "-").exists()
+
 
 def test_bench_bad_option_is_one_line(placeholder_model: Path) -> None:
     r = run_cli("bench", "--scenario", "smoke", "--seconds", "0", "--model", str(placeholder_model))

@@ -58,6 +58,9 @@ def test_evaluate_reports_pooled_and_per_family(manifest: Path, placeholder_mode
     assert "AUC 95% CI" in result.stdout and f"{low:.2f}-{high:.2f}" in result.stdout
     same = run_cli("compare", str(out), str(out))  # compare reads evaluate's own reports
     assert same.returncode == 0 and "POOLED" in same.stdout and "no clear difference" in same.stdout
+    piped = run_cli("compare", str(out), str(out), "--json", "-", cwd=tmp_path)  # for a script: stdout is the JSON
+    assert piped.returncode == 0 and json.loads(piped.stdout)["n_common"] == 4 and "POOLED" in piped.stderr
+    assert not (tmp_path / "-").exists()  # a file named '-' it used to write
     assert report["families"]["cam"]["n_real"] == 2 and report["families"]["swap"]["no_face"] == 1
     assert [Path(e["file"]).name for e in report["no_face"]] == ["swap_empty_4.mp4"]
     two_faces = next(f for f in report["files"] if f["file"].endswith("cam_b_2.mp4"))
@@ -94,6 +97,17 @@ def test_evaluate_measures_the_models_named_thresholds_on_these_files(manifest: 
     assert rows["default"]["out_of_fold"] == {"reals_flagged": None, "fakes_caught": None}
     assert (f"--threshold quiet (0.900): flags {rows['quiet']['reals_flagged']:.0%} of these 2 real files "
             "(out of fold: 10%), catches") in result.stdout
+
+
+def test_evaluate_writes_its_json_to_standard_output_for_scripts(manifest: Path, placeholder_model: Path,
+                                                                  tmp_path: Path) -> None:
+    """``--json -``: standard output is the report alone (it used to be a file named '-'); the table goes to stderr."""
+    result = run_cli("evaluate", "--manifest", str(manifest), "--json", "-", "--max-frames", "15", "--model",
+                     str(placeholder_model), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert (report["n_real"], report["n_fake"]) == (2, 2) and "POOLED" in result.stderr
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_a_bad_model_threshold_or_unreadable_manifest_stops_evaluate_at_once(manifest: Path, pointed_model: Path,

@@ -15,7 +15,7 @@ import numpy as np
 
 from stream_guard.bench.runner import DEFAULT_SCENARIOS, SCENARIOS, STAGES, Scenario, run_scenario
 from stream_guard.errors import ConfigError
-from stream_guard.writable import check_writable_file, write_text
+from stream_guard.writable import check_writable_file, is_stdout, write_text
 
 REPORT_VERSION = 1
 
@@ -29,7 +29,8 @@ def add_parser(sub, common: argparse.ArgumentParser) -> None:
                    help=f"repeatable; one of {', '.join(sorted(SCENARIOS))} (default: {', '.join(DEFAULT_SCENARIOS)})")
     p.add_argument("--source", metavar="S", help="measure this file or stream instead of the generated clips")
     p.add_argument("--seconds", type=float, default=10.0, metavar="N", help="length of each run (default 10)")
-    p.add_argument("--json", type=Path, metavar="OUT", help="also write the JSON report to OUT")
+    p.add_argument("--json", type=Path, metavar="OUT", help="also write the JSON report to OUT (-: only the JSON line on "
+                   "standard output, the table on stderr)")
     p.add_argument("--model", type=Path, metavar="DIR", help="model folder, or the name of a shipped one such as "
                    "deepfake-ensemble (default: the shipped default model)")
     p.add_argument("--provider", default="auto", metavar="P", help="ONNX Runtime providers (as for watch)")
@@ -106,9 +107,10 @@ def run_bench(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
         if not args.no_baseline:
             print("running the ResNeXt-50+LSTM baseline ...", file=sys.stderr, flush=True)
             report["baseline"] = _baseline(report["scenarios"], args.seconds)
-    _print_table(report, out)
+    to_stdout = is_stdout(args.json)  # `--json -`: the JSON line alone on stdout, the table on stderr
+    _print_table(report, sys.stderr if to_stdout else out)
     text = json.dumps(report)
-    if args.json is not None:
+    if args.json is not None and not to_stdout:
         write_text(args.json, json.dumps(report, indent=2) + "\n", "--json")
     print(text, file=out, flush=True)
     return 0

@@ -20,11 +20,11 @@ from stream_guard.outputs.progress import FrameProgress
 from stream_guard.pipeline import build_explainer, load_model
 from stream_guard.model.provenance import Provenance
 from stream_guard.scan.collect import collect_files
-from stream_guard.scan.json_lines import STDOUT, ScanLines
+from stream_guard.scan.json_lines import ScanLines
 from stream_guard.scan.report import write_report
 from stream_guard.model.occlusion import Explaining
 from stream_guard.scan.runner import FileOutcome, ScanResult, scan_files
-from stream_guard.writable import check_outputs_spare_the_source, check_writable_folder
+from stream_guard.writable import check_outputs_spare_the_source, check_writable_folder, is_stdout
 
 EXIT_INTERRUPTED = 130
 
@@ -78,11 +78,11 @@ def run_scan(args: argparse.Namespace, out: TextIO = sys.stdout, err: TextIO = s
     explain = args.explain
     if explain and args.report is None:
         raise ConfigError("--explain needs --report DIR: its occlusion maps are pictures in the report")
-    if args.report is not None and str(args.report) == STDOUT:
+    if is_stdout(args.report):
         raise ConfigError("--report takes a folder (report.json, report.html and their pictures): for the results "
                           "on standard output, use --jsonl -")
     jsonl = getattr(args, "jsonl", None)
-    if jsonl == STDOUT:
+    if is_stdout(jsonl):
         out = err  # standard output carries the JSON lines alone
     config = scan_config(args)
     spec = load_model(config)  # a bad --model fails here, once, before any file
@@ -93,7 +93,7 @@ def run_scan(args: argparse.Namespace, out: TextIO = sys.stdout, err: TextIO = s
     stop = threading.Event()
     lines: ScanLines | None = None
     if jsonl is not None:
-        for path in files if jsonl != STDOUT else ():
+        for path in files if not is_stdout(jsonl) else ():
             if isinstance(path, Path):
                 check_outputs_spare_the_source(path, [(Path(jsonl), "--jsonl")],
                                                "one of the files scanned: writing it would destroy it")

@@ -18,9 +18,9 @@ from stream_guard.model.provenance import Provenance
 from stream_guard.outputs.pipes import retire_broken_pipe
 from stream_guard.scan.report import display_names, file_json, run_json
 from stream_guard.scan.runner import FileOutcome, ScanResult
+from stream_guard.writable import is_stdout
 
 log = logging.getLogger(__name__)
-STDOUT = "-"
 
 
 class ScanLines:
@@ -38,7 +38,7 @@ class ScanLines:
         self._count = 0
         self._on_reader_gone = on_reader_gone
         self._error: OSError | None = None
-        self._owns = self.target != STDOUT
+        self._owns = not is_stdout(self.target)
         self._fh: IO[str] | None
         if self._owns:
             try:
