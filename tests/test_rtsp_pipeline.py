@@ -30,6 +30,29 @@ def test_rtsp_round_trip_through_the_cli(two_faces_clip: Path, placeholder_model
     assert len({r["track_id"] for r in records if r["type"] == "track"}) >= 2
 
 
+def test_an_h265_camera_stream_is_watched(placeholder_model: Path, tmp_path: Path) -> None:
+    """Most IP cameras now send H.265 (RFC 7798 over RTP): the server sends the clip as such,
+    parameter sets in the SDP and before each keyframe, large pictures in fragmentation units."""
+    from tests.support.faces import two_faces_passing
+    from tests.support.rtsp_server import build_sdp, load_clip
+    from tests.support.synth_video import make_test_clip
+
+    clip = make_test_clip(tmp_path / "camera_h265.mp4", seconds=3.0, fps=30, draw=two_faces_passing(n_frames=90),
+                          codec="hevc")
+    sdp = build_sdp(load_clip(str(clip)), "127.0.0.1")
+    assert "a=rtpmap:96 H265/90000" in sdp and "sprop-vps=" in sdp
+    events = tmp_path / "ev.jsonl"
+    with RtspServerProcess(clip) as server:
+        result = run_cli("watch", server.url, "--max-frames", "60", "--events", str(events),
+                         "--model", str(placeholder_model), timeout=90)
+    assert result.returncode == 0, result.stderr
+    records = [json.loads(line) for line in events.read_text().splitlines()]
+    assert records[0]["width"] == 640 and records[0]["live"] is True
+    summary = records[-1]
+    assert summary["frames_read"] == 60 and summary["frames_processed"] >= 5
+    assert len({r["track_id"] for r in records if r["type"] == "track"}) >= 2
+
+
 def test_live_run_survives_a_dropped_stream(two_faces_clip: Path, placeholder_model: Path) -> None:
     """The server dies mid-stream and comes back: the run reconnects, resets its tracks,
     reports both state changes, and keeps going."""

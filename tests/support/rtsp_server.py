@@ -1,9 +1,10 @@
-"""A small RTSP server for tests: serves one H.264 file in a loop at real-time pace.
+"""A small RTSP server for tests: serves one H.264 or H.265 file in a loop at real-time pace.
 
-Written from RFC 2326 (RTSP 1.0), RFC 3550 (RTP/RTCP), RFC 6184 (H.264 RTP payload)
-and RFC 2617 (Basic/Digest auth). The file is demuxed once with PyAV (no re-encode);
-each access unit is split into NAL units and sent as single-NAL or FU-A RTP packets,
-paced by decode timestamps. RTP timestamps keep increasing across loops.
+Written from RFC 2326 (RTSP 1.0), RFC 3550 (RTP/RTCP), RFC 6184 (H.264 RTP payload),
+RFC 7798 (H.265 RTP payload) and RFC 2617 (Basic/Digest auth). The file (H.264 or H.265,
+as most IP cameras now send) is demuxed once with PyAV (no re-encode); each access unit
+is split into NAL units and sent as single-NAL or fragmentation-unit RTP packets, paced
+by decode timestamps. RTP timestamps keep increasing across loops.
 
 Transports: RTP over the RTSP TCP connection (interleaved) and UDP unicast. Each
 client gets its own session; by default a session starts at the first (key) frame of
@@ -55,6 +56,9 @@ SEND_TIMEOUT_S = 10.0
 NTP_EPOCH_OFFSET = 2_208_988_800  # seconds from 1900-01-01 to 1970-01-01
 
 NAL_IDR, NAL_SPS, NAL_PPS, NAL_FU_A = 5, 7, 8, 28
+# H.265 (RFC 7798; nal_unit_type values from ITU-T H.265 table 7-1): random-access pictures
+# (BLA, IDR, CRA) are 16-21, the parameter sets 32-34, a fragmentation unit 49.
+HEVC_IRAP, HEVC_VPS, HEVC_SPS, HEVC_PPS, HEVC_FU = range(16, 22), 32, 33, 34, 49
 
 REASONS: Dict[int, str] = {
     200: "OK",
@@ -90,7 +94,8 @@ class AccessUnit:
 
 @dataclass(frozen=True)
 class Clip:
-    """The whole H.264 elementary stream of a file, kept in memory."""
+    """The whole H.264 or H.265 (``codec`` ``hevc``) elementary stream of a file, kept in memory;
+    ``vps``: H.265's video parameter set."""
 
     units: Tuple[AccessUnit, ...]
     duration: float
@@ -99,6 +104,8 @@ class Clip:
     fps: float
     width: int
     height: int
+    codec: str = "h264"
+    vps: bytes = b""
 
 
 def split_annexb(data: bytes) -> List[bytes]:
@@ -141,22 +148,42 @@ def parse_avcc(extradata: bytes) -> Tuple[int, List[bytes], List[bytes]]:
     return length_size, sps, pps
 
 
-def nal_type(nal: bytes) -> int:
-    """The 5-bit ``nal_unit_type`` of a NAL unit."""
-    return nal[0] & 0x1F
+def parse_hvcc(extradata: bytes) -> Tuple[int, Dict[int, List[bytes]]]:
+    """(NAL length size, NAL units by type) from an ``hvcC`` decoder configuration record
+    (ISO/IEC 14496-15 8.3.3): 22 bytes of profile fields, then arrays of NAL units."""
+    length_size = (extradata[21] & 3) + 1
+    pos, by_type = 23, {}
+    for _ in range(extradata[22]):
+        kind, count = extradata[pos] & 0x3F, int.from_bytes(extradata[pos + 1 : pos + 3], "big")
+        pos += 3
+        for _ in range(count):
+            size = int.from_bytes(extradata[pos : pos + 2], "big")
+            by_type.setdefault(kind, []).append(extradata[pos + 2 : pos + 2 + size])
+            pos += 2 + size
+    return length_size, by_type
+
+
+def nal_type(nal: bytes, codec: str = "h264") -> int:
+    """The ``nal_unit_type`` of a NAL unit: 5 bits of H.264's one-byte header, 6 of H.265's two."""
+    return (nal[0] >> 1) & 0x3F if codec == "hevc" else nal[0] & 0x1F
+
+
+def _is_random_access(nal: bytes, codec: str) -> bool:
+    return nal_type(nal, codec) in HEVC_IRAP if codec == "hevc" else nal_type(nal) == NAL_IDR
 
 
 def load_clip(path: str) -> Clip:
-    """Demux the first video stream of ``path`` (must be H.264) into memory."""
+    """Demux the first video stream of ``path`` (H.264 or H.265) into memory."""
     with av.open(path) as container:
         if not container.streams.video:
             raise ValueError(f"{path}: no video stream")
         stream = container.streams.video[0]
         ctx = stream.codec_context
-        if ctx.name != "h264":
-            raise ValueError(f"{path}: video codec is {ctx.name}, this server only sends H.264")
+        codec = ctx.name
+        if codec not in ("h264", "hevc"):
+            raise ValueError(f"{path}: video codec is {codec}, this server sends H.264 and H.265 only")
         extradata = bytes(ctx.extradata or b"")
-        split, sps_list, pps_list = _nal_splitter(extradata)
+        split, params = _nal_splitter(extradata, codec)
         raw = [
             (pkt.dts if pkt.dts is not None else pkt.pts, pkt.pts, pkt.duration, pkt.is_keyframe, split(bytes(pkt)))
             for pkt in container.demux(stream)
@@ -167,56 +194,76 @@ def load_clip(path: str) -> Clip:
         width, height = ctx.width, ctx.height
     if not raw:
         raise ValueError(f"{path}: no video packets")
-    sps, pps = _parameter_sets(sps_list, pps_list, [nals for *_, nals in raw])
-    units, duration = _build_units(raw, time_base, fps, sps, pps)
-    return Clip(units, duration, sps, pps, fps, width, height)
+    kinds = (HEVC_VPS, HEVC_SPS, HEVC_PPS) if codec == "hevc" else (NAL_SPS, NAL_PPS)
+    sets = _parameter_sets(params, kinds, [nals for *_, nals in raw], codec)
+    units, duration = _build_units(raw, time_base, fps, sets, codec)
+    vps, sps, pps = sets if codec == "hevc" else (b"", *sets)
+    return Clip(units, duration, sps, pps, fps, width, height, codec, vps)
 
 
-def _nal_splitter(extradata: bytes) -> Tuple[Callable[[bytes], List[bytes]], List[bytes], List[bytes]]:
-    """A function splitting samples into NAL units, plus the SPS/PPS from extradata."""
+def _nal_splitter(extradata: bytes, codec: str) -> Tuple[Callable[[bytes], List[bytes]], Dict[int, List[bytes]]]:
+    """A function splitting samples into NAL units, plus the parameter sets in extradata by type."""
+    if extradata[:1] == b"\x01" and codec == "hevc" and len(extradata) >= 23:
+        length_size, params = parse_hvcc(extradata)
+        return (lambda data: split_length_prefixed(data, length_size)), params
     if extradata[:1] == b"\x01" and len(extradata) >= 7:
         length_size, sps, pps = parse_avcc(extradata)
-        return (lambda data: split_length_prefixed(data, length_size)), sps, pps
-    header_nals = split_annexb(extradata)
-    sps = [n for n in header_nals if nal_type(n) == NAL_SPS]
-    pps = [n for n in header_nals if nal_type(n) == NAL_PPS]
-    return split_annexb, sps, pps
+        return (lambda data: split_length_prefixed(data, length_size)), {NAL_SPS: sps, NAL_PPS: pps}
+    params: Dict[int, List[bytes]] = {}
+    for nal in split_annexb(extradata):
+        params.setdefault(nal_type(nal, codec), []).append(nal)
+    return split_annexb, params
 
 
-def _parameter_sets(sps: List[bytes], pps: List[bytes], samples: List[List[bytes]]) -> Tuple[bytes, bytes]:
-    """First SPS and PPS, from extradata or else in-band."""
-    for nals in samples:
-        sps = sps or [n for n in nals if nal_type(n) == NAL_SPS]
-        pps = pps or [n for n in nals if nal_type(n) == NAL_PPS]
-    if not sps or not pps:
-        raise ValueError("no SPS/PPS found in the H.264 stream")
-    return sps[0], pps[0]
+def _parameter_sets(params: Dict[int, List[bytes]], kinds: Sequence[int], samples: List[List[bytes]],
+                    codec: str) -> Tuple[bytes, ...]:
+    """The first parameter set of each of ``kinds``, from extradata or else in-band."""
+    found = []
+    for kind in kinds:
+        candidates = params.get(kind) or [n for nals in samples for n in nals if nal_type(n, codec) == kind]
+        if not candidates:
+            raise ValueError(f"no parameter set of NAL type {kind} found in the {codec} stream")
+        found.append(candidates[0])
+    return tuple(found)
 
 
 def _build_units(
     raw: List[Tuple[int, int, Optional[int], bool, List[bytes]]],
     time_base: float,
     fps: float,
-    sps: bytes,
-    pps: bytes,
+    parameter_sets: Tuple[bytes, ...],
+    codec: str,
 ) -> Tuple[Tuple[AccessUnit, ...], float]:
-    """Access units with times relative to the first DTS, SPS/PPS repeated in-band
-    before every IDR, and the loop duration."""
+    """Access units with times relative to the first DTS, the parameter sets repeated
+    in-band before every random-access picture, and the loop duration."""
     raw.sort(key=lambda r: r[0])
     dts0 = raw[0][0]
     units = []
+    kinds = {nal_type(p, codec) for p in parameter_sets}
     for dts, pts, _, keyframe, nals in raw:
-        has_idr = any(nal_type(n) == NAL_IDR for n in nals)
-        if has_idr and not any(nal_type(n) == NAL_SPS for n in nals):
-            nals = [sps, pps, *nals]
+        has_idr = any(_is_random_access(n, codec) for n in nals)
+        if has_idr and not any(nal_type(n, codec) in kinds for n in nals):
+            nals = [*parameter_sets, *nals]
         units.append(AccessUnit((dts - dts0) * time_base, (pts - dts0) * time_base, tuple(nals), keyframe or has_idr))
     last_duration = raw[-1][2] * time_base if raw[-1][2] else 1.0 / fps
     return tuple(units), units[-1].dts + last_duration
 
 
+def _media_format(clip: Clip) -> List[str]:
+    """The track's rtpmap and fmtp lines: RFC 6184 section 8.1 (H.264), RFC 7798 section 7.1 (H.265)."""
+    def b64(data: bytes) -> str:
+        return base64.b64encode(data).decode()
+
+    if clip.codec == "hevc":
+        return [f"a=rtpmap:{PAYLOAD_TYPE} H265/{RTP_CLOCK}",
+                f"a=fmtp:{PAYLOAD_TYPE} sprop-vps={b64(clip.vps)};sprop-sps={b64(clip.sps)};sprop-pps={b64(clip.pps)}"]
+    return [f"a=rtpmap:{PAYLOAD_TYPE} H264/{RTP_CLOCK}",
+            f"a=fmtp:{PAYLOAD_TYPE} packetization-mode=1;profile-level-id={clip.sps[1:4].hex().upper()};"
+            f"sprop-parameter-sets={b64(clip.sps)},{b64(clip.pps)}"]
+
+
 def build_sdp(clip: Clip, host: str) -> str:
-    """Session description (RFC 4566 / RFC 6184 section 8.1) for the single video track."""
-    sprop = ",".join(base64.b64encode(p).decode() for p in (clip.sps, clip.pps))
+    """Session description (RFC 4566) for the single video track."""
     lines = [
         "v=0",
         f"o=- {random.getrandbits(32)} 1 IN IP4 {host}",
@@ -225,9 +272,7 @@ def build_sdp(clip: Clip, host: str) -> str:
         "t=0 0",
         "a=control:*",
         f"m=video 0 RTP/AVP {PAYLOAD_TYPE}",
-        f"a=rtpmap:{PAYLOAD_TYPE} H264/{RTP_CLOCK}",
-        f"a=fmtp:{PAYLOAD_TYPE} packetization-mode=1;profile-level-id={clip.sps[1:4].hex().upper()};"
-        f"sprop-parameter-sets={sprop}",
+        *_media_format(clip),
         f"a=framerate:{clip.fps:g}",
         "a=control:trackID=0",
     ]
@@ -237,11 +282,13 @@ def build_sdp(clip: Clip, host: str) -> str:
 # --------------------------------------------------------------------------- RTP
 
 
-def fragment_nal(nal: bytes, max_payload: int = MAX_RTP_PAYLOAD) -> List[bytes]:
+def fragment_nal(nal: bytes, max_payload: int = MAX_RTP_PAYLOAD, codec: str = "h264") -> List[bytes]:
     """RTP payloads for one NAL unit: the NAL itself if it fits (single NAL unit
-    packet), else FU-A fragments (RFC 6184 section 5.8)."""
+    packet), else FU-A fragments (RFC 6184 section 5.8) or H.265 FUs (RFC 7798 section 4.4.3)."""
     if len(nal) <= max_payload:
         return [nal]
+    if codec == "hevc":
+        return _hevc_fragments(nal, max_payload)
     indicator = (nal[0] & 0xE0) | NAL_FU_A
     body, step = nal[1:], max_payload - 2
     chunks = [body[i : i + step] for i in range(0, len(body), step)]
@@ -250,6 +297,17 @@ def fragment_nal(nal: bytes, max_payload: int = MAX_RTP_PAYLOAD) -> List[bytes]:
         header = nal_type(nal) | (0x80 if i == 0 else 0) | (0x40 if i == len(chunks) - 1 else 0)
         payloads.append(bytes((indicator, header)) + chunk)
     return payloads
+
+
+def _hevc_fragments(nal: bytes, max_payload: int) -> List[bytes]:
+    """H.265 fragmentation units: a payload header of type 49 (the NAL header's F, LayerId and
+    TID kept), an FU header (start and end bits, the NAL's type), then a slice of the NAL's body."""
+    header = bytes(((nal[0] & 0x81) | (HEVC_FU << 1), nal[1]))
+    body, step = nal[2:], max_payload - 3
+    chunks = [body[i : i + step] for i in range(0, len(body), step)]
+    kind = nal_type(nal, "hevc")
+    return [header + bytes((kind | (0x80 if i == 0 else 0) | (0x40 if i == len(chunks) - 1 else 0),)) + chunk
+            for i, chunk in enumerate(chunks)]
 
 
 def rtp_packet(payload: bytes, seq: int, timestamp: int, ssrc: int, marker: bool) -> bytes:
@@ -421,7 +479,7 @@ class Session:
 
     def _send_unit(self, unit: AccessUnit, timestamp: int) -> None:
         """All RTP packets of one access unit; marker bit on the last one."""
-        payloads = [p for nal in unit.nals for p in fragment_nal(nal)]
+        payloads = [p for nal in unit.nals for p in fragment_nal(nal, codec=self.clip.codec)]
         for i, payload in enumerate(payloads):
             packet = rtp_packet(payload, self.seq, timestamp, self.ssrc, marker=i == len(payloads) - 1)
             self.sink.send_rtp(packet)

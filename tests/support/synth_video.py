@@ -82,6 +82,7 @@ def make_test_clip(
     sample_aspect: Optional[Fraction] = None,
     interlaced: bool = False,
     frame_pts: Optional[Callable[[int], int]] = None,
+    codec: str = "h264",
 ) -> Path:
     """Encode ``round(seconds * fps)`` frames from ``draw(i) -> HxWx3 uint8 RGB`` into an
     H.264 MP4 at ``path`` (libx264, yuv420p, keyframe every ``fps`` frames, no B-frames,
@@ -89,14 +90,16 @@ def make_test_clip(
     go into the track's display matrix, as a phone writes them, and ``sample_aspect`` is the
     pixels' shape (anamorphic video): the frames are stored as drawn. ``interlaced`` codes
     them as interlaced (top field first), so decoded frames are flagged so. ``frame_pts(i)``:
-    frame ``i``'s timestamp in frame periods (default ``i``), for gaps in time. Returns the path."""
+    frame ``i``'s timestamp in frame periods (default ``i``), for gaps in time. ``codec`` ``hevc``
+    codes H.265 (libx265) instead, as most IP cameras and phones now record. Returns the path."""
     if width % 2 or height % 2:
         raise ValueError("yuv420p needs even width and height")
     path = Path(path)
     draw = draw or moving_pattern(width, height)
     n_frames = max(1, round(seconds * fps))
     with av.open(str(path), mode="w") as container:
-        stream = _add_h264_stream(container, width, height, fps, interlaced)
+        stream = (_add_hevc_stream(container, width, height, fps) if codec == "hevc"
+                  else _add_h264_stream(container, width, height, fps, interlaced))
         if display_rotation or display_hflip:
             stream.set_display_rotation(display_rotation, hflip=display_hflip)
         if sample_aspect is not None:
@@ -123,6 +126,17 @@ def _add_h264_stream(container: av.container.OutputContainer, width: int, height
         "tune": "zerolatency",
         "x264-params": f"keyint={fps}:min-keyint={fps}:scenecut=0:bframes=0" + (":tff=1" if interlaced else ""),
     }
+    return stream
+
+
+def _add_hevc_stream(container: av.container.OutputContainer, width: int, height: int, fps: int) -> av.VideoStream:
+    """A libx265 stream set as a camera sends it: a keyframe a second, no B-frames."""
+    stream = container.add_stream("libx265", rate=fps)
+    stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+    stream.time_base = Fraction(1, fps)
+    stream.codec_context.options = {
+        "preset": "ultrafast", "tune": "zerolatency",
+        "x265-params": f"keyint={fps}:min-keyint={fps}:scenecut=0:bframes=0:log-level=error"}
     return stream
 
 
