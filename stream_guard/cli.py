@@ -295,10 +295,10 @@ def _add_model_options(p: argparse.ArgumentParser) -> None:
                         "`stream-guard doctor` lists what each flags")
     p.add_argument("--detector", choices=("full", "short"), default="full",
                    help="face detector: full-range (far faces, default) or short-range (faces near the camera)")
-    p.add_argument("--detect-tiles", choices=("auto", "always"), default="auto",
+    p.add_argument("--detect-tiles", choices=("auto", "always", "off"), default="auto",
                    help="also search for faces in four overlapping tiles of the frame: auto (frames of 1400 px or "
-                        "more, and pictures) or always (a video call's gallery view: small faces in a smaller "
-                        "window; about 3x the detector's cost, so by default it runs on every 3rd frame)")
+                        "more, and pictures), always (a video call's gallery view: small faces in a smaller window), "
+                        "or off; about 3x the detector's cost, so by default it then runs on every 3rd frame")
     p.add_argument("--min-face", dest="min_face_px", type=_min_face, metavar="PX",
                    help="judge only faces whose box is at least PX pixels high; smaller ones are tracked and "
                         "marked 'too small' (default 40; 0 judges every face)")

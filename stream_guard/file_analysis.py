@@ -372,7 +372,9 @@ def analyse_file(path: str | Path, config: RunConfig, max_frames: int | None = N
     # small for the detector's whole-frame pass well below the size at which a video's frames are tiled.
     # There the tiles only add faces: those the whole picture shows keep the boxes the model was trained on.
     # (Its detector runs on every frame all the same: ten frames cost little.)
-    tiled = dataclasses.replace(config, detector=dataclasses.replace(config.detector, add_tiles_above=1),
+    # (--detect-tiles off, tile_above 0, is obeyed.)
+    tiles = 1 if config.detector.tile_above else 0
+    tiled = dataclasses.replace(config, detector=dataclasses.replace(config.detector, add_tiles_above=tiles),
                                 analysis=dataclasses.replace(config.analysis, detect_every=1))
 
     with contextlib.ExitStack() as cleanup:

@@ -320,5 +320,53 @@ def test_detector_options_from_the_command_line() -> None:
 
     assert detector_options("short", "auto") == DetectorOptions(model="short")
     assert detector_options("full", "always").add_tiles_above == 1
+    off = detector_options("full", "off")
+    assert off.tiling(3840, 2160) is None and off.tiling(640, 360) is None  # no tiles, whatever the size
     with pytest.raises(ConfigError, match="unknown tiles choice 'some'"):
         detector_options("full", "some")
+
+
+def test_a_face_only_the_tiles_found_must_lie_apart_from_the_whole_frames_faces() -> None:
+    """Seen 1.67x closer, tiles find parts of a face the whole frame showed (an eye, a mouth)."""
+    from stream_guard.faces.detector import adds_a_face
+
+    face = np.array([[300, 200, 500, 420]], np.float32)  # what the whole frame showed
+    assert adds_a_face(np.array([40, 40, 110, 115], np.float32), face, 0.3)  # a small face elsewhere
+    assert not adds_a_face(np.array([380, 330, 440, 390], np.float32), face, 0.3)  # its mouth
+    assert not adds_a_face(np.array([450, 360, 510, 420], np.float32), face, 0.3)  # mostly inside it
+    assert adds_a_face(np.array([470, 380, 530, 440], np.float32), face, 0.3)  # only a corner inside
+    assert not adds_a_face(np.array([290, 190, 490, 410], np.float32), face, 0.3)  # the same face
+    assert adds_a_face(np.array([0, 0, 200, 200], np.float32), np.zeros((0, 4), np.float32), 0.3)
+
+
+def test_a_face_only_the_tiles_found_must_be_a_face_at_a_second_look() -> None:
+    """A hand, a sleeve, crossed arms: tiles take such patterns for faces, and a real picture was judged fake
+    on a sleeve (``../shared/data/dev``'s ``dfdc_lynaeydofd_fr0.jpg``: 0.903). Looked at again in a square
+    three times its size, a pattern is seldom a face; a small face is."""
+    from tests.support.faces import astronaut_head, paste
+
+    canvas = np.full((720, 1280, 3), 90, np.uint8)
+    paste(canvas, astronaut_head(), (200, 200), 200)  # a small face, about 75 px wide
+    detector = FaceDetector(DetectorOptions(model="full"))
+    none = np.zeros((0, 4), np.float32)
+    face = np.array([[160, 150, 240, 235]], np.float32)  # about where a tile finds it
+    pattern = np.array([[800, 400, 880, 480]], np.float32)  # plain wall
+    assert list(detector.confirm_tile_faces(canvas, np.concatenate([face, pattern]), none)) == [True, False]
+    assert detector.confirm_tile_faces(canvas, np.zeros((0, 4), np.float32), none).shape == (0,)
+
+
+def test_the_tile_check_tool_measures_a_folder_of_videos(tmp_path) -> None:
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO
+    from tests.support.faces import one_face_moving
+    from tests.support.synth_video import make_test_clip
+
+    for name in ("a", "b"):
+        make_test_clip(tmp_path / f"{name}.mp4", seconds=0.5, fps=10, draw=one_face_moving(640, 360, 180))
+    run = subprocess.run([sys.executable, "-m", "tools.tile_faces_check", str(tmp_path), "--frames", "1"],
+                         capture_output=True, text=True, cwd=REPO, timeout=120)
+    assert run.returncode == 0, run.stderr
+    lines = run.stdout.splitlines()
+    assert [line.split(",")[0] for line in lines] == ["video frames: 2", "pictures: 0", "3x3 galleries: 0"]

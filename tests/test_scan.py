@@ -369,6 +369,10 @@ def test_every_face_of_a_group_photo_is_judged(tmp_path: Path, placeholder_model
     assert result.returncode == 0, result.stderr
     file = json.loads((report / "report.json").read_text())["files"][0]
     assert len(file["tracks"]) == 8, file
+    untiled = run_cli("scan", str(tmp_path / "team.png"), "--report", str(tmp_path / "off"), "--model",
+                      str(placeholder_model), "--threshold", "1", "--detect-tiles", "off", timeout=300)
+    assert untiled.returncode == 0, untiled.stderr
+    assert len(json.loads((tmp_path / "off" / "report.json").read_text())["files"][0]["tracks"]) < 8
 
 
 def test_the_frame_size_limit_scan_names_can_be_raised(clips: Path, placeholder_model: Path) -> None:

@@ -13,6 +13,12 @@ the network we do what MediaPipe's face detection graph does, so results match i
    IoU > ``nms_iou`` becomes one detection, its box and keypoints the score-weighted mean,
    its score the best score;
 4. map back to the input image's pixels. Boxes are not clipped to the image.
+
+Beyond MediaPipe: large frames (and, on request, smaller ones) are also searched in four
+overlapping tiles, for faces too small for the whole-frame pass; a face only the tiles found
+must pass :meth:`FaceDetector.confirm_tile_faces` (apart from the faces the whole frame showed,
+and a face again at a second look), as tiles seen closer also take parts of faces and
+face-like patterns for faces.
 """
 from __future__ import annotations
 
@@ -90,15 +96,17 @@ class DetectorOptions:
             raise ConfigError(f"face detector tile_above must be >= 0, got {self.tile_above}")
 
 
-DETECT_TILES = ("auto", "always")
+DETECT_TILES = ("auto", "always", "off")
 
 
 def detector_options(model: str = "full", tiles: str = "auto") -> DetectorOptions:
     """The detector's options from the command line: ``tiles`` ``auto`` searches frames in tiles from
-    ``tile_above``; ``always`` also searches every smaller frame in tiles that add the faces its whole-frame
-    pass missed (a video call's gallery view: many small faces in a 720p window)."""
+    ``tile_above``; ``always`` also searches every smaller frame in tiles that add the faces its whole-frame pass missed
+    (a video call's gallery view: many small faces in a 720p window); ``off`` never searches in tiles."""
     if tiles not in DETECT_TILES:
         raise ConfigError(f"unknown tiles choice {tiles!r}; choose from {', '.join(DETECT_TILES)}")
+    if tiles == "off":
+        return DetectorOptions(model=model, tile_above=0)  # type: ignore[arg-type]
     return DetectorOptions(model=model, add_tiles_above=1 if tiles == "always" else 0)  # type: ignore[arg-type]
 
 
@@ -232,6 +240,40 @@ def tile_grid(width: int, height: int, fraction: float = 0.6) -> list[tuple[int,
     return [(x0, y0, x0 + tw, y0 + th) for y0 in (0, height - th) for x0 in (0, width - tw)]
 
 
+# A tile-only box lying at least this much inside a face the whole frame showed is a part of it.
+TILE_ONLY_MAX_INSIDE = 0.5
+# A tile-only face is looked at again in a square this many times its size around it (a face then fills a
+# third of the detector's input, where it finds faces best): a hand, a sleeve or an armour's pattern that a
+# tile took for a face is seldom a face there, a small face in a gallery nearly always is.
+SECOND_LOOK_SCALE = 3.0
+
+
+def adds_a_face(box: np.ndarray, whole_boxes: np.ndarray, iou: float) -> bool:
+    """Whether a box found only in a tile is apart from every face the whole-frame pass found
+    (``whole_boxes``): none overlaps it by ``iou`` or holds most of it (:data:`TILE_ONLY_MAX_INSIDE`);
+    tiles seen closer find parts of a face the whole frame showed (an eye, a mouth)."""
+    if not len(whole_boxes):
+        return True
+    if (iou_one_to_many(box, whole_boxes) > iou).any():
+        return False
+    width = np.clip(np.minimum(box[2], whole_boxes[:, 2]) - np.maximum(box[0], whole_boxes[:, 0]), 0.0, None)
+    height = np.clip(np.minimum(box[3], whole_boxes[:, 3]) - np.maximum(box[1], whole_boxes[:, 1]), 0.0, None)
+    area = max(float((box[2] - box[0]) * (box[3] - box[1])), 1e-6)
+    return not (width * height / area >= TILE_ONLY_MAX_INSIDE).any()
+
+
+def _square_around(image: np.ndarray, box: np.ndarray, scale: float) -> np.ndarray:
+    """A square ``scale`` times the box's longer side, centred on it, black beyond the image's edges."""
+    side = max(2, int(round(scale * max(box[2] - box[0], box[3] - box[1]))))
+    x0, y0 = int(round((box[0] + box[2] - side) / 2)), int(round((box[1] + box[3] - side) / 2))
+    square = np.zeros((side, side, 3), np.uint8)
+    h, w = image.shape[:2]
+    ax0, ay0, ax1, ay1 = max(0, x0), max(0, y0), min(w, x0 + side), min(h, y0 + side)
+    if ax1 > ax0 and ay1 > ay0:
+        square[ay0 - y0:ay1 - y0, ax0 - x0:ax1 - x0] = image[ay0:ay1, ax0:ax1]
+    return square
+
+
 def _inside_tile(found: FaceDetections, tile: tuple[int, int, int, int], width: int, height: int,
                  edge_px: float = 2.0) -> FaceDetections:
     """Move a tile's detections to frame coordinates, dropping faces cut by an inner tile edge
@@ -292,16 +334,32 @@ class FaceDetector:
             return self.detect_batch([image])[0]
         tiles = tile_grid(w, h)
         found = self.detect_batch([image] + [image[y0:y1, x0:x1] for x0, y0, x1, y1 in tiles])
-        parts = [found[0]] + [_inside_tile(d, t, w, h) for d, t in zip(found[1:], tiles)]
-        if tiling == "merge":
-            return self._merged(parts)
-        whole, extra = found[0], self._merged(parts[1:])
-        missed = np.array([not (iou_one_to_many(box, whole.boxes) > self.options.nms_iou).any()
-                           for box in extra.boxes], bool)
-        extra = extra.select(missed) if len(extra) else extra
+        whole, parts = found[0], [_inside_tile(d, t, w, h) for d, t in zip(found[1:], tiles)]
+        if tiling == "merge":  # every pass's boxes merged; those no whole-frame box is part of must be confirmed
+            merged = self._merged([whole, *parts])
+            tile_only = np.array([not (len(whole) and (iou_one_to_many(box, whole.boxes) > self.options.nms_iou).any())
+                                  for box in merged.boxes], bool)
+            keep = ~tile_only
+            keep[tile_only] = self.confirm_tile_faces(image, merged.boxes[tile_only], whole.boxes)
+            return merged.select(keep)
+        extra = self._merged(parts)  # "add": the whole-frame boxes stay as they are, tiles only add faces
+        extra = extra.select(self.confirm_tile_faces(image, extra.boxes, whole.boxes)) if len(extra) else extra
         both = FaceDetections(np.concatenate([whole.boxes, extra.boxes]), np.concatenate([whole.scores, extra.scores]),
                               np.concatenate([whole.keypoints, extra.keypoints]))
         return both.select(np.argsort(-both.scores, kind="stable"))
+
+    def confirm_tile_faces(self, image: np.ndarray, boxes: np.ndarray, whole_boxes: np.ndarray) -> np.ndarray:
+        """Which boxes found only in tiles are faces: :func:`adds_a_face`, and a second look (the
+        detector on a square :data:`SECOND_LOOK_SCALE` times the box around it, where a face fills
+        a third of its input) still finds a face there, at its centre."""
+        keep = np.array([adds_a_face(box, whole_boxes, self.options.nms_iou) for box in boxes], bool)
+        if keep.any():
+            centred = [_square_around(image, box, SECOND_LOOK_SCALE) for box in boxes[keep]]
+            looks = self.detect_batch(centred)
+            keep[keep] = [bool(((d.boxes[:, 0] < c.shape[1] / 2) & (c.shape[1] / 2 < d.boxes[:, 2])
+                                & (d.boxes[:, 1] < c.shape[0] / 2) & (c.shape[0] / 2 < d.boxes[:, 3])).any())
+                          for d, c in zip(looks, centred)]
+        return keep
 
     def _merged(self, parts: Sequence[FaceDetections]) -> FaceDetections:
         """Several passes' detections as one: weighted non-maximum suppression over them all."""
