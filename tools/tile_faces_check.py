@@ -25,8 +25,8 @@ import av
 import cv2
 import numpy as np
 
-from stream_guard.faces.detector import DetectorOptions, FaceDetector, iou_one_to_many, tile_grid
-from stream_guard.types import FaceDetections
+from stream_guard.faces.detector import (DetectorOptions, FaceDetector, inside_tile, iou_one_to_many, tile_grid,
+                                         weighted_nms)
 
 VIDEO_SUFFIXES = (".mp4", ".mkv", ".mov", ".webm", ".avi")
 PICTURE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp")
@@ -81,10 +81,15 @@ class TileOnly:
         tiles = tile_grid(w, h)
         found = self.detector.detect_batch([image] + [image[y0:y1, x0:x1] for x0, y0, x1, y1 in tiles])
         whole = found[0].boxes
-        shifted = [FaceDetections(d.boxes + np.array([t[0], t[1]] * 2, np.float32), d.scores, d.keypoints)
-                   for d, t in zip(found[1:], tiles)]
-        boxes = [(box, score) for d in shifted for box, score in zip(d.boxes, d.scores)
-                 if not (len(whole) and (iou_one_to_many(box, whole) > self.detector.options.nms_iou).any())]
+        parts = [inside_tile(d, t, w, h) for d, t in zip(found[1:], tiles)]  # as the detector takes them
+        iou = self.detector.options.nms_iou
+        if not sum(len(d) for d in parts):
+            return []
+        scores, merged, _ = weighted_nms(np.concatenate([d.scores for d in parts]),
+                                         np.concatenate([d.boxes for d in parts]),
+                                         np.concatenate([d.keypoints for d in parts]), iou)
+        boxes = [(box, score) for box, score in zip(merged, scores)
+                 if not (len(whole) and (iou_one_to_many(box, whole) > iou).any())]
         if not boxes:
             return []
         candidates = np.array([box for box, _ in boxes], np.float32)

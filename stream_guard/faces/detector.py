@@ -274,7 +274,7 @@ def _square_around(image: np.ndarray, box: np.ndarray, scale: float) -> np.ndarr
     return square
 
 
-def _inside_tile(found: FaceDetections, tile: tuple[int, int, int, int], width: int, height: int,
+def inside_tile(found: FaceDetections, tile: tuple[int, int, int, int], width: int, height: int,
                  edge_px: float = 2.0) -> FaceDetections:
     """Move a tile's detections to frame coordinates, dropping faces cut by an inner tile edge
     (the neighbouring tile or the whole-frame pass sees them whole)."""
@@ -334,7 +334,7 @@ class FaceDetector:
             return self.detect_batch([image])[0]
         tiles = tile_grid(w, h)
         found = self.detect_batch([image] + [image[y0:y1, x0:x1] for x0, y0, x1, y1 in tiles])
-        whole, parts = found[0], [_inside_tile(d, t, w, h) for d, t in zip(found[1:], tiles)]
+        whole, parts = found[0], [inside_tile(d, t, w, h) for d, t in zip(found[1:], tiles)]
         if tiling == "merge":  # every pass's boxes merged; those no whole-frame box is part of must be confirmed
             merged = self._merged([whole, *parts])
             tile_only = np.array([not (len(whole) and (iou_one_to_many(box, whole.boxes) > self.options.nms_iou).any())
