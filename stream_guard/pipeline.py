@@ -39,7 +39,7 @@ from stream_guard.sources import DropPolicy, FrameSource, SourceSpec, open_sourc
 from stream_guard.sources.capture import CaptureThread, EndOfStream, FrameQueue, SourceEvent
 from stream_guard.sources.probe import check_frame_size
 from stream_guard.types import FrameResult, StreamInfo
-from stream_guard.writable import check_outputs_spare_the_source
+from stream_guard.writable import check_outputs_spare_the_source, is_stdout
 
 log = logging.getLogger(__name__)
 
@@ -195,7 +195,7 @@ def build_sinks(config: RunConfig, info: StreamInfo, provenance: Provenance,
                                        info.is_live or source.kind == "pipe") else None))
     events: JsonlEventSink | None = None
     if out.events_path is not None:
-        target = sys.stdout if str(out.events_path) == "-" else out.events_path
+        target = sys.stdout if is_stdout(out.events_path) else out.events_path
         events = JsonlEventSink(target, out.alerts, provenance)
         sinks.append(events)
     if out.show:
@@ -238,7 +238,7 @@ def build_sinks(config: RunConfig, info: StreamInfo, provenance: Provenance,
         live = LiveViewSink(out.serve, provenance,
                             sound=sound.subscribe("--serve") if sound is not None and paced else None)
         sinks += [live, LiveAlertFeed(live, out.alerts)]
-    if events is not None and sinks == [events] and str(out.events_path) == "-":
+    if events is not None and sinks == [events] and is_stdout(out.events_path):
         events.on_reader_gone = on_close  # the events are all the run gives: `| head` ends it
     return sinks
 

@@ -71,7 +71,6 @@ class JsonlEventSink:
                  provenance: Provenance | None = None, on_reader_gone: Callable[[], None] | None = None) -> None:
         self._target = target
         self.on_reader_gone = on_reader_gone
-        self.reader_gone = False
         self._provenance = provenance
         self._fh: IO[str] | None = None
         self._owns = False
@@ -139,7 +138,6 @@ class JsonlEventSink:
         """The pipe's reader closed it: write no more and end the run. The pipe is swapped for the
         null device, so what is still buffered for it does not fail again when Python exits."""
         log.info("--events -: the reader of standard output went away: the run ends")
-        self.reader_gone = True
         stream, self._fh = self._fh, None
         assert stream is not None and self.on_reader_gone is not None
         retire_broken_pipe(stream)
