@@ -89,6 +89,13 @@ def _input_option(text: str) -> tuple[str, str]:
     return key, value
 
 
+def _folder(text: str) -> Path:
+    """A folder option's value: '-' (standard output) is no folder, and would make one named '-'."""
+    if text.strip() == "-":
+        raise argparse.ArgumentTypeError("takes a folder; '-' (standard output) is not one")
+    return Path(text)
+
+
 def _count(text: str) -> int:
     value = int(text)
     if value < 1:
@@ -139,12 +146,12 @@ def _add_alert_options(p: argparse.ArgumentParser) -> None:
                    help="with --mqtt: announce a 'Deepfake on screen' sensor to Home Assistant (MQTT discovery)")
     _add_alert_rule_options(p)
     p.add_argument("--speak", action="store_true", help="say alerts aloud (espeak-ng or pyttsx3)")
-    p.add_argument("--snapshots", type=Path, metavar="DIR",
+    p.add_argument("--snapshots", type=_folder, metavar="DIR",
                    help="save the frame and the face of each fake alert as JPEGs in DIR, every alert in "
                         "DIR/alerts.jsonl")
     p.add_argument("--snapshot-keep", type=_count, metavar="N",
                    help="keep the pictures of the newest N alerts in DIR (default 1000)")
-    p.add_argument("--clips", type=Path, metavar="DIR",
+    p.add_argument("--clips", type=_folder, metavar="DIR",
                    help="save an MP4 of the video around each fake alert in DIR, each clip in DIR/clips.jsonl")
     p.add_argument("--clip-pad", dest="clip_pad_s", type=_clip_pad, metavar="S",
                    help="seconds of video kept before an alert and after it clears (default 5, at most 60)")
@@ -233,7 +240,7 @@ def _parser() -> argparse.ArgumentParser:
     _add_serve_options(watch)
 
     demo = sub.add_parser("demo", parents=[common], help="run on the embedded demo video (no camera or network needed)")
-    demo.add_argument("--out-dir", type=Path, default=Path("stream_guard_demo"), metavar="DIR",
+    demo.add_argument("--out-dir", type=_folder, default=Path("stream_guard_demo"), metavar="DIR",
                       help="folder for demo.mp4, events.jsonl and summary.json (default ./stream_guard_demo)")
     demo.add_argument("--seconds", type=_duration, default=10.0, help="length of the demo video (default 10)")
     _add_run_options(demo)

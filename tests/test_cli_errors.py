@@ -102,6 +102,20 @@ def test_an_out_of_range_number_is_a_usage_error(args: tuple[str, ...], option: 
     assert result.stderr_lines[-1] == f"stream-guard {args[0]}: error: argument {option}: {message}"
 
 
+@pytest.mark.parametrize("args, option", [
+    (("watch", "demo", "--snapshots", "-"), "--snapshots"),
+    (("watch", "demo", "--clips", "-"), "--clips"),
+    (("demo", "--out-dir", "-"), "--out-dir"),
+])
+def test_a_folder_option_refuses_standard_output(args: tuple[str, ...], option: str, tmp_path: Path) -> None:
+    """'-' means standard output elsewhere (``--events -``, ``--json -``); here it made a folder named '-'."""
+    result = run_cli(*args, cwd=tmp_path)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert result.stderr_lines[-1] == (f"stream-guard {args[0]}: error: argument {option}: takes a folder; '-' "
+                                       "(standard output) is not one")
+    assert list(tmp_path.iterdir()) == []
+
+
 @pytest.mark.parametrize("seconds", ["nan", "inf"])
 def test_bench_refuses_a_length_that_is_not_a_number_of_seconds(seconds: str) -> None:
     result = run_cli("bench", "--seconds", seconds, "--no-baseline")
