@@ -54,8 +54,7 @@ class Analyzer:
 
     def __init__(self, detector: FaceDetector, tracker: FaceTracker[TrackMemory], scorer: FaceScorer,
                  detect_every: int = 1, max_summaries: int = 1000, regions: FaceRegions | None = None,
-                 min_face_px: float = 0.0, shot_changes: ShotChangeDetector | None = None,
-                 spread_crops: bool = True) -> None:
+                 min_face_px: float = 0.0, shot_changes: ShotChangeDetector | None = None) -> None:
         if scorer.spec.regions and regions is None:
             raise ValueError(f"model {scorer.spec.name} takes face-region masks: pass regions (a FaceRegions)")
         self.detector = detector
@@ -64,7 +63,6 @@ class Analyzer:
         self.regions = regions if scorer.spec.regions else None
         self.detect_every = max(0, detect_every)  # 0 = auto (see detect_interval)
         self.min_face_px = max(0.0, min_face_px)  # shorter faces are not sampled (see too_small)
-        self.spread_crops = spread_crops  # False for a file read as fast as it decodes (see _crop_budget)
         self.shot_changes = shot_changes if shot_changes is not None else ShotChangeDetector()
         self.summaries: dict[int, TrackSummary] = {}
         self.max_summaries = max_summaries
@@ -110,10 +108,9 @@ class Analyzer:
         """How many faces may go to the CNN on one frame. On a GPU, all due faces go as one
         batch. On a CPU a batch costs the sum of its crops, so the faces' work is spread over
         the frames of one sampling period (minus detector frames): no frame carries every
-        face's CNN at once, and each face still keeps the model's sampling rate. A file read as fast
-        as it decodes has no frame rate to keep, so every due face is scored when due (a clip of two
-        frames had only one of its two faces scored)."""
-        if self.scorer.provider != "CPUExecutionProvider" or not self.spread_crops:
+        face's CNN at once, and each face still keeps the model's sampling rate. (Faces never scored
+        yet go beyond it: see :meth:`_score`.)"""
+        if self.scorer.provider != "CPUExecutionProvider":
             return n_faces
         frames = self.scorer.sample_period_s / max(1e-3, self._frame_period_s)
         if every > 1:
@@ -130,7 +127,9 @@ class Analyzer:
         due = [t for t in live if self.scorer.due(t.memory, frame.pts_s)]
         # most overdue first (never-sampled faces first of all)
         due.sort(key=lambda t: -1e9 if t.memory.last_sample_pts is None else t.memory.last_sample_pts)
-        due = due[:self._crop_budget(len(live), every)]
+        # a face's first score is not put off: a face seen for a moment (a clip of two frames) gets one
+        never_scored = sum(1 for t in due if t.memory.last_sample_pts is None)
+        due = due[:max(never_scored, self._crop_budget(len(live), every))]
         if not due:
             return set(), set(), 0.0, 0.0
         t0 = time.perf_counter()

@@ -293,8 +293,7 @@ class Pipeline:
         self._stop_requested = True
         self.stop_event.set()
 
-    def _build_analyzer(self, spec: ModelSpec, paced: bool = True) -> Analyzer:
-        """``paced``: frames come at the source's rate (live, ``--realtime``), so the CPU's scoring is spread."""
+    def _build_analyzer(self, spec: ModelSpec) -> Analyzer:
         providers = resolve_providers(self.config.model.provider)
         scorer = FaceScorer(spec, providers, self.config.model.intra_op_threads,
                             self.config.model.threshold, self.config.model.smoothing)
@@ -303,7 +302,7 @@ class Pipeline:
         self.provenance = Provenance.of(spec, scorer.threshold)
         regions = face_regions(spec, providers, self.config.model.intra_op_threads) if spec.regions else None
         return Analyzer(detector, tracker, scorer, self.config.analysis.detect_every, regions=regions,
-                        min_face_px=self.config.analysis.min_face_px, spread_crops=paced)
+                        min_face_px=self.config.analysis.min_face_px)
 
     def _start_workers(self, sinks: list[Sink], info: StreamInfo) -> list[SinkWorker]:
         workers = [SinkWorker(s, info) for s in sinks]
@@ -341,8 +340,7 @@ class Pipeline:
                                   "stream-guard watch")
             check_frame_size(info.source_id, info.width, info.height, self.config.source.max_megapixels,
                              _smaller_screen_hint(source_spec, info, self.config.source.max_megapixels))
-            analyzer = self._build_analyzer(model, paced=info.is_live or self.config.source.realtime
-                                            or self.config.source.drop_oldest)
+            analyzer = self._build_analyzer(model)
             analyzer.warm_up(info.width, info.height)
         except BaseException:
             source.close()

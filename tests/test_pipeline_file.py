@@ -8,7 +8,6 @@ from pathlib import Path
 
 import av
 import numpy as np
-import pytest
 
 from stream_guard.config import ModelOptions, RunConfig, SourceOptions
 from stream_guard.pipeline import Pipeline
@@ -98,13 +97,10 @@ def test_two_moving_faces_keep_two_stable_ids(two_faces_clip: Path, placeholder_
         assert ys.max() - ys.min() < 20  # stayed on its own row
 
 
-@pytest.mark.parametrize("paced", [True, False])
-def test_faces_are_scored_at_the_model_rate_with_work_spread_over_paced_frames(two_faces_clip: Path,
-                                                                              placeholder_model: Path,
-                                                                              paced: bool) -> None:
+def test_faces_are_scored_at_the_model_rate_with_work_spread_over_frames(two_faces_clip: Path,
+                                                                         placeholder_model: Path) -> None:
     scored: list[set[int]] = []
-    config = RunConfig(source=SourceOptions(str(two_faces_clip), realtime=paced),
-                       model=ModelOptions(model_dir=placeholder_model))
+    config = RunConfig(source=SourceOptions(str(two_faces_clip)), model=ModelOptions(model_dir=placeholder_model))
     Pipeline(config, on_result=lambda r: scored.append({f.track_id for f in r.faces if f.scored})).run()
     per_face = defaultdict(int)
     for ids in scored:
@@ -112,9 +108,8 @@ def test_faces_are_scored_at_the_model_rate_with_work_spread_over_paced_frames(t
             per_face[i] += 1
     # 3 s at the placeholder's 10 Hz: about 30 windows per face, not 90 (the CNN runs per sample)...
     assert len(per_face) == 2 and all(25 <= n <= 32 for n in per_face.values()), dict(per_face)
-    # ...and on a CPU, paced as a live stream, the two faces' crops are spread over the frames of each
-    # sampling period; a file read as fast as it decodes scores both when they are due
-    assert max(len(ids) for ids in scored[5:]) == (1 if paced else 2)
+    # ...and on a CPU the two faces' crops are spread over the frames of each sampling period
+    assert max(len(ids) for ids in scored[5:]) == 1
 
 
 def test_scorer_batches_faces_in_one_call(placeholder_model: Path) -> None:
@@ -314,9 +309,9 @@ def test_the_summary_says_how_long_a_face_was_judged_fake(tmp_path: Path) -> Non
 
 
 def test_every_face_of_a_clip_of_two_frames_is_scored(placeholder_model: Path, tmp_path: Path) -> None:
-    """On a CPU a live stream's faces take turns on the CNN, one sampling period spread over its frames.
-    A file read as fast as it decodes has no frame rate to keep: every due face is scored when due.
-    A clip of two frames had only one of its two faces scored."""
+    """On a CPU the faces take turns on the CNN, a sampling period's work spread over its frames; a face's
+    first score is not put off. A clip of two frames (both faces confirmed on the second) had only one of
+    its two faces scored."""
     from tests.support.faces import two_faces_passing
     from tests.support.synth_video import make_test_clip
 
