@@ -25,8 +25,8 @@ import av
 import cv2
 import numpy as np
 
-from stream_guard.faces.detector import (DetectorOptions, FaceDetector, inside_tile, iou_one_to_many, tile_grid,
-                                         weighted_nms)
+from stream_guard.faces.detector import (DetectorOptions, FaceDetector, inside_share, inside_tile, iou_one_to_many,
+                                         tile_grid, weighted_nms)
 
 VIDEO_SUFFIXES = (".mp4", ".mkv", ".mov", ".webm", ".avi")
 PICTURE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp")
@@ -60,15 +60,6 @@ def gallery(frames: list[np.ndarray]) -> np.ndarray:
     return canvas
 
 
-def inside_share(box: np.ndarray, boxes: np.ndarray) -> float:
-    """The largest share of ``box``'s area inside one of ``boxes``."""
-    if not len(boxes):
-        return 0.0
-    width = np.clip(np.minimum(box[2], boxes[:, 2]) - np.maximum(box[0], boxes[:, 0]), 0.0, None)
-    height = np.clip(np.minimum(box[3], boxes[:, 3]) - np.maximum(box[1], boxes[:, 1]), 0.0, None)
-    return float((width * height).max() / max((box[2] - box[0]) * (box[3] - box[1]), 1e-6))
-
-
 class TileOnly:
     """The boxes the four tiles find that no whole-frame face overlaps, and the confirmation's say on each."""
 
@@ -94,7 +85,8 @@ class TileOnly:
             return []
         candidates = np.array([box for box, _ in boxes], np.float32)
         kept = self.detector.confirm_tile_faces(image, candidates, whole)
-        return [(float(score), float(max(box[2] - box[0], box[3] - box[1]) / max(h, w)), inside_share(box, whole),
+        return [(float(score), float(max(box[2] - box[0], box[3] - box[1]) / max(h, w)),
+                 float(inside_share(box, whole).max()) if len(whole) else 0.0,
                  bool(keep)) for (box, score), keep in zip(boxes, kept)]
 
 

@@ -248,18 +248,21 @@ TILE_ONLY_MAX_INSIDE = 0.5
 SECOND_LOOK_SCALE = 3.0
 
 
+def inside_share(box: np.ndarray, boxes: np.ndarray) -> np.ndarray:
+    """The share of ``box``'s area that lies inside each of ``boxes``."""
+    width = np.clip(np.minimum(box[2], boxes[:, 2]) - np.maximum(box[0], boxes[:, 0]), 0.0, None)
+    height = np.clip(np.minimum(box[3], boxes[:, 3]) - np.maximum(box[1], boxes[:, 1]), 0.0, None)
+    return width * height / max(float((box[2] - box[0]) * (box[3] - box[1])), 1e-6)
+
+
 def adds_a_face(box: np.ndarray, whole_boxes: np.ndarray, iou: float) -> bool:
     """Whether a box found only in a tile is apart from every face the whole-frame pass found
     (``whole_boxes``): none overlaps it by ``iou`` or holds most of it (:data:`TILE_ONLY_MAX_INSIDE`);
     tiles seen closer find parts of a face the whole frame showed (an eye, a mouth)."""
     if not len(whole_boxes):
         return True
-    if (iou_one_to_many(box, whole_boxes) > iou).any():
-        return False
-    width = np.clip(np.minimum(box[2], whole_boxes[:, 2]) - np.maximum(box[0], whole_boxes[:, 0]), 0.0, None)
-    height = np.clip(np.minimum(box[3], whole_boxes[:, 3]) - np.maximum(box[1], whole_boxes[:, 1]), 0.0, None)
-    area = max(float((box[2] - box[0]) * (box[3] - box[1])), 1e-6)
-    return not (width * height / area >= TILE_ONLY_MAX_INSIDE).any()
+    return not ((iou_one_to_many(box, whole_boxes) > iou).any()
+                or (inside_share(box, whole_boxes) >= TILE_ONLY_MAX_INSIDE).any())
 
 
 def _square_around(image: np.ndarray, box: np.ndarray, scale: float) -> np.ndarray:
