@@ -197,6 +197,30 @@ def test_a_json_lines_file_the_disk_refuses_fails_the_scan_after_its_results(cli
                                        "wrote is incomplete (No space left on device)")
 
 
+def test_a_named_pipe_whose_reader_goes_away_fails_the_scan_in_one_line(clips: Path, placeholder_model: Path,
+                                                                         tmp_path: Path) -> None:
+    """``--jsonl FIFO``: a named pipe given as the file, its reader gone after the start line. It was a
+    traceback; it is the failed output it is, after the scan's results."""
+    import os
+    import threading
+
+    fifo = tmp_path / "lines"
+    os.mkfifo(fifo)
+
+    def read_a_little() -> None:
+        with fifo.open("rb") as reader:
+            reader.read(64)
+
+    reader = threading.Thread(target=read_a_little)
+    reader.start()
+    result = run_cli("scan", str(clips / "two_faces.mp4"), str(clips / "nested"), "--jsonl", str(fifo),
+                     "--model", str(placeholder_model), timeout=300)
+    reader.join(timeout=10)
+    assert result.returncode == 5 and "Traceback" not in result.stderr, result.stderr
+    assert result.stderr_lines[-1] == (f"stream-guard: error: --jsonl {fifo}: output failed during the scan: what "
+                                       "it wrote is incomplete (Broken pipe)")
+
+
 def test_a_scan_that_could_not_read_a_file_does_not_claim_it_found_no_fake(clips: Path, placeholder_model: Path,
                                                                            tmp_path: Path) -> None:
     """No fake among the files read, but one could not be read: exit 3 and one line naming it, report kept."""

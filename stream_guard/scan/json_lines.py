@@ -32,7 +32,7 @@ class ScanLines:
     that stops taking lines (a full disk) is an error at :meth:`close`; the scan goes on."""
 
     def __init__(self, target: str | Path, files: Sequence[Scanned],
-                 on_reader_gone: Callable[[], None] = lambda: None, stdout: IO[str] | None = None) -> None:
+                 on_reader_gone: Callable[[], None] = lambda: None) -> None:
         self.target = str(target)
         self._names = display_names(list(files))
         self._count = 0
@@ -46,7 +46,7 @@ class ScanLines:
             except OSError as e:
                 raise OutputError(f"--jsonl {target}: cannot write ({e.strerror or e})") from e
         else:
-            self._fh = stdout if stdout is not None else sys.stdout
+            self._fh = sys.stdout
 
     def start(self, provenance: Provenance) -> None:
         self._write({"type": "start", **provenance.to_json(), "files": len(self._names)})
@@ -65,14 +65,14 @@ class ScanLines:
         try:
             self._fh.write(json.dumps(record, separators=(",", ":")) + "\n")
             self._fh.flush()
-        except BrokenPipeError:
-            if self._owns:
-                raise
-            log.info("--jsonl -: the reader of standard output went away: the scan stops")
-            retire_broken_pipe(self._fh)
-            self._fh = None
-            self._on_reader_gone()
         except OSError as e:
+            if isinstance(e, BrokenPipeError) and not self._owns:
+                log.info("--jsonl -: the reader of standard output went away: the scan stops")
+                retire_broken_pipe(self._fh)
+                self._fh = None
+                self._on_reader_gone()
+                return
+            # a full disk, or a named pipe (a file given as --jsonl) whose reader went away
             log.error("--jsonl %s: cannot write (%s): the lines from here on are lost", self.target,
                       e.strerror or e)
             self._error = e
