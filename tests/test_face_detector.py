@@ -370,3 +370,48 @@ def test_the_tile_check_tool_measures_a_folder_of_videos(tmp_path) -> None:
     assert run.returncode == 0, run.stderr
     lines = run.stdout.splitlines()
     assert [line.split(",")[0] for line in lines] == ["video frames: 2", "pictures: 0", "3x3 galleries: 0"]
+
+
+def tight_face_crop(astronaut: np.ndarray) -> tuple[np.ndarray, tuple[int, int], float]:
+    """A dataset's tight face crop, 224 px, cutting into the forehead and chin: too large for the full-range
+    model. Also the crop's top-left corner in the photo and its scale."""
+    x1, y1, x2, y2 = (ASTRO_FACE + np.array([1, 1, -1, -1]) * 0.08 * ASTRO_FACE_PX).astype(int)
+    crop = cv2.resize(np.ascontiguousarray(astronaut[y1:y2, x1:x2]), (224, 224), interpolation=cv2.INTER_AREA)
+    return crop, (x1, y1), 224 / (x2 - x1)
+
+
+def test_a_face_that_fills_the_frame_is_found_zoomed_out(astronaut) -> None:
+    crop, (x1, y1), k = tight_face_crop(astronaut)
+    assert len(FaceDetector(DetectorOptions(zoom_out=False)).detect(crop)) == 0
+    found = FaceDetector(DetectorOptions()).detect(crop)
+    assert len(found) == 1
+    assert found.scores[0] >= detector_module.ZOOM_OUT_MIN_SCORE
+    assert_face_at(found, 0, (ASTRO_FACE - [x1, y1, x1, y1]) * k, (ASTRO_POINTS - [x1, y1]) * k)
+
+
+def test_the_zoomed_out_look_keeps_only_a_face_too_large_for_the_whole_frame_pass(detectors, astronaut) -> None:
+    image = canvas(640, 360)
+    box, points = paste(image, astronaut, 104, 260, 100)
+    assert len(detectors["full"].detect(image)) == 1
+    assert len(detectors["full"].zoomed_out_faces(image)) == 0  # found there too, but it is not large
+    assert len(detectors["full"].zoomed_out_faces(canvas(640, 360))) == 0
+
+
+def test_the_zoom_out_check_tool_measures_a_folder(tmp_path, astronaut) -> None:
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO
+    from tests.support.faces import one_face_moving
+    from tests.support.synth_video import make_test_clip
+
+    make_test_clip(tmp_path / "a.mp4", seconds=0.5, fps=10, draw=one_face_moving(640, 360, 120))
+    crop = tight_face_crop(astronaut)[0]
+    cv2.imwrite(str(tmp_path / "crop.png"), cv2.cvtColor(crop, cv2.COLOR_RGB2BGR))
+    run = subprocess.run([sys.executable, "-m", "tools.zoom_out_check", str(tmp_path), "--frames", "2"],
+                         capture_output=True, text=True, cwd=REPO, timeout=120)
+    assert run.returncode == 0, run.stderr
+    lines = run.stdout.splitlines()
+    assert lines[0] == "video frames: 2, no face found in 0; zoomed out, a face in 0, 0 kept", lines
+    assert lines[1].startswith("  where a face was found, the zoomed-out box for it: IoU median"), lines
+    assert "pictures: 1, no face found in 1; zoomed out, a face in 1, 1 kept" in lines, lines
