@@ -415,3 +415,26 @@ def test_the_zoom_out_check_tool_measures_a_folder(tmp_path, astronaut) -> None:
     assert lines[0] == "video frames: 2, no face found in 0; zoomed out, a face in 0, 0 kept", lines
     assert lines[1].startswith("  where a face was found, the zoomed-out box for it: IoU median"), lines
     assert "pictures: 1, no face found in 1; zoomed out, a face in 1, 1 kept" in lines, lines
+
+
+def test_the_face_crop_copy_tool_cuts_a_manifests_files_down_to_their_face(tmp_path, astronaut) -> None:
+    import av
+
+    from tests.support.faces import one_face_moving
+    from tests.support.synth_video import make_test_clip
+    from tools import face_crop_copy
+
+    make_test_clip(tmp_path / "dfl_a.mp4", seconds=0.5, fps=10, draw=one_face_moving(640, 360, 120))
+    cv2.imwrite(str(tmp_path / "meso_b.jpg"), cv2.cvtColor(astronaut, cv2.COLOR_RGB2BGR))
+    make_test_clip(tmp_path / "dfl_c.mp4", width=320, height=240, seconds=0.3, fps=10, draw=lambda i: canvas(320, 240))
+    (tmp_path / "MANIFEST.tsv").write_text("file\tlabel\ndfl_a.mp4\tfake\nmeso_b.jpg\treal\ndfl_c.mp4\treal\n")
+    out = tmp_path / "crops"
+    assert face_crop_copy.main([str(tmp_path / "MANIFEST.tsv"), str(out), "--size", "160"]) == 0
+    assert (out / "MANIFEST.tsv").read_text() == "file\tlabel\ndfl_a.mp4\tfake\nmeso_b.png\treal\n"
+    with av.open(str(out / "dfl_a.mp4")) as clip:
+        frames = [f.to_ndarray(format="rgb24") for f in clip.decode(video=0)]
+    assert len(frames) == 5 and frames[0].shape == (160, 160, 3)
+    picture = cv2.cvtColor(cv2.imread(str(out / "meso_b.png")), cv2.COLOR_BGR2RGB)
+    assert picture.shape == (160, 160, 3)
+    found = FaceDetector().detect(picture)  # the crop is the face box: the zoomed-out look finds it
+    assert len(found) == 1 and iou(found.boxes[0], np.array([0.0, 0.0, 160.0, 160.0])) >= 0.6
