@@ -120,6 +120,31 @@ def test_a_live_playlist_stays_live(two_faces_clip: Path, tmp_path: Path) -> Non
             source.close()
 
 
+def test_an_mpegts_stream_over_http_stays_live(two_faces_clip: Path, tmp_path: Path) -> None:
+    """A live MPEG-TS over HTTP (a camera, an IPTV channel) is sent without a length, unlike a file of one."""
+    remux(two_faces_clip, tmp_path / "clip.ts", "mpegts", {})
+    data = (tmp_path / "clip.ts").read_bytes()
+
+    class Streaming(http.server.BaseHTTPRequestHandler):
+        def log_message(self, *args: object) -> None:
+            pass
+
+        def do_GET(self) -> None:
+            self.send_response(200)
+            self.send_header("Content-Type", "video/mp2t")
+            self.end_headers()
+            with contextlib.suppress(OSError):
+                for start in range(0, len(data), 8192):
+                    self.wfile.write(data[start:start + 8192])
+
+    with _serving(Streaming) as base:
+        source = PyAVSource(parse_source(f"{base}/channel.ts"))
+        try:
+            assert source.open().is_live
+        finally:
+            source.close()
+
+
 @pytest.mark.parametrize(("max_megapixels", "expected"), [(9.0, (1280, 720)), (0.5, (640, 360))])
 def test_master_playlist_gives_the_largest_variant_within_the_limit(
         tmp_path: Path, max_megapixels: float, expected: tuple[int, int]) -> None:
@@ -333,19 +358,22 @@ def test_scan_judges_recordings_and_pictures_at_urls(two_faces_clip: Path, place
     playlist = site / "live" / "index.m3u8"
     playlist.write_text(playlist.read_text().replace("#EXT-X-ENDLIST\n", ""))
     remux(two_faces_clip, site / "clip.mp4", "mp4", {"movflags": "faststart"})
+    remux(two_faces_clip, site / "clip.ts", "mpegts", {})  # no length up front, and this server has no Range
     cv2.imwrite(str(site / "face.png"), cv2.cvtColor(astronaut_head(), cv2.COLOR_RGB2BGR))
     report = tmp_path / "rep"
     with _served(site) as base:
         result = run_cli("scan", f"{base}/clip.mp4", f"{base}/face.png", f"{base}/live/index.m3u8",
-                         str(site / "clip.mp4"), "--report", str(report), "--model", str(placeholder_model),
-                         "--threshold", "1", timeout=300)
+                         str(site / "clip.mp4"), f"{base}/clip.ts", "--report", str(report),
+                         "--model", str(placeholder_model), "--threshold", "1", timeout=300)
     assert result.returncode == 3, result.stderr  # no fake found, but the live stream was not checked
     files = json.loads((report / "report.json").read_text())["files"]
     assert [f["name"] for f in files] == [f"{base}/clip.mp4", f"{base}/face.png", f"{base}/live/index.m3u8",
-                                          "clip.mp4"]
-    over_http, picture, live, local = files
+                                          "clip.mp4", f"{base}/clip.ts"]
+    over_http, picture, live, local, ts_over_http = files
     assert over_http["verdict"] == "real" and over_http["frames"] == local["frames"] == 90
     assert over_http["score"] == pytest.approx(local["score"], abs=1e-6)
+    assert ts_over_http["verdict"] == "real" and ts_over_http["frames"] == 90
+    assert ts_over_http["score"] == pytest.approx(local["score"], abs=1e-6)
     assert picture["verdict"] == "real" and len(picture["tracks"]) == 1
     assert live["verdict"] == "error" and "is a live stream, not a recording" in live["error"]
     assert "Traceback" not in result.stderr

@@ -45,6 +45,10 @@ KEYFRAME_WAIT_S = 20.0
 TS_PROBE_AGAIN_BYTES = 2_000_000
 # Demuxers whose stream IDs are MPEG-TS PIDs, written in hex.
 _PID_FORMATS = frozenset({"mpegts", "mpegtsraw"})
+# Files that do not say how long they are (FFmpeg finds an MPEG-TS's length by seeking to its end, which a web
+# server without Range requests does not allow): served over HTTP with a length in bytes (Content-Length) such a
+# file is a recording; a live stream over HTTP has none.
+_UNTIMED_FILE_FORMATS = _PID_FORMATS | {"h264", "hevc"}
 # Demuxers whose video streams are variants of one picture (HLS): the automatic choice is the right one.
 _VARIANT_FORMATS = frozenset({"hls", "dash"})
 # Demuxers that render text (ANSI art) as video: FFmpeg's fallback for plain text files.
@@ -343,12 +347,14 @@ class PyAVSource(OpensInWith):
         return self._info
 
     def _on_demand(self) -> bool:
-        """A recording served over HTTP (an MP4, a finished HLS playlist): it has a length, the reader
+        """A recording served over HTTP (an MP4, an MPEG-TS file, a finished HLS playlist): it has a length, the reader
         pulls it at its own pace and it ends. It is read as a file is, every frame to its end, not as a
         stream that drops frames to keep up and reconnects when it ends (which replayed it forever)."""
         assert self._container is not None
         duration = self._container.duration
-        recording = (bool(duration) and duration > 0) or self._container.format.name in _ANIMATION_FORMATS
+        name = self._container.format.name
+        recording = ((bool(duration) and duration > 0) or name in _ANIMATION_FORMATS
+                     or (name in _UNTIMED_FILE_FORMATS and self._container.size > 0))
         return self._over_http() and recording
 
     def _over_http(self) -> bool:
