@@ -426,7 +426,8 @@ def test_the_face_crop_copy_tool_cuts_a_manifests_files_down_to_their_face(tmp_p
 
     make_test_clip(tmp_path / "dfl_a.mp4", seconds=0.5, fps=10, draw=one_face_moving(640, 360, 120))
     cv2.imwrite(str(tmp_path / "meso_b.jpg"), cv2.cvtColor(astronaut, cv2.COLOR_RGB2BGR))
-    make_test_clip(tmp_path / "dfl_c.mp4", width=320, height=240, seconds=0.3, fps=10, draw=lambda i: canvas(320, 240))
+    make_test_clip(tmp_path / "dfl_c.mp4", width=320, height=240, seconds=0.3, fps=10,
+                   draw=lambda i: canvas(320, 240))
     (tmp_path / "MANIFEST.tsv").write_text("file\tlabel\ndfl_a.mp4\tfake\nmeso_b.jpg\treal\ndfl_c.mp4\treal\n")
     out = tmp_path / "crops"
     assert face_crop_copy.main([str(tmp_path / "MANIFEST.tsv"), str(out), "--size", "160"]) == 0

@@ -91,7 +91,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--size", type=int, default=224, help="side of the crops in pixels (default 224)")
     parser.add_argument("--margin", type=float, default=0.0,
                         help="added around the face box on each side, as a share of its side (default 0)")
-    parser.add_argument("--frames", type=int, default=90, help="frames with a face to keep of each video (default 90)")
+    parser.add_argument("--frames", type=int, default=90,
+                        help="frames with a face to keep of each video (default 90)")
     args = parser.parse_args(argv)
     try:
         rows = read_manifest(args.manifest)

@@ -253,10 +253,11 @@ TILE_ONLY_MAX_INSIDE = 0.5
 SECOND_LOOK_SCALE = 3.0
 
 # A face that fills the frame (a webcam close-up, a dataset's 224 px face crop) is too large for the model's
-# anchors: the full-range pass finds none on about 1 in 100 frames of ../shared/data's videos. Zoomed out into a
+# anchors: the full-range pass finds none on about 1 in 60 frames of ../shared/data's videos. Zoomed out into a
 # black square twice the frame's side it finds most of them, with the boxes it gives at the usual size (median IoU
-# 0.92 against them), where the short-range model's are smaller and lower (0.80). It keeps only a large, clear face:
-# on face-free parts of real frames it otherwise finds necks, hair and ears, scoring 0.5-0.67 (models/RESEARCH_LOG.md).
+# 0.92 against them), where the short-range model's are smaller and lower (0.80). It keeps only a large, clear
+# face: on face-free parts of real frames it otherwise finds necks, hair and ears, scoring 0.5-0.67
+# (models/RESEARCH_LOG.md).
 ZOOM_OUT_SCALE = 2.0
 ZOOM_OUT_MIN_SCORE = 0.7
 ZOOM_OUT_MIN_SIDE = 0.6  # of the frame's shorter side

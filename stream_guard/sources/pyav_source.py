@@ -347,9 +347,9 @@ class PyAVSource(OpensInWith):
         return self._info
 
     def _on_demand(self) -> bool:
-        """A recording served over HTTP (an MP4, an MPEG-TS file, a finished HLS playlist): it has a length, the reader
-        pulls it at its own pace and it ends. It is read as a file is, every frame to its end, not as a
-        stream that drops frames to keep up and reconnects when it ends (which replayed it forever)."""
+        """A recording served over HTTP (an MP4, an MPEG-TS file, a finished HLS playlist): it has a length,
+        the reader pulls it at its own pace and it ends. It is read as a file is, every frame to its end, not
+        as a stream that drops frames to keep up and reconnects when it ends (which replayed it forever)."""
         assert self._container is not None
         duration = self._container.duration
         name = self._container.format.name
