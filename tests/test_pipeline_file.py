@@ -321,3 +321,30 @@ def test_every_face_of_a_clip_of_two_frames_is_scored(placeholder_model: Path, t
     assert result.returncode == 0, result.stderr
     tracks = _events(events)[-1]["tracks"]
     assert len(tracks) == 2 and all(t["n_scores"] == 1 for t in tracks), tracks
+
+
+def test_a_face_that_comes_close_enough_to_fill_the_frame_keeps_its_track(placeholder_model: Path,
+                                                                            tmp_path: Path) -> None:
+    """A face that fills the frame is too large for the detector's whole-frame pass: it is found zoomed out.
+    Before, the track was lost as the face came close and a new one began."""
+    import cv2
+    from skimage import data
+
+    from tests.support.synth_video import make_test_clip
+    from tests.test_face_detector import ASTRO_FACE
+
+    photo, face_side = data.astronaut(), ASTRO_FACE[2] - ASTRO_FACE[0]
+
+    def draw(i: int) -> np.ndarray:  # from a head shot in to a crop tighter than the face, and out again
+        margin = -0.08 + abs(i - 30) / 30 * 0.6
+        x0, y0, x1, y1 = (ASTRO_FACE + np.array([-1, -1, 1, 1]) * margin * face_side).astype(int)
+        return cv2.resize(np.ascontiguousarray(photo[max(0, y0):y1, max(0, x0):x1]), (320, 320),
+                          interpolation=cv2.INTER_AREA)
+
+    clip = make_test_clip(tmp_path / "close.mp4", seconds=4, fps=15, width=320, height=320, draw=draw)
+    events = tmp_path / "ev.jsonl"
+    result = run_cli("watch", str(clip), "--events", str(events), "--model", str(placeholder_model))
+    assert result.returncode == 0, result.stderr
+    tracks = _events(events)[-1]["tracks"]
+    assert len(tracks) == 1, tracks
+    assert tracks[0]["first_s"] < 0.3 and tracks[0]["last_s"] > 3.6, tracks
