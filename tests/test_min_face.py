@@ -87,3 +87,15 @@ def test_evaluate_lists_a_file_whose_faces_are_all_too_small(small_face_clip: Pa
     assert f"no face large enough to judge (1 below --min-face): {tmp_path / 'small.mp4'}" in done.stdout
     report = json.loads((tmp_path / "report.json").read_text())
     assert [(f["file"], f["faces_too_small"]) for f in report["no_face"]] == [(str(tmp_path / "small.mp4"), 1)]
+
+
+def test_the_label_of_a_face_that_fills_the_frame_is_not_cut_by_its_top_edge() -> None:
+    image = np.full((320, 320, 3), 200, np.uint8)
+    face = FaceResult(track_id=1, state=TrackState.CONFIRMED, box=np.array([-35, -61, 351, 325], np.float32),
+                      detection_score=0.8, keypoints=np.zeros((6, 2), np.float32), raw_score=0.9, score=0.91,
+                      verdict=Verdict.FAKE, scored=True, verdict_changed=False, samples=5)
+    draw_face(image, face)
+    thick = 3  # the box's line along the frame's top edge
+    red = np.all(np.abs(image[:, 5:150].astype(int) - COLOURS[Verdict.FAKE]) < 60, axis=2)
+    text_rows = np.flatnonzero(red[thick:60].any(axis=1)) + thick
+    assert text_rows.size and text_rows[0] >= thick + 2, text_rows  # a dark plate row above the glyphs

@@ -42,6 +42,13 @@ def _text(img: np.ndarray, text: str, org: tuple[int, int], scale: float, colour
     cv2.putText(img, text, org, _FONT, scale, colour, thickness, cv2.LINE_AA)
 
 
+def label_baseline(top: int, scale: float) -> int:
+    """Where a label above a box whose top edge is at ``top`` stands: just above it, or just inside it
+    where the box reaches the frame's top (a face that fills the frame), never cut by the frame's edge."""
+    (_, height), _ = cv2.getTextSize("#0 fake 0.00", _FONT, scale, 1 if scale < 0.7 else 2)
+    return max(height + 6, top - 6)
+
+
 def draw_face(img: np.ndarray, face: FaceResult) -> None:
     """Box coloured by verdict, ``#id verdict score`` label, and a score bar under the box; a face
     below the minimum size gets a grey box and ``#id too small`` (with its last verdict, if it had one)."""
@@ -54,10 +61,10 @@ def draw_face(img: np.ndarray, face: FaceResult) -> None:
     scale = float(np.clip((x2 - x1) / 220.0, 0.45, 0.9))
     if face.too_small:  # what it was judged before it shrank, if anything
         was = "" if face.score is None else f", was {face.verdict.value} {face.score:.2f}"
-        _text(img, f"#{face.track_id} too small{was}", (x1, max(14, y1 - 6)), scale, colour)
+        _text(img, f"#{face.track_id} too small{was}", (x1, label_baseline(y1, scale)), scale, colour)
         return
     score = "--" if face.score is None else f"{face.score:.2f}"
-    _text(img, f"#{face.track_id} {face.verdict.value} {score}", (x1, max(14, y1 - 6)), scale, colour)
+    _text(img, f"#{face.track_id} {face.verdict.value} {score}", (x1, label_baseline(y1, scale)), scale, colour)
     bar_y = min(h - 6, y2 + 6)
     bar_w = max(1, x2 - x1)
     cv2.rectangle(img, (x1, bar_y), (x1 + bar_w, bar_y + 5), (60, 60, 60), -1)
