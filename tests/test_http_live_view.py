@@ -197,6 +197,34 @@ def test_dashboard_overlay_api_and_metrics_in_chromium(long_clip: Path, placehol
     print(f"screenshots: {tmp_path / 'dashboard.png'} {shot}")
 
 
+def test_the_overlay_keeps_a_face_that_fills_the_frame_and_its_label_on_the_page(placeholder_model: Path, browser,
+                                                                                 tmp_path: Path) -> None:
+    """A streamer close to the camera: the face's box reaches beyond the frame, and a label above it would be
+    off the page (OBS shows nothing there)."""
+    from skimage import data
+
+    from tests.test_face_detector import tight_face_crop
+
+    face = cv2.resize(tight_face_crop(data.astronaut())[0], (320, 320), interpolation=cv2.INTER_AREA)
+    clip = make_test_clip(tmp_path / "close.mp4", seconds=30.0, width=320, height=320, fps=10, draw=lambda i: face)
+    errors: list[str] = []
+    with LiveRun("watch", str(clip), "--realtime", "--model", str(placeholder_model), "--serve", "127.0.0.1:0") as run:
+        base = run.wait_for_url()
+        overlay = browser.new_page(viewport={"width": 640, "height": 640})
+        overlay.on("pageerror", lambda e: errors.append(str(e)))
+        overlay.goto(f"{base}/overlay")
+        overlay.wait_for_function("document.querySelectorAll('.box').length === 1", timeout=WAIT_MS)
+        source_box = [float(v) for v in overlay.get_attribute(".box", "data-box").split(",")]
+        assert source_box[1] < 0 or source_box[0] < 0, source_box  # the box reaches beyond the frame
+        box = overlay.eval_on_selector(".box", "e => e.getBoundingClientRect().toJSON()")
+        label = overlay.eval_on_selector(".box .label", "e => e.getBoundingClientRect().toJSON()")
+        assert box["left"] >= 0 and box["top"] >= 0 and box["right"] <= 640 and box["bottom"] <= 640, box
+        assert label["top"] >= 0 and label["left"] >= 0 and label["right"] <= 640, label
+        assert "label-inside" in overlay.get_attribute(".box", "class")
+        overlay.close()
+    assert not errors, errors
+
+
 def test_dashboard_shows_open_alerts_and_metrics_count_them(long_clip: Path, placeholder_model: Path, browser,
                                                            tmp_path: Path) -> None:
     """Threshold 0 makes every scored face fake: both faces raise an alert, which the page shows as a

@@ -11,12 +11,16 @@
   function withToken(path) {
     return TOKEN ? path + (path.indexOf("?") < 0 ? "?" : "&") + "token=" + encodeURIComponent(TOKEN) : path;
   }
+  // A face that fills the frame has a box beyond it: the box is drawn within the page, and its label inside
+  // it where there is no room above (a streamer close to the camera).
   function place(b) {
     if (!size) return;
-    var sx = window.innerWidth / size[0], sy = window.innerHeight / size[1], r = b.box;
-    b.el.style.left = r[0] * sx + "px"; b.el.style.top = r[1] * sy + "px";
-    b.el.style.width = Math.max(1, (r[2] - r[0]) * sx) + "px";
-    b.el.style.height = Math.max(1, (r[3] - r[1]) * sy) + "px";
+    var w = window.innerWidth, h = window.innerHeight, sx = w / size[0], sy = h / size[1], r = b.box;
+    var left = Math.max(0, r[0] * sx), top = Math.max(0, r[1] * sy);
+    b.el.style.left = left + "px"; b.el.style.top = top + "px";
+    b.el.style.width = Math.max(1, Math.min(w, r[2] * sx) - left) + "px";
+    b.el.style.height = Math.max(1, Math.min(h, r[3] * sy) - top) + "px";
+    b.el.classList.toggle("label-inside", top < b.label.offsetHeight);
   }
   function remove(id) {
     var b = boxes.get(id);
