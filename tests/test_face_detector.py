@@ -14,10 +14,10 @@ from stream_guard.faces.anchors import FULL_RANGE, SHORT_RANGE, anchor_centers
 from stream_guard.faces.detector import DetectorOptions, FaceDetector
 from stream_guard.paths import bundled_model
 from stream_guard.types import FaceDetections
+from tests.support.faces import ASTRO_FACE, tight_face_crop
 
-# Hand-annotated on skimage.data.astronaut() (512 x 512): the face and its keypoints
+# Hand-annotated on skimage.data.astronaut() (512 x 512), beside its face box ASTRO_FACE: the face's keypoints
 # (subject's right eye, left eye, nose tip, mouth centre), in that image's pixels.
-ASTRO_FACE = np.array([176.0, 72.0, 278.0, 176.0])
 ASTRO_POINTS = np.array([[203.0, 102.0], [247.0, 104.0], [223.0, 128.0], [224.0, 148.0]])
 ASTRO_FACE_PX = ASTRO_FACE[2] - ASTRO_FACE[0]
 BACKGROUND = (90, 90, 90)
@@ -372,16 +372,8 @@ def test_the_tile_check_tool_measures_a_folder_of_videos(tmp_path) -> None:
     assert [line.split(",")[0] for line in lines] == ["video frames: 2", "pictures: 0", "3x3 galleries: 0"]
 
 
-def tight_face_crop(astronaut: np.ndarray) -> tuple[np.ndarray, tuple[int, int], float]:
-    """A dataset's tight face crop, 224 px, cutting into the forehead and chin: too large for the full-range
-    model. Also the crop's top-left corner in the photo and its scale."""
-    x1, y1, x2, y2 = (ASTRO_FACE + np.array([1, 1, -1, -1]) * 0.08 * ASTRO_FACE_PX).astype(int)
-    crop = cv2.resize(np.ascontiguousarray(astronaut[y1:y2, x1:x2]), (224, 224), interpolation=cv2.INTER_AREA)
-    return crop, (x1, y1), 224 / (x2 - x1)
-
-
 def test_a_face_that_fills_the_frame_is_found_zoomed_out(astronaut) -> None:
-    crop, (x1, y1), k = tight_face_crop(astronaut)
+    crop, (x1, y1), k = tight_face_crop()
     assert len(FaceDetector(DetectorOptions(zoom_out=False)).detect(crop)) == 0
     found = FaceDetector(DetectorOptions()).detect(crop)
     assert len(found) == 1
@@ -406,7 +398,7 @@ def test_the_zoom_out_check_tool_measures_a_folder(tmp_path, astronaut) -> None:
     from tests.support.synth_video import make_test_clip
 
     make_test_clip(tmp_path / "a.mp4", seconds=0.5, fps=10, draw=one_face_moving(640, 360, 120))
-    crop = tight_face_crop(astronaut)[0]
+    crop = tight_face_crop()[0]
     cv2.imwrite(str(tmp_path / "crop.png"), cv2.cvtColor(crop, cv2.COLOR_RGB2BGR))
     run = subprocess.run([sys.executable, "-m", "tools.zoom_out_check", str(tmp_path), "--frames", "2"],
                          capture_output=True, text=True, cwd=REPO, timeout=120)

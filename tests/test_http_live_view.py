@@ -201,11 +201,9 @@ def test_the_overlay_keeps_a_face_that_fills_the_frame_and_its_label_on_the_page
                                                                                  tmp_path: Path) -> None:
     """A streamer close to the camera: the face's box reaches beyond the frame, and a label above it would be
     off the page (OBS shows nothing there)."""
-    from skimage import data
+    from tests.support.faces import tight_face_crop
 
-    from tests.test_face_detector import tight_face_crop
-
-    face = cv2.resize(tight_face_crop(data.astronaut())[0], (320, 320), interpolation=cv2.INTER_AREA)
+    face = tight_face_crop(320)[0]
     clip = make_test_clip(tmp_path / "close.mp4", seconds=30.0, width=320, height=320, fps=10, draw=lambda i: face)
     errors: list[str] = []
     with LiveRun("watch", str(clip), "--realtime", "--model", str(placeholder_model), "--serve", "127.0.0.1:0") as run:

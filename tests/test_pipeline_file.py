@@ -331,7 +331,7 @@ def test_a_face_that_comes_close_enough_to_fill_the_frame_keeps_its_track(placeh
     from skimage import data
 
     from tests.support.synth_video import make_test_clip
-    from tests.test_face_detector import ASTRO_FACE
+    from tests.support.faces import ASTRO_FACE
 
     photo, face_side = data.astronaut(), ASTRO_FACE[2] - ASTRO_FACE[0]
 

@@ -51,6 +51,8 @@ def crop_video(source: Path, target: Path, detector: FaceDetector, size: int, ma
     follow = FaceFollower(detector)
     crops = []
     with av.open(str(source)) as src:
+        if not src.streams.video:
+            raise ValueError("it has no video stream")
         rate = src.streams.video[0].average_rate or 25
         for frame in src.decode(video=0):
             rgb = frame.to_ndarray(format="rgb24")

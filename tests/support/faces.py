@@ -10,6 +10,20 @@ from skimage import data
 from tests.support.synth_video import DrawFn
 
 
+# Hand-annotated on skimage.data.astronaut() (512 x 512): the face box, in that image's pixels.
+ASTRO_FACE = np.array([176.0, 72.0, 278.0, 176.0])
+
+
+def tight_face_crop(size: int = 224) -> tuple[np.ndarray, tuple[int, int], float]:
+    """A dataset's tight face crop of the astronaut, ``size`` px, cutting into the forehead and chin: too large
+    for the full-range detector's whole-frame pass. Also the crop's top-left corner in the photo and its scale."""
+    side = ASTRO_FACE[2] - ASTRO_FACE[0]
+    x1, y1, x2, y2 = (ASTRO_FACE + np.array([1, 1, -1, -1]) * 0.08 * side).astype(int)
+    crop = cv2.resize(np.ascontiguousarray(data.astronaut()[y1:y2, x1:x2]), (size, size),
+                      interpolation=cv2.INTER_AREA)
+    return crop, (x1, y1), size / (x2 - x1)
+
+
 @lru_cache(maxsize=1)
 def astronaut_head() -> np.ndarray:
     """The astronaut's head and shoulders (RGB), as a detector would see a person."""
