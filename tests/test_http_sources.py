@@ -108,16 +108,21 @@ def test_a_recording_over_http_plays_in_real_time_when_asked(hls_url: str, place
     assert summary["frames_processed"] == 45 and summary["duration_s"] >= 1.4, summary
 
 
+def _opens_live(url: str) -> bool:
+    """Whether the source at ``url`` opens as a live stream (not a recording read as a file is)."""
+    source = PyAVSource(parse_source(url))
+    try:
+        return source.open().is_live
+    finally:
+        source.close()
+
+
 def test_a_live_playlist_stays_live(two_faces_clip: Path, tmp_path: Path) -> None:
     """Without #EXT-X-ENDLIST a playlist is still being written: a live stream, whatever it holds so far."""
     playlist = _write_hls(two_faces_clip, tmp_path)
     playlist.write_text(playlist.read_text().replace("#EXT-X-ENDLIST\n", ""))
     with _served(tmp_path) as base:
-        source = PyAVSource(parse_source(f"{base}/index.m3u8"))
-        try:
-            assert source.open().is_live
-        finally:
-            source.close()
+        assert _opens_live(f"{base}/index.m3u8")
 
 
 def test_an_mpegts_stream_over_http_stays_live(two_faces_clip: Path, tmp_path: Path) -> None:
@@ -138,11 +143,7 @@ def test_an_mpegts_stream_over_http_stays_live(two_faces_clip: Path, tmp_path: P
                     self.wfile.write(data[start:start + 8192])
 
     with _serving(Streaming) as base:
-        source = PyAVSource(parse_source(f"{base}/channel.ts"))
-        try:
-            assert source.open().is_live
-        finally:
-            source.close()
+        assert _opens_live(f"{base}/channel.ts")
 
 
 @pytest.mark.parametrize(("max_megapixels", "expected"), [(9.0, (1280, 720)), (0.5, (640, 360))])

@@ -90,21 +90,33 @@ class TileOnly:
                  bool(keep)) for (box, score), keep in zip(boxes, kept)]
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def media_parser(description: str, frames: int) -> argparse.ArgumentParser:
+    """The command line these measuring tools share: a data folder, how many of its videos, frames of each."""
+    parser = argparse.ArgumentParser(description=description)
     parser.add_argument("data", type=Path, help="a folder of videos and pictures (searched recursively)")
     parser.add_argument("--videos", type=int, default=60, help="how many videos to sample (default 60)")
-    parser.add_argument("--frames", type=int, default=3, help="frames per video (default 3)")
-    parser.add_argument("--galleries", type=int, default=20, help="how many 3x3 galleries to make (default 20)")
+    parser.add_argument("--frames", type=int, default=frames, help=f"frames per video (default {frames})")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--show", action="store_true", help="list every box")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def list_media(parser: argparse.ArgumentParser, args: argparse.Namespace) -> tuple[list[Path], list[Path]]:
+    """The videos (shuffled by ``--seed``) and pictures under ``args.data``; a usage error if there are none."""
     media = sorted(p for p in args.data.rglob("*") if p.is_file())
     videos = [p for p in media if p.suffix.lower() in VIDEO_SUFFIXES]
     pictures = [p for p in media if p.suffix.lower() in PICTURE_SUFFIXES]
     if not videos and not pictures:
         parser.error(f"{args.data}: no videos or pictures found")
     random.Random(args.seed).shuffle(videos)
+    return videos, pictures
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = media_parser(__doc__.split("\n\n")[0], frames=3)
+    parser.add_argument("--galleries", type=int, default=20, help="how many 3x3 galleries to make (default 20)")
+    parser.add_argument("--show", action="store_true", help="list every box")
+    args = parser.parse_args(argv)
+    videos, pictures = list_media(parser, args)
     frames = [(image, path.name) for path in videos[:args.videos] for image in sample_frames(path, args.frames)]
     stills = [(cv2.cvtColor(image, cv2.COLOR_BGR2RGB), path.name) for path in pictures
               for image in [cv2.imread(str(path))] if image is not None]

@@ -15,15 +15,13 @@ from a data folder (searched recursively):
 """
 from __future__ import annotations
 
-import argparse
 import random
-from pathlib import Path
 
 import cv2
 import numpy as np
 
 from stream_guard.faces.detector import DetectorOptions, FaceDetector, iou_one_to_many
-from tools.tile_faces_check import PICTURE_SUFFIXES, VIDEO_SUFFIXES, sample_frames
+from tools.tile_faces_check import list_media, media_parser, sample_frames
 
 MIN_STRIP = 48  # px; narrower strips beside a face are left out
 STRIP_GAP = 10  # px kept clear of a face's box (hair and ears lie outside it)
@@ -39,19 +37,10 @@ def face_free_strips(image: np.ndarray, boxes: np.ndarray) -> list[np.ndarray]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("data", type=Path, help="a folder of videos and pictures (searched recursively)")
-    parser.add_argument("--videos", type=int, default=60, help="how many videos to sample (default 60)")
-    parser.add_argument("--frames", type=int, default=6, help="frames per video (default 6)")
+    parser = media_parser(__doc__.split("\n\n")[0], frames=6)
     parser.add_argument("--pictures", type=int, default=200, help="how many pictures to sample (default 200)")
-    parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
-    media = sorted(p for p in args.data.rglob("*") if p.is_file())
-    videos = [p for p in media if p.suffix.lower() in VIDEO_SUFFIXES]
-    pictures = [p for p in media if p.suffix.lower() in PICTURE_SUFFIXES]
-    if not videos and not pictures:
-        parser.error(f"{args.data}: no videos or pictures found")
-    random.Random(args.seed).shuffle(videos)
+    videos, pictures = list_media(parser, args)
     random.Random(args.seed).shuffle(pictures)
     detector = FaceDetector(DetectorOptions(zoom_out=False))
     frames = [image for path in videos[:args.videos] for image in sample_frames(path, args.frames)]
