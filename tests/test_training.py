@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -227,20 +228,54 @@ def test_small_face_pairs_are_shrunk_and_h264_reencoded() -> None:
     assert all(s < 0.7 * p for s, p in zip(detail[True], detail[False])), detail
 
 
+def test_tight_face_pairs_are_cut_down_to_the_face_with_the_edge_repeated_beyond() -> None:
+    """``tight_faces`` pairs look as the pipeline's crop of a frame cut to 1-1.35 times the face box
+    does: the crop's centre kept, its edge repeated beyond, real and fake alike."""
+    from tools.sbi.augment import TIGHT_FACE_BOX_SCALE, sample_aug, tight_face_aug
+    from tools.sbi.data import SampleOptions, sample_pair, synthetic_clips
+
+    rng = np.random.default_rng(0)
+    for _ in range(50):
+        plain = sample_aug(rng)
+        tight = tight_face_aug(plain, rng, margin=0.25)
+        assert TIGHT_FACE_BOX_SCALE[0] / 1.5 <= tight.cut <= TIGHT_FACE_BOX_SCALE[1] / 1.5
+        assert (tight.flip, tight.codec, tight.quality) == (plain.flip, plain.codec, plain.quality)
+
+    clip = synthetic_clips(1, seed=3)[0]
+    size = 128
+    plain_opts = SampleOptions(size=size, margin=0.25, aug_strength=0.0, jitter=0.0)
+    reals, fakes = sample_pair(clip, 4, replace(plain_opts, tight_faces=True), np.random.default_rng(1))
+    for real, fake in zip(reals, fakes):
+        assert real.shape == fake.shape == (size, size, 3)
+        # the border beyond the kept square: every row repeats its pixel at the cut's left and right edge
+        left = int(np.argmax(np.any(real[:, 1:] != real[:, :-1], axis=(0, 2))))
+        assert size * (1 - TIGHT_FACE_BOX_SCALE[1] / 1.5) / 2 - 1 <= left <= size * (1 - 1 / 1.5) / 2 + 1
+        for img in (real, fake):
+            assert (img[:, :left + 1] == img[:, left:left + 1]).all()
+            assert (img[:, size - left - 1:] == img[:, size - left - 1:size - left]).all()
+        # inside it, the face, the fake's blend within
+        inner = slice(left + 1, size - left - 1)
+        assert real[inner, inner].std() > 10
+        assert not np.array_equal(fake[inner, inner], real[inner, inner])
+
+
 def _sbi_frame_count(proc: subprocess.CompletedProcess) -> int:
     line = next(ln for ln in proc.stdout.splitlines() if ln.startswith("features:"))
     return int(line.split(" SBI frames")[0].rsplit(" ", 1)[1])
 
 
-def test_fit_head_adds_small_face_and_face_swap_pairs_to_the_pseudo_fakes(tmp_path: Path) -> None:
+def test_fit_head_adds_small_face_tight_face_and_face_swap_pairs_to_the_pseudo_fakes(tmp_path: Path) -> None:
     counts = {}
     for name, extra in (("plain", ()), ("small", ("--sbi-small-face-draws", "1")),
-                        ("swaps", ("--swap-draws", "1", "--swap-small-face-draws", "1"))):
+                        ("swaps", ("--swap-draws", "1", "--swap-small-face-draws", "1")),
+                        ("tight", ("--sbi-tight-face-draws", "1", "--swap-tight-face-draws", "1"))):
         counts[name] = _sbi_frame_count(_run("tools.sbi.fit_head", "--smoke", "--out", str(tmp_path / name), *extra))
     assert counts["small"] == counts["plain"] * 3 // 2 > 0  # 2 default passes + 1 small-face pass
     assert counts["swaps"] == counts["plain"] * 2  # + 1 swap pass + 1 small-face swap pass
     description = json.loads((tmp_path / "swaps" / "model.json").read_text())["description"]
     assert "face-swap pseudo-fakes" in description
+    assert counts["tight"] == counts["plain"] * 2  # + 1 tight self-blended pass + 1 tight swap pass
+    assert "cut down to the face" in json.loads((tmp_path / "tight" / "model.json").read_text())["description"]
 
 
 def test_fit_head_adds_rerendered_pairs_to_the_pseudo_fakes(tmp_path: Path) -> None:

@@ -65,6 +65,7 @@ class Aug:
     noise: float  # gaussian sigma in 0..255 units
     codec: str  # "none" | "jpeg" | "h264"
     quality: int  # JPEG quality or x264 CRF
+    cut: float = 1.0  # side of the centred square kept, share of the crop; beyond it the edge repeats (1 = none)
 
 
 def sample_aug(rng: np.random.Generator, strength: float = 1.0) -> Aug:
@@ -99,6 +100,28 @@ def small_face_aug(a: Aug, rng: np.random.Generator) -> Aug:
     (always both; the rest of ``a`` unchanged)."""
     return replace(a, down=float(rng.uniform(*SMALL_FACE_DOWN)), codec="h264",
                    quality=int(rng.integers(SMALL_FACE_CRF[0], SMALL_FACE_CRF[1] + 1)))
+
+
+# Tight face crops (face-crop datasets, moderation queues): the frame cut to 1-1.35 times the face box. In a
+# crop at margin m the box is 1 / (1 + 2m) of the side; the pipeline then repeats the cut frame's edge beyond it.
+TIGHT_FACE_BOX_SCALE = (1.0, 1.35)
+
+
+def tight_face_aug(a: Aug, rng: np.random.Generator, margin: float) -> Aug:
+    """``a`` with the crop cut down to its face, as a frame cut to 1-1.35 times the face box and then
+    cropped by the pipeline at ``margin`` looks (the rest of ``a`` unchanged)."""
+    return replace(a, cut=float(rng.uniform(*TIGHT_FACE_BOX_SCALE)) / (1.0 + 2.0 * margin))
+
+
+def cut_to_centre(img: np.ndarray, cut: float) -> np.ndarray:
+    """``img`` with only its centred square of side ``cut`` (share of the side) kept, the edge repeated beyond."""
+    if cut >= 1.0:
+        return img
+    h, w = img.shape[:2]
+    top, left = int(round(h * (1.0 - cut) / 2)), int(round(w * (1.0 - cut) / 2))
+    inner = img[top:h - top, left:w - left]
+    return cv2.copyMakeBorder(inner, top, h - top - inner.shape[0], left, w - left - inner.shape[1],
+                              cv2.BORDER_REPLICATE)
 
 
 def _colour(img: np.ndarray, a: Aug, rng: np.random.Generator) -> np.ndarray:
@@ -173,4 +196,6 @@ def apply_aug(frames: list[np.ndarray], a: Aug, seed: int) -> list[np.ndarray]:
         out = [jpeg(f, crf_as_jpeg_quality(a.quality)) for f in out]
     if a.flip:
         out = [np.ascontiguousarray(f[:, ::-1]) for f in out]
+    if a.cut < 1.0:  # after the codec: the pipeline repeats the edge of the decoded cut frame
+        out = [cut_to_centre(f, a.cut) for f in out]
     return out

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Callable
 import numpy as np
 
 from tools.sbi.augment import (Aug, CropJitter, apply_aug, crop_with_jitter, sample_aug, sample_crop,
-                               small_face_aug)
+                               small_face_aug, tight_face_aug)
 from tools.sbi.rerender_blend import rerender_frame, sample_rerender_blend
 from tools.sbi.swap_blend import ShapeIndex, SwapBlend, sample_swap_blend, swap_frame
 from tools.sbi.pack_faces import decode_frames
@@ -65,6 +65,7 @@ class SampleOptions:
     aug_strength: float = 1.0
     jitter: float = 1.0
     small_faces: bool = False  # every pair shrunk to a small face and H.264-re-encoded (augment.small_face_aug)
+    tight_faces: bool = False  # every pair cut down to its face, as a face-crop dataset's (augment.tight_face_aug)
 
 
 def sample_pair(clip: Clip, length: int, opts: SampleOptions,
@@ -106,9 +107,11 @@ def clip_indices(n: int, length: int, rng: np.random.Generator) -> list[int]:
 
 
 def clip_aug(opts: SampleOptions, rng: np.random.Generator) -> Aug:
-    """One pair's augmentation (the small-face kind with ``opts.small_faces``)."""
+    """One pair's augmentation (the small-face kind with ``opts.small_faces``, cut down to the face
+    with ``opts.tight_faces``)."""
     aug = sample_aug(rng, opts.aug_strength)
-    return small_face_aug(aug, rng) if opts.small_faces else aug
+    aug = small_face_aug(aug, rng) if opts.small_faces else aug
+    return tight_face_aug(aug, rng, opts.margin) if opts.tight_faces else aug
 
 
 def flipped_landmarks(lms: np.ndarray, size: int, flip: bool) -> np.ndarray:

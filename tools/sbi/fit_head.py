@@ -14,7 +14,9 @@ output is fitted to
   ``--sbi-small-face-draws`` adds pairs that are all shrunk to the small, re-encoded faces of
   live-swap demos (the blend seam as it looks at 60-105 px after H.264); ``--swap-draws`` and
   ``--swap-small-face-draws`` add face-swap pseudo-fakes, another person's face blended in
-  (:mod:`tools.sbi.swap_blend`); ``--rerender-draws`` and ``--rerender-small-face-draws`` add the
+  (:mod:`tools.sbi.swap_blend`); ``--sbi-tight-face-draws`` and ``--swap-tight-face-draws`` add
+  pairs cut down to 1-1.35 times the face box, as face-crop datasets keep faces (the seam's
+  surroundings gone, the edge repeated beyond); ``--rerender-draws`` and ``--rerender-small-face-draws`` add the
   face re-rendered as a talking-head generator would (:mod:`tools.sbi.rerender_blend`);
   ``--learned-swaps GENERATOR`` with ``--learned-swap-draws`` / ``--learned-swap-small-face-draws``
   adds faces redrawn as another person by a trained swap generator (:mod:`tools.swapgen`), and
@@ -152,17 +154,21 @@ def labelled_features(featurisers: Featurisers, clips: list[Clip], size: int, ma
 
 
 def sbi_features(featurisers: Featurisers, clips: list[Clip], size: int, margin: float, draws: int,
-                 seed: int, small_faces: bool = False, kind: str = "self",
+                 seed: int, framing: str = "full", kind: str = "self",
                  swapper: FaceSwapper | None = None) -> dict[str, FeatureSet]:
     """``draws`` passes over the real clips, 4 frames each: augmented reals and their pseudo-fakes
-    (``small_faces``: every pair shrunk and H.264-re-encoded, see :func:`tools.sbi.augment.small_face_aug`;
+    (``framing``: ``small`` shrinks every pair and H.264-re-encodes it, see
+    :func:`tools.sbi.augment.small_face_aug`, ``tight`` cuts it down to the face, see
+    :func:`tools.sbi.augment.tight_face_aug`;
     ``kind``: ``self`` blends the face's own altered copy, ``swap`` another person's face,
     :mod:`tools.sbi.swap_blend`, ``rerender`` the face redrawn as a talking-head generator would,
     :mod:`tools.sbi.rerender_blend`, ``learned`` the face redrawn as another identity by ``swapper``,
     :mod:`tools.swapgen`).
     ``files`` names each pair's source: :func:`real_video_key` for videos, the file for photos."""
     rng = np.random.default_rng(seed)
-    opts = SampleOptions(size=size, margin=margin, small_faces=small_faces)
+    if framing not in FRAMINGS:
+        raise ValueError(f"unknown framing {framing!r}")
+    opts = SampleOptions(size=size, margin=margin, small_faces=framing == "small", tight_faces=framing == "tight")
     index = ShapeIndex(clips, source_key) if kind == "swap" else None
     if kind == "learned" and swapper is None:
         raise ValueError("learned swaps need a trained generator (--learned-swaps)")
@@ -184,6 +190,7 @@ def sbi_features(featurisers: Featurisers, clips: list[Clip], size: int, margin:
                              files, labels) for view, featurise in featurisers.items()}
 
 
+FRAMINGS = ("full", "small", "tight")  # how sbi_features frames its pairs
 REAL_VIDEO_FAMILY = "realvid"
 
 
@@ -531,20 +538,22 @@ def view_features(args: argparse.Namespace, views: tuple[str, ...], backbone: En
     if videos:
         lab.append(part(lambda key: f"realvid|{key}|{args.real}",
                         lambda fs: labelled_features(fs, videos, args.size, args.margin, args.max_frames)))
-    passes = (("sbi-by-source", args.sbi_draws, False, "self", 1),
-              ("sbi-small-faces", args.sbi_small_face_draws, True, "self", 1),
-              ("swaps", args.swap_draws, False, "swap", 11),
-              ("swaps-small-faces", args.swap_small_face_draws, True, "swap", 12),
-              ("rerender", args.rerender_draws, False, "rerender", 13),
-              ("rerender-small-faces", args.rerender_small_face_draws, True, "rerender", 14),
-              ("learned-swaps", args.learned_swap_draws, False, "learned", 15),
-              ("learned-swaps-small-faces", args.learned_swap_small_face_draws, True, "learned", 16))
+    passes = (("sbi-by-source", args.sbi_draws, "full", "self", 1),
+              ("sbi-small-faces", args.sbi_small_face_draws, "small", "self", 1),
+              ("sbi-tight-faces", args.sbi_tight_face_draws, "tight", "self", 17),
+              ("swaps", args.swap_draws, "full", "swap", 11),
+              ("swaps-small-faces", args.swap_small_face_draws, "small", "swap", 12),
+              ("swaps-tight-faces", args.swap_tight_face_draws, "tight", "swap", 18),
+              ("rerender", args.rerender_draws, "full", "rerender", 13),
+              ("rerender-small-faces", args.rerender_small_face_draws, "small", "rerender", 14),
+              ("learned-swaps", args.learned_swap_draws, "full", "learned", 15),
+              ("learned-swaps-small-faces", args.learned_swap_small_face_draws, "small", "learned", 16))
     swapper = None if learned is None else learned.swapper
     generator = "" if learned is None else f"|{learned.digest}"  # a new generator: new pairs
     sbi_sets = [part(lambda key: f"{name}|{key}|{args.real}|{draws}" + (generator if kind == "learned" else ""),
                      lambda fs: sbi_features(fs, reals, args.size, args.margin, draws, seed=seed,
-                                             small_faces=small, kind=kind, swapper=swapper))
-                for name, draws, small, kind, seed in passes if reals and draws > 0]
+                                             framing=framing, kind=kind, swapper=swapper))
+                for name, draws, framing, kind, seed in passes if reals and draws > 0]
     return concat(lab), concat(sbi_sets) if sbi_sets else None
 
 
@@ -584,7 +593,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--sbi-small-face-draws", type=int, default=0,
                     help="more passes over --real whose pairs are all shrunk to small faces (60-105 px) and "
                          "H.264-re-encoded, as in the dev DeepFaceLive demos; they share the SBI weight")
+    ap.add_argument("--sbi-tight-face-draws", type=int, default=0,
+                    help="more passes over --real whose pairs are all cut down to 1-1.35 times the face box, as "
+                         "face-crop datasets keep faces; they share the SBI weight")
     add_pass_options(ap, "swap", "another person's face blended in (tools.sbi.swap_blend, after Face X-ray)")
+    ap.add_argument("--swap-tight-face-draws", type=int, default=0,
+                    help="passes of face-swap pairs cut down to 1-1.35 times the face box")
     add_pass_options(ap, "rerender", "the face re-rendered as a talking-head generator would "
                                      "(tools.sbi.rerender_blend)")
     ap.add_argument("--learned-swaps", type=Path, metavar="SWAPGEN_PT",
@@ -752,6 +766,10 @@ def main(argv: list[str] | None = None) -> int:
         description += (f"; {swap_draws} more passes of face-swap pseudo-fakes (another person's face blended in"
                         + (f", {args.swap_small_face_draws} of them small faces)" if args.swap_small_face_draws
                            else ")"))
+    tight_draws = args.sbi_tight_face_draws + args.swap_tight_face_draws
+    if tight_draws > 0:
+        description += (f"; {tight_draws} more passes of pseudo-fakes cut down to the face (1-1.35 times its box), "
+                        "as face-crop datasets keep faces")
     rerender_draws = args.rerender_draws + args.rerender_small_face_draws
     if rerender_draws > 0:
         description += (f"; {rerender_draws} more passes of re-rendered pseudo-fakes (the face warped around the "
