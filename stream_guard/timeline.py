@@ -17,11 +17,13 @@ class Timeline:
     def __init__(self) -> None:
         self.offset_s = 0.0
 
-    def join(self, time_s: float, reached_s: float | None) -> tuple[float, float]:
+    def join(self, time_s: float, reached_s: float | None, resume_s: float | None = None) -> tuple[float, float]:
         """``time_s`` on the joined timeline, given where it has got to (None: nowhere yet), and
-        how far back the stream jumped there (0.0 if it did not)."""
+        how far back the stream jumped there (0.0 if it did not). After a jump back the timeline
+        goes on from ``resume_s`` (default ``reached_s``: a frame period on, for pictures)."""
         joined = time_s + self.offset_s
         if reached_s is None or joined >= reached_s - JUMP_BACK_S:
             return joined, 0.0
-        self.offset_s += reached_s - joined
-        return reached_s, reached_s - joined
+        resume = reached_s if resume_s is None else max(resume_s, reached_s)
+        self.offset_s += resume - joined
+        return resume, reached_s - joined

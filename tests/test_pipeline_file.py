@@ -235,6 +235,33 @@ def test_realtime_plays_on_over_a_jump_ahead_in_the_timestamps(placeholder_model
     assert all(last < 2.0 or first > 121.9 for first, last in seen), seen
 
 
+def test_an_mp4_with_a_gap_in_its_timestamps_keeps_its_times_and_its_face(placeholder_model: Path,
+                                                                          tmp_path: Path) -> None:
+    """An MP4 whose timestamps jump two minutes ahead halfway (a camera recording only on motion, a
+    paused screen recorder): its average frame rate is then under one frame a second. The stream
+    clock took that as the frame period and every later frame as a jump back: 99 warnings, and each
+    frame pushed on by 1.2 s. Times now follow the file's, and the face keeps one track each side."""
+    import pytest
+
+    from tests.support.faces import one_face_moving
+    from tests.support.synth_video import make_test_clip
+
+    fps, gap_s = 25, 120
+    clip = make_test_clip(tmp_path / "gap.mp4", seconds=4.0, fps=fps, draw=one_face_moving(640, 360, 180),
+                          frame_pts=lambda i: i if i < 50 else i + gap_s * fps)
+    events = tmp_path / "ev.jsonl"
+    result = run_cli("watch", str(clip), "--events", str(events), "--model", str(placeholder_model))
+    assert result.returncode == 0, result.stderr
+    assert not [line for line in result.stderr_lines if "jump" in line], result.stderr
+    records = _events(events)
+    assert records[0]["type"] == "start" and records[0]["fps"] == pytest.approx(fps, rel=0.01), records[0]
+    assert records[-1]["frames_processed"] == 100
+    spans = sorted((t["first_s"], t["last_s"]) for t in records[-1]["tracks"])
+    assert len(spans) == 2, spans
+    assert spans[0][0] < 0.2 and 1.8 < spans[0][1] < 2.0, spans
+    assert 121.9 < spans[1][0] < 122.2 and 123.8 < spans[1][1] < 124.0, spans
+
+
 def test_the_stream_clock_goes_on_where_the_timestamps_start_again() -> None:
     """Jitter backwards is clamped; a jump back of more than a second is a new stretch of timeline,
     placed a frame period on, and the sound of the same container moves with it."""

@@ -157,6 +157,21 @@ def _reason(e: Exception) -> str:
 AVFMT_NOTIMESTAMPS = 0x0080
 
 
+# Frame rates above this are taken as a timestamp's resolution, not a video's rate.
+MAX_NOMINAL_FPS = 240.0
+
+
+def nominal_fps(stream: av.video.stream.VideoStream) -> float | None:
+    """The video's frame rate: its average (frames over duration), unless that is under half the rate
+    its timestamps step at (FFmpeg's guess): then the recording has gaps (a camera recording on motion,
+    a paused screen recorder) and the average says nothing of how fast its frames come."""
+    average = float(stream.average_rate) if stream.average_rate else 0.0
+    guessed = float(stream.guessed_rate) if stream.guessed_rate else 0.0
+    if guessed and (not average or average < guessed / 2 <= MAX_NOMINAL_FPS / 2):
+        return guessed
+    return average or None
+
+
 class _StreamClock:
     """Stream time in seconds from 0, strictly increasing. Frames without a timestamp
     (RTSP's first frame has none) are placed one frame period after the previous one.
@@ -177,7 +192,9 @@ class _StreamClock:
         else:
             if self._base is None:
                 self._base = time_s - expected
-            t, back = self._timeline.join(time_s - self._base, None if self._last is None else expected)
+            # a jump back is measured from the last frame, not from where the next was expected: a frame
+            # period guessed too long (a recording with gaps averages under one frame a second) is no jump
+            t, back = self._timeline.join(time_s - self._base, self._last, expected)
             if back:
                 log.warning("the video's timestamps jumped back %.1f s at stream time %.2f s (joined recordings "
                             "or a restarted encoder?): time goes on from there", back, self._last)
@@ -314,7 +331,7 @@ class PyAVSource(OpensInWith):
             log.info("%s: a recording%s, not a live stream: read to its end, every frame", self.source_id, length)
         self._live = self.spec.is_live and not on_demand
         self._opened_live = self._opened_live or self._live
-        fps = float(stream.average_rate) if stream.average_rate else (float(stream.guessed_rate) if stream.guessed_rate else None)
+        fps = nominal_fps(stream)
         frames = int(stream.frames) if stream.frames and not self._live else None
         self._clock = _StreamClock(1.0 / (fps or 30.0))
         # live and without timestamps: a frame's time is when it came, or stream time runs at the guessed rate
