@@ -240,7 +240,8 @@ def test_an_mp4_with_a_gap_in_its_timestamps_keeps_its_times_and_its_face(placeh
     """An MP4 whose timestamps jump two minutes ahead halfway (a camera recording only on motion, a
     paused screen recorder): its average frame rate is then under one frame a second. The stream
     clock took that as the frame period and every later frame as a jump back: 99 warnings, and each
-    frame pushed on by 1.2 s. Times now follow the file's, and the face keeps one track each side."""
+    frame pushed on by 1.2 s. Times now follow the file's, and the face keeps one track each side.
+    The annotated recording keeps the gap where it was (it was written at the average rate: slow motion)."""
     import pytest
 
     from tests.support.faces import one_face_moving
@@ -249,10 +250,14 @@ def test_an_mp4_with_a_gap_in_its_timestamps_keeps_its_times_and_its_face(placeh
     fps, gap_s = 25, 120
     clip = make_test_clip(tmp_path / "gap.mp4", seconds=4.0, fps=fps, draw=one_face_moving(640, 360, 180),
                           frame_pts=lambda i: i if i < 50 else i + gap_s * fps)
-    events = tmp_path / "ev.jsonl"
-    result = run_cli("watch", str(clip), "--events", str(events), "--model", str(placeholder_model))
+    events, out = tmp_path / "ev.jsonl", tmp_path / "out.mp4"
+    result = run_cli("watch", str(clip), "--events", str(events), "--out", str(out), "--model", str(placeholder_model))
     assert result.returncode == 0, result.stderr
     assert not [line for line in result.stderr_lines if "jump" in line], result.stderr
+    with av.open(str(out)) as written:
+        times = [float(f.time) for f in written.decode(video=0)]
+    assert len(times) == 100
+    assert times[49] == pytest.approx(49 / fps, abs=0.01) and times[50] == pytest.approx(gap_s + 50 / fps, abs=0.01)
     records = _events(events)
     assert records[0]["type"] == "start" and records[0]["fps"] == pytest.approx(fps, rel=0.01), records[0]
     assert records[-1]["frames_processed"] == 100

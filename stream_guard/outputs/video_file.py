@@ -164,7 +164,6 @@ class VideoFileSink:
         self.threads = threads
         self.segment_s = segment_s
         self.frames_written = 0
-        self.frames_seen = 0  # written, or lost to a file the disk refused
         self.lost_stretches = 0
         self._resume_at: float | None = None  # after a file the disk refused: start a new one at this time
         self.files: list[Path] = []  # every file this run wrote, the open one last
@@ -176,8 +175,8 @@ class VideoFileSink:
         self._container: av.container.OutputContainer | None = None
         self._stream = None
         self._first_t: float | None = None  # the open file's first frame, on the recording's clock
-        self._first_index = 0  # frames_written at the open file's first frame
         self._last_pts = -1
+        self._end_s = 0.0  # where the open file's last frame ends, from its first frame
         self._audio: AudioTrack | None = None
         self._live_sound: LiveSound | None = None
 
@@ -200,9 +199,9 @@ class VideoFileSink:
         self._open_file()
 
     def write(self, result: FrameResult) -> None:
-        # the recording's clock: when the frame arrived (live), its place in the stream (file)
-        t = result.frame.wallclock_s if self._live else self.frames_seen / self._fps
-        self.frames_seen += 1
+        # the recording's clock: when the frame arrived (live), its time in the stream (file: a recording
+        # whose frames come unevenly, or with gaps, keeps its timing, and its sound with it)
+        t = result.frame.wallclock_s if self._live else result.frame.pts_s
         if self._resume_at is not None and t < self._resume_at:
             return
         try:
@@ -237,19 +236,17 @@ class VideoFileSink:
             self._first_t = t
         assert self._container is not None and self._stream is not None
         frame = encoder_frame(result.annotated, self._stream.width, self._stream.height)
-        if self._live:
-            frame.pts, frame.time_base = self._arrival_pts(t - self._first_t), self._stream.codec_context.time_base
-        else:
-            frame.pts = self.frames_written - self._first_index
+        frame.pts, frame.time_base = self._ticks(t - self._first_t), self._stream.codec_context.time_base
         self._container.mux(self._stream.encode(frame))
         self.frames_written += 1
+        self._end_s = t - self._first_t + 1.0 / self._fps
         if self._live_sound is not None:
             self._live_sound.follow(result.frame.pts_s, float(frame.pts * frame.time_base))
         if self._audio is not None:  # the sound up to the end of this frame
-            self._audio.write_until(self.frames_written / self._fps)
+            self._audio.write_until(self._end_s)
 
-    def _arrival_pts(self, since_first_s: float) -> int:
-        """Stream ticks since the file's first frame arrived, always after the last frame's."""
+    def _ticks(self, since_first_s: float) -> int:
+        """Stream ticks since the file's first frame, always after the last frame's."""
         self._last_pts = max(round(since_first_s / self._stream.codec_context.time_base), self._last_pts + 1)
         return self._last_pts
 
@@ -289,10 +286,9 @@ class VideoFileSink:
         stream.height = self._info.height - self._info.height % 2
         stream.pix_fmt = "yuv420p"
         code_as_bt709(stream)
-        if self._live:  # AVI has one fixed frame rate: live frames go to the nearest tick of it
-            stream.codec_context.time_base = 1 / rate if suffix == ".avi" else MS
-        else:
-            stream.time_base = 1 / rate
+        # frames are stamped in milliseconds of their own time; AVI has one fixed frame rate: they go to
+        # the nearest tick of it
+        stream.codec_context.time_base = 1 / rate if suffix == ".avi" else MS
         options = keyframe_every(LIVE_KEYFRAME_S, self._fps) if self._live else {}
         if _CODECS[suffix] == "libx264":
             options.update(h264_options(self.crf, self.preset, self.tune, self.threads))
@@ -300,7 +296,7 @@ class VideoFileSink:
             options.update(_LIVE_VP9)
         stream.options = options
         self._stream = stream
-        self._first_t, self._first_index, self._last_pts = None, self.frames_written, -1
+        self._first_t, self._last_pts, self._end_s = None, -1, 0.0
         if self.audio_from is not None and not self._live and self.segment_s is None:
             self._audio = AudioTrack.open(self.audio_from.url, self._container, suffix, self.audio_from.options,
                                           self.audio_from.format)
@@ -326,7 +322,7 @@ class VideoFileSink:
             if self._stream is not None:
                 container.mux(self._stream.encode(None))
             if audio is not None:
-                audio.finish(end_s=self.frames_written / self._fps)
+                audio.finish(end_s=self._end_s)
             if live_sound is not None:
                 live_sound.close()
         finally:
