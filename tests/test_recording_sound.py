@@ -108,3 +108,40 @@ def test_joined_recordings_keep_every_frame_and_their_sound_in_sync(tmp_path: Pa
     flashes, beeps = _onsets(*zip(*pictures)), _onsets(*zip(*sound))
     assert flashes == pytest.approx([BURST[0], SECONDS + BURST[0]], abs=1e-3)
     assert beeps == pytest.approx(flashes, abs=1 / FPS), (flashes, beeps)
+
+
+def _shifted(src: Path, dst: Path, by_s: float) -> Path:
+    """``src`` (MPEG-TS) remuxed with every timestamp ``by_s`` later."""
+    with av.open(str(src)) as inp, av.open(str(dst), "w", format="mpegts") as out:
+        streams = {s.index: out.add_stream_from_template(s) for s in inp.streams}
+        for packet in inp.demux():
+            if packet.dts is None:
+                continue
+            shift = round(by_s / packet.time_base)
+            packet.pts, packet.dts = packet.pts + shift, packet.dts + shift
+            packet.stream = streams[packet.stream.index]
+            out.mux(packet)
+    return dst
+
+
+@pytest.mark.parametrize("out", ["out.mp4", "out.webm"])  # sound copied, sound re-encoded
+def test_a_recording_with_a_gap_keeps_it_and_its_sound_in_sync(tmp_path: Path, out: str) -> None:
+    """A recorder paused for 30 s (``cat a.ts b.ts``, b's timestamps 30 s on): every frame and its
+    sound stay at their time. The recording was written frame after frame at the stream's rate: the
+    gap was cut out of the pictures, and the sound after it lost (4 s of video, one beep)."""
+    gap_s = 30.0
+    first = make_clip_with_sound(tmp_path / "a.ts", seconds=SECONDS, fps=FPS, burst=BURST, flash=True)
+    second = make_clip_with_sound(tmp_path / "b0.ts", seconds=SECONDS, fps=FPS, burst=BURST, flash=True)
+    joined = tmp_path / "joined.ts"
+    joined.write_bytes(first.read_bytes() + _shifted(second, tmp_path / "b.ts", SECONDS + gap_s).read_bytes())
+    result = run_cli("watch", str(joined), "--out", str(tmp_path / out))
+    assert result.returncode == 0 and "jump" not in result.stderr, result.stderr
+    with av.open(str(tmp_path / out)) as container:
+        pictures = [(float(f.time), f.to_ndarray(format="gray").mean() > 200) for f in container.decode(video=0)]
+    with av.open(str(tmp_path / out)) as container:
+        sound = [(float(f.time) + i / f.sample_rate, abs(v) > 0.1) for f in container.decode(audio=0)
+                 for i, v in enumerate(f.to_ndarray().reshape(-1, f.samples)[0])]
+    assert len(pictures) == 2 * SECONDS * FPS
+    flashes, beeps = _onsets(*zip(*pictures)), _onsets(*zip(*sound))
+    assert flashes == pytest.approx([BURST[0], gap_s + SECONDS + BURST[0]], abs=1e-3)
+    assert beeps == pytest.approx(flashes, abs=1 / FPS), (flashes, beeps)
