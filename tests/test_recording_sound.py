@@ -88,6 +88,16 @@ def _onsets(times: list[float], on: list[bool]) -> list[float]:
     return starts
 
 
+def _flashes_and_beeps(path: Path) -> tuple[int, list[float], list[float]]:
+    """A recording's frame count, and when its flashes and its beeps start (s)."""
+    with av.open(str(path)) as container:
+        pictures = [(float(f.time), f.to_ndarray(format="gray").mean() > 200) for f in container.decode(video=0)]
+    with av.open(str(path)) as container:
+        sound = [(float(f.time) + i / f.sample_rate, abs(v) > 0.1) for f in container.decode(audio=0)
+                 for i, v in enumerate(f.to_ndarray().reshape(-1, f.samples)[0])]
+    return len(pictures), _onsets(*zip(*pictures)), _onsets(*zip(*sound))
+
+
 @pytest.mark.parametrize("out", ["out.mp4", "out.webm"])  # sound copied, sound re-encoded
 def test_joined_recordings_keep_every_frame_and_their_sound_in_sync(tmp_path: Path, out: str) -> None:
     """``cat a.ts b.ts``: the second part's timestamps start again. The recording used to fail
@@ -99,13 +109,8 @@ def test_joined_recordings_keep_every_frame_and_their_sound_in_sync(tmp_path: Pa
     result = run_cli("watch", str(joined), "--out", str(tmp_path / out))
     assert result.returncode == 0 and "failed" not in result.stderr, result.stderr
     assert "the source's sound jumped back" in result.stderr
-    with av.open(str(tmp_path / out)) as container:
-        pictures = [(float(f.time), f.to_ndarray(format="gray").mean() > 200) for f in container.decode(video=0)]
-    with av.open(str(tmp_path / out)) as container:
-        sound = [(float(f.time) + i / f.sample_rate, abs(v) > 0.1) for f in container.decode(audio=0)
-                 for i, v in enumerate(f.to_ndarray().reshape(-1, f.samples)[0])]
-    assert len(pictures) == 2 * SECONDS * FPS
-    flashes, beeps = _onsets(*zip(*pictures)), _onsets(*zip(*sound))
+    frames, flashes, beeps = _flashes_and_beeps(tmp_path / out)
+    assert frames == 2 * SECONDS * FPS
     assert flashes == pytest.approx([BURST[0], SECONDS + BURST[0]], abs=1e-3)
     assert beeps == pytest.approx(flashes, abs=1 / FPS), (flashes, beeps)
 
@@ -136,12 +141,7 @@ def test_a_recording_with_a_gap_keeps_it_and_its_sound_in_sync(tmp_path: Path, o
     joined.write_bytes(first.read_bytes() + _shifted(second, tmp_path / "b.ts", SECONDS + gap_s).read_bytes())
     result = run_cli("watch", str(joined), "--out", str(tmp_path / out))
     assert result.returncode == 0 and "jump" not in result.stderr, result.stderr
-    with av.open(str(tmp_path / out)) as container:
-        pictures = [(float(f.time), f.to_ndarray(format="gray").mean() > 200) for f in container.decode(video=0)]
-    with av.open(str(tmp_path / out)) as container:
-        sound = [(float(f.time) + i / f.sample_rate, abs(v) > 0.1) for f in container.decode(audio=0)
-                 for i, v in enumerate(f.to_ndarray().reshape(-1, f.samples)[0])]
-    assert len(pictures) == 2 * SECONDS * FPS
-    flashes, beeps = _onsets(*zip(*pictures)), _onsets(*zip(*sound))
+    frames, flashes, beeps = _flashes_and_beeps(tmp_path / out)
+    assert frames == 2 * SECONDS * FPS
     assert flashes == pytest.approx([BURST[0], gap_s + SECONDS + BURST[0]], abs=1e-3)
     assert beeps == pytest.approx(flashes, abs=1 / FPS), (flashes, beeps)
