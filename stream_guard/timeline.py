@@ -20,7 +20,7 @@ class Timeline:
     def join(self, time_s: float, reached_s: float | None, resume_s: float | None = None) -> tuple[float, float]:
         """``time_s`` on the joined timeline, given where it has got to (None: nowhere yet), and
         how far back the stream jumped there (0.0 if it did not). After a jump back the timeline
-        goes on from ``resume_s`` (default ``reached_s``: a frame period on, for pictures)."""
+        goes on from ``resume_s`` (pictures: a frame period after the last one), by default from ``reached_s``."""
         joined = time_s + self.offset_s
         if reached_s is None or joined >= reached_s - JUMP_BACK_S:
             return joined, 0.0

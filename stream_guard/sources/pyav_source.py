@@ -167,7 +167,7 @@ def nominal_fps(stream: av.video.stream.VideoStream) -> float | None:
     a paused screen recorder) and the average says nothing of how fast its frames come."""
     average = float(stream.average_rate) if stream.average_rate else 0.0
     guessed = float(stream.guessed_rate) if stream.guessed_rate else 0.0
-    if guessed and (not average or average < guessed / 2 <= MAX_NOMINAL_FPS / 2):
+    if guessed and (not average or (average < guessed / 2 and guessed <= MAX_NOMINAL_FPS)):
         return guessed
     return average or None
 
