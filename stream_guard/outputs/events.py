@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import os
 import time
 from pathlib import Path
 from typing import IO, Any, Callable
@@ -17,6 +18,7 @@ from stream_guard.types import FaceResult, FrameResult, StreamInfo
 
 log = logging.getLogger(__name__)
 REOPEN_S = 10.0  # how often an events file the disk refused is opened again
+ROTATION_CHECK_S = 1.0  # how often the events file's name is checked for a new file (log rotation)
 
 
 def face_record(kind: str, result: FrameResult, face: FaceResult) -> dict[str, Any]:
@@ -61,6 +63,11 @@ class JsonlEventSink:
     counts them, so the log heals and says where its gap is. ``close`` then fails, so the run ends
     saying so.
 
+    A file moved or deleted under the run (logrotate, a person's ``mv``) is followed: within
+    :data:`ROTATION_CHECK_S` the name is opened anew, and the new file begins with the run's ``start``
+    record again, so each file says what judged its verdicts. (``copytruncate`` works as it is:
+    the file is opened for appending.)
+
     A stream whose reader goes away (``--events - | head``) calls ``on_reader_gone`` if given (the
     run has no other output: it ends, as a filter does); otherwise the output fails."""
 
@@ -78,6 +85,9 @@ class JsonlEventSink:
         self.lost = 0  # records the disk did not take
         self._gap: dict[str, Any] | None = None  # the records lost since the file last took one
         self._reopen_at = 0.0
+        self._start: dict[str, Any] | None = None  # the run's start record, for a rotated file's new start
+        self._check_rotation_at = 0.0
+        self._rotation_failed = False
 
     def open(self, info: StreamInfo) -> None:
         if isinstance(self._target, (str, Path)):
@@ -93,6 +103,8 @@ class JsonlEventSink:
                  "height": info.height, "fps": info.fps, "live": info.is_live}
         if self._provenance is not None:
             start.update(self._provenance.to_json())
+        self._start = start
+        self._check_rotation_at = time.monotonic() + ROTATION_CHECK_S
         self._write_all([start])
 
     def event(self, record: dict[str, Any]) -> None:
@@ -110,6 +122,8 @@ class JsonlEventSink:
     def _write_all(self, records: list[dict[str, Any]]) -> None:
         if not records:
             return
+        if self._owns and self._fh is not None and time.monotonic() >= self._check_rotation_at:
+            self._follow_rotation()
         if self._fh is None and (self._gap is None or time.monotonic() < self._reopen_at or not self._reopen()):
             if self._gap is not None:
                 self._gap["records"] += len(records)
@@ -133,6 +147,36 @@ class JsonlEventSink:
             self.lost += self._gap["records"]
             log.warning("--events %s: writing again; %d record(s) were lost", self._target, self._gap["records"])
             self._gap = None
+
+    def _follow_rotation(self) -> None:
+        """Open the name anew if the file it named was moved away or deleted (its start record first)."""
+        self._check_rotation_at = time.monotonic() + ROTATION_CHECK_S
+        assert self._fh is not None
+        path = Path(self._target)  # type: ignore[arg-type]
+        try:
+            named = path.stat()
+        except FileNotFoundError:
+            named = None
+        except OSError:
+            return  # cannot tell: keep writing where it writes
+        held = os.fstat(self._fh.fileno())
+        if named is not None and (named.st_dev, named.st_ino) == (held.st_dev, held.st_ino):
+            return
+        try:
+            fresh = path.open("a", encoding="utf-8")
+        except OSError as e:
+            if not self._rotation_failed:  # said once: it is tried again every check
+                log.warning("--events %s: the file was moved away, and a new one cannot be made (%s): writing on "
+                            "to the moved file", path, e.strerror or e)
+            self._rotation_failed = True
+            return
+        self._rotation_failed = False
+        with contextlib.suppress(OSError):
+            self._fh.close()
+        self._fh = fresh
+        log.info("--events %s: the file was moved away (log rotation?): writing to a new one", path)
+        if self._start is not None:
+            fresh.write(json.dumps(self._start, separators=(",", ":")) + "\n")
 
     def _end_for_a_gone_reader(self) -> None:
         """The pipe's reader closed it: write no more and end the run. The pipe is swapped for the
