@@ -239,7 +239,7 @@ def test_an_mp4_with_a_gap_in_its_timestamps_keeps_its_times_and_its_face(placeh
                                                                           tmp_path: Path) -> None:
     """An MP4 whose timestamps jump two minutes ahead halfway (a camera recording only on motion, a
     paused screen recorder): its average frame rate is then under one frame a second. The stream
-    clock took that as the frame period and every later frame as a jump back: 99 warnings, and each
+    clock took that as the frame period and every later frame as a jump back: 98 warnings, and each
     frame pushed on by 1.2 s. Times now follow the file's, and the face keeps one track each side.
     The annotated recording keeps the gap where it was (it was written at the average rate: slow motion)."""
     import pytest
