@@ -28,7 +28,8 @@ import sys
 import tempfile
 import threading
 import time
-from dataclasses import dataclass
+from collections import Counter
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from stream_guard.config import ModelOptions, OutputOptions, RunConfig, SourceOptions
@@ -120,6 +121,14 @@ class LiveViewClient(threading.Thread):
         super().__init__(name="soak-client", daemon=True)
         self.base_url, self.stop_event = base_url, stop
         self.video_bytes = self.polls = self.failures = 0
+        self.errors: Counter[str] = Counter()  # what the failed requests met, by kind
+        self.served = False  # whether any request has been answered yet
+
+    def _failed(self, path: str, error: OSError) -> None:
+        if not self.served and isinstance(getattr(error, "reason", error), ConnectionRefusedError):
+            return  # the live view is not up yet: the run is still loading its models
+        self.failures += 1
+        self.errors[f"{path}: {type(error).__name__}: {getattr(error, 'reason', error)}"] += 1
 
     def run(self) -> None:
         import urllib.request
@@ -129,13 +138,14 @@ class LiveViewClient(threading.Thread):
         while not self.stop_event.is_set():
             try:
                 with urllib.request.urlopen(f"{self.base_url}/stream.mp4", timeout=10) as response:
+                    self.served = True
                     while not self.stop_event.is_set():
                         chunk = response.read(65536)
                         if not chunk:
                             break
                         self.video_bytes += len(chunk)
-            except OSError:
-                self.failures += 1
+            except OSError as e:
+                self._failed("/stream.mp4", e)
                 self.stop_event.wait(1.0)
         poller.join(5)
 
@@ -147,18 +157,17 @@ class LiveViewClient(threading.Thread):
                 try:
                     with urllib.request.urlopen(f"{self.base_url}{path}", timeout=5) as response:
                         response.read()
+                    self.served = True
                     self.polls += 1
-                except OSError:
-                    self.failures += 1
+                except OSError as e:
+                    self._failed(path, e)
 
 
-def _all_outputs(out_dir: Path) -> tuple[OutputOptions, str]:
-    """The stateful outputs under alert churn, and the live view's base URL."""
+def _all_outputs(outputs: OutputOptions, out_dir: Path) -> tuple[OutputOptions, str]:
+    """``outputs`` joined by the stateful outputs under alert churn, and the live view's base URL."""
     port = _free_port()
-    outputs = OutputOptions(out_path=out_dir / "soak.mp4", events_path=out_dir / "events.jsonl",
-                            snapshots=out_dir / "snapshots", snapshot_keep=5,
-                            clips=out_dir / "clips", clip_keep=3, clip_pad_s=2.0,
-                            serve=ServeOptions(host="127.0.0.1", port=port))
+    outputs = replace(outputs, snapshots=out_dir / "snapshots", snapshot_keep=5, clips=out_dir / "clips", clip_keep=3,
+                      clip_pad_s=2.0, serve=ServeOptions(host="127.0.0.1", port=port))
     return outputs, f"http://127.0.0.1:{port}"
 
 
@@ -214,7 +223,7 @@ def main(argv: list[str] | None = None) -> int:
                                     events_path=out_dir / "events.jsonl")
             base_url = None
             if args.all_outputs:
-                outputs, base_url = _all_outputs(out_dir)
+                outputs, base_url = _all_outputs(outputs, out_dir)
             config = RunConfig(source=SourceOptions(server.url), outputs=outputs,
                                model=ModelOptions(model_dir=args.model, threshold=0.0 if args.all_outputs else None))
             pipeline = Pipeline(config)
@@ -229,6 +238,7 @@ def main(argv: list[str] | None = None) -> int:
                           f"capture q {s.capture_queue}  detect q {s.detect_queue}  sink q {list(s.sink_queues)}  "
                           f"frames {s.frames_processed}  dropped {s.frames_dropped}", flush=True)
                     if s.t_s >= duration_s:
+                        done.set()  # the helpers first: a client reading as the live view closes is no failure
                         pipeline.stop()
                         return
 
@@ -254,7 +264,8 @@ def main(argv: list[str] | None = None) -> int:
         print(line, flush=True)
         if client is not None:
             print(f"live view client: {client.video_bytes / 1e6:.1f} MB of /stream.mp4, {client.polls} status and "
-                  f"metrics polls, {client.failures} failed requests", flush=True)
+                  f"metrics polls, {client.failures} failed requests" +
+                  "".join(f"; {n} x {what}" for what, n in client.errors.most_common()), flush=True)
             evidence_ok, line = evidence_line(out_dir)
             print(line, flush=True)
             ok = ok and evidence_ok
