@@ -8,16 +8,20 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from stream_guard.faces.crop import crop_face
+from stream_guard.faces.crop import crop_face, share_beyond_frame
 from stream_guard.faces.detector import FaceDetector
 from stream_guard.faces.regions import FaceRegions
 from stream_guard.faces.shot_change import ShotChangeDetector
 from stream_guard.faces.tracker import FaceTracker, Track
 from stream_guard.model.scorer import FaceScorer, TrackMemory
 from stream_guard.outputs.overlay import HudInfo, annotate
-from stream_guard.types import FaceDetections, FaceResult, Frame, FrameResult, StageTimes, TrackState, Verdict
+from stream_guard.types import (FaceDetections, FaceResult, Frame, FrameResult, NotJudged, StageTimes, TrackState,
+                                Verdict)
 
 AUTO_TILED_DETECT_EVERY = 3  # detector schedule for large (tiled) frames when detect_every is 0 (auto)
+# A face with this share of its box (or more) beyond the frame's edge is not judged: with a quarter of the
+# face gone, its crop's scores no longer rank fakes above reals (research log, "Faces cut by the frame's edge").
+CUT_OFF_SHARE = 0.25
 MAX_FAKE_STEP_S = 1.0  # the most stream time between two frames that counts towards a face's time judged fake
 DETECT_HERE = object()  # process()'s default: run the detector on this thread, on the schedule
 
@@ -117,13 +121,19 @@ class Analyzer:
             frames *= (every - 1) / every
         return max(1, math.ceil(n_faces / max(1.0, frames)))
 
-    def too_small(self, track: Track[TrackMemory]) -> bool:
-        """Whether the face's box is shorter than the minimum face size (it is then not judged)."""
-        return float(track.box[3] - track.box[1]) < self.min_face_px
+    def not_judged(self, track: Track[TrackMemory], frame: Frame) -> NotJudged | None:
+        """Why the face is not judged on ``frame``: shorter than the minimum face size, or cut off by
+        the frame's edge (:data:`CUT_OFF_SHARE`); None when it is judged."""
+        if float(track.box[3] - track.box[1]) < self.min_face_px:
+            return NotJudged.TOO_SMALL
+        if share_beyond_frame(track.box, frame.width, frame.height) >= CUT_OFF_SHARE:
+            return NotJudged.CUT_OFF
+        return None
 
     def _score(self, frame: Frame, tracks: list[Track[TrackMemory]],
                every: int = 1) -> tuple[set[int], set[int], float, float]:
-        live = [t for t in tracks if t.state is TrackState.CONFIRMED and t.misses == 0 and not self.too_small(t)]
+        live = [t for t in tracks
+                if t.state is TrackState.CONFIRMED and t.misses == 0 and self.not_judged(t, frame) is None]
         due = [t for t in live if self.scorer.due(t.memory, frame.pts_s)]
         # most overdue first (never-sampled faces first of all)
         due.sort(key=lambda t: -1e9 if t.memory.last_sample_pts is None else t.memory.last_sample_pts)
@@ -147,13 +157,13 @@ class Analyzer:
         return ({t.id for t in due}, {t.id for t, c in zip(due, changed) if c}, (t1 - t0) * 1e3,
                 self.scorer.last_cnn_ms)
 
-    def _face_result(self, track: Track[TrackMemory], scored: bool, changed: bool) -> FaceResult:
+    def _face_result(self, track: Track[TrackMemory], frame: Frame, scored: bool, changed: bool) -> FaceResult:
         m = track.memory
         return FaceResult(
             track_id=track.id, state=track.state, box=track.box.copy(), detection_score=float(track.detection_score),
             keypoints=track.keypoints.copy(), raw_score=m.raw_score, score=m.smoother.score,
             verdict=m.smoother.verdict, scored=scored, verdict_changed=changed, samples=m.n_scores,
-            too_small=self.too_small(track),
+            not_judged=self.not_judged(track, frame),
         )
 
     def _remember(self, face: FaceResult, track: Track[TrackMemory], pts_s: float) -> None:
@@ -225,7 +235,7 @@ class Analyzer:
         shared = every if inline else 1
         scored, changed, crop_ms, model_ms = (set(), set(), 0.0, 0.0) if detected and shared > 1 else \
             self._score(frame, tracks, shared)
-        faces = tuple(self._face_result(t, t.id in scored, t.id in changed) for t in tracks)
+        faces = tuple(self._face_result(t, frame, t.id in scored, t.id in changed) for t in tracks)
         for face, track in zip(faces, tracks):
             self._remember(face, track, frame.pts_s)
         t3 = time.perf_counter()

@@ -46,7 +46,7 @@ from urllib.parse import urlsplit
 from stream_guard.alert_replay import AlertTrace, false_alert_thresholds
 from stream_guard.config import RunConfig
 from stream_guard.errors import ConfigError, SourceError
-from stream_guard.file_analysis import Scanned, analyse_file, scanned_name
+from stream_guard.file_analysis import Scanned, analyse_file, no_score_text, scanned_name
 from stream_guard.model.contract import OperatingPoint
 from stream_guard.model.provenance import Provenance
 from stream_guard.model.smoothing import SmoothingOptions
@@ -182,6 +182,7 @@ def score_files(rows: list[ManifestRow], config: RunConfig,
                      "faces": sum(1 for t in analysis.tracks if t.scores), "frames": analysis.frames,
                      "duration_s": round(analysis.duration_s, 3), "alerts": analysis.alerts,
                      "first_alert_s": analysis.first_alert_s, "faces_too_small": analysis.faces_too_small,
+                     "faces_cut_off": analysis.faces_cut_off,
                      "face_px": None if analysis.face_px is None else round(analysis.face_px, 1)}
             (scored.files if analysis.has_face else scored.no_face).append(entry)
             if analysis.has_face and analysis.trace is not None:
@@ -367,9 +368,8 @@ def print_table(report: dict, out: TextIO = sys.stdout) -> None:
         print("by face size (median box height of the scored face): "
               + "; ".join(_face_size_text(b) for b in report["by_face_size"]), file=out)
     for entry in report["no_face"]:
-        small = entry.get("faces_too_small", 0)
-        print(f"no face large enough to judge ({small} below --min-face): {entry['file']}" if small
-              else f"no face found: {entry['file']}", file=out)
+        print(f"{no_score_text(entry.get('faces_too_small', 0), entry.get('faces_cut_off', 0))}: {entry['file']}",
+              file=out)
     for entry in report["failed"]:
         print(f"could not read: {entry['file']}: {entry['error']}", file=out)
 

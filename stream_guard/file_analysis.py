@@ -8,7 +8,8 @@ Used by ``stream-guard evaluate`` and ``stream-guard scan``. How scores combine:
 * **file score**: the highest face score among faces with at least ``min_windows`` scored
   windows (a file is as fake as its most suspicious face); if no face has that many, the
   highest score of any face. A file in which no face was found has no score, nor one whose
-  faces were all below the run's minimum face size (``faces_too_small`` counts them).
+  faces were never judged: all below the run's minimum face size (``faces_too_small`` counts
+  them) or cut off by the frame's edge (``faces_cut_off``).
 * **stills**: an image, or a video of a single frame (a still saved as a GIF), is scored as a
   one-second clip of that picture (a face must be seen more than once to be tracked), and
   reported as that clip.
@@ -45,7 +46,7 @@ from stream_guard.pipeline import Pipeline, RunSummary
 from stream_guard.sources.display import stream_display
 from stream_guard.sources.pyav_source import STILL_IMAGE_BRANDS
 from stream_guard.sources.spec import missing_file, parse_source, redact_url, url_scheme
-from stream_guard.types import FrameResult, TrackState
+from stream_guard.types import FrameResult, NotJudged, TrackState
 
 Scanned = Path | str  # what is analysed: a file, or a recording's URL
 STILL_FRAMES = 10  # a still picture is scored as this many frames at 10 fps
@@ -122,6 +123,7 @@ class FileAnalysis:
     first_alert_s: float | None = None  # stream time of the first
     trace: AlertTrace | None = None  # with keep_trace: to replay the alert rule at other thresholds
     faces_too_small: int = 0  # faces seen only below the minimum face size (tracked, never judged)
+    faces_cut_off: int = 0  # the other faces never judged: cut off by the frame's edge whenever seen
 
     @property
     def has_face(self) -> bool:
@@ -143,7 +145,15 @@ class FileAnalysis:
         return {"file": scanned_name(self.path), "frames": self.frames, "duration_s": round(self.duration_s, 3),
                 "score": self.score, "verdict": self.verdict, **self.provenance.to_json(),
                 "alerts": self.alerts, "first_alert_s": self.first_alert_s, "faces_too_small": self.faces_too_small,
+                "faces_cut_off": self.faces_cut_off,
                 "tracks": [t.to_json() for t in self.tracks if t.scores]}
+
+
+def no_score_text(faces_too_small: int = 0, faces_cut_off: int = 0) -> str:
+    """Why a file has no score: ``no face found``, or which faces were seen but never judged."""
+    why = [f"{faces_too_small} below --min-face"] if faces_too_small else []
+    why += [f"{faces_cut_off} cut off by the frame's edge"] if faces_cut_off else []
+    return f"no face judged ({', '.join(why)})" if why else "no face found"
 
 
 def scoring_track(tracks: list[TrackSeries] | tuple[TrackSeries, ...], min_windows: int = 3) -> TrackSeries | None:
@@ -173,9 +183,17 @@ class _Collector:
         self.alert_rule = AlertStateMachine(alerts)
         self.alert_times: list[float] = []
         self.trace = AlertTrace() if keep_trace else None
-        self.small_faces: set[int] = set()  # faces seen below the minimum face size
+        self.unjudged: dict[NotJudged, set[int]] = {reason: set() for reason in NotJudged}  # faces seen not judged
         self.recorder = recorder
         self.first_picture: np.ndarray | None = None  # kept while it is the only frame
+
+    def never_judged(self, tracks: Iterable[TrackSeries]) -> dict[str, int]:
+        """How many faces were seen but never judged, by why: ``faces_too_small``, and
+        ``faces_cut_off`` for the others (:class:`FileAnalysis`)."""
+        judged = {t.track_id for t in tracks if t.scores}
+        small = self.unjudged[NotJudged.TOO_SMALL] - judged
+        return {"faces_too_small": len(small),
+                "faces_cut_off": len(self.unjudged[NotJudged.CUT_OFF] - judged - small)}
 
     def __call__(self, result: FrameResult) -> None:
         self.frames += 1
@@ -187,8 +205,8 @@ class _Collector:
         if self.recorder is not None:
             self.recorder.add(result)
         for face in result.faces:
-            if face.too_small and face.state is TrackState.CONFIRMED:
-                self.small_faces.add(face.track_id)
+            if face.not_judged is not None and face.state is TrackState.CONFIRMED:
+                self.unjudged[face.not_judged].add(face.track_id)
             if not face.scored or face.raw_score is None:
                 continue
             series = self.tracks.setdefault(face.track_id, TrackSeries(face.track_id))
@@ -407,4 +425,4 @@ def analyse_file(path: str | Path, config: RunConfig, max_frames: int | None = N
                         alerts=len(collector.alert_times),
                         first_alert_s=collector.alert_times[0] if collector.alert_times else None,
                         trace=collector.trace,
-                        faces_too_small=len(collector.small_faces - {t.track_id for t in tracks if t.scores}))
+                        **collector.never_judged(tracks))

@@ -153,7 +153,7 @@ def _clock_text(wall_time: float) -> str:
 
 
 def _faces_text(result: FrameResult) -> str:
-    judged = [f for f in result.faces if not f.too_small]
+    judged = [f for f in result.faces if f.not_judged is None]
     fake = sum(1 for f in judged if f.verdict is Verdict.FAKE)
     text = f"{len(result.faces)} face" + ("" if len(result.faces) == 1 else "s")
     return f"{text} ({fake} fake)" if fake else text

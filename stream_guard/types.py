@@ -160,6 +160,14 @@ class Verdict(str, enum.Enum):
     UNCERTAIN = "uncertain"
 
 
+class NotJudged(str, enum.Enum):
+    """Why a tracked face is not judged on a frame: it is not sampled, and its score and verdict stay
+    as they were."""
+
+    TOO_SMALL = "too small"  # shorter than the run's minimum face size
+    CUT_OFF = "cut off"  # a quarter or more of it beyond the frame's edge: its crop would be mostly invented edge
+
+
 class TrackState(str, enum.Enum):
     TENTATIVE = "tentative"
     CONFIRMED = "confirmed"
@@ -173,8 +181,7 @@ class FaceResult:
     ``raw_score`` is the latest model probability (None before the first
     window is scored), ``score`` the smoothed probability the verdict uses, and
     ``scored`` tells whether the model ran for this face on this frame.
-    ``too_small``: the face is below the run's minimum face size, so it is
-    tracked but not sampled (its score and verdict stay as they were).
+    ``not_judged``: why the face is tracked but not sampled on this frame (None: it is judged).
     """
 
     track_id: int
@@ -188,7 +195,7 @@ class FaceResult:
     scored: bool
     verdict_changed: bool
     samples: int
-    too_small: bool = False
+    not_judged: NotJudged | None = None
 
 
 @dataclass(frozen=True, slots=True)

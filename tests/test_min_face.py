@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 
 from stream_guard.config import MIN_FACE_PX, AnalysisOptions, ModelOptions, RunConfig, SourceOptions
-from stream_guard.outputs.overlay import COLOURS, TOO_SMALL_COLOUR, draw_face
+from stream_guard.outputs.overlay import COLOURS, NOT_JUDGED_COLOUR, draw_face
 from stream_guard.pipeline import Pipeline
-from stream_guard.types import FaceResult, FrameResult, TrackState, Verdict
+from stream_guard.types import FaceResult, FrameResult, NotJudged, TrackState, Verdict
 from tests.conftest import run_cli
 from tests.support.faces import one_face_moving
 from tests.support.synth_video import make_test_clip
@@ -37,24 +37,25 @@ def test_faces_below_the_minimum_size_are_tracked_but_never_judged(small_face_cl
     faces = [f for r in run(small_face_clip, placeholder_model) for f in r.faces]
     heights = [float(f.box[3] - f.box[1]) for f in faces]
     assert len(faces) >= 40 and max(heights) < MIN_FACE_PX
-    assert all(f.too_small and not f.scored and f.score is None and f.verdict is Verdict.UNCERTAIN for f in faces)
+    assert all(f.not_judged is NotJudged.TOO_SMALL and not f.scored and f.score is None
+               and f.verdict is Verdict.UNCERTAIN for f in faces)
 
     every = [f for r in run(small_face_clip, placeholder_model, min_face_px=0) for f in r.faces]
-    assert not any(f.too_small for f in every)
+    assert not any(f.not_judged for f in every)
     assert sum(f.scored for f in every) >= 10  # the same faces are judged once the minimum is lifted
 
     above = [f for r in run(small_face_clip, placeholder_model, min_face_px=min(heights) - 1) for f in r.faces]
-    assert sum(f.scored for f in above) >= 10 and not any(f.too_small for f in above)
+    assert sum(f.scored for f in above) >= 10 and not any(f.not_judged for f in above)
 
 
 def test_a_face_too_small_to_judge_is_drawn_grey_without_a_verdict() -> None:
     image = np.zeros((120, 160, 3), np.uint8)
     face = FaceResult(track_id=3, state=TrackState.CONFIRMED, box=np.array([40, 50, 70, 80], np.float32),
                       detection_score=0.9, keypoints=np.zeros((6, 2), np.float32), raw_score=0.9, score=0.9,
-                      verdict=Verdict.FAKE, scored=False, verdict_changed=False, samples=4, too_small=True)
+                      verdict=Verdict.FAKE, scored=False, verdict_changed=False, samples=4, not_judged=NotJudged.TOO_SMALL)
     draw_face(image, face)
     colours = {tuple(int(v) for v in px) for px in image.reshape(-1, 3)}
-    assert TOO_SMALL_COLOUR in colours
+    assert NOT_JUDGED_COLOUR in colours
     assert not colours & set(COLOURS.values())  # no verdict colour, no score bar
 
 
@@ -64,7 +65,7 @@ def test_scan_reports_a_file_whose_faces_are_all_too_small(small_face_clip: Path
     assert done.returncode == 0, done.stderr
     (entry,) = json.loads((tmp_path / "r" / "report.json").read_text())["files"]
     assert entry["verdict"] == "no-face" and entry["faces_too_small"] == 1
-    assert "no face large enough to judge (1 below --min-face)" in (tmp_path / "r" / "report.html").read_text()
+    assert "no face judged (1 below --min-face)" in (tmp_path / "r" / "report.html").read_text()
 
     judged = run_cli("scan", str(small_face_clip), "--model", str(placeholder_model), "--min-face", "0",
                      "--report", str(tmp_path / "all"))
@@ -84,7 +85,7 @@ def test_evaluate_lists_a_file_whose_faces_are_all_too_small(small_face_clip: Pa
     done = run_cli("evaluate", "--manifest", str(tmp_path / "MANIFEST.tsv"), "--model", str(placeholder_model),
                    "--json", str(tmp_path / "report.json"))
     assert done.returncode == 0, done.stderr
-    assert f"no face large enough to judge (1 below --min-face): {tmp_path / 'small.mp4'}" in done.stdout
+    assert f"no face judged (1 below --min-face): {tmp_path / 'small.mp4'}" in done.stdout
     report = json.loads((tmp_path / "report.json").read_text())
     assert [(f["file"], f["faces_too_small"]) for f in report["no_face"]] == [(str(tmp_path / "small.mp4"), 1)]
 

@@ -43,3 +43,12 @@ def transform_points(points: np.ndarray, matrix: np.ndarray) -> np.ndarray:
     if pts.shape[-1] == 2:
         return xy.astype(np.float32)
     return np.concatenate([xy, pts[..., 2:]], axis=-1).astype(np.float32)
+
+
+def share_beyond_frame(box: np.ndarray, width: int, height: int) -> float:
+    """How much of ``box`` lies beyond one edge of a ``width x height`` frame, as a share of the
+    box's side across that edge: the largest of the four (0 for a box inside the frame). The
+    detector keeps a face's whole box when part of the face has left the frame."""
+    x1, y1, x2, y2 = (float(v) for v in box[:4])
+    w, h = max(x2 - x1, 1e-6), max(y2 - y1, 1e-6)
+    return max(0.0, -x1 / w, (x2 - width) / w, -y1 / h, (y2 - height) / h)

@@ -23,7 +23,7 @@ from stream_guard import WINDOW_TITLE
 from stream_guard.config import ModelOptions, OutputOptions, RunConfig, SourceOptions, analysis_options
 from stream_guard.errors import ConfigError, OutputError, StreamGuardError
 from stream_guard.faces.detector import detector_options
-from stream_guard.file_analysis import IMAGE_SUFFIXES, VIDEO_SUFFIXES, FileAnalysis
+from stream_guard.file_analysis import IMAGE_SUFFIXES, VIDEO_SUFFIXES, FileAnalysis, no_score_text
 from stream_guard.gui.bridge import LatestResultSink, PictureThread, PipelineThread
 from stream_guard.gui.panel import FacePanel
 from stream_guard.gui.sources import source_choices
@@ -378,7 +378,7 @@ class StreamGuardApp:
 def picture_verdict(analysis: FileAnalysis) -> str:
     """``picture: fake 0.912 (1 face)``: a picture's verdict as ``scan`` gives it."""
     if analysis.score is None:
-        return "picture: no face found" + (" (faces too small to judge)" if analysis.faces_too_small else "")
+        return f"picture: {no_score_text(analysis.faces_too_small, analysis.faces_cut_off)}"
     faces = sum(1 for track in analysis.tracks if track.scores)
     verdict = "fake" if analysis.score >= analysis.provenance.threshold else "real"
     return f"picture: {verdict} {analysis.score:.3f} ({faces} face{'s' if faces != 1 else ''})"

@@ -14,7 +14,7 @@ COLOURS = {
     Verdict.REAL: (40, 200, 70),
     Verdict.UNCERTAIN: (245, 180, 20),
 }
-TOO_SMALL_COLOUR = (160, 160, 160)  # a face below the minimum size: tracked, not judged
+NOT_JUDGED_COLOUR = (160, 160, 160)  # a face too small or cut off by the frame's edge: tracked, not judged
 _FONT = cv2.FONT_HERSHEY_SIMPLEX
 
 
@@ -51,17 +51,17 @@ def label_baseline(top: int, scale: float) -> int:
 
 def draw_face(img: np.ndarray, face: FaceResult) -> None:
     """Box coloured by verdict, ``#id verdict score`` label, and a score bar under the box; a face
-    below the minimum size gets a grey box and ``#id too small`` (with its last verdict, if it had one)."""
+    not judged gets a grey box and ``#id too small`` or ``#id cut off`` (with its last verdict, if it had one)."""
     h, w = img.shape[:2]
     x1, y1, x2, y2 = (int(round(v)) for v in face.box)
     x1, y1, x2, y2 = max(0, x1), max(0, y1), min(w - 1, x2), min(h - 1, y2)
-    colour = TOO_SMALL_COLOUR if face.too_small else COLOURS[face.verdict]
+    colour = COLOURS[face.verdict] if face.not_judged is None else NOT_JUDGED_COLOUR
     thick = 1 if face.state is TrackState.TENTATIVE else max(2, (x2 - x1) // 100)
     cv2.rectangle(img, (x1, y1), (x2, y2), colour, thick, cv2.LINE_AA)
     scale = float(np.clip((x2 - x1) / 220.0, 0.45, 0.9))
-    if face.too_small:  # what it was judged before it shrank, if anything
+    if face.not_judged is not None:  # what it was judged before, if anything
         was = "" if face.score is None else f", was {face.verdict.value} {face.score:.2f}"
-        _text(img, f"#{face.track_id} too small{was}", (x1, label_baseline(y1, scale)), scale, colour)
+        _text(img, f"#{face.track_id} {face.not_judged.value}{was}", (x1, label_baseline(y1, scale)), scale, colour)
         return
     score = "--" if face.score is None else f"{face.score:.2f}"
     _text(img, f"#{face.track_id} {face.verdict.value} {score}", (x1, label_baseline(y1, scale)), scale, colour)

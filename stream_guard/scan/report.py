@@ -12,7 +12,7 @@ import os
 from pathlib import Path
 
 from stream_guard.errors import OutputError
-from stream_guard.file_analysis import Scanned, TrackSeries, printable, scanned_name, scanned_stem
+from stream_guard.file_analysis import Scanned, TrackSeries, no_score_text, printable, scanned_name, scanned_stem
 from stream_guard.scan.plots import REGION_LABELS, plot_occlusion, plot_track, save_thumbnail
 from stream_guard.scan.runner import VERDICTS, FileOutcome, ScanResult
 
@@ -71,6 +71,7 @@ def file_json(index: int, outcome: FileOutcome, name: str, assets: bool = True) 
     a = outcome.analysis
     if a is not None:
         entry.update({"frames": a.frames, "duration_s": round(a.duration_s, 3), "faces_too_small": a.faces_too_small,
+                      "faces_cut_off": a.faces_cut_off,
                       "tracks": [_track_json(index, t, assets) for t in a.tracks if t.scores]})
     else:
         entry["tracks"] = []
@@ -178,9 +179,8 @@ def _file_section(i: int, f: dict) -> str:
     info = (f'<p>score {_fmt(f["score"])}, {f["frames"]} frames, {f["duration_s"]:.1f} s, '
             f'analysed in {f["seconds"]:.1f} s</p>')
     if not f["tracks"]:
-        small = f.get("faces_too_small", 0)
-        found = f"no face large enough to judge ({small} below --min-face)" if small else "no face found"
-        return head + info + f"<p>{found}</p></section>"
+        why = no_score_text(f.get("faces_too_small", 0), f.get("faces_cut_off", 0))
+        return head + info + f"<p>{html.escape(why)}</p></section>"
     return head + info + "".join(_track_block(t) for t in f["tracks"]) + "</section>"
 
 

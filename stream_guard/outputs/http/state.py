@@ -9,7 +9,7 @@ from typing import Any
 
 from stream_guard.model.provenance import Provenance
 from stream_guard.sources.spec import redact_text
-from stream_guard.types import FrameResult, StreamInfo
+from stream_guard.types import FrameResult, NotJudged, StreamInfo
 
 HISTORY_S = 60.0  # score history kept per face (the dashboard's chart)
 FORGET_S = 60.0  # a face not seen for this long is forgotten
@@ -32,13 +32,14 @@ class FaceView:
     stream_time_s: float
     wall_time: float
     seen: float  # time.monotonic() when last seen
-    too_small: bool = False  # below the minimum face size: tracked, not judged
+    not_judged: str | None = None  # why it is tracked but not judged ("too small", "cut off"), None when judged
     history: deque = field(default_factory=deque)  # (wall_time, score)
 
     def to_json(self, with_history: bool = True) -> dict[str, Any]:
         d: dict[str, Any] = {"track_id": self.track_id, "score": self.score, "verdict": self.verdict,
                              "track_state": self.state, "box": self.box, "last_seen_stream_s": self.stream_time_s,
-                             "last_seen_wall_time": self.wall_time, "too_small": self.too_small}
+                             "last_seen_wall_time": self.wall_time,
+                             "too_small": self.not_judged == NotJudged.TOO_SMALL.value, "not_judged": self.not_judged}
         if with_history:
             d["history"] = [[round(t, 3), s] for t, s in self.history]
         return d
@@ -82,7 +83,7 @@ class LiveState:
                     view = self._faces[face.track_id] = FaceView(face.track_id, box, None, face.verdict.value,
                                                                   face.state.value, 0.0, wall, now)
                 view.box, view.verdict, view.state = box, face.verdict.value, face.state.value
-                view.too_small = face.too_small
+                view.not_judged = None if face.not_judged is None else face.not_judged.value
                 view.stream_time_s, view.wall_time, view.seen = round(result.frame.pts_s, 4), wall, now
                 if face.score is not None:
                     view.score = round(face.score, 4)
