@@ -308,7 +308,7 @@ def _add_model_options(p: argparse.ArgumentParser) -> None:
                         "or off; about 3x the detector's cost, so by default it then runs on every 3rd frame")
     p.add_argument("--min-face", dest="min_face_px", type=_min_face, metavar="PX",
                    help="judge only faces whose box is at least PX pixels high; smaller ones are tracked and "
-                        "marked 'too small' (default 40; 0 judges every face)")
+                        "marked 'too small' (default 40; 0: faces of every size)")
 
 
 def _add_max_megapixels(p: argparse.ArgumentParser, what: str) -> None:
