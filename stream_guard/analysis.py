@@ -130,10 +130,9 @@ class Analyzer:
             return NotJudged.CUT_OFF
         return None
 
-    def _score(self, frame: Frame, tracks: list[Track[TrackMemory]],
+    def _score(self, frame: Frame, tracks: list[Track[TrackMemory]], unjudged: dict[int, NotJudged | None],
                every: int = 1) -> tuple[set[int], set[int], float, float]:
-        live = [t for t in tracks
-                if t.state is TrackState.CONFIRMED and t.misses == 0 and self.not_judged(t, frame) is None]
+        live = [t for t in tracks if t.state is TrackState.CONFIRMED and t.misses == 0 and unjudged[t.id] is None]
         due = [t for t in live if self.scorer.due(t.memory, frame.pts_s)]
         # most overdue first (never-sampled faces first of all)
         due.sort(key=lambda t: -1e9 if t.memory.last_sample_pts is None else t.memory.last_sample_pts)
@@ -157,13 +156,14 @@ class Analyzer:
         return ({t.id for t in due}, {t.id for t, c in zip(due, changed) if c}, (t1 - t0) * 1e3,
                 self.scorer.last_cnn_ms)
 
-    def _face_result(self, track: Track[TrackMemory], frame: Frame, scored: bool, changed: bool) -> FaceResult:
+    def _face_result(self, track: Track[TrackMemory], not_judged: NotJudged | None, scored: bool,
+                     changed: bool) -> FaceResult:
         m = track.memory
         return FaceResult(
             track_id=track.id, state=track.state, box=track.box.copy(), detection_score=float(track.detection_score),
             keypoints=track.keypoints.copy(), raw_score=m.raw_score, score=m.smoother.score,
             verdict=m.smoother.verdict, scored=scored, verdict_changed=changed, samples=m.n_scores,
-            not_judged=self.not_judged(track, frame),
+            not_judged=not_judged,
         )
 
     def _remember(self, face: FaceResult, track: Track[TrackMemory], pts_s: float) -> None:
@@ -233,9 +233,10 @@ class Analyzer:
         # than share a frame with a detector run: the two costliest stages never pile onto one frame.
         # A detection thread running ahead carries that cost elsewhere, so every frame may score.
         shared = every if inline else 1
+        unjudged = {t.id: self.not_judged(t, frame) for t in tracks}
         scored, changed, crop_ms, model_ms = (set(), set(), 0.0, 0.0) if detected and shared > 1 else \
-            self._score(frame, tracks, shared)
-        faces = tuple(self._face_result(t, frame, t.id in scored, t.id in changed) for t in tracks)
+            self._score(frame, tracks, unjudged, shared)
+        faces = tuple(self._face_result(t, unjudged[t.id], t.id in scored, t.id in changed) for t in tracks)
         for face, track in zip(faces, tracks):
             self._remember(face, track, frame.pts_s)
         t3 = time.perf_counter()
