@@ -54,6 +54,7 @@ def test_alerts_state_and_availability_end_to_end(two_faces_clip: Path, always_f
         proc = _watch(two_faces_clip, always_fake_model, "--events", str(events), "--mqtt", f"{broker.url}/sg/door")
         _, stderr = proc.communicate(timeout=180)
         assert proc.returncode == 0, stderr
+        assert "connection lost" not in stderr  # its own disconnect at the end is no warning
         sub.wait_for(lambda: sub.on("sg/door/availability")[-1:] == ["offline"], "offline at the end")
         sub.close()
         alerts = sub.json_on("sg/door/alert")
@@ -73,8 +74,10 @@ def test_alerts_state_and_availability_end_to_end(two_faces_clip: Path, always_f
     assert any(s["fake"] and len(s["open_alerts"]) == 2 for s in states)
     assert states[-1]["fake"] is False and states[-1]["open_alerts"] == []
     assert states[-1]["source"] == str(two_faces_clip)
+    assert states[0]["source_state"] == "connected" and states[-1]["source_state"] == "ended"
     assert retained["sg/door/availability"] == ("offline", True)
     assert json.loads(retained["sg/door/state"][0])["fake"] is False and retained["sg/door/state"][1] is True
+    assert json.loads(retained["sg/door/state"][0])["source_state"] == "ended"
 
 
 def test_home_assistant_discovery_announces_a_sensor_that_reads_the_state(two_faces_clip: Path,

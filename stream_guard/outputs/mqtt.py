@@ -121,6 +121,7 @@ class MqttSink(AlertSink):
         self._answered = threading.Event()
         self._refused: str | None = None
         self._connected = False
+        self._closing = False  # our own disconnect at the end is not a lost connection
         self._source = ""
         self._source_state = "connected"
         self._open: dict[int, float | None] = {}  # track id -> score when raised
@@ -166,9 +167,9 @@ class MqttSink(AlertSink):
         self._publish_state()
 
     def event(self, record: dict[str, Any]) -> None:
-        if record.get("type") == "source":
-            with self._lock:
-                self._source_state = str(record.get("state"))
+        if record.get("type") in ("source", "summary"):
+            with self._lock:  # the state retained after the run must not say the source is still connected
+                self._source_state = str(record.get("state")) if record["type"] == "source" else "ended"
         super().event(record)  # a drop closes open alerts (published before the new state)
         if record.get("type") == "source":
             self._publish_state()
@@ -184,6 +185,7 @@ class MqttSink(AlertSink):
                 last.wait_for_publish(CLOSE_WAIT_S)
             except (RuntimeError, ValueError):
                 pass  # the connection went while waiting: the broker's last will says the same
+        self._closing = True
         client.disconnect()
         client.loop_stop()
         self._client = None
@@ -229,6 +231,6 @@ class MqttSink(AlertSink):
         log.debug("MQTT broker %s: connection attempt failed", self.target.display)
 
     def _on_disconnect(self, client: Any, userdata: Any, flags: Any, reason: Any, properties: Any) -> None:
-        if self._connected:
+        if self._connected and not self._closing:
             log.warning("MQTT broker %s: connection lost (%s); reconnecting", self.target.display, reason)
         self._connected = False
