@@ -304,7 +304,8 @@ class Pipeline:
         return Analyzer(detector, tracker, scorer, self.config.analysis.detect_every, regions=regions,
                         min_face_px=self.config.analysis.min_face_px)
 
-    def _start_workers(self, sinks: list[Sink], info: StreamInfo) -> list[SinkWorker]:
+    def _start_workers(self, sinks: list[Sink], info: StreamInfo, analyzer: Analyzer,
+                       source_name: str) -> list[SinkWorker]:
         workers = [SinkWorker(s, info) for s in sinks]
         for w in workers:
             w.start()
@@ -312,9 +313,18 @@ class Pipeline:
             w.opened.wait()
         failed = [w for w in workers if w.failed and isinstance(w.error, StreamGuardError)]
         if failed:
+            error = failed[0].error
+            assert isinstance(error, StreamGuardError) and self.provenance is not None
+            # an events log that has its start record gets the summary that ends it
+            _close_workers([w for w in workers if not w.failed], RunSummary(
+                source=source_name, frames_read=0, frames_processed=0, frames_dropped=0, duration_s=0.0, fps=0.0,
+                latency_p50_ms=None, latency_p95_ms=None, provenance=self.provenance,
+                provider=analyzer.scorer.provider, tracks=(), interrupted=False, error=str(error),
+                failed_outputs=tuple(w.sink.name for w in failed)))
             for w in workers:
-                w.close()
-            raise failed[0].error  # a requested output that cannot even open is a user error
+                if w.failed:
+                    w.close()
+            raise error  # a requested output that cannot even open is a user error
         return workers
 
     def run(self) -> RunSummary:
@@ -351,7 +361,7 @@ class Pipeline:
         assert self.provenance is not None
         sinks = build_sinks(self.config, info, self.provenance, self.stop, sound) + self.extra_sinks
         try:
-            workers = self.workers = self._start_workers(sinks, info)
+            workers = self.workers = self._start_workers(sinks, info, analyzer, source_spec.display_name)
         except BaseException:
             source.close()
             raise
@@ -384,11 +394,7 @@ class Pipeline:
             ahead.join(timeout=5)
             summary = self._summary(source_spec.display_name, capture, frames, analyzer, interrupted,
                                     error, workers)
-            for w in workers:
-                w.submit(summary.to_json())
-            for w in workers:
-                w.close(timeout=30)
-        summary = dataclasses.replace(summary, failed_outputs=tuple(w.sink.name for w in workers if w.failed))
+            summary = _close_workers(workers, summary)
         if error is not None:
             raise error
         return summary
@@ -454,6 +460,24 @@ class Pipeline:
             interrupted=interrupted, error=None if error is None else str(error),
             failed_outputs=tuple(w.sink.name for w in workers if w.failed),
         )
+
+
+def _close_workers(workers: list[SinkWorker], summary: RunSummary) -> RunSummary:
+    """Hand every output the run's summary and close it; the outputs that keep the summary for people
+    to read (an events log, the live view) go last, so theirs also names the outputs that failed as
+    they closed (a clip that could not be finished). Returns the summary with every failed output."""
+    def failed(s: RunSummary) -> RunSummary:
+        return dataclasses.replace(s, failed_outputs=tuple(dict.fromkeys(
+            (*s.failed_outputs, *(w.sink.name for w in workers if w.failed)))))
+
+    recorders = [w for w in workers if getattr(w.sink, "records_summary", False)]
+    for group in ([w for w in workers if w not in recorders], recorders):
+        summary = failed(summary)
+        for w in group:
+            w.submit(summary.to_json())
+        for w in group:
+            w.close(timeout=30)
+    return failed(summary)
 
 
 def run(config: RunConfig, extra_sinks: Sequence[Sink] = ()) -> RunSummary:

@@ -289,6 +289,60 @@ class ExplodingSink:
         self.closed += 1
 
 
+class FailsToFinishSink(ExplodingSink):
+    """An output that takes every frame and then cannot finish what it wrote (a clip on a full disk)."""
+
+    name = "unfinished"
+
+    def close(self) -> None:
+        super().close()
+        raise OutputError("cannot finish (simulated)")
+
+
+class FailsToOpenSink(ExplodingSink):
+    """An output that cannot even start (a folder that cannot be written)."""
+
+    name = "unopened"
+
+    def open(self, info: StreamInfo) -> None:
+        raise OutputError("--unopened: cannot write there (simulated)")
+
+
+def _events(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def test_the_events_summary_names_an_output_that_failed_as_it_closed(two_faces_clip: Path, placeholder_model: Path,
+                                                                      tmp_path: Path) -> None:
+    """The run exits 5 for an output that could not finish; the events log's summary must say which,
+    not ``failed_outputs: []``."""
+    events = tmp_path / "ev.jsonl"
+    bad = FailsToFinishSink(after=-1)
+    config = RunConfig(source=SourceOptions(str(two_faces_clip)), model=ModelOptions(model_dir=placeholder_model),
+                       outputs=OutputOptions(events_path=events))
+    summary = Pipeline(config, extra_sinks=[bad]).run()
+    assert summary.failed_outputs == ("unfinished",) and bad.closed == 1
+    logged = _events(events)
+    assert logged[-1]["type"] == "summary" and logged[-1]["failed_outputs"] == ["unfinished"]
+
+
+def test_a_run_that_stops_at_start_up_still_ends_its_events_log(two_faces_clip: Path, placeholder_model: Path,
+                                                                tmp_path: Path) -> None:
+    """An output that cannot open stops the run before its first frame; the events log, already opened
+    with its ``start`` record, ends with a summary that says why, as every run's records do."""
+    events = tmp_path / "ev.jsonl"
+    bad = FailsToOpenSink(after=-1)
+    config = RunConfig(source=SourceOptions(str(two_faces_clip)), model=ModelOptions(model_dir=placeholder_model),
+                       outputs=OutputOptions(events_path=events))
+    with pytest.raises(OutputError, match="simulated"):
+        Pipeline(config, extra_sinks=[bad]).run()
+    assert bad.closed == 1
+    logged = _events(events)
+    assert [r["type"] for r in logged] == ["start", "summary"]
+    assert logged[1]["frames_processed"] == 0 and logged[1]["failed_outputs"] == ["unopened"]
+    assert "cannot write there" in logged[1]["error"]
+
+
 @pytest.mark.parametrize("option", ["--out", "--events"])
 def test_a_disk_that_fills_up_makes_the_run_fail(watch, two_faces_clip: Path, tmp_path: Path, option: str) -> None:
     """The recording failed (no space left) and the run still exited 0: a script would have kept a broken

@@ -15,7 +15,9 @@ class Sink(Protocol):
     ``open`` is called once before the first ``write``; ``close`` is called once, also
     after a failure. A sink that raises is reported and detached; the others go on.
     A sink may also define ``event(record: dict)`` to receive non-frame events
-    (source state changes, the run summary).
+    (source state changes, the run summary). One that keeps the summary for people to read
+    (an events log, the live view) sets ``records_summary = True``: it is closed last, and its
+    summary names the outputs that failed as they closed.
     """
 
     name: str

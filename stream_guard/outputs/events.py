@@ -73,6 +73,7 @@ class JsonlEventSink:
 
     name = "events"
     lossless = True
+    records_summary = True
 
     def __init__(self, target: str | Path | IO[str], alerts: AlertOptions = AlertOptions(),
                  provenance: Provenance | None = None, on_reader_gone: Callable[[], None] | None = None) -> None:

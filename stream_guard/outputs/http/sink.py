@@ -45,6 +45,7 @@ class LiveViewSink:
 
     name = "live-view"
     lossless = False
+    records_summary = True
 
     def __init__(self, options: ServeOptions, provenance: Provenance, announce: IO[str] | None = None,
                  sound: SoundFeed | None = None) -> None:
