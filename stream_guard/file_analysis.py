@@ -44,8 +44,9 @@ from stream_guard.outputs.alerts import RAISED, AlertOptions, AlertStateMachine
 from stream_guard.outputs.base import Sink
 from stream_guard.pipeline import Pipeline, RunSummary
 from stream_guard.sources.display import stream_display
+from stream_guard.sources.probe import MIN_FRAME_SIDE
 from stream_guard.sources.pyav_source import STILL_IMAGE_BRANDS
-from stream_guard.sources.spec import missing_file, parse_source, redact_url, url_scheme
+from stream_guard.sources.spec import file_source_text, missing_file, parse_source, redact_url, url_scheme
 from stream_guard.types import FrameResult, NotJudged, TrackState
 
 Scanned = Path | str  # what is analysed: a file, or a recording's URL
@@ -225,10 +226,19 @@ def read_picture(path: Path) -> np.ndarray:
     """The RGB picture in the image file at ``path``, turned as its EXIF (or HEIF) orientation says."""
     if path.suffix.lower() in HEIF_SUFFIXES or _heif_brand(path):
         return _read_heif(path)
-    image = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    image = cv2.imdecode(_file_bytes(path), cv2.IMREAD_COLOR)
     if image is None:
         raise NotAVideoError(f"{path}: not an image OpenCV can read")
     return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+
+
+def _file_bytes(path: Path) -> np.ndarray:
+    """The bytes of the file at ``path``, for OpenCV to decode: its own readers take a name only as UTF-8
+    text, and one in another encoding (Latin-1 ``café.jpg`` from an old camera) crashed the process."""
+    try:
+        return np.fromfile(path, np.uint8)
+    except OSError as e:
+        raise NotAVideoError(f"{path}: cannot be read ({e.strerror or e})") from None
 
 
 def _heif_brand(path: Path) -> bool:
@@ -269,9 +279,12 @@ def _picture_at(url: str) -> np.ndarray:
         raise NotAVideoError(f"{spec.display_name}: the picture could not be decoded ({e})") from None
 
 
-def _fitted(rgb: np.ndarray, max_megapixels: float) -> np.ndarray:
+def _fitted(rgb: np.ndarray, max_megapixels: float, name: str) -> np.ndarray:
     """``rgb`` shrunk to at most ``max_megapixels`` (the run's limit for a frame: a phone's photo has 12 to 200),
     with even sides (the clip's codec needs them)."""
+    if min(rgb.shape[:2]) < MIN_FRAME_SIDE:  # said of the picture, not of the clip made from it
+        raise NotAVideoError(f"{name}: the picture is {rgb.shape[1]}x{rgb.shape[0]} pixels: too small to show a face "
+                             f"(minimum {MIN_FRAME_SIDE}x{MIN_FRAME_SIDE})")
     pixels = rgb.shape[0] * rgb.shape[1]
     if pixels > max_megapixels * 1e6:
         scale = (max_megapixels * 1e6 / pixels) ** 0.5
@@ -281,20 +294,22 @@ def _fitted(rgb: np.ndarray, max_megapixels: float) -> np.ndarray:
     return np.ascontiguousarray(rgb[:h, :w])
 
 
-def _lossless_clip(pictures: Iterable[tuple[np.ndarray, int]], out: Path, max_megapixels: float) -> Path:
+def _lossless_clip(pictures: Iterable[tuple[np.ndarray, int]], out: Path, max_megapixels: float, name: str) -> Path:
     """RGB pictures, each shown for its milliseconds, as a lossless clip at ``out`` (each fitted to the
-    first one's size)."""
+    first one's size); ``name``: the file they come from, for errors."""
     import av
 
     with av.open(str(out), "w") as container:
         stream = None
         ms = 0
         for rgb, duration_ms in pictures:
-            rgb = _fitted(rgb, max_megapixels)
+            rgb = _fitted(rgb, max_megapixels, name)
             if stream is None:
-                stream = container.add_stream("ffv1", rate=10)
+                stream = container.add_stream("ffv1")
                 stream.width, stream.height, stream.pix_fmt = rgb.shape[1], rgb.shape[0], "bgr0"
-                stream.time_base = Fraction(1, 1000)
+                # milliseconds for the encoder too: at a rate of 10 a sticker's 40 ms frames were stamped
+                # 0, 0, 100, 100..., and the tracker took one face for several
+                stream.time_base = stream.codec_context.time_base = Fraction(1, 1000)
             elif rgb.shape[:2] != (stream.height, stream.width):
                 rgb = cv2.resize(rgb, (stream.width, stream.height), interpolation=cv2.INTER_AREA)
             frame = av.VideoFrame.from_ndarray(rgb, format="rgb24")
@@ -306,9 +321,9 @@ def _lossless_clip(pictures: Iterable[tuple[np.ndarray, int]], out: Path, max_me
     return out
 
 
-def _still_clip(rgb: np.ndarray, out: Path, frames: int, max_megapixels: float) -> Path:
+def _still_clip(rgb: np.ndarray, out: Path, frames: int, max_megapixels: float, name: str) -> Path:
     """``frames`` copies of one RGB picture as a lossless 10 fps clip at ``out``."""
-    return _lossless_clip(((rgb, 100) for _ in range(frames)), out, max_megapixels)
+    return _lossless_clip(((rgb, 100) for _ in range(frames)), out, max_megapixels, name)
 
 
 def _animation_frames(path: Path, chunk: int = 64) -> Iterator[tuple[np.ndarray, int]]:
@@ -316,7 +331,7 @@ def _animation_frames(path: Path, chunk: int = 64) -> Iterator[tuple[np.ndarray,
     animation is never all in memory). A frame shown for 10 ms or less is shown for 100 ms, as browsers do."""
     start = 0
     while True:
-        ok, animation = cv2.imreadanimation(str(path), start, chunk)
+        ok, animation = cv2.imdecodeanimation(_file_bytes(path), start, chunk)
         if not ok or not animation.frames:
             return
         for bgr, ms in zip(animation.frames, animation.durations):
@@ -331,7 +346,7 @@ def _is_animation(path: Path) -> bool:
     """Whether the picture is an animation (an animated WebP sticker, an APNG): more than one frame."""
     if path.suffix.lower() not in ANIMATED_PICTURE_SUFFIXES:
         return False
-    ok, animation = cv2.imreadanimation(str(path), 0, 2)
+    ok, animation = cv2.imdecodeanimation(_file_bytes(path), 0, 2)
     return bool(ok) and len(animation.frames) > 1
 
 
@@ -347,8 +362,9 @@ def _run_pipeline(source: Scanned, config: RunConfig, max_frames: int | None, ke
                   on_pipeline: Callable[[Pipeline], None] | None,
                   ) -> tuple[RunSummary, _Collector, WindowRecorder | None]:
     """The pipeline over every frame of ``source``, without pacing or outputs, and what it collected."""
+    spec = source if isinstance(source, str) else file_source_text(source)  # a file named "demo" is that file
     run_config = dataclasses.replace(
-        config, source=dataclasses.replace(config.source, spec=str(source), max_frames=max_frames, realtime=False,
+        config, source=dataclasses.replace(config.source, spec=spec, max_frames=max_frames, realtime=False,
                                            drop_oldest=False, recordings_only=True),
         outputs=dataclasses.replace(config.outputs, show=False, out_path=None, events_path=None))
     recorder = None
@@ -400,11 +416,12 @@ def analyse_file(path: str | Path, config: RunConfig, max_frames: int | None = N
 
         def run_still(rgb: np.ndarray) -> tuple[RunSummary, _Collector, WindowRecorder | None]:
             return run(_still_clip(rgb, folder / (scanned_stem(target) + ".mkv"), STILL_FRAMES,
-                                   config.source.max_megapixels), tiled)
+                                   config.source.max_megapixels, scanned_name(target)), tiled)
 
         if isinstance(target, Path) and _is_animation(target):  # scored as the video it plays as
             summary, collector, recorder = run(_lossless_clip(
-                _animation_frames(target), folder / (scanned_stem(target) + ".mkv"), config.source.max_megapixels))
+                _animation_frames(target), folder / (scanned_stem(target) + ".mkv"), config.source.max_megapixels,
+                scanned_name(target)))
         elif isinstance(target, Path) and target.suffix.lower() in IMAGE_SUFFIXES:
             summary, collector, recorder = run_still(read_picture(target))
         else:

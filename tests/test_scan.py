@@ -361,9 +361,10 @@ def test_an_animated_sticker_is_scored_as_the_video_it_plays_as(tmp_path: Path, 
         frames.append(cv2.cvtColor(canvas, cv2.COLOR_RGB2BGR))
     folder = tmp_path / "stickers"
     folder.mkdir()
-    for name in ("sticker.webp", "sticker.png"):
+    for name in ("sticker.webp", "sticker.png", "fast.webp"):
         animation = cv2.Animation()
-        animation.frames, animation.durations = frames, [100] * len(frames)
+        animation.frames = frames if name != "fast.webp" else frames * 3
+        animation.durations = [100 if name != "fast.webp" else 40] * len(animation.frames)
         assert cv2.imwriteanimation(str(folder / name), animation)
     cv2.imwrite(str(folder / "still.webp"), frames[-1])
     report = tmp_path / "rep"
@@ -376,6 +377,10 @@ def test_an_animated_sticker_is_scored_as_the_video_it_plays_as(tmp_path: Path, 
         assert files[name]["verdict"] == "real" and len(files[name]["tracks"]) == 1, files[name]
         assert files[name]["frames"] == 11 and files[name]["duration_s"] == pytest.approx(1.4), files[name]
     assert files["still.webp"]["frames"] == STILL_FRAMES and len(files["still.webp"]["tracks"]) == 1
+    # 40 ms a frame, as most stickers: the clip's times were rounded to 100 ms (two frames at one time),
+    # and the one face was taken for five
+    fast = files["fast.webp"]
+    assert len(fast["tracks"]) == 1 and fast["duration_s"] == pytest.approx(44 * 0.04, abs=0.05), fast
 
 
 def test_every_face_of_a_group_photo_is_judged(tmp_path: Path, placeholder_model: Path) -> None:
@@ -474,3 +479,47 @@ def test_a_file_name_that_is_not_utf8_is_reported(clips: Path, placeholder_model
     (entry,) = json.loads((report / "report.json").read_text(encoding="utf-8"))["files"]
     assert entry["name"] == "caf\ufffd.mp4" and entry["verdict"] == "real" and entry["tracks"]
     assert "caf\ufffd.mp4" in (report / "report.html").read_text(encoding="utf-8")
+
+
+def test_files_named_like_other_sources_are_scanned_as_those_files(clips: Path, placeholder_model: Path,
+                                                                   tmp_path: Path) -> None:
+    """Given by a relative name, a file called ``demo`` was scored as the embedded demo (a text file was
+    called real), ``screen@2x.mp4`` and ``window:call.mp4`` stopped the whole scan as bad screen sources,
+    and a name with a leading space was not found."""
+    folder = tmp_path / "names"
+    folder.mkdir()
+    names = ["demo", "./-", "screen@2x.mp4", "window:call.mp4", " lead.mp4"]
+    for name in names:
+        shutil.copy(clips / "nested" / "one_face.mp4", folder / name)
+    out = tmp_path / "scan.jsonl"
+    result = run_cli("scan", *names, "--jsonl", str(out), "--model", str(placeholder_model), "--threshold", "1",
+                     cwd=folder, timeout=300)
+    assert result.returncode == 0, result.stderr
+    files = [r for r in map(json.loads, out.read_text().splitlines()) if r["type"] == "file"]
+    assert len(files) == len(names)
+    assert all(f["verdict"] == "real" and f["frames"] == 60 and f["tracks"] for f in files), files
+
+
+def test_pictures_too_small_or_named_in_another_encoding(tmp_path: Path, placeholder_model: Path) -> None:
+    """A picture 1 pixel high crashed the scan (a traceback, the whole batch's report lost); a picture
+    whose name is not UTF-8 crashed the process inside OpenCV."""
+    import os
+
+    folder = tmp_path / "pictures"
+    folder.mkdir()
+    face = cv2.cvtColor(astronaut_head(), cv2.COLOR_RGB2BGR)
+    cv2.imwrite(str(folder / "line.png"), np.zeros((1, 300, 3), np.uint8))
+    cv2.imwrite(str(folder / "face.png"), face)
+    for suffix in (".jpg", ".webp"):
+        ok, data = cv2.imencode(suffix, face)
+        assert ok
+        (Path(os.fsdecode(os.fsencode(folder) + b"/caf\xe9" + suffix.encode()))).write_bytes(data.tobytes())
+    report = tmp_path / "rep"
+    result = run_cli("scan", str(folder), "--report", str(report), "--model", str(placeholder_model),
+                     "--threshold", "1", timeout=300)
+    assert result.returncode == 3, result.stderr  # one file could not be checked
+    assert "Traceback" not in result.stderr
+    files = {f["name"]: f for f in json.loads((report / "report.json").read_text(encoding="utf-8"))["files"]}
+    assert "line.png: the picture is 300x1 pixels: too small to show a face" in files["line.png"]["error"]
+    for name in ("face.png", "caf\ufffd.jpg", "caf\ufffd.webp"):
+        assert files[name]["verdict"] == "real" and len(files[name]["tracks"]) == 1, files[name]

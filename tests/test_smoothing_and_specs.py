@@ -10,7 +10,8 @@ from stream_guard.model.providers import resolve_providers
 from stream_guard.model.smoothing import SmoothingOptions, VerdictSmoother
 from stream_guard.paths import bundled_model
 from stream_guard.pipeline import default_model_dir, model_folder
-from stream_guard.sources.spec import file_url_path, parse_source, redact_url, with_input_options
+from stream_guard.sources.spec import (file_source_text, file_url_path, parse_source, redact_url,
+                                       with_input_options)
 from stream_guard.types import Verdict
 
 
@@ -157,6 +158,21 @@ def test_a_file_url_names_its_file_as_a_browser_writes_it(tmp_path: Path) -> Non
     assert file_url_path("file:///C:/Videos/My%20clip.mp4", "win32") == "C:/Videos/My clip.mp4"
     with pytest.raises(ConfigError, match="on another computer \\(nas\\)"):
         parse_source("file://nas/share/clip.mp4")
+
+
+def test_a_file_is_named_to_the_pipeline_so_that_it_reads_back_as_that_file(tmp_path: Path,
+                                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """Files found in a scanned folder may be named as other sources are; each must stay that file."""
+    import os
+
+    monkeypatch.chdir(tmp_path)
+    names = ["demo", "-", "screen@2x.mp4", "window:a.mp4", " lead.mp4", "trail.mp4 ", "'q.mp4'", "~x.mp4",
+             os.fsdecode(b"caf\xe9.mp4"), "plain.mp4"]
+    for name in names:
+        (tmp_path / name).write_bytes(b"x")
+        spec = parse_source(file_source_text(Path(name)))
+        assert spec.kind == "file" and Path(spec.url).resolve() == (tmp_path / name).resolve(), name
+    assert file_source_text(Path("plain.mp4")) == "plain.mp4"  # named as typed where that reads back
 
 
 def test_quotes_pasted_around_a_source_are_not_part_of_it(tmp_path: Path) -> None:

@@ -9,9 +9,9 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
-from urllib.parse import unquote, urlsplit
+from urllib.parse import unquote, unquote_to_bytes, urlsplit
 
-from stream_guard.errors import ConfigError, SourceNotFoundError
+from stream_guard.errors import ConfigError, SourceNotFoundError, StreamGuardError
 from stream_guard.sources.screencast_portal import wayland_session
 
 NETWORK_SCHEMES = frozenset({"rtsp", "rtsps", "rtmp", "rtmps", "http", "https", "udp", "tcp", "srt", "rtp"})
@@ -228,10 +228,24 @@ def file_url_path(url: str, platform: str = sys.platform) -> str:
     if parts.netloc not in ("", "localhost"):
         raise ConfigError(f"{url}: a file:// URL on another computer ({parts.netloc}) cannot be read; "
                           "mount its folder and give the path")
-    path = unquote(parts.path)
-    if platform == "win32" and re.match(r"^/[A-Za-z]:", path):
-        path = path[1:]
-    return path
+    if platform == "win32":
+        path = unquote(parts.path)
+        return path[1:] if re.match(r"^/[A-Za-z]:", path) else path
+    return os.fsdecode(unquote_to_bytes(parts.path))  # a name that is not UTF-8 (%E9 in Latin-1) stays that name
+
+
+def file_source_text(path: Path) -> str:
+    """A source text that :func:`parse_source` reads as the file at ``path`` and as nothing else: the path
+    itself where it reads back so, else its ``file://`` URL. A folder being scanned can hold a file named
+    ``demo``, ``-``, ``screen@2x.png`` or `` a.mp4`` (a leading space), each a file there, not a source name."""
+    text = str(path)
+    try:
+        spec = parse_source(text)
+        if spec.kind == "file" and spec.url == text:
+            return text
+    except StreamGuardError:
+        pass
+    return path.absolute().as_uri()
 
 
 def missing_file(text: str, path: Path) -> SourceNotFoundError:
@@ -262,8 +276,9 @@ def parse_source(text: str, platform: str = sys.platform) -> SourceSpec:
         return _webcam_spec(text.split(":", 1)[1] if text.startswith("webcam:") else text, platform)
     name = url_scheme(text)
     if name is not None:
-        if name == "file":
-            return parse_source(file_url_path(text, platform), platform)
+        if name == "file":  # its path as it is: a name may end in a space (%20)
+            path = file_url_path(text, platform)
+            return _webcam_spec(path, platform) if re.fullmatch(r"/dev/video\d+", path) else _path_spec(path)
         if name not in NETWORK_SCHEMES:
             raise ConfigError(f"unknown URL scheme '{name}://' in {redact_url(text)} "
                               f"(supported: {', '.join(sorted(NETWORK_SCHEMES))})")
@@ -278,6 +293,11 @@ def parse_source(text: str, platform: str = sys.platform) -> SourceSpec:
             # datagram is lost, keeps it going (tests/test_udp_join.py).
             options["overrun_nonfatal"] = "1"
         return SourceSpec("network", text, redact_url(text), "mpegts" if name in _MPEG_TS_SCHEMES else None, options)
+    return _path_spec(text)
+
+
+def _path_spec(text: str) -> SourceSpec:
+    """The file at the path ``text`` (``~`` expanded)."""
     try:
         path = Path(text).expanduser()
     except (RuntimeError, ValueError):  # "~user" with no such user (or a NUL in the name): take it literally
