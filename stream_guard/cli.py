@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from stream_guard import __version__
-from stream_guard.errors import ConfigError, OutputError, StreamGuardError
+from stream_guard.errors import ConfigError, OutputError, StoppedBeforeStart, StreamGuardError
 
 log = logging.getLogger("stream_guard")
 
@@ -620,10 +620,13 @@ COMMANDS = {"watch": cmd_watch, "demo": cmd_demo, "evaluate": cmd_evaluate, "com
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
-    _setup_logging(args.verbose)
     try:
+        args = _parser().parse_args(argv)  # imports the commands' modules: a second or two to Ctrl-C in
+        _setup_logging(args.verbose)
         return COMMANDS[args.command](args)
+    except StoppedBeforeStart as e:
+        print(f"stream-guard: interrupted ({e})", file=sys.stderr)
+        return e.exit_code
     except StreamGuardError as e:
         print(f"stream-guard: error: {e}", file=sys.stderr)
         return e.exit_code

@@ -59,3 +59,10 @@ class OutputError(StreamGuardError):
     """An output (file, window, virtual camera...) could not be opened."""
 
     exit_code = 5
+
+
+class StoppedBeforeStart(StreamGuardError):
+    """The run was asked to stop (Ctrl-C, SIGTERM, the app's Stop) while its source was still opening:
+    nothing was read and no output was started."""
+
+    exit_code = 130

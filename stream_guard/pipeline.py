@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import queue
 import sys
 import threading
 import time
@@ -17,7 +18,7 @@ from stream_guard import WINDOW_TITLE
 from stream_guard.analysis import Analyzer
 from stream_guard.config import RunConfig
 from stream_guard.detect_ahead import AheadDone, DetectAheadThread, DetectedFrame
-from stream_guard.errors import ConfigError, ModelError, SourceError, StreamGuardError
+from stream_guard.errors import ConfigError, ModelError, SourceError, StoppedBeforeStart, StreamGuardError
 from stream_guard.faces.detector import FaceDetector
 from stream_guard.faces.landmarks import MODEL_FILE as FACE_MESH_MODEL
 from stream_guard.faces.landmarks import FaceMesh
@@ -293,6 +294,42 @@ class Pipeline:
         self._stop_requested = True
         self.stop_event.set()
 
+    def _open_source(self, source: FrameSource, name: str) -> StreamInfo:
+        """``source.open()``, on a thread of its own so that a stop asked for meanwhile ends the run at once:
+        standard input that has sent nothing yet, a camera slow to answer. FFmpeg's wait in a read cannot be
+        broken off, so that thread is left to finish (and close what it opened) on its own."""
+        opened: queue.Queue[StreamInfo | BaseException] = queue.Queue(maxsize=1)
+        lock = threading.Lock()
+        abandoned = False
+
+        def opening() -> None:
+            try:
+                outcome: StreamInfo | BaseException = _open_with_hint(source, self.config.source.input_options)
+            except BaseException as e:  # handed to run(), which raises it
+                outcome = e
+            with lock:
+                if abandoned and not isinstance(outcome, BaseException):
+                    source.close()
+                else:
+                    opened.put(outcome)
+
+        threading.Thread(target=opening, name="source-open", daemon=True).start()
+        while True:
+            try:
+                outcome = opened.get(timeout=0.1)
+            except queue.Empty:
+                if not self.stop_event.is_set():
+                    continue
+                with lock:
+                    abandoned = True
+                    outcome = None if opened.empty() else opened.get()
+                if isinstance(outcome, StreamInfo):
+                    source.close()
+                raise StoppedBeforeStart(f"{name} had not opened yet") from None
+            if isinstance(outcome, BaseException):
+                raise outcome
+            return outcome
+
     def _build_analyzer(self, spec: ModelSpec) -> Analyzer:
         providers = resolve_providers(self.config.model.provider)
         scorer = FaceScorer(spec, providers, self.config.model.intra_op_threads,
@@ -343,7 +380,7 @@ class Pipeline:
                              sound=None if sound is None else sound.publish, tone_map=self.config.source.tone_map,
                              video_stream=self.config.source.video_stream,
                              sound_device=self.config.source.sound_device)
-        info = _open_with_hint(source, self.config.source.input_options)
+        info = self._open_source(source, source_spec.display_name)
         try:
             if info.is_live and self.config.source.recordings_only:
                 raise SourceError(f"{source_spec.display_name}: is a live stream, not a recording: watch it with "

@@ -104,3 +104,49 @@ def test_stop_joins_every_thread(long_clip: Path, placeholder_model: Path, tmp_p
     summary = result["summary"]
     assert summary.interrupted and summary.frames_processed == summary.frames_read
     assert _count_frames(tmp_path / "out.mp4") == summary.frames_processed
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_a_signal_stops_a_run_whose_source_has_not_opened_yet(signum: int, placeholder_model: Path,
+                                                               tmp_path: Path) -> None:
+    """``yt-dlp -o - URL | stream-guard watch -`` while yt-dlp is still resolving: standard input has sent
+    nothing, FFmpeg waits in a read, and the signal was only acted on once a frame came (never, here:
+    only SIGKILL ended it). The same held for a camera slow to answer."""
+    events = tmp_path / "ev.jsonl"
+    proc = subprocess.Popen([sys.executable, "-m", "stream_guard", "watch", "-", "--events", str(events),
+                             "--model", str(placeholder_model)],
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            cwd=REPO)
+    try:
+        time.sleep(4)  # imported, model loaded, waiting in the read
+        assert proc.poll() is None, proc.communicate()[1]
+        t0 = time.monotonic()
+        proc.send_signal(signum)
+        proc.wait(timeout=30)
+        stop_s = time.monotonic() - t0
+        stderr = proc.stderr.read() if proc.stderr else ""
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        assert proc.stdin is not None
+        proc.stdin.close()
+    print(f"\n{signal.Signals(signum).name} before the first frame: exited in {stop_s:.2f} s")
+    assert proc.returncode == EXIT_INTERRUPTED and stop_s <= STOP_ASSERT_S, stderr
+    assert stderr.strip() == "stream-guard: interrupted (stdin had not opened yet)", stderr
+    assert not events.exists()  # no output was started
+
+
+@pytest.mark.parametrize("after_s", [0.5, 1.0])
+def test_ctrl_c_while_the_command_starts_is_no_traceback(after_s: float, long_clip: Path, placeholder_model: Path,
+                                                         tmp_path: Path) -> None:
+    """Ctrl-C in the first second or so, while the commands' modules are imported, printed a traceback.
+    (Where it lands depends on the machine's speed: any moment must end the same way.)"""
+    proc = subprocess.Popen([sys.executable, "-m", "stream_guard", "watch", str(long_clip), "--out",
+                             str(tmp_path / "out.mp4"), "--model", str(placeholder_model)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO)
+    time.sleep(after_s)
+    proc.send_signal(signal.SIGINT)
+    _, stderr = proc.communicate(timeout=60)
+    assert "Traceback" not in stderr, stderr
+    assert proc.returncode == EXIT_INTERRUPTED, stderr
