@@ -526,12 +526,18 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from stream_guard.evaluate import evaluate, print_table, write_json
+    import threading
+
+    from stream_guard.evaluate import evaluate, print_table, read_manifest, write_json
     from stream_guard.writable import check_outputs_spare_the_source, check_writable_file, is_stdout
 
     config = _config(args, "demo", None, None)
     outputs = ((args.json, "--json"), (args.plot, "--plot"))
     check_outputs_spare_the_source(Path(args.manifest), outputs, "the manifest: writing it would destroy its labels")
+    rows = read_manifest(args.manifest)
+    for row in rows:
+        if isinstance(row.path, Path):
+            check_outputs_spare_the_source(row.path, outputs, "one of the manifest's files: writing it would destroy it")
     for path, option in outputs:
         if path is not None:
             check_writable_file(path, option)  # now, not after an evaluation that may take hours
@@ -549,7 +555,23 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
         return [FrameProgress(name, sys.stderr, args.max_frames)] if sys.stderr.isatty() else []
 
-    report = evaluate(args.manifest, config, progress=progress, max_frames=args.max_frames, file_sinks=file_sinks)
+    stop = threading.Event()
+
+    def on_signal(signum: int, frame: object) -> None:
+        stop.set()  # the file being scored is stopped part-way: no report is written from part of the manifest
+        raise KeyboardInterrupt
+
+    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        report = evaluate(args.manifest, config, progress=progress, max_frames=args.max_frames,
+                          file_sinks=file_sinks, should_stop=stop.is_set, rows=rows)
+    except KeyboardInterrupt:
+        print("stream-guard: interrupted: no report written (its figures would be of part of the manifest)",
+              file=sys.stderr)
+        return EXIT_INTERRUPTED
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)
     print_table(report, sys.stderr if is_stdout(args.json) else sys.stdout)  # `--json -`: stdout is the JSON's
     if args.json is not None:
         write_json(report, args.json)

@@ -84,14 +84,17 @@ def read_manifest(path: str | Path) -> list[ManifestRow]:
     except (OSError, UnicodeDecodeError) as e:
         raise ConfigError(f"manifest {path}: cannot read ({e})") from e
     lines = text.splitlines()
-    delimiter = next((d for d in MANIFEST_DELIMITERS if lines and d in lines[0]), "\t")
+    header = lines[0] if lines else ""
+    delimiter = min(((header.index(d), d) for d in MANIFEST_DELIMITERS if d in header), default=(0, "\t"))[1]
     reader = csv.DictReader(lines, delimiter=delimiter)
     fields = [f.strip() for f in (reader.fieldnames or []) if f]
     if not {"file", "label"} <= set(fields):
-        raise ConfigError(f"manifest {path}: needs the columns 'file' and 'label', separated by tabs or commas "
-                          f"(found: {', '.join(fields) or 'none'})")
-    rows = []
-    for line_no, raw in enumerate(reader, start=2):
+        raise ConfigError(f"manifest {path}: needs the columns 'file' and 'label', separated by tabs, commas or "
+                          f"semicolons (found: {', '.join(fields) or 'none'})")
+    rows: list[ManifestRow] = []
+    listed: dict[str | Path, tuple[int, str]] = {}  # each file's first line and label
+    for raw in reader:
+        line_no = reader.line_num  # blank lines count, as an editor counts them
         row = {(k or "").strip(): (v or "").strip() for k, v in raw.items() if k is not None}
         if not row.get("file"):
             continue
@@ -106,15 +109,35 @@ def read_manifest(path: str | Path) -> list[ManifestRow]:
             except ConfigError as e:
                 raise ConfigError(f"manifest {path} line {line_no}: {e}") from None
             rows.append(ManifestRow(name, label, family_of(urlsplit(name).path)))
+            _check_listed_once(rows, listed, path, line_no)
             continue
         if scheme == "file":
             name = file_url_path(name)
         if "\\" in name and not (path.parent / name).exists():  # written on Windows: fake\clip.mp4
             name = name.replace("\\", "/")
         rows.append(ManifestRow(path.parent / name, label, family_of(name)))
+        _check_listed_once(rows, listed, path, line_no)
     if not rows:
         raise ConfigError(f"manifest {path}: no files listed")
     return rows
+
+
+def _check_listed_once(rows: list[ManifestRow], listed: dict[str | Path, tuple[int, str]], manifest: Path,
+                       line_no: int) -> None:
+    """The row just added names a file no earlier row names: a file listed twice would count twice in every
+    figure (it is dropped, with a warning), and one listed as both real and fake is a :class:`ConfigError`."""
+    row = rows[-1]
+    key = row.path.resolve() if isinstance(row.path, Path) else row.path
+    if key not in listed:
+        listed[key] = (line_no, row.label)
+        return
+    first_line, first_label = listed[key]
+    rows.pop()
+    if first_label != row.label:
+        raise ConfigError(f"manifest {manifest} line {line_no}: {row.path} is labelled {row.label}, but "
+                          f"{first_label} on line {first_line}")
+    log.warning("manifest %s line %d: %s is listed again (first on line %d): counted once", manifest, line_no,
+                row.path, first_line)
 
 
 @dataclass
@@ -160,12 +183,16 @@ class ScoredFiles:
 def score_files(rows: list[ManifestRow], config: RunConfig,
                 progress: Callable[[int, int, str], None] | None = None,
                 max_frames: int | None = None,
-                file_sinks: Callable[[str], Sequence[Sink]] = lambda _name: ()) -> ScoredFiles:
+                file_sinks: Callable[[str], Sequence[Sink]] = lambda _name: (),
+                should_stop: Callable[[], bool] = lambda: False) -> ScoredFiles:
     """Run every row's file through the pipeline with ``config``'s model; ``file_sinks(name)``: outputs that
-    also receive a file's frames (a progress bar)."""
+    also receive a file's frames (a progress bar). ``should_stop`` is asked before and after each file: once
+    it says so, :class:`KeyboardInterrupt` (a file stopped part-way would be scored on part of it)."""
     scored = ScoredFiles()
     with tempfile.TemporaryDirectory() as scratch:
         for i, row in enumerate(rows):
+            if should_stop():
+                raise KeyboardInterrupt
             name = str(row.path) if isinstance(row.path, Path) else scanned_name(row.path)  # no credentials
             if progress:
                 progress(i, len(rows), name)
@@ -177,6 +204,8 @@ def score_files(rows: list[ManifestRow], config: RunConfig,
                 scored.failed.append({"file": name, "label": row.label, "family": row.family,
                                       "error": str(e)})
                 continue
+            if should_stop():
+                raise KeyboardInterrupt
             scored.provenance = analysis.provenance
             entry = {"file": name, "label": row.label, "family": row.family, "score": analysis.score,
                      "faces": sum(1 for t in analysis.tracks if t.scores), "frames": analysis.frames,
@@ -248,13 +277,14 @@ def build_report(scored: ScoredFiles, alerts: AlertOptions, manifest: str, n_fil
 
 def evaluate(manifest: str | Path, config: RunConfig, progress: Callable[[int, int, str], None] | None = None,
              max_frames: int | None = None,
-             file_sinks: Callable[[str], Sequence[Sink]] = lambda _name: ()) -> dict:
+             file_sinks: Callable[[str], Sequence[Sink]] = lambda _name: (),
+             should_stop: Callable[[], bool] = lambda: False, rows: list[ManifestRow] | None = None) -> dict:
     """Score every file of the manifest and compute the report (see module docstring). A bad
     model or ``--threshold`` fails before any file; :class:`SourceError` when no file could be read.
-    ``file_sinks``: see :func:`score_files`."""
-    rows = read_manifest(manifest)
+    ``file_sinks``, ``should_stop``: see :func:`score_files`. ``rows``: the manifest's, if already read."""
+    rows = read_manifest(manifest) if rows is None else rows
     spec = load_model(config)
-    scored = score_files(rows, config, progress, max_frames, file_sinks)
+    scored = score_files(rows, config, progress, max_frames, file_sinks, should_stop)
     if scored.failed and len(scored.failed) == scored.count:
         first = scored.failed[0]
         raise SourceError(f"none of the {scored.count} file(s) of {manifest} could be read "

@@ -3,6 +3,10 @@ from __future__ import annotations
 
 import json
 import re
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import cv2
@@ -14,7 +18,7 @@ from stream_guard.evaluate import (live_alert_text, false_alarm_thresholds, fami
 from stream_guard.file_analysis import TrackSeries, file_score
 from stream_guard.model.contract import load_model_spec
 from stream_guard.model.provenance import model_digest
-from tests.conftest import run_cli
+from tests.conftest import REPO, run_cli
 from tests.support.faces import astronaut_head, one_face_moving, two_faces_passing
 from tests.support.synth_video import make_test_clip
 
@@ -152,8 +156,23 @@ def test_manifest_errors_are_one_line(tmp_path: Path) -> None:
     assert result.returncode == 2 and len(result.stderr_lines) == 1 and "manifest not found" in result.stderr
 
 
+def test_manifest_errors_name_the_line_an_editor_shows_and_files_listed_twice(tmp_path: Path) -> None:
+    """Blank lines made the line number of a bad label wrong; a file listed twice counted twice in every
+    figure, and one listed as both real and fake went through."""
+    bad = tmp_path / "m.tsv"
+    bad.write_text("file\tlabel\n\n\nclips/a.mp4\treal\n\nclips/b.mp4\tFAKE!\n")
+    with pytest.raises(ConfigError, match="line 6: label 'FAKE!'"):
+        read_manifest(bad)
+    bad.write_text("file\tlabel\na.mp4\treal\nb.mp4\tfake\n./a.mp4\tfake\n")
+    with pytest.raises(ConfigError, match="line 4: .*a.mp4 is labelled fake, but real on line 2"):
+        read_manifest(bad)
+    bad.write_text("file\tlabel\na.mp4\treal\nb.mp4\tfake\na.mp4\treal\n")
+    assert [r.path.name for r in read_manifest(bad)] == ["a.mp4", "b.mp4"]
+
+
 @pytest.mark.parametrize("text", [
     "\ufefffile\tlabel\r\ndfl_a.mp4\tReal\r\nimages/meso_b.jpg\tfake\r\n",  # tabs, a BOM, CRLF
+    "file;label;source, licence\ndfl_a.mp4;real;cam\nimages/meso_b.jpg;fake;x\n",  # the first separator counts
     "file,label,note\r\ndfl_a.mp4,real,\"from camera 1, door\"\r\nimages/meso_b.jpg,FAKE,\r\n",  # a spreadsheet's CSV
     "file;label\ndfl_a.mp4;real\nimages\\meso_b.jpg;fake\n",  # ... where the decimal mark is a comma, on Windows
 ])
@@ -296,3 +315,43 @@ def test_evaluate_shows_each_files_frames_on_a_terminal(manifest: Path, placehol
     assert any(re.search(r"cam_a_1\.mp4: +\d+%\|.*\| +[1-9]\d*/45 \[", line) for line in bars), bars
     assert "frame/s" not in run_cli("evaluate", "--manifest", str(manifest), "--model",
                                     str(placeholder_model)).stderr  # not on a log or a pipe
+
+
+def test_evaluate_refuses_to_write_its_report_over_one_of_the_manifests_files(manifest: Path,
+                                                                              placeholder_model: Path) -> None:
+    clip = manifest.parent / "clips" / "cam_a_1.mp4"
+    before = clip.read_bytes()
+    result = run_cli("evaluate", "--manifest", str(manifest), "--json", str(clip), "--model", str(placeholder_model))
+    assert result.returncode == 2 and len(result.stderr_lines) == 1, result.stderr
+    assert "is one of the manifest's files: writing it would destroy it" in result.stderr
+    assert clip.read_bytes() == before
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_a_stopped_evaluation_writes_no_report_from_part_of_the_manifest(signum: int, tmp_path: Path,
+                                                                        placeholder_model: Path) -> None:
+    """Ctrl-C stopped only the file being scored: the evaluation went on, that file scored on part of its
+    frames, and the report was written as if whole. SIGTERM killed it (exit 143)."""
+    make_test_clip(tmp_path / "long_a.mp4", seconds=20.0, width=640, height=360,
+                   draw=one_face_moving(640, 360, face_px=200))
+    (tmp_path / "m.tsv").write_text("file\tlabel\nlong_a.mp4\treal\nlong_a_copy.mp4\tfake\n")
+    (tmp_path / "long_a_copy.mp4").write_bytes((tmp_path / "long_a.mp4").read_bytes())
+    report = tmp_path / "report.json"
+    proc = subprocess.Popen([sys.executable, "-m", "stream_guard", "evaluate", "--manifest", str(tmp_path / "m.tsv"),
+                             "--json", str(report), "--model", str(placeholder_model)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO)
+    try:
+        assert proc.stderr is not None
+        assert proc.stderr.readline().startswith("[1/2]")
+        time.sleep(1.0)  # into the first file
+        proc.send_signal(signum)
+        _, stderr = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 130, stderr
+    assert "[2/2]" not in stderr and "Traceback" not in stderr, stderr
+    assert stderr.strip().splitlines()[-1] == ("stream-guard: interrupted: no report written (its figures would "
+                                               "be of part of the manifest)")
+    assert not report.exists()
