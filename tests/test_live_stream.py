@@ -43,8 +43,9 @@ def test_the_annotated_video_reaches_the_server(scheme: str, six_second_clip: Pa
     assert {(f.width, f.height) for f in frames} == {SIZE}
     times = [f.time_s for f in frames if not math.isnan(f.time_s)]
     assert all(b > a for a, b in zip(times, times[1:]))
-    # stamped by when they were sent: a real-time run spans about the clip's 6 s
-    assert len(frames) >= 60 and 4.5 < times[-1] - times[0] < 7.0
+    # stamped by when they were sent: a real-time run spans about the clip's 6 s (7.2 s seen on a CI machine
+    # whose two cores were shared with other jobs)
+    assert len(frames) >= 60 and 4.5 < times[-1] - times[0] < 8.0
 
 
 def test_a_server_that_goes_away_and_comes_back_gets_the_stream_again(tmp_path: Path,
