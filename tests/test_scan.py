@@ -287,6 +287,22 @@ def test_report_renders_in_headless_chromium(clips: Path, placeholder_model: Pat
     assert red > 50, f"no plot visible; see {shot}"
 
 
+def test_a_scan_again_leaves_out_its_own_report(clips: Path, placeholder_model: Path, tmp_path: Path) -> None:
+    """A report kept beside the clips it judged was scanned the next time: its face thumbnails counted as
+    pictures of faces (one more "fake" for each fake found) and its plots as files without a face."""
+    folder = tmp_path / "clips"
+    folder.mkdir()
+    make_test_clip(folder / "one_face.mp4", seconds=1.0, width=640, height=360,
+                   draw=one_face_moving(640, 360, face_px=200))
+    for _ in range(2):
+        result = run_cli("scan", str(folder), "--report", str(folder / "rep"), "--model", str(placeholder_model),
+                         "--threshold", "0", timeout=300)
+        assert result.returncode == EXIT_FAKE_FOUND, result.stderr
+        assert [f["name"] for f in json.loads((folder / "rep" / "report.json").read_text())["files"]] == [
+            "one_face.mp4"]
+    assert any((folder / "rep").rglob("*.jpg"))  # there were thumbnails to pick up
+
+
 def test_camcorder_and_old_phone_files_are_found_whatever_their_case(tmp_path: Path) -> None:
     """AVCHD camcorders write .MTS, older phones .3gp, cameras upper-case suffixes."""
     for name in ("00001.MTS", "clip.3gp", "trip.M2TS", "IMG_0001.MOV", "notes.txt"):

@@ -20,13 +20,15 @@ def _is_broken_link(path: Path) -> bool:
     return path.is_symlink() and not path.exists()
 
 
-def collect_files(paths: Iterable[str | Path]) -> list[Scanned]:
+def collect_files(paths: Iterable[str | Path], skip_folders: Iterable[Path] = ()) -> list[Scanned]:
     """Files named directly (whatever their suffix) and, inside folders, recursively, every
     video or image file, sorted per folder; URLs as they are (a recording over the network);
     duplicates removed, order kept. A path that does not exist raises :class:`SourceNotFoundError`,
-    an unknown URL scheme :class:`ConfigError`."""
+    an unknown URL scheme :class:`ConfigError`. ``skip_folders``: folders a folder's walk leaves out
+    (the scan's own report, whose thumbnails are faces)."""
     found: list[Scanned] = []
     seen: set[Path | str] = set()
+    skipped = {folder.resolve() for folder in skip_folders}
     for raw in paths:
         scheme = url_scheme(str(raw))
         if scheme not in (None, "file"):
@@ -38,7 +40,8 @@ def collect_files(paths: Iterable[str | Path]) -> list[Scanned]:
         path = Path(file_url_path(str(raw)) if scheme == "file" else raw).expanduser()
         if path.is_dir():
             # a broken link is kept: reported as an error, not silently left unchecked (an unmounted drive)
-            candidates = sorted(p for p in path.rglob("*") if (p.is_file() or _is_broken_link(p)) and is_scannable(p))
+            candidates = sorted(p for p in path.rglob("*") if (p.is_file() or _is_broken_link(p)) and is_scannable(p)
+                                and not skipped.intersection(p.resolve().parents))
         elif path.is_file() or _is_broken_link(path):
             candidates = [path]
         else:

@@ -87,7 +87,7 @@ def run_scan(args: argparse.Namespace, out: TextIO = sys.stdout, err: TextIO = s
     config = scan_config(args)
     spec = load_model(config)  # a bad --model fails here, once, before any file
     explaining = Explaining(build_explainer(config, spec), every_face=explain == "all") if explain else None
-    files = collect_files(args.paths)
+    files = collect_files(args.paths, [Path(args.report)] if args.report is not None else [])  # not its own pictures
     if args.report is not None:
         check_writable_folder(args.report, "--report")
     stop = threading.Event()
