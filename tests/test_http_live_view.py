@@ -284,3 +284,41 @@ def test_port_in_use_is_a_one_line_output_error(two_faces_clip: Path, placeholde
     assert errors == [f"stream-guard: error: --serve 127.0.0.1:{port}: port {port} is already in use"]
     assert "Traceback" not in result.stderr
 
+
+
+def test_events_and_metrics_count_every_frame_when_the_live_view_falls_behind(
+        two_faces_clip: Path, placeholder_model: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The live view is handed only the newest frame when it falls behind (a browser decoding video on a
+    busy machine); its ``/events`` records and its metrics came from those frames, so records went
+    missing (176 of 200 in a run with two video viewers) and frames and verdict changes were undercounted."""
+    import time
+
+    from stream_guard.config import ModelOptions, OutputOptions, RunConfig, SourceOptions
+    from stream_guard.outputs.http.options import ServeOptions
+    from stream_guard.outputs.http.sink import LiveViewSink
+    from stream_guard.pipeline import Pipeline
+
+    slow_write = LiveViewSink.write
+
+    def behind(self: LiveViewSink, result) -> None:  # a live view slower than the analysis
+        time.sleep(0.05)
+        slow_write(self, result)
+
+    monkeypatch.setattr(LiveViewSink, "write", behind)
+    events = tmp_path / "events.jsonl"
+    config = RunConfig(source=SourceOptions(str(two_faces_clip)),
+                       model=ModelOptions(model_dir=placeholder_model, threshold=0.5),
+                       outputs=OutputOptions(events_path=events, serve=ServeOptions("127.0.0.1", 0)))
+    pipeline = Pipeline(config)
+    summary = pipeline.run()
+    (live,) = [w.sink for w in pipeline.workers if isinstance(w.sink, LiveViewSink)]
+    assert live._metrics is not None and live.state is not None
+    assert summary.frames_processed == 90
+    assert live._metrics.frames._value.get() == 90  # every frame counted, though the view saw fewer
+    def changes(records: list[dict]) -> list[tuple]:
+        return [(r["track_id"], r["verdict"], r["stream_time_s"]) for r in records if r["type"] == "verdict"]
+
+    logged = changes([json.loads(line) for line in events.read_text().splitlines()])
+    assert len(logged) >= 2 and changes(live.state.replay()) == logged
+    changed = sum(s.value for s in live._metrics.verdicts.collect()[0].samples if s.name.endswith("_total"))
+    assert changed == len(logged)

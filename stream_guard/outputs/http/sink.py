@@ -82,11 +82,6 @@ class LiveViewSink:
         if self.state is None or self._metrics is None or self.server is None:
             return
         self.state.update(result)
-        self._metrics.observe(result)
-        records = [redact_record(r) for r in frame_events(result)]
-        if records:
-            self.state.add_records(records)
-            self.server.publish_events([_dumps(r) for r in records])
         if self.server.mp4_clients == 0 and self._h264 is not None:
             self._stop_h264()
         now = time.monotonic()
@@ -159,6 +154,19 @@ class LiveViewSink:
             except (av.error.FFmpegError, ValueError) as e:
                 log.debug("live view: closing an encoder: %s", e)
 
+    def count(self, result: FrameResult) -> None:
+        """Every analysed frame, from :class:`LiveAlertFeed`'s thread (lossless; all that is done here is
+        thread-safe): counted in the metrics, and its track and verdict records sent to ``/events`` and
+        the pages' log, as the JSON Lines events have them. (From the lossy :meth:`write`, a browser that
+        fell behind lost records, and the metrics undercounted frames and verdict changes.)"""
+        if self.state is None or self._metrics is None or self.server is None:
+            return
+        self._metrics.observe(result)
+        records = [redact_record(r) for r in frame_events(result)]
+        if records:
+            self.state.add_records(records)
+            self.server.publish_events([_dumps(r) for r in records])
+
     def event(self, record: dict[str, Any]) -> None:
         """Source state changes, the summary and (from :class:`LiveAlertFeed`'s thread: all that is
         done here is thread-safe) alerts: shown on the pages, counted in the metrics."""
@@ -177,14 +185,19 @@ class LiveViewSink:
 
 
 class LiveAlertFeed(AlertSink):
-    """The live view's alerts. The live view itself is lossy, so a dropped frame could hide the
-    window that raises an alert; this lossless output sees every frame and hands the alerts over."""
+    """The live view's alerts, events and metrics. The live view itself is lossy, so a dropped frame
+    could hide the window that raises an alert, a verdict change or a track record; this lossless
+    output sees every frame and hands them over."""
 
     name = "live-view-alerts"
 
     def __init__(self, live: LiveViewSink, alerts: AlertOptions) -> None:
         super().__init__(alerts, live.provenance)
         self.live = live
+
+    def write(self, result: FrameResult) -> None:
+        self.live.count(result)
+        super().write(result)
 
     def on_alert(self, alert: Alert) -> None:
         self.live.event(alert.to_json())
