@@ -172,6 +172,28 @@ def test_truncated_mp4_keeps_the_frames_it_decoded(watch, tmp_path: Path) -> Non
     assert count_frames(out) == decoded  # what was decoded is in the output, finalised
 
 
+def test_a_file_with_damaged_packets_is_read_past_them(watch, tmp_path: Path) -> None:
+    """A download with a few bad bytes: three of its packets cannot be decoded. The whole file was refused
+    as "not a video file FFmpeg can read" (the first bad packet came while its first frame was decoded);
+    the damaged packets are now skipped and said, and every frame that decodes is analysed and written."""
+    full = encode(tmp_path / "full.mp4", "libx264", "yuv420p", 160, 120, n=90)
+    with av.open(str(full)) as container:
+        packets = [(p.pos, p.size) for p in container.demux(video=0) if p.size]
+    data = bytearray(full.read_bytes())
+    for i in (1, 30, 50):  # the payload after each packet's NAL length, overwritten
+        pos, size = packets[i]
+        data[pos + 4:pos + size] = b"\xff" * (size - 4)
+    damaged = tmp_path / "damaged.mp4"
+    damaged.write_bytes(bytes(data))
+    out, events = tmp_path / "out.mp4", tmp_path / "ev.jsonl"
+    result = watch(str(damaged), "--out", str(out), "--events", str(events))
+    assert result.returncode == 0, result.stderr
+    assert "3 damaged video packets were skipped in all" in result.stderr
+    summary = json.loads(events.read_text().splitlines()[-1])
+    assert summary["error"] is None and 60 < summary["frames_processed"] < 90
+    assert count_frames(out) == summary["frames_processed"]
+
+
 def test_mp4_cut_inside_its_header(watch, tmp_path: Path) -> None:
     """Cut before the video track says which codec it holds (found by the fuzz test): one line, exit 3."""
     full = encode(tmp_path / "full.mp4", "libx264", "yuv420p", 160, 120, n=30, options={"movflags": "faststart"})

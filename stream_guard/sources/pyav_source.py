@@ -41,6 +41,7 @@ STILL_IMAGE_BRANDS = frozenset({"heic", "heix", "heim", "heis", "mif1", "mif2", 
 _ANIMATION_FORMATS = frozenset({"gif", "apng"})
 # How long a live stream joined between keyframes may send undecodable pictures before its first keyframe.
 KEYFRAME_WAIT_S = 20.0
+DAMAGED_RUN_LIMIT = 100  # undecodable packets in a row after which a file is taken as unreadable from there on
 # A live MPEG-TS whose tables were not in the low-latency probe is opened again with this much (0.8 s of 20 Mbit/s).
 TS_PROBE_AGAIN_BYTES = 2_000_000
 # Demuxers whose stream IDs are MPEG-TS PIDs, written in hex.
@@ -256,6 +257,8 @@ class PyAVSource(OpensInWith):
         self._hdr_warned = False
         self._sound_out = sound
         self._sound: SoundDecoder | None = None
+        self.damaged_packets = 0  # a recording's video packets that could not be decoded and were skipped
+        self._damaged_run = 0
 
     def _check_file(self) -> None:
         """Fail early, with a precise reason, on an empty file; note a truncated MP4/MOV."""
@@ -434,7 +437,9 @@ class PyAVSource(OpensInWith):
 
         A live stream joined between keyframes starts with packets that cannot be decoded (H.264
         without its parameter sets): they are skipped until the first picture, for at most
-        :data:`KEYFRAME_WAIT_S`. After it, a decoding error is the stream's failure, as in a file."""
+        :data:`KEYFRAME_WAIT_S`. After it, a decoding error is the live stream's failure (it is
+        reopened). A recording's damaged packet (a download with a few bad bytes) is skipped and said,
+        and the frames after it are read: only :data:`DAMAGED_RUN_LIMIT` of them in a row fail it."""
         assert self._container is not None and self._stream is not None
         sound = self._sound
         streams = (self._stream,) if sound is None else (self._stream, sound.stream)
@@ -445,13 +450,32 @@ class PyAVSource(OpensInWith):
                 continue
             try:
                 pictures = packet.decode()
-            except av.error.InvalidDataError:
-                if waiting_since is None or time.monotonic() - waiting_since > KEYFRAME_WAIT_S:
+            except av.error.InvalidDataError as e:
+                if waiting_since is not None and time.monotonic() - waiting_since <= KEYFRAME_WAIT_S:
+                    continue
+                if self._live:
                     raise
+                self._skip_damaged(e)
                 continue
             if pictures:
                 waiting_since = None
+                self._damaged_run = 0
             yield from pictures
+        if self.damaged_packets > 1:
+            log.warning("%s: %d damaged video packets were skipped in all", self.source_id, self.damaged_packets)
+
+    def _skip_damaged(self, error: av.error.InvalidDataError) -> None:
+        """A recording's packet that cannot be decoded: counted and skipped (said the first time and every
+        hundredth), unless the packets have been undecodable for :data:`DAMAGED_RUN_LIMIT` in a row."""
+        if self._truncated is not None:  # its last packet is cut: the end of what there is, said as such
+            raise error
+        self.damaged_packets += 1
+        self._damaged_run += 1
+        if self._damaged_run > DAMAGED_RUN_LIMIT:
+            raise error
+        if self.damaged_packets == 1 or self.damaged_packets % 100 == 0:
+            log.warning("%s: %d damaged video packet(s) could not be decoded (%s): skipped, the frames they "
+                        "held are missing", self.source_id, self.damaged_packets, _reason(error))
 
     def _start_deinterlacing(self, why: str) -> None:
         self._deinterlacer = Deinterlacer(self._stream.time_base, every_frame=self.deinterlace == "always")
