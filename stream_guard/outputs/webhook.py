@@ -17,6 +17,7 @@ import queue
 import random
 import re
 import threading
+import time
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -33,6 +34,7 @@ from stream_guard.types import StreamInfo
 
 log = logging.getLogger(__name__)
 _STOP = object()
+ABORT_GRACE_S = 0.2  # after the drain: how long a sender gets to notice the abort (a request in flight is not waited for)
 RETRY_STATUS = frozenset({408, 425, 429, 500, 502, 503, 504})
 _FORMAT_PREFIX = re.compile(r"([a-z]+)=(.*)", re.DOTALL)  # FORMAT=URL: a URL never starts so
 
@@ -111,14 +113,17 @@ class WebhookSender(threading.Thread):
         self._abort = threading.Event()
         self._rng = random.Random()
         self._opener = urllib.request.build_opener(_RefuseRedirects())
+        self.submitted = 0
         self.delivered = 0
-        self.failed = 0
-        self.dropped = 0
+        self.failed = 0  # tried and refused or unanswered (each said as it failed)
+        self.dropped = 0  # the queue was full
+        self.abandoned = 0  # still queued, retrying or in flight when the run's end left no more time
 
     def submit(self, alert: Alert) -> bool:
         """Queue one alert; never blocks. False (and counted) when the queue is full."""
         try:
             self._q.put_nowait(alert)
+            self.submitted += 1
             return True
         except queue.Full:
             self.dropped += 1
@@ -127,24 +132,27 @@ class WebhookSender(threading.Thread):
 
     def close(self) -> None:
         """Deliver what is queued within ``drain_s``, then abandon the rest."""
-        self.request_stop()
-        self.finish()
+        deadline = time.monotonic() + self.options.drain_s
+        self.request_stop(deadline)
+        self.finish(deadline)
 
-    def request_stop(self) -> None:
-        """Queue the end marker behind the pending alerts (waits at most ``drain_s`` for room)."""
+    def request_stop(self, deadline: float) -> None:
+        """Queue the end marker behind the pending alerts (waits until ``deadline``, a ``time.monotonic()``,
+        at most, for room)."""
         if self.is_alive():
             try:
-                self._q.put(_STOP, timeout=self.options.drain_s)
+                self._q.put(_STOP, timeout=max(0.0, deadline - time.monotonic()))
             except queue.Full:
                 self._abort.set()
 
-    def finish(self) -> None:
-        """Wait up to ``drain_s`` for the queue to drain, then abort back-off and pending alerts."""
-        self.join(self.options.drain_s)
-        self._abort.set()  # an in-flight request still ends at its own timeout
-        self.join(self.options.timeout_s + 1.0)
-        if self.is_alive():
-            log.warning("webhook %s: sender still busy at exit, abandoned", redact(self.url))
+    def finish(self, deadline: float) -> None:
+        """Wait until ``deadline`` for the queue to drain, then abort back-off and pending alerts; a request
+        still in flight is left to its daemon thread and counted as abandoned."""
+        self.join(max(0.0, deadline - time.monotonic()))
+        self._abort.set()
+        self.join(ABORT_GRACE_S)
+        if self.is_alive():  # a request in flight: what is not delivered or failed by now is abandoned
+            self.abandoned = self.submitted - self.delivered - self.failed
 
     def run(self) -> None:
         while True:
@@ -159,18 +167,20 @@ class WebhookSender(threading.Thread):
                 return
             if self._deliver(item):
                 self.delivered += 1
+            elif self._abort.is_set():  # given up while waiting to try again
+                self.abandoned += 1
             else:
                 self.failed += 1
 
     def _abandon_queued(self) -> None:
-        """Count what is still queued at an aborted close as failed."""
+        """Count what is still queued at an aborted close as abandoned."""
         while True:
             try:
                 item = self._q.get_nowait()
             except queue.Empty:
                 return
             if item is not _STOP:
-                self.failed += 1
+                self.abandoned += 1
 
     def _deliver(self, alert: Alert) -> bool:
         body, content_type = render(alert, self.format)
@@ -228,9 +238,16 @@ class WebhookSink(AlertSink):
             s.submit(alert)
 
     def close(self) -> None:
+        """Queued alerts get :attr:`DeliveryOptions.drain_s` in all, whatever the number of URLs; those left
+        are abandoned, and said."""
+        deadline = time.monotonic() + self.delivery.drain_s
         for s in self.senders:
-            s.request_stop()
+            s.request_stop(deadline)
         for s in self.senders:
-            s.finish()
-            log.info("webhook %s: %d delivered, %d failed, %d dropped", redact(s.url), s.delivered, s.failed,
-                     s.dropped)
+            s.finish(deadline)
+        for s in self.senders:
+            log.info("webhook %s: %d delivered, %d failed, %d dropped, %d abandoned at the end", redact(s.url),
+                     s.delivered, s.failed, s.dropped, s.abandoned)
+            if s.abandoned:
+                log.warning("webhook %s: %d alert(s) not delivered: still waiting for the receiver when the run "
+                            "ended (%g s allowed)", redact(s.url), s.abandoned, self.delivery.drain_s)
