@@ -257,6 +257,28 @@ def test_dashboard_shows_open_alerts_and_metrics_count_them(long_clip: Path, pla
     print(f"screenshot: {tmp_path / 'alerts.png'}")
 
 
+def test_the_dashboard_says_the_run_ended(long_clip: Path, placeholder_model: Path, browser) -> None:
+    """The status line kept saying "state connected" (and a frame count from before the end) once the run
+    had ended: the server stops with the run, so the last status polled stayed on the page."""
+    errors: list[str] = []
+    with LiveRun("watch", str(long_clip), "--realtime", "--model", str(placeholder_model),
+                 "--serve", "127.0.0.1:0") as run:
+        base = run.wait_for_url()
+        dash = browser.new_page()
+        dash.on("pageerror", lambda e: errors.append(str(e)))
+        dash.goto(f"{base}/")
+        dash.wait_for_function("window.sgStats && window.sgStats.tracks > 0 && "
+                               "document.getElementById('status').textContent.includes('state connected')",
+                               timeout=WAIT_MS)
+        assert run.stop() == 130
+    dash.wait_for_function("window.sgStats.summary", timeout=WAIT_MS)
+    status = dash.inner_text("#status")
+    frames = [line for line in run.lines if " frames in " in line]
+    assert "state ended" in status and f"frames {frames[0].split()[0]}" in status, (status, frames)
+    dash.close()
+    assert not errors, errors
+
+
 def test_demo_serves_and_finishes(tmp_path: Path) -> None:
     result = run_cli("demo", "--seconds", "1", "--out-dir", str(tmp_path / "demo"), "--serve", "127.0.0.1:0")
     assert result.returncode == 0, result.stderr

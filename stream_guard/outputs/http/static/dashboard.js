@@ -117,6 +117,8 @@
       logRow([new Date(r.wall_time * 1000).toLocaleTimeString(), "source", r.state, r.detail || ""], "info");
     } else if (r.type === "summary") {
       window.sgStats.summary = true;
+      ended = r;
+      if (lastStatus) showStatus(lastStatus);
       logRow([new Date(r.wall_time * 1000).toLocaleTimeString(), "run", "ended",
               r.frames_processed + " frames"], "info");
     }
@@ -130,23 +132,31 @@
     });
     updateEmpty();
   }
+  // the last status polled; once the run's summary has come, its state is "ended" and its frame count the
+  // summary's (the server stops with the run: no later status comes)
+  var lastStatus = null, ended = null;
+  function showStatus(s) {
+    lastStatus = s;
+    threshold = s.threshold;
+    var box = document.getElementById("status");
+    box.textContent = "";
+    [["source", s.source], ["state", ended ? "ended" : s.state], ["size", s.width + "x" + s.height],
+     ["fps", s.fps.toFixed(1)], ["latency", s.latency_ms === null ? "--" : s.latency_ms.toFixed(1) + " ms"],
+     ["frames", ended ? ended.frames_processed : s.frames], ["dropped", ended ? ended.frames_dropped : s.dropped],
+     ["model", s.model + " " + s.model_version],
+     ["threshold", s.threshold.toFixed(3) + (s.threshold_name ? " (" + s.threshold_name + ")" : "")]
+    ].forEach(function (kv) {
+      var span = el("span", "", kv[0] + " ");
+      span.appendChild(el("b", "", String(kv[1])));
+      if (kv[0] === "model") span.title = "model_sha256 " + s.model_sha256 + " (stream_guard " + s.stream_guard + ")";
+      box.appendChild(span);
+    });
+    if (!s.trained) box.appendChild(el("span", "untrained", "UNTRAINED model: scores are meaningless"));
+  }
   function status() {
-    fetch(withToken("/api/status")).then(function (r) { return r.json(); }).then(function (s) {
-      threshold = s.threshold;
-      var box = document.getElementById("status");
-      box.textContent = "";
-      [["source", s.source], ["state", s.state], ["size", s.width + "x" + s.height],
-       ["fps", s.fps.toFixed(1)], ["latency", s.latency_ms === null ? "--" : s.latency_ms.toFixed(1) + " ms"],
-       ["frames", s.frames], ["dropped", s.dropped], ["model", s.model + " " + s.model_version],
-       ["threshold", s.threshold.toFixed(3) + (s.threshold_name ? " (" + s.threshold_name + ")" : "")]
-      ].forEach(function (kv) {
-        var span = el("span", "", kv[0] + " ");
-        span.appendChild(el("b", "", String(kv[1])));
-        if (kv[0] === "model") span.title = "model_sha256 " + s.model_sha256 + " (stream_guard " + s.stream_guard + ")";
-        box.appendChild(span);
-      });
-      if (!s.trained) box.appendChild(el("span", "untrained", "UNTRAINED model: scores are meaningless"));
-    }).catch(function () { /* the run has ended or the network is down: keep the last status */ });
+    if (ended) return;
+    fetch(withToken("/api/status")).then(function (r) { return r.json(); }).then(showStatus)
+      .catch(function () { /* the run has ended or the network is down: keep the last status */ });
   }
 
   function seed() {  // the faces in view and their last minute, before live events take over
