@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from pathlib import Path
 
 from stream_guard.config import ModelOptions, RunConfig, SourceOptions
@@ -80,3 +81,48 @@ def test_live_run_survives_a_dropped_stream(two_faces_clip: Path, placeholder_mo
     # frames that arrive in a burst after reconnecting are dropped on purpose (live policy)
     assert summary.frames_processed + summary.frames_dropped == 90 and summary.frames_processed >= 30
     assert len(summary.tracks) >= 4  # tracks were reset across the gap: new ids after reconnecting
+
+
+def test_a_stalled_stream_counts_its_downtime_from_its_last_frame(two_faces_clip: Path,
+                                                                  placeholder_model: Path) -> None:
+    """A camera that stops sending without closing the connection (frozen, its network gone): the drop is
+    noticed when the read times out, and ``downtime_s`` counted from then said 5.6 s of a 15.8 s outage;
+    its reason was FFmpeg's "Immediate exit requested"."""
+    import signal
+
+    processed = 0
+    first_frames = threading.Event()
+    with RtspServerProcess(two_faces_clip) as server:
+        def on_result(result) -> None:
+            nonlocal processed
+            processed += 1
+            if processed == 20:
+                first_frames.set()
+
+        config = RunConfig(source=SourceOptions(server.url, reconnect=ReconnectPolicy(initial_s=0.1, max_s=0.5)),
+                           model=ModelOptions(model_dir=placeholder_model))
+        pipeline = Pipeline(config, on_result=on_result)
+        runner = threading.Thread(target=pipeline.run)
+        runner.start()
+        try:
+            assert first_frames.wait(60), "the stream did not get going"
+            server._proc.send_signal(signal.SIGSTOP)  # frozen: the connection stays open, nothing comes
+            stalled_at = time.monotonic()
+            time.sleep(12.0)
+            server._proc.send_signal(signal.SIGCONT)
+            stall_s = time.monotonic() - stalled_at
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline and not any(
+                    e["state"] == "connected" and e["downtime_s"] for e in pipeline.stats.source_events):
+                time.sleep(0.2)
+        finally:
+            pipeline.stop()
+            runner.join(60)
+    events = pipeline.stats.source_events
+    reconnecting = [e for e in events if e["state"] == "reconnecting"]
+    (back,) = [e for e in events if e["state"] == "connected" and e["downtime_s"]][:1]
+    assert reconnecting and "no data came for 5 s" in reconnecting[0]["detail"], reconnecting
+    # the 5 s the read waited before the drop was noticed are part of the outage (frames the server had
+    # already sent still came after it froze, so it is no longer than the freeze)
+    noticed_s = back["wall_time"] - reconnecting[0]["wall_time"]
+    assert noticed_s + 4.0 <= back["downtime_s"] <= stall_s + 1.0, (back, noticed_s, stall_s)

@@ -32,7 +32,7 @@ class SourceEvent:
     wall_time: float
     detail: str = ""
     attempt: int = 0  # 0 for the first connection, then the reconnect attempt number
-    downtime_s: float | None = None  # on "connected" after a drop: seconds since the drop was noticed
+    downtime_s: float | None = None  # on "connected" after a drop: seconds since its last frame before the drop
     source: str = ""  # the source's display name (credentials redacted)
 
 
@@ -148,6 +148,7 @@ class CaptureThread(threading.Thread):
         self.stop_reading = False
         self._rng = random.Random()
         self._blank = BlankPictureWatch() if live else None  # files may well fade to black
+        self._last_frame_at: float | None = None  # time.monotonic() of the last frame read: when a drop began
 
     def _emit(self, event: SourceEvent) -> None:
         event = dataclasses.replace(event, source=self.source.source_id)
@@ -170,6 +171,7 @@ class CaptureThread(threading.Thread):
             if self._blank is not None:
                 self._note_blank_picture(frame)
             self.frames_read += 1
+            self._last_frame_at = time.monotonic()
             if self.max_frames is not None and self.frames_read >= self.max_frames:
                 self.stop_reading = True
                 return
@@ -187,7 +189,8 @@ class CaptureThread(threading.Thread):
     def _reopen(self, reason: str) -> StreamInfo | None:
         """Reopen with back-off until it works, the policy gives up (None) or stop is set (None)."""
         attempt = 0
-        dropped_at = time.monotonic()
+        # a stream that stalls is noticed only when its read times out: the drop began with its last frame
+        dropped_at = self._last_frame_at if self._last_frame_at is not None else time.monotonic()
         while not self.stop.is_set():
             attempt += 1
             if self.reconnect.max_attempts and attempt > self.reconnect.max_attempts:

@@ -142,6 +142,8 @@ def _wrap_open_error(spec: SourceSpec, e: Exception) -> SourceError:
         errno.ECONNREFUSED, errno.ETIMEDOUT, errno.EHOSTUNREACH, errno.ENETUNREACH, errno.EIO
     ):
         return SourceUnreachableError(f"{name}: cannot connect ({_reason(e)})")
+    if spec.kind == "network" and isinstance(e, av.error.ExitError):  # our time-out ended FFmpeg's wait
+        return SourceUnreachableError(f"{name}: cannot open stream: nothing came in {NETWORK_TIMEOUT_S[0]:g} s")
     if spec.kind == "network":
         return SourceUnreachableError(f"{name}: cannot open stream ({_reason(e)})")
     if spec.region is not None:
@@ -562,7 +564,9 @@ class PyAVSource(OpensInWith):
                                   f"({self._truncated})") from e
             if index == 0:
                 raise _wrap_open_error(self.spec, e) from e
-            raise SourceError(f"{self.source_id}: stream failed after {index} frames ({_reason(e)})") from e
+            why = (f"no data came for {NETWORK_TIMEOUT_S[1]:g} s" if isinstance(e, av.error.ExitError)
+                   and self.spec.kind == "network" else _reason(e))  # FFmpeg says "Immediate exit requested"
+            raise SourceError(f"{self.source_id}: stream failed after {index} frames ({why})") from e
         if self._truncated:
             raise SourceError(f"{self.source_id}: truncated: decoded {index} frames then the data ended "
                               f"({self._truncated})")
