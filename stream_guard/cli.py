@@ -534,10 +534,6 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     config = _config(args, "demo", None, None)
     outputs = ((args.json, "--json"), (args.plot, "--plot"))
     check_outputs_spare_the_source(Path(args.manifest), outputs, "the manifest: writing it would destroy its labels")
-    rows = read_manifest(args.manifest)
-    for row in rows:
-        if isinstance(row.path, Path):
-            check_outputs_spare_the_source(row.path, outputs, "one of the manifest's files: writing it would destroy it")
     for path, option in outputs:
         if path is not None:
             check_writable_file(path, option)  # now, not after an evaluation that may take hours
@@ -545,6 +541,10 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         from stream_guard.evaluate_plot import plot_format
 
         plot_format(args.plot)
+    rows = read_manifest(args.manifest)
+    for row in rows:
+        if isinstance(row.path, Path):
+            check_outputs_spare_the_source(row.path, outputs, "one of the manifest's files: writing it would destroy it")
 
     def progress(i: int, n: int, name: str) -> None:
         print(f"[{i + 1}/{n}] {name}", file=sys.stderr, flush=True)

@@ -175,6 +175,28 @@ def test_a_file_is_named_to_the_pipeline_so_that_it_reads_back_as_that_file(tmp_
     assert file_source_text(Path("plain.mp4")) == "plain.mp4"  # named as typed where that reads back
 
 
+def test_stream_urls_need_a_valid_port(tmp_path: Path) -> None:
+    """udp:// with no port failed after 10 s of waiting as "cannot open stream (Immediate exit requested)", a
+    port out of range as "(Invalid argument)": both are typing mistakes, said at once."""
+    for url, message in (("udp://127.0.0.1", "udp:// needs the port"), ("srt://host", "srt:// needs the port"),
+                         ("rtsp://127.0.0.1:99999/x", "the port is not a number"),
+                         ("http://cam.local:port/x", "the port is not a number")):
+        with pytest.raises(ConfigError, match=message):
+            parse_source(url)
+    assert parse_source("udp://@:1234").url == "udp://@:1234"
+
+
+def test_a_folder_or_named_pipe_given_as_a_file_says_what_it_is(tmp_path: Path) -> None:
+    import os
+
+    from stream_guard.sources.spec import missing_file
+
+    os.mkfifo(tmp_path / "pipe.mp4")
+    assert "is a folder, not a video file" in str(missing_file("clips", tmp_path))
+    assert "is not a regular file (a named pipe" in str(missing_file("pipe.mp4", tmp_path / "pipe.mp4"))
+    assert str(missing_file("gone.mp4", tmp_path / "gone.mp4")) == "no such file: gone.mp4"
+
+
 def test_quotes_pasted_around_a_source_are_not_part_of_it(tmp_path: Path) -> None:
     """Windows' "Copy as path" quotes a path, a file dragged into a terminal comes in single quotes."""
     clip = tmp_path / "My clip.mp4"

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from stream_guard.errors import SourceNotFoundError
 from stream_guard.file_analysis import IMAGE_SUFFIXES, VIDEO_SUFFIXES, Scanned
-from stream_guard.sources.spec import file_url_path, parse_source, url_scheme
+from stream_guard.sources.spec import file_url_path, missing_file, parse_source, url_scheme
 
 SCANNED_SUFFIXES = IMAGE_SUFFIXES | VIDEO_SUFFIXES
 
@@ -44,6 +44,8 @@ def collect_files(paths: Iterable[str | Path], skip_folders: Iterable[Path] = ()
                                 and not skipped.intersection(p.resolve().parents))
         elif path.is_file() or _is_broken_link(path):
             candidates = [path]
+        elif path.exists():  # a named pipe, a device
+            raise missing_file(str(raw), path)
         else:
             raise SourceNotFoundError(f"no such file or folder: {raw}")
         for p in candidates:

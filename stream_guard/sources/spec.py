@@ -249,7 +249,13 @@ def file_source_text(path: Path) -> str:
 
 
 def missing_file(text: str, path: Path) -> SourceNotFoundError:
-    """The error for ``path`` (typed as ``text``) that does not exist: a broken link says where it points."""
+    """The error for ``path`` (typed as ``text``) that is not a file to read: a folder or a named pipe says
+    so, a broken link says where it points."""
+    if path.is_dir():
+        return SourceNotFoundError(f"{text} is a folder, not a video file")
+    if path.exists():
+        return SourceNotFoundError(f"{text}: is not a regular file (a named pipe or a device): give a video file, "
+                                   "or pipe the video into stream-guard watch -")
     if path.is_symlink():
         return SourceNotFoundError(f"{text}: is a broken link (to {os.readlink(path)}, which does not exist)")
     hint = "; a network address needs its scheme: rtsp://..., https://..." if _ADDRESS.match(text) else ""
@@ -282,6 +288,13 @@ def parse_source(text: str, platform: str = sys.platform) -> SourceSpec:
         if name not in NETWORK_SCHEMES:
             raise ConfigError(f"unknown URL scheme '{name}://' in {redact_url(text)} "
                               f"(supported: {', '.join(sorted(NETWORK_SCHEMES))})")
+        try:
+            port = urlsplit(text).port
+        except ValueError:
+            raise ConfigError(f"{redact_url(text)}: the port is not a number from 0 to 65535") from None
+        if name in ("udp", "srt") and port is None:
+            raise ConfigError(f"{redact_url(text)}: {name}:// needs the port the stream comes to: {name}://HOST:PORT "
+                              f"(e.g. {name}://0.0.0.0:1234)")
         options = dict(_LIVE_OPTIONS)
         if name in ("rtsp", "rtsps"):
             options["rtsp_transport"] = "tcp"
