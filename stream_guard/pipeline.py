@@ -508,10 +508,12 @@ def _close_workers(workers: list[SinkWorker], summary: RunSummary) -> RunSummary
             (*s.failed_outputs, *(w.sink.name for w in workers if w.failed)))))
 
     recorders = [w for w in workers if getattr(w.sink, "records_summary", False)]
+    wall_time = time.time()  # one time for the run's end (and the alerts it closes) in every output
     for group in ([w for w in workers if w not in recorders], recorders):
         summary = failed(summary)
+        record = {**summary.to_json(), "wall_time": wall_time}
         for w in group:
-            w.submit(summary.to_json())
+            w.submit(record)
         for w in group:
             w.close(timeout=30)
     return failed(summary)

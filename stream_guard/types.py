@@ -56,8 +56,9 @@ class Frame:
 
     ``pts_s`` is the source's presentation time in seconds (monotonic within a
     stream); ``wallclock_s`` is ``time.monotonic()`` when the frame was received,
-    the start point of the latency we report. ``pixels`` is the picture, or a
-    :class:`PendingImage` not yet converted: read it as :attr:`image`.
+    the start point of the latency we report, and ``received_unix_s`` the Unix time
+    then (an alert's ``wall_time``, the same in every output). ``pixels`` is the
+    picture, or a :class:`PendingImage` not yet converted: read it as :attr:`image`.
     """
 
     pixels: np.ndarray | PendingImage
@@ -66,6 +67,7 @@ class Frame:
     wallclock_s: float
     source_id: str
     decode_ms: float = 0.0  # read + decode time in the capture thread (benchmarks)
+    received_unix_s: float = field(default_factory=time.time)
 
     @property
     def image(self) -> np.ndarray:

@@ -96,6 +96,7 @@ class AlertStateMachine:
         self.provenance = provenance  # named in every alert, when known
         self._tracks: dict[int, _TrackAlertState] = {}
         self._now_s = 0.0
+        self._now_unix_s = time.time()  # when the frame or record being handled was received or made
         self._source = ""
 
     @property
@@ -107,6 +108,7 @@ class AlertStateMachine:
         """Process one frame; return the alerts it fires (usually none)."""
         now = result.frame.pts_s
         self._now_s = now
+        self._now_unix_s = result.frame.received_unix_s
         self._source = result.frame.source_id
         alerts: list[Alert] = []
         for face in result.faces:
@@ -133,6 +135,7 @@ class AlertStateMachine:
         """The alerts a non-frame event closes: a live source that drops forgets its faces
         (``source_reset``); the summary ends the run (``end_of_stream``)."""
         kind = record.get("type")
+        self._now_unix_s = float(record.get("wall_time") or time.time())
         if kind == "source" and record.get("state") in ("reconnecting", "failed"):
             return self.clear_all(REASON_SOURCE)
         if kind == "summary":
@@ -158,8 +161,11 @@ class AlertStateMachine:
         return None
 
     def _alert(self, kind: str, track_id: int, st: _TrackAlertState, t: float, reason: str) -> Alert:
+        # stamped with the frame's (or record's) time, not the clock now: each output runs its own
+        # state machine, and the same alert must carry the same wall_time in all of them
         return Alert(kind=kind, track_id=track_id, score=st.score, verdict=st.verdict, stream_time_s=t,
-                     source=self._source, box=st.box, reason=reason, provenance=self.provenance)
+                     source=self._source, box=st.box, reason=reason, wall_time=self._now_unix_s,
+                     provenance=self.provenance)
 
 
 class AlertSink:
