@@ -223,6 +223,33 @@ def test_the_overlay_keeps_a_face_that_fills_the_frame_and_its_label_on_the_page
     assert not errors, errors
 
 
+def test_faces_too_small_to_judge_are_shown_as_such_on_the_overlay_and_the_dashboard(long_clip: Path,
+                                                                                     placeholder_model: Path,
+                                                                                     browser) -> None:
+    """Faces tracked but not judged (here below ``--min-face``) get no events: the overlay drew no box for
+    them and the dashboard's cards said "uncertain", faded as if gone, while the video showed them grey."""
+    errors: list[str] = []
+    with LiveRun("watch", str(long_clip), "--realtime", "--model", str(placeholder_model), "--min-face", "300",
+                 "--serve", "127.0.0.1:0") as run:
+        base = run.wait_for_url()
+        overlay = browser.new_page(viewport={"width": 640, "height": 360})
+        overlay.on("pageerror", lambda e: errors.append(str(e)))
+        overlay.goto(f"{base}/overlay")
+        overlay.wait_for_function("document.querySelectorAll('.box.not-judged').length === 2", timeout=WAIT_MS)
+        labels = [e.inner_text() for e in overlay.query_selector_all(".box .label")]
+        assert all(re.fullmatch(r"#\d+ too small", t) for t in labels), labels
+        dash = browser.new_page()
+        dash.on("pageerror", lambda e: errors.append(str(e)))
+        dash.goto(f"{base}/")
+        dash.wait_for_function("document.querySelectorAll('.face-card.not-judged').length === 2", timeout=WAIT_MS)
+        dash.wait_for_timeout(3000)  # longer than a card takes to fade when its face sends nothing
+        verdicts = [e.inner_text() for e in dash.query_selector_all(".face-card .verdict")]
+        assert verdicts == ["too small", "too small"] and not dash.query_selector_all(".face-card.stale"), verdicts
+        overlay.close()
+        dash.close()
+    assert not errors, errors
+
+
 def test_dashboard_shows_open_alerts_and_metrics_count_them(long_clip: Path, placeholder_model: Path, browser,
                                                            tmp_path: Path) -> None:
     """Threshold 0 makes every scored face fake: both faces raise an alert, which the page shows as a

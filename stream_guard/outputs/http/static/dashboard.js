@@ -61,11 +61,12 @@
     ctx.stroke();
   }
   function onFace(r) {
-    var f = card(r.track_id);
+    var f = card(r.track_id), kind = r.not_judged ? "not-judged" : r.verdict;
     f.seen = Date.now();
-    f.card.className = "face-card " + r.verdict + (openAlerts.has(r.track_id) ? " alerting" : "");
-    f.verdictEl.className = "verdict " + r.verdict;
-    f.verdictEl.textContent = r.verdict;
+    f.card.className = "face-card " + kind + (openAlerts.has(r.track_id) ? " alerting" : "");
+    f.verdictEl.className = "verdict " + kind;
+    f.verdictEl.textContent = r.not_judged ? r.not_judged + (r.score === null || r.score === undefined ? "" :
+                                                             ", was " + r.verdict) : r.verdict;
     f.scoreEl.textContent = "score " + fmt(r.score);
     if (r.score !== null && r.score !== undefined && r.type === "track") {
       f.history.push([r.wall_time, r.score]);
@@ -164,7 +165,19 @@
       d.tracks.forEach(function (t) {
         var f = card(t.track_id);
         if (!f.history.length) f.history = t.history.slice();
-        onFace({type: "seed", track_id: t.track_id, verdict: t.verdict, score: t.score});
+        onFace({type: "seed", track_id: t.track_id, verdict: t.verdict, score: t.score, not_judged: t.not_judged});
+      });
+    }).catch(function () {});
+  }
+  // A face too small or cut off by the frame's edge is tracked but not judged, so no event carries it: the
+  // polled list of faces keeps its card, saying so, instead of a stale "uncertain".
+  function pollUnjudged() {
+    if (ended) return;
+    fetch(withToken("/api/tracks")).then(function (r) { return r.json(); }).then(function (d) {
+      d.tracks.forEach(function (t) {
+        var f = faces.get(t.track_id);
+        if (t.not_judged || (f && f.card.classList.contains("not-judged")))
+          onFace({type: "seed", track_id: t.track_id, verdict: t.verdict, score: t.score, not_judged: t.not_judged});
       });
     }).catch(function () {});
   }
@@ -174,5 +187,6 @@
   source.onmessage = function (m) { onRecord(JSON.parse(m.data)); };
   status();
   setInterval(status, 1000);
+  setInterval(pollUnjudged, 1000);
   setInterval(tick, 500);
 })();

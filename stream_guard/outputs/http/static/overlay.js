@@ -27,6 +27,12 @@
     if (b) { b.el.remove(); boxes.delete(id); }
   }
   function clear() { Array.from(boxes.keys()).forEach(remove); }
+  // as the video's labels: "real 0.31", "cut off, was real 0.31", "too small" (never judged)
+  function labelText(r) {
+    var judged = r.score === null || r.score === undefined ? null : r.verdict + " " + Number(r.score).toFixed(2);
+    if (r.not_judged) return r.not_judged + (judged ? ", was " + judged : "");
+    return judged || r.verdict + " --";
+  }
   function onFace(r) {
     if (r.track_state === "lost") { remove(r.track_id); return; }
     var b = boxes.get(r.track_id), now = Date.now();
@@ -44,10 +50,20 @@
     b.seen = now;
     b.box = r.box;
     b.el.dataset.box = r.box.join(",");  // source pixels, for checks
-    b.el.className = "box " + r.verdict;
-    b.label.textContent = "#" + r.track_id + " " + r.verdict + " " +
-      (r.score === null || r.score === undefined ? "--" : Number(r.score).toFixed(2));
+    b.el.className = "box " + (r.not_judged ? "not-judged" : r.verdict);
+    b.label.textContent = "#" + r.track_id + " " + labelText(r);
     place(b);
+  }
+  // A face too small or cut off by the frame's edge is tracked but not judged, so no event carries it: the
+  // polled list of faces draws it (grey, as on the video), and keeps a face that stops being judged in view.
+  function pollUnjudged() {
+    fetch(withToken("/api/tracks")).then(function (r) { return r.json(); }).then(function (d) {
+      if (!size) return;
+      d.tracks.forEach(function (t) {
+        if (t.not_judged) onFace(t);
+        else if (boxes.has(t.track_id) && boxes.get(t.track_id).el.classList.contains("not-judged")) onFace(t);
+      });
+    }).catch(function () { /* the run has ended */ });
   }
   function onRecord(r) {
     window.sgOverlay.events++;
@@ -60,6 +76,7 @@
     var now = Date.now();
     boxes.forEach(function (b, id) { if (now - b.seen > Math.max(1000, 4 * b.interval)) remove(id); });
   }, 200);
+  setInterval(pollUnjudged, 250);
   window.addEventListener("resize", function () { boxes.forEach(place); });
   var source = new EventSource(withToken("/events"));
   source.onmessage = function (m) { onRecord(JSON.parse(m.data)); };
