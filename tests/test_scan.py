@@ -233,6 +233,9 @@ def test_a_scan_that_could_not_read_a_file_does_not_claim_it_found_no_fake(clips
     data = json.loads((report / "report.json").read_text())
     assert data["counts"] == {"fake": 0, "real": 3, "no-face": 1, "error": 1} and not data["fake_found"]
     assert "Traceback" not in result.stderr
+    # the report's headline says so too (it read "no fake found: 5 files")
+    page = (report / "report.html").read_text()
+    assert "<b>no fake found, but 1 file(s) could not be read, so they were not checked</b>" in page
 
 
 def test_scan_user_errors_are_one_line(tmp_path: Path, placeholder_model: Path) -> None:

@@ -1,6 +1,7 @@
 """Verdict hysteresis, provider choice, source parsing and which model folder --model means."""
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -195,6 +196,16 @@ def test_a_folder_or_named_pipe_given_as_a_file_says_what_it_is(tmp_path: Path) 
     assert "is a folder, not a video file" in str(missing_file("clips", tmp_path))
     assert "is not a regular file (a named pipe" in str(missing_file("pipe.mp4", tmp_path / "pipe.mp4"))
     assert str(missing_file("gone.mp4", tmp_path / "gone.mp4")) == "no such file: gone.mp4"
+
+
+def test_a_url_missing_its_colon_or_a_slash_is_pointed_out(tmp_path: Path) -> None:
+    for typed, meant in (("rtsp//127.0.0.1:8554/live", "rtsp://127.0.0.1:8554/live"),
+                         ("https:/cdn.example.com/a.mp4", "https://cdn.example.com/a.mp4")):
+        with pytest.raises(SourceNotFoundError, match=f"did you mean {re.escape(meant)} \\?"):
+            parse_source(typed)
+    with pytest.raises(SourceNotFoundError) as e:
+        parse_source(str(tmp_path / "rtsp" / "clip.mp4"))
+    assert "did you mean" not in str(e.value)
 
 
 def test_quotes_pasted_around_a_source_are_not_part_of_it(tmp_path: Path) -> None:

@@ -205,7 +205,10 @@ def render_html(data: dict) -> str:
             'meaningless.</p>') if not data["model_trained"] else ""
     stopped = '<p class="warn">The scan was interrupted: not every file was analysed.</p>' \
         if data["interrupted"] else ""
-    headline = "at least one fake found" if data["fake_found"] else "no fake found"
+    unread = data["counts"].get("error", 0)
+    headline = ("at least one fake found" if data["fake_found"] else
+                f"no fake found, but {unread} file(s) could not be read, so they were not checked" if unread
+                else "no fake found")  # as the command's last line says: not a claim about unchecked files
     named = f" ({html.escape(data['threshold_name'])})" if data.get("threshold_name") else ""
     has_maps = any(t["explanation"] for f in data["files"] for t in f["tracks"])
     explained = ("; occlusion maps show what that window's score rests on: each part of the face hidden in turn, "

@@ -258,6 +258,9 @@ def missing_file(text: str, path: Path) -> SourceNotFoundError:
                                    "or pipe the video into stream-guard watch -")
     if path.is_symlink():
         return SourceNotFoundError(f"{text}: is a broken link (to {os.readlink(path)}, which does not exist)")
+    typo = re.match(r"^([a-zA-Z][a-zA-Z0-9+.-]*)(//|:/)(?=[^/])", text)  # rtsp//host, rtsp:/host
+    if typo and typo.group(1).lower() in NETWORK_SCHEMES:
+        return SourceNotFoundError(f"no such file: {text}; did you mean {typo.group(1)}://{text[typo.end():]} ?")
     hint = "; a network address needs its scheme: rtsp://..., https://..." if _ADDRESS.match(text) else ""
     return SourceNotFoundError(f"no such file: {text}{hint}")
 
