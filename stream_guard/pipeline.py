@@ -427,7 +427,9 @@ class Pipeline:
                 self.stop_event.is_set() and not self._ended)))
             self.stop_event.set()
             ahead.closed.set()
-            capture.join(timeout=5)
+            # stopped, the capture thread may be waiting in a read that cannot be broken off (standard input
+            # or a stream that stalled): it is not waited for past a grace, and ends with the process
+            capture.join(timeout=0.5 if interrupted else 5)  # (the detection thread gave it STOP_GRACE_S)
             ahead.join(timeout=5)
             summary = self._summary(source_spec.display_name, capture, frames, analyzer, interrupted,
                                     error, workers)

@@ -67,3 +67,37 @@ def test_a_terminal_on_stdin_is_named_at_once() -> None:
         os.close(child)
     assert result.returncode == 3, result.stderr.decode()
     assert "stdin: is the terminal, not a video: pipe one in" in result.stderr.decode()
+
+
+def test_ctrl_c_is_prompt_when_the_program_piping_in_stalls(tmp_path: Path, placeholder_model: Path) -> None:
+    """The program upstream sent part of a video and then nothing, its end of the pipe still open: the capture
+    thread waits in a read that cannot be broken off, and the stop waited 5 s for it (6.3 s in all); the
+    recording is finalised with every frame that came."""
+    import signal
+    import time
+
+    clip = make_clip_with_sound(tmp_path / "clip.mp4", seconds=6.0, fps=FPS, burst=BURST, flash=True)
+    piped = tmp_path / "piped.ts"
+    remux(clip, piped, "mpegts")
+    out = tmp_path / "out.mp4"
+    proc = subprocess.Popen([sys.executable, "-m", "stream_guard", "watch", "-", "--out", str(out), "--model",
+                             str(placeholder_model)], stdin=subprocess.PIPE, stderr=subprocess.PIPE, cwd=REPO)
+    assert proc.stdin is not None
+    try:
+        proc.stdin.write(piped.read_bytes()[: piped.stat().st_size // 2])  # then nothing, the pipe left open
+        proc.stdin.flush()
+        time.sleep(8)  # every frame that came is analysed; the capture thread waits for more
+        t0 = time.monotonic()
+        proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=30)
+        stop_s = time.monotonic() - t0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        proc.stdin.close()
+    stderr = proc.stderr.read().decode() if proc.stderr else ""
+    print(f"\nstopped in {stop_s:.2f} s")
+    assert proc.returncode == 130 and stop_s < 4.0, (stop_s, stderr)
+    with av.open(str(out)) as recording:
+        assert 0 < recording.streams.video[0].frames < 6 * FPS
