@@ -82,3 +82,14 @@ def test_bad_stream_urls_are_one_line(tmp_path: Path) -> None:
                          ("srt://host:9000", "SRT is not in")):
         result = run_cli("demo", "--seconds", "1", "--out-dir", out, "--stream-to", url)
         assert result.returncode == 2 and len(result.stderr_lines) == 1 and problem in result.stderr, result.stderr
+
+
+def test_a_server_name_that_does_not_resolve_is_named(six_second_clip: Path, placeholder_model: Path,
+                                                      caplog: pytest.LogCaptureFixture) -> None:
+    """A misspelt server name: FFmpeg says only "Input/output error", retried for the whole run."""
+    import logging
+
+    with caplog.at_level(logging.WARNING, logger="stream_guard.outputs.live_stream"):
+        summary = run_realtime(six_second_clip, placeholder_model, stream_to="rtmp://no-such-host.invalid/live/x")
+    assert summary.failed_outputs == ()  # the run goes on, as for a server that is down
+    assert "cannot resolve host name 'no-such-host.invalid'" in caplog.text, caplog.text

@@ -28,6 +28,7 @@ from stream_guard.outputs.live_sound import SOUND_CODECS, LiveSound
 from stream_guard.outputs.video_file import add_timed_h264_stream, keyframe_every, mux_at_ms
 from stream_guard.outputs.webhook import redact
 from stream_guard.sound_bus import SoundFeed
+from stream_guard.sources.pyav_source import unresolvable_host
 from stream_guard.sources.capture import ReconnectPolicy
 from stream_guard.types import FrameResult, StreamInfo
 
@@ -148,5 +149,9 @@ class LiveStreamSink:
         delay = self.retry.delay(self._failures, self._rng)
         self._retry_at = now + delay
         level = logging.WARNING if self._failures == 1 else logging.DEBUG
+        why = getattr(error, "strerror", None) or error
+        host = unresolvable_host(self.url) if self._failures == 1 else None  # FFmpeg says only "I/O error"
+        if host is not None:
+            why = f"cannot resolve host name '{host}'"
         log.log(level, "stream-to %s: cannot send (%s); retrying in %.1f s, then with back-off up to %g s",
-                redact(self.url), getattr(error, "strerror", None) or error, delay, self.retry.max_s)
+                redact(self.url), why, delay, self.retry.max_s)

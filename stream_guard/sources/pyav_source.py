@@ -56,7 +56,7 @@ _VARIANT_FORMATS = frozenset({"hls", "dash"})
 _TEXT_FORMATS = frozenset({"tty", "bin", "xbin", "adf", "idf"})
 
 
-def _unresolvable_host(url: str) -> str | None:
+def unresolvable_host(url: str) -> str | None:
     """The host name of ``url`` if it does not resolve (the usual cause of FFmpeg's vague EIO)."""
     try:
         host = urlsplit(url).hostname
@@ -109,7 +109,7 @@ def _wrap_open_error(spec: SourceSpec, e: Exception) -> SourceError:
         return SourceError(f"{name}: this FFmpeg build (PyAV's) cannot read {scheme}:// streams; relay the stream "
                            f"to udp:// (e.g. srt-live-transmit {scheme}://... udp://127.0.0.1:1234) and watch that")
     if spec.kind == "network" and not isinstance(e, (av.error.HTTPUnauthorizedError, av.error.HTTPForbiddenError)):
-        host = _unresolvable_host(spec.url)
+        host = unresolvable_host(spec.url)
         if host is not None:
             return SourceUnreachableError(f"{name}: cannot resolve host name '{host}'")
         if isinstance(e, (av.error.InvalidDataError, av.error.EOFError)):
