@@ -31,7 +31,7 @@ from stream_guard.model.providers import resolve_providers
 from stream_guard.model.scorer import FaceScorer
 from stream_guard.outputs.base import Sink
 from stream_guard.outputs.events import JsonlEventSink
-from stream_guard.outputs.video_file import VideoFileSink
+from stream_guard.outputs.video_file import VideoFileSink, is_kept_segment
 from stream_guard.outputs.worker import SinkWorker
 from stream_guard.paths import bundled_model, models_dir
 from stream_guard.service import ServiceHeartbeat
@@ -371,6 +371,11 @@ class Pipeline:
         check_outputs_spare_the_source(Path(source_spec.url) if source_spec.kind == "file" else None,
                                        [(outputs.out_path if outputs.out_segment_s is None else None, "--out"),
                                         (outputs.events_path, "--events")])
+        if (source_spec.kind == "file" and outputs.out_path is not None and outputs.out_keep is not None
+                and is_kept_segment(Path(source_spec.url), outputs.out_path)):
+            raise ConfigError(f"--out-keep {outputs.out_keep}: {source_spec.display_name} is one of the segments "
+                              f"--out {outputs.out_path} keeps the newest {outputs.out_keep} of, and could be deleted: "
+                              "give --out another name or folder")
         model = load_model(self.config)
         sound = SoundBus() if sound_wanted(self.config, source_spec) else None
         _check_sound_device(self.config.source.sound_device, source_spec, sound is not None)

@@ -483,3 +483,13 @@ def test_an_events_file_the_disk_refuses_is_written_again_when_there_is_room(tmp
     assert proc.stdout.strip() == f"--events {path}: {gap['records']} record(s) could not be written (the errors " \
                                   "are above)"
     assert proc.stderr.count("cannot write (File too large)") == 1  # said once, not once a frame
+
+
+def test_out_keep_refuses_to_rotate_away_the_video_it_reads(watch, two_faces_clip: Path, tmp_path: Path) -> None:
+    """Checking an old segment again with the monitor's own options deleted it: it is one of the files
+    --out-keep counts, and the oldest."""
+    old = tmp_path / "door_20200101T000000.000Z.mp4"
+    old.write_bytes(two_faces_clip.read_bytes())
+    assert_one_error_line(watch(str(old), "--out", str(tmp_path / "door.mp4"), "--out-segment", "1", "--out-keep",
+                                "1"), 2, "--out-keep 1", "is one of the segments", "could be deleted")
+    assert old.read_bytes() == two_faces_clip.read_bytes()

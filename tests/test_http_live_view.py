@@ -92,6 +92,14 @@ def get(url: str, headers: dict[str, str] | None = None, timeout: float = 30) ->
         return e.code, e.read(), dict(e.headers)
 
 
+def open_page(browser, url: str, errors: list[str], **options):
+    """A new page of ``browser`` at ``url`` whose script errors are added to ``errors``."""
+    page = browser.new_page(**options)
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.goto(url)
+    return page
+
+
 @pytest.fixture(scope="module")
 def long_clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """40 s of two faces crossing slowly at 10 fps: time enough for a browser to attach (the test
@@ -109,9 +117,7 @@ def test_dashboard_overlay_api_and_metrics_in_chromium(long_clip: Path, placehol
         status, body, _ = get(f"{base}/healthz")
         assert status == 200 and json.loads(body)["status"] == "ok"
 
-        dash = browser.new_page(viewport={"width": 1280, "height": 800})
-        dash.on("pageerror", lambda e: errors.append(str(e)))
-        dash.goto(f"{base}/")
+        dash = open_page(browser, f"{base}/", errors, viewport={"width": 1280, "height": 800})
         # live events arrive, a card per face with a drawn chart, the log, and H.264 video playing
         dash.wait_for_function("window.sgStats && window.sgStats.tracks >= 40", timeout=WAIT_MS)  # ~2 s per face
         dash.wait_for_function("document.querySelectorAll('.face-card').length === 2", timeout=WAIT_MS)
@@ -138,16 +144,14 @@ def test_dashboard_overlay_api_and_metrics_in_chromium(long_clip: Path, placehol
         assert dash.get_attribute("#status span[title^='model_sha256']", "title").startswith(f"model_sha256 {digest}")
         dash.screenshot(path=str(tmp_path / "dashboard.png"))
 
-        mjpeg = browser.new_page()  # the MJPEG fallback, as a browser without MSE would get it
-        mjpeg.on("pageerror", lambda e: errors.append(str(e)))
-        mjpeg.goto(f"{base}/?video=mjpeg")
+        # the MJPEG fallback, as a browser without MSE would get it
+        mjpeg = open_page(browser, f"{base}/?video=mjpeg", errors)
         mjpeg.wait_for_function("document.getElementById('stream').naturalWidth === 640", timeout=WAIT_MS)
         assert mjpeg.evaluate("window.sgVideo.mode") == "mjpeg"
         mjpeg.close()
 
-        overlay = browser.new_page(viewport={"width": 1280, "height": 720})  # twice the stream's size
-        overlay.on("pageerror", lambda e: errors.append(str(e)))
-        overlay.goto(f"{base}/overlay")
+        # twice the stream's size
+        overlay = open_page(browser, f"{base}/overlay", errors, viewport={"width": 1280, "height": 720})
         overlay.wait_for_function("document.querySelectorAll('.box').length === 2", timeout=WAIT_MS)
         labels = overlay.eval_on_selector_all(".box .label", "els => els.map(e => e.textContent)")
         assert all(re.fullmatch(r"#\d+ (real|fake|uncertain) (\d\.\d\d|--)", t) for t in labels), labels
@@ -208,9 +212,7 @@ def test_the_overlay_keeps_a_face_that_fills_the_frame_and_its_label_on_the_page
     errors: list[str] = []
     with LiveRun("watch", str(clip), "--realtime", "--model", str(placeholder_model), "--serve", "127.0.0.1:0") as run:
         base = run.wait_for_url()
-        overlay = browser.new_page(viewport={"width": 640, "height": 640})
-        overlay.on("pageerror", lambda e: errors.append(str(e)))
-        overlay.goto(f"{base}/overlay")
+        overlay = open_page(browser, f"{base}/overlay", errors, viewport={"width": 640, "height": 640})
         overlay.wait_for_function("document.querySelectorAll('.box').length === 1", timeout=WAIT_MS)
         source_box = [float(v) for v in overlay.get_attribute(".box", "data-box").split(",")]
         assert source_box[1] < 0 or source_box[0] < 0, source_box  # the box reaches beyond the frame
@@ -232,15 +234,11 @@ def test_faces_too_small_to_judge_are_shown_as_such_on_the_overlay_and_the_dashb
     with LiveRun("watch", str(long_clip), "--realtime", "--model", str(placeholder_model), "--min-face", "300",
                  "--serve", "127.0.0.1:0") as run:
         base = run.wait_for_url()
-        overlay = browser.new_page(viewport={"width": 640, "height": 360})
-        overlay.on("pageerror", lambda e: errors.append(str(e)))
-        overlay.goto(f"{base}/overlay")
+        overlay = open_page(browser, f"{base}/overlay", errors, viewport={"width": 640, "height": 360})
         overlay.wait_for_function("document.querySelectorAll('.box.not-judged').length === 2", timeout=WAIT_MS)
         labels = [e.inner_text() for e in overlay.query_selector_all(".box .label")]
         assert all(re.fullmatch(r"#\d+ too small", t) for t in labels), labels
-        dash = browser.new_page()
-        dash.on("pageerror", lambda e: errors.append(str(e)))
-        dash.goto(f"{base}/")
+        dash = open_page(browser, f"{base}/", errors)
         dash.wait_for_function("document.querySelectorAll('.face-card.not-judged').length === 2", timeout=WAIT_MS)
         dash.wait_for_timeout(3000)  # longer than a card takes to fade when its face sends nothing
         verdicts = [e.inner_text() for e in dash.query_selector_all(".face-card .verdict")]
@@ -258,9 +256,7 @@ def test_dashboard_shows_open_alerts_and_metrics_count_them(long_clip: Path, pla
     with LiveRun("watch", str(long_clip), "--realtime", "--model", str(placeholder_model), "--threshold", "0",
                  "--serve", "127.0.0.1:0") as run:
         base = run.wait_for_url()
-        dash = browser.new_page(viewport={"width": 1280, "height": 800})
-        dash.on("pageerror", lambda e: errors.append(str(e)))
-        dash.goto(f"{base}/")
+        dash = open_page(browser, f"{base}/", errors, viewport={"width": 1280, "height": 800})
         dash.wait_for_function("window.sgStats && window.sgStats.alerts >= 2", timeout=WAIT_MS)
         dash.wait_for_function("document.querySelectorAll('.face-card.alerting').length === 2", timeout=WAIT_MS)
         banner = dash.inner_text("#alerts")
@@ -268,9 +264,7 @@ def test_dashboard_shows_open_alerts_and_metrics_count_them(long_clip: Path, pla
         assert len(dash.query_selector_all("#log-body tr.alert")) == 2
         dash.screenshot(path=str(tmp_path / "alerts.png"))
 
-        late = browser.new_page()
-        late.on("pageerror", lambda e: errors.append(str(e)))
-        late.goto(f"{base}/")
+        late = open_page(browser, f"{base}/", errors)
         late.wait_for_function("document.querySelectorAll('#log-body tr.alert').length === 2", timeout=WAIT_MS)
 
         families = {f.name: f for f in text_string_to_metric_families(get(f"{base}/metrics")[1].decode())}
@@ -291,9 +285,7 @@ def test_the_dashboard_says_the_run_ended(long_clip: Path, placeholder_model: Pa
     with LiveRun("watch", str(long_clip), "--realtime", "--model", str(placeholder_model),
                  "--serve", "127.0.0.1:0") as run:
         base = run.wait_for_url()
-        dash = browser.new_page()
-        dash.on("pageerror", lambda e: errors.append(str(e)))
-        dash.goto(f"{base}/")
+        dash = open_page(browser, f"{base}/", errors)
         dash.wait_for_function("window.sgStats && window.sgStats.tracks > 0 && "
                                "document.getElementById('status').textContent.includes('state connected')",
                                timeout=WAIT_MS)

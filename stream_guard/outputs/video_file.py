@@ -121,6 +121,21 @@ _WRITE_AS_YOU_GO = {".mp4": FRAGMENTED_MP4, ".mov": FRAGMENTED_MP4, ".mkv": _SHO
 _LIVE_VP9 = {"deadline": "realtime", "cpu-used": "8", "lag-in-frames": "0", "row-mt": "1"}
 
 
+def segment_pattern(out: Path) -> str:
+    """The names of the segments ``--out OUT --out-segment`` writes (``OUT_<UTC stamp>.mp4``) as a regex,
+    group 1 the stem: what ``--out-keep`` counts, and deletes beyond its number."""
+    return rf"^({re.escape(out.stem)}_{STAMP_PATTERN}){re.escape(out.suffix)}$"
+
+
+def is_kept_segment(path: Path, out: Path) -> bool:
+    """Whether ``--out OUT --out-keep N`` may delete ``path``: a segment of OUT's, in OUT's folder."""
+    try:
+        same_folder = path.resolve().parent == out.resolve().parent
+    except OSError:
+        return False
+    return same_folder and re.match(segment_pattern(out), path.name) is not None
+
+
 class VideoFileSink:
     """Encodes ``result.annotated`` (H.264 for .mp4/.mkv/.mov), every frame it is given.
 
@@ -168,8 +183,8 @@ class VideoFileSink:
         self._resume_at: float | None = None  # after a file the disk refused: start a new one at this time
         self.files: list[Path] = []  # every file this run wrote, the open one last
         self._kept = None if keep is None else NewestKept(
-            self.path.parent, rf"^({re.escape(self.path.stem)}_{STAMP_PATTERN}){re.escape(self.path.suffix)}$",
-            lambda stem: (self.path.with_name(stem + self.path.suffix),), keep)
+            self.path.parent, segment_pattern(self.path), lambda stem: (self.path.with_name(stem + self.path.suffix),),
+            keep)
         self._info: StreamInfo | None = None
         self._fps = 30.0
         self._container: av.container.OutputContainer | None = None
