@@ -25,7 +25,7 @@ from stream_guard.evaluate import read_manifest
 from stream_guard.model.contract import load_model_spec
 from stream_guard.sources.probe import DEFAULT_MAX_MEGAPIXELS, check_frame_size
 from stream_guard.sources.pyav_source import PyAVSource
-from stream_guard.sources.spec import SourceSpec, parse_source, redact_url
+from stream_guard.sources.spec import SourceSpec, parse_source, redact_text, redact_url
 from stream_guard.verify_evidence import check_folder
 
 settings.register_profile("ci", max_examples=40, deadline=None, derandomize=True,
@@ -74,6 +74,18 @@ def test_redacted_url_never_shows_the_password(url: str, secret: str) -> None:
     scheme, rest = url.split("://", 1)
     with_secret = f"{scheme}://user:{secret}@{rest.split('@')[-1]}"
     assert f"user:{secret}" not in redact_url(with_secret)
+
+
+@fuzz
+@given(st.sampled_from(SCHEMES), st.text(string.ascii_letters + string.digits + "#?/@:%", min_size=1, max_size=12),
+       st.from_regex(r"[a-z0-9.-]{1,12}(:[0-9]{1,5})?(/[a-zA-Z0-9._/-]{0,12})?", fullmatch=True))
+def test_a_password_typed_with_url_characters_is_hidden_whole(scheme: str, secret: str, rest: str) -> None:
+    """A password with # ? / @ typed as it is (not percent-encoded) leaked through the URL's own parsing:
+    ``rtsp://viewer:pa#ss@host`` showed in full. Everything between the scheme and the host is hidden,
+    in a URL and in a message quoting one."""
+    with_secret = f"{scheme}://viewer:{secret}@{rest}"
+    assert redact_url(with_secret) == f"{scheme}://***@{rest}"
+    assert redact_text(f"failed: {with_secret} (retrying)") == f"failed: {scheme}://***@{rest} (retrying)"
 
 
 # ------------------------------------------------------------------ containers

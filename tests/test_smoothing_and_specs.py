@@ -231,6 +231,15 @@ def test_an_address_typed_without_its_scheme_is_hinted(text: str, hinted: bool) 
 def test_redact_url() -> None:
     assert redact_url("rtsp://admin:pw@10.0.0.2:554/s") == "rtsp://***@10.0.0.2:554/s"
     assert redact_url("rtsp://10.0.0.2/s") == "rtsp://10.0.0.2/s"
+    assert redact_url("rtsp://viewer:pa#ss@10.0.0.2:9/s") == "rtsp://***@10.0.0.2:9/s"  # a raw # in the password
+    assert redact_url("https://cdn.example.com/@alice/a.mp4") == "https://cdn.example.com/@alice/a.mp4"
+
+
+def test_a_password_with_a_raw_hash_is_hidden_in_the_error_that_names_it() -> None:
+    """It was printed in full, as "the port is not a number" (the # cut the URL's host part short)."""
+    with pytest.raises(ConfigError) as e:
+        parse_source("rtsp://viewer:pa#ss@127.0.0.1:9/stream")
+    assert "pa#ss" not in str(e.value) and "percent-encoded (%23 for #" in str(e.value)
 
 
 def test_model_by_shipped_name_from_any_directory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

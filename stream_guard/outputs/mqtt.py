@@ -28,7 +28,7 @@ from stream_guard import __version__
 from stream_guard.errors import ConfigError, OutputError
 from stream_guard.model.provenance import Provenance
 from stream_guard.outputs.alerts import RAISED, Alert, AlertOptions, AlertSink
-from stream_guard.sources.spec import redact_text
+from stream_guard.sources.spec import redact_text, redact_url
 from stream_guard.types import StreamInfo
 
 log = logging.getLogger(__name__)
@@ -89,8 +89,9 @@ def parse_mqtt_url(url: str) -> MqttTarget:
     try:
         parts = urlsplit(url)
         port = parts.port
-    except ValueError as e:
-        raise ConfigError(f"--mqtt: not a valid URL ({e})") from e
+    except ValueError:  # (its text may quote part of a password)
+        raise ConfigError(f"--mqtt {redact_url(url)}: not a valid URL: its port is not a number, or a password holds "
+                          "# ? / or @ as it is (write them percent-encoded: %23, %3F, %2F, %40)") from None
     shown = f"{parts.scheme}://{parts.hostname or ''}" if "://" in url else f"{url.rsplit('@', 1)[-1]} (no scheme://)"
     if parts.scheme not in PORTS:
         raise ConfigError(f"--mqtt {shown}: only mqtt:// and mqtts:// URLs are supported")

@@ -70,7 +70,9 @@ class SourceSpec:
 
 
 # scheme://USERINFO@ : everything up to the last "@" before the path (an unescaped "@" in a password included)
-_USERINFO = re.compile(r"^([a-zA-Z][a-zA-Z0-9+.-]*://)[^/?#]*@")
+# A password typed with a raw # ? / or @ (which a URL should carry percent-encoded) is hidden too: after
+# "user:", everything up to the last @ (this may hide more than the password of a URL whose path has an @).
+_USERINFO = re.compile(r"^([a-zA-Z][a-zA-Z0-9+.-]*://)(?:[^/?#:@]+:.*|[^/?#@]*)@")
 
 
 def redact_url(url: str) -> str:
@@ -80,7 +82,7 @@ def redact_url(url: str) -> str:
 
 
 # scheme://USERINFO@ anywhere in a text (an error message can quote a URL)
-_URL_USERINFO = re.compile(r"([a-zA-Z][a-zA-Z0-9+.-]*://)[^/\s?#@]*@")
+_URL_USERINFO = re.compile(r"([a-zA-Z][a-zA-Z0-9+.-]*://)(?:[^/\s?#:@]+:\S*|[^/\s?#@]*)@")
 
 
 def redact_text(text: str) -> str:
@@ -294,6 +296,10 @@ def parse_source(text: str, platform: str = sys.platform) -> SourceSpec:
         try:
             port = urlsplit(text).port
         except ValueError:
+            if redact_url(text) != text and re.search(r"[/?#@]", _USERINFO.match(text).group(0)[len(name) + 3:-1]):
+                raise ConfigError(f"{redact_url(text)}: the password holds a character a URL cannot carry as it is "
+                                  "(# ? / @): write it percent-encoded (%23 for #, %3F for ?, %2F for /, %40 for @)"
+                                  ) from None
             raise ConfigError(f"{redact_url(text)}: the port is not a number from 0 to 65535") from None
         if name in ("udp", "srt") and port is None:
             raise ConfigError(f"{redact_url(text)}: {name}:// needs the port the stream comes to: {name}://HOST:PORT "
