@@ -176,10 +176,28 @@ class _Parser(argparse.ArgumentParser):
     """Reads ``@FILE`` arguments as options files: shell-like words, any number a line, ``#`` comments."""
 
     def convert_arg_line_to_args(self, arg_line: str) -> list[str]:
-        try:
-            return shlex.split(arg_line, comments=True)
+        try:  # a byte-order mark (a file saved by Notepad) is not part of the first word
+            return shlex.split(_without_comment(arg_line.lstrip("\ufeff")))
         except ValueError as e:  # an unclosed quote
             self.error(f"options file line {arg_line.strip()!r}: {e}")
+
+
+def _without_comment(line: str) -> str:
+    """``line`` up to its ``#`` comment, as a shell reads one: a ``#`` that starts a word, outside quotes
+    (``--out take#2.mp4`` and a password's ``#`` are kept; shlex's own comments end any word at a ``#``)."""
+    quote, escaped = None, False
+    for i, c in enumerate(line):
+        if escaped:
+            escaped = False
+        elif c == "\\" and quote != "'":
+            escaped = True
+        elif quote:
+            quote = None if c == quote else quote
+        elif c in "'\"":
+            quote = c
+        elif c == "#" and (i == 0 or line[i - 1].isspace()):
+            return line[:i]
+    return line
 
 
 def _add_sound_option(parser: argparse.ArgumentParser) -> None:
@@ -509,16 +527,22 @@ def cmd_watch(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
+    from stream_guard.writable import check_writable_file, write_text
+
     out_dir: Path = args.out_dir
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise OutputError(f"--out-dir {out_dir}: cannot create ({e.strerror})") from e
+    try:
         (out_dir / "events.jsonl").unlink(missing_ok=True)  # the folder holds this run's outputs only
     except OSError as e:
-        raise StreamGuardError(f"--out-dir {out_dir}: cannot create ({e.strerror})") from e
+        raise OutputError(f"--out-dir {out_dir}: cannot replace the earlier events.jsonl ({e.strerror})") from e
+    check_writable_file(out_dir / "summary.json", "--out-dir")  # now, not after the run
     config = _config(args, "demo", out_dir / "demo.mp4", out_dir / "events.jsonl", demo_seconds=args.seconds,
                      realtime=args.serve is not None)  # a live view plays the demo at its own pace
     summary = _run_with_signals(config)
-    (out_dir / "summary.json").write_text(json.dumps(summary.to_json(), indent=2) + "\n")
+    write_text(out_dir / "summary.json", json.dumps(summary.to_json(), indent=2) + "\n", "--out-dir")
     _print_summary(summary)
     print(f"demo outputs in {out_dir.resolve()}/: demo.mp4 (annotated video), events.jsonl, summary.json",
           file=sys.stderr)
@@ -641,9 +665,21 @@ COMMANDS = {"watch": cmd_watch, "demo": cmd_demo, "evaluate": cmd_evaluate, "com
             "systemd-unit": cmd_systemd_unit, "verify": cmd_verify}
 
 
+def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
+    """The command line, with its ``@FILE`` options files read (which imports the commands' modules: a second
+    or two to Ctrl-C in). A file that is not UTF-8 text, or that names itself, is a :class:`ConfigError`."""
+    try:
+        return _parser().parse_args(argv)
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"an @ options file is not UTF-8 text ({e.reason} at byte {e.start}): save it as UTF-8") \
+            from None
+    except RecursionError:
+        raise ConfigError("an @ options file names itself, or files that name each other, without end") from None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     try:
-        args = _parser().parse_args(argv)  # imports the commands' modules: a second or two to Ctrl-C in
+        args = _parse(argv)
         _setup_logging(args.verbose)
         return COMMANDS[args.command](args)
     except StoppedBeforeStart as e:
