@@ -609,8 +609,11 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 def cmd_compare(args: argparse.Namespace) -> int:
     from stream_guard.compare import compare_reports, print_comparison
     from stream_guard.evaluate import write_json
-    from stream_guard.writable import is_stdout
+    from stream_guard.writable import check_outputs_spare_the_source, is_stdout
 
+    for report in (args.report_a, args.report_b):  # an evaluation may have taken hours
+        check_outputs_spare_the_source(Path(report), [(args.json, "--json")],
+                                       "one of the reports compared: writing it would destroy it")
     result = compare_reports(args.report_a, args.report_b)
     print_comparison(result, sys.stderr if is_stdout(args.json) else sys.stdout)
     if args.json is not None:

@@ -26,9 +26,10 @@ class ScoredFile:
     score: float
 
 
-def load_scored_files(path: str | Path) -> tuple[str, dict[str, ScoredFile]]:
+def load_scored_files(path: str | Path, by_path: bool = False) -> tuple[str, dict[str, ScoredFile]]:
     """The model name and every scored file of an ``evaluate --json`` report, keyed by the
-    file's path relative to the manifest's folder. Raises ConfigError naming the problem."""
+    file's path relative to the manifest's folder (``by_path``: by its path as the report has it).
+    Raises ConfigError naming the problem."""
     path = Path(path)
     try:
         report = json.loads(path.read_text(encoding="utf-8"))
@@ -44,7 +45,7 @@ def load_scored_files(path: str | Path) -> tuple[str, dict[str, ScoredFile]]:
     for entry in report["files"]:
         try:
             file = entry["file"]
-            key = file if "://" in file else Path(os.path.relpath(file, root)).as_posix()  # a URL as it is
+            key = file if "://" in file or by_path else Path(os.path.relpath(file, root)).as_posix()  # a URL as it is
             files[key] = ScoredFile(LABELS[entry["label"]], float(entry["score"]))
         except (KeyError, TypeError, ValueError) as e:
             raise ConfigError(f"report {path}: malformed file entry {entry!r}") from e
@@ -86,6 +87,12 @@ def compare_reports(path_a: str | Path, path_b: str | Path) -> dict:
     """:func:`compare_scored` of two ``evaluate --json`` reports, with their model names."""
     model_a, a = load_scored_files(path_a)
     model_b, b = load_scored_files(path_b)
+    if not a.keys() & b.keys():
+        # a manifest of absolute paths, given by a relative name from two folders: its files, made relative
+        # to it from the folder compare runs in, differ; their own paths do not
+        by_path_a, by_path_b = load_scored_files(path_a, by_path=True)[1], load_scored_files(path_b, by_path=True)[1]
+        if by_path_a.keys() & by_path_b.keys():
+            a, b = by_path_a, by_path_b
     return {"model_a": model_a, "model_b": model_b, **compare_scored(a, b)}
 
 

@@ -116,3 +116,24 @@ def test_compare_releases_pairs_two_crossval_files(tmp_path: Path, capsys: pytes
     assert dfl.split()[1:3] == ["14", "8"] and dfl.endswith("A better") and "POOLED" not in lofo
     assert main([str(tmp_path / "MANIFEST.tsv"), str(tmp_path / "old" / "crossval.json"),
                  "--manifest", str(tmp_path / "MANIFEST.tsv")]) == 2
+
+
+def test_reports_of_a_manifest_of_absolute_paths_match_wherever_evaluate_ran(reports: tuple[Path, Path],
+                                                                             tmp_path: Path) -> None:
+    """The same manifest, evaluated from two folders (given as ``man/m.tsv`` and as ``m.tsv``): its files,
+    listed by absolute path, were made relative to each report's manifest path from compare's own folder,
+    so the two reports shared no file. And ``--json`` naming one of the reports overwrote it."""
+    good, weak = reports
+    a, b = json.loads(good.read_text()), json.loads(weak.read_text())
+    for report, manifest in ((a, "man/m.tsv"), (b, "m.tsv")):
+        report["manifest"] = manifest
+        for entry in report["files"]:
+            entry["file"] = str(tmp_path / "clips" / Path(entry["file"]).name)
+    (tmp_path / "a.json").write_text(json.dumps(a))
+    (tmp_path / "b.json").write_text(json.dumps(b))
+    result = run_cli("compare", str(tmp_path / "a.json"), str(tmp_path / "b.json"))
+    assert result.returncode == 0, result.stderr
+    before = (tmp_path / "a.json").read_text()
+    result = run_cli("compare", str(tmp_path / "a.json"), str(tmp_path / "b.json"), "--json", str(tmp_path / "a.json"))
+    assert result.returncode == 2 and "is one of the reports compared" in result.stderr
+    assert (tmp_path / "a.json").read_text() == before
