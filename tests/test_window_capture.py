@@ -224,3 +224,44 @@ def test_where_window_capture_is_not_possible_the_error_says_what_to_do(monkeypa
     monkeypatch.delenv("DISPLAY")
     with pytest.raises(ConfigError, match="window capture needs an X display"):
         parse_source("window:alice", platform="linux")
+
+
+def test_an_x_display_that_goes_away_is_a_dropped_source_not_a_crash(tmp_path: Path, placeholder_model: Path,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """The X server dies mid-run (the user logged out, a remote desktop closed): the capture thread crashed
+    with python-xlib's traceback while closing the dead connection."""
+    import json
+    import signal
+    import sys
+
+    from tests.conftest import REPO
+
+    if shutil.which("Xvfb") is None:
+        pytest.skip("not installed: Xvfb (tools/run_tests.sh installs it)")
+    events = tmp_path / "ev.jsonl"
+    servers: list[subprocess.Popen] = []
+    with running_xvfb(tmp_path / "xvfb.log", started=servers.append) as number:
+        monkeypatch.setenv("DISPLAY", f":{number}")
+        monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)
+        with TkWindow("Call with Bob", "640x480+100+100"):
+            proc = subprocess.Popen([sys.executable, "-m", "stream_guard", "watch", "window:bob", "--events",
+                                     str(events), "--model", str(placeholder_model)], cwd=REPO,
+                                    stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+            try:
+                deadline = time.monotonic() + 60
+                while not (events.exists() and '"type":"track"' in events.read_text()):
+                    assert proc.poll() is None and time.monotonic() < deadline, "the run did not get going"
+                    time.sleep(0.2)
+                servers[0].kill()  # the display is gone, its clients' connections with it
+                time.sleep(5)
+                proc.send_signal(signal.SIGINT)
+                _, stderr = proc.communicate(timeout=60)
+            finally:
+                if proc.poll() is None:
+                    proc.kill()
+                    proc.communicate()
+    assert "Traceback" not in stderr and "crashed" not in stderr, stderr
+    assert proc.returncode == 130, stderr
+    dropped = [r for r in map(json.loads, events.read_text().splitlines())
+               if r["type"] == "source" and r["state"] == "reconnecting"]
+    assert dropped and "X display" in dropped[0]["detail"], dropped

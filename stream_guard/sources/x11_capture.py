@@ -94,8 +94,8 @@ class X11CaptureSource(OpensInWith):
         assert self._display is not None and self._watch is not None
         try:
             geometry = self.target.geometry(self._display)
-        except SourceError:
-            return  # the X server went away: x11grab fails by itself
+        except SourceError as e:  # the X server went away: x11grab (shared memory) goes on with the last picture
+            raise SourceError(f"{self.source_id}: {e}") from e
         if geometry is None:
             return  # gone: x11grab fails by itself
         now = time.monotonic()

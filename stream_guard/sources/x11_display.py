@@ -125,7 +125,12 @@ class XDisplay:
             return []
 
     def close(self) -> None:
-        self.x.close()
+        from Xlib import error
+
+        try:
+            self.x.close()
+        except (error.ConnectionClosedError, OSError):  # the X server went away: nothing left to close
+            pass
 
 
 def screen_contents(display: str) -> tuple[list[X11Monitor], list[X11Window]]:

@@ -8,15 +8,16 @@ import shutil
 import subprocess
 import time
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 SCREEN = (1600, 1000)
 
 
 @contextlib.contextmanager
-def running_xvfb(log: Path, screen: tuple[int, int] = SCREEN) -> Iterator[int]:
-    """Start Xvfb; yield its display number once it accepts clients. Raises FileNotFoundError
-    if Xvfb is not installed."""
+def running_xvfb(log: Path, screen: tuple[int, int] = SCREEN,
+                 started: Callable[[subprocess.Popen[bytes]], None] = lambda _proc: None) -> Iterator[int]:
+    """Start Xvfb; yield its display number once it accepts clients (``started`` is given its process,
+    for a test that kills it). Raises FileNotFoundError if Xvfb is not installed."""
     exe = shutil.which("Xvfb")
     if exe is None:
         raise FileNotFoundError("Xvfb is not installed (Debian/Ubuntu: apt-get install xvfb)")
@@ -32,6 +33,7 @@ def running_xvfb(log: Path, screen: tuple[int, int] = SCREEN) -> Iterator[int]:
         )
     os.close(write_fd)
     try:
+        started(proc)
         number = _read_display_number(read_fd, proc, log, timeout=15.0)
         _wait_for_socket(Path(f"/tmp/.X11-unix/X{number}"), proc, timeout=5.0)
         yield number
