@@ -374,3 +374,18 @@ def test_gui_command_runs_and_stops_on_sigterm(xvfb: int, long_two_faces_clip: P
             proc.communicate()
     assert proc.returncode == 0, err
     assert "Traceback" not in err
+
+
+def test_a_live_source_that_drops_shows_in_the_status_bar(app: StreamGuardApp, long_two_faces_clip: Path) -> None:
+    """The camera's server goes away: the status bar kept saying "running | 30 fps" over the last, frozen
+    picture, though the run was reconnecting."""
+    from tests.support.rtsp_fixture import RtspServerProcess
+
+    with RtspServerProcess(long_two_faces_clip) as server:
+        app.set_source(server.url)
+        assert app.start()
+        assert pump_until(app, lambda: app.status_text.startswith("running"))
+        server.stop()
+        assert pump_until(app, lambda: app.status_text.startswith("source reconnecting"), timeout=30), \
+            app.status_text
+    app.stop()

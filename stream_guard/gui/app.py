@@ -14,6 +14,7 @@ import sys
 import threading
 import tkinter as tk
 from pathlib import Path
+from typing import Sequence
 from tkinter import filedialog, messagebox, ttk
 
 import cv2
@@ -67,6 +68,7 @@ class StreamGuardApp:
         self.view_size = view_size
         self.poll_ms = poll_ms
         self.frames_shown = 0
+        self._source_shown: dict | None = None  # the last source state change shown in the status bar
         self.last_error: str | None = None
         self.spec: ModelSpec | None = None
         self._sink: LatestResultSink | None = None
@@ -262,6 +264,8 @@ class StreamGuardApp:
                 result = self._sink.take()
                 if result is not None:
                     self._show_result(result)
+            if isinstance(self._thread, PipelineThread):
+                self._show_source_state(self._thread.pipeline.stats.source_events)
             if self._thread is not None and not self._thread.is_alive():
                 self._finish_thread()
         finally:
@@ -276,6 +280,18 @@ class StreamGuardApp:
         dropped = f" | {result.frames_dropped} dropped" if result.frames_dropped else ""
         self._set_status(f"running | {result.fps:.1f} fps | latency {result.latency_ms:.0f} ms | "
                          f"{len(result.faces)} face(s){dropped} | {self._model_text()}")
+
+    def _show_source_state(self, events: Sequence[dict]) -> None:
+        """A live source that dropped (a camera gone, a window closed) says so: no frame comes to replace
+        the last "running" status, which would otherwise stay over a frozen picture."""
+        last = events[-1] if events else None
+        if last is None or last is self._source_shown:
+            return
+        self._source_shown = last
+        if last["state"] != "connected":
+            attempt = f" (attempt {last['attempt']})" if last.get("attempt") else ""
+            detail = f": {last['detail']}" if last.get("detail") else ""
+            self._set_status(f"source {last['state']}{attempt}{detail} | {self._model_text()}")
 
     def _finish_thread(self) -> None:
         """Once the pipeline thread has ended: say how, reset the buttons."""
