@@ -53,13 +53,15 @@ def _threshold(text: str) -> float | str:
     return value
 
 
-def _add_run_options(p: argparse.ArgumentParser) -> None:
+def _add_run_options(p: argparse.ArgumentParser, show: bool = True) -> None:
+    """The options of a pipeline run; ``show``: with --show (evaluate's files are read far faster than they play)."""
     _add_model_options(p)
     p.add_argument("--detect-every", type=_detect_every, default=0, metavar="N",
                    help="run the face detector every N-th frame and track in between (default auto: "
                         "every frame, every 3rd for frames searched in tiles: 1400 px or more, or any size with "
                         "--detect-tiles always)")
-    p.add_argument("--show", action="store_true", help="show the annotated video in a window")
+    if show:
+        p.add_argument("--show", action="store_true", help="show the annotated video in a window")
 
 
 def _min_face(text: str) -> float:
@@ -275,7 +277,7 @@ def _parser() -> argparse.ArgumentParser:
                           help="draw the ROC curves (all files, each family) and the scores against the threshold "
                                "(.png, .svg, .pdf or .jpg)")
     evaluate.add_argument("--max-frames", type=_count, metavar="N", help="analyse at most N frames per file")
-    _add_run_options(evaluate)
+    _add_run_options(evaluate, show=False)
     _add_alert_rule_options(evaluate)
 
     compare = sub.add_parser("compare", parents=[common], help="is model A better than model B on the same clips?",
@@ -388,7 +390,7 @@ def _config(args: argparse.Namespace, source: str, out: Path | None, events: Pat
         model=ModelOptions(model_dir=args.model, provider=args.provider, threshold=args.threshold),
         detector=detector_options(args.detector, args.detect_tiles),
         analysis=analysis_options(args.detect_every, args.min_face_px),
-        outputs=OutputOptions(out_path=out, events_path=events, show=args.show, **_recording_outputs(args),
+        outputs=OutputOptions(out_path=out, events_path=events, show=getattr(args, "show", False), **_recording_outputs(args),
                               **_alert_outputs(args), **_serve_outputs(args)),
     )
 
