@@ -178,6 +178,10 @@ def test_a_window_is_also_found_by_its_id(display: str, placeholder_model: Path)
     assert result.returncode == 0 and decimal.returncode == 0, result.stderr + decimal.stderr  # as xdotool prints it
     assert gone.returncode == 3 and gone.stderr.strip().splitlines()[-1] == \
         f"stream-guard: error: no window 0x7ffffff on X display {display}"
+    with TkWindow("2024", "320x240+10+10"):  # a title that is a number, as the desktop app lists it
+        assert "window:2024" in source_choices()
+        numbered = run_cli("watch", "window:2024", "--model", str(placeholder_model), "--max-frames", "3")
+    assert numbered.returncode == 0, numbered.stderr
 
 
 def test_the_desktop_app_offers_the_open_windows(display: str, tmp_path: Path) -> None:

@@ -93,9 +93,13 @@ class WindowTarget:
         if _WINDOW_ID.fullmatch(self.wanted):
             window_id = int(self.wanted, 16) if self.wanted.lower().startswith("0x") else int(self.wanted)
             window = display.window(window_id)
-            if window is None:
+            if window is not None:
+                return window
+            # no window has that id: a title that is a number ("2024", as the app's list offers it)
+            titled = [w for w in display.windows() if self.wanted in w.title]
+            if not titled:
                 raise SourceNotFoundError(f"no window {self.wanted} on X display {display.name}")
-            return window
+            return choose_window(titled, self.wanted, display.name)
         return choose_window(display.windows(), self.wanted, display.name)
 
     def locate(self, display: XDisplay) -> Capture:
