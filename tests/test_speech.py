@@ -93,3 +93,16 @@ def test_pyttsx3_is_used_where_espeak_ng_is_missing(monkeypatch: pytest.MonkeyPa
         sink.close()
     assert engine.calls == [("say", "Warning: face 5 looks fake"), ("run",), ("say", "Face 5 cleared"), ("run",),
                             ("stop",)]
+
+
+def test_espeak_that_cannot_reach_a_sound_device_is_a_failure_said(tmp_path: Path) -> None:
+    """With no sound device espeak-ng prints "error: No such file or directory" and exits 0: alerts were
+    counted as spoken, in silence, with no warning."""
+    from stream_guard.outputs.speech import EspeakBackend
+
+    fake = tmp_path / "espeak-ng"
+    fake.write_text("#!/bin/sh\necho 'error: No such file or directory' >&2\nexit 0\n")
+    fake.chmod(0o755)
+    with pytest.raises(OSError, match="could not play the speech: error: No such file or directory"):
+        EspeakBackend(str(fake)).say("face 1 looks fake", None)
+    EspeakBackend(str(fake)).say("face 1 looks fake", tmp_path / "a.wav")  # writing a file needs no device

@@ -55,6 +55,8 @@ class EspeakBackend:
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=self.timeout_s, check=False)
         if proc.returncode != 0:
             raise OSError(f"espeak-ng exited with {proc.returncode}: {proc.stderr.strip()[-200:]}")
+        if wav_path is None and "error" in proc.stderr.lower():  # no sound device: it says so, and exits 0
+            raise OSError(f"espeak-ng could not play the speech: {proc.stderr.strip()[-200:]}")
 
     def close(self) -> None:
         pass
