@@ -390,7 +390,8 @@ def _config(args: argparse.Namespace, source: str, out: Path | None, events: Pat
         model=ModelOptions(model_dir=args.model, provider=args.provider, threshold=args.threshold),
         detector=detector_options(args.detector, args.detect_tiles),
         analysis=analysis_options(args.detect_every, args.min_face_px),
-        outputs=OutputOptions(out_path=out, events_path=events, show=getattr(args, "show", False), **_recording_outputs(args),
+        outputs=OutputOptions(out_path=out, events_path=events, show=getattr(args, "show", False),
+                              **_recording_outputs(args),
                               **_alert_outputs(args), **_serve_outputs(args)),
     )
 
@@ -570,7 +571,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     rows = read_manifest(args.manifest)
     for row in rows:
         if isinstance(row.path, Path):
-            check_outputs_spare_the_source(row.path, outputs, "one of the manifest's files: writing it would destroy it")
+            check_outputs_spare_the_source(row.path, outputs,
+                                           "one of the manifest's files: writing it would destroy it")
 
     def progress(i: int, n: int, name: str) -> None:
         print(f"[{i + 1}/{n}] {name}", file=sys.stderr, flush=True)

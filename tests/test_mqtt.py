@@ -197,8 +197,9 @@ def test_credentials_and_tls(two_faces_clip: Path, always_fake_model: Path, tmp_
     ("http://broker.local", "--mqtt http://broker.local: only mqtt:// and mqtts:// URLs are supported"),
     ("u:pw@broker.local", "--mqtt broker.local (no scheme://): only mqtt:// and mqtts:// URLs are supported"),
     ("mqtt://", "--mqtt mqtt://: the URL has no host"),
-    ("mqtt://broker.local:99999", "--mqtt mqtt://broker.local:99999: not a valid URL: its port is not a number, or a "
-                                  "password holds # ? / or @ as it is (write them percent-encoded: %23, %3F, %2F, %40)"),
+    ("mqtt://broker.local:99999", "--mqtt mqtt://broker.local:99999: not a valid URL: its port is not a number, or "
+                                  "a password holds # ? / or @ as it is (write them percent-encoded: %23, %3F, %2F, "
+                                  "%40)"),
     ("mqtt://u:p#w@broker.local:1/x", "--mqtt mqtt://***@broker.local:1/x: not a valid URL: its port is not a number, "
                                       "or a password holds # ? / or @ as it is (write them percent-encoded: %23, "
                                       "%3F, %2F, %40)"),

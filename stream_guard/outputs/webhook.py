@@ -34,7 +34,8 @@ from stream_guard.types import StreamInfo
 
 log = logging.getLogger(__name__)
 _STOP = object()
-ABORT_GRACE_S = 0.2  # after the drain: how long a sender gets to notice the abort (a request in flight is not waited for)
+# after the drain: how long a sender gets to notice the abort (a request in flight is not waited for)
+ABORT_GRACE_S = 0.2
 RETRY_STATUS = frozenset({408, 425, 429, 500, 502, 503, 504})
 _FORMAT_PREFIX = re.compile(r"([a-z]+)=(.*)", re.DOTALL)  # FORMAT=URL: a URL never starts so
 
