@@ -35,6 +35,7 @@ import csv
 import json
 import logging
 import math
+import os
 import statistics
 import sys
 import tempfile
@@ -127,7 +128,7 @@ def _check_listed_once(rows: list[ManifestRow], listed: dict[str | Path, tuple[i
     """The row just added names a file no earlier row names: a file listed twice would count twice in every
     figure (it is dropped, with a warning), and one listed as both real and fake is a :class:`ConfigError`."""
     row = rows[-1]
-    key = row.path.resolve() if isinstance(row.path, Path) else row.path
+    key = Path(os.path.abspath(row.path)) if isinstance(row.path, Path) else row.path  # by name: no file read yet
     if key not in listed:
         listed[key] = (line_no, row.label)
         return
