@@ -10,8 +10,9 @@ its protocol; ``audiomixer`` mixes) and writes 48 kHz stereo float to a pipe.
 
 **Placing the sound by the pictures.** The device's samples carry no time the pictures share, so
 each 20 ms block is stamped on the monotonic clock by counting samples from the first block's
-arrival (steady, no jitter), re-anchored when the count and the arrival times part by more than
-the device's buffering allows (lost samples, a device clock faster than ours). :class:`PictureClock`
+arrival (steady, no jitter, and a burst of blocks read late keeps its spacing), re-anchored when the
+count and the arrival times part for longer than a slow read explains (lost samples, a device clock
+faster or slower than ours). :class:`PictureClock`
 maps that time to the pictures' clock from the frames' own ``pts_s`` and ``wallclock_s`` (the
 least-delayed frame of the last second), so the outputs place the sound as they place a stream's
 own.
@@ -43,8 +44,11 @@ GST_PACKAGES = "Debian/Ubuntu: sudo apt install gstreamer1.0-tools gstreamer1.0-
 DEVICE_ALIASES = {"desktop": "@DEFAULT_MONITOR@", "mic": "@DEFAULT_SOURCE@"}
 BLOCK_SAMPLES = SOUND_RATE // 50  # 20 ms
 START_TIMEOUT_S = 5.0
-MAX_LATE_S = 0.25  # samples arriving later than this after their count says: some were lost; re-anchor
-SLOW_CHECK_S, SLOW_S = 2.0, 0.02  # every block of 2 s later than 20 ms: the device's clock runs slow; catch up
+# A block that arrives late says only that this process was slow to read it: the blocks queued behind it
+# come in a burst, on time again by its end. Only when every block of a window came late were samples
+# lost (the recorder's buffer overflowed) or does the device's clock run slow; the count catches up then.
+LOSS_CHECK_S, MAX_LATE_S = 0.5, 0.25  # every block of 0.5 s later than 0.25 s: samples were lost
+SLOW_CHECK_S, SLOW_S = 2.0, 0.02  # every block of 2 s later than 20 ms: the device's clock runs slow
 PICTURE_GAP_S = 2.0  # no picture for this long: the source is down, its sound is not placed
 # A live source's first frames are not yet on time: x11grab hands over the frames it owes since it
 # opened in a burst, stamped when they were due (0.75 s of them came within 6 ms). Sound placed by
@@ -210,35 +214,60 @@ class PictureClock:
             return monotonic_s + max(offset for _, offset in self._offsets)
 
 
+class _LatenessWindow:
+    """The least lateness of the blocks that arrived in the last ``length_s``, once that has passed."""
+
+    def __init__(self, length_s: float) -> None:
+        self.length_s = length_s
+        self._start_s: float | None = None
+        self._least = float("inf")
+
+    def add(self, arrived_s: float, late_s: float) -> float | None:
+        """Count a block; at the end of a window, return its least lateness and start the next."""
+        if self._start_s is None:
+            self._start_s = arrived_s
+        self._least = min(self._least, late_s)
+        if arrived_s - self._start_s < self.length_s:
+            return None
+        least, self._start_s, self._least = self._least, arrived_s, float("inf")
+        return least
+
+    def restart(self) -> None:
+        self._start_s, self._least = None, float("inf")
+
+
 class _SampleClock:
     """Monotonic time of each block's first sample, counted from an anchor. The count is re-anchored
     at once when it runs ahead of the arrivals (a block cannot come before it was recorded: the anchor
-    was late, or the device's clock runs fast) or far behind them (lost samples), and moved on when
-    every block of the last :data:`SLOW_CHECK_S` came more than :data:`SLOW_S` late (its clock runs slow)."""
+    was late, or the device's clock runs fast), and moved on by the least lateness of a window when
+    every block of :data:`LOSS_CHECK_S` came more than :data:`MAX_LATE_S` late (lost samples) or every
+    block of :data:`SLOW_CHECK_S` more than :data:`SLOW_S` late (its clock runs slow)."""
 
     def __init__(self) -> None:
         self._anchor: float | None = None
         self._samples = 0
-        self._window_start = 0.0
-        self._least_late = float("inf")
+        self._windows = ((_LatenessWindow(LOSS_CHECK_S), MAX_LATE_S), (_LatenessWindow(SLOW_CHECK_S), SLOW_S))
 
     def stamp(self, arrived_s: float, samples: int) -> float:
         captured_s = arrived_s - samples / SOUND_RATE  # at the latest
-        counted_s = None if self._anchor is None else self._anchor + self._samples / SOUND_RATE
-        if counted_s is None or counted_s > captured_s or captured_s - counted_s > MAX_LATE_S:
-            self._anchor, self._samples = captured_s, 0
-            counted_s = captured_s
-            self._window_start, self._least_late = arrived_s, float("inf")
+        if self._anchor is None or self._anchor + self._samples / SOUND_RATE > captured_s:
+            self._re_anchor(captured_s)
         else:
-            self._least_late = min(self._least_late, captured_s - counted_s)
-            if arrived_s - self._window_start >= SLOW_CHECK_S:
-                if self._least_late > SLOW_S:
-                    assert self._anchor is not None
-                    self._anchor += self._least_late
-                    counted_s += self._least_late
-                self._window_start, self._least_late = arrived_s, float("inf")
+            late_s = captured_s - (self._anchor + self._samples / SOUND_RATE)
+            for window, limit_s in self._windows:
+                least = window.add(arrived_s, late_s)
+                if least is not None and least > limit_s:
+                    self._re_anchor(self._anchor + self._samples / SOUND_RATE + least)
+                    break
+        assert self._anchor is not None
+        counted_s = self._anchor + self._samples / SOUND_RATE
         self._samples += samples
         return counted_s
+
+    def _re_anchor(self, captured_s: float) -> None:
+        self._anchor, self._samples = captured_s, 0
+        for window, _ in self._windows:
+            window.restart()
 
 
 class DeviceSoundRecorder:
