@@ -38,11 +38,12 @@ def _stream_id(text: str) -> int:
 
 
 def _threshold(text: str) -> float | str:
-    """A number 0..1, or an operating point's name that the model resolves (``ModelSpec.threshold_for``)."""
+    """A number 0..1, or an operating point's name that the model resolves (``ModelSpec.threshold_for``);
+    names are lower case in model.json, and matched in any case here (QUIET is quiet)."""
     from stream_guard.model.contract import POINT_NAME
 
-    if POINT_NAME.fullmatch(text):
-        return text
+    if POINT_NAME.fullmatch(text.strip().lower()):
+        return text.strip().lower()
     try:
         value = float(text)
     except ValueError:

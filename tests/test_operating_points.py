@@ -93,8 +93,8 @@ def test_the_tool_writes_a_releases_points_from_its_crossval(tmp_path: Path,
 
 
 def test_scan_judges_at_the_named_threshold(pointed_model: Path, two_faces_clip: Path) -> None:
-    quiet = run_cli("scan", str(two_faces_clip), "--model", str(pointed_model), "--threshold", "quiet",
-                    "--max-frames", "5")
+    quiet = run_cli("scan", str(two_faces_clip), "--model", str(pointed_model), "--threshold", "Quiet",
+                    "--max-frames", "5")  # in any case, as users type it
     assert quiet.returncode in (0, 10), quiet.stderr
     assert quiet.stdout.rstrip().endswith("threshold 0.900 (quiet)"), quiet.stdout
 
