@@ -2,9 +2,10 @@
 
 Each picture and clip its logs (``alerts.jsonl``, ``clips.jsonl``) name is hashed again and compared with the
 SHA-256 recorded when it was written; evidence-named files that no log line names are flagged (a picture
-added afterwards); files the logs name but the folder lacks are counted apart, since ``--snapshot-keep`` and
-``--clip-keep`` remove the oldest on purpose, and so are clips that a killed run left unfinished (logged as
-they opened, never as they ended). Each model the logs name is matched, by its digest, against the
+added afterwards), and so are files the logs name but the folder lacks, unless the log says that
+``--snapshot-keep`` or ``--clip-keep`` removed them (a ``removed`` line). Logs written before removals were
+logged (their lines carry no ``keep``) cannot tell the two apart: such files are only counted, as are clips
+that a killed run left unfinished (logged as they opened, never as they ended). Each model the logs name is matched, by its digest, against the
 models this installation ships.
 """
 from __future__ import annotations
@@ -45,7 +46,9 @@ class EvidenceCheck:
     folder: Path
     intact: list[str] = field(default_factory=list)
     altered: list[tuple[str, str, str]] = field(default_factory=list)  # name, recorded digest, digest now
-    missing: list[str] = field(default_factory=list)  # logged, no longer in the folder
+    removed: list[str] = field(default_factory=list)  # logged, then removed by --snapshot-keep or --clip-keep
+    deleted: list[str] = field(default_factory=list)  # logged, gone, and no log line says this program removed it
+    missing: list[str] = field(default_factory=list)  # logged, gone, by a version that did not log removals
     no_digest: list[str] = field(default_factory=list)  # logged by a version that recorded no digest
     unfinished: list[str] = field(default_factory=list)  # clips whose run was killed before they ended
     lost: list[str] = field(default_factory=list)  # clips and alert pictures a full disk refused (logged so)
@@ -55,7 +58,7 @@ class EvidenceCheck:
 
     @property
     def trustworthy(self) -> bool:
-        return not self.altered and not self.not_logged
+        return not self.altered and not self.not_logged and not self.deleted
 
 
 def _log_lines(path: Path) -> tuple[list[dict[str, Any]], int]:
@@ -88,13 +91,18 @@ def check_folder(folder: Path) -> EvidenceCheck:
         raise SourceNotFoundError(f"{folder}: no {ALERT_LOG} or {CLIP_LOG}: not a --snapshots or --clips folder")
     check = EvidenceCheck(folder)
     named: set[str] = set()
-    started: set[str] = set()  # clips logged as they opened
+    started: dict[str, bool] = {}  # clips logged as they opened: do their lines say removals are logged
+    removed: set[str] = set()  # files a removed line names
+    gone: dict[str, bool] = {}  # logged files not in the folder: do their lines say removals are logged
     for log in logs:
         records, bad = _log_lines(log)
         check.unreadable_lines += bad
         for record in records:
+            if record.get("type") == "removed" and isinstance(record.get("files"), list):
+                removed.update(name for name in record["files"] if isinstance(name, str))
+                continue
             if log.name == CLIP_LOG and record.get("type") == "clip_started" and isinstance(record.get("clip"), str):
-                started.add(record["clip"])
+                started[record["clip"]] = "keep" in record
                 continue
             if log.name == CLIP_LOG and record.get("type") == "clip_lost" and isinstance(record.get("clip"), str):
                 named.add(record["clip"])
@@ -111,11 +119,18 @@ def check_folder(folder: Path) -> EvidenceCheck:
                 if log.name != log_name or not isinstance(name, str) or Path(name).name != name:
                     continue  # a name with a path in it is not one this program wrote
                 named.add(name)
-                _check_file(check, folder / name, record.get(digest_key))
-    for name in sorted(started - named):  # never ended: the run was killed, the clip has no digest
+                if (folder / name).is_file():
+                    _check_file(check, folder / name, record.get(digest_key))
+                else:
+                    gone[name] = "keep" in record
+    for name in sorted(set(started) - named):  # never ended: the run was killed, the clip has no digest
         named.add(name)
-        kept = (folder / name).is_file() or (folder / f"{name}.part").is_file()
-        (check.unfinished if kept else check.missing).append(name)
+        if (folder / name).is_file() or (folder / f"{name}.part").is_file():
+            check.unfinished.append(name)
+        else:
+            gone[name] = started[name]
+    for name, removals_logged in sorted(gone.items()):
+        (check.removed if name in removed else check.deleted if removals_logged else check.missing).append(name)
     patterns = [re.compile(SNAPSHOT_FILE), re.compile(CLIP_FILE)]
     check.not_logged = sorted(p.name for p in folder.iterdir()
                               if p.name not in named and any(r.match(p.name) for r in patterns))
@@ -123,9 +138,7 @@ def check_folder(folder: Path) -> EvidenceCheck:
 
 
 def _check_file(check: EvidenceCheck, path: Path, recorded: object) -> None:
-    if not path.is_file():
-        check.missing.append(path.name)
-    elif not isinstance(recorded, str):
+    if not isinstance(recorded, str):
         check.no_digest.append(path.name)
     elif (now := file_sha256(path)) != recorded:
         check.altered.append((path.name, recorded, now))
@@ -164,11 +177,16 @@ def print_check(check: EvidenceCheck, shipped: dict[str, str], out: TextIO) -> N
         unchecked += f", {len(check.unfinished)} unfinished clip(s) (their run was killed: no digest)"
     if check.lost:
         unchecked += f", {len(check.lost)} never written (the disk refused them)"
+    if check.missing:
+        unchecked += (f", {len(check.missing)} logged but gone, by a version that did not log what --snapshot-keep "
+                      f"and --clip-keep removed")
     print(f"{check.folder}: {len(check.intact)} file(s) intact, {len(check.altered)} altered, "
-          f"{len(check.not_logged)} not in the logs, {len(check.missing)} logged but gone (--snapshot-keep and "
-          f"--clip-keep remove the oldest){unchecked}", file=out)
+          f"{len(check.deleted)} deleted, {len(check.not_logged)} not in the logs, {len(check.removed)} removed by "
+          f"--snapshot-keep or --clip-keep{unchecked}", file=out)
     for name, recorded, now in check.altered:
         print(f"  ALTERED {name}: sha256 {now}, the log recorded {recorded}", file=out)
+    for name in check.deleted:
+        print(f"  DELETED {name}: logged, gone, and not removed by --snapshot-keep or --clip-keep", file=out)
     for name in check.not_logged:
         print(f"  NOT IN THE LOGS {name}", file=out)
     if check.unreadable_lines:

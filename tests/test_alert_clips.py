@@ -360,5 +360,5 @@ def test_a_clip_the_disk_refuses_is_given_up_and_the_next_alert_gets_its_own(tmp
     assert sorted(p.name for p in clips.iterdir()) == sorted([ended[0]["clip"], CLIP_LOG])  # no half file
     verified = run_cli("verify", str(clips))
     assert verified.returncode == 0, verified.stdout + verified.stderr
-    assert "1 file(s) intact, 0 altered, 0 not in the logs, 0 logged but gone" in verified.stdout
+    assert "1 file(s) intact, 0 altered, 0 deleted, 0 not in the logs, 0 removed" in verified.stdout
     assert "1 never written (the disk refused them)" in verified.stdout

@@ -32,8 +32,12 @@ def run_sink(sink: SnapshotSink, results) -> None:
         sink.close()
 
 
-def alert_log(folder: Path) -> list[dict]:
+def log_lines(folder: Path) -> list[dict]:
     return [json.loads(line) for line in (folder / ALERT_LOG).read_text().splitlines()]
+
+
+def alert_log(folder: Path) -> list[dict]:
+    return [r for r in log_lines(folder) if r["type"] == "alert"]
 
 
 def pictures(folder: Path) -> list[str]:
@@ -97,6 +101,12 @@ def test_only_the_newest_alerts_pictures_are_kept(tmp_path: Path) -> None:
                    raised[2]["face_image"]] + ["holiday.jpg"])
     assert pictures(folder) == kept
     assert (folder / "notes.txt").read_text() == "mine"
+    # each removal is logged, so verify tells them from pictures deleted by hand
+    removed = [r for r in log_lines(folder) if r["type"] == "removed"]
+    assert [r["files"] for r in removed] == [[f"{old}_frame.jpg", f"{old}_face.jpg"],
+                                             [raised[0]["frame_image"], raised[0]["face_image"]]]
+    assert all(r["option"] == "--snapshot-keep" and r["keep"] == 2 for r in removed)
+    assert all(r["keep"] == 2 for r in raised)
     assert [r["reason"] for r in alert_log(folder) if r["alert"] == CLEARED] == [REASON_END] * 3
 
 
@@ -129,7 +139,7 @@ def test_demo_snapshots_the_self_blended_face(tmp_path: Path) -> None:
     first = raised[0]
     assert first["model_sha256"] == model_digest(load_model_spec(default_model_dir()))
     verified = run_cli("verify", str(snaps))  # the evidence checks out, judged by the shipped default model
-    assert verified.returncode == 0 and "0 altered, 0 not in the logs" in verified.stdout, verified.stdout
+    assert verified.returncode == 0 and "0 altered, 0 deleted, 0 not in the logs" in verified.stdout, verified.stdout
     assert f"shipped here as '{default_model_dir().name}'" in verified.stdout
     crop = cv2.imread(str(snaps / first["face_image"]))
     x1, y1, x2, y2 = first["box"]

@@ -39,7 +39,8 @@ def evidence(tmp_path: Path) -> Path:
 def test_untouched_evidence_verifies(evidence: Path) -> None:
     result = run_cli("verify", str(evidence))
     assert result.returncode == 0, result.stdout + result.stderr
-    assert f"{evidence}: 3 file(s) intact, 0 altered, 0 not in the logs, 0 logged but gone" in result.stdout
+    assert (f"{evidence}: 3 file(s) intact, 0 altered, 0 deleted, 0 not in the logs, 0 removed by --snapshot-keep "
+            "or --clip-keep") in result.stdout
     # the test model is no shipped one, and verify says so rather than vouching for it
     assert f"judged by m 1 (model_sha256 {'0' * 64}): 3 log line(s); not a model this installation ships" \
         in result.stdout
@@ -60,22 +61,55 @@ def test_evidence_judged_by_an_earlier_release_says_so(evidence: Path) -> None:
             f"no longer shipped here ({earlier['note']})") in result.stdout
 
 
-def test_an_altered_or_added_picture_fails_and_a_pruned_one_is_only_counted(evidence: Path) -> None:
+def test_an_altered_added_or_deleted_file_fails(evidence: Path) -> None:
     frame = next(evidence.glob("*_frame.jpg"))
     frame.write_bytes(frame.read_bytes()[:-1] + b"\x00")  # one byte
     planted = evidence / "20300101T000000.000Z_face7_face.jpg"
     planted.write_bytes(next(evidence.glob("*_face.jpg")).read_bytes())
-    next(evidence.glob("*.mp4")).unlink()  # as --clip-keep removes an old clip
+    clip = next(evidence.glob("*.mp4"))
+    clip.unlink()  # no --clip-keep removed it: deleted by hand
     result = run_cli("verify", str(evidence))
     assert result.returncode == EXIT_EVIDENCE_ALTERED, result.stdout + result.stderr
-    assert "1 file(s) intact, 1 altered, 1 not in the logs, 1 logged but gone" in result.stdout
+    assert "1 file(s) intact, 1 altered, 1 deleted, 1 not in the logs, 0 removed" in result.stdout
     assert f"ALTERED {frame.name}: sha256 " in result.stdout and f"NOT IN THE LOGS {planted.name}" in result.stdout
+    assert f"DELETED {clip.name}: logged, gone, and not removed by --snapshot-keep or --clip-keep" in result.stdout
 
     planted.unlink()
     frame.unlink()
-    pruned = run_cli("verify", str(evidence))
-    assert pruned.returncode == 0 and "1 file(s) intact, 0 altered, 0 not in the logs, 2 logged but gone" \
-        in pruned.stdout
+    deleted = run_cli("verify", str(evidence))
+    assert deleted.returncode == EXIT_EVIDENCE_ALTERED
+    assert "1 file(s) intact, 0 altered, 2 deleted, 0 not in the logs" in deleted.stdout
+
+
+def test_files_the_keep_options_removed_are_only_counted(tmp_path: Path) -> None:
+    """Two alerts, one kept: the first alert's pictures and clip are removed, and the logs say so."""
+    folder = tmp_path / "evidence"
+    first = verdict_sequence(NOISY_FAKE_THEN_REAL + ["-"] * 10, track_id=3)
+    second = verdict_sequence(["-"] * len(first) + NOISY_FAKE_THEN_REAL + ["-"] * 10, track_id=4)[len(first):]
+    for sink in (SnapshotSink(folder, OPTIONS, keep=1, provenance=PROVENANCE),
+                 ClipSink(folder, OPTIONS, pad_s=0.3, keep=1, provenance=PROVENANCE)):
+        sink.open(INFO)
+        for r in first + second:
+            sink.write(r)
+        sink.event({"type": "summary"})
+        sink.close()
+    assert len(list(folder.glob("*.jpg"))) == 2 and len(list(folder.glob("*.mp4"))) == 1
+    result = run_cli("verify", str(folder))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "3 file(s) intact, 0 altered, 0 deleted, 0 not in the logs, 3 removed by --snapshot-keep or --clip-keep" \
+        in result.stdout
+
+
+def test_logs_from_before_removals_were_logged_count_a_gone_file_without_failing(evidence: Path) -> None:
+    for log in (evidence / "alerts.jsonl", evidence / "clips.jsonl"):
+        records = [json.loads(line) for line in log.read_text().splitlines()]
+        log.write_text("".join(json.dumps({k: v for k, v in r.items() if k != "keep"}) + "\n" for r in records))
+    next(evidence.glob("*.mp4")).unlink()
+    result = run_cli("verify", str(evidence))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "0 deleted" in result.stdout
+    assert "1 logged but gone, by a version that did not log what --snapshot-keep and --clip-keep removed" \
+        in result.stdout
 
 
 def test_older_logs_without_digests_and_broken_lines_are_reported_not_failed(evidence: Path) -> None:

@@ -210,8 +210,9 @@ class ClipSink(AlertSink):
         self._preroll = PrerollBuffer(pad_s)
         self.sound = sound
         self._preroll_sound = PrerollSound(pad_s)
-        self._kept = NewestKept(self.folder, CLIP_FILE, lambda stem: (self.folder / f"{stem}.mp4",), keep)
         self._log = EvidenceLog(self.folder, CLIP_LOG, "--clips")
+        self._kept = NewestKept(self.folder, CLIP_FILE, lambda stem: (self.folder / f"{stem}.mp4",), keep, self._log,
+                                "--clip-keep")
         self.lost = 0  # clips the disk refused
         self._info: StreamInfo | None = None
         self._clip: _OpenClip | None = None
@@ -333,7 +334,8 @@ class ClipSink(AlertSink):
         self._clip = _OpenClip(writer, self._current.frame.source_id, wall_time, list(track_ids))
         # logged as it opens too, so a clip that a killed run leaves unfinished is still known as ours
         self._log.append({"type": "clip_started", "clip": file_name, "source": self._clip.source,
-                          "wall_time": wall_time, "track_ids": self._clip.track_ids}, self.provenance)
+                          "wall_time": wall_time, "track_ids": self._clip.track_ids, "keep": self._kept.keep},
+                         self.provenance)
         if preroll:
             for pts_s, rgb in self._preroll.frames():
                 writer.add(rgb, pts_s)
@@ -353,7 +355,7 @@ class ClipSink(AlertSink):
         record = {"type": "clip", "clip": writer.path.name, "sha256": digest, "source": clip.source,
                   "wall_time": clip.wall_time, "track_ids": clip.track_ids,
                   "start_stream_s": round(writer.first_s or 0.0, 4), "end_stream_s": round(writer.last_s or 0.0, 4),
-                  "frames": writer.frames, "ended": reason}
+                  "frames": writer.frames, "ended": reason, "keep": self._kept.keep}
         self._log.append(record, self.provenance)
         log.info("clip %s: %d frames, %.1f s (%s)", writer.path.name, writer.frames,
                  (writer.last_s or 0.0) - (writer.first_s or 0.0), reason)

@@ -97,14 +97,18 @@ class EvidenceLog:
 class NewestKept:
     """Keeps the files of the newest ``keep`` items in ``folder``. An item is a stem; ``files``
     names its files and ``pattern`` (a regex whose group 1 is the stem) recognises them, so
-    items of earlier runs count too and files this output did not name are never touched."""
+    items of earlier runs count too and files this output did not name are never touched. Each
+    removal is logged in ``log`` (a ``removed`` line naming ``option``), so ``verify`` can tell the
+    files this option removed from ones deleted by hand."""
 
-    def __init__(self, folder: Path, pattern: str, files: Callable[[str], tuple[Path, ...]], keep: int) -> None:
+    def __init__(self, folder: Path, pattern: str, files: Callable[[str], tuple[Path, ...]], keep: int,
+                 log: EvidenceLog, option: str) -> None:
         self.folder = folder
         self.files = files
         self.keep = keep
         self._pattern = re.compile(pattern)
         self._stems: deque[str] = deque()  # oldest first
+        self._log, self._option = log, option
 
     def scan(self) -> None:
         """Count the items already in the folder."""
@@ -114,6 +118,10 @@ class NewestKept:
     def add(self, stem: str) -> None:
         """Record a new item and delete the oldest beyond ``keep``."""
         self._stems.append(stem)
+        removed = []
         while len(self._stems) > self.keep:
             for path in self.files(self._stems.popleft()):
                 path.unlink(missing_ok=True)
+                removed.append(path.name)
+        if removed:
+            self._log.append({"type": "removed", "files": removed, "option": self._option, "keep": self.keep})

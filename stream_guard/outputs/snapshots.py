@@ -75,7 +75,7 @@ class SnapshotSink(AlertSink):
         self._log = EvidenceLog(self.folder, ALERT_LOG, "--snapshots")
         self.lost = 0  # alerts whose pictures the disk did not take
         self._current: FrameResult | None = None
-        self._kept = NewestKept(self.folder, SNAPSHOT_FILE, self._pictures, keep)
+        self._kept = NewestKept(self.folder, SNAPSHOT_FILE, self._pictures, keep, self._log, "--snapshot-keep")
 
     def open(self, info: StreamInfo) -> None:
         self._log.open()
@@ -103,7 +103,7 @@ class SnapshotSink(AlertSink):
                 record["pictures_lost"] = e.strerror or str(e)
             else:
                 record.update(frame_image=frame_path.name, frame_sha256=frame_sha256, face_image=face_path.name,
-                              face_sha256=face_sha256)
+                              face_sha256=face_sha256, keep=self._kept.keep)
                 self._kept.add(stem)
         self._log.append(record)
 
