@@ -230,10 +230,13 @@ def test_where_window_capture_is_not_possible_the_error_says_what_to_do(monkeypa
         parse_source("window:alice", platform="linux")
 
 
-def test_an_x_display_that_goes_away_is_a_dropped_source_not_a_crash(tmp_path: Path, placeholder_model: Path,
+@pytest.mark.parametrize("source", ["window:bob", "screen", "screen@640x480+100+100"])
+def test_an_x_display_that_goes_away_is_a_dropped_source_not_a_crash(source: str, tmp_path: Path,
+                                                                     placeholder_model: Path,
                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
     """The X server dies mid-run (the user logged out, a remote desktop closed): the capture thread crashed
-    with python-xlib's traceback while closing the dead connection."""
+    with python-xlib's traceback while closing the dead connection, and the whole screen or a rectangle of
+    it went on being judged on x11grab's last picture for ever."""
     import json
     import signal
     import sys
@@ -248,7 +251,7 @@ def test_an_x_display_that_goes_away_is_a_dropped_source_not_a_crash(tmp_path: P
         monkeypatch.setenv("DISPLAY", f":{number}")
         monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)
         with TkWindow("Call with Bob", "640x480+100+100"):
-            proc = subprocess.Popen([sys.executable, "-m", "stream_guard", "watch", "window:bob", "--events",
+            proc = subprocess.Popen([sys.executable, "-m", "stream_guard", "watch", source, "--events",
                                      str(events), "--model", str(placeholder_model)], cwd=REPO,
                                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
             try:

@@ -83,7 +83,7 @@ def open_source(spec: SourceSpec, realtime: bool = False, demo_seconds: float = 
         from stream_guard.sources.portal_screen import PortalScreenSource
 
         source = PortalScreenSource(spec, deinterlace=deinterlace, max_megapixels=max_megapixels, tone_map=tone_map)
-    elif spec.window is not None or spec.monitor is not None:
+    elif spec.format == "x11grab":
         from stream_guard.sources.x11_capture import X11CaptureSource
 
         source = X11CaptureSource(spec, deinterlace=deinterlace, max_megapixels=max_megapixels, tone_map=tone_map)

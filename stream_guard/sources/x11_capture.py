@@ -1,4 +1,4 @@
-"""One window or one monitor of an X11 desktop, read by FFmpeg's x11grab and followed as it changes.
+"""One window, one monitor or the screen of an X11 desktop, read by FFmpeg's x11grab and followed as it changes.
 
 x11grab reads a window by its id (``window_id``), wherever it is moved, or a rectangle of the
 screen. What it cannot follow, this source does:
@@ -9,7 +9,9 @@ screen. What it cannot follow, this source does:
   saying so, and the run reopens it, which finds the target again at its new geometry;
 - x11grab **failed** (a window shrunk below its captured size, minimised or closed; a monitor
   unplugged): the failure says what happened, and the run reopens the source for as long as a
-  live source is retried.
+  live source is retried;
+- the **X server went away** (the user logged out, a remote desktop closed): x11grab goes on handing
+  over its last picture, so the check of the geometry, which needs the server, fails the source.
 """
 from __future__ import annotations
 
@@ -24,7 +26,7 @@ from stream_guard.sources.pyav_source import PyAVSource
 from stream_guard.sources.resize_watch import ResizeWatch
 from stream_guard.sources.spec import SourceSpec
 from stream_guard.sources.x11_display import XDisplay
-from stream_guard.sources.x11_targets import MonitorTarget, WindowTarget, X11Target
+from stream_guard.sources.x11_targets import MonitorTarget, ScreenTarget, WindowTarget, X11Target
 from stream_guard.types import Frame, StreamInfo
 
 log = logging.getLogger(__name__)
@@ -33,16 +35,17 @@ GEOMETRY_CHECKS_PER_S = 4
 
 
 def x11_target(spec: SourceSpec) -> X11Target:
-    """The window or monitor a screen spec names."""
+    """The window, monitor or screen an x11grab spec names."""
     if spec.window is not None:
         return WindowTarget(spec.window)
     if spec.monitor is not None:
         return MonitorTarget(spec.monitor)
-    raise ValueError(f"{spec.display_name}: names no window or monitor")
+    return ScreenTarget(spec.url, spec.region)
 
 
 class X11CaptureSource(OpensInWith):
-    """A :class:`FrameSource` for ``window:TITLE`` and ``screen@MONITOR`` on an X11 desktop."""
+    """A :class:`FrameSource` for ``window:TITLE``, ``screen@MONITOR``, ``screen`` and ``screen@WxH+X+Y`` on an
+    X11 desktop."""
 
     def __init__(self, spec: SourceSpec, **pyav_options: object) -> None:
         self.spec = spec
@@ -58,7 +61,8 @@ class X11CaptureSource(OpensInWith):
     def open(self) -> StreamInfo:
         self._close_reader()
         if self._display is None:
-            self._display = XDisplay(self.spec.url)
+            # a region's url is DISPLAY+X,Y (x11grab's form): the display is what comes before the +
+            self._display = XDisplay(self.spec.url if self.spec.region is None else self.spec.url.rpartition("+")[0])
         capture = self.target.locate(self._display)
         if capture.description != self._told:
             log.info("%s: capturing %s", self.source_id, capture.description)

@@ -109,6 +109,16 @@ class XDisplay:
         except error.ConnectionClosedError as e:
             raise self._lost(e) from e
 
+    def screen_size(self) -> tuple[int, int]:
+        """The screen's size now (a round trip: it raises once the X server is gone)."""
+        from Xlib import error
+
+        try:
+            geometry = self.x.screen().root.get_geometry()
+        except error.ConnectionClosedError as e:
+            raise self._lost(e) from e
+        return geometry.width, geometry.height
+
     def monitors(self) -> list[X11Monitor]:
         """The active monitors, in RandR's order."""
         from Xlib import error

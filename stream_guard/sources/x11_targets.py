@@ -1,4 +1,4 @@
-"""What ``window:TITLE`` and ``screen@MONITOR`` name on an X display, and how x11grab reads it.
+"""What ``window:TITLE``, ``screen@MONITOR`` and ``screen`` name on an X display, and how x11grab reads it.
 
 A target is found when the source opens (and again at each reopen), and watched while it is read:
 its geometry may change (a window resized, a monitor's resolution or place changed), which x11grab
@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from stream_guard.errors import SourceError, SourceNotFoundError
-from stream_guard.sources.spec import SourceSpec
+from stream_guard.sources.spec import ScreenRegion, SourceSpec
 from stream_guard.sources.x11_display import X11Monitor, X11Window, XDisplay, screen_contents
 
 _MAX_LISTED = 8
@@ -30,7 +30,7 @@ class Capture:
 
 
 class X11Target(Protocol):
-    """A window or monitor of an X display, as :class:`~stream_guard.sources.x11_capture.X11CaptureSource` reads it."""
+    """A window, monitor or screen of an X display, as :class:`~stream_guard.sources.x11_capture.X11CaptureSource` reads it."""
 
     def locate(self, display: XDisplay) -> Capture:
         """Find the target (raises :class:`SourceNotFoundError` naming what there is)."""
@@ -181,3 +181,33 @@ class MonitorTarget:
     def why_failed(self, display: XDisplay, read_at: tuple[int, ...]) -> str | None:
         geometry = self.geometry(display)
         return self.changed(geometry) if geometry != read_at else None
+
+
+class ScreenTarget:
+    """``screen`` (the whole screen) or ``screen@WxH+X+Y`` (a fixed rectangle of it). x11grab reads a whole
+    screen at the size it had when opened, and when the X server goes away it hands over its last picture
+    for ever (shared memory): watched like a window, the screen is read again at its new size, and a server
+    that is gone fails the source."""
+
+    def __init__(self, url: str, region: ScreenRegion | None) -> None:
+        self.url, self.region = url, region
+
+    def locate(self, display: XDisplay) -> Capture:
+        size = display.screen_size()
+        if self.region is None:
+            return Capture(self.url, {}, size, f"the whole screen, {size[0]}x{size[1]}")
+        return Capture(self.url, {}, (), f"the rectangle {self.region} of the {size[0]}x{size[1]} screen")
+
+    def geometry(self, display: XDisplay) -> tuple[int, ...] | None:
+        size = display.screen_size()  # asked for a region too: it raises once the server is gone
+        return size if self.region is None else ()
+
+    def changed(self, geometry: tuple[int, ...]) -> str:
+        return f"the screen is now {geometry[0]}x{geometry[1]}: reading it again at that size"
+
+    def why_failed(self, display: XDisplay, read_at: tuple[int, ...]) -> str | None:
+        width, height = display.screen_size()
+        if self.region is not None and (self.region.x + self.region.width > width
+                                        or self.region.y + self.region.height > height):
+            return f"the screen is now {width}x{height}: the rectangle {self.region} is no longer all on it"
+        return self.changed((width, height)) if self.region is None and (width, height) != read_at else None
