@@ -75,7 +75,8 @@ WantedBy=multi-user.target
 def unit_text(python: Path, args_dir: Path = DEFAULT_ARGS_DIR) -> str:
     """The template unit (``stream-guard@.service``) that runs ``python -m stream_guard``."""
     exec_start = f"{_literal(shlex.quote(str(python)))} -m stream_guard"
-    return UNIT_TEMPLATE.format(exec_start=exec_start, args_dir=_literal(str(args_dir)))
+    # the template puts a / after it: the root folder is "" there, not "/" (LoadCredential=args://%i.args)
+    return UNIT_TEMPLATE.format(exec_start=exec_start, args_dir=_literal(str(args_dir)).rstrip("/"))
 
 
 def _literal(text: str) -> str:

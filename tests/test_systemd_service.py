@@ -315,6 +315,8 @@ def test_unit_is_accepted_by_systemd_analyze(tmp_path: Path) -> None:
 
 def test_unit_args_dir_and_its_errors() -> None:
     assert "LoadCredential=args:/srv/sg/%i.args" in unit_text(Path("/opt/sg/bin/python"), Path("/srv/sg"))
+    at_root = unit_text(Path("/opt/sg/bin/python"), Path("/"))  # was args://%i.args, which systemd refuses
+    assert "LoadCredential=args:/%i.args" in at_root and "#   /NAME.args   the options" in at_root
     assert "ExecStart='/opt/my sg/bin/python' -m stream_guard" in unit_text(Path("/opt/my sg/bin/python"))
     assert "ExecStart='/opt/100%%/$$HOME/python' -m" in unit_text(Path("/opt/100%/$HOME/python"))
     result = run_cli("systemd-unit", "--args-dir", "relative/dir")
