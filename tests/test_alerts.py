@@ -36,6 +36,7 @@ from stream_guard.outputs.webhook import (
     WebhookSink,
     parse_webhook,
     redact,
+    redirect_change,
     validate_webhook_url,
 )
 from stream_guard.outputs.webhook_formats import detect_format
@@ -300,6 +301,19 @@ def test_webhook_does_not_follow_redirects(receiver_factory, caplog) -> None:
     assert (moved.requests, moved.gets, permanent.requests, permanent.gets) == (1, 0, 1, 0)
     assert [(s.delivered, s.failed) for s in sink.senders] == [(0, 1), (0, 1)]
     assert "redirect" in caplog.text and "secret-token" not in caplog.text
+    assert "(another path) not followed" in caplog.text  # what to fix, without the path itself
+
+
+@pytest.mark.parametrize(("url", "target", "said"), [
+    ("http://hooks.local/t/abc", "https://hooks.local/t/abc", "https instead of http"),
+    ("https://hooks.local/t/abc", "https://hooks.local/t/abc/", "the same path with a / at its end"),
+    ("https://hooks.local/t/abc/", "https://hooks.local/t/abc", "the same path without the / at its end"),
+    ("https://u:p@hooks.local/t/abc?k=1", "https://hooks.local:8443/t/xyz?k=2", "another host, another path, "
+     "another query"),
+    ("https://hooks.local/t", "https://hooks.local/t", "the same URL"),
+])
+def test_a_redirect_says_what_it_changes_without_the_path(url: str, target: str, said: str) -> None:
+    assert redirect_change(url, target) == said
 
 
 @pytest.fixture

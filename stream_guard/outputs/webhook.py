@@ -89,6 +89,26 @@ def redact(url: str) -> str:
     return f"{parts.scheme}://{netloc}/..."
 
 
+def redirect_change(url: str, target: str) -> str:
+    """What a redirect from ``url`` to ``target`` changes, in words that reveal no path or query (they
+    may hold tokens): enough to fix --webhook (http to https, a / at the path's end, another path)."""
+    old, new = urlsplit(url), urlsplit(target)
+    changes = []
+    if old.scheme != new.scheme:
+        changes.append(f"{new.scheme} instead of {old.scheme}")
+    if old.netloc.rsplit("@", 1)[-1] != new.netloc.rsplit("@", 1)[-1]:
+        changes.append("another host")
+    if new.path == old.path + "/":
+        changes.append("the same path with a / at its end")
+    elif old.path == new.path + "/":
+        changes.append("the same path without the / at its end")
+    elif old.path != new.path:
+        changes.append("another path")
+    if old.query != new.query:
+        changes.append("another query")
+    return ", ".join(changes) or "the same URL"
+
+
 @dataclass(frozen=True, slots=True)
 class DeliveryOptions:
     """``tries``: attempts per alert; back-off before try n+1 is ``backoff_s * 2**(n-1)`` times a
@@ -209,7 +229,10 @@ class WebhookSender(threading.Thread):
         except urllib.error.HTTPError as e:
             if 300 <= e.code < 400:
                 location = e.headers.get("Location")
-                where = f"to {redact(urllib.parse.urljoin(self.url, location))} " if location else ""
+                where = ""
+                if location:
+                    target = urllib.parse.urljoin(self.url, location)
+                    where = f"to {redact(target)} ({redirect_change(self.url, target)}) "
                 return False, f"HTTP {e.code} redirect {where}not followed: give --webhook the final URL"
             return e.code in RETRY_STATUS, f"HTTP {e.code}"
         except (urllib.error.URLError, OSError) as e:  # refused, DNS, timeout, reset
