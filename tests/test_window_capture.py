@@ -120,6 +120,23 @@ def test_a_closed_window_is_waited_for_and_captured_again_when_it_is_back(
     assert any("no window titled like 'alice'" in d and '"Terminal" 300x200' in d for d in details[1:])
 
 
+def test_a_window_partly_off_the_screen_is_waited_for_without_flapping(display: str, placeholder_model: Path) -> None:
+    """x11grab cannot read a window that is partly off the screen: it failed as it opened, with "Permission
+    denied", and the source flapped between connected and reconnecting four times a second. The failure
+    now says why, the back-off grows as for any outage, and the window is read once it is moved back."""
+    with TkWindow("Call with Alice", "640x480+1200+100") as window:  # 240 px past the 1600 px screen's edge
+        summary, results, events = watch("window:alice", placeholder_model, 30, window, (4.0, "geometry +100+100"))
+    assert summary.error is None and summary.frames_read == 30
+    dropped = [e for e in events if e["state"] == "reconnecting"]
+    assert dropped and all(e["detail"].endswith("the window is partly off the screen, which x11grab cannot read: "
+                                                "move it all onto the screen") for e in dropped), dropped
+    assert [e["attempt"] for e in dropped] == list(range(1, len(dropped) + 1))  # one outage, backing off
+    assert len(dropped) <= 8, dropped  # 4 s at 0.25, 0.5, then 1 s apart, each open taking its time
+    connected = [e for e in events if e["state"] == "connected"]
+    assert len(connected) == 2 and connected[-1]["attempt"] == len(dropped), events  # the start, and once back
+    assert _near_the_head(face_centres(results[-15:]))
+
+
 def test_the_runs_own_window_is_never_taken_for_the_one_watched(display: str, placeholder_model: Path) -> None:
     """``--show``'s window is titled "stream_guard - window 'alice'": once the call's window is closed,
     it must not be captured instead (a picture of itself, ever deeper)."""

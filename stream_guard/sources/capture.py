@@ -149,6 +149,10 @@ class CaptureThread(threading.Thread):
         self._rng = random.Random()
         self._blank = BlankPictureWatch() if live else None  # files may well fade to black
         self._last_frame_at: float | None = None  # time.monotonic() of the last frame read: when a drop began
+        # reopened, no frame yet: (the attempt that reopened it, when the drop began). It is "connected" only
+        # once a frame comes, so a source that opens and fails at once (a window x11grab cannot read) goes on
+        # backing off as one outage rather than flapping between connected and reconnecting.
+        self._reopened: tuple[int, float] | None = None
 
     def _emit(self, event: SourceEvent) -> None:
         event = dataclasses.replace(event, source=self.source.source_id)
@@ -162,6 +166,11 @@ class CaptureThread(threading.Thread):
         for frame in self.source.frames():
             if self.stop.is_set():
                 return
+            if self._reopened is not None:
+                attempt, dropped_at = self._reopened
+                self._reopened = None
+                self._emit(SourceEvent("connected", time.time(), attempt=attempt,
+                                       downtime_s=round(time.monotonic() - dropped_at, 3)))
             if self.out.policy is DropPolicy.BLOCK:
                 # every frame will be analysed: convert it here, alongside detection on the next thread.
                 # A drop-oldest queue's frames are converted when taken (PendingImage): those dropped never are.
@@ -187,10 +196,13 @@ class CaptureThread(threading.Thread):
                                    downtime_s=round(self._blank.blank_for_s, 3)))
 
     def _reopen(self, reason: str) -> StreamInfo | None:
-        """Reopen with back-off until it works, the policy gives up (None) or stop is set (None)."""
-        attempt = 0
-        # a stream that stalls is noticed only when its read times out: the drop began with its last frame
-        dropped_at = self._last_frame_at if self._last_frame_at is not None else time.monotonic()
+        """Reopen with back-off until it works, the policy gives up (None) or stop is set (None). After a
+        reopen that gave no frame, the attempts (and the back-off) go on from there."""
+        attempt, dropped_at = self._reopened or (0, None)
+        self._reopened = None
+        if dropped_at is None:
+            # a stream that stalls is noticed only when its read times out: the drop began with its last frame
+            dropped_at = self._last_frame_at if self._last_frame_at is not None else time.monotonic()
         while not self.stop.is_set():
             attempt += 1
             if self.reconnect.max_attempts and attempt > self.reconnect.max_attempts:
@@ -209,8 +221,7 @@ class CaptureThread(threading.Thread):
                 continue
             if self._blank is not None:
                 self._blank.reset()
-            self._emit(SourceEvent("connected", time.time(), attempt=attempt,
-                                   downtime_s=round(time.monotonic() - dropped_at, 3)))
+            self._reopened = (attempt, dropped_at)  # connected once its first frame comes
             return info
         return None
 
@@ -232,7 +243,8 @@ class CaptureThread(threading.Thread):
                         error = e
                         break
                     detail = str(e)
-                log.warning("source %s dropped: %s", self.source.source_id, detail)
+                log.log(logging.DEBUG if self._reopened else logging.WARNING, "source %s dropped: %s",
+                        self.source.source_id, detail)
                 if self._reopen(detail) is None:
                     if not self.stop.is_set():
                         error = SourceError(f"{self.source.source_id}: gave up reconnecting")

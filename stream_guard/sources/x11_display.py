@@ -22,6 +22,7 @@ class X11Window:
     width: int
     height: int
     viewable: bool = True  # False: minimised or hidden
+    on_screen: bool = True  # False: partly off the screen (x11grab cannot read it then)
 
     def __str__(self) -> str:
         return f'{self.id:#x} "{self.title}" {self.width}x{self.height}'
@@ -103,7 +104,12 @@ class XDisplay:
         try:
             geometry = window.get_geometry()
             viewable = window.get_attributes().map_state == X.IsViewable
-            return X11Window(window_id, self._title(window), geometry.width, geometry.height, viewable)
+            root = self.x.screen().root
+            at = root.translate_coords(window, 0, 0)  # the window's top left corner on the screen
+            screen = root.get_geometry()
+            on_screen = (at.x >= 0 and at.y >= 0 and at.x + geometry.width <= screen.width
+                         and at.y + geometry.height <= screen.height)
+            return X11Window(window_id, self._title(window), geometry.width, geometry.height, viewable, on_screen)
         except error.XError:  # closed meanwhile
             return None
         except error.ConnectionClosedError as e:

@@ -120,6 +120,8 @@ class WindowTarget:
             return "the window was closed"
         if not window.viewable:
             return "the window was minimised or hidden"
+        if not window.on_screen:
+            return "the window is partly off the screen, which x11grab cannot read: move it all onto the screen"
         if window.width < read_at[0] or window.height < read_at[1]:
             return f"the window shrank to {window.width}x{window.height}: reading it again at that size"
         return None
