@@ -24,6 +24,7 @@ import pytest
 from stream_guard.config import ModelOptions, OutputOptions, RunConfig, SourceOptions
 from stream_guard.gui.app import StreamGuardApp, scale_to_fit
 from stream_guard.gui.bridge import LatestResultSink, PictureThread
+from stream_guard.gui.error_dialog import TITLE as ERROR_TITLE
 from stream_guard.gui.sources import list_webcams, source_choices
 from stream_guard.model.contract import OperatingPoint
 from tests.conftest import run_cli
@@ -374,6 +375,41 @@ def test_gui_command_runs_and_stops_on_sigterm(xvfb: int, long_two_faces_clip: P
             proc.communicate()
     assert proc.returncode == 0, err
     assert "Traceback" not in err
+
+
+@linux_only
+@pytest.mark.parametrize("broken", ["missing", "not_a_video"])
+def test_an_error_window_does_not_hold_up_sigterm(broken: str, xvfb: int, placeholder_model: Path,
+                                                  tmp_path: Path) -> None:
+    """Tk's modal message box ran an event loop of its own: with one open, SIGTERM waited for someone to
+    press OK (an error from the run, shown by the app's polling), or the app's window was destroyed
+    under the box and a Tcl traceback printed (an error at Start)."""
+    if shutil.which("xwininfo") is None:
+        pytest.skip("xwininfo is not installed (Debian: apt-get install x11-utils)")
+    source = tmp_path / "call.mp4"
+    if broken == "not_a_video":
+        source.write_text("not a video")  # found at Start, refused by the run's thread
+    env = {**os.environ, "DISPLAY": f":{xvfb}"}
+    proc = subprocess.Popen([sys.executable, "-m", "stream_guard", "gui", str(source), "--start",
+                             "--model", str(placeholder_model)], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and proc.poll() is None:
+            tree = subprocess.run(["xwininfo", "-root", "-tree"], env=env, capture_output=True, text=True).stdout
+            if f'"{ERROR_TITLE}"' in tree:
+                break
+            time.sleep(0.2)
+        else:
+            pytest.fail(f"no error window appeared (rc {proc.poll()})")
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=20)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 0, err
+    assert "Traceback" not in err, err
 
 
 def test_a_live_source_that_drops_shows_in_the_status_bar(app: StreamGuardApp, long_two_faces_clip: Path) -> None:

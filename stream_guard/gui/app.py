@@ -15,7 +15,7 @@ import threading
 import tkinter as tk
 from pathlib import Path
 from typing import Sequence
-from tkinter import filedialog, messagebox, ttk
+from tkinter import filedialog, ttk
 
 import cv2
 import numpy as np
@@ -25,6 +25,7 @@ from stream_guard.config import ModelOptions, OutputOptions, RunConfig, SourceOp
 from stream_guard.errors import ConfigError, OutputError, StreamGuardError
 from stream_guard.faces.detector import detector_options
 from stream_guard.file_analysis import IMAGE_SUFFIXES, VIDEO_SUFFIXES, FileAnalysis, no_score_text
+from stream_guard.gui.error_dialog import ErrorDialog
 from stream_guard.gui.bridge import LatestResultSink, PictureThread, PipelineThread
 from stream_guard.gui.panel import FacePanel
 from stream_guard.gui.sources import source_choices
@@ -58,7 +59,7 @@ class StreamGuardApp:
     """The app's window on ``root``. Programmatic use (tests, scripts): ``set_source(text)``,
     ``start()``, ``stop()``, ``close()``; ``frames_shown``, ``panel.rows``, ``status_text``,
     ``last_error`` tell what is on screen. ``show_dialogs=False`` keeps errors in the status
-    bar only (no modal message box)."""
+    bar only (no error window)."""
 
     def __init__(self, root: tk.Tk, config: RunConfig, show_dialogs: bool = True,
                  view_size: tuple[int, int] = VIEW_SIZE, poll_ms: int = POLL_MS) -> None:
@@ -70,6 +71,7 @@ class StreamGuardApp:
         self.frames_shown = 0
         self._source_shown: dict | None = None  # the last source state change shown in the status bar
         self.last_error: str | None = None
+        self.error_dialog: ErrorDialog | None = None  # the error window on screen, if any
         self.spec: ModelSpec | None = None
         self._sink: LatestResultSink | None = None
         self._thread: PipelineThread | PictureThread | None = None
@@ -329,7 +331,9 @@ class StreamGuardApp:
         self.last_error = message
         self.status_label.configure(text=f"error: {message}", foreground="#b71c1c")
         if self.show_dialogs and not self._closed:
-            messagebox.showerror("stream_guard", message, parent=self.root)
+            if self.error_dialog is not None:  # one error window at a time: the newest error
+                self.error_dialog.close()
+            self.error_dialog = ErrorDialog(self.root, message)
 
     def _chosen_threshold(self) -> float | str | None:
         """The "Threshold" box's choice; ``--threshold`` (None: the model's) until the model is known."""
