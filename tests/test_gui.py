@@ -348,32 +348,37 @@ def test_gui_without_display_is_one_line(monkeypatch: pytest.MonkeyPatch) -> Non
     assert "no display" in result.stderr
 
 
-@linux_only
-def test_gui_command_runs_and_stops_on_sigterm(xvfb: int, long_two_faces_clip: Path, placeholder_model: Path,
-                                              tmp_path: Path) -> None:
-    """The real command: its window appears, and SIGTERM closes it cleanly (exit 0)."""
+def _sigterm_once_window_shows(source: Path, model: Path, xvfb: int, title: str) -> tuple[int, str]:
+    """Run ``stream-guard gui SOURCE --start``, send SIGTERM once a window titled ``title`` shows; its exit
+    code and stderr."""
     if shutil.which("xwininfo") is None:
         pytest.skip("xwininfo is not installed (Debian: apt-get install x11-utils)")
     env = {**os.environ, "DISPLAY": f":{xvfb}"}
-    proc = subprocess.Popen([sys.executable, "-m", "stream_guard", "gui", str(long_two_faces_clip), "--start",
-                             "--model", str(placeholder_model)], env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen([sys.executable, "-m", "stream_guard", "gui", str(source), "--start", "--model", str(model)],
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline and proc.poll() is None:
             tree = subprocess.run(["xwininfo", "-root", "-tree"], env=env, capture_output=True, text=True).stdout
-            if '"stream_guard"' in tree:
+            if f'"{title}"' in tree:
                 break
             time.sleep(0.2)
         else:
-            pytest.fail(f"no stream_guard window appeared (rc {proc.poll()})")
+            pytest.fail(f"no window titled {title!r} appeared (rc {proc.poll()})")
         proc.send_signal(signal.SIGTERM)
-        out, err = proc.communicate(timeout=60)
+        _, err = proc.communicate(timeout=60)
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.communicate()
-    assert proc.returncode == 0, err
+    return proc.returncode, err
+
+
+@linux_only
+def test_gui_command_runs_and_stops_on_sigterm(xvfb: int, long_two_faces_clip: Path, placeholder_model: Path) -> None:
+    """The real command: its window appears, and SIGTERM closes it cleanly (exit 0)."""
+    returncode, err = _sigterm_once_window_shows(long_two_faces_clip, placeholder_model, xvfb, "stream_guard")
+    assert returncode == 0, err
     assert "Traceback" not in err
 
 
@@ -384,31 +389,11 @@ def test_an_error_window_does_not_hold_up_sigterm(broken: str, xvfb: int, placeh
     """Tk's modal message box ran an event loop of its own: with one open, SIGTERM waited for someone to
     press OK (an error from the run, shown by the app's polling), or the app's window was destroyed
     under the box and a Tcl traceback printed (an error at Start)."""
-    if shutil.which("xwininfo") is None:
-        pytest.skip("xwininfo is not installed (Debian: apt-get install x11-utils)")
     source = tmp_path / "call.mp4"
     if broken == "not_a_video":
         source.write_text("not a video")  # found at Start, refused by the run's thread
-    env = {**os.environ, "DISPLAY": f":{xvfb}"}
-    proc = subprocess.Popen([sys.executable, "-m", "stream_guard", "gui", str(source), "--start",
-                             "--model", str(placeholder_model)], env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
-    try:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline and proc.poll() is None:
-            tree = subprocess.run(["xwininfo", "-root", "-tree"], env=env, capture_output=True, text=True).stdout
-            if f'"{ERROR_TITLE}"' in tree:
-                break
-            time.sleep(0.2)
-        else:
-            pytest.fail(f"no error window appeared (rc {proc.poll()})")
-        proc.send_signal(signal.SIGTERM)
-        _, err = proc.communicate(timeout=20)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate()
-    assert proc.returncode == 0, err
+    returncode, err = _sigterm_once_window_shows(source, placeholder_model, xvfb, ERROR_TITLE)
+    assert returncode == 0, err
     assert "Traceback" not in err, err
 
 
