@@ -97,12 +97,12 @@ class EvidenceLog:
 class NewestKept:
     """Keeps the files of the newest ``keep`` items in ``folder``. An item is a stem; ``files``
     names its files and ``pattern`` (a regex whose group 1 is the stem) recognises them, so
-    items of earlier runs count too and files this output did not name are never touched. Each
-    removal is logged in ``log`` (a ``removed`` line naming ``option``), so ``verify`` can tell the
-    files this option removed from ones deleted by hand."""
+    items of earlier runs count too and files this output did not name are never touched. In an
+    evidence folder each removal is logged in ``log`` (a ``removed`` line naming ``option``), so
+    ``verify`` can tell the files this option removed from ones deleted by hand."""
 
     def __init__(self, folder: Path, pattern: str, files: Callable[[str], tuple[Path, ...]], keep: int,
-                 log: EvidenceLog, option: str) -> None:
+                 log: EvidenceLog | None = None, option: str = "") -> None:
         self.folder = folder
         self.files = files
         self.keep = keep
@@ -123,5 +123,5 @@ class NewestKept:
             for path in self.files(self._stems.popleft()):
                 path.unlink(missing_ok=True)
                 removed.append(path.name)
-        if removed:
+        if removed and self._log is not None:
             self._log.append({"type": "removed", "files": removed, "option": self._option, "keep": self.keep})
