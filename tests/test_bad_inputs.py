@@ -115,9 +115,11 @@ def test_random_bytes_named_mp4(watch, tmp_path: Path) -> None:
     assert_one_error_line(watch(str(path)), 3, str(path), "not a video")
 
 
-def test_text_file(watch, tmp_path: Path) -> None:
+@pytest.mark.parametrize("text", ["meeting notes\n" * 100, "hello\n"])
+def test_text_file(watch, tmp_path: Path, text: str) -> None:
+    """A text file shorter than an MP4 box header was called a truncated MP4."""
     path = tmp_path / "notes.txt"
-    path.write_text("meeting notes\n" * 100)
+    path.write_text(text)
     assert_one_error_line(watch(str(path)), 3, str(path), "not a video")
 
 

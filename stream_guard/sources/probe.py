@@ -35,8 +35,8 @@ def iso_truncation(path: str | Path) -> str | None:
                     return None
                 fh.seek(offset)
                 header = fh.read(16)
-                if len(header) < 8:
-                    return f"the file ends inside a box header at byte {offset}"
+                if len(header) < 8:  # after a box: cut short; at the start: too short to be an MP4 at all
+                    return f"the file ends inside a box header at byte {offset}" if n else None
                 box_size, tag = struct.unpack(">I4s", header[:8])
                 if not _is_box_type(tag) or (n == 0 and tag not in _FIRST_BOXES):
                     return None  # not ISO-BMFF (or damaged beyond this check): FFmpeg decides
