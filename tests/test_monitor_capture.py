@@ -122,6 +122,10 @@ def test_monitors_are_chosen_by_name_number_or_primary() -> None:
     assert choose_monitor(monitors, "primary", ":0").name == "eDP-1"
     with pytest.raises(SourceNotFoundError, match=r"its monitors: 0 eDP-1 1920x1080\+0\+0 \(primary\); 1 HDMI-1"):
         choose_monitor(monitors, "DP-2", ":0")
+    unmarked = [X11Monitor(0, "HDMI-1", 2560, 1440, 0, 0), X11Monitor(1, "DP-1", 1920, 1080, 2560, 0)]
+    assert choose_monitor(unmarked, "primary", ":0").name == "HDMI-1"  # none marked: the first, not an error
+    with pytest.raises(SourceNotFoundError, match="no monitor 'primary'.*no monitors"):
+        choose_monitor([], "primary", ":0")
 
 
 def test_a_monitor_name_is_not_a_region_and_only_x11_takes_one(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -129,12 +129,15 @@ class WindowTarget:
 
 def choose_monitor(monitors: list[X11Monitor], wanted: str, display: str) -> X11Monitor:
     """The monitor named ``wanted`` (any case), numbered so (0 is the first), or the primary one
-    for ``primary``. Raises :class:`SourceNotFoundError` naming the monitors there are."""
+    for ``primary`` (the first where none is marked primary, as a desktop without the setting
+    shows its panel there). Raises :class:`SourceNotFoundError` naming the monitors there are."""
     fold = wanted.casefold()
     for monitor in monitors:
         if (monitor.name.casefold() == fold or (wanted.isdigit() and monitor.number == int(wanted))
                 or (fold == "primary" and monitor.primary)):
             return monitor
+    if fold == "primary" and monitors:
+        return monitors[0]
     there = f"its monitors: {_listing(monitors)}" if monitors else "it reports no monitors (no RandR 1.5)"
     raise SourceNotFoundError(f"no monitor '{wanted}' on X display {display}; {there}")
 
