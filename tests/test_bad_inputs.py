@@ -268,9 +268,12 @@ def test_unreachable_host(watch) -> None:
     assert_one_error_line(watch(url, timeout=60), 3, url, "cannot resolve host name 'no-such-camera.invalid'")
 
 
-def test_closed_port(watch) -> None:
-    url = f"rtsp://127.0.0.1:{closed_port()}/live"
-    assert_one_error_line(watch(url, timeout=60), 3, url, "cannot connect")
+@pytest.mark.parametrize("scheme", ["rtsp", "http"])
+def test_closed_port(watch, scheme: str) -> None:
+    """FFmpeg's http reader retries a refused connection until the open times out, which said only
+    "nothing came in 5 s"."""
+    url = f"{scheme}://127.0.0.1:{closed_port()}/live"
+    assert_one_error_line(watch(url, timeout=60), 3, url, "cannot connect (Connection refused)")
 
 
 @pytest.mark.parametrize("refuse,needle", [(503, "Server Error"), ("close", "closed the connection")])

@@ -73,6 +73,29 @@ def unresolvable_host(url: str) -> str | None:
     return None
 
 
+_TCP_PORTS = {"http": 80, "https": 443, "rtsp": 554, "rtsps": 322, "rtmp": 1935, "rtmps": 443, "tcp": None}
+
+
+def _refused(url: str) -> bool:
+    """Whether the server of a TCP-based ``url`` refuses connections (nothing listens on its port):
+    FFmpeg's http reader retries a refusal until our time-out ends it, which then says only that
+    nothing came."""
+    try:
+        parts = urlsplit(url)
+        port = parts.port or _TCP_PORTS.get(parts.scheme.lower())
+    except ValueError:
+        return False
+    if not parts.hostname or port is None:
+        return False
+    try:
+        socket.create_connection((parts.hostname, port), timeout=2).close()
+    except ConnectionRefusedError:
+        return True
+    except OSError:
+        return False
+    return False
+
+
 def _http_reply(url: str) -> tuple[int, str] | None:
     """(status, content type) of an http(s) server's answer to a request for the start of ``url`` (a
     Range request: a server that honours it answers 206), or None when it cannot be asked."""
@@ -143,6 +166,8 @@ def _wrap_open_error(spec: SourceSpec, e: Exception) -> SourceError:
     ):
         return SourceUnreachableError(f"{name}: cannot connect ({_reason(e)})")
     if spec.kind == "network" and isinstance(e, av.error.ExitError):  # our time-out ended FFmpeg's wait
+        if _refused(spec.url):
+            return SourceUnreachableError(f"{name}: cannot connect (Connection refused)")
         return SourceUnreachableError(f"{name}: cannot open stream: nothing came in {NETWORK_TIMEOUT_S[0]:g} s")
     if spec.kind == "network":
         return SourceUnreachableError(f"{name}: cannot open stream ({_reason(e)})")
