@@ -4,6 +4,7 @@ from __future__ import annotations
 import math
 import threading
 import time
+from collections import deque
 from dataclasses import dataclass
 
 import numpy as np
@@ -24,6 +25,7 @@ AUTO_TILED_DETECT_EVERY = 3  # detector schedule for large (tiled) frames when d
 CUT_OFF_SHARE = 0.25
 MAX_FAKE_STEP_S = 1.0  # the most stream time between two frames that counts towards a face's time judged fake
 DETECT_HERE = object()  # process()'s default: run the detector on this thread, on the schedule
+FPS_WINDOW_S = 2.0  # the frame rate shown is that of this last stretch of time
 
 
 @dataclass(slots=True)
@@ -71,8 +73,7 @@ class Analyzer:
         self.summaries: dict[int, TrackSummary] = {}
         self.max_summaries = max_summaries
         self.status = ""
-        self._last_out: float | None = None
-        self._fps = 0.0
+        self._out_times: deque[float] = deque()  # when the frames of the last FPS_WINDOW_S came out
         self._last_pts: float | None = None
         self._frame_period_s = 1.0 / 30.0  # running estimate from stream timestamps
         self._tracking = threading.Event()  # set while any face is tracked; read by the detection thread
@@ -97,11 +98,15 @@ class Analyzer:
         self.status = status
 
     def _fps_update(self, now: float) -> float:
-        if self._last_out is not None and now > self._last_out:
-            inst = 1.0 / (now - self._last_out)
-            self._fps = inst if self._fps == 0 else 0.9 * self._fps + 0.1 * inst
-        self._last_out = now
-        return self._fps
+        """Frames out per second over the last :data:`FPS_WINDOW_S`: frames counted over time, not an
+        average of 1/gap, which frames that come in bursts (a few ms apart, then a wait) inflated to
+        3-5x the real rate."""
+        times = self._out_times
+        times.append(now)
+        while now - times[0] > FPS_WINDOW_S:
+            times.popleft()
+        span = now - times[0]
+        return (len(times) - 1) / span if span > 0 else 0.0
 
     def _track_frame_period(self, pts_s: float) -> None:
         if self._last_pts is not None and 0.0 < pts_s - self._last_pts < 1.0:

@@ -380,3 +380,16 @@ def test_a_face_that_comes_close_enough_to_fill_the_frame_keeps_its_track(placeh
     tracks = _events(events)[-1]["tracks"]
     assert len(tracks) == 1, tracks
     assert tracks[0]["first_s"] < 0.3 and tracks[0]["last_s"] > 3.6, tracks
+
+
+def test_the_frame_rate_shown_counts_frames_over_time() -> None:
+    """Frames that come out in bursts (three 1 ms apart every 0.1 s: 30 fps) read as 30, not as an
+    average of 1/gap (the live view showed 82-117 fps for a run paced at 30)."""
+    from collections import deque
+
+    from stream_guard.analysis import Analyzer
+
+    analyzer = Analyzer.__new__(Analyzer)  # only the frame-rate counter is used
+    analyzer._out_times = deque()
+    shown = [analyzer._fps_update(10.0 + burst * 0.1 + i * 0.001) for burst in range(40) for i in range(3)]
+    assert abs(shown[-1] - 30.0) < 1.5, shown[-5:]
