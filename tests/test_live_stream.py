@@ -79,7 +79,9 @@ def test_a_server_that_goes_away_and_comes_back_gets_the_stream_again(tmp_path: 
 def test_bad_stream_urls_are_one_line(tmp_path: Path) -> None:
     out = str(tmp_path / "d")
     for url, problem in (("ftp://host/x", "give an rtmp://"), ("rtmp:///nohost", "give an rtmp://"),
-                         ("srt://host:9000", "SRT is not in")):
+                         ("srt://host:9000", "SRT is not in"),
+                         ("udp://127.0.0.1", "udp:// needs a port, such as udp://127.0.0.1:1234"),  # failed every send
+                         ("udp://127.0.0.1:0", "udp:// needs a port")):
         result = run_cli("demo", "--seconds", "1", "--out-dir", out, "--stream-to", url)
         assert result.returncode == 2 and len(result.stderr_lines) == 1 and problem in result.stderr, result.stderr
 

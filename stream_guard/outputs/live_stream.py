@@ -46,8 +46,16 @@ GOP_S = 2.0
 
 def stream_target(url: str) -> tuple[str, dict[str, str]]:
     """The muxer and its options for ``url``; an unsupported scheme is a :class:`ConfigError`."""
-    scheme = urlsplit(url).scheme.lower()
-    if scheme in _TARGETS and urlsplit(url).hostname:
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    if scheme == "udp" and parts.hostname:
+        try:
+            port = parts.port
+        except ValueError:
+            port = None
+        if not port:  # FFmpeg takes it and every send fails with "Invalid argument"
+            raise ConfigError(f"--stream-to {redact(url)}: udp:// needs a port, such as udp://{parts.hostname}:1234")
+    if scheme in _TARGETS and parts.hostname:
         return _TARGETS[scheme]
     if scheme == "srt":
         raise ConfigError("--stream-to: SRT is not in PyAV's FFmpeg build; use rtmp://, rtsp:// or udp://")
