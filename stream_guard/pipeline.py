@@ -29,8 +29,10 @@ from stream_guard.model.occlusion import OcclusionExplainer
 from stream_guard.model.provenance import Provenance
 from stream_guard.model.providers import resolve_providers
 from stream_guard.model.scorer import FaceScorer
+from stream_guard.outputs.alert_clips import CLIP_LOG
 from stream_guard.outputs.base import Sink
 from stream_guard.outputs.events import JsonlEventSink
+from stream_guard.outputs.snapshots import ALERT_LOG
 from stream_guard.outputs.video_file import VideoFileSink, is_kept_segment
 from stream_guard.outputs.worker import SinkWorker
 from stream_guard.paths import bundled_model, models_dir
@@ -40,7 +42,7 @@ from stream_guard.sources import DropPolicy, FrameSource, SourceSpec, open_sourc
 from stream_guard.sources.capture import CaptureThread, EndOfStream, FrameQueue, SourceEvent
 from stream_guard.sources.probe import check_frame_size
 from stream_guard.types import FrameResult, StreamInfo
-from stream_guard.writable import check_outputs_spare_the_source, is_stdout
+from stream_guard.writable import check_folders_spare_the_files, check_outputs_spare_the_source, is_stdout
 
 log = logging.getLogger(__name__)
 
@@ -371,6 +373,9 @@ class Pipeline:
         check_outputs_spare_the_source(Path(source_spec.url) if source_spec.kind == "file" else None,
                                        [(outputs.out_path if outputs.out_segment_s is None else None, "--out"),
                                         (outputs.events_path, "--events")])
+        check_folders_spare_the_files([(outputs.snapshots, "--snapshots"), (outputs.clips, "--clips")],
+                                      [(outputs.out_path, "--out"), (outputs.events_path, "--events")],
+                                      reserved=(ALERT_LOG, CLIP_LOG))
         if (source_spec.kind == "file" and outputs.out_path is not None and outputs.out_keep is not None
                 and is_kept_segment(Path(source_spec.url), outputs.out_path)):
             raise ConfigError(f"--out-keep {outputs.out_keep}: {source_spec.display_name} is one of the segments "

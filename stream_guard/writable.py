@@ -81,6 +81,23 @@ def check_outputs_spare_the_source(source: Path | None, outputs: Sequence[tuple[
         taken.append((Path(path), option))
 
 
+def check_folders_spare_the_files(folders: Sequence[tuple[Path | None, str]], files: Sequence[tuple[Path | None, str]],
+                                  reserved: Sequence[str] = ()) -> None:
+    """No output folder (``--snapshots``, ``--clips``) is an output file's path, and no output file is one of
+    the ``reserved`` names (the folder's own logs) in it; :class:`ConfigError` naming the options if one is."""
+    for folder, folder_option in folders:
+        if folder is None:
+            continue
+        for path, option in files:
+            if path is None or is_stdout(path):
+                continue
+            if _same_file(Path(path), Path(folder)):
+                raise ConfigError(f"{folder_option} {folder}: is also {option}'s file")
+            if Path(path).name in reserved and _same_file(Path(path).parent, Path(folder)):
+                raise ConfigError(f"{option} {path}: is the log {folder_option} writes in {folder}: give {option} "
+                                  "another name")
+
+
 def _same_file(a: Path, b: Path) -> bool:
     try:
         return a.resolve() == b.resolve() or (a.exists() and b.exists() and a.samefile(b))

@@ -188,6 +188,24 @@ def test_an_output_that_would_overwrite_the_source_is_refused(two_faces_clip: Pa
     assert result.returncode == 2 and clip.read_bytes() == two_faces_clip.read_bytes()
 
 
+@pytest.mark.parametrize(("outputs", "message"), [
+    (("--out", "{o}", "--clips", "{o}"), "--clips {o}: is also --out's file"),
+    (("--out", "{o}", "--snapshots", "{o}"), "--snapshots {o}: is also --out's file"),
+    (("--snapshots", "{ev}", "--clips", "{ev}", "--events", "{ev}/alerts.jsonl"),
+     "--events {ev}/alerts.jsonl: is the log --snapshots writes in {ev}: give --events another name"),
+    (("--clips", "{ev}", "--events", "{ev}/clips.jsonl"),
+     "--events {ev}/clips.jsonl: is the log --clips writes in {ev}: give --events another name"),
+])
+def test_an_evidence_folder_and_an_output_file_on_one_path_are_refused(tmp_path: Path, outputs: tuple[str, ...],
+                                                                      message: str) -> None:
+    """``--out o.mp4 --clips o.mp4`` made a folder o.mp4, then lost the recording (exit 5); ``--events`` named
+    like the evidence log in its folder mixed the run's events into the log ``verify`` reads."""
+    names = {"o": str(tmp_path / "o.mp4"), "ev": str(tmp_path / "ev")}
+    result = run_cli("watch", "demo", "--max-frames", "5", *(o.format(**names) for o in outputs))
+    _assert_one_clear_line(result, message.format(**names))
+    assert result.returncode == 2 and list(tmp_path.iterdir()) == []  # refused before anything was made
+
+
 def test_an_evaluate_report_over_its_manifest_is_refused(tmp_path: Path) -> None:
     """``--json`` naming the manifest would replace the user's labels with the report, hours later."""
     manifest = tmp_path / "labels.tsv"
