@@ -220,6 +220,21 @@ def test_8k_video_is_refused_unless_the_limit_is_raised(watch, tmp_path: Path) -
     assert summary["frames_processed"] == 2
 
 
+def test_a_stream_that_grows_past_the_limit_mid_way_is_stopped_there(watch, tmp_path: Path) -> None:
+    """Only the first frame was held to --max-megapixels: recordings joined with ``cat`` (or an encoder
+    that switches resolution) brought 33 MP frames in, 1 GB of memory for a run limited to 1 MP."""
+    small = encode(tmp_path / "small.ts", "libx264", "yuv420p", 320, 240, n=20)
+    big = encode(tmp_path / "big.ts", "libx264", "yuv420p", 7680, 4320, n=2, options={})
+    joined = tmp_path / "joined.ts"
+    joined.write_bytes(small.read_bytes() + big.read_bytes())
+    events = tmp_path / "ev.jsonl"
+    result = watch(str(joined), "--max-megapixels", "1", "--events", str(events), timeout=240)
+    assert_one_error_line(result, 3, f"{joined} at frame 20: frame size 7680x4320 (33.2 MP) is above the limit "
+                                     "of 1 MP")
+    summary = json.loads(events.read_text().splitlines()[-1])
+    assert summary["frames_processed"] == 20
+
+
 # ------------------------------------------------------------------ valid but unusual: processed
 
 

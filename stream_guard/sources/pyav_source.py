@@ -19,7 +19,7 @@ from stream_guard.sources.base import OpensInWith
 from stream_guard.sources.deinterlace import MODES as DEINTERLACE_MODES
 from stream_guard.sources.deinterlace import Deinterlacer
 from stream_guard.sources.display import DisplayTransform, stream_display
-from stream_guard.sources.probe import DEFAULT_MAX_MEGAPIXELS, iso_truncation
+from stream_guard.sources.probe import DEFAULT_MAX_MEGAPIXELS, check_frame_size, iso_truncation
 from stream_guard.sources.sound_decoder import SoundDecoder
 from stream_guard.sources.spec import SourceSpec
 from stream_guard.sources.tone_map import HDR_TRANSFERS, SdrPictures
@@ -276,6 +276,7 @@ class PyAVSource(OpensInWith):
         self._live = spec.is_live  # at open, False for a recording served over HTTP
         self._opened_live = False  # a live stream that is a finished recording when reopened has ended
         self._display = DisplayTransform()
+        self._size_checked: tuple[int, int] | None = None  # the last frame size held to --max-megapixels
         self._first: av.VideoFrame | None = None  # decoded by open(), yielded first by frames()
         self._first_error: Exception | None = None  # raised by frames()
         self._deinterlacer: Deinterlacer | None = None
@@ -559,6 +560,9 @@ class PyAVSource(OpensInWith):
                 raise SourceError(f"{source_id}: frame {index} cannot be converted to RGB ({_reason(e)})") from e
 
         width, height = display.display_size(raw.width, raw.height)
+        if (width, height) != self._size_checked:  # the run checks the first; a stream may change size later
+            check_frame_size(f"{source_id} at frame {index}", width, height, self.max_megapixels)
+            self._size_checked = (width, height)
         pixels = PendingImage((height, width, 3), convert)
         if index == 0:  # a picture that cannot be converted at all fails the open, not a later thread
             pixels.get()
