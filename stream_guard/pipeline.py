@@ -18,7 +18,8 @@ from stream_guard import WINDOW_TITLE
 from stream_guard.analysis import Analyzer
 from stream_guard.config import RunConfig
 from stream_guard.detect_ahead import AheadDone, DetectAheadThread, DetectedFrame
-from stream_guard.errors import ConfigError, ModelError, SourceError, StoppedBeforeStart, StreamGuardError
+from stream_guard.errors import (ConfigError, ModelError, SourceError, SourceNotFoundError, StoppedBeforeStart,
+                                 StreamGuardError)
 from stream_guard.faces.detector import FaceDetector
 from stream_guard.faces.landmarks import MODEL_FILE as FACE_MESH_MODEL
 from stream_guard.faces.landmarks import FaceMesh
@@ -261,7 +262,7 @@ def _open_with_hint(source: FrameSource, input_options: Sequence[tuple[str, str]
     try:
         return source.open()
     except SourceError as e:
-        if not input_options:
+        if not input_options or isinstance(e, SourceNotFoundError):  # no such file or window: not the options
             raise
         keys = ", ".join(dict.fromkeys(key for key, _ in input_options))
         raise type(e)(f"{e}; check --input-option {keys}") from e

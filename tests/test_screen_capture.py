@@ -105,6 +105,15 @@ def test_bad_input_options_are_one_line(xvfb: int, args: list[str], message: str
     assert "Traceback" not in result.stderr
 
 
+def test_a_missing_window_is_not_blamed_on_the_input_options(xvfb: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DISPLAY", f":{xvfb}")
+    monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)
+    monkeypatch.delenv("XDG_SESSION_TYPE", raising=False)
+    result = run_cli("watch", "window:no-such-call", "--max-frames", "3", "--input-option", "framerate=10")
+    assert result.returncode == 3 and len(result.stderr_lines) == 1, result.stderr
+    assert "no window titled like 'no-such-call'" in result.stderr and "--input-option" not in result.stderr
+
+
 def test_the_demo_takes_no_input_options() -> None:
     result = run_cli("watch", "demo", "--max-frames", "3", "--input-option", "framerate=10")
     assert result.returncode == 2 and "does not apply to the demo" in result.stderr and len(result.stderr_lines) == 1
