@@ -159,6 +159,24 @@ def test_truncated_mp4_without_its_index(watch, tmp_path: Path) -> None:
     assert_one_error_line(watch(str(half)), 3, str(half), "truncated", "'mdat'", "no frame can be decoded")
 
 
+def test_truncated_mp4_through_a_pipe_is_said_so(placeholder_model: Path, tmp_path: Path) -> None:
+    """The same cut-off download piped in (``cat half.mp4 | stream-guard watch -``) ended with exit 0 and a
+    "1 damaged packet" warning, as if complete: no file to measure, its index says how many frames it lacks."""
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO
+
+    full = encode(tmp_path / "full.mp4", "libx264", "yuv420p", 160, 120, n=90, options={"movflags": "faststart"})
+    half = cut_in_half(full, tmp_path / "half.mp4")
+    with half.open("rb") as data:
+        proc = subprocess.run([sys.executable, "-m", "stream_guard", "watch", "-", "--model", str(placeholder_model)],
+                              stdin=data, capture_output=True, text=True, timeout=120, cwd=REPO)
+    assert proc.returncode == 3, proc.stderr
+    error = proc.stderr.strip().splitlines()[-1]
+    assert "truncated: decoded" in error and "its index lists 90 frames, the data ended after" in error, proc.stderr
+
+
 def test_truncated_mp4_keeps_the_frames_it_decoded(watch, tmp_path: Path) -> None:
     """An MP4 with its index first (faststart), cut in half: the frames that decode are
     analysed and written to --out, then the run reports the truncation and exits 3."""

@@ -472,10 +472,12 @@ class PyAVSource(OpensInWith):
         sound = self._sound
         streams = (self._stream,) if sound is None else (self._stream, sound.stream)
         waiting_since = time.monotonic() if self._live else None
+        read = 0  # the video packets that came (the demuxer's flush packets aside)
         for packet in self._container.demux(*streams):
             if sound is not None and packet.stream is sound.stream:
                 sound.push(packet)
                 continue
+            read += packet.size > 0
             try:
                 pictures = packet.decode()
             except av.error.InvalidDataError as e:
@@ -489,8 +491,18 @@ class PyAVSource(OpensInWith):
                 waiting_since = None
                 self._damaged_run = 0
             yield from pictures
+        self._note_short_of_index(read)
         if self.damaged_packets > 1:
             log.warning("%s: %d damaged video packets were skipped in all", self.source_id, self.damaged_packets)
+
+    def _note_short_of_index(self, read: int) -> None:
+        """An MP4 whose data ended before the frames its index lists: truncated. A file on disk is checked
+        by its boxes before it is read (:func:`iso_truncation`); a pipe or a download only shows it here."""
+        assert self._container is not None and self._stream is not None
+        listed = self._stream.frames
+        if (self._truncated is None and not self._live and listed and read < listed
+                and "mp4" in self._container.format.name.split(",")):
+            self._truncated = f"its index lists {listed} frames, the data ended after {read}"
 
     def _skip_damaged(self, error: av.error.InvalidDataError) -> None:
         """A recording's packet that cannot be decoded: counted and skipped (said the first time and every
