@@ -5,8 +5,8 @@ SHA-256 recorded when it was written; evidence-named files that no log line name
 added afterwards), and so are files the logs name but the folder lacks, unless the log says that
 ``--snapshot-keep`` or ``--clip-keep`` removed them (a ``removed`` line). Logs written before removals were
 logged (their lines carry no ``keep``) cannot tell the two apart: such files are only counted, as are clips
-that a killed run left unfinished (logged as they opened, never as they ended). Each model the logs name is matched, by its digest, against the
-models this installation ships.
+that a killed run left unfinished (logged as they opened, never as they ended). Each model the logs name is
+matched, by its digest, against the models this installation ships.
 """
 from __future__ import annotations
 

@@ -354,8 +354,8 @@ def _sigterm_once_window_shows(source: Path, model: Path, xvfb: int, title: str)
     if shutil.which("xwininfo") is None:
         pytest.skip("xwininfo is not installed (Debian: apt-get install x11-utils)")
     env = {**os.environ, "DISPLAY": f":{xvfb}"}
-    proc = subprocess.Popen([sys.executable, "-m", "stream_guard", "gui", str(source), "--start", "--model", str(model)],
-                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen([sys.executable, "-m", "stream_guard", "gui", str(source), "--start", "--model",
+                             str(model)], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline and proc.poll() is None:

@@ -30,7 +30,8 @@ class Capture:
 
 
 class X11Target(Protocol):
-    """A window, monitor or screen of an X display, as :class:`~stream_guard.sources.x11_capture.X11CaptureSource` reads it."""
+    """A window, monitor or screen of an X display, as
+    :class:`~stream_guard.sources.x11_capture.X11CaptureSource` reads it."""
 
     def locate(self, display: XDisplay) -> Capture:
         """Find the target (raises :class:`SourceNotFoundError` naming what there is)."""
