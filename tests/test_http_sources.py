@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 from stream_guard.config import ModelOptions, RunConfig, SourceOptions
+from stream_guard.errors import SourceError
 from stream_guard.pipeline import Pipeline
 from stream_guard.sources import PyAVSource, parse_source
 from tests.conftest import run_cli
@@ -146,6 +147,48 @@ def test_an_mpegts_stream_over_http_stays_live(two_faces_clip: Path, tmp_path: P
         assert _opens_live(f"{base}/channel.ts")
 
 
+def test_a_live_stream_that_stalls_ends_with_its_last_frame_timed_when_it_came(two_faces_clip: Path,
+                                                                              tmp_path: Path) -> None:
+    """A live MPEG-TS over HTTP whose sender hangs with the connection open. The demuxer holds the last
+    picture until the next one starts it, and gave it up only at the read time-out: that frame was taken
+    as received 5 s after the stall, so the outage counted 5 s short and a recording showed it for 5 s."""
+    import time
+
+    remux(two_faces_clip, tmp_path / "clip.ts", "mpegts", {})
+    data = (tmp_path / "clip.ts").read_bytes()
+    done = threading.Event()
+    sent_at: list[float] = []
+
+    class Hanging(http.server.BaseHTTPRequestHandler):
+        def log_message(self, *args: object) -> None:
+            pass
+
+        def do_GET(self) -> None:
+            self.send_response(200)
+            self.send_header("Content-Type", "video/mp2t")
+            self.end_headers()
+            self.wfile.write(data)
+            self.wfile.flush()
+            sent_at.append(time.monotonic())
+            done.wait(30)
+
+    with _serving(Hanging) as base:
+        source = PyAVSource(parse_source(f"{base}/channel.ts"))
+        try:
+            assert source.open().is_live
+            frames = []
+            with pytest.raises(SourceError, match=r"no data came for 5 s") as failure:
+                for frame in source.frames():
+                    frames.append(frame)
+            failed_at = time.monotonic()
+        finally:
+            done.set()
+            source.close()
+    assert len(frames) >= 85, len(frames)  # all but the pictures the decoder still held
+    assert frames[-1].wallclock_s - sent_at[0] < 1.0, (frames[-1].wallclock_s - sent_at[0], failure.value)
+    assert 4.5 < failed_at - sent_at[0] < 6.5, failed_at - sent_at[0]
+
+
 @pytest.mark.parametrize(("max_megapixels", "expected"), [(9.0, (1280, 720)), (0.5, (640, 360))])
 def test_master_playlist_gives_the_largest_variant_within_the_limit(
         tmp_path: Path, max_megapixels: float, expected: tuple[int, int]) -> None:
@@ -251,13 +294,15 @@ def test_an_mjpeg_camera_is_timed_as_its_frames_arrive() -> None:
 
 
 @contextlib.contextmanager
-def _flaky_site(data: bytes, token: str) -> Iterator[tuple[str, list[str]]]:
+def _flaky_site(data: bytes, token: str, stall: bool = False) -> Iterator[tuple[str, list[str]]]:
     """A web server of one recording that supports Range requests, answers only requests carrying
     ``X-Token: token`` (403 otherwise), and cuts its first answer off half-way, as a dropped
-    connection does. Yields the URL and the Range header of each request it served."""
+    connection does, or with ``stall`` stops sending there with the connection open, as a server or
+    network that hangs does. Yields the URL and the Range header of each request it served."""
     import re
 
     served: list[str] = []
+    done = threading.Event()
 
     class Site(http.server.BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
@@ -279,6 +324,8 @@ def _flaky_site(data: bytes, token: str) -> Iterator[tuple[str, list[str]]]:
             if len(served) == 1:
                 self.wfile.write(body[:len(body) // 2])
                 self.wfile.flush()
+                if stall:
+                    done.wait(60)
                 self.close_connection = True
                 self.connection.shutdown(2)
                 return
@@ -288,18 +335,23 @@ def _flaky_site(data: bytes, token: str) -> Iterator[tuple[str, list[str]]]:
             pass
 
     with _serving(Site) as base:
-        yield f"{base}/clip.mp4", served
+        try:
+            yield f"{base}/clip.mp4", served
+        finally:
+            done.set()
 
 
-def test_a_recording_over_http_resumes_where_its_connection_dropped(tmp_path: Path,
+@pytest.mark.parametrize("stall", [False, True], ids=["dropped", "stalled"])
+def test_a_recording_over_http_resumes_where_its_connection_dropped(stall: bool, tmp_path: Path,
                                                                     placeholder_model: Path) -> None:
     """The connection drops half-way: FFmpeg asks for the rest (Range) and the recording has every
     frame, where the run used to fail there. The sound, read over a connection of its own, carries
-    the same --input-option headers (it was refused without them: a silent recording)."""
+    the same --input-option headers (it was refused without them: a silent recording). A connection that
+    stalls is resumed too: it failed the run after 5 s ("no data came for 5 s")."""
     clip = make_clip_with_sound(tmp_path / "clip.mp4", seconds=2.0, fps=25)
     remux(clip, tmp_path / "fast.mp4", "mp4", {"movflags": "faststart"})
     out = tmp_path / "out.mp4"
-    with _flaky_site((tmp_path / "fast.mp4").read_bytes(), token="s3cret") as (url, served):
+    with _flaky_site((tmp_path / "fast.mp4").read_bytes(), token="s3cret", stall=stall) as (url, served):
         result = run_cli("watch", url, "--out", str(out), "--input-option", "headers=X-Token: s3cret\r\n",
                          "--model", str(placeholder_model), timeout=60)
     assert result.returncode == 0, result.stderr

@@ -180,7 +180,7 @@ class CaptureThread(threading.Thread):
             if self._blank is not None:
                 self._note_blank_picture(frame)
             self.frames_read += 1
-            self._last_frame_at = time.monotonic()
+            self._last_frame_at = frame.wallclock_s  # a frame may come late: one released by a read time-out
             if self.max_frames is not None and self.frames_read >= self.max_frames:
                 self.stop_reading = True
                 return

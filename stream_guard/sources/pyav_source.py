@@ -287,6 +287,8 @@ class PyAVSource(OpensInWith):
         self._sound: SoundDecoder | None = None
         self.damaged_packets = 0  # a recording's video packets that could not be decoded and were skipped
         self._damaged_run = 0
+        # when the read that the time-out ended began: the data released by it came before (see _demuxed_pictures)
+        self._stalled_since: float | None = None
 
     def _check_file(self) -> None:
         """Fail early, with a precise reason, on an empty file; note a truncated MP4/MOV."""
@@ -309,7 +311,9 @@ class PyAVSource(OpensInWith):
         if self.spec.format:
             kwargs["format"] = self.spec.format
         if self.spec.kind == "network":
-            kwargs["timeout"] = NETWORK_TIMEOUT_S
+            # with a protocol time-out of its own (rw_timeout), PyAV's is the backstop, after it
+            kwargs["timeout"] = (NETWORK_TIMEOUT_S[0], NETWORK_TIMEOUT_S[1] + (
+                self._stall_after_s if "rw_timeout" in self.spec.options else 0.0))
         self._container = self._open_container(kwargs)
         videos = list(self._container.streams.video)
         if self._tables_missed(videos, kwargs["options"]):
@@ -394,6 +398,15 @@ class PyAVSource(OpensInWith):
         )
         return self._info
 
+    @property
+    def _stall_after_s(self) -> float:
+        """How long a network read waits for data before the stream is taken as stalled: the protocol's own
+        time-out where one is set (``rw_timeout``, in microseconds), else PyAV's."""
+        try:
+            return float(self.spec.options["rw_timeout"]) / 1e6
+        except (KeyError, ValueError):
+            return NETWORK_TIMEOUT_S[1]
+
     def _on_demand(self) -> bool:
         """A recording served over HTTP (an MP4, an MPEG-TS file, a finished HLS playlist): it has a length,
         the reader pulls it at its own pace and it ends. It is read as a file is, every frame to its end, not
@@ -473,24 +486,39 @@ class PyAVSource(OpensInWith):
         streams = (self._stream,) if sound is None else (self._stream, sound.stream)
         waiting_since = time.monotonic() if self._live else None
         read = 0  # the video packets that came (the demuxer's flush packets aside)
-        for packet in self._container.demux(*streams):
+        self._stalled_since = None
+        packets = self._container.demux(*streams)
+        while True:
+            asked = time.monotonic()
+            packet = next(packets, None)
+            if packet is None:
+                break
+            if self._live and self.spec.kind == "network" and time.monotonic() - asked >= self._stall_after_s:
+                # The read time-out fired: the demuxer gave up the data it held back (MPEG-TS and RTP wait for
+                # the next packet to end a picture). It came before the stall, so its frames are timed from
+                # then; and the stall is the drop, now, where FFmpeg's next read would fail only later
+                # (RTSP: after another time-out). Taken as the last frames, they counted the outage 5 s short.
+                self._stalled_since = asked
             if sound is not None and packet.stream is sound.stream:
                 sound.push(packet)
-                continue
-            read += packet.size > 0
-            try:
-                pictures = packet.decode()
-            except av.error.InvalidDataError as e:
-                if waiting_since is not None and time.monotonic() - waiting_since <= KEYFRAME_WAIT_S:
-                    continue
-                if self._live:
-                    raise
-                self._skip_damaged(e)
-                continue
+                pictures = []
+            else:
+                read += packet.size > 0
+                try:
+                    pictures = packet.decode()
+                except av.error.InvalidDataError as e:
+                    if self._live and self._stalled_since is None and (
+                            waiting_since is None or time.monotonic() - waiting_since > KEYFRAME_WAIT_S):
+                        raise
+                    if not self._live:
+                        self._skip_damaged(e)
+                    pictures = []
             if pictures:
                 waiting_since = None
                 self._damaged_run = 0
             yield from pictures
+            if self._stalled_since is not None:
+                raise av.error.ExitError(errno.ETIMEDOUT, "the read timed out")
         self._note_short_of_index(read)
         if self.damaged_packets > 1:
             log.warning("%s: %d damaged video packets were skipped in all", self.source_id, self.damaged_packets)
@@ -578,9 +606,10 @@ class PyAVSource(OpensInWith):
         pixels = PendingImage((height, width, 3), convert)
         if index == 0:  # a picture that cannot be converted at all fails the open, not a later thread
             pixels.get()
-        received = time.monotonic()
+        now = time.monotonic()
+        received = now if self._stalled_since is None else self._stalled_since
         pts_s = self._clock.pts_s(received if self._arrival_times else raw.time)
-        return Frame(pixels, index, pts_s, received, self.source_id, decode_ms)
+        return Frame(pixels, index, pts_s, received, self.source_id, decode_ms, time.time() - (now - received))
 
     @property
     def display(self) -> DisplayTransform:
@@ -605,8 +634,9 @@ class PyAVSource(OpensInWith):
                                   f"({self._truncated})") from e
             if index == 0:
                 raise _wrap_open_error(self.spec, e) from e
-            why = (f"no data came for {NETWORK_TIMEOUT_S[1]:g} s" if isinstance(e, av.error.ExitError)
-                   and self.spec.kind == "network" else _reason(e))  # FFmpeg says "Immediate exit requested"
+            timed_out = isinstance(e, av.error.ExitError) or getattr(e, "errno", None) == errno.ETIMEDOUT
+            why = (f"no data came for {self._stall_after_s:g} s" if timed_out and self.spec.kind == "network"
+                   else _reason(e))  # FFmpeg says "Immediate exit requested" or "Connection timed out"
             raise SourceError(f"{self.source_id}: stream failed after {index} frames ({why})") from e
         if self._truncated:
             raise SourceError(f"{self.source_id}: truncated: decoded {index} frames then the data ended "

@@ -20,8 +20,12 @@ NETWORK_SCHEMES = frozenset({"rtsp", "rtsps", "rtmp", "rtmps", "http", "https", 
 _LIVE_OPTIONS = {"probesize": "32768", "analyzeduration": "0", "flags": "low_delay"}
 # A recording over HTTP whose connection drops is resumed where it stopped (FFmpeg asks for the rest with
 # a Range request). FFmpeg resumes only what has a length: a live stream's drop still ends the stream,
-# and the capture thread reconnects it.
-_HTTP_RESUME_OPTIONS = {"reconnect": "1", "reconnect_on_network_error": "1", "reconnect_delay_max": "10"}
+# and the capture thread reconnects it. A connection that stalls (open, no data) is ended by the protocol's
+# own time-out (rw_timeout, in microseconds), so that it is resumed as a dropped one is: PyAV's read time-out,
+# which FFmpeg takes as "stop now", never resumes.
+HTTP_STALL_S = 5.0
+_HTTP_RESUME_OPTIONS = {"reconnect": "1", "reconnect_on_network_error": "1", "reconnect_delay_max": "10",
+                        "rw_timeout": str(round(HTTP_STALL_S * 1e6))}
 # Schemes that carry MPEG-TS, read as such: FFmpeg guesses a format from the first 2 KB it gets, and a
 # stream joined a few packets into a keyframe (SEI, SPS, PPS, IDR slice) looks to it like raw H.264
 # (tests/test_udp_join.py). ``--input-option format=NAME`` reads another format; ``format=auto`` guesses.
