@@ -115,6 +115,19 @@ def test_joined_recordings_keep_every_frame_and_their_sound_in_sync(tmp_path: Pa
     assert beeps == pytest.approx(flashes, abs=1 / FPS), (flashes, beeps)
 
 
+@pytest.mark.parametrize("out", ["out.avi", "out.mp4"])
+def test_the_pictures_keep_their_times_beside_the_sound(tmp_path: Path, out: str) -> None:
+    """AVI: the MP3 encoder stamps its first packet before 0 (its delay), and FFmpeg moved every picture
+    after the first by it, rounded up to a whole frame: each was a frame late against the sound."""
+    clip = make_clip_with_sound(tmp_path / "clip.mp4", seconds=SECONDS, fps=FPS, burst=BURST, flash=True)
+    result = run_cli("watch", str(clip), "--out", str(tmp_path / out))
+    assert result.returncode == 0, result.stderr
+    frames, flashes, beeps = _flashes_and_beeps(tmp_path / out)
+    assert frames == SECONDS * FPS
+    assert flashes == pytest.approx([BURST[0]], abs=1e-3)
+    assert beeps == pytest.approx(flashes, abs=1 / FPS), (flashes, beeps)
+
+
 def _shifted(src: Path, dst: Path, by_s: float) -> Path:
     """``src`` (MPEG-TS) remuxed with every timestamp ``by_s`` later."""
     with av.open(str(src)) as inp, av.open(str(dst), "w", format="mpegts") as out:

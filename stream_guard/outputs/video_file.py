@@ -115,6 +115,10 @@ _SHORT_CLUSTERS = {"cluster_time_limit": "1000", "flush_packets": "1"}  # Matros
 # in memory until the end and is unreadable without it.
 _WRITE_AS_YOU_GO = {".mp4": FRAGMENTED_MP4, ".mov": FRAGMENTED_MP4, ".mkv": _SHORT_CLUSTERS,
                     ".webm": _SHORT_CLUSTERS, ".avi": {"flush_packets": "1"}}
+# The MP3 encoder's first packet is stamped before 0 (its delay, 23 ms). FFmpeg's default answer in a
+# container without negative times moved every picture after the first by it, rounded up to a whole
+# frame: a frame late against the sound. AVI times sound by its bytes, so leaving them be is right.
+_CONTAINER_OPTIONS = {".avi": {"avoid_negative_ts": "disabled"}}
 
 # VP9's default holds 25 frames back to look ahead and encodes at "good" speed, which a live
 # run on a few cores cannot keep up with
@@ -290,7 +294,8 @@ class VideoFileSink:
             raise OutputError(f"--out {self.path}: cannot move the earlier recording aside ({e.strerror or e})") from e
         rate = Fraction(self._fps).limit_denominator(1001)
         try:
-            self._container = av.open(str(path), mode="w", options=_WRITE_AS_YOU_GO[suffix] if self._live else {})
+            options = {**_CONTAINER_OPTIONS.get(suffix, {}), **(_WRITE_AS_YOU_GO[suffix] if self._live else {})}
+            self._container = av.open(str(path), mode="w", options=options)
             stream = self._container.add_stream(_CODECS[suffix], rate=rate)
         except (av.error.FFmpegError, OSError) as e:
             raise OutputError(f"--out {path}: cannot create ({e})") from e
