@@ -370,6 +370,15 @@ def test_a_web_page_url_is_named_as_such(tmp_path: Path) -> None:
     assert "watch.html: is a web page, not a video: give the address of the video itself" in result.stderr
 
 
+def test_an_empty_file_over_http_is_named_as_such(tmp_path: Path) -> None:
+    """A 0-byte file at a URL (an upload that failed): it said the server closed the connection."""
+    (tmp_path / "clip.mp4").write_bytes(b"")
+    with _served(tmp_path) as base:
+        result = run_cli("watch", f"{base}/clip.mp4", timeout=60)
+    assert result.returncode == 3 and len(result.stderr_lines) == 1, result.stderr
+    assert "clip.mp4: the server sent an empty file (0 bytes)" in result.stderr
+
+
 def test_a_live_playlist_that_finishes_ends_the_run(two_faces_clip: Path, placeholder_model: Path,
                                                       tmp_path: Path) -> None:
     """A live event whose playlist gets its #EXT-X-ENDLIST: FFmpeg reads to the end, the run

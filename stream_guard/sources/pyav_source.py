@@ -96,9 +96,11 @@ def _refused(url: str) -> bool:
     return False
 
 
-def _http_reply(url: str) -> tuple[int, str] | None:
-    """(status, content type) of an http(s) server's answer to a request for the start of ``url`` (a
-    Range request: a server that honours it answers 206), or None when it cannot be asked."""
+def _http_reply(url: str) -> tuple[int, str, int | None] | None:
+    """(status, content type, the whole file's length in bytes if said) of an http(s) server's answer to a
+    request for the start of ``url`` (a Range request: a server that honours it answers 206), or None when it
+    cannot be asked."""
+    import urllib.error
     import urllib.request
 
     if urlsplit(url).scheme.lower() not in ("http", "https"):
@@ -106,15 +108,26 @@ def _http_reply(url: str) -> tuple[int, str] | None:
     try:
         request = urllib.request.Request(url, headers={"Range": "bytes=0-1023"})
         with urllib.request.urlopen(request, timeout=NETWORK_TIMEOUT_S[0]) as reply:
-            return reply.status, reply.headers.get_content_type()
+            status, headers = reply.status, reply.headers
+    except urllib.error.HTTPError as e:  # 416 (no byte 0 to send): an empty file
+        status, headers = e.code, e.headers
     except (OSError, ValueError):
         return None
+    whole = (headers.get("Content-Range") or "").rpartition("/")[2] if status in (206, 416) \
+        else headers.get("Content-Length")
+    return status, headers.get_content_type(), int(whole) if whole and whole.isdigit() else None
 
 
 def _web_page(url: str) -> bool:
     """Whether an http(s) URL that FFmpeg could not read answers with a web page (HTML)."""
     reply = _http_reply(url)
-    return reply is not None and reply[1] in ("text/html", "application/xhtml+xml")
+    return reply is not None and reply[0] < 400 and reply[1] in ("text/html", "application/xhtml+xml")
+
+
+def _empty_file(url: str) -> bool:
+    """Whether an http(s) URL that FFmpeg could not read is an empty file (0 bytes)."""
+    reply = _http_reply(url)
+    return reply is not None and reply[0] in (200, 206, 416) and reply[2] == 0
 
 
 def _ignores_ranges(url: str) -> bool:
@@ -141,6 +154,8 @@ def _wrap_open_error(spec: SourceSpec, e: Exception) -> SourceError:
                                       "(an .mp4, an .m3u8 playlist...); for a video site's page, a tool such as "
                                       "yt-dlp finds it (yt-dlp -g URL), or pipes it in (yt-dlp -o - URL | "
                                       "stream-guard watch -)")
+            if _empty_file(spec.url):
+                return NotAVideoError(f"{name}: the server sent an empty file (0 bytes)")
             return SourceUnreachableError(f"{name}: cannot open stream: the server closed the connection "
                                           f"or sent no valid reply ({_reason(e)})")
     if isinstance(e, (av.error.InvalidDataError, av.error.EOFError)) and spec.kind == "pipe":
