@@ -226,7 +226,16 @@ def read_picture(path: Path) -> np.ndarray:
     """The RGB picture in the image file at ``path``, turned as its EXIF (or HEIF) orientation says."""
     if path.suffix.lower() in HEIF_SUFFIXES or _heif_brand(path):
         return _read_heif(path)
-    image = cv2.imdecode(_file_bytes(path), cv2.IMREAD_COLOR)
+    data = _file_bytes(path)
+    if not data.size:  # OpenCV asserts on no bytes: that took the whole scan down
+        raise NotAVideoError(f"{path}: is empty (0 bytes), not a picture")
+    try:
+        image = cv2.imdecode(data, cv2.IMREAD_COLOR)
+    except cv2.error as e:
+        if "CV_IO_MAX_IMAGE_PIXELS" in str(e):  # a few KB of PNG can say 40000x30000
+            raise NotAVideoError(f"{path}: the picture is too large to decode (more pixels than OpenCV's "
+                                 "limit, a gigapixel unless OPENCV_IO_MAX_IMAGE_PIXELS says otherwise)") from None
+        raise NotAVideoError(f"{path}: not an image OpenCV can read ({str(e).strip().splitlines()[-1]})") from None
     if image is None:
         raise NotAVideoError(f"{path}: not an image OpenCV can read")
     return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)

@@ -519,15 +519,33 @@ def test_files_named_like_other_sources_are_scanned_as_those_files(clips: Path, 
     assert all(f["verdict"] == "real" and f["frames"] == 60 and f["tracks"] for f in files), files
 
 
+def _png_of_nothing(path: Path, width: int, height: int) -> None:
+    """A black 1-bit PNG of ``width`` x ``height``, written row by row (a gigapixel in a few hundred KB)."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    packer = zlib.compressobj(9)
+    row = bytes(1 + (width + 7) // 8)
+    rows = b"".join(packer.compress(row) for _ in range(height)) + packer.flush()
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0))
+                     + chunk(b"IDAT", rows) + chunk(b"IEND", b""))
+
+
 def test_pictures_too_small_or_named_in_another_encoding(tmp_path: Path, placeholder_model: Path) -> None:
     """A picture 1 pixel high crashed the scan (a traceback, the whole batch's report lost); a picture
-    whose name is not UTF-8 crashed the process inside OpenCV."""
+    whose name is not UTF-8 crashed the process inside OpenCV; so did an empty picture file, and one
+    whose header claims more pixels than OpenCV decodes (1.2 gigapixels in 150 KB)."""
     import os
 
     folder = tmp_path / "pictures"
     folder.mkdir()
     face = cv2.cvtColor(astronaut_head(), cv2.COLOR_RGB2BGR)
     cv2.imwrite(str(folder / "line.png"), np.zeros((1, 300, 3), np.uint8))
+    (folder / "empty.jpg").write_bytes(b"")
+    _png_of_nothing(folder / "huge.png", 40000, 30000)
     cv2.imwrite(str(folder / "face.png"), face)
     for suffix in (".jpg", ".webp"):
         ok, data = cv2.imencode(suffix, face)
@@ -540,5 +558,7 @@ def test_pictures_too_small_or_named_in_another_encoding(tmp_path: Path, placeho
     assert "Traceback" not in result.stderr
     files = {f["name"]: f for f in json.loads((report / "report.json").read_text(encoding="utf-8"))["files"]}
     assert "line.png: the picture is 300x1 pixels: too small to show a face" in files["line.png"]["error"]
+    assert files["empty.jpg"]["error"].endswith("empty.jpg: is empty (0 bytes), not a picture"), files["empty.jpg"]
+    assert "huge.png: the picture is too large to decode" in files["huge.png"]["error"], files["huge.png"]
     for name in ("face.png", "caf\ufffd.jpg", "caf\ufffd.webp"):
         assert files[name]["verdict"] == "real" and len(files[name]["tracks"]) == 1, files[name]
