@@ -124,15 +124,27 @@ def run_scan(args: argparse.Namespace, out: TextIO = sys.stdout, err: TextIO = s
 
             result = scan_files(files, config, spec, on_file=on_file, should_stop=stop.is_set,
                                 max_frames=args.max_frames, explaining=explaining, file_sinks=file_sinks)
+        # the plots of a large scan take a while: a Ctrl-C then lost every file's result
+        asked = threading.Event()
+
+        def while_writing(signum: int, frame: object) -> None:
+            if asked.is_set():
+                raise KeyboardInterrupt
+            asked.set()
+            print("stream-guard: writing out the results of the files analysed first; interrupt again to stop "
+                  "without them", file=err, flush=True)
+
+        for s in previous:
+            signal.signal(s, while_writing)
+        if lines is not None:
+            lines.summary(result)
+        if args.report is not None:
+            html_path = write_report(result, args.report)
+            print(f"report: {html_path} (and {Path(args.report) / 'report.json'})", file=out)
     finally:
         pipeline_log.removeFilter(quiet)
         for s, h in previous.items():
             signal.signal(s, h)
-    if lines is not None:
-        lines.summary(result)
-    if args.report is not None:
-        html_path = write_report(result, args.report)
-        print(f"report: {html_path} (and {Path(args.report) / 'report.json'})", file=out)
     print(summary_line(result), file=out)
     if not result.provenance.model_trained:
         print(f"note: model '{result.provenance.model}' is UNTRAINED: scores are meaningless", file=err)
