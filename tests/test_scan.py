@@ -286,6 +286,32 @@ def test_collect_files_recurses_and_filters(clips: Path) -> None:
         collect_files([clips / "nope"])
 
 
+def test_a_folder_walk_follows_links_and_leaves_out_report_pictures(tmp_path: Path,
+                                                                   caplog: pytest.LogCaptureFixture) -> None:
+    """A report kept in a scanned folder was scanned again by any scan but one naming it as --report (its
+    face thumbnails each one more "fake"); ``scan DIR --report DIR`` found no file at all; a linked folder
+    and hidden files were left out without a word."""
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / "linked.mp4").write_bytes(b"x")
+    folder = tmp_path / "uploads"
+    (folder / "old_report" / "thumbs").mkdir(parents=True)
+    for name in ("report.json", "report.html", "thumbs/0001_face1.jpg"):
+        (folder / "old_report" / name).write_bytes(b"x")
+    (folder / "thumbs").mkdir()  # a folder of the user's own called so, not in a report
+    for name in ("a.mp4", ".b.jpg", "thumbs/c.jpg"):
+        (folder / name).write_bytes(b"x")
+    (folder / "more").symlink_to(elsewhere)
+    (elsewhere / "loop").symlink_to(folder)  # a link back: walked once
+    with caplog.at_level("WARNING"):
+        found = collect_files([folder])
+    assert [p.relative_to(folder).as_posix() for p in found] == ["a.mp4", "more/linked.mp4", "thumbs/c.jpg"]
+    assert "left out 1 hidden file(s)" in caplog.text and ".b.jpg" in caplog.text
+    # the scan's own report folder is the scanned folder: its files are scanned, its pictures are not
+    (folder / "report.json").write_bytes(b"x")
+    assert [p.name for p in collect_files([folder], reports=[folder])] == ["a.mp4", "linked.mp4"]
+
+
 def test_report_renders_in_headless_chromium(clips: Path, placeholder_model: Path, tmp_path: Path) -> None:
     chromium = shutil.which("chromium") or shutil.which("chromium-browser")
     if chromium is None:
@@ -319,6 +345,9 @@ def test_a_scan_again_leaves_out_its_own_report(clips: Path, placeholder_model: 
     folder.mkdir()
     make_test_clip(folder / "one_face.mp4", seconds=1.0, width=640, height=360,
                    draw=one_face_moving(640, 360, face_px=200))
+    (folder / "rep" / "thumbs").mkdir(parents=True)  # an earlier report's face, and a picture of the user's
+    for name in ("0007_face3.jpg", "mine.jpg"):
+        (folder / "rep" / "thumbs" / name).write_bytes(b"x")
     for _ in range(2):
         result = run_cli("scan", str(folder), "--report", str(folder / "rep"), "--model", str(placeholder_model),
                          "--threshold", "0", timeout=300)
@@ -326,6 +355,8 @@ def test_a_scan_again_leaves_out_its_own_report(clips: Path, placeholder_model: 
         assert [f["name"] for f in json.loads((folder / "rep" / "report.json").read_text())["files"]] == [
             "one_face.mp4"]
     assert any((folder / "rep").rglob("*.jpg"))  # there were thumbnails to pick up
+    # the earlier report's pictures are gone with it (they stayed beside the new report's)
+    assert sorted(p.name for p in (folder / "rep" / "thumbs").iterdir()) == ["0000_face1.jpg", "mine.jpg"]
 
 
 def test_camcorder_and_old_phone_files_are_found_whatever_their_case(tmp_path: Path) -> None:

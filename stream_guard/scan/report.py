@@ -9,6 +9,7 @@ import datetime as dt
 import html
 import json
 import os
+import re
 from pathlib import Path
 
 from stream_guard.errors import OutputError
@@ -28,6 +29,9 @@ VERDICT_COLOURS = {"fake": "#c62828", "real": "#2e7d32", "no-face": "#616161", "
 
 def _fmt(value: float | None, digits: int = 3) -> str:
     return "–" if value is None else f"{value:.{digits}f}"
+
+
+_ASSET_NAME = re.compile(r"\d{4,}_face\d+\.(png|jpg)")  # what _assets names a picture
 
 
 def _assets(index: int, series: TrackSeries) -> tuple[str, str, str]:
@@ -96,7 +100,17 @@ def report_json(result: ScanResult) -> dict:
                       enumerate(zip(result.outcomes, display_names([o.path for o in result.outcomes])))]}
 
 
+def _remove_old_assets(folder: Path) -> None:
+    """A report written over another takes away that one's pictures (its faces would stay beside the new
+    report's, in a folder the next scan leaves out); only files named as this module names them."""
+    for sub in (PLOTS, THUMBS, EXPLAIN):
+        for path in (folder / sub).glob("*_face*.*"):
+            if _ASSET_NAME.fullmatch(path.name):
+                path.unlink(missing_ok=True)
+
+
 def _write_assets(folder: Path, result: ScanResult) -> None:
+    _remove_old_assets(folder)
     (folder / PLOTS).mkdir(exist_ok=True)
     (folder / THUMBS).mkdir(exist_ok=True)
     for index, outcome in enumerate(result.outcomes):
