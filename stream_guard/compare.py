@@ -26,9 +26,18 @@ class ScoredFile:
     score: float
 
 
-def load_scored_files(path: str | Path, by_path: bool = False) -> tuple[str, dict[str, ScoredFile]]:
-    """The model name and every scored file of an ``evaluate --json`` report, keyed by the
-    file's path relative to the manifest's folder (``by_path``: by its path as the report has it).
+def _keys(file: str, root: str) -> tuple[str, ...]:
+    """The names a report's file may be matched by: its path relative to the manifest's folder (both are as
+    evaluate saw them: relative ones from the same working folder), and an absolute path as it is (a row
+    that gave one; the same wherever evaluate ran). A URL as it is."""
+    if "://" in file:
+        return (file,)
+    relative = Path(os.path.relpath(file, root)).as_posix()
+    return (relative, file) if os.path.isabs(file) else (relative,)
+
+
+def load_scored_files(path: str | Path) -> tuple[str, dict[tuple[str, ...], ScoredFile]]:
+    """The model name and every scored file of an ``evaluate --json`` report, keyed by :func:`_keys`.
     Raises ConfigError naming the problem."""
     path = Path(path)
     try:
@@ -40,16 +49,27 @@ def load_scored_files(path: str | Path, by_path: bool = False) -> tuple[str, dic
     if not isinstance(report, dict) or not isinstance(report.get("files"), list) \
             or not isinstance(report.get("manifest"), str):
         raise ConfigError(f"report {path}: not a 'stream-guard evaluate --json' report (no 'files' and 'manifest')")
-    root = Path(report["manifest"]).parent
+    root = os.path.dirname(report["manifest"])
     files = {}
     for entry in report["files"]:
         try:
-            file = entry["file"]
-            key = file if "://" in file or by_path else Path(os.path.relpath(file, root)).as_posix()  # a URL as it is
-            files[key] = ScoredFile(LABELS[entry["label"]], float(entry["score"]))
+            files[_keys(entry["file"], root)] = ScoredFile(LABELS[entry["label"]], float(entry["score"]))
         except (KeyError, TypeError, ValueError) as e:
             raise ConfigError(f"report {path}: malformed file entry {entry!r}") from e
     return str(report.get("model", path.stem)), files
+
+
+def _paired(a: dict[tuple[str, ...], ScoredFile], b: dict[tuple[str, ...], ScoredFile]
+            ) -> tuple[dict[str, ScoredFile], dict[str, ScoredFile]]:
+    """Both reports' files by one name each: a file of B that shares any of its names with a file of A takes
+    A's first name (a manifest of absolute paths and relative ones, evaluated from two working folders, pairs
+    the former by path and the latter by their place beside the manifest)."""
+    by_name = {name: keys for keys in a for name in keys}
+    named_b: dict[str, ScoredFile] = {}
+    for keys, scored in b.items():
+        match = next((by_name[name] for name in keys if name in by_name), None)
+        named_b[match[0] if match is not None else keys[0]] = scored
+    return {keys[0]: scored for keys, scored in a.items()}, named_b
 
 
 def compare_scored(a: dict[str, ScoredFile], b: dict[str, ScoredFile], against_all_reals: bool = False) -> dict:
@@ -87,13 +107,7 @@ def compare_reports(path_a: str | Path, path_b: str | Path) -> dict:
     """:func:`compare_scored` of two ``evaluate --json`` reports, with their model names."""
     model_a, a = load_scored_files(path_a)
     model_b, b = load_scored_files(path_b)
-    if not a.keys() & b.keys():
-        # a manifest of absolute paths, given by a relative name from two folders: its files, made relative
-        # to it from the folder compare runs in, differ; their own paths do not
-        by_path_a, by_path_b = load_scored_files(path_a, by_path=True)[1], load_scored_files(path_b, by_path=True)[1]
-        if by_path_a.keys() & by_path_b.keys():
-            a, b = by_path_a, by_path_b
-    return {"model_a": model_a, "model_b": model_b, **compare_scored(a, b)}
+    return {"model_a": model_a, "model_b": model_b, **compare_scored(*_paired(a, b))}
 
 
 def _verdict(d: dict) -> str:

@@ -137,3 +137,23 @@ def test_reports_of_a_manifest_of_absolute_paths_match_wherever_evaluate_ran(rep
     result = run_cli("compare", str(tmp_path / "a.json"), str(tmp_path / "b.json"), "--json", str(tmp_path / "a.json"))
     assert result.returncode == 2 and "is one of the reports compared" in result.stderr
     assert (tmp_path / "a.json").read_text() == before
+
+
+def test_a_manifest_of_absolute_and_relative_paths_pairs_every_file(reports: tuple[Path, Path],
+                                                                    tmp_path: Path) -> None:
+    """Half the rows absolute, half relative, evaluated from two working folders: only the relative half
+    was paired (every family 'one label only', no pooled AUC) and the rest listed as scored by one only."""
+    good, weak = reports
+    a, b = json.loads(good.read_text()), json.loads(weak.read_text())
+    for report, folder in ((a, "set"), (b, "../elsewhere/and/deeper/set")):  # the manifest as each run named it
+        report["manifest"] = f"{folder}/m.tsv"
+        for i, entry in enumerate(report["files"]):
+            name = Path(entry["file"]).name
+            entry["file"] = f"/data/set/clips/{name}" if i % 2 else f"{folder}/clips/{name}"
+    (tmp_path / "a.json").write_text(json.dumps(a))
+    (tmp_path / "b.json").write_text(json.dumps(b))
+    result = run_cli("compare", str(tmp_path / "a.json"), str(tmp_path / "b.json"), "--json", str(tmp_path / "c.json"))
+    assert result.returncode == 0, result.stderr
+    comparison = json.loads((tmp_path / "c.json").read_text())
+    assert comparison["n_common"] == 70 and not comparison["only_in_a"] and not comparison["only_in_b"]
+    assert comparison["pooled"] is not None and comparison["families"]["cam"] is None  # reals only
