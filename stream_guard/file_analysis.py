@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import logging
 import tempfile
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -48,6 +49,8 @@ from stream_guard.sources.probe import MIN_FRAME_SIDE
 from stream_guard.sources.pyav_source import STILL_IMAGE_BRANDS
 from stream_guard.sources.spec import file_source_text, missing_file, parse_source, redact_url, url_scheme
 from stream_guard.types import FrameResult, NotJudged, TrackState
+
+log = logging.getLogger(__name__)
 
 Scanned = Path | str  # what is analysed: a file, or a recording's URL
 STILL_FRAMES = 10  # a still picture is scored as this many frames at 10 fps
@@ -298,6 +301,9 @@ def _fitted(rgb: np.ndarray, max_megapixels: float, name: str) -> np.ndarray:
     if pixels > max_megapixels * 1e6:
         scale = (max_megapixels * 1e6 / pixels) ** 0.5
         size = (max(2, int(rgb.shape[1] * scale)), max(2, int(rgb.shape[0] * scale)))
+        if min(size) < MIN_FRAME_SIDE:
+            raise NotAVideoError(f"{name}: --max-megapixels {max_megapixels:g} would shrink the picture to "
+                                 f"{size[0]}x{size[1]} pixels: too small to show a face (raise it)")
         rgb = cv2.resize(rgb, size, interpolation=cv2.INTER_AREA)
     h, w = rgb.shape[0] - rgb.shape[0] % 2, rgb.shape[1] - rgb.shape[1] % 2
     return np.ascontiguousarray(rgb[:h, :w])
@@ -327,6 +333,8 @@ def _lossless_clip(pictures: Iterable[tuple[np.ndarray, int]], out: Path, max_me
             ms += duration_ms
         if stream is not None:
             container.mux(stream.encode(None))
+    if stream is None:  # (an animation cut short: its first frame cannot be decoded)
+        raise NotAVideoError(f"{name}: no picture in it could be decoded (a truncated or damaged file?)")
     return out
 
 
@@ -341,11 +349,13 @@ def _animation_frames(path: Path, chunk: int = 64) -> Iterator[tuple[np.ndarray,
     start = 0
     while True:
         ok, animation = cv2.imdecodeanimation(_file_bytes(path), start, chunk)
-        if not ok or not animation.frames:
-            return
         for bgr, ms in zip(animation.frames, animation.durations):
             code = cv2.COLOR_BGRA2RGB if bgr.ndim == 3 and bgr.shape[2] == 4 else cv2.COLOR_BGR2RGB
             yield cv2.cvtColor(bgr, code), int(ms) if ms > 10 else 100
+        if not ok:  # cut short (a download that stopped): what came before is scored, and said to be all
+            log.warning("%s: the animation ends after frame %d, cut short (a truncated file?): scored on those",
+                        path, start + len(animation.frames))
+            return
         if len(animation.frames) < chunk:
             return
         start += chunk
@@ -355,8 +365,8 @@ def _is_animation(path: Path) -> bool:
     """Whether the picture is an animation (an animated WebP sticker, an APNG): more than one frame."""
     if path.suffix.lower() not in ANIMATED_PICTURE_SUFFIXES:
         return False
-    ok, animation = cv2.imdecodeanimation(_file_bytes(path), 0, 2)
-    return bool(ok) and len(animation.frames) > 1
+    _, animation = cv2.imdecodeanimation(_file_bytes(path), 0, 2)  # (not ok: cut short after them)
+    return len(animation.frames) > 1
 
 
 def _explain(tracks: tuple[TrackSeries, ...], recorder: WindowRecorder, threshold: float, every_face: bool) -> None:

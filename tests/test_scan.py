@@ -421,6 +421,15 @@ def test_phone_photos_are_scored_whatever_their_size_and_format(tmp_path: Path, 
         assert file["verdict"] == "real" and len(file["tracks"]) == 1, (name, file)
 
 
+def test_a_picture_shrunk_below_a_face_by_the_size_limit_says_so() -> None:
+    """It was said to be a scratch clip (``/tmp/stream_guard_scan_.../x.mkv``) too small to show a face."""
+    from stream_guard.file_analysis import _fitted
+
+    with pytest.raises(NotAVideoError, match=r"^photo.jpg: --max-megapixels 0.0001 would shrink the picture to "
+                                             r"11x8 pixels: too small to show a face \(raise it\)$"):
+        _fitted(np.zeros((480, 640, 3), np.uint8), 0.0001, "photo.jpg")
+
+
 def test_an_animated_sticker_is_scored_as_the_video_it_plays_as(tmp_path: Path, placeholder_model: Path) -> None:
     """Messengers' stickers and memes are animated WebP and PNG: only their first frame was read, a still,
     so a face that comes in later was never seen."""
@@ -599,6 +608,11 @@ def test_pictures_too_small_or_named_in_another_encoding(tmp_path: Path, placeho
     cv2.imwrite(str(folder / "line.png"), np.zeros((1, 300, 3), np.uint8))
     (folder / "empty.jpg").write_bytes(b"")
     _png_of_nothing(folder / "huge.png", 40000, 30000)
+    animation = cv2.Animation()  # an animated PNG cut short: it was said to be a scratch file, not found
+    animation.frames, animation.durations = [face, face[::-1], face, face[::-1]], [100] * 4
+    assert cv2.imwriteanimation(str(tmp_path / "whole.png"), animation)
+    whole = (tmp_path / "whole.png").read_bytes()
+    (folder / "cut.png").write_bytes(whole[:len(whole) * 3 // 4])
     cv2.imwrite(str(folder / "face.png"), face)
     for suffix in (".jpg", ".webp"):
         ok, data = cv2.imencode(suffix, face)
@@ -613,5 +627,7 @@ def test_pictures_too_small_or_named_in_another_encoding(tmp_path: Path, placeho
     assert "line.png: the picture is 300x1 pixels: too small to show a face" in files["line.png"]["error"]
     assert files["empty.jpg"]["error"].endswith("empty.jpg: is empty (0 bytes), not a picture"), files["empty.jpg"]
     assert "huge.png: the picture is too large to decode" in files["huge.png"]["error"], files["huge.png"]
+    assert files["cut.png"]["frames"] == 3 and files["cut.png"]["error"] is None, files["cut.png"]
+    assert "cut.png: the animation ends after frame 3, cut short (a truncated file?): scored on those" in result.stderr
     for name in ("face.png", "caf\ufffd.jpg", "caf\ufffd.webp"):
         assert files[name]["verdict"] == "real" and len(files[name]["tracks"]) == 1, files[name]
