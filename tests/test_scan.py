@@ -627,6 +627,8 @@ def test_pictures_too_small_or_named_in_another_encoding(tmp_path: Path, placeho
     assert "line.png: the picture is 300x1 pixels: too small to show a face" in files["line.png"]["error"]
     assert files["empty.jpg"]["error"].endswith("empty.jpg: is empty (0 bytes), not a picture"), files["empty.jpg"]
     assert "huge.png: the picture is too large to decode" in files["huge.png"]["error"], files["huge.png"]
+    # the same keys as a file that was read (a script reading f["frames"] failed on these)
+    assert files["huge.png"].keys() == files["face.png"].keys() and files["huge.png"]["frames"] is None
     assert files["cut.png"]["frames"] == 3 and files["cut.png"]["error"] is None, files["cut.png"]
     assert "cut.png: the animation ends after frame 3, cut short (a truncated file?): scored on those" in result.stderr
     for name in ("face.png", "caf\ufffd.jpg", "caf\ufffd.webp"):

@@ -77,8 +77,9 @@ def file_json(index: int, outcome: FileOutcome, name: str, assets: bool = True) 
         entry.update({"frames": a.frames, "duration_s": round(a.duration_s, 3), "faces_too_small": a.faces_too_small,
                       "faces_cut_off": a.faces_cut_off,
                       "tracks": [_track_json(index, t, assets) for t in a.tracks if t.scores]})
-    else:
-        entry["tracks"] = []
+    else:  # the same keys, for readers of the JSON: nothing was read
+        entry.update({"frames": None, "duration_s": None, "faces_too_small": None, "faces_cut_off": None,
+                      "tracks": []})
     return entry
 
 
@@ -156,7 +157,7 @@ def _summary_rows(files: list[dict]) -> str:
         detail = html.escape(f["error"]) if f["error"] else f"{faces} face{'s' if faces != 1 else ''}"
         rows.append(f'<tr><td><a href="#file{i}">{html.escape(f["name"])}</a></td>'
                     f'<td>{_badge(f["verdict"])}</td><td class="num">{_fmt(f["score"])}</td>'
-                    f'<td class="num">{f.get("frames", "–")}</td><td>{detail}</td></tr>')
+                    f'<td class="num">{"–" if f["frames"] is None else f["frames"]}</td><td>{detail}</td></tr>')
     return "\n".join(rows)
 
 
