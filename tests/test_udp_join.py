@@ -172,3 +172,24 @@ def test_a_busy_stream_joined_between_its_tables_is_probed_again(tmp_path: Path)
     with _sending(stream.read_bytes(), 3.0, offset=600 * 188) as url:
         size, read, _ = _read(url, frames=10)
     assert size == (1280, 720) and read == 10
+
+
+def test_a_live_stream_probed_briefly_gets_its_frame_rate_from_its_headers(tmp_path: Path) -> None:
+    """A 720p MPEG-TS probed with the live options (32 KB, less than its first picture): FFmpeg guessed 60 fps,
+    or 90000 (its time base) when joined mid-stream, for a 30 fps stream; the recording's keyframe interval (2 s
+    of frames) then came out at 180000 frames, so a killed live run's --out held no frame at all."""
+    path = tmp_path / "noise.ts"
+    rng = np.random.default_rng(0)
+    with av.open(str(path), "w", format="mpegts") as out:
+        stream = out.add_stream("libx264", rate=30)
+        stream.width, stream.height, stream.pix_fmt = 1280, 720, "yuv420p"
+        for i in range(6):  # noise: a first picture far larger than the probe
+            frame = av.VideoFrame.from_ndarray(rng.integers(0, 255, (720, 1280, 3), np.uint8), "rgb24")
+            frame.pts, frame.time_base = i, Fraction(1, 30)
+            out.mux(stream.encode(frame))
+        out.mux(stream.encode())
+    live = parse_source("udp://127.0.0.1:1234").options
+    with av.open(str(path), options=dict(live)) as probed:
+        video = probed.streams.video[0]
+        assert not video.average_rate and video.guessed_rate != 30  # what FFmpeg's probe says
+        assert pyav_source.nominal_fps(video) == 30.0

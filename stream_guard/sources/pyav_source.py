@@ -210,7 +210,14 @@ def nominal_fps(stream: av.video.stream.VideoStream) -> float | None:
     a paused screen recorder) and the average says nothing of how fast its frames come."""
     average = float(stream.average_rate) if stream.average_rate else 0.0
     guessed = float(stream.guessed_rate) if stream.guessed_rate else 0.0
-    if guessed and (not average or (average < guessed / 2 and guessed <= MAX_NOMINAL_FPS)):
+    coded = float(stream.codec_context.framerate or 0)  # the rate the codec's headers state (H.264's timing)
+    if coded > MAX_NOMINAL_FPS:
+        coded = 0.0
+    if coded and (not average or guessed > MAX_NOMINAL_FPS):
+        # a live stream probed briefly (too little of it for an average): FFmpeg's guess can be its time base
+        # (MPEG-TS's 90 kHz) or twice the rate (H.264 counts fields), where the headers say the rate
+        guessed = coded
+    if guessed and guessed <= MAX_NOMINAL_FPS and (not average or average < guessed / 2):
         return guessed
     return average or None
 
@@ -381,9 +388,8 @@ class PyAVSource(OpensInWith):
             log.info("%s: a recording%s, not a live stream: read to its end, every frame", self.source_id, length)
         self._live = self.spec.is_live and not on_demand
         self._opened_live = self._opened_live or self._live
-        fps = nominal_fps(stream)
         frames = int(stream.frames) if stream.frames and not self._live else None
-        self._clock = _StreamClock(1.0 / (fps or 30.0))
+        self._clock = _StreamClock(1.0 / 30.0)  # its rate once the first frame is decoded (below)
         # live and without timestamps: a frame's time is when it came, or stream time runs at the guessed rate
         self._arrival_times = self._live and bool(self._container.format.flags & AVFMT_NOTIMESTAMPS)
         if self._arrival_times:
@@ -392,6 +398,8 @@ class PyAVSource(OpensInWith):
         self._sound = None if audio is None or self._sound_out is None else SoundDecoder(
             audio, self._sound_out, self._clock.stream_s)
         self._decode_first_frame()
+        fps = nominal_fps(stream)
+        self._clock.period_s = 1.0 / (fps or 30.0)
         if self._first is not None:
             stored_width, stored_height = self._first.width, self._first.height
         else:
