@@ -152,6 +152,20 @@ def test_static_files_only_from_the_package_folder_without_token() -> None:
         assert raw_get(port, "/static/overlay.js")[0] == 200
 
 
+def test_without_a_token_only_this_machine_is_answered() -> None:
+    """DNS rebinding: a web page whose name its owner points at 127.0.0.1 runs in the viewer's browser and asks
+    the token-less live view for its video and data under that name: every route answered (200)."""
+    with _Sink("clip.mp4") as s:
+        port = s.sink.port
+        for host in ("attacker.example", f"attacker.example:{port}", "127.0.0.1.nip.io", "192.168.1.5"):
+            for path in ("/", "/api/status", "/metrics", "/stream.mjpg"):
+                status, body = raw_get(port, path, {"Host": host})
+                assert status == 403 and b"STREAM_GUARD_TOKEN" in body, (host, path, status)
+        for host in (f"127.0.0.1:{port}", f"localhost:{port}", "localhost", f"[::1]:{port}", "dash.localhost",
+                     "127.0.0.2"):
+            assert raw_get(port, "/api/status", {"Host": host})[0] == 200, host
+
+
 def test_url_credentials_never_reach_pages_or_api() -> None:
     secret_url = "rtsp://admin:hunter2@cam.local:554/live"
     with _Sink(secret_url) as s:

@@ -16,6 +16,7 @@ import threading
 from importlib import resources
 from pathlib import Path
 from typing import Awaitable, Callable
+from urllib.parse import urlsplit
 
 from aiohttp import web
 
@@ -23,7 +24,7 @@ from stream_guard.errors import OutputError
 from stream_guard.outputs.http.live_mp4 import Mp4Fragment
 from stream_guard.outputs.http.metrics import CONTENT_TYPE, SOUND, LiveMetrics
 from stream_guard.outputs.http.mp4_relay import SOUND_CLIENT_QUEUE, Mp4Relay, end_stream
-from stream_guard.outputs.http.options import ServeOptions
+from stream_guard.outputs.http.options import ServeOptions, is_loopback
 from stream_guard.outputs.http.state import LiveState
 
 log = logging.getLogger(__name__)
@@ -43,6 +44,18 @@ def static_files() -> dict[str, Path]:
     """The files the server may send: exactly those in this package's ``static`` folder."""
     folder = resources.files("stream_guard.outputs.http") / "static"
     return {entry.name: Path(str(entry)) for entry in folder.iterdir() if entry.is_file()}
+
+
+def _names_this_machine(host_header: str | None) -> bool:
+    """Whether a request's ``Host`` names this machine by loopback (``localhost``, ``127.0.0.1:8080``,
+    ``[::1]:8080``, ``x.localhost``); a request without one (HTTP/1.0) is not a browser's."""
+    if host_header is None:
+        return True
+    try:
+        name = urlsplit(f"//{host_header}").hostname or ""
+    except ValueError:
+        return False
+    return is_loopback(name) or name.endswith(".localhost")
 
 
 class LiveServer:
@@ -219,6 +232,11 @@ class LiveServer:
         if self._token is not None and not self._authorized(request):
             raise web.HTTPUnauthorized(text="401: a valid token is required\n",
                                        headers={"WWW-Authenticate": 'Bearer realm="stream_guard"', **SECURITY_HEADERS})
+        if self._token is None and not _names_this_machine(request.headers.get("Host")):
+            # Without a token only this machine may ask; a web page whose name an attacker points at 127.0.0.1
+            # (DNS rebinding) would run in the browser here, and read the video and its data, but under that name.
+            raise web.HTTPForbidden(text="403: without a token (STREAM_GUARD_TOKEN) the live view answers only to "
+                                         "localhost and loopback addresses\n", headers=SECURITY_HEADERS)
         try:
             response = await handler(request)
         except web.HTTPException as e:
