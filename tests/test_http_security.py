@@ -218,25 +218,49 @@ def test_token_sources_and_repr(tmp_path: Path) -> None:
         serve_options("0.0.0.0:1", environ={"STREAM_GUARD_TOKEN": "two words"})
 
 
-def test_a_client_that_never_reads_does_not_block_the_sink() -> None:
-    """A stalled MJPEG/SSE client (or a hostile one) fills only its own socket: writes go on."""
+def test_a_client_that_never_reads_does_not_block_the_sink(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A stalled MJPEG/SSE client (or a hostile one) fills only its own socket: writes go on. Once it has
+    taken nothing for the write time-out it is cut off: it stayed counted as a viewer for ever (its encoder
+    kept running) and held up the stop by seconds."""
+    import dataclasses
     import socket
+    import time
 
+    from stream_guard.outputs.http import server
+
+    monkeypatch.setattr(server, "WRITE_TIMEOUT_S", 1.0, raising=False)
     with _Sink("clip.mp4") as s:
         port = s.sink.port
         stalled = []
         for path in ("/stream.mjpg", "/stream.mp4", "/events"):
-            c = socket.create_connection(("127.0.0.1", port), timeout=30)
-            c.sendall(f"GET {path} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+            c = socket.socket()
+            c.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # before connecting: a small window
+            c.connect(("127.0.0.1", port))
+            c.sendall(f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode())
             stalled.append(c)
         try:
-            noisy = np.random.default_rng(0).integers(0, 255, (240, 320, 3), np.uint8)  # JPEGs that stay large
+            rng = np.random.default_rng(0)
+            noisy = rng.integers(0, 255, (480, 640, 3), np.uint8)  # JPEGs that stay large
             base = _result("clip.mp4")
             for i in range(300):
-                s.sink.write(FrameResult(frame=base.frame, annotated=noisy, faces=base.faces, detected=True,
+                frame = dataclasses.replace(base.frame, wallclock_s=time.monotonic())
+                s.sink.write(FrameResult(frame=frame, annotated=noisy, faces=base.faces, detected=True,
                                          latency_ms=1.0, fps=25.0, frames_dropped=i))
             status, body, _ = get(f"http://127.0.0.1:{port}/api/status")
             assert status == 200 and json.loads(body)["frames"] == 300 and json.loads(body)["dropped"] == 299
+            viewers = 'stream_guard_live_viewers{video="%s"} %s'
+            deadline = time.monotonic() + 20
+            noise = [rng.integers(0, 255, (480, 640, 3), np.uint8) for _ in range(5)]  # large H.264 frames too
+            while time.monotonic() < deadline:  # frames go on coming (the H.264 encoder wants their time to move)
+                frame = dataclasses.replace(base.frame, wallclock_s=time.monotonic())
+                s.sink.write(FrameResult(frame=frame, annotated=noise[len(noise) - 1], faces=base.faces,
+                                         detected=True, latency_ms=1.0, fps=25.0))
+                noise.insert(0, noise.pop())
+                metrics = get(f"http://127.0.0.1:{port}/metrics")[1].decode()
+                if viewers % ("mjpeg", "0.0") in metrics and viewers % ("h264", "0.0") in metrics:
+                    break
+                time.sleep(0.2)
+            assert viewers % ("mjpeg", "0.0") in metrics and viewers % ("h264", "0.0") in metrics, metrics
         finally:
             for c in stalled:
                 c.close()

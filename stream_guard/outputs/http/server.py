@@ -34,6 +34,9 @@ CLIENT_QUEUE = 512  # event records buffered per SSE client; a client further be
 START_TIMEOUT_S = 10.0
 VIDEO_WAIT_S = 30.0  # how long /stream.mp4 waits for a first frame before answering 503
 STOP_TIMEOUT_S = 10.0
+# A streaming client (video, sound, events) that takes nothing for this long is cut off: it kept its encoder
+# running and its count in the viewer gauge for ever, and held up the stop.
+WRITE_TIMEOUT_S = 10.0
 PAGES = {"/": "index.html", "/overlay": "overlay.html"}
 SECURITY_HEADERS = {"X-Content-Type-Options": "nosniff", "Referrer-Policy": "no-referrer",
                     "Cache-Control": "no-store"}
@@ -77,6 +80,7 @@ class LiveServer:
         self._error: BaseException | None = None
         self._closing = False
         self._subscribers: set[asyncio.Queue] = set()
+        self._streaming: set[asyncio.BaseTransport] = set()  # clients being written to (one that reads nothing waits)
         self._jpeg: bytes | None = None
         self._jpeg_seq = 0
         self._frame_event: asyncio.Event | None = None
@@ -203,8 +207,25 @@ class LiveServer:
             self._close_queue(q)
         self._set_frame(None)
         self._end_mp4()
+        for transport in list(self._streaming):  # a client that reads nothing would wait out the clean-up
+            transport.abort()
         if self._runner is not None:
             await self._runner.cleanup()
+
+    async def _send(self, request: web.Request, response: web.StreamResponse, data: bytes) -> None:
+        """Write to a streaming client, cutting it off (:class:`ConnectionResetError`) when it has taken nothing
+        for :data:`WRITE_TIMEOUT_S`."""
+        transport = request.transport
+        if transport is None:
+            raise ConnectionResetError("the client has gone")
+        self._streaming.add(transport)
+        try:
+            await asyncio.wait_for(response.write(data), WRITE_TIMEOUT_S)
+        except asyncio.TimeoutError:
+            transport.abort()
+            raise ConnectionResetError(f"the client took nothing for {WRITE_TIMEOUT_S:g} s") from None
+        finally:
+            self._streaming.discard(transport)
 
     def _set_frame(self, jpeg: bytes | None) -> None:
         if jpeg is not None:
@@ -290,16 +311,16 @@ class LiveServer:
         self._subscribers.add(q)
         try:
             for record in self.state.replay():
-                await response.write(_sse(json.dumps(record, separators=(",", ":"), default=str)))
+                await self._send(request, response, _sse(json.dumps(record, separators=(",", ":"), default=str)))
             while not self._closing:
                 try:
                     text = await asyncio.wait_for(q.get(), KEEPALIVE_S)
                 except asyncio.TimeoutError:
-                    await response.write(b": keep-alive\n\n")
+                    await self._send(request, response, b": keep-alive\n\n")
                     continue
                 if text is None:
                     break
-                await response.write(_sse(text))
+                await self._send(request, response, _sse(text))
         except (ConnectionResetError, ConnectionError):
             pass
         finally:
@@ -322,8 +343,8 @@ class LiveServer:
                         pass
                     continue
                 sent, jpeg = self._jpeg_seq, self._jpeg
-                await response.write(b"--frame\r\nContent-Type: image/jpeg\r\nContent-Length: %d\r\n\r\n"
-                                     % len(jpeg) + jpeg + b"\r\n")
+                await self._send(request, response, b"--frame\r\nContent-Type: image/jpeg\r\nContent-Length: %d"
+                                 b"\r\n\r\n" % len(jpeg) + jpeg + b"\r\n")
                 self.metrics.video_bytes.labels("mjpeg").inc(len(jpeg))
         except (ConnectionResetError, ConnectionError):
             pass
@@ -359,7 +380,7 @@ class LiveServer:
         try:
             await response.prepare(request)
             while (data := await q.get()) is not None:
-                await response.write(data)
+                await self._send(request, response, data)
                 self.metrics.video_bytes.labels(counted_as).inc(len(data))
         except (ConnectionResetError, ConnectionError):
             pass
