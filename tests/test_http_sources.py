@@ -126,12 +126,10 @@ def test_a_live_playlist_stays_live(two_faces_clip: Path, tmp_path: Path) -> Non
         assert _opens_live(f"{base}/index.m3u8")
 
 
-def test_an_mpegts_stream_over_http_stays_live(two_faces_clip: Path, tmp_path: Path) -> None:
-    """A live MPEG-TS over HTTP (a camera, an IPTV channel) is sent without a length, unlike a file of one."""
-    remux(two_faces_clip, tmp_path / "clip.ts", "mpegts", {})
-    data = (tmp_path / "clip.ts").read_bytes()
-
-    class Streaming(http.server.BaseHTTPRequestHandler):
+def _ts_channel(data: bytes, then: Callable[[], object] = lambda: None) -> type[http.server.BaseHTTPRequestHandler]:
+    """A request handler that sends ``data`` as a live MPEG-TS channel does (no length), then calls ``then``
+    (a sender that hangs with the connection open)."""
+    class Channel(http.server.BaseHTTPRequestHandler):
         def log_message(self, *args: object) -> None:
             pass
 
@@ -142,8 +140,18 @@ def test_an_mpegts_stream_over_http_stays_live(two_faces_clip: Path, tmp_path: P
             with contextlib.suppress(OSError):
                 for start in range(0, len(data), 8192):
                     self.wfile.write(data[start:start + 8192])
+                self.wfile.flush()
+            then()
 
-    with _serving(Streaming) as base:
+    return Channel
+
+
+def test_an_mpegts_stream_over_http_stays_live(two_faces_clip: Path, tmp_path: Path) -> None:
+    """A live MPEG-TS over HTTP (a camera, an IPTV channel) is sent without a length, unlike a file of one."""
+    remux(two_faces_clip, tmp_path / "clip.ts", "mpegts", {})
+    data = (tmp_path / "clip.ts").read_bytes()
+
+    with _serving(_ts_channel(data)) as base:
         assert _opens_live(f"{base}/channel.ts")
 
 
@@ -159,20 +167,11 @@ def test_a_live_stream_that_stalls_ends_with_its_last_frame_timed_when_it_came(t
     done = threading.Event()
     sent_at: list[float] = []
 
-    class Hanging(http.server.BaseHTTPRequestHandler):
-        def log_message(self, *args: object) -> None:
-            pass
+    def hang() -> None:
+        sent_at.append(time.monotonic())
+        done.wait(30)
 
-        def do_GET(self) -> None:
-            self.send_response(200)
-            self.send_header("Content-Type", "video/mp2t")
-            self.end_headers()
-            self.wfile.write(data)
-            self.wfile.flush()
-            sent_at.append(time.monotonic())
-            done.wait(30)
-
-    with _serving(Hanging) as base:
+    with _serving(_ts_channel(data, then=hang)) as base:
         source = PyAVSource(parse_source(f"{base}/channel.ts"))
         try:
             assert source.open().is_live

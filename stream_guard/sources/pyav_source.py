@@ -118,15 +118,13 @@ def _http_reply(url: str) -> tuple[int, str, int | None] | None:
     return status, headers.get_content_type(), int(whole) if whole and whole.isdigit() else None
 
 
-def _web_page(url: str) -> bool:
-    """Whether an http(s) URL that FFmpeg could not read answers with a web page (HTML)."""
-    reply = _http_reply(url)
+def _web_page(reply: tuple[int, str, int | None] | None) -> bool:
+    """Whether an http(s) URL that FFmpeg could not read answers (:func:`_http_reply`) with a web page (HTML)."""
     return reply is not None and reply[0] < 400 and reply[1] in ("text/html", "application/xhtml+xml")
 
 
-def _empty_file(url: str) -> bool:
-    """Whether an http(s) URL that FFmpeg could not read is an empty file (0 bytes)."""
-    reply = _http_reply(url)
+def _empty_file(reply: tuple[int, str, int | None] | None) -> bool:
+    """Whether an http(s) URL that FFmpeg could not read answers (:func:`_http_reply`) with an empty file."""
     return reply is not None and reply[0] in (200, 206, 416) and reply[2] == 0
 
 
@@ -149,12 +147,13 @@ def _wrap_open_error(spec: SourceSpec, e: Exception) -> SourceError:
         if host is not None:
             return SourceUnreachableError(f"{name}: cannot resolve host name '{host}'")
         if isinstance(e, (av.error.InvalidDataError, av.error.EOFError)):
-            if _web_page(spec.url):
+            reply = _http_reply(spec.url)
+            if _web_page(reply):
                 return NotAVideoError(f"{name}: is a web page, not a video: give the address of the video itself "
                                       "(an .mp4, an .m3u8 playlist...); for a video site's page, a tool such as "
                                       "yt-dlp finds it (yt-dlp -g URL), or pipes it in (yt-dlp -o - URL | "
                                       "stream-guard watch -)")
-            if _empty_file(spec.url):
+            if _empty_file(reply):
                 return NotAVideoError(f"{name}: the server sent an empty file (0 bytes)")
             return SourceUnreachableError(f"{name}: cannot open stream: the server closed the connection "
                                           f"or sent no valid reply ({_reason(e)})")
@@ -202,6 +201,15 @@ AVFMT_NOTIMESTAMPS = 0x0080
 
 # Frame rates above this are taken as a timestamp's resolution, not a video's rate.
 MAX_NOMINAL_FPS = 240.0
+
+
+def stall_after_s(options: dict[str, str]) -> float:
+    """How long a network read waits for data before the stream is taken as stalled: the protocol's own
+    time-out where one is set (``rw_timeout``, in microseconds), else PyAV's."""
+    try:
+        return float(options["rw_timeout"]) / 1e6
+    except (KeyError, ValueError):
+        return NETWORK_TIMEOUT_S[1]
 
 
 def nominal_fps(stream: av.video.stream.VideoStream) -> float | None:
@@ -311,6 +319,7 @@ class PyAVSource(OpensInWith):
         self._damaged_run = 0
         # when the read that the time-out ended began: the data released by it came before (see _demuxed_pictures)
         self._stalled_since: float | None = None
+        self._stall_after_s = stall_after_s(spec.options)
 
     def _check_file(self) -> None:
         """Fail early, with a precise reason, on an empty file; note a truncated MP4/MOV."""
@@ -420,15 +429,6 @@ class PyAVSource(OpensInWith):
             has_sound=self._sound is not None,
         )
         return self._info
-
-    @property
-    def _stall_after_s(self) -> float:
-        """How long a network read waits for data before the stream is taken as stalled: the protocol's own
-        time-out where one is set (``rw_timeout``, in microseconds), else PyAV's."""
-        try:
-            return float(self.spec.options["rw_timeout"]) / 1e6
-        except (KeyError, ValueError):
-            return NETWORK_TIMEOUT_S[1]
 
     def _on_demand(self) -> bool:
         """A recording served over HTTP (an MP4, an MPEG-TS file, a finished HLS playlist): it has a length,
